@@ -1,0 +1,95 @@
+//! A loaded BitNet b1.58 model: configuration and weights in the kernels' layouts.
+//!
+//! Every format loader (GGUF I2_S/TQ2_0/TQ1_0, HF packed safetensors) produces a [`Model`];
+//! the forward pass never knows which file the weights came from.
+
+mod config;
+mod storage;
+
+pub use config::Config;
+pub use storage::Bytes;
+
+use onebit_kernels::embd::{EmbdType, EmbdView};
+use onebit_kernels::TernaryView;
+
+/// One ternary projection in the kernels' block layout with its per-tensor scale
+/// (effective weight = code − 1 times `scale`).
+#[derive(Debug)]
+pub struct TernaryTensor {
+    pub rows: usize,
+    pub cols: usize,
+    pub scale: f32,
+    pub data: Bytes,
+}
+
+impl TernaryTensor {
+    pub fn view(&self) -> TernaryView<'_> {
+        TernaryView { rows: self.rows, cols: self.cols, data: self.data.as_slice() }
+    }
+}
+
+/// The token embedding, which is also the (tied) LM head.
+#[derive(Debug)]
+pub struct Embedding {
+    pub kind: EmbdType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Bytes,
+}
+
+impl Embedding {
+    pub fn view(&self) -> EmbdView<'_> {
+        EmbdView { kind: self.kind, rows: self.rows, cols: self.cols, data: self.data.as_slice() }
+    }
+}
+
+/// One decoder layer, named as the HF model names them.
+#[derive(Debug)]
+pub struct Layer {
+    pub input_layernorm: Vec<f32>,
+    pub q_proj: TernaryTensor,
+    pub k_proj: TernaryTensor,
+    pub v_proj: TernaryTensor,
+    pub attn_sub_norm: Vec<f32>,
+    pub o_proj: TernaryTensor,
+    pub post_attention_layernorm: Vec<f32>,
+    pub gate_proj: TernaryTensor,
+    pub up_proj: TernaryTensor,
+    pub ffn_sub_norm: Vec<f32>,
+    pub down_proj: TernaryTensor,
+}
+
+/// Where a model came from, for `onebit info` and logs.
+#[derive(Clone, Debug, Default)]
+pub struct Provenance {
+    /// `gguf` or `hf`.
+    pub format: String,
+    /// The file's own name for its ternary type (I2_S, TQ2_0, TQ1_0, uint8-packed, ...).
+    pub ternary_type: String,
+    pub path: std::path::PathBuf,
+    pub file_bytes: u64,
+    /// Key facts of the file's metadata, as (key, value) pairs.
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub config: Config,
+    pub embed_tokens: Embedding,
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,
+    pub provenance: Provenance,
+}
+
+impl Model {
+    /// Number of parameters (ternary + float), as HF counts them.
+    pub fn n_params(&self) -> u64 {
+        let c = &self.config;
+        let per_layer = (c.q_dim() * c.hidden_size * 2
+            + c.kv_dim() * c.hidden_size * 2
+            + c.intermediate_size * c.hidden_size * 3
+            + c.hidden_size * 3
+            + c.intermediate_size) as u64;
+        per_layer * c.n_layers as u64 + (c.vocab_size * c.hidden_size + c.hidden_size) as u64
+    }
+}

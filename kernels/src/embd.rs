@@ -1,0 +1,281 @@
+//! Embedding / tied LM-head storage types: rows of `cols` values in F32, F16, BF16,
+//! Q8_0 or Q6_K (ggml block layouts), read by row (embedding lookup) and as a
+//! matrix-vector product (LM head).
+
+use crate::parallel;
+use half::{bf16, f16};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbdType {
+    F32,
+    F16,
+    Bf16,
+    /// ggml Q8_0: blocks of 32 = f16 scale + 32 × i8 (34 bytes).
+    Q8_0,
+    /// ggml Q6_K: blocks of 256 = ql[128] + qh[64] + scales[16] (i8) + f16 d (210 bytes).
+    Q6K,
+}
+
+impl EmbdType {
+    /// Elements per block and bytes per block.
+    pub const fn block(self) -> (usize, usize) {
+        match self {
+            Self::F32 => (1, 4),
+            Self::F16 | Self::Bf16 => (1, 2),
+            Self::Q8_0 => (32, 34),
+            Self::Q6K => (256, 210),
+        }
+    }
+
+    /// Bytes of one row of `cols` values, or None if `cols` is not a multiple of the block.
+    pub const fn row_bytes(self, cols: usize) -> Option<usize> {
+        let (be, bb) = self.block();
+        if cols % be != 0 {
+            None
+        } else {
+            Some(cols / be * bb)
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::Bf16 => "BF16",
+            Self::Q8_0 => "Q8_0",
+            Self::Q6K => "Q6_K",
+        }
+    }
+}
+
+/// A borrowed `[rows, cols]` embedding matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbdView<'a> {
+    pub kind: EmbdType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> EmbdView<'a> {
+    pub fn new(kind: EmbdType, rows: usize, cols: usize, data: &'a [u8]) -> Option<Self> {
+        let rb = kind.row_bytes(cols)?;
+        (data.len() == rows * rb).then_some(Self { kind, rows, cols, data })
+    }
+
+    fn row_data(&self, r: usize) -> &'a [u8] {
+        let rb = self.data.len() / self.rows.max(1);
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` long).
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        dequant_row(self.kind, self.row_data(r), out);
+    }
+
+    /// `out[r] = row_r · h` for every row (the LM head), split across threads.
+    pub fn matvec(&self, h: &[f32], out: &mut [f32]) {
+        assert_eq!(h.len(), self.cols, "lm head: hidden length");
+        assert_eq!(out.len(), self.rows, "lm head: output length");
+        parallel::for_rows(out, 256, |first, chunk| {
+            let mut tmp = vec![0f32; self.cols];
+            for (i, o) in chunk.iter_mut().enumerate() {
+                *o = row_dot(self.kind, self.row_data(first + i), h, &mut tmp);
+            }
+        });
+    }
+}
+
+fn row_dot(kind: EmbdType, row: &[u8], h: &[f32], tmp: &mut [f32]) -> f32 {
+    match kind {
+        EmbdType::F16 => crate::embd::dot_f16(row, h),
+        _ => {
+            dequant_row(kind, row, tmp);
+            crate::float::dot_f32(tmp, h)
+        }
+    }
+}
+
+/// Σ f16(row) · h, the decode hot path of an F16 tied head.
+pub fn dot_f16(row: &[u8], h: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = h.len() / 8;
+    for c in 0..chunks {
+        for (l, a) in acc.iter_mut().enumerate() {
+            let i = c * 8 + l;
+            let bits = u16::from_le_bytes([row[2 * i], row[2 * i + 1]]);
+            *a += f16::from_bits(bits).to_f32() * h[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..h.len() {
+        s += f16::from_bits(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])).to_f32() * h[i];
+    }
+    s
+}
+
+/// Dequantizes one row of `kind` (`row.len() == kind.row_bytes(out.len())`).
+pub fn dequant_row(kind: EmbdType, row: &[u8], out: &mut [f32]) {
+    match kind {
+        EmbdType::F32 => {
+            for (o, b) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        EmbdType::F16 => {
+            for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        EmbdType::Bf16 => {
+            for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        EmbdType::Q8_0 => {
+            for (blk, o) in row.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
+                let d = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+                for (v, q) in o.iter_mut().zip(&blk[2..]) {
+                    *v = d * f32::from(*q as i8);
+                }
+            }
+        }
+        EmbdType::Q6K => {
+            for (blk, o) in row.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
+                dequant_q6k_block(blk, o);
+            }
+        }
+    }
+}
+
+fn dequant_q6k_block(blk: &[u8], out: &mut [f32]) {
+    let (ql, rest) = blk.split_at(128);
+    let (qh, rest) = rest.split_at(64);
+    let (scales, d) = rest.split_at(16);
+    let d = f16::from_bits(u16::from_le_bytes([d[0], d[1]])).to_f32();
+    for half in 0..2 {
+        let ql = &ql[half * 64..];
+        let qh = &qh[half * 32..];
+        let sc = &scales[half * 8..];
+        let y = &mut out[half * 128..];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
+            let q2 = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            let s = |k: usize| d * f32::from(sc[k] as i8);
+            y[l] = s(is) * q1 as f32;
+            y[l + 32] = s(is + 2) * q2 as f32;
+            y[l + 64] = s(is + 4) * q3 as f32;
+            y[l + 96] = s(is + 6) * q4 as f32;
+        }
+    }
+}
+
+/// Quantizes a row to Q8_0 (ggml's reference rule: d = absmax/127, q = round(x/d)).
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    assert!(x.len() % 32 == 0, "Q8_0 needs a multiple of 32 values");
+    let mut out = Vec::with_capacity(x.len() / 32 * 34);
+    for blk in x.chunks_exact(32) {
+        let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        out.extend(blk.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// Quantizes a row to Q6_K: one scale per 16 values (i8, relative to the block's f16 d).
+pub fn quantize_q6k(x: &[f32]) -> Vec<u8> {
+    assert!(x.len() % 256 == 0, "Q6_K needs a multiple of 256 values");
+    let mut out = Vec::with_capacity(x.len() / 256 * 210);
+    for blk in x.chunks_exact(256) {
+        let mut sub = [0f32; 16];
+        for (s, c) in sub.iter_mut().zip(blk.chunks_exact(16)) {
+            let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *s = amax / 31.0;
+        }
+        let max_sub = sub.iter().fold(0f32, |m, v| m.max(*v));
+        let d = max_sub / 127.0;
+        let d16 = f16::from_f32(d);
+        let d = d16.to_f32();
+        let mut scales = [0i8; 16];
+        let mut q = [0u8; 256];
+        for (k, c) in blk.chunks_exact(16).enumerate() {
+            let sc = if d > 0.0 { (sub[k] / d).round().clamp(-127.0, 127.0) } else { 0.0 };
+            scales[k] = sc as i8;
+            let step = d * sc;
+            for (j, v) in c.iter().enumerate() {
+                let l = if step != 0.0 { (v / step).round().clamp(-32.0, 31.0) } else { 0.0 };
+                q[k * 16 + j] = (l as i32 + 32) as u8;
+            }
+        }
+        let mut ql = [0u8; 128];
+        let mut qh = [0u8; 64];
+        for half in 0..2 {
+            let q = &q[half * 128..];
+            for l in 0..32 {
+                let (q1, q2, q3, q4) = (q[l], q[l + 32], q[l + 64], q[l + 96]);
+                ql[half * 64 + l] = (q1 & 0xF) | ((q3 & 0xF) << 4);
+                ql[half * 64 + l + 32] = (q2 & 0xF) | ((q4 & 0xF) << 4);
+                qh[half * 32 + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+            }
+        }
+        out.extend_from_slice(&ql);
+        out.extend_from_slice(&qh);
+        out.extend(scales.iter().map(|s| *s as u8));
+        out.extend_from_slice(&d16.to_bits().to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32) * 0.731).sin() * 0.05).collect()
+    }
+
+    #[test]
+    fn q8_0_roundtrip_is_close() {
+        let x = sample(64);
+        let q = quantize_q8_0(&x);
+        let mut y = vec![0f32; 64];
+        dequant_row(EmbdType::Q8_0, &q, &mut y);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() < 0.05 / 127.0 + 1e-4, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn q6k_roundtrip_is_close() {
+        let x = sample(512);
+        let q = quantize_q6k(&x);
+        assert_eq!(q.len(), 420);
+        let mut y = vec![0f32; 512];
+        dequant_row(EmbdType::Q6K, &q, &mut y);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() < 0.05 / 31.0 * 0.6 + 1e-4, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn matvec_matches_dequantized_dot() {
+        let (rows, cols) = (5, 256);
+        let x = sample(rows * cols);
+        let data: Vec<u8> = x.iter().flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes()).collect();
+        let v = EmbdView::new(EmbdType::F16, rows, cols, &data).unwrap();
+        let h: Vec<f32> = (0..cols).map(|i| i as f32 * 0.01).collect();
+        let mut out = vec![0f32; rows];
+        v.matvec(&h, &mut out);
+        let mut row = vec![0f32; cols];
+        for (r, o) in out.iter().enumerate() {
+            v.row_to_f32(r, &mut row);
+            let e: f32 = row.iter().zip(&h).map(|(a, b)| a * b).sum();
+            assert!((o - e).abs() < 1e-4);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Float kernels of the forward pass: RMSNorm, rotate-half RoPE, softmax, ReLU²·up.
+
+/// `out = x / sqrt(mean(x²) + eps) * weight`, accumulated in f64 for a stable mean.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(x.len() == weight.len() && out.len() == x.len(), "rms_norm: length mismatch");
+    let ss: f64 = x.iter().map(|v| f64::from(*v) * f64::from(*v)).sum();
+    let inv = 1.0 / ((ss / x.len() as f64) as f32 + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * inv * w;
+    }
+}
+
+/// In-place RMSNorm.
+pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
+    assert_eq!(x.len(), weight.len(), "rms_norm: length mismatch");
+    let ss: f64 = x.iter().map(|v| f64::from(*v) * f64::from(*v)).sum();
+    let inv = 1.0 / ((ss / x.len() as f64) as f32 + eps).sqrt();
+    for (v, w) in x.iter_mut().zip(weight) {
+        *v = *v * inv * w;
+    }
+}
+
+/// Inverse frequencies of rotate-half RoPE: `theta^(-2i/head_dim)` for i in 0..head_dim/2,
+/// computed as transformers does (f32 from an f64-free integer exponent).
+pub fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect()
+}
+
+/// Applies rotate-half RoPE at `pos` to every head in `x` (`[n_heads * head_dim]`).
+/// `x' = x·cos + rotate_half(x)·sin`, `rotate_half(x) = [-x[d/2..], x[..d/2]]`.
+pub fn rope_rotate_half(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
+    let half = head_dim / 2;
+    assert_eq!(inv_freq.len(), half, "rope: inv_freq length");
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let angle = pos as f32 * inv_freq[i];
+            let (sin, cos) = angle.sin_cos();
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = b * cos + a * sin;
+        }
+    }
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax_inplace(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `gate = relu(gate)² · up`, in place in `gate`.
+pub fn relu2_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "relu2_mul: length mismatch");
+    for (g, u) in gate.iter_mut().zip(up) {
+        let r = g.max(0.0);
+        *g = r * r * u;
+    }
+}
+
+/// `acc += x`.
+pub fn add_inplace(acc: &mut [f32], x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "add: length mismatch");
+    acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_at_zero_is_identity_and_preserves_norm() {
+        let inv = rope_inv_freq(8, 10000.0);
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 - 3.0).collect();
+        let mut x = orig.clone();
+        rope_rotate_half(&mut x, 8, 0, &inv);
+        assert_eq!(x, orig);
+        rope_rotate_half(&mut x, 8, 17, &inv);
+        let n0: f32 = orig.iter().map(|v| v * v).sum();
+        let n1: f32 = x.iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-3);
+    }
+
+    #[test]
+    fn rms_norm_unit_weight_gives_unit_rms() {
+        let x = [3.0f32, -4.0, 0.0, 5.0];
+        let mut o = [0.0; 4];
+        rms_norm(&x, &[1.0; 4], 0.0, &mut o);
+        let ms: f32 = o.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!((ms - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn relu2_zeroes_negative_gates() {
+        let mut g = [-1.0f32, 2.0, 0.0];
+        relu2_mul(&mut g, &[5.0, 3.0, 7.0]);
+        assert_eq!(g, [0.0, 12.0, 0.0]);
+    }
+}
