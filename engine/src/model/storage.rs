@@ -8,6 +8,8 @@ use std::sync::Arc;
 pub enum Bytes {
     Mapped { map: Arc<Mmap>, offset: usize, len: usize },
     Owned(Arc<Vec<u8>>),
+    /// Bytes compiled into the binary (the embedded default model).
+    Static(&'static [u8]),
 }
 
 impl Bytes {
@@ -25,7 +27,21 @@ impl Bytes {
         match self {
             Self::Mapped { map, offset, len } => &map[*offset..*offset + *len],
             Self::Owned(v) => v,
+            Self::Static(s) => s,
         }
+    }
+
+    /// A sub-window of these bytes; `None` if it does not lie inside them.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<Self> {
+        let end = offset.checked_add(len)?;
+        if end > self.len() {
+            return None;
+        }
+        Some(match self {
+            Self::Mapped { map, offset: base, .. } => Self::Mapped { map: map.clone(), offset: base + offset, len },
+            Self::Owned(v) => Self::owned(v[offset..end].to_vec()),
+            Self::Static(s) => Self::Static(&s[offset..end]),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -43,7 +59,11 @@ impl Bytes {
 
 impl std::fmt::Debug for Bytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.is_mapped() { "mapped" } else { "owned" };
+        let kind = match self {
+            Self::Mapped { .. } => "mapped",
+            Self::Owned(_) => "owned",
+            Self::Static(_) => "static",
+        };
         write!(f, "Bytes({kind}, {} bytes)", self.len())
     }
 }
