@@ -1,9 +1,14 @@
 //! The onebit engine: BitNet b1.58 models on the CPU (and, through `onebit-drv`, the
 //! Strix Halo iGPU and NPU).
 
+pub mod chat;
 pub mod error;
+pub mod eval;
 pub mod format;
+pub mod forward;
+pub mod generate;
 pub mod model;
+pub mod sampler;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

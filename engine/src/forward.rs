@@ -1,0 +1,330 @@
+//! The BitNet b1.58 forward pass, block by block as the paper and the HF model define it:
+//!
+//! ```text
+//! h = embed_tokens[ids]
+//! per layer:  a = input_layernorm(h);  q,k,v = BitLinear(a);  RoPE(q,k);  o = attn(q,k,v)
+//!             h += o_proj(attn_sub_norm(o))
+//!             f = post_attention_layernorm(h)
+//!             h += down_proj(ffn_sub_norm(relu(gate_proj(f))² · up_proj(f)))
+//! logits = norm(h) · embed_tokensᵀ
+//! ```
+//! Every BitLinear quantizes its input per token to int8 (absmax) and multiplies by the
+//! ternary weights in integers; q/k/v share one quantized input, gate/up another.
+//!
+//! One call processes the new tokens of several sessions at once: prefill is one session
+//! with many tokens, batched decode is many sessions with one token each. The projections
+//! then run as one GEMM over all rows, so each weight is read once per call.
+
+use crate::model::{Layer, Model, TernaryTensor};
+use crate::{Error, Result};
+use onebit_kernels::float::{add_inplace, relu2_mul, rms_norm_inplace, rope_inv_freq, rope_rotate_half};
+use onebit_kernels::ternary::{gemm, gemv, padded_cols};
+use onebit_kernels::{parallel, quantize_row, ActScale};
+
+/// Which logits a forward call returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsMode {
+    /// None (prompt prefill whose logits are not needed).
+    None,
+    /// Only the last new token's (per session).
+    Last,
+    /// Every new token's, `[n_new, vocab]` row-major.
+    All,
+}
+
+/// One sequence's state: its tokens and its KV cache (f32, exact).
+pub struct Session {
+    max_ctx: usize,
+    kv_dim: usize,
+    tokens: Vec<u32>,
+    /// Per layer `[max_ctx, kv_dim]`; pages are touched only as positions fill.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl Session {
+    /// A session that can hold up to `max_ctx` tokens (capped by the model's context).
+    pub fn new(model: &Model, max_ctx: usize) -> Self {
+        let c = &model.config;
+        let max_ctx = max_ctx.clamp(1, c.max_context);
+        let kv_dim = c.kv_dim();
+        let make = || (0..c.n_layers).map(|_| vec![0f32; max_ctx * kv_dim]).collect();
+        Self { max_ctx, kv_dim, tokens: Vec::new(), keys: make(), values: make() }
+    }
+
+    /// Tokens whose keys and values are in the cache.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn max_ctx(&self) -> usize {
+        self.max_ctx
+    }
+
+    /// Forgets every position from `n` on (keeps a shared prompt prefix).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// Bytes of KV cache per token of context.
+    pub fn kv_bytes_per_token(model: &Model) -> usize {
+        model.config.n_layers * 2 * model.config.kv_dim() * std::mem::size_of::<f32>()
+    }
+}
+
+/// Runs `ids` through the model after the session's current tokens and returns the
+/// logits `mode` asks for.
+pub fn forward(model: &Model, session: &mut Session, ids: &[u32], mode: LogitsMode) -> Result<Vec<f32>> {
+    let mut out = forward_sessions(model, &mut [session], &[ids], mode)?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// One decode step for several sessions together (one token each); returns each
+/// session's logits.
+pub fn decode_batch(model: &Model, sessions: &mut [&mut Session], ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+    if sessions.len() != ids.len() {
+        return Err(Error::Input(format!("decode_batch: {} sessions but {} tokens", sessions.len(), ids.len())));
+    }
+    let per: Vec<&[u32]> = ids.chunks(1).collect();
+    forward_sessions(model, sessions, &per, LogitsMode::Last)
+}
+
+/// Where one row of the batch belongs.
+#[derive(Clone, Copy)]
+struct RowPos {
+    session: usize,
+    pos: usize,
+}
+
+/// The general entry: `new_ids[s]` is appended to `sessions[s]`.
+pub fn forward_sessions(
+    model: &Model,
+    sessions: &mut [&mut Session],
+    new_ids: &[&[u32]],
+    mode: LogitsMode,
+) -> Result<Vec<Vec<f32>>> {
+    let c = &model.config;
+    let mut rows = Vec::new();
+    for (s, (session, ids)) in sessions.iter().zip(new_ids).enumerate() {
+        if session.len() + ids.len() > session.max_ctx {
+            return Err(Error::Input(format!(
+                "{} tokens do not fit the context of {} (already {} in use); shorten the prompt or raise the context (-c)",
+                ids.len(),
+                session.max_ctx,
+                session.len()
+            )));
+        }
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::Input(format!("token id {bad} is outside the vocabulary of {} tokens", c.vocab_size)));
+        }
+        rows.extend((0..ids.len()).map(|t| RowPos { session: s, pos: session.len() + t }));
+    }
+    let n = rows.len();
+    if n == 0 {
+        return Ok(vec![Vec::new(); sessions.len()]);
+    }
+    let hidden = c.hidden_size;
+    let embd = model.embed_tokens.view();
+    let mut h = vec![0f32; n * hidden];
+    for (row, id) in h.chunks_exact_mut(hidden).zip(new_ids.iter().flat_map(|ids| ids.iter())) {
+        embd.row_to_f32(*id as usize, row);
+    }
+    let inv_freq = rope_inv_freq(c.head_dim, c.rope_theta);
+    let mut scratch = Scratch::new(model, n);
+    for (li, layer) in model.layers.iter().enumerate() {
+        self_attention(model, li, layer, sessions, &rows, &inv_freq, &mut h, &mut scratch);
+        feed_forward(model, layer, &mut h, &mut scratch);
+    }
+    for (session, ids) in sessions.iter_mut().zip(new_ids) {
+        session.tokens.extend_from_slice(ids);
+    }
+    Ok(lm_head(model, &mut h, &rows, sessions.len(), mode))
+}
+
+/// Working memory of one forward call.
+struct Scratch {
+    n: usize,
+    normed: Vec<f32>,
+    quant: Vec<i8>,
+    acts: Vec<ActScale>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(model: &Model, n: usize) -> Self {
+        let c = &model.config;
+        let widest = padded_cols(c.hidden_size.max(c.intermediate_size).max(c.q_dim()));
+        Self {
+            n,
+            normed: vec![0.0; n * c.hidden_size.max(c.q_dim())],
+            quant: vec![0; n * widest],
+            acts: vec![ActScale { scale: 1.0, sum: 0 }; n],
+            q: vec![0.0; n * c.q_dim()],
+            k: vec![0.0; n * c.kv_dim()],
+            v: vec![0.0; n * c.kv_dim()],
+            attn: vec![0.0; n * c.q_dim()],
+            proj: vec![0.0; n * c.hidden_size],
+            gate: vec![0.0; n * c.intermediate_size],
+            up: vec![0.0; n * c.intermediate_size],
+        }
+    }
+}
+
+/// Per-token int8 quantization of `n` rows of width `cols` into `quant`/`acts`.
+fn quantize_rows(x: &[f32], cols: usize, quant: &mut [i8], acts: &mut [ActScale]) {
+    let k = padded_cols(cols);
+    for (t, (row, act)) in x.chunks_exact(cols).zip(acts.iter_mut()).enumerate() {
+        *act = quantize_row(row, &mut quant[t * k..(t + 1) * k]);
+    }
+}
+
+/// `out = BitLinear(w, quantized input)` for all rows.
+fn bitlinear(w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]) {
+    let k = padded_cols(w.cols);
+    let n = acts.len();
+    if n == 1 {
+        gemv(w.view(), &quant[..k], acts[0], w.scale, &mut out[..w.rows]);
+    } else {
+        gemm(w.view(), &quant[..n * k], acts, w.scale, &mut out[..n * w.rows]);
+    }
+}
+
+fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(weight.len()) {
+        rms_norm_inplace(row, weight, eps);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn self_attention(
+    model: &Model,
+    layer_index: usize,
+    layer: &Layer,
+    sessions: &mut [&mut Session],
+    rows: &[RowPos],
+    inv_freq: &[f32],
+    h: &mut [f32],
+    s: &mut Scratch,
+) {
+    let c = &model.config;
+    let (hidden, q_dim, kv_dim, hd) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.head_dim);
+    let n = s.n;
+
+    // input_layernorm, then one shared int8 input for q/k/v
+    let normed = &mut s.normed[..n * hidden];
+    normed.copy_from_slice(h);
+    norm_rows(normed, &layer.input_layernorm, c.rms_norm_eps);
+    quantize_rows(normed, hidden, &mut s.quant, &mut s.acts);
+    bitlinear(&layer.q_proj, &s.quant, &s.acts, &mut s.q);
+    bitlinear(&layer.k_proj, &s.quant, &s.acts, &mut s.k);
+    bitlinear(&layer.v_proj, &s.quant, &s.acts, &mut s.v);
+
+    for (t, rp) in rows.iter().enumerate() {
+        rope_rotate_half(&mut s.q[t * q_dim..(t + 1) * q_dim], hd, rp.pos, inv_freq);
+        rope_rotate_half(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hd, rp.pos, inv_freq);
+        let sess = &mut sessions[rp.session];
+        let at = rp.pos * sess.kv_dim;
+        sess.keys[layer_index][at..at + kv_dim].copy_from_slice(&s.k[t * kv_dim..(t + 1) * kv_dim]);
+        sess.values[layer_index][at..at + kv_dim].copy_from_slice(&s.v[t * kv_dim..(t + 1) * kv_dim]);
+    }
+
+    attention(model, layer_index, sessions, rows, &s.q, &mut s.attn);
+
+    // attn_sub_norm before o_proj
+    let o = &mut s.attn[..n * q_dim];
+    norm_rows(o, &layer.attn_sub_norm, c.rms_norm_eps);
+    quantize_rows(o, q_dim, &mut s.quant, &mut s.acts);
+    bitlinear(&layer.o_proj, &s.quant, &s.acts, &mut s.proj);
+    add_inplace(h, &s.proj[..n * hidden]);
+}
+
+/// Causal scaled-dot-product attention with GQA (kv head j serves query heads
+/// j·group .. (j+1)·group), each (row, head) pair on its own.
+fn attention(model: &Model, layer_index: usize, sessions: &[&mut Session], rows: &[RowPos], q: &[f32], out: &mut [f32]) {
+    let c = &model.config;
+    let (hd, n_heads, kv_dim) = (c.head_dim, c.n_heads, c.kv_dim());
+    let group = c.n_heads / c.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    parallel::for_rows_strided(out, hd, 4, |first, chunk| {
+        let mut scores = Vec::new();
+        for (i, o) in chunk.chunks_exact_mut(hd).enumerate() {
+            let idx = first + i;
+            let (t, head) = (idx / n_heads, idx % n_heads);
+            let rp = rows[t];
+            let sess = &sessions[rp.session];
+            let keys = &sess.keys[layer_index];
+            let values = &sess.values[layer_index];
+            let kv_off = (head / group) * hd;
+            let qh = &q[t * n_heads * hd + head * hd..][..hd];
+            scores.clear();
+            scores.extend((0..=rp.pos).map(|p| {
+                let kr = &keys[p * kv_dim + kv_off..][..hd];
+                onebit_kernels::float::dot_f32(qh, kr) * scale
+            }));
+            onebit_kernels::float::softmax_inplace(&mut scores);
+            o.fill(0.0);
+            for (p, w) in scores.iter().enumerate() {
+                let vr = &values[p * kv_dim + kv_off..][..hd];
+                o.iter_mut().zip(vr).for_each(|(a, b)| *a += w * b);
+            }
+        }
+    });
+}
+
+fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
+    let c = &model.config;
+    let (hidden, ffn) = (c.hidden_size, c.intermediate_size);
+    let n = s.n;
+
+    // post_attention_layernorm, then one shared int8 input for gate/up
+    let normed = &mut s.normed[..n * hidden];
+    normed.copy_from_slice(h);
+    norm_rows(normed, &layer.post_attention_layernorm, c.rms_norm_eps);
+    quantize_rows(normed, hidden, &mut s.quant, &mut s.acts);
+    bitlinear(&layer.gate_proj, &s.quant, &s.acts, &mut s.gate);
+    bitlinear(&layer.up_proj, &s.quant, &s.acts, &mut s.up);
+    let g = &mut s.gate[..n * ffn];
+    relu2_mul(g, &s.up[..n * ffn]);
+
+    // ffn_sub_norm before down_proj
+    norm_rows(g, &layer.ffn_sub_norm, c.rms_norm_eps);
+    quantize_rows(g, ffn, &mut s.quant, &mut s.acts);
+    bitlinear(&layer.down_proj, &s.quant, &s.acts, &mut s.proj);
+    add_inplace(h, &s.proj[..n * hidden]);
+}
+
+/// Final norm and the tied LM head, for the rows `mode` asks for.
+fn lm_head(model: &Model, h: &mut [f32], rows: &[RowPos], n_sessions: usize, mode: LogitsMode) -> Vec<Vec<f32>> {
+    let c = &model.config;
+    let mut out = vec![Vec::new(); n_sessions];
+    if mode == LogitsMode::None {
+        return out;
+    }
+    let head = model.embed_tokens.view();
+    for (t, rp) in rows.iter().enumerate() {
+        let is_last = rows.get(t + 1).is_none_or(|next| next.session != rp.session);
+        if mode == LogitsMode::Last && !is_last {
+            continue;
+        }
+        let row = &mut h[t * c.hidden_size..(t + 1) * c.hidden_size];
+        rms_norm_inplace(row, &model.norm, c.rms_norm_eps);
+        let mut logits = vec![0f32; c.vocab_size];
+        head.matvec(row, &mut logits);
+        out[rp.session].extend_from_slice(&logits);
+    }
+    out
+}

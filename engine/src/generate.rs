@@ -1,0 +1,86 @@
+//! Prompt → tokens: prefill once, then decode step by step through the sampler.
+
+use crate::forward::{forward, LogitsMode, Session};
+use crate::model::Model;
+use crate::sampler::{Sampler, SamplingParams};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// A stop token was generated (it is not part of the output).
+    Stop,
+    /// `max_new` tokens were generated, or the context is full.
+    Length,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length | Self::Cancelled => "length",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub max_new: usize,
+    pub sampling: SamplingParams,
+    pub stop_ids: Vec<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generated {
+    pub tokens: Vec<u32>,
+    pub finish: Finish,
+    /// Seconds spent in prefill and in decode.
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+/// Generates after `prompt`; `on_token(id)` sees each new token and returns false to stop.
+pub fn generate(
+    model: &Model,
+    session: &mut Session,
+    prompt: &[u32],
+    opts: &Options,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generated> {
+    if prompt.is_empty() {
+        return Err(Error::Input("the prompt is empty: give some text to continue".into()));
+    }
+    if session.len() + prompt.len() > session.max_ctx() {
+        return Err(Error::Input(format!(
+            "the prompt has {} tokens but the context holds {}; shorten it or raise the context (-c)",
+            prompt.len(),
+            session.max_ctx() - session.len()
+        )));
+    }
+    opts.sampling.validate().map_err(Error::Input)?;
+    let mut sampler = Sampler::new(opts.sampling.clone());
+    let t0 = std::time::Instant::now();
+    let mut logits = forward(model, session, prompt, LogitsMode::Last)?;
+    let prefill_seconds = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let mut tokens = Vec::new();
+    let mut finish = Finish::Length;
+    while tokens.len() < opts.max_new {
+        let next = sampler.sample(&logits, session.tokens());
+        if opts.stop_ids.contains(&next) {
+            finish = Finish::Stop;
+            break;
+        }
+        tokens.push(next);
+        if !on_token(next) {
+            finish = Finish::Cancelled;
+            break;
+        }
+        if tokens.len() == opts.max_new || session.len() >= session.max_ctx() {
+            break;
+        }
+        logits = forward(model, session, &[next], LogitsMode::Last)?;
+    }
+    Ok(Generated { tokens, finish, prefill_seconds, decode_seconds: t1.elapsed().as_secs_f64() })
+}
