@@ -1,0 +1,245 @@
+//! Zero-copy buffers shared by CPU, GPU and NPU: a sealed memfd mapped on the CPU and
+//! exported as one or more dma-bufs through `/dev/udmabuf` (reference §6.2).
+//!
+//! The udmabuf module caps one dma-buf at `size_limit_mb` (64 MiB by default), so a large
+//! buffer becomes several chunks; the CPU mapping stays one contiguous range, and importers
+//! map chunk `i` at `base + chunk.offset` so the device sees the same contiguous bytes.
+
+pub mod udmabuf;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Ctx, SysError};
+use crate::io::{Fd, KernelIo, Mapping};
+pub use udmabuf::{Limits, Udmabuf};
+
+/// Errors of the buffer layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// A syscall or ioctl failed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// A zero-length buffer was asked for.
+    #[error("a shared buffer needs at least one byte (asked for 0)")]
+    Empty,
+    /// The udmabuf module's limits cannot hold this buffer.
+    #[error(
+        "a {len}-byte buffer needs {chunks} udmabuf chunks of {chunk} bytes, more than \
+         list_limit allows; raise /sys/module/udmabuf/parameters/size_limit_mb"
+    )]
+    TooManyChunks {
+        /// Requested length.
+        len: u64,
+        /// Chunk size used.
+        chunk: u64,
+        /// Chunks needed.
+        chunks: u64,
+    },
+}
+
+/// One dma-buf of a [`SharedBuffer`]: bytes `offset..offset+size` of the buffer.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Byte offset of this chunk in the buffer (and in the memfd).
+    pub offset: u64,
+    /// Bytes (a page multiple).
+    pub size: u64,
+    /// The dma-buf.
+    pub dmabuf: Fd,
+}
+
+/// Alignment of the CPU mapping: 2 MiB lets the CPU and GPU use large pages.
+const MAP_ALIGN: usize = 2 << 20;
+
+/// A memfd-backed buffer visible to the CPU at [`SharedBuffer::addr`] and to devices
+/// through [`SharedBuffer::chunks`] (dma-bufs of the same pages).
+pub struct SharedBuffer {
+    // Field order is drop order: dma-bufs, then the CPU view, then the memfd.
+    chunks: Vec<Chunk>,
+    map: Mapping,
+    memfd: Fd,
+    len: usize,
+    name: String,
+}
+
+impl std::fmt::Debug for SharedBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBuffer")
+            .field("name", &self.name)
+            .field("addr", &format_args!("{:#x}", self.map.addr()))
+            .field("len", &self.len)
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
+}
+
+fn page() -> u64 {
+    crate::page_size()
+}
+
+impl SharedBuffer {
+    /// A zero-filled buffer of `len` bytes, mapped on the CPU and exported as dma-bufs
+    /// (chunked to the udmabuf size limit).
+    pub fn new(
+        io: &Arc<dyn KernelIo>,
+        name: &str,
+        len: usize,
+    ) -> Result<SharedBuffer, BufferError> {
+        let udmabuf = Udmabuf::open(io)?;
+        Self::with_udmabuf(io, &udmabuf, name, len)
+    }
+
+    /// Same, with an already open `/dev/udmabuf` (many buffers, one open).
+    pub fn with_udmabuf(
+        io: &Arc<dyn KernelIo>,
+        udmabuf: &Udmabuf,
+        name: &str,
+        len: usize,
+    ) -> Result<SharedBuffer, BufferError> {
+        let mut buf = Self::cpu_only(io, name, len)?;
+        let limits = udmabuf.limits();
+        let chunk = (limits.size_limit / page() * page()).max(page());
+        let total = buf.map.len() as u64;
+        let n = total.div_ceil(chunk);
+        if n > limits.list_limit as u64 * 1024 {
+            return Err(BufferError::TooManyChunks {
+                len: total,
+                chunk,
+                chunks: n,
+            });
+        }
+        let mut offset = 0;
+        while offset < total {
+            let size = chunk.min(total - offset);
+            let dmabuf = udmabuf.create(&buf.memfd, offset, size)?;
+            buf.chunks.push(Chunk {
+                offset,
+                size,
+                dmabuf,
+            });
+            offset += size;
+        }
+        tracing::debug!(
+            name,
+            len,
+            chunks = buf.chunks.len(),
+            "shared buffer exported"
+        );
+        Ok(buf)
+    }
+
+    /// A sealed memfd mapped on the CPU, without dma-bufs (for the GTT fallback path and
+    /// for CPU-only use).
+    pub fn cpu_only(
+        io: &Arc<dyn KernelIo>,
+        name: &str,
+        len: usize,
+    ) -> Result<SharedBuffer, BufferError> {
+        if len == 0 {
+            return Err(BufferError::Empty);
+        }
+        let size = (len as u64).next_multiple_of(page());
+        let what = || format!("memfd '{name}'");
+        let fd = io
+            .memfd_create(name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+            .ctx("memfd_create", what)?;
+        let memfd = Fd::from_raw(io, fd);
+        io.ftruncate(memfd.raw(), size).ctx("ftruncate", what)?;
+        // SHRINK is what udmabuf requires; GROW and SEAL keep the size fixed for good.
+        // WRITE must stay unsealed or udmabuf refuses the memfd.
+        io.add_seals(
+            memfd.raw(),
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )
+        .ctx("fcntl(F_ADD_SEALS)", what)?;
+        let reserve =
+            Mapping::reserve(io, size as usize, MAP_ALIGN.min(size as usize)).ctx("mmap", what)?;
+        let addr = reserve.ptr();
+        let (_, _) = reserve.into_raw();
+        // SAFETY: `addr..addr+size` is the reservation we own; this mapping replaces it and
+        // is the only owner from now on.
+        let map = unsafe {
+            Mapping::new(
+                io,
+                addr.cast(),
+                size as usize,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                memfd.raw(),
+                0,
+            )
+        }
+        .ctx("mmap", what)?;
+        Ok(SharedBuffer {
+            chunks: Vec::new(),
+            map,
+            memfd,
+            len,
+            name: name.to_owned(),
+        })
+    }
+
+    /// CPU (and, when imported at the same VA, GPU) address of byte 0.
+    pub fn addr(&self) -> u64 {
+        self.map.addr()
+    }
+
+    /// Requested length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether zero-length (never: construction refuses it).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Mapped length (page multiple, ≥ `len`); devices import this much.
+    pub fn mapped_len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The debug name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The memfd.
+    pub fn memfd(&self) -> &Fd {
+        &self.memfd
+    }
+
+    /// The dma-bufs covering the buffer, in order (empty for [`Self::cpu_only`]).
+    pub fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    /// The dma-buf fds, in order.
+    pub fn dmabuf_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.chunks.iter().map(|c| c.dmabuf.raw()).collect()
+    }
+
+    /// The bytes, as the CPU sees them.
+    ///
+    /// Devices may write the same pages; read after their completion signal.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes alive as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.map.ptr(), self.len) }
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` gives exclusive CPU access.
+        unsafe { std::slice::from_raw_parts_mut(self.map.ptr(), self.len) }
+    }
+
+    /// Raw pointer to byte 0 (for devices that alias it).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.ptr()
+    }
+}
+
+/// Whether `/dev/udmabuf` exists.
+pub fn udmabuf_present(io: &dyn KernelIo) -> bool {
+    io.exists(Path::new(udmabuf::DEVICE))
+}
