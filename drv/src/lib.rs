@@ -10,6 +10,11 @@ pub mod emu;
 pub mod error;
 pub mod io;
 pub mod sys;
+pub mod topology;
+pub mod xclbin;
+#[cfg(feature = "emulator")]
+pub mod xclbin_build;
+pub mod xdna;
 
 pub use error::SysError;
 

@@ -10,17 +10,11 @@
 
 use std::mem::size_of;
 
+use super::{iow, iowr};
+
 // ---------------------------------------------------------------------------------------
 // Request numbers
 // ---------------------------------------------------------------------------------------
-
-const IOC_WRITE: u64 = 1;
-const IOC_READ: u64 = 2;
-
-/// `_IOC(dir, type, nr, size)` as `asm-generic/ioctl.h` encodes it.
-pub const fn ioc(dir: u64, ty: u8, nr: u8, size: usize) -> u64 {
-    (dir << 30) | ((size as u64) << 16) | ((ty as u64) << 8) | nr as u64
-}
 
 /// DRM's ioctl type letter.
 pub const DRM_IOCTL_BASE: u8 = b'd';
@@ -28,10 +22,10 @@ pub const DRM_IOCTL_BASE: u8 = b'd';
 pub const DRM_COMMAND_BASE: u8 = 0x40;
 
 const fn drm_iowr<T>(nr: u8) -> u64 {
-    ioc(IOC_READ | IOC_WRITE, DRM_IOCTL_BASE, nr, size_of::<T>())
+    iowr::<T>(DRM_IOCTL_BASE, nr)
 }
 const fn drm_iow<T>(nr: u8) -> u64 {
-    ioc(IOC_WRITE, DRM_IOCTL_BASE, nr, size_of::<T>())
+    iow::<T>(DRM_IOCTL_BASE, nr)
 }
 
 pub const DRM_AMDXDNA_CREATE_HWCTX: u8 = 0;

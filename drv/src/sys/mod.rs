@@ -2,6 +2,9 @@
 //! they can be grepped against the uapi headers. Every struct has a compile-time size
 //! assertion next to it. No behaviour lives here.
 
+pub mod amdxdna;
+pub mod hsa;
+pub mod kfd;
 pub mod udmabuf;
 
 /// `_IOC` direction bits.
