@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod emu;
 pub mod error;
 pub mod io;
+pub mod kfd;
 pub mod sys;
 pub mod topology;
 pub mod xclbin;
