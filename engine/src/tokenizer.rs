@@ -1,14 +1,460 @@
-//! Tokenizer: HF `tokenizer.json`, or the same byte-level BPE rebuilt from GGUF metadata.
+//! Tokenizer: HF `tokenizer.json`, or the same byte-level BPE rebuilt from GGUF metadata
+//! (`tokenizer.ggml.*`), both run by the `tokenizers` crate so encoding matches HF.
 
-use crate::Result;
+use crate::format::gguf::{GgufFile, Value};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+/// The LLaMA-3 pre-tokenizer split (HF `tokenizer.json` of Llama 3, llama.cpp `llama-bpe`).
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GGUF `tokenizer.ggml.pre` values that mean the LLaMA-3 split.
+const LLAMA3_PRE: &[&str] = &["llama-bpe", "llama3", "llama-v3", "smaug-bpe", "falcon3"];
+
+/// GGUF token types.
+pub mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
+}
+
+const BOS_NAMES: &[&str] = &["<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>"];
+const EOS_NAMES: &[&str] = &[
+    "<|end_of_text|>",
+    "<|eot_id|>",
+    "</s>",
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<eos>",
+];
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Added tokens (specials and user-defined): id → text.
+    added: HashMap<u32, String>,
+    bos: Option<u32>,
+    eos: Vec<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
+    }
+}
+
+fn tok_err(what: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(what.to_string())
 }
 
 impl Tokenizer {
+    /// Loads an HF `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_bytes(&bytes).map_err(|e| {
+            Error::Tokenizer(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().trim_start_matches("tokenizer: ")
+            ))
+        })
+    }
+
+    /// Parses an HF `tokenizer.json` held in memory.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
+        Ok(Self::wrap(inner))
+    }
+
+    fn wrap(inner: tokenizers::Tokenizer) -> Self {
+        let added: HashMap<u32, String> = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| (id, t.content))
+            .collect();
+        let bos = BOS_NAMES.iter().find_map(|n| inner.token_to_id(n));
+        let eos = EOS_NAMES
+            .iter()
+            .filter_map(|n| inner.token_to_id(n))
+            .collect();
+        Self {
+            inner,
+            added,
+            bos,
+            eos,
+        }
+    }
+
+    /// Rebuilds the byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let path = g.path.display();
+        let err = |what: String| Error::Tokenizer(format!("{path}: {what}"));
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if model != "gpt2" {
+            return Err(err(format!(
+                "tokenizer.ggml.model is {model:?}; onebit reads byte-level BPE (\"gpt2\") tokenizers, as BitNet models use"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<&str>> {
+            let arr = g
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| err(format!("{key} is missing or not an array")))?;
+            arr.iter()
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| err(format!("{key} holds a non-string")))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = match g.get("tokenizer.ggml.merges") {
+            Some(_) => strings("tokenizer.ggml.merges")?,
+            None => Vec::new(),
+        };
+        let types: Vec<i32> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) if a.len() == tokens.len() => {
+                a.iter().map(|v| v.as_i64().unwrap_or(1) as i32).collect()
+            }
+            Some(a) => {
+                return Err(err(format!(
+                    "tokenizer.ggml.token_type has {} entries for {} tokens",
+                    a.len(),
+                    tokens.len()
+                )))
+            }
+            None => vec![token_type::NORMAL; tokens.len()],
+        };
+        let pre = g
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let mut tok = build_bpe(&tokens, &merges, &types, pre).map_err(|e| err(e.to_string()))?;
+        let id_key = |k: &str| {
+            g.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as u32)
+                .filter(|&v| (v as usize) < tokens.len())
+        };
+        if let Some(b) = id_key("tokenizer.ggml.bos_token_id") {
+            tok.bos = Some(b);
+        }
+        let mut eos: Vec<u32> = [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ]
+        .iter()
+        .filter_map(|k| id_key(k))
+        .collect();
+        eos.extend(tok.eos.iter().copied());
+        tok.eos = dedup(eos);
+        Ok(tok)
+    }
+
+    /// Overrides the BOS id and prepends model-declared EOS ids (config / generation_config).
+    pub fn set_special_ids(&mut self, bos: Option<u32>, eos: &[u32]) {
+        if bos.is_some() {
+            self.bos = bos;
+        }
+        let mut all = eos.to_vec();
+        all.extend(self.eos.iter().copied());
+        self.eos = dedup(all);
+    }
+
+    /// Token ids of `text`; special-token text (e.g. `<|eot_id|>`) becomes the special token.
+    /// BOS is added only when `add_bos` is set (and the tokenizer has one).
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let _ = (&self.inner, text, add_bos);
-        todo!("tokenizer: being written")
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        let mut ids = Vec::with_capacity(enc.get_ids().len() + 1);
+        if add_bos {
+            if let Some(b) = self.bos {
+                ids.push(b);
+            }
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids`, specials rendered as their text; invalid UTF-8 becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let n = self.vocab_size();
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= n) {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary of {n}"
+            )));
+        }
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend(self.token_bytes(id).unwrap_or_default());
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Raw bytes of one token (byte-level inverse map); added tokens give their text.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        if let Some(s) = self.added.get(&id) {
+            return Some(s.as_bytes().to_vec());
+        }
+        let s = self.inner.id_to_token(id)?;
+        let map = byte_decoder();
+        let mut out = Vec::with_capacity(s.len());
+        for ch in s.chars() {
+            match map.get(&ch) {
+                Some(&b) => out.push(b),
+                None => out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        Some(out)
+    }
+
+    pub fn token_to_id(&self, s: &str) -> Option<u32> {
+        self.inner.token_to_id(s)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// Ids that end generation (EOS, `<|eot_id|>`, `<|end_of_text|>`, ... when present).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        self.eos.clone()
+    }
+
+    /// Whether `id` is an added (special or user-defined) token.
+    pub fn is_added(&self, id: u32) -> bool {
+        self.added.contains_key(&id)
+    }
+
+    /// Whether `id` is a special (control) token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner
+            .get_added_tokens_decoder()
+            .get(&id)
+            .is_some_and(|t| t.special)
+    }
+
+    /// The HF `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(tok_err)
+    }
+
+    /// The `tokenizers` crate object, for callers needing more than this API.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+fn dedup(v: Vec<u32>) -> Vec<u32> {
+    let mut out = Vec::with_capacity(v.len());
+    for x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+fn build_bpe(tokens: &[&str], merges: &[&str], types: &[i32], pre: &str) -> Result<Tokenizer> {
+    let mut vocab: tokenizers::models::bpe::Vocab = Default::default();
+    for (id, t) in tokens.iter().enumerate() {
+        // First occurrence wins; duplicates (unused slots) keep their own id for decoding only.
+        vocab.entry((*t).to_string()).or_insert(id as u32);
+    }
+    if vocab.len() != tokens.len() {
+        tracing::warn!(
+            "tokenizer: {} duplicate token strings in the vocabulary",
+            tokens.len() - vocab.len()
+        );
+    }
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .map(|m| {
+            // Split at the first space after the first character (a merge part is never empty).
+            let cut = m
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map(|(i, _)| i);
+            match cut {
+                Some(i) => Ok((m[..i].to_string(), m[i + 1..].to_string())),
+                None => Err(tok_err(format!(
+                    "merge {m:?} is not two tokens separated by a space"
+                ))),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let llama3 = LLAMA3_PRE.contains(&pre);
+    let pre_tok: PreTokenizerWrapper = if llama3 || !matches!(pre, "gpt2" | "default") {
+        if !llama3 {
+            tracing::warn!(
+                "tokenizer: pre-tokenizer {pre:?} is not known; using the LLaMA-3 split"
+            );
+        }
+        let split = Split::new(
+            SplitPattern::Regex(LLAMA3_PATTERN.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| tok_err(format!("pre-tokenizer regex: {e}")))?;
+        PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Split(split),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+        ]))
+    } else {
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))
+    };
+    // llama.cpp skips merges for words already in the vocabulary with the LLaMA-3 split,
+    // as tiktoken and HF's Llama-3 tokenizer.json (ignore_merges) do.
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(llama3)
+        .build()
+        .map_err(|e| tok_err(format!("cannot build BPE: {e}")))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(pre_tok));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, &t)| t == token_type::CONTROL)
+        .map(|(s, _)| AddedToken::from(s.to_string(), true).normalized(false))
+        .collect();
+    let user: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, &t)| t == token_type::USER_DEFINED)
+        .map(|(s, _)| AddedToken::from(s.to_string(), false).normalized(false))
+        .collect();
+    inner.add_special_tokens(&special);
+    inner.add_tokens(&user);
+    Ok(Tokenizer::wrap(inner))
+}
+
+/// GPT-2 byte-level alphabet: printable bytes map to themselves, the rest to U+0100 + n.
+pub fn byte_encoder() -> [char; 256] {
+    let mut map = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..=255u8 {
+        let printable =
+            (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        map[b as usize] = if printable {
+            char::from(b)
+        } else {
+            n += 1;
+            char::from_u32(0xFF + n).unwrap_or('\0')
+        };
+    }
+    map
+}
+
+fn byte_decoder() -> &'static HashMap<char, u8> {
+    static MAP: std::sync::OnceLock<HashMap<char, u8>> = std::sync::OnceLock::new();
+    MAP.get_or_init(|| {
+        byte_encoder()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect()
+    })
+}
+
+/// Turns a stream of token bytes into text, holding back an incomplete UTF-8 sequence
+/// until the bytes that complete it arrive.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one token's bytes; returns the text that is now complete.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..good]).unwrap_or_default());
+                    match e.error_len() {
+                        // Incomplete sequence at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..good);
+                            return out;
+                        }
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..good + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is still held back, lossily decoded.
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_map_is_gpt2() {
+        let m = byte_encoder();
+        assert_eq!(m[b' ' as usize], 'Ġ');
+        assert_eq!(m[b'\n' as usize], 'Ċ');
+        assert_eq!(m[b'a' as usize], 'a');
+        let distinct: std::collections::HashSet<char> = m.iter().copied().collect();
+        assert_eq!(distinct.len(), 256);
+    }
+
+    #[test]
+    fn stream_decoder_holds_partial_utf8() {
+        let mut d = StreamDecoder::new();
+        let euro = "€".as_bytes();
+        assert_eq!(d.push(&euro[..1]), "");
+        assert_eq!(d.push(&euro[1..2]), "");
+        assert_eq!(d.push(&[euro[2], b'x']), "€x");
+        assert_eq!(d.push(&[0xff, b'y']), "\u{fffd}y");
+        assert_eq!(d.push(&euro[..2]), "");
+        assert_eq!(d.finish(), "\u{fffd}");
     }
 }

@@ -1,13 +1,54 @@
 //! Model file formats. `-m` takes a GGUF file or a Hugging Face model directory; each
 //! format has one loader, memory-maps its file and validates every offset and shape.
+//!
+//! - [`gguf`]: GGUF reader; [`gguf_write`]: GGUF writer (I2_S, TQ2_0, TQ1_0).
+//! - [`hf`]: HF directory loader and writer (uint8-packed ternary safetensors).
 
-use crate::model::Model;
+pub mod codec;
+pub mod gguf;
+mod gguf_model;
+pub mod hf;
+pub mod layout;
+
+use crate::model::{Bytes, Model};
 use crate::tokenizer::Tokenizer;
-use crate::Result;
+use crate::{Error, Result};
+use std::io::Read;
 use std::path::Path;
+
+pub use gguf_model::ARCHS as GGUF_ARCHS;
 
 /// Loads a model and its tokenizer from a GGUF file or an HF directory.
 pub fn load(path: &Path) -> Result<(Model, Tokenizer)> {
-    let _ = path;
-    todo!("format loaders: being written")
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return hf::load_dir(path);
+    }
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    if n == 4 && &magic == gguf::MAGIC {
+        let g = gguf::GgufFile::open(path)?;
+        return gguf_model::model_from_gguf(&g);
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hint = if name.ends_with(".safetensors") || name.ends_with(".json") {
+        "pass the Hugging Face model directory that holds it, not the file"
+    } else {
+        "pass a GGUF file (starts with \"GGUF\") or a Hugging Face model directory"
+    };
+    Err(Error::corrupt(
+        path,
+        0,
+        format!("not a model: the file does not start with \"GGUF\" ({hint})"),
+    ))
+}
+
+/// Loads a GGUF model held in memory (e.g. compiled into the binary); `name` is used in messages.
+pub fn load_gguf_bytes(name: &str, bytes: Bytes) -> Result<(Model, Tokenizer)> {
+    let g = gguf::GgufFile::parse(name, bytes)?;
+    gguf_model::model_from_gguf(&g)
 }

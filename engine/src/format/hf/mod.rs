@@ -1,0 +1,532 @@
+//! Hugging Face model directories: `config.json`, `generation_config.json`,
+//! `model.safetensors` (or shards listed in `model.safetensors.index.json`) and
+//! `tokenizer.json`, as microsoft/bitnet-b1.58-2B-4T ships them (uint8-packed ternary
+//! projections with a `weight_scale` each), or with float projection weights that are
+//! ternarized at load exactly as BitNet does (absmean).
+
+pub mod safetensors;
+
+use super::codec;
+use super::layout::{self, Names, Source};
+use crate::model::{Config, Embedding, Model, Provenance, TernaryTensor};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+use onebit_kernels::embd::EmbdType;
+use onebit_kernels::ternary;
+use safetensors::{Dtype, Entry, SafeTensors};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG: &str = "config.json";
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+pub const WEIGHTS: &str = "model.safetensors";
+pub const INDEX: &str = "model.safetensors.index.json";
+pub const TOKENIZER: &str = "tokenizer.json";
+
+/// How the stored `weight_scale` relates to the effective weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleRule {
+    /// transformers `AutoBitLinear`: effective = ternary × weight_scale.
+    Multiply,
+    /// transformers `BitLinear`: effective = ternary ÷ weight_scale.
+    Divide,
+}
+
+/// The safetensors files of a model and which file holds each tensor.
+pub struct Weights {
+    files: Vec<SafeTensors>,
+    index: HashMap<String, usize>,
+}
+
+impl Weights {
+    /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let single = dir.join(WEIGHTS);
+        let index_path = dir.join(INDEX);
+        if index_path.exists() {
+            let text = std::fs::read(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let v: Value = serde_json::from_slice(&text).map_err(|e| {
+                Error::corrupt(
+                    &index_path,
+                    e.column() as u64,
+                    format!("not valid JSON: {e}"),
+                )
+            })?;
+            let map = v
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| Error::corrupt(&index_path, 0, "no \"weight_map\" object"))?;
+            let mut shard_ids: HashMap<String, usize> = HashMap::new();
+            let mut files = Vec::new();
+            let mut index = HashMap::new();
+            for (name, file) in map {
+                let file = file.as_str().ok_or_else(|| {
+                    Error::corrupt(
+                        &index_path,
+                        0,
+                        format!("weight_map['{name}'] is not a file name"),
+                    )
+                })?;
+                if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                    return Err(Error::corrupt(
+                        &index_path,
+                        0,
+                        format!("shard name {file:?} must be a plain file name"),
+                    ));
+                }
+                let id = match shard_ids.get(file) {
+                    Some(&id) => id,
+                    None => {
+                        files.push(SafeTensors::open(&dir.join(file))?);
+                        shard_ids.insert(file.to_string(), files.len() - 1);
+                        files.len() - 1
+                    }
+                };
+                if files[id].get(name).is_none() {
+                    return Err(Error::tensor(
+                        dir.join(file),
+                        name,
+                        format!("{INDEX} places it in this shard, but the shard does not hold it"),
+                    ));
+                }
+                index.insert(name.clone(), id);
+            }
+            Ok(Self { files, index })
+        } else if single.exists() {
+            let f = SafeTensors::open(&single)?;
+            let index = f.names().map(|n| (n.to_string(), 0)).collect();
+            Ok(Self {
+                files: vec![f],
+                index,
+            })
+        } else {
+            Err(Error::unsupported(
+                dir,
+                format!("no {WEIGHTS} or {INDEX} in this directory"),
+            ))
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<(&SafeTensors, &Entry)> {
+        let &i = self.index.get(name)?;
+        let f = &self.files[i];
+        Some((f, f.get(name)?))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.file_len()).sum()
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| Error::corrupt(path, e.column() as u64, format!("not valid JSON: {e}")))
+}
+
+/// An id or list of ids (`eos_token_id` may be either).
+fn ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Hyperparameters and quantization settings from `config.json`.
+pub struct HfConfig {
+    pub config: Config,
+    pub scale_rule: ScaleRule,
+    pub tied: bool,
+    pub raw: Value,
+}
+
+pub fn parse_config(path: &Path, v: &Value) -> Result<HfConfig> {
+    let err = |what: String| Error::corrupt(path, 0, what);
+    let num = |k: &str| -> Result<Option<usize>> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| err(format!("\"{k}\" should be a non-negative integer, is {x}"))),
+        }
+    };
+    let req = |k: &str| num(k)?.ok_or_else(|| err(format!("\"{k}\" is missing")));
+    let float = |k: &str, default: f64| -> Result<f32> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(default as f32),
+            Some(x) => x
+                .as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| err(format!("\"{k}\" should be a number, is {x}"))),
+        }
+    };
+    if let Some(mt) = v.get("model_type").and_then(Value::as_str) {
+        if mt != "bitnet" {
+            return Err(Error::unsupported(
+                path,
+                format!("model_type is {mt:?}; onebit runs BitNet b1.58 (\"bitnet\") models"),
+            ));
+        }
+    }
+    if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
+        if act != "relu2" {
+            return Err(Error::unsupported(
+                path,
+                format!("hidden_act is {act:?}; the BitNet b1.58 graph uses relu2"),
+            ));
+        }
+    }
+    if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
+        return Err(Error::unsupported(
+            path,
+            "rope_scaling is set; BitNet b1.58 uses plain RoPE and onebit implements only that",
+        ));
+    }
+    let hidden_size = req("hidden_size")?;
+    let n_heads = req("num_attention_heads")?;
+    if n_heads == 0 {
+        return Err(err("num_attention_heads is 0".into()));
+    }
+    let head_dim = num("head_dim")?.unwrap_or(hidden_size / n_heads);
+    let q = v.get("quantization_config");
+    let linear_class = q
+        .and_then(|q| q.get("linear_class"))
+        .and_then(Value::as_str);
+    // transformers and mlx-lm: the scale is a multiplier only for AutoBitLinear.
+    let scale_rule = if linear_class == Some("autobitlinear") {
+        ScaleRule::Multiply
+    } else {
+        ScaleRule::Divide
+    };
+    let config = Config {
+        hidden_size,
+        intermediate_size: req("intermediate_size")?,
+        n_layers: req("num_hidden_layers")?,
+        n_heads,
+        n_kv_heads: num("num_key_value_heads")?.unwrap_or(n_heads),
+        head_dim,
+        vocab_size: req("vocab_size")?,
+        max_context: num("max_position_embeddings")?.unwrap_or(2048),
+        rope_theta: float("rope_theta", 500000.0)?,
+        rms_norm_eps: float("rms_norm_eps", 1e-5)?,
+        bos_token_id: num("bos_token_id")?.map(|b| b as u32),
+        eos_token_ids: ids(v.get("eos_token_id")),
+    };
+    config
+        .validate()
+        .map_err(|e| err(format!("hyperparameters: {e}")))?;
+    let tied = v
+        .get("tie_word_embeddings")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    Ok(HfConfig {
+        config,
+        scale_rule,
+        tied,
+        raw: v.clone(),
+    })
+}
+
+/// Loads an HF model directory.
+pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
+    let config_path = dir.join(CONFIG);
+    if !config_path.exists() {
+        return Err(Error::unsupported(
+            dir,
+            format!("no {CONFIG}: not a Hugging Face model directory"),
+        ));
+    }
+    let hf = parse_config(&config_path, &read_json(&config_path)?)?;
+    let mut config = hf.config.clone();
+    let gen_path = dir.join(GENERATION_CONFIG);
+    let generation = if gen_path.exists() {
+        Some(read_json(&gen_path)?)
+    } else {
+        None
+    };
+    let tok_path = dir.join(TOKENIZER);
+    if !tok_path.exists() {
+        return Err(Error::unsupported(
+            dir,
+            format!("no {TOKENIZER}: copy the model's tokenizer.json into the directory"),
+        ));
+    }
+    let mut tokenizer = Tokenizer::from_file(&tok_path)?;
+    let mut eos = generation
+        .as_ref()
+        .map(|g| ids(g.get("eos_token_id")))
+        .unwrap_or_default();
+    eos.extend(&config.eos_token_ids);
+    let bos = config.bos_token_id.or_else(|| {
+        generation
+            .as_ref()
+            .and_then(|g| ids(g.get("bos_token_id")).first().copied())
+    });
+    tokenizer.set_special_ids(bos, &eos);
+    config.bos_token_id = tokenizer.bos_id();
+    config.eos_token_ids = tokenizer.eos_ids();
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(Error::unsupported(
+            &tok_path,
+            format!(
+                "the tokenizer has {} tokens but config.json vocab_size is {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
+        ));
+    }
+
+    let weights = Weights::open(dir)?;
+    if let Some((f, _)) = weights.get(layout::HF_HEAD) {
+        if !hf.tied {
+            return Err(Error::tensor(
+                &f.path,
+                layout::HF_HEAD,
+                "the model has an untied LM head (tie_word_embeddings false); onebit supports BitNet b1.58's tied head only",
+            ));
+        }
+        tracing::warn!(
+            "{}: ignoring lm_head.weight (tie_word_embeddings is true)",
+            f.path.display()
+        );
+    }
+    let embed_tokens = embedding(&weights, &config)?;
+    let mut src = HfSource {
+        w: &weights,
+        rule: hf.scale_rule,
+        float_projections: 0,
+    };
+    let norm = src.norm(
+        &Names {
+            gguf: String::new(),
+            hf: layout::HF_NORM.into(),
+        },
+        config.hidden_size,
+    )?;
+    let layers = layout::build_layers(&config, &mut src)?;
+    let n_float = src.float_projections;
+    let ternary_type = if n_float > 0 {
+        "float (ternarized at load)"
+    } else {
+        "uint8-packed"
+    };
+    let metadata = vec![
+        (
+            "linear_class".into(),
+            hf.raw
+                .pointer("/quantization_config/linear_class")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "quantization_mode".into(),
+            hf.raw
+                .pointer("/quantization_config/quantization_mode")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        ),
+        ("embed_tokens dtype".into(), embed_tokens.kind.name().into()),
+        ("shards".into(), weights.files.len().to_string()),
+    ];
+    let provenance = Provenance {
+        format: "hf".into(),
+        ternary_type: ternary_type.into(),
+        path: dir.to_path_buf(),
+        file_bytes: weights.total_bytes(),
+        metadata,
+    };
+    Ok((
+        Model {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            provenance,
+        },
+        tokenizer,
+    ))
+}
+
+fn embedding(w: &Weights, c: &Config) -> Result<Embedding> {
+    let name = layout::HF_EMBD;
+    let (f, e) = w.get(name).ok_or_else(|| {
+        Error::unsupported(
+            PathBuf::from(WEIGHTS),
+            format!("tensor '{name}' is missing"),
+        )
+    })?;
+    let kind = match e.dtype {
+        Dtype::F32 => EmbdType::F32,
+        Dtype::F16 => EmbdType::F16,
+        Dtype::Bf16 => EmbdType::Bf16,
+        d => {
+            return Err(Error::tensor(
+                &f.path,
+                name,
+                format!(
+                    "dtype {} is not supported for the embedding (BF16, F16, F32)",
+                    d.name()
+                ),
+            ))
+        }
+    };
+    if e.shape != [c.vocab_size, c.hidden_size] {
+        return Err(Error::tensor(
+            &f.path,
+            name,
+            format!(
+                "shape {:?} does not match [vocab_size, hidden_size] = [{}, {}]",
+                e.shape, c.vocab_size, c.hidden_size
+            ),
+        ));
+    }
+    Ok(Embedding {
+        kind,
+        rows: c.vocab_size,
+        cols: c.hidden_size,
+        data: f.data(e)?,
+    })
+}
+
+struct HfSource<'a> {
+    w: &'a Weights,
+    rule: ScaleRule,
+    float_projections: usize,
+}
+
+impl HfSource<'_> {
+    fn find(&self, name: &str) -> Result<(&SafeTensors, &Entry)> {
+        self.w.get(name).ok_or_else(|| {
+            let file = self
+                .w
+                .files
+                .first()
+                .map(|f| f.path.clone())
+                .unwrap_or_else(|| PathBuf::from(WEIGHTS));
+            Error::tensor(file, name, "missing from the model")
+        })
+    }
+}
+
+impl Source for HfSource<'_> {
+    fn norm(&mut self, names: &Names, len: usize) -> Result<Vec<f32>> {
+        let (f, e) = self.find(&names.hf)?;
+        if e.shape != [len] {
+            return Err(Error::tensor(
+                &f.path,
+                &e.name,
+                format!("shape {:?} does not match the configured [{len}]", e.shape),
+            ));
+        }
+        let data = f.data(e)?;
+        let v = e.dtype.to_f32(data.as_slice()).ok_or_else(|| {
+            Error::tensor(
+                &f.path,
+                &e.name,
+                format!(
+                    "dtype {} is not a float type (BF16, F16, F32) for a norm",
+                    e.dtype.name()
+                ),
+            )
+        })?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::tensor(
+                &f.path,
+                &e.name,
+                format!("element {i} is not finite ({})", v[i]),
+            ));
+        }
+        Ok(v)
+    }
+
+    fn ternary(&mut self, names: &Names, rows: usize, cols: usize) -> Result<TernaryTensor> {
+        let (f, e) = self.find(&names.hf)?;
+        let bad = |what: String| Error::tensor(&f.path, &e.name, what);
+        let data = f.data(e)?;
+        if e.dtype == Dtype::U8 {
+            if !rows.is_multiple_of(4) || e.shape != [rows / 4, cols] {
+                return Err(bad(format!(
+                    "packed shape {:?} does not match [out_features/4, in_features] = [{}/4, {cols}] from config.json",
+                    e.shape, rows
+                )));
+            }
+            let packed = data.as_slice();
+            if super::gguf_model::has_code3(packed) {
+                return Err(bad(
+                    "holds the invalid 2-bit code 3 (codes are w+1 in {0, 1, 2})".into(),
+                ));
+            }
+            let scale_name = format!("{}_scale", names.hf);
+            let (sf, se) = self.find(&scale_name)?;
+            let sv = se
+                .dtype
+                .to_f32(sf.data(se)?.as_slice())
+                .filter(|v| v.len() == 1)
+                .ok_or_else(|| {
+                    Error::tensor(
+                        &sf.path,
+                        &se.name,
+                        format!(
+                            "must hold one BF16/F16/F32 value, has {} {:?}",
+                            se.dtype.name(),
+                            se.shape
+                        ),
+                    )
+                })?[0];
+            if !sv.is_finite() || sv == 0.0 {
+                return Err(Error::tensor(
+                    &sf.path,
+                    &se.name,
+                    format!("scale {sv} must be finite and nonzero"),
+                ));
+            }
+            let scale = match self.rule {
+                ScaleRule::Multiply => sv,
+                ScaleRule::Divide => 1.0 / sv,
+            };
+            let data = ternary::pack(rows, cols, |r, c| codec::hf_code(packed, rows, cols, r, c));
+            return Ok(TernaryTensor {
+                rows,
+                cols,
+                scale,
+                data: crate::model::Bytes::owned(data),
+            });
+        }
+        if e.shape != [rows, cols] {
+            return Err(bad(format!(
+                "shape {:?} does not match [out_features, in_features] = [{rows}, {cols}]",
+                e.shape
+            )));
+        }
+        let w = e.dtype.to_f32(data.as_slice()).ok_or_else(|| {
+            bad(format!(
+                "dtype {} is neither uint8-packed ternary nor a float type",
+                e.dtype.name()
+            ))
+        })?;
+        if w.iter().any(|x| !x.is_finite()) {
+            return Err(bad("holds non-finite weights".into()));
+        }
+        let (codes, scale) = codec::ternarize_absmean(&w);
+        self.float_projections += 1;
+        let data = ternary::pack(rows, cols, |r, c| codes[r * cols + c]);
+        Ok(TernaryTensor {
+            rows,
+            cols,
+            scale,
+            data: crate::model::Bytes::owned(data),
+        })
+    }
+}
