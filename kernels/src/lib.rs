@@ -6,6 +6,7 @@
 pub mod act_quant;
 pub mod embd;
 pub mod float;
+pub mod gpu;
 pub mod parallel;
 pub mod ternary;
 

@@ -1,0 +1,88 @@
+/* The tied LM head over an F16 embedding and greedy argmax on the device. */
+#include "onebit_gpu.h"
+
+#define HEAD_WG 256
+#define HEAD_LANES_PER_ROW 8
+#define HEAD_ROWS_PER_WG (HEAD_WG / HEAD_LANES_PER_ROW)
+LDS(float, head_acc, HEAD_WG);
+
+/* logits[r] = f16(emb[r]) · h. Lane k of a row sums the elements ≡ k (mod 8) of the
+ * 8-aligned body, then lane 0 adds the 8 partials and the tail in order: the summation
+ * order of kernels/src/embd.rs dot_f16, so logits match it exactly.
+ * Grid: ceil(rows/32) work-groups. */
+KERNEL(lm_head_f16, HEAD_WG) GLOBAL const u16 *emb, GLOBAL const float *h, GLOBAL float *logits, u32 rows,
+    u32 cols) {
+    u32 row0 = GROUP_ID(0) * HEAD_ROWS_PER_WG, body = cols / 8 * 8;
+    FOR_LANES(l, HEAD_WG) {
+        u32 r = row0 + l / HEAD_LANES_PER_ROW, k = l % HEAD_LANES_PER_ROW;
+        float acc = 0.0f;
+        if (r < rows) {
+            GLOBAL const u16 *row = emb + (u64)r * cols;
+            for (u32 i = k; i < body; i += 8)
+                acc += onebit_f16_to_f32(row[i]) * h[i];
+        }
+        head_acc[l] = acc;
+    }
+    BARRIER();
+    FOR_LANES(l, HEAD_WG) {
+        u32 r = row0 + l / HEAD_LANES_PER_ROW;
+        if (l % HEAD_LANES_PER_ROW == 0 && r < rows) {
+            GLOBAL const u16 *row = emb + (u64)r * cols;
+            float s = -0.0f;
+            for (u32 k = 0; k < HEAD_LANES_PER_ROW; k++)
+                s += head_acc[l + k];
+            for (u32 i = body; i < cols; i++)
+                s += onebit_f16_to_f32(row[i]) * h[i];
+            logits[r] = s;
+        }
+    }
+}
+
+#define ARGMAX_WG 256
+LDS(struct onebit_best, argmax_best, ARGMAX_WG);
+
+/* The better of two candidates: larger value, lower index on ties, NaN never wins. */
+static inline struct onebit_best better(struct onebit_best a, struct onebit_best b) {
+    if (b.value != b.value)
+        return a;
+    if (a.value != a.value)
+        return b;
+    if (b.value > a.value || (b.value == a.value && b.index < a.index))
+        return b;
+    return a;
+}
+
+/* Stage 1: best[g] = best of the elements work-group g strides over. Grid: any count. */
+KERNEL(argmax_partial, ARGMAX_WG) GLOBAL const float *x, GLOBAL struct onebit_best *best, u32 n) {
+    u32 g = GROUP_ID(0), stride = NUM_GROUPS(0) * ARGMAX_WG;
+    FOR_LANES(l, ARGMAX_WG) {
+        struct onebit_best b = {__builtin_nanf(""), 0xffffffffu};
+        for (u32 i = g * ARGMAX_WG + l; i < n; i += stride) {
+            struct onebit_best c = {x[i], i};
+            b = better(b, c);
+        }
+        argmax_best[l] = b;
+    }
+    TREE_REDUCE(argmax_best, ARGMAX_WG, ARGMAX_WG, better);
+    BARRIER();
+    FOR_LANES(l, ARGMAX_WG) {
+        if (l == 0)
+            best[g] = argmax_best[0];
+    }
+}
+
+/* Stage 2: *token = index of the best of n_parts candidates. Grid: 1 work-group. */
+KERNEL(argmax_final, ARGMAX_WG) GLOBAL const struct onebit_best *best, GLOBAL u32 *token, u32 n_parts) {
+    FOR_LANES(l, ARGMAX_WG) {
+        struct onebit_best b = {__builtin_nanf(""), 0xffffffffu};
+        for (u32 i = l; i < n_parts; i += ARGMAX_WG)
+            b = better(b, best[i]);
+        argmax_best[l] = b;
+    }
+    TREE_REDUCE(argmax_best, ARGMAX_WG, ARGMAX_WG, better);
+    BARRIER();
+    FOR_LANES(l, ARGMAX_WG) {
+        if (l == 0)
+            token[0] = argmax_best[0].index == 0xffffffffu ? 0 : argmax_best[0].index;
+    }
+}

@@ -1,0 +1,499 @@
+//! Host builds of the GPU kernels: the C sources compiled by `build.rs` with
+//! `-DONEBIT_HOST`, run one work-group at a time as a dispatch would run them.
+//!
+//! [`run`] is the raw entry the KFD emulator uses: a kernel name, the work-group grid and
+//! each explicit argument as the 64-bit word it holds in the kernarg segment (pointer
+//! address, or the u32/f32 bits). The typed functions below wrap it for tests and
+//! `onebit selftest`; they copy inputs into aligned buffers the way a device upload would.
+
+use super::{spec, ArgKind, GpuAct, GpuBest, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
+use crate::ternary::{padded_cols, TernaryView};
+use crate::ActScale;
+use std::fmt;
+
+/// Where a host work-group is in the grid (`struct onebit_dispatch`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Dispatch {
+    group_id: [u32; 3],
+    num_groups: [u32; 3],
+}
+const _: () = assert!(std::mem::size_of::<Dispatch>() == 24);
+
+type P = *const u8;
+type M = *mut u8;
+
+extern "C" {
+    fn onebit_host_gemv_i2s(
+        d: *const Dispatch,
+        w: P,
+        q: P,
+        act: P,
+        w_scale: f32,
+        out: M,
+        rows: u32,
+        kwords: u32,
+    );
+    fn onebit_host_gemm_i2s(
+        d: *const Dispatch,
+        w: P,
+        q: P,
+        acts: P,
+        ws: f32,
+        out: M,
+        rows: u32,
+        n: u32,
+        kw: u32,
+    );
+    fn onebit_host_act_quant(d: *const Dispatch, x: P, q: M, act: M, cols: u32, kpad: u32);
+    fn onebit_host_rms_norm(d: *const Dispatch, x: P, weight: P, out: M, n: u32, eps: f32);
+    fn onebit_host_rope(d: *const Dispatch, x: M, table: P, pos0: u32, n_heads: u32, head_dim: u32);
+    #[allow(clippy::too_many_arguments)]
+    fn onebit_host_attn_split(
+        d: *const Dispatch,
+        q: P,
+        kc: P,
+        vc: P,
+        part: M,
+        n_heads: u32,
+        n_kv_heads: u32,
+        head_dim: u32,
+        pos0: u32,
+        split_len: u32,
+        scale: f32,
+    );
+    fn onebit_host_attn_combine(
+        d: *const Dispatch,
+        part: P,
+        out: M,
+        n_heads: u32,
+        head_dim: u32,
+        n_splits: u32,
+    );
+    fn onebit_host_relu2_mul(d: *const Dispatch, gate: M, up: P, n: u32);
+    fn onebit_host_add(d: *const Dispatch, acc: M, x: P, n: u32);
+    fn onebit_host_embed_f16(d: *const Dispatch, emb: P, ids: P, h: M, cols: u32);
+    fn onebit_host_lm_head_f16(d: *const Dispatch, emb: P, h: P, logits: M, rows: u32, cols: u32);
+    fn onebit_host_argmax_partial(d: *const Dispatch, x: P, best: M, n: u32);
+    fn onebit_host_argmax_final(d: *const Dispatch, best: P, token: M, n_parts: u32);
+    fn onebit_host_empty(d: *const Dispatch);
+}
+
+/// Why a host dispatch was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    UnknownKernel(String),
+    ArgCount {
+        kernel: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    EmptyGrid {
+        kernel: &'static str,
+    },
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownKernel(n) => write!(
+                f,
+                "no host build of kernel `{n}` (see onebit_kernels::gpu::KERNELS)"
+            ),
+            Self::ArgCount {
+                kernel,
+                expected,
+                got,
+            } => {
+                write!(f, "kernel `{kernel}` takes {expected} arguments, got {got}")
+            }
+            Self::EmptyGrid { kernel } => {
+                write!(f, "kernel `{kernel}` dispatched with an empty grid")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// Runs kernel `name` over `groups` work-groups (x, y, z) on the host.
+///
+/// # Safety
+/// Every `Ptr` argument must be the address of memory laid out as the kernel's source
+/// says, large enough for the grid, valid (and writable where the kernel writes) for the
+/// whole call, and aligned to its element type.
+pub unsafe fn run(name: &str, groups: [u32; 3], args: &[u64]) -> Result<(), HostError> {
+    let spec = spec(name).ok_or_else(|| HostError::UnknownKernel(name.to_string()))?;
+    if args.len() != spec.args.len() {
+        return Err(HostError::ArgCount {
+            kernel: spec.name,
+            expected: spec.args.len(),
+            got: args.len(),
+        });
+    }
+    if groups.contains(&0) {
+        return Err(HostError::EmptyGrid { kernel: spec.name });
+    }
+    let p = |i: usize| args[i] as usize as P;
+    let m = |i: usize| args[i] as usize as M;
+    let u = |i: usize| args[i] as u32;
+    let f = |i: usize| f32::from_bits(args[i] as u32);
+    debug_assert!(spec
+        .args
+        .iter()
+        .all(|(_, k)| matches!(k, ArgKind::Ptr | ArgKind::U32 | ArgKind::F32)));
+    for z in 0..groups[2] {
+        for y in 0..groups[1] {
+            for x in 0..groups[0] {
+                let d = Dispatch {
+                    group_id: [x, y, z],
+                    num_groups: groups,
+                };
+                let d = &d as *const Dispatch;
+                // SAFETY: the argument words are what the kernel expects (checked count; the
+                // pointers' validity is the caller's promise); `d` lives across the call.
+                unsafe {
+                    match spec.name {
+                        "gemv_i2s" => {
+                            onebit_host_gemv_i2s(d, p(0), p(1), p(2), f(3), m(4), u(5), u(6))
+                        }
+                        "gemm_i2s" => {
+                            onebit_host_gemm_i2s(d, p(0), p(1), p(2), f(3), m(4), u(5), u(6), u(7))
+                        }
+                        "act_quant" => onebit_host_act_quant(d, p(0), m(1), m(2), u(3), u(4)),
+                        "rms_norm" => onebit_host_rms_norm(d, p(0), p(1), m(2), u(3), f(4)),
+                        "rope" => onebit_host_rope(d, m(0), p(1), u(2), u(3), u(4)),
+                        "attn_split" => onebit_host_attn_split(
+                            d,
+                            p(0),
+                            p(1),
+                            p(2),
+                            m(3),
+                            u(4),
+                            u(5),
+                            u(6),
+                            u(7),
+                            u(8),
+                            f(9),
+                        ),
+                        "attn_combine" => onebit_host_attn_combine(d, p(0), m(1), u(2), u(3), u(4)),
+                        "relu2_mul" => onebit_host_relu2_mul(d, m(0), p(1), u(2)),
+                        "add" => onebit_host_add(d, m(0), p(1), u(2)),
+                        "embed_f16" => onebit_host_embed_f16(d, p(0), p(1), m(2), u(3)),
+                        "lm_head_f16" => onebit_host_lm_head_f16(d, p(0), p(1), m(2), u(3), u(4)),
+                        "argmax_partial" => onebit_host_argmax_partial(d, p(0), m(1), u(2)),
+                        "argmax_final" => onebit_host_argmax_final(d, p(0), m(1), u(2)),
+                        "empty" => onebit_host_empty(d),
+                        other => return Err(HostError::UnknownKernel(other.to_string())),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn addr<T>(s: &[T]) -> u64 {
+    s.as_ptr() as u64
+}
+
+fn addr_mut<T>(s: &mut [T]) -> u64 {
+    s.as_mut_ptr() as u64
+}
+
+fn words(bytes: &[u8]) -> Vec<u32> {
+    let mut w = vec![0u32; bytes.len().div_ceil(4)];
+    for (dst, chunk) in w.iter_mut().zip(bytes.chunks(4)) {
+        let mut b = [0u8; 4];
+        b[..chunk.len()].copy_from_slice(chunk);
+        *dst = u32::from_le_bytes(b);
+    }
+    w
+}
+
+fn i8_words(q: &[i8]) -> Vec<u32> {
+    let bytes: Vec<u8> = q.iter().map(|v| *v as u8).collect();
+    words(&bytes)
+}
+
+fn halves(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+fn call(name: &str, groups: [u32; 3], args: &[u64]) {
+    // SAFETY: every typed wrapper below passes buffers it owns or borrows, sized for the
+    // grid it computes, with the element types the kernel source declares.
+    let r = unsafe { run(name, groups, args) };
+    r.unwrap_or_else(|e| panic!("host dispatch: {e}"));
+}
+
+fn n32(v: usize) -> u32 {
+    u32::try_from(v).expect("size fits the kernels' u32 arguments")
+}
+
+/// `out[r] = W[r]·q` (decode GEMV); same contract as [`crate::ternary::gemv_ref`].
+pub fn gemv_i2s(w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
+    assert_eq!(out.len(), w.rows, "gemv: output length");
+    let (wd, qd, a) = (words(w.data), i8_words(q), [GpuAct::from(act)]);
+    let kwords = padded_cols(w.cols) / 16;
+    let groups = n32(w.rows.div_ceil(super::GEMV_ROWS_PER_GROUP as usize));
+    let args = [
+        addr(&wd),
+        addr(&qd),
+        addr(&a),
+        u64::from(w_scale.to_bits()),
+        addr_mut(out),
+        n32(w.rows).into(),
+        n32(kwords).into(),
+    ];
+    call("gemv_i2s", [groups, 1, 1], &args);
+}
+
+/// Prefill GEMM; same contract as [`crate::ternary::gemm`] (`out` is `[n, rows]`).
+pub fn gemm_i2s(w: TernaryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, out: &mut [f32]) {
+    let (k, n) = (padded_cols(w.cols), acts.len());
+    assert_eq!(q.len(), n * k, "gemm: activation length");
+    assert_eq!(out.len(), n * w.rows, "gemm: output length");
+    let (wd, qd) = (words(w.data), i8_words(q));
+    let a: Vec<GpuAct> = acts.iter().map(|a| GpuAct::from(*a)).collect();
+    let (tr, tt) = super::GEMM_TILE;
+    let groups = [
+        n32(w.rows.div_ceil(tr as usize)),
+        n32(n.div_ceil(tt as usize)),
+        1,
+    ];
+    let args = [
+        addr(&wd),
+        addr(&qd),
+        addr(&a),
+        u64::from(w_scale.to_bits()),
+        addr_mut(out),
+        n32(w.rows).into(),
+        n32(n).into(),
+        n32(k / 16).into(),
+    ];
+    call("gemm_i2s", groups, &args);
+}
+
+/// Quantizes `x` (`[rows, cols]`) into `q` (`[rows, padded_cols(cols)]`); returns the scales.
+pub fn act_quant(x: &[f32], cols: usize, q: &mut [i8]) -> Vec<ActScale> {
+    assert!(
+        cols > 0 && x.len().is_multiple_of(cols),
+        "act_quant: x is not whole rows"
+    );
+    let (rows, kpad) = (x.len() / cols, padded_cols(cols));
+    assert_eq!(q.len(), rows * kpad, "act_quant: output length");
+    let mut acts = vec![GpuAct::default(); rows];
+    let args = [
+        addr(x),
+        addr_mut(q),
+        addr_mut(&mut acts),
+        n32(cols).into(),
+        n32(kpad).into(),
+    ];
+    call("act_quant", [n32(rows), 1, 1], &args);
+    acts.into_iter().map(ActScale::from).collect()
+}
+
+/// RMSNorm of every `weight.len()`-wide row of `x` into `out`.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    assert!(
+        n > 0 && x.len().is_multiple_of(n) && out.len() == x.len(),
+        "rms_norm: length mismatch"
+    );
+    let args = [
+        addr(x),
+        addr(weight),
+        addr_mut(out),
+        n32(n).into(),
+        u64::from(eps.to_bits()),
+    ];
+    call("rms_norm", [n32(x.len() / n), 1, 1], &args);
+}
+
+/// Rotate-half RoPE in place on `[n_tokens, n_heads, head_dim]`, token t at `pos0 + t`,
+/// using a table from [`super::rope_table`].
+pub fn rope(x: &mut [f32], table: &[f32], pos0: usize, n_heads: usize, head_dim: usize) {
+    let width = n_heads * head_dim;
+    assert!(
+        width > 0 && x.len().is_multiple_of(width),
+        "rope: x is not whole tokens"
+    );
+    let n_tokens = x.len() / width;
+    assert!(
+        table.len() >= (pos0 + n_tokens) * head_dim,
+        "rope: table too short for the positions"
+    );
+    let groups = [
+        n32((n_heads * head_dim / 2).div_ceil(256)),
+        n32(n_tokens),
+        1,
+    ];
+    let args = [
+        addr_mut(x),
+        addr(table),
+        n32(pos0).into(),
+        n32(n_heads).into(),
+        n32(head_dim).into(),
+    ];
+    call("rope", groups, &args);
+}
+
+/// Shape of an attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Position of the first query token.
+    pub pos0: usize,
+    /// KV positions per split (≤ 256).
+    pub split_len: usize,
+}
+
+/// Causal GQA attention of `q` (`[n_tokens, n_heads·head_dim]`) over the caches
+/// (`[≥ pos0 + n_tokens, kv_dim]`) into `out`, through `attn_split` + `attn_combine`.
+pub fn attention(s: AttnShape, q: &[f32], kc: &[f32], vc: &[f32], out: &mut [f32]) {
+    let (width, kv_dim) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+    assert!(
+        width > 0 && q.len().is_multiple_of(width) && out.len() == q.len(),
+        "attention: q/out length"
+    );
+    assert!(
+        s.split_len > 0 && s.split_len <= ATTN_SPLIT_MAX as usize,
+        "attention: split_len out of range"
+    );
+    assert!(
+        s.head_dim <= ATTN_HEAD_DIM_MAX as usize,
+        "attention: head_dim too large"
+    );
+    let n_tokens = q.len() / width;
+    let n_ctx = s.pos0 + n_tokens;
+    assert!(
+        kc.len() >= n_ctx * kv_dim && vc.len() >= n_ctx * kv_dim,
+        "attention: cache too short"
+    );
+    let n_splits = super::attn_splits(n_ctx, s.split_len);
+    let mut part = vec![0f32; n_tokens * s.n_heads * n_splits * (s.head_dim + 2)];
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    let args = [
+        addr(q),
+        addr(kc),
+        addr(vc),
+        addr_mut(&mut part),
+        n32(s.n_heads).into(),
+        n32(s.n_kv_heads).into(),
+        n32(s.head_dim).into(),
+        n32(s.pos0).into(),
+        n32(s.split_len).into(),
+        u64::from(scale.to_bits()),
+    ];
+    call(
+        "attn_split",
+        [n32(s.n_heads), n32(n_splits), n32(n_tokens)],
+        &args,
+    );
+    let args = [
+        addr(&part),
+        addr_mut(out),
+        n32(s.n_heads).into(),
+        n32(s.head_dim).into(),
+        n32(n_splits).into(),
+    ];
+    call("attn_combine", [n32(s.n_heads), n32(n_tokens), 1], &args);
+}
+
+fn ew_groups(n: usize) -> u32 {
+    // a few groups on purpose: the grid-stride loop and the hidden block count get exercised
+    n32(n.div_ceil(super::ELEMENTWISE_GROUP as usize).clamp(1, 3))
+}
+
+/// `gate = relu(gate)² · up`.
+pub fn relu2_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "relu2_mul: length mismatch");
+    let n = gate.len();
+    call(
+        "relu2_mul",
+        [ew_groups(n), 1, 1],
+        &[addr_mut(gate), addr(up), n32(n).into()],
+    );
+}
+
+/// `acc += x`.
+pub fn add(acc: &mut [f32], x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "add: length mismatch");
+    let n = acc.len();
+    call(
+        "add",
+        [ew_groups(n), 1, 1],
+        &[addr_mut(acc), addr(x), n32(n).into()],
+    );
+}
+
+/// `h[t] = f16 row ids[t]` of an F16 embedding (`rows × cols`, little-endian bytes).
+pub fn embed_f16(emb: &[u8], cols: usize, ids: &[u32], h: &mut [f32]) {
+    assert_eq!(h.len(), ids.len() * cols, "embed_f16: output length");
+    assert!(
+        ids.iter()
+            .all(|&i| (i as usize + 1) * cols * 2 <= emb.len()),
+        "embed_f16: id out of range"
+    );
+    let e = halves(emb);
+    let groups = [n32(cols.div_ceil(256)), n32(ids.len()), 1];
+    call(
+        "embed_f16",
+        groups,
+        &[addr(&e), addr(ids), addr_mut(h), n32(cols).into()],
+    );
+}
+
+/// `logits[r] = f16 row r · h` over an F16 embedding of `logits.len()` rows.
+pub fn lm_head_f16(emb: &[u8], h: &[f32], logits: &mut [f32]) {
+    let (rows, cols) = (logits.len(), h.len());
+    assert_eq!(emb.len(), rows * cols * 2, "lm_head_f16: embedding size");
+    let e = halves(emb);
+    let groups = [
+        n32(rows.div_ceil(super::LM_HEAD_ROWS_PER_GROUP as usize)),
+        1,
+        1,
+    ];
+    call(
+        "lm_head_f16",
+        groups,
+        &[
+            addr(&e),
+            addr(h),
+            addr_mut(logits),
+            n32(rows).into(),
+            n32(cols).into(),
+        ],
+    );
+}
+
+/// Greedy argmax (lowest index on ties) in two stages over `parts` work-groups.
+pub fn argmax(x: &[f32], parts: usize) -> u32 {
+    let parts = parts.max(1);
+    let mut best = vec![GpuBest::default(); parts];
+    call(
+        "argmax_partial",
+        [n32(parts), 1, 1],
+        &[addr(x), addr_mut(&mut best), n32(x.len()).into()],
+    );
+    let mut token = [0u32];
+    call(
+        "argmax_final",
+        [1, 1, 1],
+        &[addr(&best), addr_mut(&mut token), n32(parts).into()],
+    );
+    token[0]
+}
+
+/// The empty kernel, for dispatch-latency probes.
+pub fn empty() {
+    call("empty", [1, 1, 1], &[]);
+}
