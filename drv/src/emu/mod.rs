@@ -25,10 +25,12 @@
 //!    unreleased handles.
 
 pub mod host;
+pub mod kfd;
 
 mod maps;
 pub mod sysfs;
 pub mod udmabuf;
+pub mod xdna;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;

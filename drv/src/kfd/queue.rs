@@ -20,7 +20,8 @@ use crate::sys::kfd as sys;
 /// Queue parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueOptions {
-    /// Ring size in 64-byte packets (power of two, 16..=131072).
+    /// Ring size in 64-byte packets (power of two, 64..=131072: the kernel wants the ring
+    /// BO exactly `ring_size` bytes, and BOs are whole pages).
     pub packets: u32,
     /// 0..=15; 7 is normal.
     pub priority: u32,
@@ -106,8 +107,8 @@ fn fill_invalid(ring: &mut GpuBuffer) -> Result<()> {
 impl AqlQueue {
     /// Allocates ring, control page, EOP and CWSR buffers and creates the queue.
     pub fn new(dev: &Device, opts: QueueOptions) -> Result<AqlQueue> {
-        if !opts.packets.is_power_of_two() || !(16..=131072).contains(&opts.packets) {
-            return Err(KfdError::Invalid(format!("ring of {} packets: need a power of two in 16..=131072", opts.packets)));
+        if !opts.packets.is_power_of_two() || !(64..=131072).contains(&opts.packets) {
+            return Err(KfdError::Invalid(format!("ring of {} packets: need a power of two in 64..=131072", opts.packets)));
         }
         if opts.priority > sys::KFD_MAX_QUEUE_PRIORITY || opts.percentage == 0 || opts.percentage > 100 {
             return Err(KfdError::Invalid(format!("priority {} / percentage {} out of range", opts.priority, opts.percentage)));
