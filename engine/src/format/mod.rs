@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod gguf;
 mod gguf_model;
+pub mod gguf_write;
 pub mod hf;
 pub mod layout;
 

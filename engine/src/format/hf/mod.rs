@@ -5,6 +5,9 @@
 //! ternarized at load exactly as BitNet does (absmean).
 
 pub mod safetensors;
+mod write;
+
+pub use write::{config_json, tensors, write_dir, HfWriteOptions, ScaleDtype};
 
 use super::codec;
 use super::layout::{self, Names, Source};

@@ -1,0 +1,559 @@
+//! GGUF v3 writer: a [`Model`] and its [`Tokenizer`] as bitnet.cpp's `bitnet-b1.58` with
+//! I2_S projections, or llama.cpp's `bitnet` with TQ2_0 / TQ1_0. The key set mirrors what
+//! those tools write (see the tiny-a fixtures): hyperparameters under the arch prefix,
+//! the full `tokenizer.ggml.*` set, F32 norms, the embedding in the model's own type and
+//! no `output.weight` (the head is tied).
+
+use super::codec;
+use super::gguf::{ty, Value, DEFAULT_ALIGNMENT, MAGIC};
+use super::layout::{self, LayerTensor};
+use crate::model::{Model, TernaryTensor};
+use crate::tokenizer::{token_type, Tokenizer, LLAMA3_PATTERN};
+use crate::{Error, Result};
+use half::f16;
+use onebit_kernels::embd::EmbdType;
+use onebit_kernels::ternary;
+use std::io::Write;
+use std::path::Path;
+
+/// Ternary storage type of the projections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TernaryType {
+    /// bitnet.cpp's I2_S (arch `bitnet-b1.58`).
+    #[default]
+    I2S,
+    /// llama.cpp TQ2_0 (arch `bitnet`).
+    Tq2_0,
+    /// llama.cpp TQ1_0 (arch `bitnet`).
+    Tq1_0,
+}
+
+impl TernaryType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::I2S => "I2_S",
+            Self::Tq2_0 => "TQ2_0",
+            Self::Tq1_0 => "TQ1_0",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().replace('-', "_").as_str() {
+            "I2_S" | "I2S" => Some(Self::I2S),
+            "TQ2_0" => Some(Self::Tq2_0),
+            "TQ1_0" => Some(Self::Tq1_0),
+            _ => None,
+        }
+    }
+
+    fn ggml_type(self) -> u32 {
+        match self {
+            Self::I2S => ty::I2_S,
+            Self::Tq2_0 => ty::TQ2_0,
+            Self::Tq1_0 => ty::TQ1_0,
+        }
+    }
+
+    /// `general.file_type` (llama_ftype) the tools write for this type.
+    fn file_type(self) -> u32 {
+        match self {
+            Self::I2S => 40,
+            Self::Tq1_0 => 36,
+            Self::Tq2_0 => 37,
+        }
+    }
+
+    pub fn arch(self) -> &'static str {
+        match self {
+            Self::I2S => "bitnet-b1.58",
+            Self::Tq2_0 | Self::Tq1_0 => "bitnet",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GgufWriteOptions {
+    pub ternary: TernaryType,
+    /// `general.name`; defaults to the model file's stem.
+    pub name: Option<String>,
+}
+
+/// Metadata and tensors of a GGUF file to write.
+pub type Contents<'a> = (Vec<(String, Value)>, Vec<OutTensor<'a>>);
+
+type DataFn<'a> = Box<dyn Fn(&mut dyn Write) -> std::io::Result<()> + 'a>;
+
+/// A tensor to write; its data is produced when written so large models stream.
+pub struct OutTensor<'a> {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ggml_type: u32,
+    pub size: u64,
+    data: DataFn<'a>,
+}
+
+impl<'a> OutTensor<'a> {
+    pub fn from_bytes(
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ggml_type: u32,
+        bytes: std::borrow::Cow<'a, [u8]>,
+    ) -> Self {
+        let size = bytes.len() as u64;
+        Self {
+            name: name.into(),
+            dims,
+            ggml_type,
+            size,
+            data: Box::new(move |w| w.write_all(&bytes)),
+        }
+    }
+
+    pub fn lazy(
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ggml_type: u32,
+        size: u64,
+        f: impl Fn(&mut dyn Write) -> std::io::Result<()> + 'a,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            dims,
+            ggml_type,
+            size,
+            data: Box::new(f),
+        }
+    }
+}
+
+/// Writes a GGUF v3 file: metadata in order, tensor infos, aligned data.
+pub fn write_gguf(
+    w: &mut dyn Write,
+    kv: &[(String, Value)],
+    tensors: &[OutTensor<'_>],
+) -> std::io::Result<()> {
+    let align = kv
+        .iter()
+        .find(|(k, _)| k == "general.alignment")
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or(DEFAULT_ALIGNMENT);
+    let mut head = Vec::new();
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        put_str(&mut head, k);
+        head.extend_from_slice(&v.type_id().to_le_bytes());
+        put_value(&mut head, v);
+    }
+    let mut offset = 0u64;
+    let mut offsets = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        put_str(&mut head, &t.name);
+        head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            head.extend_from_slice(&d.to_le_bytes());
+        }
+        head.extend_from_slice(&t.ggml_type.to_le_bytes());
+        head.extend_from_slice(&offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + t.size).div_ceil(align) * align;
+    }
+    let pad = |n: u64| vec![0u8; (n.div_ceil(align) * align - n) as usize];
+    head.extend(pad(head.len() as u64));
+    w.write_all(&head)?;
+    for t in tensors {
+        let mut counted = Counting {
+            inner: &mut *w,
+            n: 0,
+        };
+        (t.data)(&mut counted)?;
+        if counted.n != t.size {
+            return Err(std::io::Error::other(format!(
+                "tensor '{}' produced {} bytes, declared {}",
+                t.name, counted.n, t.size
+            )));
+        }
+        w.write_all(&pad(t.size))?;
+    }
+    w.flush()
+}
+
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(u8::from(*x)),
+        Value::String(s) => put_str(out, s),
+        Value::Array(a) => {
+            // An empty array has no element to name its type; strings are the common case.
+            let et = a.first().map_or(8, Value::type_id);
+            out.extend_from_slice(&et.to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            for x in a {
+                put_value(out, x);
+            }
+        }
+    }
+}
+
+/// The `tokenizer.ggml.*` keys that describe `tok` (byte-level BPE).
+pub fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>> {
+    let err =
+        |what: String| Error::Tokenizer(format!("cannot write the tokenizer to GGUF: {what}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&tok.to_json()?).map_err(|e| err(format!("tokenizer JSON: {e}")))?;
+    let model = &json["model"];
+    if model["type"].as_str() != Some("BPE") {
+        return Err(err(format!("model type {} is not BPE", model["type"])));
+    }
+    let pre = pre_name(&json["pre_tokenizer"]).ok_or_else(|| {
+        err("its pre-tokenizer is neither the LLaMA-3 split nor GPT-2 byte-level, which GGUF readers could not reproduce".into())
+    })?;
+    let n = tok.vocab_size();
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![token_type::NORMAL; n];
+    if let Some(vocab) = model["vocab"].as_object() {
+        for (s, id) in vocab {
+            if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {
+                *slot = Some(s.clone());
+            }
+        }
+    }
+    for t in json["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(content)) = (t["id"].as_u64(), t["content"].as_str()) else {
+            continue;
+        };
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some(content.to_string());
+            types[id as usize] = if t["special"].as_bool() == Some(true) {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
+        }
+    }
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Value::String(t.unwrap_or_else(|| {
+                types[i] = 5; // unused slot
+                format!("[PAD{i}]")
+            }))
+        })
+        .collect();
+    let merges: Vec<Value> = model["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| match m {
+            serde_json::Value::String(s) => Ok(Value::String(s.clone())),
+            serde_json::Value::Array(p) if p.len() == 2 => Ok(Value::String(format!(
+                "{} {}",
+                p[0].as_str().unwrap_or(""),
+                p[1].as_str().unwrap_or("")
+            ))),
+            other => Err(err(format!("merge {other} is not a pair"))),
+        })
+        .collect::<Result<_>>()?;
+    let mut kv = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::String("gpt2".into()),
+        ),
+        ("tokenizer.ggml.pre".to_string(), Value::String(pre.into())),
+        ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
+    ];
+    if let Some(b) = tok.bos_id() {
+        kv.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
+    }
+    let eos = tok.eos_ids();
+    if let Some(&e) = eos.first() {
+        kv.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(e)));
+    }
+    let eot = tok
+        .token_to_id("<|eot_id|>")
+        .filter(|id| eos.contains(id))
+        .or_else(|| eos.get(1).copied());
+    if let Some(e) = eot {
+        kv.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(e)));
+    }
+    kv.push((
+        "tokenizer.ggml.add_bos_token".into(),
+        Value::Bool(tok.bos_id().is_some()),
+    ));
+    Ok(kv)
+}
+
+/// `tokenizer.ggml.pre` for an HF pre-tokenizer, if GGUF readers know it.
+fn pre_name(p: &serde_json::Value) -> Option<&'static str> {
+    match p["type"].as_str()? {
+        "ByteLevel" if p["use_regex"].as_bool() != Some(false) => Some("gpt2"),
+        "Sequence" => {
+            let parts = p["pretokenizers"].as_array()?;
+            let split = parts.iter().any(|x| {
+                x["type"] == "Split" && x["pattern"]["Regex"].as_str() == Some(LLAMA3_PATTERN)
+            });
+            let bytelevel = parts
+                .iter()
+                .any(|x| x["type"] == "ByteLevel" && x["use_regex"].as_bool() == Some(false));
+            (split && bytelevel && parts.len() == 2).then_some("llama-bpe")
+        }
+        _ => None,
+    }
+}
+
+fn embd_type(k: EmbdType) -> u32 {
+    match k {
+        EmbdType::F32 => ty::F32,
+        EmbdType::F16 => ty::F16,
+        EmbdType::Bf16 => ty::BF16,
+        EmbdType::Q8_0 => ty::Q8_0,
+        EmbdType::Q6K => ty::Q6_K,
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn ternary_tensor<'a>(
+    name: String,
+    t: &'a TernaryTensor,
+    tt: TernaryType,
+) -> Result<OutTensor<'a>> {
+    let (rows, cols) = (t.rows, t.cols);
+    let n = rows * cols;
+    let dims = vec![cols as u64, rows as u64];
+    let v = t.view();
+    let code = move |i: usize| v.code(i / cols, i % cols);
+    let bad = |what: String| Error::tensor(Path::new("<gguf writer>"), &name, what);
+    match tt {
+        TernaryType::I2S => {
+            if n % codec::I2S_BLOCK_ELEMS != 0 {
+                return Err(bad(format!(
+                    "I2_S needs rows × cols to be a multiple of 128 ({rows} × {cols})"
+                )));
+            }
+            let size = (n / 4 + codec::I2S_TAIL) as u64;
+            let scale = t.scale;
+            if cols % ternary::BLOCK_ELEMS == 0 {
+                // The kernels' layout is I2_S's: copy the codes as they are.
+                let codes = &t.data.as_slice()[..n / 4];
+                Ok(OutTensor::lazy(name, dims, ty::I2_S, size, move |w| {
+                    w.write_all(codes)?;
+                    let mut tail = [0u8; codec::I2S_TAIL];
+                    tail[..4].copy_from_slice(&scale.to_le_bytes());
+                    w.write_all(&tail)
+                }))
+            } else {
+                Ok(OutTensor::lazy(name, dims, ty::I2_S, size, move |w| {
+                    w.write_all(&codec::encode_i2s(n, scale, code))
+                }))
+            }
+        }
+        TernaryType::Tq2_0 | TernaryType::Tq1_0 => {
+            if cols % codec::QK_K != 0 {
+                return Err(bad(format!(
+                    "{} needs in_features to be a multiple of 256 (has {cols}); write I2_S instead",
+                    tt.name()
+                )));
+            }
+            let d = f16::from_f32(t.scale);
+            if !d.is_finite() || (d.to_f32() == 0.0 && t.scale != 0.0) {
+                return Err(bad(format!(
+                    "scale {} does not fit in f16; write I2_S instead",
+                    t.scale
+                )));
+            }
+            let (block, tq2) = if tt == TernaryType::Tq2_0 {
+                (codec::TQ2_0_BLOCK, true)
+            } else {
+                (codec::TQ1_0_BLOCK, false)
+            };
+            let size = (n / codec::QK_K * block) as u64;
+            Ok(OutTensor::lazy(
+                name,
+                dims,
+                tt.ggml_type(),
+                size,
+                move |w| {
+                    // One row at a time keeps the encoder's buffer small for big models.
+                    for r in 0..rows {
+                        let row = |c: usize| code(r * cols + c);
+                        let bytes = if tq2 {
+                            codec::encode_tq2_0(cols, d, row)
+                        } else {
+                            codec::encode_tq1_0(cols, d, row)
+                        };
+                        w.write_all(&bytes)?;
+                    }
+                    Ok(())
+                },
+            ))
+        }
+    }
+}
+
+/// The full key/value set and tensor list for `model`.
+pub fn model_contents<'a>(
+    model: &'a Model,
+    tok: &Tokenizer,
+    opts: &GgufWriteOptions,
+) -> Result<Contents<'a>> {
+    let c = &model.config;
+    let tt = opts.ternary;
+    let arch = tt.arch();
+    let name = opts.name.clone().unwrap_or_else(|| {
+        model
+            .provenance
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "onebit".into())
+    });
+    let a = |k: &str| format!("{arch}.{k}");
+    let u = |x: usize| Value::U32(x as u32);
+    let mut kv = vec![
+        (
+            "general.architecture".to_string(),
+            Value::String(arch.into()),
+        ),
+        ("general.name".to_string(), Value::String(name)),
+        ("general.file_type".to_string(), Value::U32(tt.file_type())),
+        (a("context_length"), u(c.max_context)),
+        (a("embedding_length"), u(c.hidden_size)),
+        (a("block_count"), u(c.n_layers)),
+        (a("feed_forward_length"), u(c.intermediate_size)),
+        (a("attention.head_count"), u(c.n_heads)),
+        (a("attention.head_count_kv"), u(c.n_kv_heads)),
+        (a("rope.dimension_count"), u(c.head_dim)),
+        (a("rope.freq_base"), Value::F32(c.rope_theta)),
+        (
+            a("attention.layer_norm_rms_epsilon"),
+            Value::F32(c.rms_norm_eps),
+        ),
+        (a("vocab_size"), u(c.vocab_size)),
+        // Upstream llama.cpp defaults `bitnet` to SiLU without this hint; readers that
+        // do not know the key ignore it.
+        (a("hidden_activation"), Value::String("relu2".into())),
+    ];
+    if c.head_dim * c.n_heads != c.hidden_size {
+        kv.push((a("attention.key_length"), u(c.head_dim)));
+        kv.push((a("attention.value_length"), u(c.head_dim)));
+    }
+    let tkv = tokenizer_metadata(tok)?;
+    let n_tokens = tkv
+        .iter()
+        .find(|(k, _)| k == "tokenizer.ggml.tokens")
+        .and_then(|(_, v)| v.as_array())
+        .map_or(0, <[Value]>::len);
+    if n_tokens != c.vocab_size {
+        return Err(Error::Tokenizer(format!(
+            "the tokenizer has {n_tokens} tokens but the model's vocabulary is {}; GGUF needs them equal",
+            c.vocab_size
+        )));
+    }
+    kv.extend(tkv);
+    kv.push(("general.quantization_version".into(), Value::U32(2)));
+
+    let e = &model.embed_tokens;
+    let mut tensors = vec![
+        OutTensor::from_bytes(
+            layout::GGUF_EMBD,
+            vec![e.cols as u64, e.rows as u64],
+            embd_type(e.kind),
+            e.data.as_slice().into(),
+        ),
+        OutTensor::from_bytes(
+            layout::GGUF_NORM,
+            vec![model.norm.len() as u64],
+            ty::F32,
+            f32_bytes(&model.norm).into(),
+        ),
+    ];
+    for (i, l) in model.layers.iter().enumerate() {
+        let parts = layout::layer_tensors(l);
+        // Norms first, then projections, as bitnet.cpp and gguf-py order them.
+        for (k, p) in parts.iter().enumerate() {
+            if let LayerTensor::Norm(v) = p {
+                let nm = layout::names(i, k).gguf;
+                tensors.push(OutTensor::from_bytes(
+                    nm,
+                    vec![v.len() as u64],
+                    ty::F32,
+                    f32_bytes(v).into(),
+                ));
+            }
+        }
+        for (k, p) in parts.iter().enumerate() {
+            if let LayerTensor::Ternary(t) = p {
+                tensors.push(ternary_tensor(layout::names(i, k).gguf, t, tt)?);
+            }
+        }
+    }
+    Ok((kv, tensors))
+}
+
+/// Writes `model` as GGUF to `w`.
+pub fn write(
+    w: &mut dyn Write,
+    model: &Model,
+    tok: &Tokenizer,
+    opts: &GgufWriteOptions,
+) -> Result<()> {
+    let (kv, tensors) = model_contents(model, tok, opts)?;
+    write_gguf(w, &kv, &tensors).map_err(|e| Error::io("<gguf output>", e))
+}
+
+/// Writes `model` as a GGUF file (via a temporary file renamed into place).
+pub fn write_file(
+    path: &Path,
+    model: &Model,
+    tok: &Tokenizer,
+    opts: &GgufWriteOptions,
+) -> Result<()> {
+    let (kv, tensors) = model_contents(model, tok, opts)?;
+    let tmp = path.with_extension("gguf.partial");
+    let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    write_gguf(&mut w, &kv, &tensors).map_err(|e| Error::io(&tmp, e))?;
+    drop(w);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
