@@ -147,7 +147,11 @@ impl Device {
         let core = Arc::new(DevCore { io: io.clone(), kfd, render, gpu_id: node.gpu_id });
         let mut a = sys::kfd_ioctl_acquire_vm_args { drm_fd: core.render.raw() as u32, gpu_id: core.gpu_id };
         core.ioctl("AMDKFD_IOC_ACQUIRE_VM", sys::acquire_vm, &mut a).map_err(|e| {
-            e.with_advice(format!("{render_path} may already have a graphics VM in use; open a fresh render fd"))
+            if e.errno() == Some(libc::EINVAL) {
+                e.with_advice(format!("{render_path} may already have a graphics VM in use; open a fresh render fd"))
+            } else {
+                e
+            }
         })?;
         let apertures = Self::read_apertures(&core)?;
         tracing::info!(gpu_id = core.gpu_id, gfx = %node.gfx_name(), ?version, "KFD device open");

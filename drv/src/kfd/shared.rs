@@ -64,7 +64,8 @@ impl SharedGpuBuffer {
         }
         match import_chunks(dev, &buf, buf.addr()) {
             Ok(imports) => return Ok(SharedGpuBuffer::Udmabuf { imports, gpu_range: None, buf }),
-            Err(KfdError::Sys(e)) if e.errno() == Some(libc::EINVAL) => {
+            // Only the import itself may refuse the address; other failures are real.
+            Err(KfdError::Sys(e)) if e.errno() == Some(libc::EINVAL) && e.op == "AMDKFD_IOC_IMPORT_DMABUF" => {
                 tracing::info!(error = %e, "import at the CPU address refused; using a separate GPU range");
             }
             Err(e) => return Err(e),

@@ -1,0 +1,175 @@
+//! The emulated KFD refuses, at the ioctl level, what the kernel refuses: these tests talk
+//! to it through the raw `sys` functions, as a buggy driver would.
+
+use std::ffi::c_void;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use onebit_drv::emu::Emulator;
+use onebit_drv::io::KernelIo;
+use onebit_drv::sys::kfd::*;
+
+struct P {
+    io: Arc<dyn KernelIo>,
+    kfd: RawFd,
+    render: RawFd,
+    gpu: u32,
+}
+
+fn errno<T>(r: std::io::Result<T>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+impl P {
+    fn new(emu: &Emulator, gpu: u32) -> P {
+        let io = emu.io();
+        let kfd = io.open(Path::new("/dev/kfd"), libc::O_RDWR).unwrap();
+        let render = io.open(Path::new("/dev/dri/renderD128"), libc::O_RDWR).unwrap();
+        let mut a = kfd_ioctl_acquire_vm_args { drm_fd: render as u32, gpu_id: gpu };
+        // SAFETY: no pointers.
+        unsafe { acquire_vm(io.as_ref(), kfd, &mut a) }.unwrap();
+        P { io, kfd, render, gpu }
+    }
+
+    fn alloc(&self, va: u64, size: u64, flags: u32) -> std::io::Result<(u64, u64)> {
+        let mut a = kfd_ioctl_alloc_memory_of_gpu_args { va_addr: va, size, gpu_id: self.gpu, flags, ..Default::default() };
+        // SAFETY: no pointers for GTT allocations.
+        unsafe { alloc_memory_of_gpu(self.io.as_ref(), self.kfd, &mut a) }.map(|_| (a.handle, a.mmap_offset))
+    }
+
+    fn map(&self, handle: u64, on: bool) -> std::io::Result<i32> {
+        let mut ids = [self.gpu];
+        let mut a = kfd_ioctl_map_memory_to_gpu_args {
+            handle,
+            device_ids_array_ptr: ids.as_mut_ptr() as u64,
+            n_devices: 1,
+            n_success: 0,
+        };
+        // SAFETY: `ids` holds n_devices entries.
+        unsafe {
+            if on {
+                map_memory_to_gpu(self.io.as_ref(), self.kfd, &mut a)
+            } else {
+                unmap_memory_from_gpu(self.io.as_ref(), self.kfd, &mut a)
+            }
+        }
+    }
+
+    fn free(&self, handle: u64) -> std::io::Result<i32> {
+        let mut a = kfd_ioctl_free_memory_of_gpu_args { handle };
+        // SAFETY: no pointers.
+        unsafe { free_memory_of_gpu(self.io.as_ref(), self.kfd, &mut a) }
+    }
+
+    fn close(self) {
+        self.io.close(self.kfd).unwrap();
+        self.io.close(self.render).unwrap();
+    }
+}
+
+const GTT: u32 = KFD_IOC_ALLOC_MEM_FLAGS_GTT | KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE;
+const VA: u64 = 0x7000_0000_0000;
+
+#[test]
+fn memory_rules() {
+    let (emu, kfd) = Emulator::strix_halo();
+    let p = P::new(&emu, kfd.node().gpu_id);
+    assert_eq!(errno(p.alloc(VA, 1000, GTT)), libc::EINVAL, "unaligned size");
+    assert_eq!(errno(p.alloc(VA + 12, 4096, GTT)), libc::EINVAL, "unaligned VA");
+    assert_eq!(errno(p.alloc(VA, 4096, KFD_IOC_ALLOC_MEM_FLAGS_GTT | KFD_IOC_ALLOC_MEM_FLAGS_VRAM)), libc::EINVAL);
+    let (h, off) = p.alloc(VA, 8192, GTT).unwrap();
+    assert_eq!(errno(p.alloc(VA + 4096, 4096, GTT)), libc::EINVAL, "overlapping VA");
+    assert_eq!(errno(p.map(h, false)), libc::EINVAL, "unmap of an unmapped BO");
+    p.map(h, true).unwrap();
+    assert_eq!(errno(p.free(h)), libc::EBUSY, "free while mapped");
+    // mmap: only offsets the kernel handed out.
+    let io = &p.io;
+    // SAFETY: fresh mappings, not MAP_FIXED.
+    unsafe {
+        let bad = io.mmap(std::ptr::null_mut(), 4096, 3, libc::MAP_SHARED, p.render, off + (1 << 36));
+        assert_eq!(errno(bad), libc::EINVAL, "unknown render offset");
+        let bad = io.mmap(std::ptr::null_mut(), 4096, 3, libc::MAP_SHARED, p.kfd, 0x1234_0000);
+        assert_eq!(errno(bad), libc::EINVAL, "unknown kfd offset");
+        let big = io.mmap(std::ptr::null_mut(), 3 * 4096, 3, libc::MAP_SHARED, p.render, off);
+        assert_eq!(errno(big), libc::EINVAL, "mapping past the BO");
+        let ok = io.mmap(std::ptr::null_mut(), 8192, 3, libc::MAP_SHARED, p.render, off).unwrap();
+        io.munmap(ok as *mut c_void, 8192).unwrap();
+    }
+    p.map(h, false).unwrap();
+    p.free(h).unwrap();
+    assert_eq!(errno(p.free(h)), libc::EINVAL, "double free");
+    assert_eq!(errno(p.map(h, true)), libc::EINVAL, "use after free");
+    p.close();
+    emu.assert_no_leaks();
+}
+
+#[test]
+fn queue_rules() {
+    let (emu, kfd) = Emulator::strix_halo();
+    let p = P::new(&emu, kfd.node().gpu_id);
+    let ring = p.alloc(VA, 8192, GTT).unwrap().0;
+    let ctl = p.alloc(VA + 0x10000, 4096, GTT).unwrap().0;
+    let eop = p.alloc(VA + 0x20000, 4096, GTT).unwrap().0;
+    for h in [ring, ctl, eop] {
+        p.map(h, true).unwrap();
+    }
+    let base = kfd_ioctl_create_queue_args {
+        ring_base_address: VA,
+        write_pointer_address: VA + 0x10000 + 56,
+        read_pointer_address: VA + 0x10000 + 128,
+        ring_size: 8192,
+        gpu_id: p.gpu,
+        queue_type: KFD_IOC_QUEUE_TYPE_COMPUTE_AQL,
+        queue_percentage: 100,
+        queue_priority: 7,
+        eop_buffer_address: VA + 0x20000,
+        eop_buffer_size: 4096,
+        ..Default::default()
+    };
+    let create = |mut a: kfd_ioctl_create_queue_args| {
+        // SAFETY: no pointers.
+        unsafe { create_queue(p.io.as_ref(), p.kfd, &mut a) }
+    };
+    // CWSR area absent: refused (as the buffer checks of current kernels do).
+    assert_eq!(errno(create(base)), libc::EINVAL);
+    let cases = [
+        ("ring size != ring BO size", kfd_ioctl_create_queue_args { ring_size: 4096, ..base }),
+        ("ring size not a power of two", kfd_ioctl_create_queue_args { ring_size: 6000, ..base }),
+        ("unmapped ring", kfd_ioctl_create_queue_args { ring_base_address: VA + 0x40000, ..base }),
+        ("unmapped rptr", kfd_ioctl_create_queue_args { read_pointer_address: VA + 0x50000, ..base }),
+        ("wptr outside the first page", kfd_ioctl_create_queue_args { write_pointer_address: VA + 4096, ..base }),
+        ("wrong EOP size", kfd_ioctl_create_queue_args { eop_buffer_size: 8192, ..base }),
+        ("PM4 queue", kfd_ioctl_create_queue_args { queue_type: KFD_IOC_QUEUE_TYPE_COMPUTE, ..base }),
+        ("priority 16", kfd_ioctl_create_queue_args { queue_priority: 16, ..base }),
+    ];
+    for (what, a) in cases {
+        assert_eq!(errno(create(a)), libc::EINVAL, "{what}");
+    }
+    // Unknown events.
+    let mut w = kfd_ioctl_destroy_event_args { event_id: 77, pad: 0 };
+    // SAFETY: no pointers.
+    assert_eq!(errno(unsafe { destroy_event(p.io.as_ref(), p.kfd, &mut w) }), libc::EINVAL);
+    // KFD ioctls on the render node are unknown there.
+    let mut v = kfd_ioctl_get_version_args::default();
+    // SAFETY: no pointers.
+    assert_eq!(errno(unsafe { get_version(p.io.as_ref(), p.render, &mut v) }), libc::ENOTTY);
+    for h in [ring, ctl, eop] {
+        p.map(h, false).unwrap();
+        p.free(h).unwrap();
+    }
+    p.close();
+    emu.assert_no_leaks();
+}
+
+#[test]
+fn closing_kfd_with_live_handles_is_reported_as_a_leak() {
+    let (emu, kfd) = Emulator::strix_halo();
+    let p = P::new(&emu, kfd.node().gpu_id);
+    let h = p.alloc(VA, 4096, GTT).unwrap().0;
+    p.map(h, true).unwrap();
+    p.close();
+    let leaks = emu.leaks();
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert!(leaks[0].contains("(still GPU-mapped) never freed before /dev/kfd was closed"), "{leaks:?}");
+}
