@@ -41,6 +41,8 @@ pub struct Tokenizer {
     added: HashMap<u32, String>,
     bos: Option<u32>,
     eos: Vec<u32>,
+    /// Cached: `tokenizers` recounts the whole vocabulary on every call.
+    vocab_size: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -88,11 +90,13 @@ impl Tokenizer {
             .iter()
             .filter_map(|n| inner.token_to_id(n))
             .collect();
+        let vocab_size = inner.get_vocab_size(true);
         Self {
             inner,
             added,
             bos,
             eos,
+            vocab_size,
         }
     }
 
@@ -232,7 +236,7 @@ impl Tokenizer {
 
     /// Number of ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     pub fn bos_id(&self) -> Option<u32> {

@@ -1,0 +1,201 @@
+//! The LLaMA-3 tokenizer against tiktoken's own ids (fixtures/llama3-tokenizer), from
+//! tokenizer.json and rebuilt from GGUF metadata; tiny-a's tokenizer in every format.
+
+use onebit_engine::format::{self, gguf::GgufFile, gguf_write};
+use onebit_engine::tokenizer::{StreamDecoder, Tokenizer};
+use onebit_tests::fixture;
+use std::path::Path;
+use std::sync::OnceLock;
+
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+}
+
+fn cases() -> Option<Vec<Case>> {
+    let p = fixture("llama3-tokenizer/tokenize_cases.jsonl")?;
+    let text = std::fs::read_to_string(p).unwrap();
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                Case {
+                    text: v["text"].as_str().unwrap().to_string(),
+                    ids: v["ids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap() as u32)
+                        .collect(),
+                }
+            })
+            .collect(),
+    )
+}
+
+fn llama3() -> Option<&'static Tokenizer> {
+    static TOK: OnceLock<Option<Tokenizer>> = OnceLock::new();
+    TOK.get_or_init(|| {
+        let p = fixture("llama3-tokenizer/tokenizer.json")?;
+        Some(Tokenizer::from_file(&p).unwrap())
+    })
+    .as_ref()
+}
+
+/// Writes a GGUF holding only `tok`'s metadata and reads the tokenizer back from it.
+fn via_gguf(tok: &Tokenizer, name: &str) -> Tokenizer {
+    let path = std::env::temp_dir().join(format!("onebit-tok-{}-{name}.gguf", std::process::id()));
+    let mut kv = vec![(
+        "general.architecture".to_string(),
+        format::gguf::Value::String("bitnet-b1.58".into()),
+    )];
+    kv.extend(gguf_write::tokenizer_metadata(tok).unwrap());
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    gguf_write::write_gguf(&mut f, &kv, &[]).unwrap();
+    drop(f);
+    let g = GgufFile::open(&path).unwrap();
+    let t = Tokenizer::from_gguf(&g).unwrap();
+    let _ = std::fs::remove_file(&path);
+    t
+}
+
+fn check_cases(tok: &Tokenizer, cases: &[Case], what: &str) {
+    for c in cases {
+        let ids = tok.encode(&c.text, false).unwrap();
+        assert_eq!(ids, c.ids, "{what}: encode {:?}", c.text);
+        assert_eq!(
+            tok.decode(&c.ids).unwrap(),
+            c.text,
+            "{what}: decode {:?}",
+            c.ids
+        );
+        // Streaming token by token gives the same text.
+        let mut d = StreamDecoder::new();
+        let mut s = String::new();
+        for &id in &c.ids {
+            s.push_str(&d.push(&tok.token_bytes(id).unwrap()));
+        }
+        s.push_str(&d.finish());
+        assert_eq!(s, c.text, "{what}: streamed decode");
+    }
+}
+
+#[test]
+fn llama3_tokenizer_json_matches_tiktoken() {
+    let (Some(tok), Some(cases)) = (llama3(), cases()) else {
+        return;
+    };
+    assert!(cases.len() > 100, "expected the full case list");
+    check_cases(tok, &cases, "tokenizer.json");
+    assert_eq!(tok.vocab_size(), 128256);
+    assert_eq!(tok.bos_id(), Some(128000));
+    let eos = tok.eos_ids();
+    assert!(
+        eos.contains(&128001) && eos.contains(&128009),
+        "eos {eos:?}"
+    );
+    assert_eq!(tok.token_to_id("<|eot_id|>"), Some(128009));
+    assert_eq!(tok.id_to_token(128009).as_deref(), Some("<|eot_id|>"));
+    assert_eq!(tok.token_bytes(220).unwrap(), b" ");
+    assert_eq!(tok.token_bytes(128009).unwrap(), b"<|eot_id|>");
+}
+
+#[test]
+fn llama3_chat_prompt_encodes_with_bos() {
+    let Some(tok) = llama3() else { return };
+    let ids = tok
+        .encode("User: How are you?<|eot_id|>Assistant: ", true)
+        .unwrap();
+    assert_eq!(
+        ids,
+        [128000, 1502, 25, 2650, 527, 499, 30, 128009, 72803, 25, 220]
+    );
+    // No BOS unless asked for.
+    assert_eq!(tok.encode("User", false).unwrap(), [1502]);
+    assert_eq!(
+        tok.decode(&ids).unwrap(),
+        "<|begin_of_text|>User: How are you?<|eot_id|>Assistant: "
+    );
+}
+
+#[test]
+fn llama3_rebuilt_from_gguf_gives_identical_ids() {
+    let (Some(tok), Some(cases)) = (llama3(), cases()) else {
+        return;
+    };
+    let g = via_gguf(tok, "llama3");
+    check_cases(&g, &cases, "from_gguf");
+    assert_eq!(g.vocab_size(), tok.vocab_size());
+    assert_eq!(g.bos_id(), Some(128000));
+    assert!(
+        g.eos_ids().contains(&128001) && g.eos_ids().contains(&128009),
+        "eos {:?}",
+        g.eos_ids()
+    );
+    let chat = "User: How are you?<|eot_id|>Assistant: ";
+    assert_eq!(
+        g.encode(chat, true).unwrap(),
+        tok.encode(chat, true).unwrap()
+    );
+    for id in [0u32, 220, 128000, 128009, 128255] {
+        assert_eq!(g.token_bytes(id), tok.token_bytes(id), "token {id}");
+    }
+}
+
+fn eval_text() -> Option<String> {
+    Some(std::fs::read_to_string(fixture("tiny-a/eval.txt")?).unwrap())
+}
+
+#[test]
+fn tiny_a_tokenizer_is_the_same_in_every_format() {
+    let (Some(hf), Some(text)) = (fixture("tiny-a/hf/tokenizer.json"), eval_text()) else {
+        return;
+    };
+    let base = Tokenizer::from_file(&hf).unwrap();
+    let want = base.encode(&text, false).unwrap();
+    assert!(want.len() > 100);
+    assert_eq!(base.decode(&want).unwrap(), text);
+    for rel in [
+        "tiny-a/tiny-a.i2_s.gguf",
+        "tiny-a/tiny-a.tq2_0.gguf",
+        "tiny-a/tiny-a.tq1_0.gguf",
+    ] {
+        let Some(p) = fixture(rel) else { continue };
+        let t = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!(t.encode(&text, false).unwrap(), want, "{rel}");
+        assert_eq!(
+            t.encode("hi<|eot_id|>", true).unwrap(),
+            base.encode("hi<|eot_id|>", true).unwrap(),
+            "{rel}"
+        );
+        assert_eq!(t.eos_ids(), vec![1, 2], "{rel}");
+    }
+    let g = via_gguf(&base, "tiny");
+    assert_eq!(g.encode(&text, false).unwrap(), want);
+}
+
+#[test]
+fn tokenizer_json_round_trips_through_to_json() {
+    let Some(p) = fixture("tiny-a/hf/tokenizer.json") else {
+        return;
+    };
+    let a = Tokenizer::from_file(&p).unwrap();
+    let b = Tokenizer::from_json_bytes(a.to_json().unwrap().as_bytes()).unwrap();
+    let text = "Hello, world! 123 <|eot_id|> ünïcödé";
+    assert_eq!(a.encode(text, true).unwrap(), b.encode(text, true).unwrap());
+}
+
+#[test]
+fn bad_tokenizer_input_is_an_error() {
+    assert!(Tokenizer::from_json_bytes(b"{not json").is_err());
+    assert!(Tokenizer::from_json_bytes(b"{}").is_err());
+    let e = Tokenizer::from_file(Path::new("/nonexistent/tokenizer.json")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/tokenizer.json"), "{e}");
+    let Some(p) = fixture("tiny-a/hf/tokenizer.json") else {
+        return;
+    };
+    let t = Tokenizer::from_file(&p).unwrap();
+    assert!(t.decode(&[5_000_000]).is_err());
+    assert!(t.token_bytes(5_000_000).is_none());
+}
