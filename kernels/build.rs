@@ -1,8 +1,11 @@
 //! Compiles the GPU kernel sources (kernels/gpu/*.c) for the host with the portability
 //! header's host mode, so tests and the KFD emulator run the same code the GPU runs.
+//! `onebit.c` includes every kernel source, exactly as `kernels/gpu/build.sh` compiles it.
 
 fn main() {
     let sources = [
+        "onebit.c",
+        "onebit_gpu.h",
         "ternary.c",
         "quant.c",
         "norm.c",
@@ -11,8 +14,11 @@ fn main() {
         "elementwise.c",
         "head.c",
     ];
-    let mut build = cc::Build::new();
-    build
+    for s in sources {
+        println!("cargo:rerun-if-changed=gpu/{s}");
+    }
+    cc::Build::new()
+        .file("gpu/onebit.c")
         .std("c11")
         .define("ONEBIT_HOST", None)
         .opt_level(2)
@@ -20,12 +26,6 @@ fn main() {
         .flag_if_supported("-ffp-contract=off")
         .flag_if_supported("-fno-fast-math")
         .warnings(true)
-        .flag_if_supported("-Wno-unused-parameter");
-    for s in sources {
-        let path = format!("gpu/{s}");
-        println!("cargo:rerun-if-changed={path}");
-        build.file(path);
-    }
-    println!("cargo:rerun-if-changed=gpu/onebit_gpu.h");
-    build.compile("onebit_gpu_host");
+        .flag_if_supported("-Wno-unused-parameter")
+        .compile("onebit_gpu_host");
 }

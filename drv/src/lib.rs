@@ -5,6 +5,7 @@
 //! tests.
 
 pub mod buffer;
+pub mod codeobj;
 #[cfg(feature = "emulator")]
 pub mod emu;
 pub mod error;

@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 CLANG=${CLANG:-clang-19}
-SOURCES="ternary.c quant.c norm.c rope.c attention.c elementwise.c head.c"
+SOURCES="onebit.c"  # includes every kernel source
 OUT=bin/onebit-gfx1151.co
 
 if ! command -v "$CLANG" >/dev/null 2>&1; then
