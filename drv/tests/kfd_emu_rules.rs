@@ -1,7 +1,6 @@
 //! The emulated KFD refuses, at the ioctl level, what the kernel refuses: these tests talk
 //! to it through the raw `sys` functions, as a buggy driver would.
 
-use std::ffi::c_void;
 use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,17 +24,34 @@ impl P {
     fn new(emu: &Emulator, gpu: u32) -> P {
         let io = emu.io();
         let kfd = io.open(Path::new("/dev/kfd"), libc::O_RDWR).unwrap();
-        let render = io.open(Path::new("/dev/dri/renderD128"), libc::O_RDWR).unwrap();
-        let mut a = kfd_ioctl_acquire_vm_args { drm_fd: render as u32, gpu_id: gpu };
+        let render = io
+            .open(Path::new("/dev/dri/renderD128"), libc::O_RDWR)
+            .unwrap();
+        let mut a = kfd_ioctl_acquire_vm_args {
+            drm_fd: render as u32,
+            gpu_id: gpu,
+        };
         // SAFETY: no pointers.
         unsafe { acquire_vm(io.as_ref(), kfd, &mut a) }.unwrap();
-        P { io, kfd, render, gpu }
+        P {
+            io,
+            kfd,
+            render,
+            gpu,
+        }
     }
 
     fn alloc(&self, va: u64, size: u64, flags: u32) -> std::io::Result<(u64, u64)> {
-        let mut a = kfd_ioctl_alloc_memory_of_gpu_args { va_addr: va, size, gpu_id: self.gpu, flags, ..Default::default() };
+        let mut a = kfd_ioctl_alloc_memory_of_gpu_args {
+            va_addr: va,
+            size,
+            gpu_id: self.gpu,
+            flags,
+            ..Default::default()
+        };
         // SAFETY: no pointers for GTT allocations.
-        unsafe { alloc_memory_of_gpu(self.io.as_ref(), self.kfd, &mut a) }.map(|_| (a.handle, a.mmap_offset))
+        unsafe { alloc_memory_of_gpu(self.io.as_ref(), self.kfd, &mut a) }
+            .map(|_| (a.handle, a.mmap_offset))
     }
 
     fn map(&self, handle: u64, on: bool) -> std::io::Result<i32> {
@@ -75,26 +91,79 @@ const VA: u64 = 0x7000_0000_0000;
 fn memory_rules() {
     let (emu, kfd) = Emulator::strix_halo();
     let p = P::new(&emu, kfd.node().gpu_id);
-    assert_eq!(errno(p.alloc(VA, 1000, GTT)), libc::EINVAL, "unaligned size");
-    assert_eq!(errno(p.alloc(VA + 12, 4096, GTT)), libc::EINVAL, "unaligned VA");
-    assert_eq!(errno(p.alloc(VA, 4096, KFD_IOC_ALLOC_MEM_FLAGS_GTT | KFD_IOC_ALLOC_MEM_FLAGS_VRAM)), libc::EINVAL);
+    assert_eq!(
+        errno(p.alloc(VA, 1000, GTT)),
+        libc::EINVAL,
+        "unaligned size"
+    );
+    assert_eq!(
+        errno(p.alloc(VA + 12, 4096, GTT)),
+        libc::EINVAL,
+        "unaligned VA"
+    );
+    assert_eq!(
+        errno(p.alloc(
+            VA,
+            4096,
+            KFD_IOC_ALLOC_MEM_FLAGS_GTT | KFD_IOC_ALLOC_MEM_FLAGS_VRAM
+        )),
+        libc::EINVAL
+    );
     let (h, off) = p.alloc(VA, 8192, GTT).unwrap();
-    assert_eq!(errno(p.alloc(VA + 4096, 4096, GTT)), libc::EINVAL, "overlapping VA");
-    assert_eq!(errno(p.map(h, false)), libc::EINVAL, "unmap of an unmapped BO");
+    assert_eq!(
+        errno(p.alloc(VA + 4096, 4096, GTT)),
+        libc::EINVAL,
+        "overlapping VA"
+    );
+    assert_eq!(
+        errno(p.map(h, false)),
+        libc::EINVAL,
+        "unmap of an unmapped BO"
+    );
     p.map(h, true).unwrap();
     assert_eq!(errno(p.free(h)), libc::EBUSY, "free while mapped");
     // mmap: only offsets the kernel handed out.
     let io = &p.io;
     // SAFETY: fresh mappings, not MAP_FIXED.
     unsafe {
-        let bad = io.mmap(std::ptr::null_mut(), 4096, 3, libc::MAP_SHARED, p.render, off + (1 << 36));
+        let bad = io.mmap(
+            std::ptr::null_mut(),
+            4096,
+            3,
+            libc::MAP_SHARED,
+            p.render,
+            off + (1 << 36),
+        );
         assert_eq!(errno(bad), libc::EINVAL, "unknown render offset");
-        let bad = io.mmap(std::ptr::null_mut(), 4096, 3, libc::MAP_SHARED, p.kfd, 0x1234_0000);
+        let bad = io.mmap(
+            std::ptr::null_mut(),
+            4096,
+            3,
+            libc::MAP_SHARED,
+            p.kfd,
+            0x1234_0000,
+        );
         assert_eq!(errno(bad), libc::EINVAL, "unknown kfd offset");
-        let big = io.mmap(std::ptr::null_mut(), 3 * 4096, 3, libc::MAP_SHARED, p.render, off);
+        let big = io.mmap(
+            std::ptr::null_mut(),
+            3 * 4096,
+            3,
+            libc::MAP_SHARED,
+            p.render,
+            off,
+        );
         assert_eq!(errno(big), libc::EINVAL, "mapping past the BO");
-        let ok = io.mmap(std::ptr::null_mut(), 8192, 3, libc::MAP_SHARED, p.render, off).unwrap();
-        io.munmap(ok as *mut c_void, 8192).unwrap();
+        let ok = io
+            .mmap(
+                std::ptr::null_mut(),
+                8192,
+                3,
+                libc::MAP_SHARED,
+                p.render,
+                off,
+            )
+            .unwrap();
+        io.munmap(ok, 8192).unwrap();
     }
     p.map(h, false).unwrap();
     p.free(h).unwrap();
@@ -134,26 +203,79 @@ fn queue_rules() {
     // CWSR area absent: refused (as the buffer checks of current kernels do).
     assert_eq!(errno(create(base)), libc::EINVAL);
     let cases = [
-        ("ring size != ring BO size", kfd_ioctl_create_queue_args { ring_size: 4096, ..base }),
-        ("ring size not a power of two", kfd_ioctl_create_queue_args { ring_size: 6000, ..base }),
-        ("unmapped ring", kfd_ioctl_create_queue_args { ring_base_address: VA + 0x40000, ..base }),
-        ("unmapped rptr", kfd_ioctl_create_queue_args { read_pointer_address: VA + 0x50000, ..base }),
-        ("wptr outside the first page", kfd_ioctl_create_queue_args { write_pointer_address: VA + 4096, ..base }),
-        ("wrong EOP size", kfd_ioctl_create_queue_args { eop_buffer_size: 8192, ..base }),
-        ("PM4 queue", kfd_ioctl_create_queue_args { queue_type: KFD_IOC_QUEUE_TYPE_COMPUTE, ..base }),
-        ("priority 16", kfd_ioctl_create_queue_args { queue_priority: 16, ..base }),
+        (
+            "ring size != ring BO size",
+            kfd_ioctl_create_queue_args {
+                ring_size: 4096,
+                ..base
+            },
+        ),
+        (
+            "ring size not a power of two",
+            kfd_ioctl_create_queue_args {
+                ring_size: 6000,
+                ..base
+            },
+        ),
+        (
+            "unmapped ring",
+            kfd_ioctl_create_queue_args {
+                ring_base_address: VA + 0x40000,
+                ..base
+            },
+        ),
+        (
+            "unmapped rptr",
+            kfd_ioctl_create_queue_args {
+                read_pointer_address: VA + 0x50000,
+                ..base
+            },
+        ),
+        (
+            "wptr outside the first page",
+            kfd_ioctl_create_queue_args {
+                write_pointer_address: VA + 4096,
+                ..base
+            },
+        ),
+        (
+            "wrong EOP size",
+            kfd_ioctl_create_queue_args {
+                eop_buffer_size: 8192,
+                ..base
+            },
+        ),
+        (
+            "PM4 queue",
+            kfd_ioctl_create_queue_args {
+                queue_type: KFD_IOC_QUEUE_TYPE_COMPUTE,
+                ..base
+            },
+        ),
+        (
+            "priority 16",
+            kfd_ioctl_create_queue_args {
+                queue_priority: 16,
+                ..base
+            },
+        ),
     ];
     for (what, a) in cases {
         assert_eq!(errno(create(a)), libc::EINVAL, "{what}");
     }
     // Unknown events.
-    let mut w = kfd_ioctl_destroy_event_args { event_id: 77, pad: 0 };
+    let mut w = kfd_ioctl_destroy_event_args {
+        event_id: 77,
+        pad: 0,
+    };
     // SAFETY: no pointers.
-    assert_eq!(errno(unsafe { destroy_event(p.io.as_ref(), p.kfd, &mut w) }), libc::EINVAL);
+    let r = unsafe { destroy_event(p.io.as_ref(), p.kfd, &mut w) };
+    assert_eq!(errno(r), libc::EINVAL);
     // KFD ioctls on the render node are unknown there.
     let mut v = kfd_ioctl_get_version_args::default();
     // SAFETY: no pointers.
-    assert_eq!(errno(unsafe { get_version(p.io.as_ref(), p.render, &mut v) }), libc::ENOTTY);
+    let r = unsafe { get_version(p.io.as_ref(), p.render, &mut v) };
+    assert_eq!(errno(r), libc::ENOTTY);
     for h in [ring, ctl, eop] {
         p.map(h, false).unwrap();
         p.free(h).unwrap();
@@ -171,5 +293,8 @@ fn closing_kfd_with_live_handles_is_reported_as_a_leak() {
     p.close();
     let leaks = emu.leaks();
     assert_eq!(leaks.len(), 1, "{leaks:?}");
-    assert!(leaks[0].contains("(still GPU-mapped) never freed before /dev/kfd was closed"), "{leaks:?}");
+    assert!(
+        leaks[0].contains("(still GPU-mapped) never freed before /dev/kfd was closed"),
+        "{leaks:?}"
+    );
 }

@@ -6,12 +6,17 @@ use std::time::Duration;
 use onebit_drv::emu::kfd::{KfdConfig, KfdEmu};
 use onebit_drv::emu::Emulator;
 use onebit_drv::kfd::{
-    AllocOptions, AqlQueue, Device, DeviceOptions, DispatchArgs, GpuBuffer, KfdError, QueueOptions, SharedGpuBuffer,
+    AllocOptions, AqlQueue, Device, DeviceOptions, DispatchArgs, GpuBuffer, KfdError, QueueOptions,
+    SharedGpuBuffer,
 };
 
 fn vector_copy(kfd: &KfdEmu) {
     kfd.register_kernel("copy", |call| {
-        let (src, dst, n) = (call.arg_u64(0)?, call.arg_u64(8)?, call.arg_u32(16)? as usize);
+        let (src, dst, n) = (
+            call.arg_u64(0)?,
+            call.arg_u64(8)?,
+            call.arg_u32(16)? as usize,
+        );
         let v = call.read(src, n)?;
         call.write(dst, &v)
     });
@@ -31,7 +36,8 @@ fn flow(emu: &Emulator, kfd: &KfdEmu) -> Result<Vec<u8>, KfdError> {
     k[8..16].copy_from_slice(&dst.gpu_va().to_le_bytes());
     k[16..20].copy_from_slice(&4u32.to_le_bytes());
     let q = AqlQueue::new(&dev, QueueOptions::default())?;
-    q.dispatch(&DispatchArgs::linear(code.va(), ka.va(), 1, 1))?.wait(Duration::from_secs(10))?;
+    q.dispatch(&DispatchArgs::linear(code.va(), ka.va(), 1, 1))?
+        .wait(Duration::from_secs(10))?;
     Ok(dst.as_slice()[..4].to_vec())
 }
 
@@ -76,9 +82,15 @@ fn every_injected_ioctl_fault_is_a_clear_error_without_leaks() {
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    assert!(msg.contains(name), "{name}/{errno}: error does not name the ioctl: {msg}");
+                    assert!(
+                        msg.contains(name),
+                        "{name}/{errno}: error does not name the ioctl: {msg}"
+                    );
                     if errno == libc::ENOMEM {
-                        assert!(msg.contains("ttm.pages_limit") || msg.contains("GTT"), "{name}: no advice: {msg}");
+                        assert!(
+                            msg.contains("ttm.pages_limit") || msg.contains("GTT"),
+                            "{name}: no advice: {msg}"
+                        );
                     }
                 }
             }
@@ -99,10 +111,22 @@ fn open_failures_carry_advice() {
 
 #[test]
 fn old_kfd_is_refused_with_the_reason() {
-    let kfd = KfdEmu::new(KfdConfig { version: (1, 11), ..KfdConfig::strix_halo() });
+    let kfd = KfdEmu::new(KfdConfig {
+        version: (1, 11),
+        ..KfdConfig::strix_halo()
+    });
     let emu = Emulator::builder().with_kfd(&kfd).build();
     let e = Device::open(&emu.io(), &DeviceOptions::default()).unwrap_err();
-    assert!(matches!(e, KfdError::Version { major: 1, minor: 11 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            KfdError::Version {
+                major: 1,
+                minor: 11
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("RUNTIME_ENABLE"));
     emu.assert_no_leaks();
 }
@@ -125,9 +149,15 @@ fn hung_queue_is_reported_destroyed_and_recoverable() {
 
         kfd.set_hang(true);
         let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
-        let e = q.dispatch(&args).unwrap().wait(Duration::from_millis(50)).unwrap_err();
+        let e = q
+            .dispatch(&args)
+            .unwrap()
+            .wait(Duration::from_millis(50))
+            .unwrap_err();
         match &e {
-            KfdError::Hang { rptr, wptr, index, .. } => assert_eq!((*rptr, *wptr, *index), (0, 1, 0)),
+            KfdError::Hang {
+                rptr, wptr, index, ..
+            } => assert_eq!((*rptr, *wptr, *index), (0, 1, 0)),
             other => panic!("expected a hang, got {other}"),
         }
         assert!(e.to_string().contains("read index 0, write index 1"), "{e}");
@@ -137,7 +167,10 @@ fn hung_queue_is_reported_destroyed_and_recoverable() {
 
         kfd.set_hang(false);
         let q2 = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
-        q2.dispatch(&args).unwrap().wait(Duration::from_secs(10)).unwrap();
+        q2.dispatch(&args)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
     }
     emu.assert_no_leaks();
 }
@@ -153,7 +186,10 @@ fn failing_kernel_faults_the_queue_and_the_report_says_so() {
         kfd.bind_symbol(code.va(), "bad");
         let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
         let qid = q.id();
-        let e = q.dispatch(&DispatchArgs::linear(code.va(), ka.va(), 1, 1)).unwrap().wait(Duration::from_millis(200));
+        let e = q
+            .dispatch(&DispatchArgs::linear(code.va(), ka.va(), 1, 1))
+            .unwrap()
+            .wait(Duration::from_millis(200));
         let e = e.unwrap_err().to_string();
         assert!(e.contains("memory fault"), "{e}");
         assert_eq!(kfd.queue_count(), 0);
@@ -164,7 +200,9 @@ fn failing_kernel_faults_the_queue_and_the_report_says_so() {
         kfd.bind_symbol(data.va(), "bad");
         let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
         let qid = q.id();
-        let c = q.dispatch(&DispatchArgs::linear(data.va(), ka.va(), 1, 1)).unwrap();
+        let c = q
+            .dispatch(&DispatchArgs::linear(data.va(), ka.va(), 1, 1))
+            .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert!(kfd.queue_fault(qid).unwrap().contains("EXECUTABLE"));
         assert!(c.wait(Duration::from_millis(20)).is_err());
@@ -174,7 +212,11 @@ fn failing_kernel_faults_the_queue_and_the_report_says_so() {
 
 #[test]
 fn strict_old_kernel_gets_the_legacy_cwsr_size() {
-    let kfd = KfdEmu::new(KfdConfig { kernel_vgpr_per_cu: 0x40000, strict_cwsr: true, ..KfdConfig::strix_halo() });
+    let kfd = KfdEmu::new(KfdConfig {
+        kernel_vgpr_per_cu: 0x40000,
+        strict_cwsr: true,
+        ..KfdConfig::strix_halo()
+    });
     let emu = Emulator::builder().with_kfd(&kfd).build();
     {
         let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
@@ -182,7 +224,13 @@ fn strict_old_kernel_gets_the_legacy_cwsr_size() {
         assert_eq!(q.cwsr_sizes().vgpr_per_cu, 0x40000);
         let (emu2, _k) = Emulator::strix_halo();
         let dev2 = Device::open(&emu2.io(), &DeviceOptions::default()).unwrap();
-        assert_eq!(AqlQueue::new(&dev2, QueueOptions::default()).unwrap().cwsr_sizes().vgpr_per_cu, 0x60000);
+        assert_eq!(
+            AqlQueue::new(&dev2, QueueOptions::default())
+                .unwrap()
+                .cwsr_sizes()
+                .vgpr_per_cu,
+            0x60000
+        );
     }
     emu.assert_no_leaks();
 }
@@ -193,14 +241,32 @@ fn queue_options_out_of_range_are_refused_before_the_kernel() {
     {
         let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
         for opts in [
-            QueueOptions { packets: 100, ..Default::default() },
-            QueueOptions { packets: 32, ..Default::default() },
-            QueueOptions { priority: 16, ..Default::default() },
-            QueueOptions { percentage: 0, ..Default::default() },
+            QueueOptions {
+                packets: 100,
+                ..Default::default()
+            },
+            QueueOptions {
+                packets: 32,
+                ..Default::default()
+            },
+            QueueOptions {
+                priority: 16,
+                ..Default::default()
+            },
+            QueueOptions {
+                percentage: 0,
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(AqlQueue::new(&dev, opts), Err(KfdError::Invalid(_))), "{opts:?}");
+            assert!(
+                matches!(AqlQueue::new(&dev, opts), Err(KfdError::Invalid(_))),
+                "{opts:?}"
+            );
         }
-        assert!(matches!(GpuBuffer::alloc(&dev, 0, AllocOptions::gtt()), Err(KfdError::Invalid(_))));
+        assert!(matches!(
+            GpuBuffer::alloc(&dev, 0, AllocOptions::gtt()),
+            Err(KfdError::Invalid(_))
+        ));
     }
     emu.assert_no_leaks();
 }

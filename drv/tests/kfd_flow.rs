@@ -6,19 +6,28 @@ use std::time::Duration;
 use onebit_drv::emu::kfd::KfdEmu;
 use onebit_drv::emu::Emulator;
 use onebit_drv::kfd::{
-    AllocOptions, AqlQueue, Batch, Device, DeviceOptions, DispatchArgs, GpuBuffer, QueueOptions, SharedGpuBuffer,
+    AllocOptions, AqlQueue, Batch, Device, DeviceOptions, DispatchArgs, GpuBuffer, QueueOptions,
+    SharedGpuBuffer,
 };
 
 const N: usize = 1000;
 
 pub fn register_vector_add(kfd: &KfdEmu) {
     kfd.register_kernel("vector_add", |call| {
-        let (a, b, out, n) = (call.arg_u64(0)?, call.arg_u64(8)?, call.arg_u64(16)?, call.arg_u32(24)? as usize);
+        let (a, b, out, n) = (
+            call.arg_u64(0)?,
+            call.arg_u64(8)?,
+            call.arg_u64(16)?,
+            call.arg_u32(24)? as usize,
+        );
         if call.grid()[0] as usize != n {
             return Err(format!("grid {} != n {n}", call.grid()[0]));
         }
         let (x, y) = (call.read_f32(a, n)?, call.read_f32(b, n)?);
-        call.write_f32(out, &x.iter().zip(&y).map(|(p, q)| p + q).collect::<Vec<_>>())
+        call.write_f32(
+            out,
+            &x.iter().zip(&y).map(|(p, q)| p + q).collect::<Vec<_>>(),
+        )
     });
 }
 
@@ -29,7 +38,9 @@ fn put_f32(buf: &mut [u8], v: impl Iterator<Item = f32>) {
 }
 
 fn get_f32(buf: &[u8]) -> Vec<f32> {
-    buf.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    buf.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 struct Kernel {
@@ -54,7 +65,13 @@ fn vector_add_end_to_end_zero_copy() {
     let (emu, kfd) = Emulator::strix_halo();
     register_vector_add(&kfd);
     {
-        let dev = Device::open(&emu.io(), &DeviceOptions { gfx: Some("gfx1151".into()) }).unwrap();
+        let dev = Device::open(
+            &emu.io(),
+            &DeviceOptions {
+                gfx: Some("gfx1151".into()),
+            },
+        )
+        .unwrap();
         assert_eq!(dev.node().cu_count(), 40);
         assert!(dev.version().at_least(1, 14));
         let mut a = SharedGpuBuffer::new(&dev, "a", N * 4).unwrap();
@@ -66,10 +83,21 @@ fn vector_add_end_to_end_zero_copy() {
         put_f32(b.as_mut_slice(), (0..N).map(|i| 0.5 * i as f32));
         let k = vector_add_kernel(&dev, &kfd, a.gpu_va(), b.gpu_va(), out.gpu_va(), N as u32);
         let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
-        let done = q.dispatch(&DispatchArgs::linear(k.code.va(), k.kernarg.va(), N as u32, 64)).unwrap();
+        let done = q
+            .dispatch(&DispatchArgs::linear(
+                k.code.va(),
+                k.kernarg.va(),
+                N as u32,
+                64,
+            ))
+            .unwrap();
         done.wait(Duration::from_secs(10)).unwrap();
         let got = get_f32(out.as_slice());
-        assert!(got.iter().enumerate().all(|(i, v)| *v == 1.5 * i as f32), "{:?}", &got[..8]);
+        assert!(
+            got.iter().enumerate().all(|(i, v)| *v == 1.5 * i as f32),
+            "{:?}",
+            &got[..8]
+        );
         let (r, w) = q.pointers();
         assert_eq!((r, w), (1, 1));
         // The clocks answer.
@@ -92,18 +120,41 @@ fn batch_of_chained_dispatches_with_one_signal() {
         // y = x + x; z = y + x  (the second reads what the first wrote: barrier order).
         let k1 = vector_add_kernel(&dev, &kfd, x.gpu_va(), x.gpu_va(), y.gpu_va(), N as u32);
         let k2 = vector_add_kernel(&dev, &kfd, y.gpu_va(), x.gpu_va(), z.gpu_va(), N as u32);
-        let q = AqlQueue::new(&dev, QueueOptions { packets: 64, ..Default::default() }).unwrap();
+        let q = AqlQueue::new(
+            &dev,
+            QueueOptions {
+                packets: 64,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for round in 0..30 {
             let batch = Batch::new()
-                .dispatch(&DispatchArgs::linear(k1.code.va(), k1.kernarg.va(), N as u32, 64))
+                .dispatch(&DispatchArgs::linear(
+                    k1.code.va(),
+                    k1.kernarg.va(),
+                    N as u32,
+                    64,
+                ))
                 .unwrap()
                 .barrier(&[])
                 .unwrap()
-                .dispatch(&DispatchArgs::linear(k2.code.va(), k2.kernarg.va(), N as u32, 64))
+                .dispatch(&DispatchArgs::linear(
+                    k2.code.va(),
+                    k2.kernarg.va(),
+                    N as u32,
+                    64,
+                ))
                 .unwrap();
             assert_eq!(batch.len(), 3);
-            q.submit(batch).unwrap().wait(Duration::from_secs(10)).unwrap();
-            assert!(get_f32(z.as_slice()).iter().all(|v| *v == 3.0), "round {round}");
+            q.submit(batch)
+                .unwrap()
+                .wait(Duration::from_secs(10))
+                .unwrap();
+            assert!(
+                get_f32(z.as_slice()).iter().all(|v| *v == 3.0),
+                "round {round}"
+            );
         }
         // 90 packets went through a 64-packet ring: wrap-around works.
         assert_eq!(q.pointers(), (90, 90));
@@ -128,10 +179,15 @@ fn gtt_fallback_when_udmabuf_is_missing() {
         let view = emu.dmabuf(fds[0]).unwrap().map().unwrap();
         let k = vector_add_kernel(&dev, &kfd, a.gpu_va(), a.gpu_va(), out.gpu_va(), N as u32);
         let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
-        q.dispatch(&DispatchArgs::linear(k.code.va(), k.kernarg.va(), N as u32, 64))
-            .unwrap()
-            .wait(Duration::from_secs(10))
-            .unwrap();
+        q.dispatch(&DispatchArgs::linear(
+            k.code.va(),
+            k.kernarg.va(),
+            N as u32,
+            64,
+        ))
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .unwrap();
         assert_eq!(get_f32(out.as_slice())[10], 20.0);
         // SAFETY: the view maps at least N*4 bytes.
         let seen = unsafe { std::slice::from_raw_parts(view.ptr(), N * 4) };
@@ -160,7 +216,10 @@ fn large_shared_buffer_spans_chunks_at_adjacent_gpu_addresses() {
         ka.as_mut_slice().unwrap()[..8].copy_from_slice(&buf.gpu_va().to_le_bytes());
         ka.as_mut_slice().unwrap()[8..12].copy_from_slice(&(len as u32).to_le_bytes());
         let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
-        q.dispatch(&DispatchArgs::linear(code.va(), ka.va(), 1, 1)).unwrap().wait(Duration::from_secs(10)).unwrap();
+        q.dispatch(&DispatchArgs::linear(code.va(), ka.va(), 1, 1))
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
         assert_eq!(&buf.as_slice()[len - 4..], &[7, 7, 7, 7]);
     }
     emu.assert_no_leaks();

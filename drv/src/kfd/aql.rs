@@ -59,7 +59,12 @@ pub struct DispatchArgs {
 
 impl DispatchArgs {
     /// A 1-D launch with system-scope fences and the barrier bit set.
-    pub fn linear(kernel_object: u64, kernarg_address: u64, items: u32, workgroup: u16) -> DispatchArgs {
+    pub fn linear(
+        kernel_object: u64,
+        kernarg_address: u64,
+        items: u32,
+        workgroup: u16,
+    ) -> DispatchArgs {
         DispatchArgs {
             kernel_object,
             kernarg_address,
@@ -90,14 +95,23 @@ impl DispatchArgs {
         if self.kernel_object == 0 {
             return bad("dispatch without a kernel object (kernel descriptor VA is 0)".into());
         }
-        if self.kernel_object % 64 != 0 {
-            return bad(format!("kernel descriptor VA {:#x} is not 64-byte aligned", self.kernel_object));
+        if !self.kernel_object.is_multiple_of(64) {
+            return bad(format!(
+                "kernel descriptor VA {:#x} is not 64-byte aligned",
+                self.kernel_object
+            ));
         }
-        if self.kernarg_address % 16 != 0 {
-            return bad(format!("kernarg VA {:#x} is not 16-byte aligned", self.kernarg_address));
+        if !self.kernarg_address.is_multiple_of(16) {
+            return bad(format!(
+                "kernarg VA {:#x} is not 16-byte aligned",
+                self.kernarg_address
+            ));
         }
         if self.grid.contains(&0) || self.workgroup.contains(&0) {
-            return bad(format!("zero-sized grid {:?} or work-group {:?}", self.grid, self.workgroup));
+            return bad(format!(
+                "zero-sized grid {:?} or work-group {:?}",
+                self.grid, self.workgroup
+            ));
         }
         let wg: u32 = self.workgroup.iter().map(|&w| w as u32).product();
         if wg > 1024 {
@@ -169,7 +183,12 @@ impl Packet {
 pub fn dispatch_packet(a: &DispatchArgs, completion_signal: u64) -> Result<Packet, KfdError> {
     a.validate()?;
     Ok(Packet::Dispatch(hsa_kernel_dispatch_packet_t {
-        header: header(HSA_PACKET_TYPE_KERNEL_DISPATCH, a.barrier, a.acquire, a.release),
+        header: header(
+            HSA_PACKET_TYPE_KERNEL_DISPATCH,
+            a.barrier,
+            a.acquire,
+            a.release,
+        ),
         setup: a.dimensions() << HSA_KERNEL_DISPATCH_PACKET_SETUP_DIMENSIONS,
         workgroup_size_x: a.workgroup[0],
         workgroup_size_y: a.workgroup[1],
@@ -195,7 +214,10 @@ pub fn barrier_and_packet(
     release: FenceScope,
 ) -> Result<Packet, KfdError> {
     if deps.len() > 5 {
-        return Err(KfdError::Invalid(format!("a barrier-AND packet holds 5 signals, got {}", deps.len())));
+        return Err(KfdError::Invalid(format!(
+            "a barrier-AND packet holds 5 signals, got {}",
+            deps.len()
+        )));
     }
     let mut dep_signal = [0u64; 5];
     dep_signal[..deps.len()].copy_from_slice(deps);

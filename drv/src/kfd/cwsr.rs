@@ -42,12 +42,19 @@ impl CwsrSizes {
         let gfx = node.gfx_target_version();
         let xcc = node.num_xcc() as u64;
         let cu_num = node.cu_count() as u64 / xcc;
-        let wave_num = if gfx >= 100100 { cu_num * 32 } else { cu_num * 40 };
+        let wave_num = if gfx >= 100100 {
+            cu_num * 32
+        } else {
+            cu_num * 40
+        };
         let mut ctl_stack = align(CTX_HEADER + wave_num * 12 + 8, PAGE);
         if (100000..110000).contains(&gfx) {
             ctl_stack = ctl_stack.min(0x7000);
         }
-        let wg_data = align(cu_num * (vgpr_per_cu as u64 + 0x4000 + 0x10000 + 0x1000), PAGE);
+        let wg_data = align(
+            cu_num * (vgpr_per_cu as u64 + 0x4000 + 0x10000 + 0x1000),
+            PAGE,
+        );
         let cwsr = ctl_stack + wg_data;
         let debug = align(wave_num * 32, 64);
         CwsrSizes {

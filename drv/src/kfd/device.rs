@@ -117,8 +117,12 @@ impl std::fmt::Debug for Device {
 pub fn get_version(io: &dyn KernelIo, kfd: &Fd) -> Result<KfdVersion, SysError> {
     let mut a = sys::kfd_ioctl_get_version_args::default();
     // SAFETY: no pointers in the args.
-    unsafe { sys::get_version(io, kfd.raw(), &mut a) }.ctx("AMDKFD_IOC_GET_VERSION", || KFD_PATH.into())?;
-    Ok(KfdVersion { major: a.major_version, minor: a.minor_version })
+    unsafe { sys::get_version(io, kfd.raw(), &mut a) }
+        .ctx("AMDKFD_IOC_GET_VERSION", || KFD_PATH.into())?;
+    Ok(KfdVersion {
+        major: a.major_version,
+        minor: a.minor_version,
+    })
 }
 
 fn open_node(io: &Arc<dyn KernelIo>, path: &str) -> Result<Fd, SysError> {
@@ -138,14 +142,28 @@ impl Device {
         let kfd = open_node(io, KFD_PATH)?;
         let version = get_version(io.as_ref(), &kfd)?;
         if !version.at_least(MIN_VERSION.0, MIN_VERSION.1) || version.major != 1 {
-            return Err(KfdError::Version { major: version.major, minor: version.minor });
+            return Err(KfdError::Version {
+                major: version.major,
+                minor: version.minor,
+            });
         }
         let render_path = node.render_node().ok_or_else(|| {
-            KfdError::Invalid(format!("GPU node {} has no drm_render_minor in its properties", node.index))
+            KfdError::Invalid(format!(
+                "GPU node {} has no drm_render_minor in its properties",
+                node.index
+            ))
         })?;
         let render = open_node(io, &render_path)?;
-        let core = Arc::new(DevCore { io: io.clone(), kfd, render, gpu_id: node.gpu_id });
-        let mut a = sys::kfd_ioctl_acquire_vm_args { drm_fd: core.render.raw() as u32, gpu_id: core.gpu_id };
+        let core = Arc::new(DevCore {
+            io: io.clone(),
+            kfd,
+            render,
+            gpu_id: node.gpu_id,
+        });
+        let mut a = sys::kfd_ioctl_acquire_vm_args {
+            drm_fd: core.render.raw() as u32,
+            gpu_id: core.gpu_id,
+        };
         core.ioctl("AMDKFD_IOC_ACQUIRE_VM", sys::acquire_vm, &mut a).map_err(|e| {
             if e.errno() == Some(libc::EINVAL) {
                 e.with_advice(format!("{render_path} may already have a graphics VM in use; open a fresh render fd"))
@@ -163,11 +181,14 @@ impl Device {
             interrupts: Mutex::new(None),
             doorbells: Mutex::new(None),
         };
-        let dev = Device { shared: Arc::new(shared) };
+        let dev = Device {
+            shared: Arc::new(shared),
+        };
         if version.at_least(1, 13) {
             let mut r = sys::kfd_ioctl_runtime_enable_args::default();
             // tinygrad passes all-zero: it only clears the "runtime not enabled" state.
-            dev.core().ioctl("AMDKFD_IOC_RUNTIME_ENABLE", sys::runtime_enable, &mut r)?;
+            dev.core()
+                .ioctl("AMDKFD_IOC_RUNTIME_ENABLE", sys::runtime_enable, &mut r)?;
         }
         Ok(dev)
     }
@@ -179,11 +200,21 @@ impl Device {
             num_of_nodes: list.len() as u32,
             pad: 0,
         };
-        core.ioctl("AMDKFD_IOC_GET_PROCESS_APERTURES_NEW", sys::get_process_apertures_new, &mut a)?;
+        core.ioctl(
+            "AMDKFD_IOC_GET_PROCESS_APERTURES_NEW",
+            sys::get_process_apertures_new,
+            &mut a,
+        )?;
         let n = (a.num_of_nodes as usize).min(list.len());
-        let ap = list[..n].iter().find(|x| x.gpu_id == core.gpu_id).ok_or_else(|| {
-            KfdError::Invalid(format!("GET_PROCESS_APERTURES_NEW lists no aperture for gpu_id {}", core.gpu_id))
-        })?;
+        let ap = list[..n]
+            .iter()
+            .find(|x| x.gpu_id == core.gpu_id)
+            .ok_or_else(|| {
+                KfdError::Invalid(format!(
+                    "GET_PROCESS_APERTURES_NEW lists no aperture for gpu_id {}",
+                    core.gpu_id
+                ))
+            })?;
         Ok(Apertures {
             lds_base: ap.lds_base,
             scratch_base: ap.scratch_base,
@@ -223,8 +254,15 @@ impl Device {
 
     /// GET_CLOCK_COUNTERS.
     pub fn clock_counters(&self) -> Result<ClockCounters> {
-        let mut a = sys::kfd_ioctl_get_clock_counters_args { gpu_id: self.gpu_id(), ..Default::default() };
-        self.core().ioctl("AMDKFD_IOC_GET_CLOCK_COUNTERS", sys::get_clock_counters, &mut a)?;
+        let mut a = sys::kfd_ioctl_get_clock_counters_args {
+            gpu_id: self.gpu_id(),
+            ..Default::default()
+        };
+        self.core().ioctl(
+            "AMDKFD_IOC_GET_CLOCK_COUNTERS",
+            sys::get_clock_counters,
+            &mut a,
+        )?;
         Ok(ClockCounters {
             gpu: a.gpu_clock_counter,
             cpu: a.cpu_clock_counter,
@@ -235,14 +273,22 @@ impl Device {
 
     /// AVAILABLE_MEMORY: bytes KFD still lets this process allocate on this GPU.
     pub fn available_memory(&self) -> Result<u64> {
-        let mut a = sys::kfd_ioctl_get_available_memory_args { gpu_id: self.gpu_id(), ..Default::default() };
-        self.core().ioctl("AMDKFD_IOC_AVAILABLE_MEMORY", sys::available_memory, &mut a)?;
+        let mut a = sys::kfd_ioctl_get_available_memory_args {
+            gpu_id: self.gpu_id(),
+            ..Default::default()
+        };
+        self.core()
+            .ioctl("AMDKFD_IOC_AVAILABLE_MEMORY", sys::available_memory, &mut a)?;
         Ok(a.available)
     }
 
     /// The event page and the device's events (created on first use).
     pub(crate) fn interrupts(&self) -> Result<Arc<Interrupts>> {
-        let mut slot = self.shared.interrupts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self
+            .shared
+            .interrupts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(i) = slot.as_ref() {
             return Ok(i.clone());
         }

@@ -25,7 +25,11 @@ pub struct Completion {
 
 impl std::fmt::Debug for Completion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Completion(queue {}, packet {})", self.queue.queue_id, self.index)
+        write!(
+            f,
+            "Completion(queue {}, packet {})",
+            self.queue.queue_id, self.index
+        )
     }
 }
 
@@ -60,7 +64,10 @@ impl Completion {
             if now >= deadline {
                 return Err(self.hang(budget));
             }
-            match ints.wait_any(&[ints.signal, ints.memory, ints.hw], (deadline - now).min(SLICE))? {
+            match ints.wait_any(
+                &[ints.signal, ints.memory, ints.hw],
+                (deadline - now).min(SLICE),
+            )? {
                 WaitOutcome::Fired | WaitOutcome::TimedOut => {}
             }
         }
@@ -76,12 +83,28 @@ impl Completion {
         let q = &self.queue;
         let (rptr, wptr) = (q.rptr(), q.wptr());
         let detail = q.interrupts.fault_detail();
-        tracing::error!(queue_id = q.queue_id, rptr, wptr, ?budget, "GPU hang: destroying queue");
+        tracing::error!(
+            queue_id = q.queue_id,
+            rptr,
+            wptr,
+            ?budget,
+            "GPU hang: destroying queue"
+        );
         let mut detail = detail;
         if let Err(e) = q.destroy() {
-            detail = format!("{detail}{}destroying the queue also failed: {e}", if detail.is_empty() { "" } else { "; " });
+            detail = format!(
+                "{detail}{}destroying the queue also failed: {e}",
+                if detail.is_empty() { "" } else { "; " }
+            );
         }
-        KfdError::Hang { queue_id: q.queue_id, index: self.index, rptr, wptr, budget, detail }
+        KfdError::Hang {
+            queue_id: q.queue_id,
+            index: self.index,
+            rptr,
+            wptr,
+            budget,
+            detail,
+        }
     }
 }
 
@@ -100,14 +123,22 @@ impl Batch {
 
     /// Adds a dispatch (it waits for everything before it: barrier bit forced on).
     pub fn dispatch(mut self, args: &DispatchArgs) -> Result<Batch> {
-        let a = DispatchArgs { barrier: true, ..*args };
+        let a = DispatchArgs {
+            barrier: true,
+            ..*args
+        };
         self.packets.push(dispatch_packet(&a, 0)?);
         Ok(self)
     }
 
     /// Adds a barrier-AND on other queues' completions (≤ 5 signal handles).
     pub fn barrier(mut self, deps: &[u64]) -> Result<Batch> {
-        self.packets.push(barrier_and_packet(deps, 0, FenceScope::System, FenceScope::System)?);
+        self.packets.push(barrier_and_packet(
+            deps,
+            0,
+            FenceScope::System,
+            FenceScope::System,
+        )?);
         Ok(self)
     }
 
@@ -126,7 +157,9 @@ impl AqlQueue {
     /// Launches one kernel; the returned completion fires when it is done and its writes
     /// are visible at its release scope.
     pub fn dispatch(&self, args: &DispatchArgs) -> Result<Completion> {
-        self.submit(Batch { packets: vec![dispatch_packet(args, 0)?] })
+        self.submit(Batch {
+            packets: vec![dispatch_packet(args, 0)?],
+        })
     }
 
     /// Submits a batch; one completion for all of it.
@@ -139,7 +172,11 @@ impl AqlQueue {
         let last = packets.len() - 1;
         packets[last] = packets[last].with_completion_signal(signal.handle());
         let index = self.inner.submit(&packets)?;
-        Ok(Completion { queue: self.inner.clone(), signal, index })
+        Ok(Completion {
+            queue: self.inner.clone(),
+            signal,
+            index,
+        })
     }
 
     /// Destroys the queue now (what the watchdog does); later submissions fail.

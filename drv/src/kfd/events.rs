@@ -63,7 +63,12 @@ const EVENT_PAGE_SIZE: u64 = sys::KFD_SIGNAL_EVENT_LIMIT as u64 * 8;
 
 impl Interrupts {
     pub(crate) fn new(dev: &Device) -> Result<Interrupts> {
-        let mut page = GpuBuffer::alloc_core(dev.core(), EVENT_PAGE_SIZE, AllocOptions::uncached(), "event page")?;
+        let mut page = GpuBuffer::alloc_core(
+            dev.core(),
+            EVENT_PAGE_SIZE,
+            AllocOptions::uncached(),
+            "event page",
+        )?;
         // The first CREATE_EVENT registers the page; after that the kernel refuses to free
         // it, so the process teardown releases it.
         let (core, node) = (dev.core(), dev.node().index);
@@ -71,7 +76,13 @@ impl Interrupts {
         page.keep_until_process_exit();
         let memory = create(core, node, EventKind::Memory, false, 0)?;
         let hw = create(core, node, EventKind::HwException, false, 0)?;
-        Ok(Interrupts { core: core.clone(), page, signal, memory, hw })
+        Ok(Interrupts {
+            core: core.clone(),
+            page,
+            signal,
+            memory,
+            hw,
+        })
     }
 
     /// GPU/CPU address of `event`'s slot (the mailbox a signal points at).
@@ -81,8 +92,13 @@ impl Interrupts {
 
     /// WAIT_EVENTS on any of `events` for up to `timeout`.
     pub(crate) fn wait_any(&self, events: &[Event], timeout: Duration) -> Result<WaitOutcome> {
-        let mut data: Vec<sys::kfd_event_data> =
-            events.iter().map(|e| sys::kfd_event_data { event_id: e.id, ..Default::default() }).collect();
+        let mut data: Vec<sys::kfd_event_data> = events
+            .iter()
+            .map(|e| sys::kfd_event_data {
+                event_id: e.id,
+                ..Default::default()
+            })
+            .collect();
         let ms = timeout.as_millis().clamp(0, u32::MAX as u128 - 1) as u32;
         let mut a = sys::kfd_ioctl_wait_events_args {
             events_ptr: data.as_mut_ptr() as u64,
@@ -91,7 +107,8 @@ impl Interrupts {
             timeout: ms,
             wait_result: 0,
         };
-        self.core.ioctl("AMDKFD_IOC_WAIT_EVENTS", sys::wait_events, &mut a)?;
+        self.core
+            .ioctl("AMDKFD_IOC_WAIT_EVENTS", sys::wait_events, &mut a)?;
         Ok(match a.wait_result {
             sys::KFD_IOC_WAIT_RESULT_COMPLETE => WaitOutcome::Fired,
             _ => WaitOutcome::TimedOut,
@@ -100,8 +117,12 @@ impl Interrupts {
 
     /// SET_EVENT (wakes waiters; used to cancel waits).
     pub(crate) fn set(&self, e: Event) -> Result<()> {
-        let mut a = sys::kfd_ioctl_set_event_args { event_id: e.id, pad: 0 };
-        self.core.ioctl("AMDKFD_IOC_SET_EVENT", sys::set_event, &mut a)?;
+        let mut a = sys::kfd_ioctl_set_event_args {
+            event_id: e.id,
+            pad: 0,
+        };
+        self.core
+            .ioctl("AMDKFD_IOC_SET_EVENT", sys::set_event, &mut a)?;
         Ok(())
     }
 
@@ -114,15 +135,26 @@ impl Interrupts {
                     EventKind::Memory => "a GPU memory fault was reported",
                     _ => "a GPU reset/HW exception was reported",
                 });
-                let mut r = sys::kfd_ioctl_reset_event_args { event_id: e.id, pad: 0 };
-                let _ = self.core.ioctl("AMDKFD_IOC_RESET_EVENT", sys::reset_event, &mut r);
+                let mut r = sys::kfd_ioctl_reset_event_args {
+                    event_id: e.id,
+                    pad: 0,
+                };
+                let _ = self
+                    .core
+                    .ioctl("AMDKFD_IOC_RESET_EVENT", sys::reset_event, &mut r);
             }
         }
         out.join("; ")
     }
 }
 
-fn create(core: &DevCore, node: u32, kind: EventKind, auto_reset: bool, page_handle: u64) -> Result<Event> {
+fn create(
+    core: &DevCore,
+    node: u32,
+    kind: EventKind,
+    auto_reset: bool,
+    page_handle: u64,
+) -> Result<Event> {
     let mut a = sys::kfd_ioctl_create_event_args {
         event_page_offset: page_handle,
         event_type: kind.raw(),
@@ -131,14 +163,24 @@ fn create(core: &DevCore, node: u32, kind: EventKind, auto_reset: bool, page_han
         ..Default::default()
     };
     core.ioctl("AMDKFD_IOC_CREATE_EVENT", sys::create_event, &mut a)?;
-    Ok(Event { id: a.event_id, slot: a.event_slot_index, kind })
+    Ok(Event {
+        id: a.event_id,
+        slot: a.event_slot_index,
+        kind,
+    })
 }
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
         for e in [self.signal, self.memory, self.hw] {
-            let mut a = sys::kfd_ioctl_destroy_event_args { event_id: e.id, pad: 0 };
-            if let Err(err) = self.core.ioctl("AMDKFD_IOC_DESTROY_EVENT", sys::destroy_event, &mut a) {
+            let mut a = sys::kfd_ioctl_destroy_event_args {
+                event_id: e.id,
+                pad: 0,
+            };
+            if let Err(err) =
+                self.core
+                    .ioctl("AMDKFD_IOC_DESTROY_EVENT", sys::destroy_event, &mut a)
+            {
                 tracing::warn!(error = %err, "destroy event {}", e.id);
             }
         }

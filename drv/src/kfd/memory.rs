@@ -28,24 +28,44 @@ pub struct AllocOptions {
 impl AllocOptions {
     /// Cached GTT memory visible to the CPU: the default for data.
     pub const fn gtt() -> AllocOptions {
-        AllocOptions { vram: false, uncached: false, executable: false, cpu_visible: true, align: 4096 }
+        AllocOptions {
+            vram: false,
+            uncached: false,
+            executable: false,
+            cpu_visible: true,
+            align: 4096,
+        }
     }
     /// GPU-uncached GTT memory (signals, rings, control pages).
     pub const fn uncached() -> AllocOptions {
-        AllocOptions { uncached: true, ..Self::gtt() }
+        AllocOptions {
+            uncached: true,
+            ..Self::gtt()
+        }
     }
     /// Executable GTT memory (kernel code).
     pub const fn code() -> AllocOptions {
-        AllocOptions { executable: true, ..Self::gtt() }
+        AllocOptions {
+            executable: true,
+            ..Self::gtt()
+        }
     }
     /// GPU-only memory (no CPU mapping: EOP, CWSR, scratch).
     pub const fn gpu_only() -> AllocOptions {
-        AllocOptions { cpu_visible: false, ..Self::gtt() }
+        AllocOptions {
+            cpu_visible: false,
+            ..Self::gtt()
+        }
     }
 
     fn kfd_flags(&self) -> u32 {
-        let mut f = sys::KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE | sys::KFD_IOC_ALLOC_MEM_FLAGS_NO_SUBSTITUTE;
-        f |= if self.vram { sys::KFD_IOC_ALLOC_MEM_FLAGS_VRAM } else { sys::KFD_IOC_ALLOC_MEM_FLAGS_GTT };
+        let mut f =
+            sys::KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE | sys::KFD_IOC_ALLOC_MEM_FLAGS_NO_SUBSTITUTE;
+        f |= if self.vram {
+            sys::KFD_IOC_ALLOC_MEM_FLAGS_VRAM
+        } else {
+            sys::KFD_IOC_ALLOC_MEM_FLAGS_GTT
+        };
         if self.vram && self.cpu_visible {
             f |= sys::KFD_IOC_ALLOC_MEM_FLAGS_PUBLIC;
         }
@@ -77,7 +97,11 @@ pub struct GpuBuffer {
 
 impl std::fmt::Debug for GpuBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuBuffer({} {:#x}+{:#x} handle {:#x})", self.what, self.va, self.size, self.handle)
+        write!(
+            f,
+            "GpuBuffer({} {:#x}+{:#x} handle {:#x})",
+            self.what, self.va, self.size, self.handle
+        )
     }
 }
 
@@ -91,16 +115,25 @@ impl GpuBuffer {
         Self::alloc_core(dev.core(), size, opts, "buffer")
     }
 
-    pub(crate) fn alloc_core(core: &Arc<DevCore>, size: u64, opts: AllocOptions, what: &'static str) -> Result<GpuBuffer> {
+    pub(crate) fn alloc_core(
+        core: &Arc<DevCore>,
+        size: u64,
+        opts: AllocOptions,
+        what: &'static str,
+    ) -> Result<GpuBuffer> {
         if size == 0 {
             return Err(KfdError::Invalid(format!("{what}: zero-byte allocation")));
         }
         if !opts.align.is_power_of_two() || opts.align < crate::page_size() {
-            return Err(KfdError::Invalid(format!("{what}: alignment {:#x} is not a power of two ≥ a page", opts.align)));
+            return Err(KfdError::Invalid(format!(
+                "{what}: alignment {:#x} is not a power of two ≥ a page",
+                opts.align
+            )));
         }
         let size = page_round(size);
         let io = &core.io;
-        let space = Mapping::reserve(io, size as usize, opts.align as usize).ctx("mmap", || format!("{what} VA reservation"))?;
+        let space = Mapping::reserve(io, size as usize, opts.align as usize)
+            .ctx("mmap", || format!("{what} VA reservation"))?;
         let va = space.addr();
         let mut a = sys::kfd_ioctl_alloc_memory_of_gpu_args {
             va_addr: va,
@@ -135,9 +168,18 @@ impl GpuBuffer {
             let (ptr, len) = reservation.into_raw();
             // SAFETY: `ptr..ptr+len` is our reservation; the new mapping replaces and owns it.
             let m = unsafe {
-                Mapping::new(io, ptr.cast(), len, libc::MAP_SHARED | libc::MAP_FIXED, core.render.raw(), a.mmap_offset)
+                Mapping::new(
+                    io,
+                    ptr.cast(),
+                    len,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    core.render.raw(),
+                    a.mmap_offset,
+                )
             };
-            match m.ctx("mmap", || format!("render node, {what} offset {:#x}", a.mmap_offset)) {
+            match m.ctx("mmap", || {
+                format!("render node, {what} offset {:#x}", a.mmap_offset)
+            }) {
                 Ok(m) => buf.space = Some(m),
                 Err(e) => {
                     // The range is no longer ours to unmap via a Mapping; release it here.
@@ -160,8 +202,10 @@ impl GpuBuffer {
     pub unsafe fn userptr(dev: &Device, ptr: *mut u8, len: u64) -> Result<GpuBuffer> {
         let core = dev.core();
         let page = crate::page_size();
-        if (ptr as u64) % page != 0 || len % page != 0 || len == 0 {
-            return Err(KfdError::Invalid(format!("userptr {ptr:p}+{len:#x} is not page-aligned")));
+        if !(ptr as u64).is_multiple_of(page) || !len.is_multiple_of(page) || len == 0 {
+            return Err(KfdError::Invalid(format!(
+                "userptr {ptr:p}+{len:#x} is not page-aligned"
+            )));
         }
         let mut a = sys::kfd_ioctl_alloc_memory_of_gpu_args {
             va_addr: ptr as u64,
@@ -171,7 +215,11 @@ impl GpuBuffer {
             flags: sys::KFD_IOC_ALLOC_MEM_FLAGS_USERPTR | sys::KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE,
             ..Default::default()
         };
-        core.ioctl("AMDKFD_IOC_ALLOC_MEMORY_OF_GPU", sys::alloc_memory_of_gpu, &mut a)?;
+        core.ioctl(
+            "AMDKFD_IOC_ALLOC_MEMORY_OF_GPU",
+            sys::alloc_memory_of_gpu,
+            &mut a,
+        )?;
         let mut buf = GpuBuffer {
             core: core.clone(),
             handle: a.handle,
@@ -189,8 +237,18 @@ impl GpuBuffer {
 
     /// Imports a dma-buf at GPU address `va` (owned by the caller's reservation or CPU
     /// mapping) and maps it.
-    pub(crate) fn import_at(core: &Arc<DevCore>, dmabuf: RawFd, va: u64, size: u64) -> Result<GpuBuffer, SysError> {
-        let mut a = sys::kfd_ioctl_import_dmabuf_args { va_addr: va, gpu_id: core.gpu_id, dmabuf_fd: dmabuf as u32, ..Default::default() };
+    pub(crate) fn import_at(
+        core: &Arc<DevCore>,
+        dmabuf: RawFd,
+        va: u64,
+        size: u64,
+    ) -> Result<GpuBuffer, SysError> {
+        let mut a = sys::kfd_ioctl_import_dmabuf_args {
+            va_addr: va,
+            gpu_id: core.gpu_id,
+            dmabuf_fd: dmabuf as u32,
+            ..Default::default()
+        };
         core.ioctl("AMDKFD_IOC_IMPORT_DMABUF", sys::import_dmabuf, &mut a)?;
         let mut buf = GpuBuffer {
             core: core.clone(),
@@ -214,7 +272,8 @@ impl GpuBuffer {
             flags: (libc::O_CLOEXEC | libc::O_RDWR) as u32,
             ..Default::default()
         };
-        self.core.ioctl("AMDKFD_IOC_EXPORT_DMABUF", sys::export_dmabuf, &mut a)?;
+        self.core
+            .ioctl("AMDKFD_IOC_EXPORT_DMABUF", sys::export_dmabuf, &mut a)?;
         Ok(Fd::from_raw(&self.core.io, a.dmabuf_fd as RawFd))
     }
 
@@ -226,7 +285,11 @@ impl GpuBuffer {
             n_devices: 1,
             n_success: 0,
         };
-        self.core.ioctl("AMDKFD_IOC_MAP_MEMORY_TO_GPU", sys::map_memory_to_gpu, &mut a)?;
+        self.core.ioctl(
+            "AMDKFD_IOC_MAP_MEMORY_TO_GPU",
+            sys::map_memory_to_gpu,
+            &mut a,
+        )?;
         self.gpu_mapped = true;
         Ok(())
     }
@@ -239,7 +302,11 @@ impl GpuBuffer {
             n_devices: 1,
             n_success: 0,
         };
-        self.core.ioctl("AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU", sys::unmap_memory_from_gpu, &mut a)?;
+        self.core.ioctl(
+            "AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU",
+            sys::unmap_memory_from_gpu,
+            &mut a,
+        )?;
         self.gpu_mapped = false;
         Ok(())
     }
@@ -273,7 +340,10 @@ impl GpuBuffer {
         if self.cpu_visible {
             Ok(self.va as *mut u8)
         } else {
-            Err(KfdError::Invalid(format!("{} at {:#x} is not CPU-visible", self.what, self.va)))
+            Err(KfdError::Invalid(format!(
+                "{} at {:#x} is not CPU-visible",
+                self.what, self.va
+            )))
         }
     }
 
@@ -303,8 +373,14 @@ impl Drop for GpuBuffer {
                 tracing::warn!(error = %e, "{self:?}: unmap failed");
             }
         }
-        let mut a = sys::kfd_ioctl_free_memory_of_gpu_args { handle: self.handle };
-        if let Err(e) = self.core.ioctl("AMDKFD_IOC_FREE_MEMORY_OF_GPU", sys::free_memory_of_gpu, &mut a) {
+        let mut a = sys::kfd_ioctl_free_memory_of_gpu_args {
+            handle: self.handle,
+        };
+        if let Err(e) = self.core.ioctl(
+            "AMDKFD_IOC_FREE_MEMORY_OF_GPU",
+            sys::free_memory_of_gpu,
+            &mut a,
+        ) {
             tracing::warn!(error = %e, "{self:?}: free failed");
         }
     }

@@ -83,7 +83,9 @@ pub enum KfdError {
         queue_id: u32,
     },
     /// The ring stayed full.
-    #[error("queue {queue_id} ring is full ({size} packets in flight) and the GPU is not consuming it")]
+    #[error(
+        "queue {queue_id} ring is full ({size} packets in flight) and the GPU is not consuming it"
+    )]
     QueueFull {
         /// KFD queue id.
         queue_id: u32,

@@ -31,7 +31,11 @@ pub struct QueueOptions {
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        QueueOptions { packets: 1024, priority: 7, percentage: 100 }
+        QueueOptions {
+            packets: 1024,
+            priority: 7,
+            percentage: 100,
+        }
     }
 }
 
@@ -65,7 +69,11 @@ pub struct AqlQueue {
 
 impl std::fmt::Debug for AqlQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AqlQueue(id {}, {} packets)", self.inner.queue_id, self.inner.size)
+        write!(
+            f,
+            "AqlQueue(id {}, {} packets)",
+            self.inner.queue_id, self.inner.size
+        )
     }
 }
 
@@ -108,20 +116,39 @@ impl AqlQueue {
     /// Allocates ring, control page, EOP and CWSR buffers and creates the queue.
     pub fn new(dev: &Device, opts: QueueOptions) -> Result<AqlQueue> {
         if !opts.packets.is_power_of_two() || !(64..=131072).contains(&opts.packets) {
-            return Err(KfdError::Invalid(format!("ring of {} packets: need a power of two in 64..=131072", opts.packets)));
+            return Err(KfdError::Invalid(format!(
+                "ring of {} packets: need a power of two in 64..=131072",
+                opts.packets
+            )));
         }
-        if opts.priority > sys::KFD_MAX_QUEUE_PRIORITY || opts.percentage == 0 || opts.percentage > 100 {
-            return Err(KfdError::Invalid(format!("priority {} / percentage {} out of range", opts.priority, opts.percentage)));
+        if opts.priority > sys::KFD_MAX_QUEUE_PRIORITY
+            || opts.percentage == 0
+            || opts.percentage > 100
+        {
+            return Err(KfdError::Invalid(format!(
+                "priority {} / percentage {} out of range",
+                opts.priority, opts.percentage
+            )));
         }
         let core = dev.core().clone();
         let interrupts = dev.interrupts()?;
-        let signals = SignalPool::new(&core, interrupts.mailbox(interrupts.signal), interrupts.signal.id)?;
+        let signals = SignalPool::new(
+            &core,
+            interrupts.mailbox(interrupts.signal),
+            interrupts.signal.id,
+        )?;
         let ring_bytes = opts.packets as u64 * AQL_PACKET_SIZE as u64;
-        let mut ring = GpuBuffer::alloc_core(&core, ring_bytes, AllocOptions::uncached(), "AQL ring")?;
+        let mut ring =
+            GpuBuffer::alloc_core(&core, ring_bytes, AllocOptions::uncached(), "AQL ring")?;
         fill_invalid(&mut ring)?;
         let mut ctl = GpuBuffer::alloc_core(&core, 4096, AllocOptions::uncached(), "amd_queue_t")?;
         init_ctl(&mut ctl, dev, &ring, opts.packets)?;
-        let eop = GpuBuffer::alloc_core(&core, EOP_BUFFER_SIZE, AllocOptions::gpu_only(), "EOP buffer")?;
+        let eop = GpuBuffer::alloc_core(
+            &core,
+            EOP_BUFFER_SIZE,
+            AllocOptions::gpu_only(),
+            "EOP buffer",
+        )?;
 
         let mut args = sys::kfd_ioctl_create_queue_args {
             ring_base_address: ring.va(),
@@ -144,7 +171,8 @@ impl AqlQueue {
         }
         let mut last_err = None;
         for sizes in attempts {
-            let cwsr = GpuBuffer::alloc_core(&core, sizes.bo_size, AllocOptions::gpu_only(), "CWSR area")?;
+            let cwsr =
+                GpuBuffer::alloc_core(&core, sizes.bo_size, AllocOptions::gpu_only(), "CWSR area")?;
             args.ctx_save_restore_address = cwsr.va();
             args.ctx_save_restore_size = sizes.ctx_save_restore_size;
             args.ctl_stack_size = sizes.ctl_stack_size;
@@ -158,15 +186,23 @@ impl AqlQueue {
                         );
                     }
                     let doorbell = doorbell_page(dev, args.doorbell_offset)?;
-                    let doorbell_off = (args.doorbell_offset % sys::KFD_DOORBELL_SLICE_SIZE) as usize;
-                    tracing::debug!(queue_id = args.queue_id, packets = opts.packets, "AQL queue created");
+                    let doorbell_off =
+                        (args.doorbell_offset % sys::KFD_DOORBELL_SLICE_SIZE) as usize;
+                    tracing::debug!(
+                        queue_id = args.queue_id,
+                        packets = opts.packets,
+                        "AQL queue created"
+                    );
                     return Ok(AqlQueue {
                         inner: Arc::new(QueueInner {
                             core,
                             interrupts,
                             queue_id: args.queue_id,
                             size: opts.packets,
-                            state: Mutex::new(QState { next: 0, dead: false }),
+                            state: Mutex::new(QState {
+                                next: 0,
+                                dead: false,
+                            }),
                             signals,
                             doorbell,
                             doorbell_off,
@@ -218,7 +254,11 @@ impl AqlQueue {
 }
 
 fn doorbell_page(dev: &Device, doorbell_offset: u64) -> Result<Arc<Mapping>> {
-    let mut slot = dev.shared.doorbells.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = dev
+        .shared
+        .doorbells
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(m) = slot.as_ref() {
         return Ok(m.clone());
     }
@@ -226,7 +266,14 @@ fn doorbell_page(dev: &Device, doorbell_offset: u64) -> Result<Arc<Mapping>> {
     let off = doorbell_offset & !(sys::KFD_DOORBELL_SLICE_SIZE - 1);
     // SAFETY: not MAP_FIXED; a fresh range.
     let m = unsafe {
-        Mapping::new(&core.io, std::ptr::null_mut(), sys::KFD_DOORBELL_SLICE_SIZE as usize, libc::MAP_SHARED, core.kfd.raw(), off)
+        Mapping::new(
+            &core.io,
+            std::ptr::null_mut(),
+            sys::KFD_DOORBELL_SLICE_SIZE as usize,
+            libc::MAP_SHARED,
+            core.kfd.raw(),
+            off,
+        )
     }
     .ctx("mmap", || format!("/dev/kfd doorbells offset {off:#x}"))?;
     let m = Arc::new(m);
@@ -258,7 +305,9 @@ impl QueueInner {
     pub(crate) fn submit(&self, packets: &[Packet]) -> Result<u64> {
         let mut st = self.lock();
         if st.dead {
-            return Err(KfdError::QueueDead { queue_id: self.queue_id });
+            return Err(KfdError::QueueDead {
+                queue_id: self.queue_id,
+            });
         }
         let mut last = 0;
         for p in packets {
@@ -266,7 +315,10 @@ impl QueueInner {
             let deadline = Instant::now() + Duration::from_secs(2);
             while idx - self.rptr() >= self.size as u64 {
                 if Instant::now() > deadline {
-                    return Err(KfdError::QueueFull { queue_id: self.queue_id, size: self.size });
+                    return Err(KfdError::QueueFull {
+                        queue_id: self.queue_id,
+                        size: self.size,
+                    });
                 }
                 std::thread::yield_now();
             }
@@ -274,7 +326,9 @@ impl QueueInner {
             let slot = self.ring.va() + (idx % self.size as u64) * AQL_PACKET_SIZE as u64;
             // SAFETY: `slot` is a 64-byte packet inside the live, CPU-visible ring and the
             // CP does not read it: its header is still INVALID (initial fill or consumed).
-            unsafe { std::ptr::copy_nonoverlapping(bytes[4..].as_ptr(), (slot + 4) as *mut u8, 60) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes[4..].as_ptr(), (slot + 4) as *mut u8, 60)
+            };
             let head = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
             // SAFETY: 4-byte aligned word at the start of the packet; the release store makes
             // the body visible before the CP can see a valid header.
@@ -282,7 +336,8 @@ impl QueueInner {
             st.next = idx + 1;
             last = idx;
         }
-        self.ctl_u64(AMD_QUEUE_WPTR_OFFSET).store(st.next, Ordering::Release);
+        self.ctl_u64(AMD_QUEUE_WPTR_OFFSET)
+            .store(st.next, Ordering::Release);
         // SAFETY: the doorbell slot is 8-byte aligned inside the 8 KiB doorbell page we map.
         let bell = unsafe { &*(self.doorbell.ptr().add(self.doorbell_off) as *const AtomicU64) };
         bell.store(last, Ordering::Release);
@@ -296,8 +351,12 @@ impl QueueInner {
             return Ok(());
         }
         st.dead = true;
-        let mut a = sys::kfd_ioctl_destroy_queue_args { queue_id: self.queue_id, pad: 0 };
-        self.core.ioctl("AMDKFD_IOC_DESTROY_QUEUE", sys::destroy_queue, &mut a)?;
+        let mut a = sys::kfd_ioctl_destroy_queue_args {
+            queue_id: self.queue_id,
+            pad: 0,
+        };
+        self.core
+            .ioctl("AMDKFD_IOC_DESTROY_QUEUE", sys::destroy_queue, &mut a)?;
         Ok(())
     }
 }

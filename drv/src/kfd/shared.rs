@@ -35,7 +35,11 @@ pub enum SharedGpuBuffer {
 impl std::fmt::Debug for SharedGpuBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Udmabuf { buf, .. } => write!(f, "SharedGpuBuffer::Udmabuf({buf:?}, gpu {:#x})", self.gpu_va()),
+            Self::Udmabuf { buf, .. } => write!(
+                f,
+                "SharedGpuBuffer::Udmabuf({buf:?}, gpu {:#x})",
+                self.gpu_va()
+            ),
             Self::Gtt { bo, .. } => write!(f, "SharedGpuBuffer::Gtt({bo:?})"),
         }
     }
@@ -63,22 +67,42 @@ impl SharedGpuBuffer {
             )));
         }
         match import_chunks(dev, &buf, buf.addr()) {
-            Ok(imports) => return Ok(SharedGpuBuffer::Udmabuf { imports, gpu_range: None, buf }),
+            Ok(imports) => {
+                return Ok(SharedGpuBuffer::Udmabuf {
+                    imports,
+                    gpu_range: None,
+                    buf,
+                })
+            }
             // Only the import itself may refuse the address; other failures are real.
-            Err(KfdError::Sys(e)) if e.errno() == Some(libc::EINVAL) && e.op == "AMDKFD_IOC_IMPORT_DMABUF" => {
+            Err(KfdError::Sys(e))
+                if e.errno() == Some(libc::EINVAL) && e.op == "AMDKFD_IOC_IMPORT_DMABUF" =>
+            {
                 tracing::info!(error = %e, "import at the CPU address refused; using a separate GPU range");
             }
             Err(e) => return Err(e),
         }
-        let range = Mapping::reserve(dev.io(), buf.mapped_len(), 2 << 20).ctx("mmap", || "GPU VA reservation".into())?;
+        let range = Mapping::reserve(dev.io(), buf.mapped_len(), 2 << 20)
+            .ctx("mmap", || "GPU VA reservation".into())?;
         let imports = import_chunks(dev, &buf, range.addr())?;
-        Ok(SharedGpuBuffer::Udmabuf { imports, gpu_range: Some(range), buf })
+        Ok(SharedGpuBuffer::Udmabuf {
+            imports,
+            gpu_range: Some(range),
+            buf,
+        })
     }
 
     /// The fallback: GTT memory the CPU maps through the render node, exported as a
     /// dma-buf (no udmabuf size limit; KFD may evict it under memory pressure).
     pub fn gtt(dev: &Device, len: usize) -> Result<SharedGpuBuffer> {
-        let bo = GpuBuffer::alloc(dev, len as u64, AllocOptions { align: 2 << 20, ..AllocOptions::gtt() })?;
+        let bo = GpuBuffer::alloc(
+            dev,
+            len as u64,
+            AllocOptions {
+                align: 2 << 20,
+                ..AllocOptions::gtt()
+            },
+        )?;
         let dmabuf = bo.export_dmabuf()?;
         Ok(SharedGpuBuffer::Gtt { dmabuf, bo, len })
     }
@@ -129,7 +153,9 @@ impl SharedGpuBuffer {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Self::Udmabuf { buf, .. } => buf.as_slice(),
-            Self::Gtt { bo, len, .. } => &bo.as_slice().expect("GTT fallback is CPU-visible")[..*len],
+            Self::Gtt { bo, len, .. } => {
+                &bo.as_slice().expect("GTT fallback is CPU-visible")[..*len]
+            }
         }
     }
 
@@ -137,7 +163,9 @@ impl SharedGpuBuffer {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             Self::Udmabuf { buf, .. } => buf.as_mut_slice(),
-            Self::Gtt { bo, len, .. } => &mut bo.as_mut_slice().expect("GTT fallback is CPU-visible")[..*len],
+            Self::Gtt { bo, len, .. } => {
+                &mut bo.as_mut_slice().expect("GTT fallback is CPU-visible")[..*len]
+            }
         }
     }
 }
@@ -145,6 +173,9 @@ impl SharedGpuBuffer {
 fn import_chunks(dev: &Device, buf: &SharedBuffer, base: u64) -> Result<Vec<GpuBuffer>> {
     buf.chunks()
         .iter()
-        .map(|c| GpuBuffer::import_at(dev.core(), c.dmabuf.raw(), base + c.offset, c.size).map_err(KfdError::from))
+        .map(|c| {
+            GpuBuffer::import_at(dev.core(), c.dmabuf.raw(), base + c.offset, c.size)
+                .map_err(KfdError::from)
+        })
         .collect()
 }

@@ -28,16 +28,36 @@ pub(crate) struct Signal {
 impl SignalPool {
     /// Signals that, on completion, write `event_id` to `mailbox` and raise the interrupt.
     pub(crate) fn new(core: &Arc<DevCore>, mailbox: u64, event_id: u32) -> Result<Arc<SignalPool>> {
-        let buf = GpuBuffer::alloc_core(core, SLOTS as u64 * SIGNAL_SIZE, AllocOptions::uncached(), "signals")?;
-        Ok(Arc::new(SignalPool { buf, free: Mutex::new((0..SLOTS).rev().collect()), mailbox, event_id }))
+        let buf = GpuBuffer::alloc_core(
+            core,
+            SLOTS as u64 * SIGNAL_SIZE,
+            AllocOptions::uncached(),
+            "signals",
+        )?;
+        Ok(Arc::new(SignalPool {
+            buf,
+            free: Mutex::new((0..SLOTS).rev().collect()),
+            mailbox,
+            event_id,
+        }))
     }
 
     /// A signal with value `initial` (the CP decrements it once per completed packet).
     pub(crate) fn take(self: &Arc<Self>, initial: i64) -> Result<Signal> {
-        let slot = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop().ok_or_else(|| {
-            KfdError::Invalid(format!("all {SLOTS} completion signals of this queue are in flight; wait for some"))
-        })?;
-        let s = Signal { pool: self.clone(), slot };
+        let slot = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .ok_or_else(|| {
+                KfdError::Invalid(format!(
+                    "all {SLOTS} completion signals of this queue are in flight; wait for some"
+                ))
+            })?;
+        let s = Signal {
+            pool: self.clone(),
+            slot,
+        };
         let v = amd_signal_t {
             kind: AMD_SIGNAL_KIND_USER,
             value: initial,
@@ -81,7 +101,11 @@ impl Drop for Signal {
         // A signal the GPU may still decrement cannot be reused; it stays taken until the
         // pool (the queue) goes away.
         if self.value() <= 0 {
-            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(self.slot);
+            self.pool
+                .free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(self.slot);
         }
     }
 }

@@ -73,16 +73,26 @@ impl Topology {
         Self::read_once(io, root, generation(io, root))
     }
 
-    fn read_once(io: &dyn KernelIo, root: &Path, generation_id: Option<u64>) -> Result<Topology, TopologyError> {
+    fn read_once(
+        io: &dyn KernelIo,
+        root: &Path,
+        generation_id: Option<u64>,
+    ) -> Result<Topology, TopologyError> {
         let dir = root.join("nodes");
-        let names = io.read_dir(&dir).map_err(|source| TopologyError::Read { path: dir.clone(), source })?;
+        let names = io.read_dir(&dir).map_err(|source| TopologyError::Read {
+            path: dir.clone(),
+            source,
+        })?;
         let mut idx: Vec<u32> = names.iter().filter_map(|n| n.parse().ok()).collect();
         idx.sort_unstable();
         let nodes = idx
             .into_iter()
             .map(|i| Node::read(io, &dir.join(i.to_string()), i))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Topology { generation_id, nodes })
+        Ok(Topology {
+            generation_id,
+            nodes,
+        })
     }
 
     /// GPU nodes (gpu_id != 0).
@@ -99,16 +109,26 @@ impl Topology {
         }
         match gfx {
             None => Ok(self.gpus().next().expect("checked non-empty")),
-            Some(want) => self.gpus().find(|n| n.gfx_name() == want).ok_or_else(|| TopologyError::NoMatch {
-                wanted: want.to_owned(),
-                found: self.gpus().map(|n| n.gfx_name()).collect::<Vec<_>>().join(", "),
-            }),
+            Some(want) => {
+                self.gpus()
+                    .find(|n| n.gfx_name() == want)
+                    .ok_or_else(|| TopologyError::NoMatch {
+                        wanted: want.to_owned(),
+                        found: self
+                            .gpus()
+                            .map(|n| n.gfx_name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            }
         }
     }
 }
 
 fn generation(io: &dyn KernelIo, root: &Path) -> Option<u64> {
-    io.read_to_string(&root.join("generation_id")).ok().and_then(|s| s.trim().parse().ok())
+    io.read_to_string(&root.join("generation_id"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// Parses `key value` lines; lines that are not `word number` are skipped.
@@ -117,7 +137,11 @@ pub fn parse_properties(text: &str) -> std::collections::BTreeMap<String, u64> {
         .filter_map(|l| {
             let mut it = l.split_whitespace();
             let (k, v) = (it.next()?, it.next()?);
-            let v = if let Some(h) = v.strip_prefix("0x") { u64::from_str_radix(h, 16).ok()? } else { v.parse().ok()? };
+            let v = if let Some(h) = v.strip_prefix("0x") {
+                u64::from_str_radix(h, 16).ok()?
+            } else {
+                v.parse().ok()?
+            };
             Some((k.to_owned(), v))
         })
         .collect()

@@ -69,17 +69,29 @@ pub struct Node {
 }
 
 fn read(io: &dyn KernelIo, path: &Path) -> Result<String, TopologyError> {
-    io.read_to_string(path).map_err(|source| TopologyError::Read { path: path.to_owned(), source })
+    io.read_to_string(path)
+        .map_err(|source| TopologyError::Read {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 impl Node {
     pub(super) fn read(io: &dyn KernelIo, dir: &Path, index: u32) -> Result<Node, TopologyError> {
         let gpu_id = read(io, &dir.join("gpu_id"))?.trim().parse().unwrap_or(0);
-        let name = io.read_to_string(&dir.join("name")).map(|s| s.trim().to_owned()).unwrap_or_default();
+        let name = io
+            .read_to_string(&dir.join("name"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
         let props = parse_properties(&read(io, &dir.join("properties"))?);
         let mut mem_banks = Vec::new();
         let banks = dir.join("mem_banks");
-        let mut names: Vec<u32> = io.read_dir(&banks).unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
+        let mut names: Vec<u32> = io
+            .read_dir(&banks)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
         names.sort_unstable();
         for m in names {
             let p = parse_properties(&read(io, &banks.join(m.to_string()).join("properties"))?);
@@ -91,7 +103,13 @@ impl Node {
                 mem_clk_max: get("mem_clk_max"),
             });
         }
-        Ok(Node { index, gpu_id, name, props, mem_banks })
+        Ok(Node {
+            index,
+            gpu_id,
+            name,
+            props,
+            mem_banks,
+        })
     }
 
     /// A property, 0 when absent.
@@ -142,7 +160,10 @@ impl Node {
 
     /// `/dev/dri/renderD<drm_render_minor>`, if the node has one.
     pub fn render_node(&self) -> Option<String> {
-        self.props.get("drm_render_minor").filter(|m| **m != 0).map(|m| format!("/dev/dri/renderD{m}"))
+        self.props
+            .get("drm_render_minor")
+            .filter(|m| **m != 0)
+            .map(|m| format!("/dev/dri/renderD{m}"))
     }
 
     /// Bytes of VRAM banks (on an APU: the BIOS carve-out).

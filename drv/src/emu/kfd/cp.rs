@@ -13,7 +13,10 @@ use crate::sys::hsa::*;
 const POLL: Duration = Duration::from_micros(100);
 
 pub(super) fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -66,7 +69,12 @@ pub(super) fn fire_event(sh: &Shared, st: &mut KState, id: u32) -> bool {
 }
 
 fn fire_kind(sh: &Shared, st: &mut KState, kind: u32) {
-    let ids: Vec<u32> = st.events.iter().filter(|(_, e)| e.kind == kind).map(|(id, _)| *id).collect();
+    let ids: Vec<u32> = st
+        .events
+        .iter()
+        .filter(|(_, e)| e.kind == kind)
+        .map(|(id, _)| *id)
+        .collect();
     for id in ids {
         fire_event(sh, st, id);
     }
@@ -76,7 +84,9 @@ fn u64_at(st: &KState, va: u64) -> Option<&AtomicU64> {
     // SAFETY: translate() checked 8 bytes are inside a live mapped BO; GPU-visible
     // 64-bit fields are 8-aligned by the rules the kernel enforces (rptr/wptr) or by
     // their structs (signals, ring slots).
-    st.translate(va, 8).filter(|p| *p as usize % 8 == 0).map(|p| unsafe { &*(p as *const AtomicU64) })
+    st.translate(va, 8)
+        .filter(|p| (*p as usize).is_multiple_of(8))
+        .map(|p| unsafe { &*(p as *const AtomicU64) })
 }
 
 fn step(sh: &Shared, st: &mut KState, id: u32) {
@@ -84,15 +94,27 @@ fn step(sh: &Shared, st: &mut KState, id: u32) {
     if q.fault.is_some() {
         return;
     }
-    let (ring_va, packets, rptr_va, wptr_va, bell) = (q.ring_va, q.ring_packets, q.rptr_va, q.wptr_va, q.doorbell_index);
-    let Some(door) = st.doorbells.as_ref() else { return };
+    let (ring_va, packets, rptr_va, wptr_va, bell) = (
+        q.ring_va,
+        q.ring_packets,
+        q.rptr_va,
+        q.wptr_va,
+        q.doorbell_index,
+    );
+    let Some(door) = st.doorbells.as_ref() else {
+        return;
+    };
     // SAFETY: the doorbell page is 8 KiB of emulator memory; `bell` < 1024.
     let doorbell = unsafe { (*(door.ptr() as *const AtomicU64).add(bell)).load(Ordering::Acquire) };
-    let (Some(rp), Some(wp)) = (u64_at(st, rptr_va), u64_at(st, wptr_va)) else { return };
+    let (Some(rp), Some(wp)) = (u64_at(st, rptr_va), u64_at(st, wptr_va)) else {
+        return;
+    };
     let (mut rptr, wptr) = (rp.load(Ordering::Acquire), wp.load(Ordering::Acquire));
     while rptr < wptr && rptr <= doorbell {
         let slot_va = ring_va + (rptr % packets) * 64;
-        let Some(slot) = st.translate(slot_va, 64) else { return };
+        let Some(slot) = st.translate(slot_va, 64) else {
+            return;
+        };
         // SAFETY: 64-byte packet slot inside the mapped ring; header is its first u16.
         let hdr = unsafe { &*(slot as *const AtomicU16) };
         let header = hdr.load(Ordering::Acquire);
@@ -100,29 +122,41 @@ fn step(sh: &Shared, st: &mut KState, id: u32) {
             HSA_PACKET_TYPE_INVALID => return, // not published yet
             HSA_PACKET_TYPE_KERNEL_DISPATCH => {
                 // SAFETY: the slot holds 64 bytes; read as the dispatch layout.
-                let p: hsa_kernel_dispatch_packet_t = unsafe { std::ptr::read_volatile(slot.cast()) };
+                let p: hsa_kernel_dispatch_packet_t =
+                    unsafe { std::ptr::read_volatile(slot.cast()) };
                 run_kernel(sh, st, &p).map(|_| p.completion_signal)
             }
             HSA_PACKET_TYPE_BARRIER_AND => {
                 // SAFETY: as above, barrier layout.
                 let p: hsa_barrier_and_packet_t = unsafe { std::ptr::read_volatile(slot.cast()) };
                 let waiting = p.dep_signal.iter().filter(|s| **s != 0).any(|s| {
-                    u64_at(st, s + AMD_SIGNAL_VALUE_OFFSET).is_none_or(|v| v.load(Ordering::Acquire) as i64 > 0)
+                    u64_at(st, s + AMD_SIGNAL_VALUE_OFFSET)
+                        .is_none_or(|v| v.load(Ordering::Acquire) as i64 > 0)
                 });
                 if waiting {
                     return; // the CP stalls on an unsatisfied barrier
                 }
                 Ok(p.completion_signal)
             }
-            t => Err(format!("packet type {t} at index {rptr} is not supported by the emulated CP")),
+            t => Err(format!(
+                "packet type {t} at index {rptr} is not supported by the emulated CP"
+            )),
         };
         match result {
             Ok(signal) => {
                 if signal != 0 && !complete_signal(sh, st, signal) {
-                    fault(sh, st, id, format!("completion signal {signal:#x} is not in GPU-mapped memory"));
+                    fault(
+                        sh,
+                        st,
+                        id,
+                        format!("completion signal {signal:#x} is not in GPU-mapped memory"),
+                    );
                     return;
                 }
-                hdr.store(HSA_PACKET_TYPE_INVALID << HSA_PACKET_HEADER_TYPE, Ordering::Release);
+                hdr.store(
+                    HSA_PACKET_TYPE_INVALID << HSA_PACKET_HEADER_TYPE,
+                    Ordering::Release,
+                );
                 rptr += 1;
                 if let Some(rp) = u64_at(st, rptr_va) {
                     rp.store(rptr, Ordering::Release);
@@ -145,12 +179,14 @@ fn fault(sh: &Shared, st: &mut KState, id: u32, msg: String) {
 }
 
 fn complete_signal(sh: &Shared, st: &mut KState, handle: u64) -> bool {
-    let Some(p) = st.translate(handle, 64) else { return false };
+    let Some(p) = st.translate(handle, 64) else {
+        return false;
+    };
     let now = now_ns() / 10;
     // SAFETY: 64 bytes of signal inside a mapped BO; value at +8 is 8-aligned because
     // signal handles are 64-aligned (checked below).
     unsafe {
-        if p as usize % 64 != 0 {
+        if !(p as usize).is_multiple_of(64) {
             return false;
         }
         let s = p.cast::<amd_signal_t>();
@@ -180,11 +216,20 @@ fn run_kernel(sh: &Shared, st: &KState, p: &hsa_kernel_dispatch_packet_t) -> Res
         Some(_) => {}
     }
     let name = st.symbols.get(&p.kernel_object).ok_or_else(|| {
-        format!("no kernel symbol is bound to kernel object {:#x} (KfdEmu::bind_symbol)", p.kernel_object)
+        format!(
+            "no kernel symbol is bound to kernel object {:#x} (KfdEmu::bind_symbol)",
+            p.kernel_object
+        )
     })?;
     let kernels = sh.kernels.read().unwrap_or_else(|e| e.into_inner());
-    let f = kernels.get(name).ok_or_else(|| format!("kernel '{name}' has no registered CPU implementation"))?;
-    let call = KernelCall { name, packet: *p, st };
+    let f = kernels
+        .get(name)
+        .ok_or_else(|| format!("kernel '{name}' has no registered CPU implementation"))?;
+    let call = KernelCall {
+        name,
+        packet: *p,
+        st,
+    };
     f(&call).map_err(|e| format!("kernel '{name}' failed: {e}"))
 }
 
@@ -200,12 +245,20 @@ pub struct KernelCall<'a> {
 impl KernelCall<'_> {
     /// Grid size in work-items.
     pub fn grid(&self) -> [u32; 3] {
-        [self.packet.grid_size_x, self.packet.grid_size_y, self.packet.grid_size_z]
+        [
+            self.packet.grid_size_x,
+            self.packet.grid_size_y,
+            self.packet.grid_size_z,
+        ]
     }
 
     /// Work-group size.
     pub fn workgroup(&self) -> [u16; 3] {
-        [self.packet.workgroup_size_x, self.packet.workgroup_size_y, self.packet.workgroup_size_z]
+        [
+            self.packet.workgroup_size_x,
+            self.packet.workgroup_size_y,
+            self.packet.workgroup_size_z,
+        ]
     }
 
     fn ptr(&self, va: u64, len: usize) -> Result<*mut u8, String> {
@@ -236,17 +289,25 @@ impl KernelCall<'_> {
 
     /// A u64 kernel argument (pointers).
     pub fn arg_u64(&self, offset: u64) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.kernarg(offset, 8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.kernarg(offset, 8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     /// A u32 kernel argument.
     pub fn arg_u32(&self, offset: u64) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.kernarg(offset, 4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.kernarg(offset, 4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     /// `n` f32 values at `va`.
     pub fn read_f32(&self, va: u64, n: usize) -> Result<Vec<f32>, String> {
-        Ok(self.read(va, n * 4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect())
+        Ok(self
+            .read(va, n * 4)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+            .collect())
     }
 
     /// Writes f32 values at `va`.

@@ -23,7 +23,11 @@ fn einval<T>() -> io::Result<T> {
 ///
 /// # Safety
 /// `arg` must be valid for `_IOC_SIZE(request)` bytes.
-unsafe fn with_arg<T: Copy + Default>(request: u64, arg: *mut c_void, f: impl FnOnce(&mut T) -> R) -> R {
+unsafe fn with_arg<T: Copy + Default>(
+    request: u64,
+    arg: *mut c_void,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
     let n = ioc_size(request).min(std::mem::size_of::<T>());
     let mut v = T::default();
     // SAFETY: caller guarantees `n` readable bytes; `v` has at least `n`.
@@ -35,7 +39,7 @@ unsafe fn with_arg<T: Copy + Default>(request: u64, arg: *mut c_void, f: impl Fn
 }
 
 pub(super) unsafe fn dispatch(k: &KfdEmu, emu: &Emulator, request: u64, arg: *mut c_void) -> R {
-    // SAFETY (all arms): the caller passes the struct `request` encodes.
+    // SAFETY: (all arms) the caller passes the struct `request` encodes.
     unsafe {
         match ioc_nr(request) {
             0x01 => with_arg(request, arg, |a: &mut kfd_ioctl_get_version_args| {
@@ -43,18 +47,29 @@ pub(super) unsafe fn dispatch(k: &KfdEmu, emu: &Emulator, request: u64, arg: *mu
                 Ok(0)
             }),
             0x02 => with_arg(request, arg, |a| create_queue(k, a)),
-            0x03 => with_arg(request, arg, |a: &mut kfd_ioctl_destroy_queue_args| destroy_queue(k, a.queue_id)),
+            0x03 => with_arg(request, arg, |a: &mut kfd_ioctl_destroy_queue_args| {
+                destroy_queue(k, a.queue_id)
+            }),
             0x05 => with_arg(request, arg, |a| clock_counters(k, a)),
             0x08 => with_arg(request, arg, |a| create_event(k, a)),
             0x09 => with_arg(request, arg, |a: &mut kfd_ioctl_destroy_event_args| {
-                k.sh.lock().events.remove(&a.event_id).map(|_| 0).ok_or_else(|| errno(libc::EINVAL))
+                k.sh.lock()
+                    .events
+                    .remove(&a.event_id)
+                    .map(|_| 0)
+                    .ok_or_else(|| errno(libc::EINVAL))
             }),
             0x0A => with_arg(request, arg, |a: &mut kfd_ioctl_set_event_args| {
-                cp::fire_event(&k.sh, &mut k.sh.lock(), a.event_id).then_some(0).ok_or_else(|| errno(libc::EINVAL))
+                cp::fire_event(&k.sh, &mut k.sh.lock(), a.event_id)
+                    .then_some(0)
+                    .ok_or_else(|| errno(libc::EINVAL))
             }),
             0x0B => with_arg(request, arg, |a: &mut kfd_ioctl_reset_event_args| {
                 let mut st = k.sh.lock();
-                let e = st.events.get_mut(&a.event_id).ok_or_else(|| errno(libc::EINVAL))?;
+                let e = st
+                    .events
+                    .get_mut(&a.event_id)
+                    .ok_or_else(|| errno(libc::EINVAL))?;
                 e.signaled = false;
                 Ok(0)
             }),
@@ -74,18 +89,24 @@ pub(super) unsafe fn dispatch(k: &KfdEmu, emu: &Emulator, request: u64, arg: *mu
                 }
             }),
             0x16 => with_arg(request, arg, |a| alloc(k, a)),
-            0x17 => with_arg(request, arg, |a: &mut kfd_ioctl_free_memory_of_gpu_args| free(k, a.handle)),
+            0x17 => with_arg(request, arg, |a: &mut kfd_ioctl_free_memory_of_gpu_args| {
+                free(k, a.handle)
+            }),
             0x18 => with_arg(request, arg, |a| map(k, a, true)),
             0x19 => with_arg(request, arg, |a| map(k, a, false)),
             0x1D => with_arg(request, arg, |a| import(k, emu, a)),
-            0x23 => with_arg(request, arg, |a: &mut kfd_ioctl_get_available_memory_args| {
-                let st = k.sh.lock();
-                if a.gpu_id != k.sh.node.gpu_id {
-                    return einval();
-                }
-                a.available = k.sh.cfg.gtt_capacity.saturating_sub(st.allocated);
-                Ok(0)
-            }),
+            0x23 => with_arg(
+                request,
+                arg,
+                |a: &mut kfd_ioctl_get_available_memory_args| {
+                    let st = k.sh.lock();
+                    if a.gpu_id != k.sh.node.gpu_id {
+                        return einval();
+                    }
+                    a.available = k.sh.cfg.gtt_capacity.saturating_sub(st.allocated);
+                    Ok(0)
+                },
+            ),
             0x24 => with_arg(request, arg, |a| export(k, emu, a)),
             0x25 => with_arg(request, arg, |_a: &mut kfd_ioctl_runtime_enable_args| {
                 if k.sh.cfg.version < (1, 13) {
@@ -136,7 +157,12 @@ fn apertures(k: &KfdEmu, a: &mut kfd_ioctl_get_process_apertures_new_args) -> R 
         pad: 0,
     };
     // SAFETY: the caller's array holds `num_of_nodes` (≥ 1) entries.
-    unsafe { std::ptr::write_unaligned(a.kfd_process_device_apertures_ptr as *mut kfd_process_device_apertures, ap) };
+    unsafe {
+        std::ptr::write_unaligned(
+            a.kfd_process_device_apertures_ptr as *mut kfd_process_device_apertures,
+            ap,
+        )
+    };
     a.num_of_nodes = 1;
     Ok(0)
 }
@@ -155,15 +181,22 @@ fn alloc(k: &KfdEmu, a: &mut kfd_ioctl_alloc_memory_of_gpu_args) -> R {
             | KFD_IOC_ALLOC_MEM_FLAGS_USERPTR
             | KFD_IOC_ALLOC_MEM_FLAGS_DOORBELL
             | KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP);
-    if domain.count_ones() != 1 || a.size == 0 || a.size % page() != 0 || a.va_addr % page() != 0 {
+    if domain.count_ones() != 1
+        || a.size == 0
+        || !a.size.is_multiple_of(page())
+        || !a.va_addr.is_multiple_of(page())
+    {
         return einval();
     }
-    if a.va_addr < GPUVM_BASE || a.va_addr + a.size - 1 > GPUVM_LIMIT || st.overlaps(a.va_addr, a.size) {
+    if a.va_addr < GPUVM_BASE
+        || a.va_addr + a.size - 1 > GPUVM_LIMIT
+        || st.overlaps(a.va_addr, a.size)
+    {
         return einval();
     }
     let mem = match domain {
         KFD_IOC_ALLOC_MEM_FLAGS_USERPTR => {
-            if a.mmap_offset % page() != 0 {
+            if !a.mmap_offset.is_multiple_of(page()) {
                 return einval();
             }
             Mem::User(a.mmap_offset as usize)
@@ -190,7 +223,16 @@ fn alloc(k: &KfdEmu, a: &mut kfd_ioctl_alloc_memory_of_gpu_args) -> R {
     };
     st.bos.insert(
         handle,
-        Bo { va: a.va_addr, size: a.size, flags: a.flags, mem, mapped: false, mmap_offset, queue_refs: 0, event_page: false },
+        Bo {
+            va: a.va_addr,
+            size: a.size,
+            flags: a.flags,
+            mem,
+            mapped: false,
+            mmap_offset,
+            queue_refs: 0,
+            event_page: false,
+        },
     );
     a.handle = handle;
     a.mmap_offset = mmap_offset;
@@ -223,12 +265,17 @@ fn map(k: &KfdEmu, a: &mut kfd_ioctl_map_memory_to_gpu_args, on: bool) -> R {
     }
     for i in a.n_success..a.n_devices {
         // SAFETY: the caller's array holds `n_devices` u32s.
-        let id = unsafe { std::ptr::read_unaligned((a.device_ids_array_ptr as *const u32).add(i as usize)) };
+        let id = unsafe {
+            std::ptr::read_unaligned((a.device_ids_array_ptr as *const u32).add(i as usize))
+        };
         if id != k.sh.node.gpu_id {
             return einval();
         }
     }
-    let b = st.bos.get_mut(&a.handle).ok_or_else(|| errno(libc::EINVAL))?;
+    let b = st
+        .bos
+        .get_mut(&a.handle)
+        .ok_or_else(|| errno(libc::EINVAL))?;
     if on {
         b.mapped = true;
     } else {
@@ -247,11 +294,12 @@ fn map(k: &KfdEmu, a: &mut kfd_ioctl_map_memory_to_gpu_args, on: bool) -> R {
 fn import(k: &KfdEmu, emu: &Emulator, a: &mut kfd_ioctl_import_dmabuf_args) -> R {
     let buf = emu.dmabuf(a.dmabuf_fd as i32)?;
     let mut st = k.sh.lock();
-    if st.acquired.is_none() || a.gpu_id != k.sh.node.gpu_id || a.va_addr % page() != 0 {
+    if st.acquired.is_none() || a.gpu_id != k.sh.node.gpu_id || !a.va_addr.is_multiple_of(page()) {
         return einval();
     }
     let size = buf.len();
-    if a.va_addr < GPUVM_BASE || a.va_addr + size - 1 > GPUVM_LIMIT || st.overlaps(a.va_addr, size) {
+    if a.va_addr < GPUVM_BASE || a.va_addr + size - 1 > GPUVM_LIMIT || st.overlaps(a.va_addr, size)
+    {
         return einval();
     }
     let map = buf.map()?;
@@ -280,12 +328,19 @@ fn export(k: &KfdEmu, emu: &Emulator, a: &mut kfd_ioctl_export_dmabuf_args) -> R
         let st = k.sh.lock();
         let b = st.bos.get(&a.handle).ok_or_else(|| errno(libc::EINVAL))?;
         match &b.mem {
-            Mem::Own(m) => DmaChunk { memfd: dup_fd(m.fd())?, offset: 0, size: b.size },
+            Mem::Own(m) => DmaChunk {
+                memfd: dup_fd(m.fd())?,
+                offset: 0,
+                size: b.size,
+            },
             // amdgpu refuses to export userptr BOs; re-exporting imports is not modelled.
             _ => return Err(errno(libc::EPERM)),
         }
     };
-    let fd = emu.new_dmabuf(DmaBuf { exporter: "KFD export", chunks: vec![chunk] })?;
+    let fd = emu.new_dmabuf(DmaBuf {
+        exporter: "KFD export",
+        chunks: vec![chunk],
+    })?;
     a.dmabuf_fd = fd as u32;
     Ok(0)
 }
@@ -302,7 +357,9 @@ fn create_event(k: &KfdEmu, a: &mut kfd_ioctl_create_event_args) -> R {
                 }
                 b.event_page = true;
                 // SAFETY: the BO is ≥ 32 KiB of emulator-mapped memory.
-                unsafe { std::ptr::write_bytes(b.host(), 0xff, KFD_SIGNAL_EVENT_LIMIT as usize * 8) };
+                unsafe {
+                    std::ptr::write_bytes(b.host(), 0xff, KFD_SIGNAL_EVENT_LIMIT as usize * 8)
+                };
                 st.event_page = Some(h);
             } else {
                 let p = Backing::new("emu-kfd-events", KFD_SIGNAL_EVENT_LIMIT as usize * 8)?;
@@ -318,13 +375,24 @@ fn create_event(k: &KfdEmu, a: &mut kfd_ioctl_create_event_args) -> R {
         }
         st.next_signal_slot += 1;
         (slot, slot)
-    } else if matches!(a.event_type, KFD_IOC_EVENT_MEMORY | KFD_IOC_EVENT_HW_EXCEPTION | KFD_IOC_EVENT_NODECHANGE) {
+    } else if matches!(
+        a.event_type,
+        KFD_IOC_EVENT_MEMORY | KFD_IOC_EVENT_HW_EXCEPTION | KFD_IOC_EVENT_NODECHANGE
+    ) {
         st.next_other_event += 1;
         (KFD_SIGNAL_EVENT_LIMIT + st.next_other_event, 0)
     } else {
         return einval();
     };
-    st.events.insert(id, Ev { kind: a.event_type, auto_reset: a.auto_reset != 0, signaled: false, age: 1 });
+    st.events.insert(
+        id,
+        Ev {
+            kind: a.event_type,
+            auto_reset: a.auto_reset != 0,
+            signaled: false,
+            age: 1,
+        },
+    );
     a.event_id = id;
     a.event_slot_index = slot;
     a.event_trigger_data = id;
@@ -338,15 +406,22 @@ fn wait_events(k: &KfdEmu, a: &mut kfd_ioctl_wait_events_args) -> R {
     }
     let ptr = a.events_ptr as *mut kfd_event_data;
     // SAFETY: the caller's array holds `num_events` entries.
-    let ids: Vec<u32> = (0..n).map(|i| unsafe { std::ptr::read_unaligned(ptr.add(i)).event_id }).collect();
-    let deadline = (a.timeout != u32::MAX).then(|| Instant::now() + Duration::from_millis(a.timeout as u64));
+    let ids: Vec<u32> = (0..n)
+        .map(|i| unsafe { std::ptr::read_unaligned(ptr.add(i)).event_id })
+        .collect();
+    let deadline =
+        (a.timeout != u32::MAX).then(|| Instant::now() + Duration::from_millis(a.timeout as u64));
     let mut st = k.sh.lock();
     loop {
         if ids.iter().any(|id| !st.events.contains_key(id)) {
             return einval();
         }
         let fired: Vec<bool> = ids.iter().map(|id| st.events[id].signaled).collect();
-        let done = if a.wait_for_all != 0 { fired.iter().all(|f| *f) } else { fired.iter().any(|f| *f) };
+        let done = if a.wait_for_all != 0 {
+            fired.iter().all(|f| *f)
+        } else {
+            fired.iter().any(|f| *f)
+        };
         if done {
             for (i, id) in ids.iter().enumerate() {
                 let e = st.events.get_mut(id).expect("checked");
@@ -354,7 +429,10 @@ fn wait_events(k: &KfdEmu, a: &mut kfd_ioctl_wait_events_args) -> R {
                     e.signaled = false;
                 }
                 if e.kind == KFD_IOC_EVENT_SIGNAL {
-                    let mut d = kfd_event_data { event_id: *id, ..Default::default() };
+                    let mut d = kfd_event_data {
+                        event_id: *id,
+                        ..Default::default()
+                    };
                     d.data[0] = e.age;
                     // SAFETY: as above.
                     unsafe { std::ptr::write_unaligned(ptr.add(i), d) };
@@ -373,7 +451,11 @@ fn wait_events(k: &KfdEmu, a: &mut kfd_ioctl_wait_events_args) -> R {
             },
             None => Duration::from_secs(3600),
         };
-        st = k.sh.events_cv.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+        st =
+            k.sh.events_cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         if st.kfd_fds.is_empty() {
             a.wait_result = KFD_IOC_WAIT_RESULT_FAIL;
             return Ok(0);
@@ -390,7 +472,9 @@ fn create_queue(k: &KfdEmu, a: &mut kfd_ioctl_create_queue_args) -> R {
         // PM4 and SDMA rings exist in the kernel; the emulated CP only speaks AQL.
         return einval();
     }
-    if (a.queue_percentage & 0xff) > KFD_MAX_QUEUE_PERCENTAGE || a.queue_priority > KFD_MAX_QUEUE_PRIORITY {
+    if (a.queue_percentage & 0xff) > KFD_MAX_QUEUE_PERCENTAGE
+        || a.queue_priority > KFD_MAX_QUEUE_PRIORITY
+    {
         return einval();
     }
     if !a.ring_size.is_power_of_two() || a.ring_size < KFD_MIN_QUEUE_RING_SIZE {
@@ -402,9 +486,14 @@ fn create_queue(k: &KfdEmu, a: &mut kfd_ioctl_create_queue_args) -> R {
         _ => return einval(),
     };
     let in_first_page = |va: u64| {
-        st.mapped_bo_containing(va).filter(|(_, b)| va % 8 == 0 && va - b.va + 8 <= page()).map(|(h, _)| h)
+        st.mapped_bo_containing(va)
+            .filter(|(_, b)| va.is_multiple_of(8) && va - b.va + 8 <= page())
+            .map(|(h, _)| h)
     };
-    let (Some(wptr), Some(rptr)) = (in_first_page(a.write_pointer_address), in_first_page(a.read_pointer_address)) else {
+    let (Some(wptr), Some(rptr)) = (
+        in_first_page(a.write_pointer_address),
+        in_first_page(a.read_pointer_address),
+    ) else {
         return einval();
     };
     let eop = match st.mapped_bo_at(a.eop_buffer_address) {
@@ -420,7 +509,8 @@ fn create_queue(k: &KfdEmu, a: &mut kfd_ioctl_create_queue_args) -> R {
     if !size_ok || a.ctl_stack_size != want.ctl_stack_size {
         return einval();
     }
-    let cwsr_bo_size = (a.ctx_save_restore_size as u64 + want.debug_memory_size as u64) * k.sh.node.num_xcc() as u64;
+    let cwsr_bo_size = (a.ctx_save_restore_size as u64 + want.debug_memory_size as u64)
+        * k.sh.node.num_xcc() as u64;
     let cwsr = match st.mapped_bo_at(a.ctx_save_restore_address) {
         Some((h, b)) if b.size == cwsr_bo_size.next_multiple_of(page()) => h,
         _ => return einval(),
@@ -432,7 +522,10 @@ fn create_queue(k: &KfdEmu, a: &mut kfd_ioctl_create_queue_args) -> R {
         st.bos.get_mut(h).expect("found above").queue_refs += 1;
     }
     if st.doorbells.is_none() {
-        st.doorbells = Some(Backing::new("emu-kfd-doorbells", KFD_DOORBELL_SLICE_SIZE as usize)?);
+        st.doorbells = Some(Backing::new(
+            "emu-kfd-doorbells",
+            KFD_DOORBELL_SLICE_SIZE as usize,
+        )?);
     }
     let id = st.next_queue;
     st.next_queue += 1;
@@ -450,7 +543,8 @@ fn create_queue(k: &KfdEmu, a: &mut kfd_ioctl_create_queue_args) -> R {
         },
     );
     a.queue_id = id;
-    a.doorbell_offset = KFD_MMAP_TYPE_DOORBELL | kfd_mmap_gpu_id(k.sh.node.gpu_id) | (doorbell_index as u64 * 8);
+    a.doorbell_offset =
+        KFD_MMAP_TYPE_DOORBELL | kfd_mmap_gpu_id(k.sh.node.gpu_id) | (doorbell_index as u64 * 8);
     drop(st);
     cp::ensure_running(&k.sh);
     Ok(0)

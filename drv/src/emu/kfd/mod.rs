@@ -100,7 +100,12 @@ impl KfdEmu {
             sh: Arc::new(Shared {
                 cfg,
                 node,
-                st: Mutex::new(KState { next_idr: 1, next_signal_slot: 1, next_queue: 1, ..Default::default() }),
+                st: Mutex::new(KState {
+                    next_idr: 1,
+                    next_signal_slot: 1,
+                    next_queue: 1,
+                    ..Default::default()
+                }),
                 events_cv: Condvar::new(),
                 kernels: RwLock::new(HashMap::new()),
                 cp_running: AtomicBool::new(false),
@@ -115,7 +120,12 @@ impl KfdEmu {
 
     /// The render node path.
     pub fn render_path(&self) -> PathBuf {
-        PathBuf::from(self.sh.node.render_node().unwrap_or_else(|| "/dev/dri/renderD128".into()))
+        PathBuf::from(
+            self.sh
+                .node
+                .render_node()
+                .unwrap_or_else(|| "/dev/dri/renderD128".into()),
+        )
     }
 
     /// Runs `f` whenever a dispatch's kernel object is bound to `symbol`.
@@ -123,13 +133,20 @@ impl KfdEmu {
     where
         F: Fn(&KernelCall) -> Result<(), String> + Send + Sync + 'static,
     {
-        self.sh.kernels.write().unwrap_or_else(|p| p.into_inner()).insert(symbol.to_owned(), Box::new(f));
+        self.sh
+            .kernels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(symbol.to_owned(), Box::new(f));
     }
 
     /// Declares that the kernel descriptor at GPU VA `kernel_object` is `symbol` (what a
     /// code-object loader knows after placing `symbol.kd`).
     pub fn bind_symbol(&self, kernel_object: u64, symbol: &str) {
-        self.sh.lock().symbols.insert(kernel_object, symbol.to_owned());
+        self.sh
+            .lock()
+            .symbols
+            .insert(kernel_object, symbol.to_owned());
     }
 
     /// While true, the CP consumes nothing: every queue looks hung.
@@ -144,7 +161,11 @@ impl KfdEmu {
 
     /// The fault message of a queue stopped by a failing kernel, if any.
     pub fn queue_fault(&self, queue_id: u32) -> Option<String> {
-        self.sh.lock().queues.get(&queue_id).and_then(|q| q.fault.clone())
+        self.sh
+            .lock()
+            .queues
+            .get(&queue_id)
+            .and_then(|q| q.fault.clone())
     }
 
     fn leaks(&self) -> Vec<String> {
@@ -164,7 +185,8 @@ impl EmulatorBuilder {
             self = self.with_file(p, text);
         }
         let dev: Arc<dyn DeviceEmu> = Arc::new(kfd.clone());
-        self.with_shared_device("/dev/kfd", dev.clone()).with_shared_device(kfd.render_path(), dev)
+        self.with_shared_device("/dev/kfd", dev.clone())
+            .with_shared_device(kfd.render_path(), dev)
     }
 }
 
@@ -192,7 +214,13 @@ impl DeviceEmu for KfdEmu {
         sys::ioctl_name(request)
     }
 
-    unsafe fn ioctl(&self, emu: &Emulator, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32> {
+    unsafe fn ioctl(
+        &self,
+        emu: &Emulator,
+        fd: RawFd,
+        request: u64,
+        arg: *mut c_void,
+    ) -> io::Result<i32> {
         if !self.sh.lock().kfd_fds.contains(&fd) {
             // KFD ioctls on the render node: amdgpu would not know them.
             return Err(errno(libc::ENOTTY));
@@ -204,27 +232,44 @@ impl DeviceEmu for KfdEmu {
     fn mmap(&self, _emu: &Emulator, fd: RawFd, len: usize, offset: u64) -> io::Result<MmapTarget> {
         let st = self.sh.lock();
         if st.render_fds.contains(&fd) {
-            let bo = st.bos.values().find(|b| b.mmap_offset == offset && matches!(b.mem, state::Mem::Own(_)));
+            let bo = st
+                .bos
+                .values()
+                .find(|b| b.mmap_offset == offset && matches!(b.mem, state::Mem::Own(_)));
             return match bo {
                 Some(b) if len as u64 <= b.size => match &b.mem {
-                    state::Mem::Own(m) => Ok(MmapTarget { fd: m.fd(), offset: 0 }),
+                    state::Mem::Own(m) => Ok(MmapTarget {
+                        fd: m.fd(),
+                        offset: 0,
+                    }),
                     _ => Err(errno(libc::EINVAL)),
                 },
                 _ => Err(errno(libc::EINVAL)),
             };
         }
         let (ty, gpu_id, value) = sys::kfd_mmap_decode(offset);
-        if gpu_id != self.sh.node.gpu_id as u32 & 0xffff && ty != sys::KFD_MMAP_TYPE_EVENTS {
+        if gpu_id != self.sh.node.gpu_id & 0xffff && ty != sys::KFD_MMAP_TYPE_EVENTS {
             return Err(errno(libc::EINVAL));
         }
         match ty {
-            sys::KFD_MMAP_TYPE_DOORBELL if value == 0 && len as u64 <= sys::KFD_DOORBELL_SLICE_SIZE => {
-                st.doorbells.as_ref().map(|d| MmapTarget { fd: d.fd(), offset: 0 }).ok_or_else(|| errno(libc::EINVAL))
+            sys::KFD_MMAP_TYPE_DOORBELL
+                if value == 0 && len as u64 <= sys::KFD_DOORBELL_SLICE_SIZE =>
+            {
+                st.doorbells
+                    .as_ref()
+                    .map(|d| MmapTarget {
+                        fd: d.fd(),
+                        offset: 0,
+                    })
+                    .ok_or_else(|| errno(libc::EINVAL))
             }
             sys::KFD_MMAP_TYPE_EVENTS if len as u64 <= sys::KFD_SIGNAL_EVENT_LIMIT as u64 * 8 => st
                 .kernel_event_page
                 .as_ref()
-                .map(|d| MmapTarget { fd: d.fd(), offset: 0 })
+                .map(|d| MmapTarget {
+                    fd: d.fd(),
+                    offset: 0,
+                })
                 .ok_or_else(|| errno(libc::EINVAL)),
             _ => Err(errno(libc::EINVAL)),
         }
@@ -236,7 +281,10 @@ impl DeviceEmu for KfdEmu {
         if st.kfd_fds.remove(&fd) && st.kfd_fds.is_empty() {
             // Process teardown: the kernel frees everything; for a test that is a leak.
             let live = st.live();
-            st.closed_with.extend(live.into_iter().map(|l| format!("{l} before /dev/kfd was closed")));
+            st.closed_with.extend(
+                live.into_iter()
+                    .map(|l| format!("{l} before /dev/kfd was closed")),
+            );
             st.bos.clear();
             st.queues.clear();
             st.events.clear();

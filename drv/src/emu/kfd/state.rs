@@ -90,17 +90,25 @@ impl KState {
 
     /// The BO whose GPU range starts exactly at `va` and is mapped.
     pub(crate) fn mapped_bo_at(&self, va: u64) -> Option<(u64, &Bo)> {
-        self.bos.iter().find(|(_, b)| b.mapped && b.va == va).map(|(h, b)| (*h, b))
+        self.bos
+            .iter()
+            .find(|(_, b)| b.mapped && b.va == va)
+            .map(|(h, b)| (*h, b))
     }
 
     /// The mapped BO containing `va`.
     pub(crate) fn mapped_bo_containing(&self, va: u64) -> Option<(u64, &Bo)> {
-        self.bos.iter().find(|(_, b)| b.mapped && va >= b.va && va < b.va + b.size).map(|(h, b)| (*h, b))
+        self.bos
+            .iter()
+            .find(|(_, b)| b.mapped && va >= b.va && va < b.va + b.size)
+            .map(|(h, b)| (*h, b))
     }
 
     /// Whether `va..va+size` overlaps any BO's GPU range.
     pub(crate) fn overlaps(&self, va: u64, size: u64) -> bool {
-        self.bos.values().any(|b| va < b.va + b.size && b.va < va + size)
+        self.bos
+            .values()
+            .any(|b| va < b.va + b.size && b.va < va + size)
     }
 
     /// What the process still holds, as sentences.

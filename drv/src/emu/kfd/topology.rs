@@ -33,12 +33,21 @@ pub fn dgpu_files() -> Vec<(&'static str, &'static str)> {
 
 /// Absolute sysfs paths for `files`.
 pub fn absolute(files: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
-    files.iter().map(|(rel, text)| (PathBuf::from(TOPOLOGY_ROOT).join(rel), (*text).to_owned())).collect()
+    files
+        .iter()
+        .map(|(rel, text)| (PathBuf::from(TOPOLOGY_ROOT).join(rel), (*text).to_owned()))
+        .collect()
 }
 
 /// The GPU node (index 1) of `files`, parsed without going through a `KernelIo`.
 pub fn gpu_node(files: &[(&str, &str)]) -> Node {
-    let get = |rel: &str| files.iter().find(|(r, _)| *r == rel).map(|(_, t)| *t).unwrap_or("");
+    let get = |rel: &str| {
+        files
+            .iter()
+            .find(|(r, _)| *r == rel)
+            .map(|(_, t)| *t)
+            .unwrap_or("")
+    };
     Node {
         index: 1,
         gpu_id: get("nodes/1/gpu_id").trim().parse().unwrap_or(0),

@@ -1,0 +1,302 @@
+//! Ternary weights × int8 activations.
+//!
+//! Layout (the I2_S block layout of bitnet.cpp, so I2_S files are used straight from the
+//! mmap): each output row holds its `cols` codes (`w + 1` ∈ {0, 1, 2}) in blocks of 128
+//! elements → 32 bytes; byte `j` of a block holds element `j` in bits 7:6, `j + 32` in 5:4,
+//! `j + 64` in 3:2 and `j + 96` in 1:0. Rows whose length is not a multiple of 128 are
+//! padded with code 1 (weight 0); activations are padded with zeros.
+//!
+//! Result per row: `y = (Σ code·q − Σ q) / act_scale × w_scale`, all sums in i32. Codes are
+//! unsigned and activations signed, which is exactly the operand order of `vpmaddubsw`
+//! (AVX2) and `vpdpbusd` (AVX-512 VNNI), so the kernels never decode to −1/0/+1.
+//!
+//! The kernels work on tiles of up to 4 weight rows × 4 activation rows: each weight block
+//! is loaded and unpacked once per tile and used for every activation row of the tile, which
+//! is what makes the prefill GEMM compute-bound instead of load-bound.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod isa;
+
+pub use isa::Isa;
+
+use crate::act_quant::ActScale;
+use crate::parallel;
+
+pub const BLOCK_ELEMS: usize = 128;
+pub const BLOCK_BYTES: usize = 32;
+
+/// Columns rounded up to the block.
+pub const fn padded_cols(cols: usize) -> usize {
+    cols.div_ceil(BLOCK_ELEMS) * BLOCK_ELEMS
+}
+
+/// Bytes of one packed row.
+pub const fn row_bytes(cols: usize) -> usize {
+    padded_cols(cols) / 4
+}
+
+/// A packed ternary matrix `[rows, cols]` borrowed from its storage.
+#[derive(Clone, Copy, Debug)]
+pub struct TernaryView<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> TernaryView<'a> {
+    /// Checks that `data` holds exactly `rows` packed rows.
+    pub fn new(rows: usize, cols: usize, data: &'a [u8]) -> Option<Self> {
+        (data.len() == rows * row_bytes(cols)).then_some(Self { rows, cols, data })
+    }
+
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = row_bytes(self.cols);
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// The code (`w + 1`) at `(r, c)`.
+    pub fn code(&self, r: usize, c: usize) -> u8 {
+        let row = self.row(r);
+        let (block, within) = (c / BLOCK_ELEMS, c % BLOCK_ELEMS);
+        let (group, j) = (within / 32, within % 32);
+        (row[block * BLOCK_BYTES + j] >> (6 - 2 * group)) & 3
+    }
+}
+
+/// Packs codes given by `code(r, c)` (each in {0, 1, 2}) into the block layout.
+pub fn pack(rows: usize, cols: usize, mut code: impl FnMut(usize, usize) -> u8) -> Vec<u8> {
+    let rb = row_bytes(cols);
+    let mut out = vec![0u8; rows * rb];
+    for r in 0..rows {
+        pack_row(&mut out[r * rb..(r + 1) * rb], cols, |c| code(r, c));
+    }
+    out
+}
+
+/// Packs one row (`out.len() == row_bytes(cols)`, zeroed) from `code(c)`.
+pub fn pack_row(out: &mut [u8], cols: usize, mut code: impl FnMut(usize) -> u8) {
+    debug_assert_eq!(out.len(), row_bytes(cols));
+    for c in 0..padded_cols(cols) {
+        let v = if c < cols { code(c) } else { 1 };
+        debug_assert!(v <= 2, "ternary code out of range");
+        let (block, within) = (c / BLOCK_ELEMS, c % BLOCK_ELEMS);
+        let (group, j) = (within / 32, within % 32);
+        out[block * BLOCK_BYTES + j] |= (v & 3) << (6 - 2 * group);
+    }
+}
+
+/// Scalar reference: Σ code·q over one packed row (`q.len() == padded_cols`).
+pub fn dot_codes_ref(row: &[u8], q: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        let qb = &q[b * BLOCK_ELEMS..(b + 1) * BLOCK_ELEMS];
+        for (j, &byte) in block.iter().enumerate() {
+            for g in 0..4 {
+                let code = i32::from((byte >> (6 - 2 * g)) & 3);
+                acc += code * i32::from(qb[g * 32 + j]);
+            }
+        }
+    }
+    acc
+}
+
+/// The float result of one integer dot.
+#[inline]
+pub fn epilogue(dot: i32, act: ActScale, w_scale: f32) -> f32 {
+    (dot - act.sum) as f32 / act.scale * w_scale
+}
+
+/// Scalar reference GEMV: `out[r] = W[r]·x` for one quantized activation row.
+pub fn gemv_ref(w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
+    assert_eq!(out.len(), w.rows, "gemv: output length");
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = epilogue(dot_codes_ref(w.row(r), q), act, w_scale);
+    }
+}
+
+/// Σ code·q over one row with the best instructions this CPU has.
+#[inline]
+pub fn dot_codes(row: &[u8], q: &[i8]) -> i32 {
+    assert_eq!(q.len(), row.len() * 4, "dot_codes: activation length");
+    let mut d = [0i32; 1];
+    dots(Isa::best(), row, row.len(), 0..1, q, q.len(), 1, &mut |_, _, v| d[0] = v);
+    d[0]
+}
+
+/// Integer dots of weight rows `rows` (of `w`, `rb` bytes each) against `n` activation rows
+/// (`q`, `k` apart), handed to `sink(row, token, dot)`. The tile loop of every ISA.
+#[allow(clippy::too_many_arguments)]
+fn dots(
+    isa: Isa,
+    w: &[u8],
+    rb: usize,
+    rows: std::ops::Range<usize>,
+    q: &[i8],
+    k: usize,
+    n: usize,
+    sink: &mut dyn FnMut(usize, usize, i32),
+) {
+    assert_eq!(k, rb * 4, "activation stride must match the packed row");
+    assert!(rows.end * rb <= w.len(), "rows outside the weights");
+    assert!(n * k <= q.len(), "activations shorter than {n} rows");
+    let blocks = rb / BLOCK_BYTES;
+    let mut r = rows.start;
+    while r < rows.end {
+        let rt = if rows.end - r >= 4 { 4 } else { 1 };
+        let mut t = 0;
+        while t < n {
+            let tt = (n - t).min(4);
+            let mut acc = [[0i32; 4]; 4];
+            // SAFETY: rows r..r+rt lie inside `w` and tokens t..t+tt inside `q` (asserted
+            // above), each row is `blocks` whole blocks; the ISA was checked by `Isa::best`
+            // or by the caller of `*_with`.
+            unsafe {
+                let wp = w.as_ptr().add(r * rb);
+                let qp = q.as_ptr().add(t * k);
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512Vnni => avx512::tile(rt, tt, wp, rb, qp, k, blocks, &mut acc),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => avx2::tile(rt, tt, wp, rb, qp, k, blocks, &mut acc),
+                    _ => tile_ref(rt, tt, wp, rb, qp, k, blocks, &mut acc),
+                }
+            }
+            for (i, row) in acc.iter().enumerate().take(rt) {
+                for (j, &d) in row.iter().enumerate().take(tt) {
+                    sink(r + i, t + j, d);
+                }
+            }
+            t += tt;
+        }
+        r += rt;
+    }
+}
+
+/// Portable tile (the scalar reference per element).
+///
+/// # Safety
+/// `w` must hold `rt` rows of `rb` bytes, `q` must hold `tt` rows `k` apart of `blocks·128`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_ref(
+    rt: usize,
+    tt: usize,
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    blocks: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    for (i, row_acc) in acc.iter_mut().enumerate().take(rt) {
+        // SAFETY: the caller guarantees these ranges are inside the buffers.
+        let row = unsafe { std::slice::from_raw_parts(w.add(i * rb), blocks * BLOCK_BYTES) };
+        for (j, a) in row_acc.iter_mut().enumerate().take(tt) {
+            // SAFETY: as above.
+            let qr = unsafe { std::slice::from_raw_parts(q.add(j * k), blocks * BLOCK_ELEMS) };
+            *a = dot_codes_ref(row, qr);
+        }
+    }
+}
+
+/// Rows per work item handed to a thread: big enough to amortize the hand-off, small
+/// enough to balance two threads on the smallest projection (k/v, 640 rows).
+const GEMV_CHUNK: usize = 32;
+
+/// GEMV over all rows, split across the thread pool.
+pub fn gemv(w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    gemv_with(Isa::best(), w, q, act, w_scale, out)
+}
+
+/// [`gemv`] on a chosen instruction set (tests and benchmarks; panics if the CPU lacks it).
+pub fn gemv_with(isa: Isa, w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    assert!(isa.available(), "{isa:?} is not available on this CPU");
+    assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
+    assert_eq!(out.len(), w.rows, "gemv: output length");
+    let rb = row_bytes(w.cols);
+    parallel::for_rows(out, GEMV_CHUNK, |first, chunk| {
+        let rows = first..first + chunk.len();
+        dots(isa, w.data, rb, rows, q, q.len(), 1, &mut |r, _, d| chunk[r - first] = epilogue(d, act, w_scale));
+    });
+}
+
+/// One projection of a [`gemv_many`] call.
+pub struct GemvJob<'a, 'o> {
+    pub w: TernaryView<'a>,
+    pub scale: f32,
+    pub out: &'o mut [f32],
+}
+
+/// Several GEMVs sharing one quantized input (q/k/v, gate/up) in one parallel region, so
+/// the threads meet once instead of once per projection.
+pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
+    let isa = Isa::best();
+    let mut starts = Vec::with_capacity(jobs.len() + 1);
+    let mut total = 0;
+    for j in jobs.iter() {
+        assert_eq!(q.len(), padded_cols(j.w.cols), "gemv_many: activation length");
+        assert_eq!(j.out.len(), j.w.rows, "gemv_many: output length");
+        starts.push(total);
+        total += j.w.rows;
+    }
+    starts.push(total);
+    let outs: Vec<OutPtr> = jobs.iter_mut().map(|j| OutPtr(j.out.as_mut_ptr())).collect();
+    let jobs = &*jobs;
+    parallel::for_range(total, GEMV_CHUNK, |start, end| {
+        // A chunk may straddle two projections: split it at their borders.
+        let mut s = start;
+        while s < end {
+            let ji = starts.partition_point(|&x| x <= s) - 1;
+            let e = end.min(starts[ji + 1]);
+            let j = &jobs[ji];
+            let (r0, r1) = (s - starts[ji], e - starts[ji]);
+            let out = outs[ji];
+            let rb = row_bytes(j.w.cols);
+            dots(isa, j.w.data, rb, r0..r1, q, q.len(), 1, &mut |r, _, d| {
+                // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
+                unsafe { *out.0.add(r) = epilogue(d, act, j.scale) };
+            });
+            s = e;
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: threads write disjoint elements (each row index is handed out once).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// GEMM for prefill: `n` activation rows (each `padded_cols` long) against all weight rows.
+/// `out` is `[n, rows]`. Threads split the weight rows; each tile of 4 weight rows is
+/// unpacked once per 4 activation rows and read from memory once per call.
+pub fn gemm(w: TernaryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, out: &mut [f32]) {
+    gemm_with(Isa::best(), w, q, acts, w_scale, out)
+}
+
+/// [`gemm`] on a chosen instruction set (tests and benchmarks; panics if the CPU lacks it).
+pub fn gemm_with(isa: Isa, w: TernaryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, out: &mut [f32]) {
+    assert!(isa.available(), "{isa:?} is not available on this CPU");
+    let k = padded_cols(w.cols);
+    let n = acts.len();
+    assert_eq!(q.len(), n * k, "gemm: activation length");
+    assert_eq!(out.len(), n * w.rows, "gemm: output length");
+    let rb = row_bytes(w.cols);
+    let rows = w.rows;
+    let o = OutPtr(out.as_mut_ptr());
+    parallel::for_range(rows, 16, |r0, r1| {
+        let o = o;
+        dots(isa, w.data, rb, r0..r1, q, k, n, &mut |r, t, d| {
+            // SAFETY: t < n and r < rows, so the index is inside `out`; each weight row is
+            // handed to exactly one thread, so no two threads write the same element.
+            unsafe { *o.0.add(t * rows + r) = epilogue(d, acts[t], w_scale) };
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests;
