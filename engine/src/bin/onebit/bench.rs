@@ -1,0 +1,291 @@
+//! `onebit bench`: llama-bench's measurements (pp = prompt processing, tg = decode, both
+//! from an empty cache, random token ids, mean ± sd over repetitions) plus the decode
+//! jitter (p50/p99 ms per token) and the memory bandwidth measured in the same run, with
+//! the fraction of the resulting decode roofline that was reached.
+
+use crate::bandwidth;
+use crate::common::CliResult;
+use crate::roofline::{ceiling, Budget};
+use onebit_engine::forward::{forward, LogitsMode, Session};
+use onebit_engine::model::Model;
+use onebit_engine::synth::{self, Preset, Rng};
+use onebit_kernels::embd::EmbdType;
+use onebit_kernels::parallel;
+use onebit_kernels::ternary::Isa;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model: a GGUF file or HF directory.
+    #[arg(short = 'm', long = "model", required_unless_present = "preset")]
+    pub model: Option<PathBuf>,
+    /// Benchmark a synthetic model built in memory instead of a file (2b4t, small).
+    #[arg(long, conflicts_with = "model")]
+    pub preset: Option<String>,
+    /// Prompt tokens for the pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Generated tokens for the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    pub n_gen: usize,
+    /// Thread counts to test, comma-separated.
+    #[arg(short = 't', long = "threads", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Output format: md or json.
+    #[arg(short = 'o', long = "output", default_value = "md")]
+    pub output: String,
+    /// Also write the JSON result to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// Skip the bandwidth measurement (no roofline column).
+    #[arg(long)]
+    pub no_bandwidth: bool,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Row {
+    pub threads: usize,
+    pub test: String,
+    pub ts_mean: f64,
+    pub ts_sd: f64,
+    pub samples_ts: Vec<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub bandwidth_gbs: Option<f64>,
+    pub roofline_ts: Option<f64>,
+    pub roofline_fraction: Option<f64>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub model: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub params: u64,
+    pub backend: String,
+    pub bandwidth_gbs: Option<f64>,
+    pub decode_bytes_per_token: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub results: Vec<Row>,
+}
+
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let var = if x.len() > 1 {
+        x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Peak resident set of this process (VmHWM).
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn random_ids(model: &Model, n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed, 0xB0);
+    (0..n)
+        .map(|_| rng.below(model.config.vocab_size) as u32)
+        .collect()
+}
+
+fn run_pp(model: &Model, n: usize, rep: usize) -> onebit_engine::Result<f64> {
+    let ids = random_ids(model, n, rep as u64);
+    let mut s = Session::new(model, n);
+    let t0 = Instant::now();
+    forward(model, &mut s, &ids, LogitsMode::Last)?;
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// One tg run: `n` single-token steps from an empty cache; per-token seconds.
+fn run_tg(model: &Model, n: usize, rep: usize) -> onebit_engine::Result<Vec<f64>> {
+    let ids = random_ids(model, n, 1000 + rep as u64);
+    let mut s = Session::new(model, n);
+    let mut times = Vec::with_capacity(n);
+    for id in ids {
+        let t0 = Instant::now();
+        forward(model, &mut s, &[id], LogitsMode::Last)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+fn describe(model: &Model) -> String {
+    let arch = model
+        .provenance
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "general.architecture")
+        .map_or("bitnet-b1.58", |(_, v)| v.as_str());
+    let b = model.n_params() as f64 / 1e9;
+    let size = if b >= 1.0 {
+        format!("{}B", b.floor() as u64)
+    } else {
+        format!("{}M", (b * 1000.0).round() as u64)
+    };
+    format!(
+        "{arch} {size} {} ({} head)",
+        model.provenance.ternary_type,
+        model.embed_tokens.kind.name()
+    )
+}
+
+pub fn main(a: Args) -> CliResult {
+    if a.reps == 0 {
+        return Err("-r/--repetitions must be at least 1".into());
+    }
+    if !matches!(a.output.as_str(), "md" | "json") {
+        return Err(format!("-o {}: use md or json", a.output).into());
+    }
+    let mut threads = a.threads.clone();
+    if threads.is_empty() {
+        threads.push(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    if threads.contains(&0) {
+        return Err("-t: thread counts must be at least 1".into());
+    }
+    parallel::init_threads(*threads.iter().max().unwrap_or(&1));
+    let model = match (&a.model, &a.preset) {
+        (Some(path), _) => onebit_engine::format::load(path)?.0,
+        (None, Some(p)) => {
+            let preset = Preset::parse(p)
+                .ok_or_else(|| format!("unknown preset {p:?}: use 2b4t or small"))?;
+            synth::model(preset, 1, EmbdType::F16)?
+        }
+        (None, None) => return Err("give -m MODEL or --preset NAME".into()),
+    };
+    let budget = Budget::of_model(&model);
+    let backend = format!("CPU ({})", Isa::best().name());
+    let mut rows = Vec::new();
+    let mut last_bw = None;
+    for &t in &threads {
+        let t = parallel::set_active_threads(t);
+        let bw = (!a.no_bandwidth).then(|| bandwidth::measure(3));
+        last_bw = bw.or(last_bw);
+        // Warm-up (page in the weights, start the threads), as llama-bench does.
+        if a.n_prompt > 0 {
+            run_pp(&model, a.n_prompt.min(16), 0)?;
+        }
+        run_tg(&model, 2, 0)?;
+        if a.n_prompt > 0 {
+            let samples: Vec<f64> = (0..a.reps)
+                .map(|r| run_pp(&model, a.n_prompt, r))
+                .collect::<Result<_, _>>()?;
+            let (m, sd) = mean_sd(&samples);
+            rows.push(Row {
+                threads: t,
+                test: format!("pp{}", a.n_prompt),
+                ts_mean: m,
+                ts_sd: sd,
+                samples_ts: samples,
+                p50_ms: None,
+                p99_ms: None,
+                bandwidth_gbs: bw,
+                roofline_ts: None,
+                roofline_fraction: None,
+            });
+        }
+        if a.n_gen > 0 {
+            let mut samples = Vec::new();
+            let mut all = Vec::new();
+            for r in 0..a.reps {
+                let times = run_tg(&model, a.n_gen, r)?;
+                samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
+                all.extend(times);
+            }
+            all.sort_by(|x, y| x.total_cmp(y));
+            let (m, sd) = mean_sd(&samples);
+            // The run averages over contexts 0..n_gen.
+            let roof = bw.map(|b| ceiling(b, budget.decode_bytes(a.n_gen / 2)));
+            rows.push(Row {
+                threads: t,
+                test: format!("tg{}", a.n_gen),
+                ts_mean: m,
+                ts_sd: sd,
+                samples_ts: samples,
+                p50_ms: Some(percentile(&all, 0.5) * 1e3),
+                p99_ms: Some(percentile(&all, 0.99) * 1e3),
+                bandwidth_gbs: bw,
+                roofline_ts: roof,
+                roofline_fraction: roof.map(|r| m / r),
+            });
+        }
+    }
+    let report = Report {
+        model: describe(&model),
+        path: model.provenance.path.display().to_string(),
+        size_bytes: model.provenance.file_bytes,
+        params: model.n_params(),
+        backend,
+        bandwidth_gbs: last_bw,
+        decode_bytes_per_token: budget.decode_bytes(0),
+        peak_rss_bytes: peak_rss(),
+        results: rows,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(p) = &a.json_out {
+        std::fs::write(p, &json).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if a.output == "json" {
+        println!("{json}");
+    } else {
+        print_md(&report);
+    }
+    Ok(())
+}
+
+pub fn print_md(r: &Report) {
+    println!("| model | size | params | backend | threads | test | t/s | p50 ms | p99 ms | BW GB/s | roofline |");
+    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let size = if r.size_bytes > 0 {
+        format!("{:.2} GiB", r.size_bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        "in memory".into()
+    };
+    for row in &r.results {
+        let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
+        let roof = match (row.roofline_ts, row.roofline_fraction) {
+            (Some(t), Some(f)) => format!("{:.0}% of {t:.1}", f * 100.0),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {:.2} B | {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} | {} |",
+            r.model,
+            size,
+            r.params as f64 / 1e9,
+            r.backend,
+            row.threads,
+            row.test,
+            row.ts_mean,
+            row.ts_sd,
+            opt(row.p50_ms, 2),
+            opt(row.p99_ms, 2),
+            opt(row.bandwidth_gbs, 1),
+            roof
+        );
+    }
+    println!(
+        "\ndecode reads {:.1} MB per token at context 0; peak RSS {}",
+        r.decode_bytes_per_token / 1e6,
+        r.peak_rss_bytes.map_or("unknown".into(), |b| format!(
+            "{:.0} MiB",
+            b as f64 / (1u64 << 20) as f64
+        ))
+    );
+}

@@ -1,0 +1,68 @@
+//! `onebit`: run, score and inspect BitNet b1.58 models (llama.cpp's vocabulary where it has one).
+
+mod bandwidth;
+mod bench;
+mod common;
+mod info;
+mod logits;
+mod perplexity;
+mod roofline;
+mod run;
+mod synth;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "onebit",
+    version,
+    about = "Ternary (BitNet b1.58) LLM engine for AMD Strix Halo and any Linux CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming it as it comes.
+    Run(run::Args),
+    /// Perplexity of a text file (BOS + tokens, truncated to the context).
+    Perplexity(perplexity::Args),
+    /// Write the logits of every position for given token ids to a safetensors file.
+    Logits(logits::Args),
+    /// Print the token ids of a text.
+    Tokenize(tokenize::Args),
+    /// Architecture, shapes, tensor types, bytes and tokenizer of a model.
+    Info(info::Args),
+    /// Write a deterministic random ternary model (2b4t or small) as GGUF or HF.
+    Synth(synth::Args),
+    /// Prompt-processing and decode speed, llama-bench style, with the bandwidth roofline.
+    Bench(bench::Args),
+    /// Decode/prefill ceilings from bytes per token and a memory bandwidth.
+    Roofline(roofline::Args),
+}
+
+fn main() -> ExitCode {
+    common::init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::main(a),
+        Command::Perplexity(a) => perplexity::main(a),
+        Command::Logits(a) => logits::main(a),
+        Command::Tokenize(a) => tokenize::main(a),
+        Command::Info(a) => info::main(a),
+        Command::Synth(a) => synth::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Roofline(a) => roofline::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

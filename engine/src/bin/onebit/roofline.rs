@@ -1,0 +1,276 @@
+//! `onebit roofline`: decode and prefill ceilings from the bytes one token reads and a
+//! memory bandwidth (measured here, or given, e.g. Strix Halo's 212 GB/s).
+//!
+//! Decode reads every ternary weight, the whole tied LM head (the F16 embedding: 657 MB
+//! for 2B-4T, more than all ternary weights) and the KV cache of every earlier position.
+//! Prefill of n tokens reads the weights once for all n (only the last token needs logits).
+
+use crate::bandwidth;
+use crate::common::CliResult;
+use onebit_engine::forward::Session;
+use onebit_engine::model::{Config, Model};
+use onebit_engine::synth::Preset;
+use onebit_kernels::parallel;
+use onebit_kernels::ternary::row_bytes;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file or HF directory whose bytes to count.
+    #[arg(short = 'm', long = "model", conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+    /// A model shape instead of a file (2b4t, small).
+    #[arg(long, default_value = "2b4t")]
+    pub preset: String,
+    /// Memory bandwidth in GB/s; measured on this machine when absent.
+    #[arg(long)]
+    pub bandwidth: Option<f64>,
+    /// Threads for the bandwidth measurement.
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Context lengths (KV positions already cached) to show.
+    #[arg(long, value_delimiter = ',', default_value = "0,1024,4096")]
+    pub ctx: Vec<usize>,
+    /// Prompt length for the prefill ceiling.
+    #[arg(short = 'p', long = "prompt", default_value_t = 128)]
+    pub prompt: usize,
+}
+
+/// Bytes one forward step reads, by part.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    pub label: String,
+    pub ternary: f64,
+    pub head: f64,
+    /// Norm weights and everything else read once per step.
+    pub other: f64,
+    pub kv_per_pos: f64,
+}
+
+impl Budget {
+    /// Bytes read to decode one token after `ctx` cached positions.
+    pub fn decode_bytes(&self, ctx: usize) -> f64 {
+        self.ternary + self.head + self.other + self.kv_per_pos * ctx as f64
+    }
+
+    /// Bytes read to prefill `n` tokens from an empty cache (weights once, the head once for
+    /// the last token, the KV written and re-read within the batch).
+    pub fn prefill_bytes(&self, n: usize) -> f64 {
+        self.ternary + self.head + self.other + self.kv_per_pos * n as f64
+    }
+
+    /// What a loaded model reads in onebit (kernel layout, its head type, f32 KV).
+    pub fn of_model(model: &Model) -> Self {
+        let ternary: usize = model
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    &l.q_proj,
+                    &l.k_proj,
+                    &l.v_proj,
+                    &l.o_proj,
+                    &l.gate_proj,
+                    &l.up_proj,
+                    &l.down_proj,
+                ]
+            })
+            .map(|t| t.data.len())
+            .sum();
+        let norms: usize = model
+            .layers
+            .iter()
+            .map(|l| {
+                l.input_layernorm.len()
+                    + l.attn_sub_norm.len()
+                    + l.post_attention_layernorm.len()
+                    + l.ffn_sub_norm.len()
+            })
+            .sum::<usize>()
+            + model.norm.len();
+        Self {
+            label: format!(
+                "this model: {} + {} head, f32 KV",
+                model.provenance.ternary_type,
+                model.embed_tokens.kind.name()
+            ),
+            ternary: ternary as f64,
+            head: model.embed_tokens.data.len() as f64,
+            other: (norms * 4) as f64,
+            kv_per_pos: Session::kv_bytes_per_token(model) as f64,
+        }
+    }
+
+    /// A shape with `bpw` bits per ternary weight, a head of `head_bpe` bytes per element and
+    /// a KV cache of `kv_bpe` bytes per element.
+    pub fn of_config(c: &Config, label: &str, bpw: f64, head_bpe: f64, kv_bpe: f64) -> Self {
+        let weights = ternary_weights(c) as f64;
+        Self {
+            label: label.into(),
+            ternary: weights * bpw / 8.0,
+            head: (c.vocab_size * c.hidden_size) as f64 * head_bpe,
+            other: ((c.hidden_size * 3 + c.intermediate_size) * c.n_layers * 4 + c.hidden_size * 4)
+                as f64,
+            kv_per_pos: (c.n_layers * 2 * c.kv_dim()) as f64 * kv_bpe,
+        }
+    }
+}
+
+/// Ternary weights of all projections.
+pub fn ternary_weights(c: &Config) -> usize {
+    let (h, f, q, kv) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
+    c.n_layers * (q * h + 2 * kv * h + h * q + 3 * f * h)
+}
+
+/// I2_S bytes in onebit's kernel layout (rows padded to 128 elements).
+pub fn i2s_bytes(c: &Config) -> usize {
+    let (h, f, q, kv) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
+    c.n_layers
+        * ((q + 2 * kv) * row_bytes(h) + h * row_bytes(q) + 2 * f * row_bytes(h) + h * row_bytes(f))
+}
+
+/// Tokens per second the bandwidth allows for `bytes` per token.
+pub fn ceiling(bandwidth_gbs: f64, bytes: f64) -> f64 {
+    bandwidth_gbs * 1e9 / bytes
+}
+
+pub fn main(a: Args) -> CliResult {
+    let (config, own) = match &a.model {
+        Some(path) => {
+            let (model, _) = onebit_engine::format::load(path)?;
+            let b = Budget::of_model(&model);
+            (model.config.clone(), Some(b))
+        }
+        None => {
+            let p = Preset::parse(&a.preset)
+                .ok_or_else(|| format!("unknown preset {:?}: use 2b4t or small", a.preset))?;
+            (p.config(), None)
+        }
+    };
+    let (bw, how) = match a.bandwidth {
+        Some(b) if b > 0.0 && b.is_finite() => (b, "given".to_string()),
+        Some(b) => return Err(format!("--bandwidth {b} must be a positive number of GB/s").into()),
+        None => {
+            if let Some(t) = a.threads {
+                parallel::init_threads(t.max(1));
+            }
+            let t = parallel::threads();
+            eprintln!(
+                "measuring read bandwidth with {t} threads over {} MiB ...",
+                bandwidth::buffer_bytes() >> 20
+            );
+            (bandwidth::measure(3), format!("measured here, {t} threads"))
+        }
+    };
+    let c = &config;
+    let mut rows = Vec::new();
+    if let Some(b) = own {
+        rows.push(b);
+    }
+    let i2s = i2s_bytes(c) as f64 * 8.0 / ternary_weights(c) as f64;
+    rows.push(Budget::of_config(
+        c,
+        "I2_S (2 bpw) + F16 head, f32 KV (onebit today)",
+        i2s,
+        2.0,
+        4.0,
+    ));
+    rows.push(Budget::of_config(
+        c,
+        "I2_S + F16 head, f16 KV (bitnet.cpp)",
+        i2s,
+        2.0,
+        2.0,
+    ));
+    rows.push(Budget::of_config(
+        c,
+        "TQ2_0 (2.0625 bpw) + F16 head, f16 KV (llama.cpp)",
+        2.0625,
+        2.0,
+        2.0,
+    ));
+    rows.push(Budget::of_config(
+        c,
+        "I2_S + Q8_0 head",
+        i2s,
+        34.0 / 32.0,
+        4.0,
+    ));
+    rows.push(Budget::of_config(
+        c,
+        "I2_S + Q6_K head",
+        i2s,
+        210.0 / 256.0,
+        4.0,
+    ));
+    rows.push(Budget::of_config(
+        c,
+        "TQ1_0 (1.6875 bpw) + F16 head",
+        1.6875,
+        2.0,
+        4.0,
+    ));
+    rows.push(Budget::of_config(
+        c,
+        "Sherry 1.25 bpw + Q6_K head",
+        1.25,
+        210.0 / 256.0,
+        4.0,
+    ));
+
+    println!(
+        "# Roofline: {} layers, hidden {}, ffn {}, vocab {}",
+        c.n_layers, c.hidden_size, c.intermediate_size, c.vocab_size
+    );
+    println!("\nbandwidth: **{bw:.1} GB/s** ({how})\n");
+    print!("| layout | ternary MB | head MB | KV KB/pos |");
+    for ctx in &a.ctx {
+        print!(" decode t/s @{ctx} |");
+    }
+    println!(" pp{} t/s (bytes) |", a.prompt);
+    print!("|---|---:|---:|---:|");
+    for _ in &a.ctx {
+        print!("---:|");
+    }
+    println!("---:|");
+    for b in &rows {
+        print!(
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            b.label,
+            b.ternary / 1e6,
+            b.head / 1e6,
+            b.kv_per_pos / 1e3
+        );
+        for ctx in &a.ctx {
+            print!(" {:.1} |", ceiling(bw, b.decode_bytes(*ctx)));
+        }
+        println!(
+            " {:.0} |",
+            ceiling(bw, b.prefill_bytes(a.prompt)) * a.prompt as f64
+        );
+    }
+    let base = Budget::of_config(c, "", i2s, 2.0, 2.0);
+    println!("\nThe seed's table, corrected (2B-4T arithmetic, §2.11 of seed-project.md):");
+    println!(
+        "- it counted {:.2} GB/token (ternary only); with the F16 tied head read every token it is {:.2} GB/token: \
+         at 256 GB/s {:.0} → {:.0} tok/s; at {bw:.1} GB/s {:.1} → {:.1} tok/s.",
+        base.ternary / 1e9,
+        (base.ternary + base.head) / 1e9,
+        ceiling(256.0, base.ternary),
+        ceiling(256.0, base.ternary + base.head),
+        ceiling(bw, base.ternary),
+        ceiling(bw, base.ternary + base.head)
+    );
+    println!(
+        "- KV cache is {:.1} KB per position in f16 ({:.1} MB at 1024), not GBs; onebit keeps it in f32 ({:.1} KB).",
+        base.kv_per_pos / 1e3,
+        base.kv_per_pos * 1024.0 / 1e6,
+        base.kv_per_pos * 2.0 / 1e3
+    );
+    println!(
+        "- prefill is not bandwidth-bound: {} tokens share one read of the weights, so its ceiling above is {}× decode's; \
+         the kernels' integer throughput limits it (see `onebit bench`).",
+        a.prompt, a.prompt
+    );
+    Ok(())
+}
