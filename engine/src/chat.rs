@@ -11,7 +11,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -40,6 +43,9 @@ mod tests {
     #[test]
     fn matches_the_hf_template() {
         let p = format_chat(&[ChatMessage::new("user", "How are you?")]);
-        assert_eq!(p, "<|begin_of_text|>User: How are you?<|eot_id|>Assistant: ");
+        assert_eq!(
+            p,
+            "<|begin_of_text|>User: How are you?<|eot_id|>Assistant: "
+        );
     }
 }

@@ -39,15 +39,33 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
-        Self::Corrupt { path: path.into(), offset, what: what.into() }
+        Self::Corrupt {
+            path: path.into(),
+            offset,
+            what: what.into(),
+        }
     }
-    pub fn tensor(path: impl Into<PathBuf>, tensor: impl Into<String>, what: impl Into<String>) -> Self {
-        Self::Tensor { path: path.into(), tensor: tensor.into(), what: what.into() }
+    pub fn tensor(
+        path: impl Into<PathBuf>,
+        tensor: impl Into<String>,
+        what: impl Into<String>,
+    ) -> Self {
+        Self::Tensor {
+            path: path.into(),
+            tensor: tensor.into(),
+            what: what.into(),
+        }
     }
     pub fn unsupported(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
-        Self::Unsupported { path: path.into(), what: what.into() }
+        Self::Unsupported {
+            path: path.into(),
+            what: what.into(),
+        }
     }
 }

@@ -18,7 +18,9 @@ pub struct Perplexity {
 pub fn perplexity(model: &Model, ids: &[u32], ctx: usize) -> Result<Perplexity> {
     let ids = &ids[..ids.len().min(ctx)];
     if ids.len() < 2 {
-        return Err(Error::Input("perplexity needs at least one token after BOS; the text is empty".into()));
+        return Err(Error::Input(
+            "perplexity needs at least one token after BOS; the text is empty".into(),
+        ));
     }
     let mut session = Session::new(model, ids.len());
     let vocab = model.config.vocab_size;
@@ -38,5 +40,9 @@ pub fn perplexity(model: &Model, ids: &[u32], ctx: usize) -> Result<Perplexity> 
     }
     let n = ids.len() - 1;
     let nll_mean = nll / n as f64;
-    Ok(Perplexity { perplexity: nll_mean.exp(), nll_mean, n_scored: n })
+    Ok(Perplexity {
+        perplexity: nll_mean.exp(),
+        nll_mean,
+        n_scored: n,
+    })
 }

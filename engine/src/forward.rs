@@ -17,7 +17,9 @@
 
 use crate::model::{Layer, Model, TernaryTensor};
 use crate::{Error, Result};
-use onebit_kernels::float::{add_inplace, relu2_mul, rms_norm_inplace, rope_inv_freq, rope_rotate_half};
+use onebit_kernels::float::{
+    add_inplace, relu2_mul, rms_norm_inplace, rope_inv_freq, rope_rotate_half,
+};
 use onebit_kernels::ternary::{gemm, gemv, padded_cols};
 use onebit_kernels::{parallel, quantize_row, ActScale};
 
@@ -48,8 +50,18 @@ impl Session {
         let c = &model.config;
         let max_ctx = max_ctx.clamp(1, c.max_context);
         let kv_dim = c.kv_dim();
-        let make = || (0..c.n_layers).map(|_| vec![0f32; max_ctx * kv_dim]).collect();
-        Self { max_ctx, kv_dim, tokens: Vec::new(), keys: make(), values: make() }
+        let make = || {
+            (0..c.n_layers)
+                .map(|_| vec![0f32; max_ctx * kv_dim])
+                .collect()
+        };
+        Self {
+            max_ctx,
+            kv_dim,
+            tokens: Vec::new(),
+            keys: make(),
+            values: make(),
+        }
     }
 
     /// Tokens whose keys and values are in the cache.
@@ -82,16 +94,29 @@ impl Session {
 
 /// Runs `ids` through the model after the session's current tokens and returns the
 /// logits `mode` asks for.
-pub fn forward(model: &Model, session: &mut Session, ids: &[u32], mode: LogitsMode) -> Result<Vec<f32>> {
+pub fn forward(
+    model: &Model,
+    session: &mut Session,
+    ids: &[u32],
+    mode: LogitsMode,
+) -> Result<Vec<f32>> {
     let mut out = forward_sessions(model, &mut [session], &[ids], mode)?;
     Ok(out.pop().unwrap_or_default())
 }
 
 /// One decode step for several sessions together (one token each); returns each
 /// session's logits.
-pub fn decode_batch(model: &Model, sessions: &mut [&mut Session], ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+pub fn decode_batch(
+    model: &Model,
+    sessions: &mut [&mut Session],
+    ids: &[u32],
+) -> Result<Vec<Vec<f32>>> {
     if sessions.len() != ids.len() {
-        return Err(Error::Input(format!("decode_batch: {} sessions but {} tokens", sessions.len(), ids.len())));
+        return Err(Error::Input(format!(
+            "decode_batch: {} sessions but {} tokens",
+            sessions.len(),
+            ids.len()
+        )));
     }
     let per: Vec<&[u32]> = ids.chunks(1).collect();
     forward_sessions(model, sessions, &per, LogitsMode::Last)
@@ -123,9 +148,15 @@ pub fn forward_sessions(
             )));
         }
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(Error::Input(format!("token id {bad} is outside the vocabulary of {} tokens", c.vocab_size)));
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                c.vocab_size
+            )));
         }
-        rows.extend((0..ids.len()).map(|t| RowPos { session: s, pos: session.len() + t }));
+        rows.extend((0..ids.len()).map(|t| RowPos {
+            session: s,
+            pos: session.len() + t,
+        }));
     }
     let n = rows.len();
     if n == 0 {
@@ -134,13 +165,25 @@ pub fn forward_sessions(
     let hidden = c.hidden_size;
     let embd = model.embed_tokens.view();
     let mut h = vec![0f32; n * hidden];
-    for (row, id) in h.chunks_exact_mut(hidden).zip(new_ids.iter().flat_map(|ids| ids.iter())) {
+    for (row, id) in h
+        .chunks_exact_mut(hidden)
+        .zip(new_ids.iter().flat_map(|ids| ids.iter()))
+    {
         embd.row_to_f32(*id as usize, row);
     }
     let inv_freq = rope_inv_freq(c.head_dim, c.rope_theta);
     let mut scratch = Scratch::new(model, n);
     for (li, layer) in model.layers.iter().enumerate() {
-        self_attention(model, li, layer, sessions, &rows, &inv_freq, &mut h, &mut scratch);
+        self_attention(
+            model,
+            li,
+            layer,
+            sessions,
+            &rows,
+            &inv_freq,
+            &mut h,
+            &mut scratch,
+        );
         feed_forward(model, layer, &mut h, &mut scratch);
     }
     for (session, ids) in sessions.iter_mut().zip(new_ids) {
@@ -199,7 +242,13 @@ fn bitlinear(w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]
     if n == 1 {
         gemv(w.view(), &quant[..k], acts[0], w.scale, &mut out[..w.rows]);
     } else {
-        gemm(w.view(), &quant[..n * k], acts, w.scale, &mut out[..n * w.rows]);
+        gemm(
+            w.view(),
+            &quant[..n * k],
+            acts,
+            w.scale,
+            &mut out[..n * w.rows],
+        );
     }
 }
 
@@ -239,7 +288,8 @@ fn self_attention(
         let sess = &mut sessions[rp.session];
         let at = rp.pos * sess.kv_dim;
         sess.keys[layer_index][at..at + kv_dim].copy_from_slice(&s.k[t * kv_dim..(t + 1) * kv_dim]);
-        sess.values[layer_index][at..at + kv_dim].copy_from_slice(&s.v[t * kv_dim..(t + 1) * kv_dim]);
+        sess.values[layer_index][at..at + kv_dim]
+            .copy_from_slice(&s.v[t * kv_dim..(t + 1) * kv_dim]);
     }
 
     attention(model, layer_index, sessions, rows, &s.q, &mut s.attn);
@@ -254,7 +304,14 @@ fn self_attention(
 
 /// Causal scaled-dot-product attention with GQA (kv head j serves query heads
 /// j·group .. (j+1)·group), each (row, head) pair on its own.
-fn attention(model: &Model, layer_index: usize, sessions: &[&mut Session], rows: &[RowPos], q: &[f32], out: &mut [f32]) {
+fn attention(
+    model: &Model,
+    layer_index: usize,
+    sessions: &[&mut Session],
+    rows: &[RowPos],
+    q: &[f32],
+    out: &mut [f32],
+) {
     let c = &model.config;
     let (hd, n_heads, kv_dim) = (c.head_dim, c.n_heads, c.kv_dim());
     let group = c.n_heads / c.n_kv_heads;
@@ -308,7 +365,13 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
 }
 
 /// Final norm and the tied LM head, for the rows `mode` asks for.
-fn lm_head(model: &Model, h: &mut [f32], rows: &[RowPos], n_sessions: usize, mode: LogitsMode) -> Vec<Vec<f32>> {
+fn lm_head(
+    model: &Model,
+    h: &mut [f32],
+    rows: &[RowPos],
+    n_sessions: usize,
+    mode: LogitsMode,
+) -> Vec<Vec<f32>> {
     let c = &model.config;
     let mut out = vec![Vec::new(); n_sessions];
     if mode == LogitsMode::None {
@@ -316,7 +379,9 @@ fn lm_head(model: &Model, h: &mut [f32], rows: &[RowPos], n_sessions: usize, mod
     }
     let head = model.embed_tokens.view();
     for (t, rp) in rows.iter().enumerate() {
-        let is_last = rows.get(t + 1).is_none_or(|next| next.session != rp.session);
+        let is_last = rows
+            .get(t + 1)
+            .is_none_or(|next| next.session != rp.session);
         if mode == LogitsMode::Last && !is_last {
             continue;
         }

@@ -49,7 +49,9 @@ pub fn generate(
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generated> {
     if prompt.is_empty() {
-        return Err(Error::Input("the prompt is empty: give some text to continue".into()));
+        return Err(Error::Input(
+            "the prompt is empty: give some text to continue".into(),
+        ));
     }
     if session.len() + prompt.len() > session.max_ctx() {
         return Err(Error::Input(format!(
@@ -82,5 +84,10 @@ pub fn generate(
         }
         logits = forward(model, session, &[next], LogitsMode::Last)?;
     }
-    Ok(Generated { tokens, finish, prefill_seconds, decode_seconds: t1.elapsed().as_secs_f64() })
+    Ok(Generated {
+        tokens,
+        finish,
+        prefill_seconds,
+        decode_seconds: t1.elapsed().as_secs_f64(),
+    })
 }

@@ -42,7 +42,10 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     /// Checks ranges; returns what is wrong.
@@ -59,7 +62,10 @@ impl SamplingParams {
             return Err(format!("{name} must be a finite number, got {v}"));
         }
         if self.temperature < 0.0 {
-            return Err(format!("temperature must be >= 0, got {}", self.temperature));
+            return Err(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(0.0..=1.0).contains(&self.top_p) {
             return Err(format!("top_p must be in [0, 1], got {}", self.top_p));
@@ -68,7 +74,10 @@ impl SamplingParams {
             return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if self.repeat_penalty <= 0.0 {
-            return Err(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
+            return Err(format!(
+                "repeat_penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         Ok(())
     }
@@ -98,10 +107,20 @@ pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
     if n == 0 {
         return Vec::new();
     }
-    idx.select_nth_unstable_by(n - 1, |a, b| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b)));
+    idx.select_nth_unstable_by(n - 1, |a, b| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    });
     idx.truncate(n);
-    idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b)));
-    idx.into_iter().map(|i| (i, logits[i as usize] - lse)).collect()
+    idx.sort_by(|a, b| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    });
+    idx.into_iter()
+        .map(|i| (i, logits[i as usize] - lse))
+        .collect()
 }
 
 /// `log_softmax(logits)[id]`.
@@ -136,7 +155,11 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(&logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, v)| (i as u32, *v)).collect();
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u32, *v))
+            .collect();
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if p.top_k > 0 {
             cand.truncate(p.top_k);
@@ -182,7 +205,11 @@ impl Sampler {
             for &id in recent {
                 if seen.insert(id) {
                     if let Some(l) = logits.get_mut(id as usize) {
-                        *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                        *l = if *l > 0.0 {
+                            *l / p.repeat_penalty
+                        } else {
+                            *l * p.repeat_penalty
+                        };
                     }
                 }
             }
@@ -221,7 +248,14 @@ mod tests {
     #[test]
     fn fixed_seed_reproduces() {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let params = SamplingParams { seed: Some(42), temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let params = SamplingParams {
+            seed: Some(42),
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        };
         let a: Vec<u32> = {
             let mut s = Sampler::new(params.clone());
             (0..20).map(|_| s.sample(&logits, &[])).collect()
@@ -231,13 +265,21 @@ mod tests {
             (0..20).map(|_| s.sample(&logits, &[])).collect()
         };
         assert_eq!(a, b);
-        assert!(a.iter().any(|t| *t != a[0]), "temperature 1 should not always pick one token");
+        assert!(
+            a.iter().any(|t| *t != a[0]),
+            "temperature 1 should not always pick one token"
+        );
     }
 
     #[test]
     fn top_k_one_is_greedy() {
         let logits = [0.5f32, 2.0, 1.0];
-        let mut s = Sampler::new(SamplingParams { top_k: 1, temperature: 5.0, seed: Some(1), ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            temperature: 5.0,
+            seed: Some(1),
+            ..Default::default()
+        });
         for _ in 0..10 {
             assert_eq!(s.sample(&logits, &[]), 1);
         }
@@ -245,7 +287,10 @@ mod tests {
 
     #[test]
     fn repeat_penalty_discourages_history() {
-        let mut s = Sampler::new(SamplingParams { repeat_penalty: 10.0, ..SamplingParams::greedy() });
+        let mut s = Sampler::new(SamplingParams {
+            repeat_penalty: 10.0,
+            ..SamplingParams::greedy()
+        });
         assert_eq!(s.sample(&[1.0, 2.0, 1.5], &[1]), 2);
     }
 
@@ -259,8 +304,18 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_ranges() {
-        assert!(SamplingParams { top_p: 1.5, ..Default::default() }.validate().is_err());
-        assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams {
+            top_p: 1.5,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         assert!(SamplingParams::default().validate().is_ok());
     }
 }

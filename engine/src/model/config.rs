@@ -52,13 +52,22 @@ impl Config {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return Err(format!("head_dim {} must be even for rotate-half RoPE", self.head_dim));
+            return Err(format!(
+                "head_dim {} must be even for rotate-half RoPE",
+                self.head_dim
+            ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(format!("rope_theta {} must be a positive number", self.rope_theta));
+            return Err(format!(
+                "rope_theta {} must be a positive number",
+                self.rope_theta
+            ));
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
-            return Err(format!("rms_norm_eps {} must be a non-negative number", self.rms_norm_eps));
+            return Err(format!(
+                "rms_norm_eps {} must be a non-negative number",
+                self.rms_norm_eps
+            ));
         }
         Ok(())
     }

@@ -24,7 +24,11 @@ pub struct TernaryTensor {
 
 impl TernaryTensor {
     pub fn view(&self) -> TernaryView<'_> {
-        TernaryView { rows: self.rows, cols: self.cols, data: self.data.as_slice() }
+        TernaryView {
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.as_slice(),
+        }
     }
 }
 
@@ -39,7 +43,12 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn view(&self) -> EmbdView<'_> {
-        EmbdView { kind: self.kind, rows: self.rows, cols: self.cols, data: self.data.as_slice() }
+        EmbdView {
+            kind: self.kind,
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.as_slice(),
+        }
     }
 }
 

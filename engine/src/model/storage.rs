@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub enum Bytes {
-    Mapped { map: Arc<Mmap>, offset: usize, len: usize },
+    Mapped {
+        map: Arc<Mmap>,
+        offset: usize,
+        len: usize,
+    },
     Owned(Arc<Vec<u8>>),
     /// Bytes compiled into the binary (the embedded default model).
     Static(&'static [u8]),
@@ -16,7 +20,11 @@ impl Bytes {
     /// A window of a mapping; `None` if it does not lie inside it.
     pub fn mapped(map: &Arc<Mmap>, offset: usize, len: usize) -> Option<Self> {
         let end = offset.checked_add(len)?;
-        (end <= map.len()).then(|| Self::Mapped { map: map.clone(), offset, len })
+        (end <= map.len()).then(|| Self::Mapped {
+            map: map.clone(),
+            offset,
+            len,
+        })
     }
 
     pub fn owned(v: Vec<u8>) -> Self {
@@ -38,7 +46,13 @@ impl Bytes {
             return None;
         }
         Some(match self {
-            Self::Mapped { map, offset: base, .. } => Self::Mapped { map: map.clone(), offset: base + offset, len },
+            Self::Mapped {
+                map, offset: base, ..
+            } => Self::Mapped {
+                map: map.clone(),
+                offset: base + offset,
+                len,
+            },
             Self::Owned(v) => Self::owned(v[offset..end].to_vec()),
             Self::Static(s) => Self::Static(&s[offset..end]),
         })
