@@ -74,8 +74,20 @@ impl Tokenizer {
 
     /// Parses an HF `tokenizer.json` held in memory.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
+        // `tokenizers` panics (instead of erroring) on some malformed JSON, e.g. a truncated
+        // decoder: check the syntax first, and contain any panic left in its deserializers.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| {
+            tok_err(format!(
+                "not a valid tokenizer.json: {e} (at line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(|_| {
+                tok_err("not a valid tokenizer.json: the tokenizer library rejected its structure")
+            })?;
+        let inner = parsed.map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
         Ok(Self::wrap(inner))
     }
 

@@ -5,6 +5,7 @@
 //! - [`hf`]: HF directory loader and writer (uint8-packed ternary safetensors).
 
 pub mod codec;
+pub mod fuzz;
 pub mod gguf;
 mod gguf_model;
 pub mod gguf_write;
