@@ -360,3 +360,111 @@ fn gguf_writer_reproduces_the_fixture_bytes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The bf16 master-weight layout (float projections, quantization_mode online) is
+/// ternarized at load as BitNet does: codes = round(W / mean|W|) clamped, scale = mean|W|.
+#[test]
+fn float_projections_are_ternarized_with_absmean() {
+    use hf::safetensors::{Dtype, OutTensor, SafeTensors};
+    let Some(src) = fixture("tiny-a/hf") else {
+        return;
+    };
+    let (base, _) = format::load(&src).unwrap();
+    let dir = tmp_dir("float");
+    copy_dir(&src, &dir);
+    let st = SafeTensors::open(&src.join("model.safetensors")).unwrap();
+    let mut out = Vec::new();
+    let mut names: Vec<&str> = st.names().collect();
+    names.sort();
+    for n in names {
+        if n.ends_with("_scale") {
+            continue;
+        }
+        let e = st.get(n).unwrap();
+        if e.dtype != Dtype::U8 {
+            out.push(OutTensor {
+                name: n.into(),
+                dtype: e.dtype,
+                shape: e.shape.clone(),
+                data: st.data(e).unwrap().as_slice().to_vec().into(),
+            });
+            continue;
+        }
+        // Expand the packed codes to bf16 weights (code - 1) × scale.
+        let (i, k) = (
+            n.split('.').nth(2).unwrap().parse::<usize>().unwrap(),
+            n.split('.').nth(4).unwrap(),
+        );
+        let l = &base.layers[i];
+        let t = match k {
+            "q_proj" => &l.q_proj,
+            "k_proj" => &l.k_proj,
+            "v_proj" => &l.v_proj,
+            "o_proj" => &l.o_proj,
+            "gate_proj" => &l.gate_proj,
+            "up_proj" => &l.up_proj,
+            _ => &l.down_proj,
+        };
+        let v = t.view();
+        let mut data = Vec::with_capacity(t.rows * t.cols * 2);
+        for r in 0..t.rows {
+            for c in 0..t.cols {
+                // The fixture's scales are bf16 values, so w is exact in bf16 (its top 16 bits).
+                let w = (f32::from(v.code(r, c)) - 1.0) * t.scale;
+                assert_eq!(w.to_bits() & 0xFFFF, 0);
+                data.extend_from_slice(&((w.to_bits() >> 16) as u16).to_le_bytes());
+            }
+        }
+        out.push(OutTensor {
+            name: n.into(),
+            dtype: Dtype::Bf16,
+            shape: vec![t.rows, t.cols],
+            data: data.into(),
+        });
+    }
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    hf::safetensors::write(&dir.join("model.safetensors"), &out, &Default::default()).unwrap();
+    let cfg = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["quantization_config"]["quantization_mode"] = "online".into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let (m, _) = format::load(&dir).unwrap();
+    assert!(m.provenance.ternary_type.contains("float"));
+    for (lb, lm) in base.layers.iter().zip(&m.layers) {
+        for (tb, tm) in [
+            (&lb.q_proj, &lm.q_proj),
+            (&lb.k_proj, &lm.k_proj),
+            (&lb.down_proj, &lm.down_proj),
+        ] {
+            let (vb, vm) = (tb.view(), tm.view());
+            let mut nonzero = 0usize;
+            for r in 0..tb.rows {
+                for c in 0..tb.cols {
+                    assert_eq!(vb.code(r, c), vm.code(r, c));
+                    nonzero += usize::from(vb.code(r, c) != 1);
+                }
+            }
+            // mean|W| = scale × (fraction of nonzero weights).
+            let want = tb.scale * nonzero as f32 / (tb.rows * tb.cols) as f32;
+            assert!(
+                (tm.scale - want).abs() <= want * 1e-4,
+                "scale {} vs {want}",
+                tm.scale
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GGUF v2 (same layout as v3 for little-endian files) loads.
+#[test]
+fn gguf_v2_loads() {
+    let Some(p) = fixture("tiny-a/tiny-a.tq2_0.gguf") else {
+        return;
+    };
+    let (a, _) = format::load(&p).unwrap();
+    let mut d = std::fs::read(&p).unwrap();
+    d[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let (b, _) = format::load_gguf_bytes("v2.gguf", onebit_engine::model::Bytes::owned(d)).unwrap();
+    assert_same("v2", &a, &b, 0.0);
+}
