@@ -6,6 +6,7 @@ mod common;
 mod info;
 mod logits;
 mod perplexity;
+mod probe;
 mod roofline;
 mod run;
 mod synth;
@@ -37,6 +38,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Architecture, shapes, tensor types, bytes and tokenizer of a model.
     Info(info::Args),
+    /// What this machine has: KFD, GPUs, render nodes, udmabuf, memlock, NPU.
+    Probe(probe::Args),
     /// Write a deterministic random ternary model (2b4t or small) as GGUF or HF.
     Synth(synth::Args),
     /// Prompt-processing and decode speed, llama-bench style, with the bandwidth roofline.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => logits::main(a),
         Command::Tokenize(a) => tokenize::main(a),
         Command::Info(a) => info::main(a),
+        Command::Probe(a) => probe::main(a),
         Command::Synth(a) => synth::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Roofline(a) => roofline::main(a),
