@@ -1,0 +1,545 @@
+//! NPU buffer objects: the per-process device heap, DEV BOs carved from it (PDIs and
+//! instruction streams), SHARE BOs, command BOs, imported dma-bufs (the zero-copy
+//! [`SharedBuffer`] path) and BOs over user memory. Every handle is closed on drop.
+
+use std::fmt;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use super::device::{DevInner, XdnaDevice};
+use super::error::{sys, XdnaError};
+use super::ioctl;
+use super::memlock;
+use crate::buffer::SharedBuffer;
+use crate::io::Mapping;
+use crate::sys::amdxdna::*;
+
+/// What a BO is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoKind {
+    Share,
+    DevHeap,
+    Dev,
+    Cmd,
+    /// A dma-buf imported with PRIME.
+    Imported,
+    /// Pinned user memory (SHARE with a va table).
+    UserMemory,
+}
+
+enum CpuView {
+    None,
+    Own(Mapping),
+    Heap { heap: Arc<DevHeap>, offset: usize },
+}
+
+/// A GEM handle on the accel node.
+pub struct Bo {
+    dev: Arc<DevInner>,
+    handle: u32,
+    kind: BoKind,
+    size: u64,
+    xdna_addr: u64,
+    cpu: CpuView,
+}
+
+impl fmt::Debug for Bo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Bo({:?} #{}, {} bytes @ npu {:#x})",
+            self.kind, self.handle, self.size, self.xdna_addr
+        )
+    }
+}
+
+/// The process's device heap (one per process; the NPU sees it at [`AIE2_DEVM_BASE`]).
+#[derive(Debug)]
+pub struct DevHeap {
+    bo: Bo,
+}
+
+impl DevHeap {
+    pub fn size(&self) -> u64 {
+        self.bo.size
+    }
+    pub fn xdna_addr(&self) -> u64 {
+        self.bo.xdna_addr
+    }
+    fn base(&self) -> *mut u8 {
+        match &self.bo.cpu {
+            CpuView::Own(m) => m.ptr(),
+            _ => unreachable!("the heap is always mapped"),
+        }
+    }
+}
+
+/// A byte range of a BO, as a kernel argument.
+#[derive(Clone, Copy, Debug)]
+pub struct NpuRange<'a> {
+    pub bo: &'a Bo,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl NpuRange<'_> {
+    /// The address the NPU uses for the first byte.
+    pub fn xdna_addr(&self) -> u64 {
+        self.bo.xdna_addr + self.offset
+    }
+}
+
+fn create(dev: &DevInner, ty: u32, size: u64, vaddr: u64, what: &str) -> Result<u32, XdnaError> {
+    let mut a = amdxdna_drm_create_bo {
+        flags: 0,
+        vaddr,
+        size,
+        r#type: ty,
+        handle: 0,
+    };
+    // SAFETY: `vaddr` is 0 or points at a va table the caller keeps alive for the call.
+    unsafe { ioctl::amdxdna_create_bo(dev.io(), dev.fd.raw(), &mut a) }.map_err(|e| {
+        sys(
+            "DRM_IOCTL_AMDXDNA_CREATE_BO",
+            &format!("{} ({what}, {size} bytes)", dev.target()),
+            e,
+        )
+    })?;
+    Ok(a.handle)
+}
+
+fn info(dev: &DevInner, handle: u32) -> Result<amdxdna_drm_get_bo_info, XdnaError> {
+    let mut a = amdxdna_drm_get_bo_info {
+        handle,
+        ..Default::default()
+    };
+    // SAFETY: no pointers inside.
+    unsafe { ioctl::amdxdna_get_bo_info(dev.io(), dev.fd.raw(), &mut a) }.map_err(|e| {
+        sys(
+            "DRM_IOCTL_AMDXDNA_GET_BO_INFO",
+            &format!("{} (BO {handle})", dev.target()),
+            e,
+        )
+    })?;
+    Ok(a)
+}
+
+fn close(dev: &DevInner, handle: u32) {
+    let mut a = drm_gem_close { handle, pad: 0 };
+    // SAFETY: no pointers inside.
+    if let Err(e) = unsafe { ioctl::drm_gem_close(dev.io(), dev.fd.raw(), &mut a) } {
+        tracing::warn!(handle, error = %e, "DRM_IOCTL_GEM_CLOSE failed");
+    }
+}
+
+fn map(dev: &DevInner, map_offset: u64, len: u64, what: &str) -> Result<Mapping, XdnaError> {
+    // SAFETY: not MAP_FIXED: the kernel picks fresh address space.
+    unsafe {
+        Mapping::new(
+            dev.fd.io(),
+            std::ptr::null_mut(),
+            len as usize,
+            libc::MAP_SHARED,
+            dev.fd.raw(),
+            map_offset,
+        )
+    }
+    .map_err(|e| {
+        sys(
+            "mmap",
+            &format!("{} ({what} at offset {map_offset:#x})", dev.target()),
+            e,
+        )
+    })
+}
+
+impl Bo {
+    /// Wraps a fresh handle; closes it if GET_BO_INFO or the mapping fails.
+    fn finish(
+        dev: &Arc<DevInner>,
+        handle: u32,
+        kind: BoKind,
+        size: u64,
+        map_it: bool,
+    ) -> Result<(Bo, amdxdna_drm_get_bo_info), XdnaError> {
+        let mut bo = Bo {
+            dev: dev.clone(),
+            handle,
+            kind,
+            size,
+            xdna_addr: 0,
+            cpu: CpuView::None,
+        };
+        let i = info(dev, handle)?;
+        bo.xdna_addr = i.xdna_addr;
+        if map_it {
+            bo.cpu = CpuView::Own(map(
+                dev,
+                i.map_offset,
+                size,
+                &format!("{kind:?} BO {handle}"),
+            )?);
+        }
+        Ok((bo, i))
+    }
+
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+    pub fn kind(&self) -> BoKind {
+        self.kind
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// The address the NPU uses (GET_BO_INFO `xdna_addr`).
+    pub fn xdna_addr(&self) -> u64 {
+        self.xdna_addr
+    }
+
+    fn cpu_ptr(&self) -> Option<*mut u8> {
+        match &self.cpu {
+            CpuView::None => None,
+            CpuView::Own(m) => Some(m.ptr()),
+            // SAFETY: offset + size lies inside the heap mapping (checked at creation).
+            CpuView::Heap { heap, offset } => Some(unsafe { heap.base().add(*offset) }),
+        }
+    }
+
+    /// The CPU view; imported and user-memory BOs have none here (use the owner's view).
+    pub fn as_slice(&self) -> Result<&[u8], XdnaError> {
+        let p = self.cpu_ptr().ok_or_else(|| self.no_cpu_view())?;
+        // SAFETY: `size` bytes mapped for as long as `self` lives.
+        Ok(unsafe { std::slice::from_raw_parts(p, self.size as usize) })
+    }
+
+    pub fn as_mut_slice(&mut self) -> Result<&mut [u8], XdnaError> {
+        let p = self.cpu_ptr().ok_or_else(|| self.no_cpu_view())?;
+        // SAFETY: as above; `&mut self` gives exclusive CPU access.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p, self.size as usize) })
+    }
+
+    fn no_cpu_view(&self) -> XdnaError {
+        XdnaError::Invalid(format!("{self:?} has no CPU mapping through the accel node; write through the buffer it was imported from"))
+    }
+
+    /// Copies `bytes` to `offset` and flushes them to the NPU.
+    pub fn write_and_flush(&mut self, offset: u64, bytes: &[u8]) -> Result<(), XdnaError> {
+        let end = offset
+            .checked_add(bytes.len() as u64)
+            .filter(|&e| e <= self.size);
+        let Some(_) = end else {
+            return Err(XdnaError::Invalid(format!(
+                "{} bytes at {offset} overflow {self:?}",
+                bytes.len()
+            )));
+        };
+        self.as_mut_slice()?[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+        self.sync(SyncDir::ToDevice, offset, bytes.len() as u64)
+    }
+
+    /// SYNC_BO: the NPU is not cache coherent with the CPU. ToDevice after CPU writes,
+    /// FromDevice before CPU reads of what the NPU wrote.
+    pub fn sync(&self, dir: SyncDir, offset: u64, size: u64) -> Result<(), XdnaError> {
+        if offset.checked_add(size).is_none_or(|e| e > self.size) {
+            return Err(XdnaError::Invalid(format!(
+                "sync of {size} bytes at {offset} overflows {self:?}"
+            )));
+        }
+        let direction = match dir {
+            SyncDir::ToDevice => SYNC_DIRECT_TO_DEVICE,
+            SyncDir::FromDevice => SYNC_DIRECT_FROM_DEVICE,
+        };
+        let mut a = amdxdna_drm_sync_bo {
+            handle: self.handle,
+            direction,
+            offset,
+            size,
+        };
+        // SAFETY: no pointers inside.
+        unsafe { ioctl::amdxdna_sync_bo(self.dev.io(), self.dev.fd.raw(), &mut a) }.map_err(
+            |e| {
+                sys(
+                    "DRM_IOCTL_AMDXDNA_SYNC_BO",
+                    &format!("{} ({self:?}, {dir:?})", self.dev.target()),
+                    e,
+                )
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The whole BO as a kernel argument.
+    pub fn range(&self) -> NpuRange<'_> {
+        NpuRange {
+            bo: self,
+            offset: 0,
+            len: self.size,
+        }
+    }
+
+    /// `len` bytes at `offset` as a kernel argument.
+    pub fn subrange(&self, offset: u64, len: u64) -> Result<NpuRange<'_>, XdnaError> {
+        if offset.checked_add(len).is_none_or(|e| e > self.size) || len == 0 {
+            return Err(XdnaError::Invalid(format!(
+                "range {offset}+{len} is outside {self:?}"
+            )));
+        }
+        Ok(NpuRange {
+            bo: self,
+            offset,
+            len,
+        })
+    }
+}
+
+impl Drop for Bo {
+    fn drop(&mut self) {
+        close(&self.dev, self.handle);
+    }
+}
+
+/// SYNC_BO direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncDir {
+    ToDevice,
+    FromDevice,
+}
+
+/// A [`SharedBuffer`] imported into the NPU: one BO per udmabuf chunk. The CPU keeps using
+/// the SharedBuffer's own mapping; these are the NPU's names for the same pages.
+#[derive(Debug)]
+pub struct NpuShared {
+    parts: Vec<(u64, Bo)>,
+    len: u64,
+}
+
+impl NpuShared {
+    /// The BOs and their offsets in the buffer (for EXEC_CMD's argument handle list).
+    pub fn bos(&self) -> impl Iterator<Item = &Bo> {
+        self.parts.iter().map(|(_, b)| b)
+    }
+
+    /// `len` bytes at `offset` of the buffer; the range must lie inside one chunk because the
+    /// NPU sees each dma-buf at its own address.
+    pub fn range(&self, offset: u64, len: u64) -> Result<NpuRange<'_>, XdnaError> {
+        if len == 0 || offset.checked_add(len).is_none_or(|e| e > self.len) {
+            return Err(XdnaError::Invalid(format!(
+                "range {offset}+{len} is outside the {}-byte shared buffer",
+                self.len
+            )));
+        }
+        let (start, bo) = self
+            .parts
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= offset)
+            .expect("the first chunk starts at 0");
+        if offset + len > start + bo.size() {
+            return Err(XdnaError::Invalid(format!(
+                "range {offset}+{len} crosses the udmabuf chunk boundary at {}: keep each NPU operand inside one chunk, or raise /sys/module/udmabuf/parameters/size_limit_mb so the buffer is one dma-buf",
+                start + bo.size()
+            )));
+        }
+        Ok(NpuRange {
+            bo,
+            offset: offset - start,
+            len,
+        })
+    }
+
+    /// The whole buffer (if it is one chunk).
+    pub fn whole(&self) -> Result<NpuRange<'_>, XdnaError> {
+        self.range(0, self.len)
+    }
+}
+
+impl XdnaDevice {
+    /// Creates and maps the device heap (before any context). `size` is rounded up to
+    /// 64 MiB and must not exceed 512 MiB; a process has one heap.
+    pub fn create_heap(&self, size: u64) -> Result<Arc<DevHeap>, XdnaError> {
+        let size = size.max(1).next_multiple_of(AIE2_DEVM_STEP);
+        if size > AIE2_DEVM_MAX {
+            return Err(XdnaError::Invalid(format!(
+                "a {} MiB device heap exceeds the driver's 512 MiB limit: keep PDIs and instruction streams in the heap and data in shared buffers",
+                size >> 20
+            )));
+        }
+        let mut slot = self.heap.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = slot.as_ref() {
+            return Err(XdnaError::Invalid(format!(
+                "this process already has a {} MiB device heap",
+                h.size() >> 20
+            )));
+        }
+        let handle = create(&self.inner, AMDXDNA_BO_DEV_HEAP, size, 0, "DEV_HEAP")?;
+        let (bo, _) = Bo::finish(&self.inner, handle, BoKind::DevHeap, size, true)?;
+        if bo.xdna_addr != AIE2_DEVM_BASE {
+            tracing::warn!(
+                addr = format_args!("{:#x}", bo.xdna_addr),
+                "device heap is not at AIE2_DEVM_BASE"
+            );
+        }
+        let heap = Arc::new(DevHeap { bo });
+        *slot = Some(heap.clone());
+        tracing::debug!(mib = size >> 20, "NPU device heap created");
+        Ok(heap)
+    }
+
+    /// The heap, creating a 64 MiB one if there is none.
+    pub fn heap(&self) -> Result<Arc<DevHeap>, XdnaError> {
+        if let Some(h) = self.heap.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(h.clone());
+        }
+        self.create_heap(AIE2_DEVM_STEP)
+    }
+
+    /// A DEV BO from the heap (PDIs, instruction streams), CPU-visible through the heap.
+    pub fn alloc_dev(&self, size: u64) -> Result<Bo, XdnaError> {
+        let heap = self.heap()?;
+        let size = size.max(1).next_multiple_of(AIE2_DEV_BO_ALIGN);
+        let handle = create(&self.inner, AMDXDNA_BO_DEV, size, 0, "DEV").map_err(|e| match e.errno() {
+            Some(libc::ENOMEM | libc::EAGAIN) => XdnaError::Invalid(format!(
+                "the {} MiB device heap has no room for a {size}-byte DEV BO: create a larger heap first (XdnaDevice::create_heap, at most 512 MiB)",
+                heap.size() >> 20
+            )),
+            _ => e,
+        })?;
+        let (mut bo, i) = Bo::finish(&self.inner, handle, BoKind::Dev, size, false)?;
+        let offset = bo
+            .xdna_addr
+            .checked_sub(heap.xdna_addr())
+            .filter(|o| o + size <= heap.size())
+            .ok_or_else(|| {
+                XdnaError::Invalid(format!(
+                    "driver placed DEV BO {handle} at npu {:#x}, outside the heap",
+                    bo.xdna_addr
+                ))
+            })?;
+        let expect = heap.base() as u64 + offset;
+        if i.vaddr != 0 && i.vaddr != expect {
+            return Err(XdnaError::Invalid(format!(
+                "driver reports DEV BO {handle} at CPU {:#x}, but its heap offset puts it at {expect:#x}",
+                i.vaddr
+            )));
+        }
+        bo.cpu = CpuView::Heap {
+            heap,
+            offset: offset as usize,
+        };
+        Ok(bo)
+    }
+
+    /// A shmem-backed SHARE BO, mapped on the CPU.
+    pub fn alloc_share(&self, size: u64) -> Result<Bo, XdnaError> {
+        let size = size.max(1).next_multiple_of(crate::page_size());
+        let handle = create(&self.inner, AMDXDNA_BO_SHARE, size, 0, "SHARE")?;
+        Ok(Bo::finish(&self.inner, handle, BoKind::Share, size, true)?.0)
+    }
+
+    /// A command BO (at most 32 KiB), mapped on the CPU.
+    pub fn alloc_cmd(&self, size: u64) -> Result<Bo, XdnaError> {
+        if size > XDNA_MAX_CMD_BO_SIZE {
+            return Err(XdnaError::Invalid(format!(
+                "command BOs are at most {XDNA_MAX_CMD_BO_SIZE} bytes (asked for {size})"
+            )));
+        }
+        let size = size.max(1).next_multiple_of(crate::page_size());
+        let handle = create(&self.inner, AMDXDNA_BO_CMD, size, 0, "CMD")?;
+        Ok(Bo::finish(&self.inner, handle, BoKind::Cmd, size, true)?.0)
+    }
+
+    /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes.
+    pub fn import_dmabuf(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
+        let mut a = drm_prime_handle {
+            handle: 0,
+            flags: 0,
+            fd,
+        };
+        // SAFETY: no pointers inside.
+        unsafe { ioctl::drm_prime_fd_to_handle(self.inner.io(), self.inner.fd.raw(), &mut a) }
+            .map_err(|e| {
+                sys(
+                    "DRM_IOCTL_PRIME_FD_TO_HANDLE",
+                    &format!("{} (dma-buf fd {fd})", self.inner.target()),
+                    e,
+                )
+            })?;
+        Ok(Bo::finish(&self.inner, a.handle, BoKind::Imported, size, false)?.0)
+    }
+
+    /// Imports every dma-buf chunk of a shared buffer: CPU, iGPU and NPU then see one copy.
+    pub fn import_shared(&self, buf: &SharedBuffer) -> Result<NpuShared, XdnaError> {
+        if buf.chunks().is_empty() {
+            return Err(XdnaError::Invalid(format!(
+                "shared buffer '{}' has no dma-buf (made with cpu_only?); create it with SharedBuffer::new",
+                buf.name()
+            )));
+        }
+        let parts = buf
+            .chunks()
+            .iter()
+            .map(|c| Ok((c.offset, self.import_dmabuf(c.dmabuf.raw(), c.size)?)))
+            .collect::<Result<Vec<_>, XdnaError>>()?;
+        Ok(NpuShared {
+            parts,
+            len: buf.mapped_len() as u64,
+        })
+    }
+
+    /// Pins `len` bytes of this process's memory at `addr` as one NPU BO (driver
+    /// [`MINOR_USER_MEMORY_BO`](super::device::MINOR_USER_MEMORY_BO)+). Charged to
+    /// RLIMIT_MEMLOCK, which is raised first if allowed.
+    ///
+    /// # Safety
+    /// `addr..addr+len` must stay mapped (and not be remapped) while the BO lives: the NPU
+    /// reads and writes it.
+    pub unsafe fn user_memory_bo(&self, addr: u64, len: u64) -> Result<Bo, XdnaError> {
+        if !self.inner.features.user_memory_bo {
+            return Err(XdnaError::Unsupported {
+                what: "a BO over user memory",
+                need: format!("0.{}", super::device::MINOR_USER_MEMORY_BO),
+                have: self.inner.version.to_string(),
+                advice: "import the buffer as a dma-buf instead (XdnaDevice::import_shared)",
+            });
+        }
+        let page = crate::page_size();
+        if !addr.is_multiple_of(page) || !len.is_multiple_of(page) || len == 0 {
+            return Err(XdnaError::Invalid(format!(
+                "user memory {addr:#x}+{len:#x} must be page aligned and non-empty"
+            )));
+        }
+        memlock::ensure(self.inner.io(), len)?;
+        #[repr(C)]
+        struct Table {
+            head: amdxdna_drm_va_tbl,
+            entry: amdxdna_drm_va_entry,
+        }
+        let tbl = Table {
+            head: amdxdna_drm_va_tbl {
+                dmabuf_fd: -1,
+                num_entries: 1,
+            },
+            entry: amdxdna_drm_va_entry { vaddr: addr, len },
+        };
+        let handle = create(
+            &self.inner,
+            AMDXDNA_BO_SHARE,
+            len,
+            &tbl as *const Table as u64,
+            "SHARE over user memory",
+        )?;
+        Ok(Bo::finish(&self.inner, handle, BoKind::UserMemory, len, false)?.0)
+    }
+
+    /// The whole CPU range of a shared buffer as one NPU BO (one contiguous NPU address
+    /// even when the buffer has several udmabuf chunks).
+    ///
+    /// # Safety
+    /// `buf` must outlive the returned BO.
+    pub unsafe fn pin_shared(&self, buf: &SharedBuffer) -> Result<Bo, XdnaError> {
+        // SAFETY: the SharedBuffer's mapping is fixed for its lifetime, which the caller
+        // promises covers the BO's.
+        unsafe { self.user_memory_bo(buf.addr(), buf.mapped_len() as u64) }
+    }
+}
