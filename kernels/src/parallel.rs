@@ -1,33 +1,243 @@
 //! Splitting row-parallel work across the process's compute threads.
+//!
+//! A small fork-join pool instead of rayon: a decode step runs ~250 parallel regions of
+//! 50–500 µs each, so the hand-off must cost well under a microsecond while a region is
+//! running, and idle cores must not spin between tokens. Workers spin on a generation counter
+//! for a short while after each job (the next region usually starts within microseconds),
+//! then park on a futex (`std::thread::park`) until the dispatcher unparks them.
+//!
+//! The calling thread is worker 0 and does its share; nested or concurrent calls run
+//! serially on the caller instead of deadlocking.
 
-use rayon::prelude::*;
-use std::sync::OnceLock;
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
-static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+/// How long an idle worker spins before it parks (between regions of one token the gap is
+/// a few µs; between tokens it can be long, and then the core should sleep).
+const SPIN: Duration = Duration::from_micros(200);
+
+type Job = dyn Fn(usize) + Sync;
+
+struct Shared {
+    /// Bumped once per job; workers run the job when they see a new value.
+    generation: AtomicU64,
+    /// The job of the current generation, as a raw fat pointer (valid until `pending` is 0).
+    job: Mutex<Option<JobPtr>>,
+    /// Workers (excluding the caller) still running the current job.
+    pending: AtomicUsize,
+    /// Threads taking part in jobs (caller included); the rest stay parked.
+    active: AtomicUsize,
+    /// Per worker: true while parked (so the dispatcher knows to unpark it).
+    sleeping: Vec<AtomicBool>,
+    panicked: AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+struct JobPtr(*const Job);
+// SAFETY: the pointer is only dereferenced while the dispatcher keeps the job alive (it
+// waits for `pending == 0` before returning), and the job itself is `Sync`.
+unsafe impl Send for JobPtr {}
+
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<Thread>,
+    dispatch: Mutex<()>,
+}
+
+thread_local! {
+    static IN_JOB: Cell<bool> = const { Cell::new(false) };
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+impl Pool {
+    fn new(n: usize) -> Self {
+        let n = n.max(1);
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            job: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            active: AtomicUsize::new(n),
+            sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            panicked: AtomicBool::new(false),
+        });
+        let workers = (1..n)
+            .map(|i| {
+                let shared = shared.clone();
+                thread::Builder::new()
+                    .name(format!("onebit-compute-{i}"))
+                    .spawn(move || worker(&shared, i))
+                    .unwrap_or_else(|e| panic!("cannot start compute thread {i}: {e}"))
+                    .thread()
+                    .clone()
+            })
+            .collect();
+        Self {
+            shared,
+            workers,
+            dispatch: Mutex::new(()),
+        }
+    }
+
+    fn threads(&self) -> usize {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f(i)` for every worker index `i in 0..threads()` at once, `f(0)` on the caller.
+    fn broadcast<'a>(&self, f: &'a (dyn Fn(usize) + Sync + 'a)) {
+        let helpers = self.threads() - 1;
+        let serial = helpers == 0 || IN_JOB.with(Cell::get);
+        let guard = if serial {
+            None
+        } else {
+            self.dispatch.try_lock().ok()
+        };
+        let Some(_guard) = guard else {
+            // Nested or concurrent: the caller does every share itself.
+            (0..self.threads()).for_each(f);
+            return;
+        };
+        let s = &*self.shared;
+        // SAFETY: erasing the lifetime is sound because this function does not return before
+        // every worker has finished with the job (`pending` reaches 0 below), panics included.
+        let ptr: *const Job =
+            unsafe { std::mem::transmute::<&'a (dyn Fn(usize) + Sync + 'a), &'static Job>(f) };
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(ptr));
+        s.pending.store(helpers, Ordering::Relaxed);
+        s.generation.fetch_add(1, Ordering::Release);
+        for (i, w) in self.workers.iter().enumerate().take(helpers) {
+            if s.sleeping[i + 1].load(Ordering::Acquire) {
+                w.unpark();
+            }
+        }
+        IN_JOB.with(|c| c.set(true));
+        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        IN_JOB.with(|c| c.set(false));
+        let mut spins = 0u32;
+        while s.pending.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < 1 << 16 {
+                std::hint::spin_loop();
+            } else {
+                thread::yield_now();
+            }
+        }
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if s.panicked.swap(false, Ordering::AcqRel) {
+            panic!("a compute thread panicked (see its message above)");
+        }
+    }
+}
+
+fn worker(s: &Shared, index: usize) {
+    IN_JOB.with(|c| c.set(true));
+    let mut seen = 0u64;
+    loop {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        let generation = loop {
+            let g = s.generation.load(Ordering::Acquire);
+            if g != seen {
+                break g;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0 || start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            s.sleeping[index].store(true, Ordering::SeqCst);
+            // Re-check after announcing sleep: a dispatch between the check and the store
+            // would otherwise not unpark us.
+            if s.generation.load(Ordering::SeqCst) == seen {
+                thread::park_timeout(Duration::from_millis(100));
+            }
+            s.sleeping[index].store(false, Ordering::SeqCst);
+        };
+        seen = generation;
+        if index >= s.active.load(Ordering::Acquire) {
+            continue;
+        }
+        let job = s.job.lock().unwrap_or_else(|e| e.into_inner()).map(|j| j.0);
+        if let Some(job) = job {
+            // SAFETY: the dispatcher keeps the job alive until `pending` drops to 0, which
+            // happens only after this call returns.
+            let f = unsafe { &*job };
+            if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
+                s.panicked.store(true, Ordering::Release);
+            }
+        }
+        s.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Sets the number of compute threads; only the first call (before any kernel runs) counts.
 /// Returns false when the pool already exists with another size.
 pub fn init_threads(n: usize) -> bool {
     let n = n.max(1);
-    let pool = POOL.get_or_init(|| build(n));
-    pool.current_num_threads() == n
+    POOL.get_or_init(|| Pool::new(n)).threads() == n
 }
 
-fn build(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(|i| format!("onebit-compute-{i}"))
-        .build()
-        .unwrap_or_else(|e| panic!("cannot start {n} compute threads: {e}"))
+/// Lets only the first `n` threads of the pool take part (benchmarks sweeping thread
+/// counts); `n` is capped at the pool's size. Call between jobs, never inside one.
+pub fn set_active_threads(n: usize) -> usize {
+    let p = pool();
+    let n = n.clamp(1, p.workers.len() + 1);
+    p.shared.active.store(n, Ordering::Release);
+    n
 }
 
-fn pool() -> &'static rayon::ThreadPool {
-    POOL.get_or_init(|| build(std::thread::available_parallelism().map_or(1, |n| n.get())))
+fn pool() -> &'static Pool {
+    POOL.get_or_init(|| Pool::new(thread::available_parallelism().map_or(1, |n| n.get())))
 }
 
 pub fn threads() -> usize {
-    pool().current_num_threads()
+    pool().threads()
 }
+
+/// Runs `f(thread_index)` once on every compute thread at the same time.
+pub fn broadcast(f: impl Fn(usize) + Sync) {
+    pool().broadcast(&f);
+}
+
+/// Hands out `0..n` in chunks of `chunk` to all threads; `f(start, end)` per chunk.
+/// Dynamic, so a thread slowed by another process does not hold the others back.
+pub fn for_range(n: usize, chunk: usize, f: impl Fn(usize, usize) + Sync) {
+    let chunk = chunk.max(1);
+    if threads() <= 1 || n <= chunk {
+        if n > 0 {
+            f(0, n);
+        }
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    pool().broadcast(&|_| loop {
+        let start = next.fetch_add(chunk, Ordering::Relaxed);
+        if start >= n {
+            break;
+        }
+        f(start, (start + chunk).min(n));
+    });
+}
+
+/// A raw pointer to an output slice that threads write disjoint parts of.
+struct SendPtr<T>(*mut T);
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+// SAFETY: used only to hand disjoint sub-slices to different threads (see `for_rows_strided`).
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; each thread derives a different, non-overlapping sub-slice.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Runs `f(first_index, chunk)` over chunks of `out` of at least `min_chunk` elements.
 pub fn for_rows<T: Send>(out: &mut [T], min_chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
@@ -41,25 +251,66 @@ pub fn for_rows_strided<T: Send>(
     min_rows: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    let rows = out.len() / stride.max(1);
+    let stride = stride.max(1);
+    let rows = out.len() / stride;
     let t = threads();
     if t <= 1 || rows <= min_rows {
         f(0, out);
         return;
     }
+    // Several chunks per thread so that a slow thread is balanced dynamically.
     let per = rows.div_ceil(t * 4).max(min_rows);
-    pool().install(|| {
-        out.par_chunks_mut(per * stride)
-            .enumerate()
-            .for_each(|(i, chunk)| f(i * per, chunk));
+    let base = SendPtr(out.as_mut_ptr());
+    for_range(rows, per, |start, end| {
+        let base = base;
+        // SAFETY: chunks [start, end) handed out by `for_range` never overlap and lie inside
+        // `out` (end ≤ rows), and `out` stays borrowed mutably for the whole call.
+        let chunk = unsafe {
+            std::slice::from_raw_parts_mut(base.0.add(start * stride), (end - start) * stride)
+        };
+        f(start, chunk);
     });
 }
 
 /// Runs `f(i)` for `i in 0..n` on the pool.
 pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync + Send) {
-    if threads() <= 1 || n <= 1 {
-        (0..n).for_each(f);
-        return;
+    for_range(n, 1, |s, e| (s..e).for_each(&f));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_visited_once() {
+        let mut v = vec![0u32; 10_007];
+        for_rows(&mut v, 3, |first, chunk| {
+            for (i, x) in chunk.iter_mut().enumerate() {
+                *x += (first + i) as u32 + 1;
+            }
+        });
+        assert!(v.iter().enumerate().all(|(i, x)| *x == i as u32 + 1));
     }
-    pool().install(|| (0..n).into_par_iter().for_each(f));
+
+    #[test]
+    fn nested_calls_do_not_deadlock() {
+        let total = AtomicUsize::new(0);
+        for_each_index(8, |_| {
+            for_each_index(8, |_| {
+                total.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 64);
+    }
+
+    #[test]
+    fn many_small_jobs_complete() {
+        let total = AtomicUsize::new(0);
+        for _ in 0..2000 {
+            for_range(100, 7, |s, e| {
+                total.fetch_add(e - s, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 200_000);
+    }
 }

@@ -123,7 +123,16 @@ pub fn gemv_ref(w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: 
 pub fn dot_codes(row: &[u8], q: &[i8]) -> i32 {
     assert_eq!(q.len(), row.len() * 4, "dot_codes: activation length");
     let mut d = [0i32; 1];
-    dots(Isa::best(), row, row.len(), 0..1, q, q.len(), 1, &mut |_, _, v| d[0] = v);
+    dots(
+        Isa::best(),
+        row,
+        row.len(),
+        0..1,
+        q,
+        q.len(),
+        1,
+        &mut |_, _, v| d[0] = v,
+    );
     d[0]
 }
 
@@ -212,14 +221,23 @@ pub fn gemv(w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut
 }
 
 /// [`gemv`] on a chosen instruction set (tests and benchmarks; panics if the CPU lacks it).
-pub fn gemv_with(isa: Isa, w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+pub fn gemv_with(
+    isa: Isa,
+    w: TernaryView<'_>,
+    q: &[i8],
+    act: ActScale,
+    w_scale: f32,
+    out: &mut [f32],
+) {
     assert!(isa.available(), "{isa:?} is not available on this CPU");
     assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
     assert_eq!(out.len(), w.rows, "gemv: output length");
     let rb = row_bytes(w.cols);
     parallel::for_rows(out, GEMV_CHUNK, |first, chunk| {
         let rows = first..first + chunk.len();
-        dots(isa, w.data, rb, rows, q, q.len(), 1, &mut |r, _, d| chunk[r - first] = epilogue(d, act, w_scale));
+        dots(isa, w.data, rb, rows, q, q.len(), 1, &mut |r, _, d| {
+            chunk[r - first] = epilogue(d, act, w_scale)
+        });
     });
 }
 
@@ -237,13 +255,20 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
     let mut starts = Vec::with_capacity(jobs.len() + 1);
     let mut total = 0;
     for j in jobs.iter() {
-        assert_eq!(q.len(), padded_cols(j.w.cols), "gemv_many: activation length");
+        assert_eq!(
+            q.len(),
+            padded_cols(j.w.cols),
+            "gemv_many: activation length"
+        );
         assert_eq!(j.out.len(), j.w.rows, "gemv_many: output length");
         starts.push(total);
         total += j.w.rows;
     }
     starts.push(total);
-    let outs: Vec<OutPtr> = jobs.iter_mut().map(|j| OutPtr(j.out.as_mut_ptr())).collect();
+    let outs: Vec<OutPtr> = jobs
+        .iter_mut()
+        .map(|j| OutPtr(j.out.as_mut_ptr()))
+        .collect();
     let jobs = &*jobs;
     parallel::for_range(total, GEMV_CHUNK, |start, end| {
         // A chunk may straddle two projections: split it at their borders.
@@ -279,7 +304,14 @@ pub fn gemm(w: TernaryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, out: 
 }
 
 /// [`gemm`] on a chosen instruction set (tests and benchmarks; panics if the CPU lacks it).
-pub fn gemm_with(isa: Isa, w: TernaryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, out: &mut [f32]) {
+pub fn gemm_with(
+    isa: Isa,
+    w: TernaryView<'_>,
+    q: &[i8],
+    acts: &[ActScale],
+    w_scale: f32,
+    out: &mut [f32],
+) {
     assert!(isa.available(), "{isa:?} is not available on this CPU");
     let k = padded_cols(w.cols);
     let n = acts.len();

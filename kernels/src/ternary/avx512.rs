@@ -1,0 +1,135 @@
+//! AVX-512 VNNI tiles: `vpdpbusd` multiplies the unsigned codes by the signed int8
+//! activations and accumulates in i32 directly (no i16 stage, so no saturation at all).
+//!
+//! One 32-byte block is broadcast to both halves of a zmm; shifting 16-bit lanes by 6 in the
+//! low half and 4 in the high half (then masking each byte with 3) yields elements 0..63 of
+//! the block in order, and shifts of 2 / 0 yield elements 64..127 — so the activations are
+//! read straight, 64 bytes at a time, with no shuffles.
+
+use super::{BLOCK_BYTES, BLOCK_ELEMS};
+use std::arch::x86_64::*;
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VNNI; `w` must hold `rt` rows of `rb` bytes and `q` `tt`
+/// rows `k` apart, each at least `blocks` blocks long; `rt ∈ {1, 4}`, `tt ∈ 1..=4`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn tile(
+    rt: usize,
+    tt: usize,
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    blocks: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        match (rt, tt) {
+            (4, 1) => rows4_gemv(w, rb, q, blocks, acc),
+            (4, 2) => tile_n::<4, 2>(w, rb, q, k, blocks, acc),
+            (4, 3) => tile_n::<4, 3>(w, rb, q, k, blocks, acc),
+            (4, 4) => tile_n::<4, 4>(w, rb, q, k, blocks, acc),
+            (1, 1) => tile_n::<1, 1>(w, rb, q, k, blocks, acc),
+            (1, 2) => tile_n::<1, 2>(w, rb, q, k, blocks, acc),
+            (1, 3) => tile_n::<1, 3>(w, rb, q, k, blocks, acc),
+            (1, 4) => tile_n::<1, 4>(w, rb, q, k, blocks, acc),
+            _ => unreachable!("tile shape {rt}x{tt}"),
+        }
+    }
+}
+
+/// Codes of elements 0..63 and 64..127 of the block at `p`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn unpack(
+    p: *const u8,
+    sh_lo: __m512i,
+    sh_hi: __m512i,
+    mask: __m512i,
+) -> (__m512i, __m512i) {
+    // SAFETY: the caller guarantees 32 readable bytes at `p`.
+    let v = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(p.cast()) });
+    (
+        _mm512_and_si512(_mm512_srlv_epi16(v, sh_lo), mask),
+        _mm512_and_si512(_mm512_srlv_epi16(v, sh_hi), mask),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn shifts() -> (__m512i, __m512i, __m512i) {
+    let sh_lo = _mm512_inserti64x4::<1>(_mm512_set1_epi16(6), _mm256_set1_epi16(4));
+    let sh_hi = _mm512_inserti64x4::<1>(_mm512_set1_epi16(2), _mm256_set1_epi16(0));
+    (sh_lo, sh_hi, _mm512_set1_epi8(3))
+}
+
+/// The decode GEMV tile: 4 weight rows, one activation row, separate accumulators for the
+/// two halves of each block so that 8 independent `vpdpbusd` chains hide its latency.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn rows4_gemv(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    blocks: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    let (sh_lo, sh_hi, mask) = shifts();
+    let mut a = [_mm512_setzero_si512(); 8];
+    for b in 0..blocks {
+        // SAFETY: block b of rows 0..4 and of the activation row are inside the buffers.
+        unsafe {
+            let q0 = _mm512_loadu_si512(q.add(b * BLOCK_ELEMS).cast());
+            let q1 = _mm512_loadu_si512(q.add(b * BLOCK_ELEMS + 64).cast());
+            for r in 0..4 {
+                let (c0, c1) = unpack(w.add(r * rb + b * BLOCK_BYTES), sh_lo, sh_hi, mask);
+                a[2 * r] = _mm512_dpbusd_epi32(a[2 * r], c0, q0);
+                a[2 * r + 1] = _mm512_dpbusd_epi32(a[2 * r + 1], c1, q1);
+            }
+        }
+    }
+    for r in 0..4 {
+        acc[r][0] = _mm512_reduce_add_epi32(_mm512_add_epi32(a[2 * r], a[2 * r + 1]));
+    }
+}
+
+/// The prefill tile: `R` weight rows unpacked once per block, used for `T` activation rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_n<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    blocks: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    let (sh_lo, sh_hi, mask) = shifts();
+    let mut a = [[_mm512_setzero_si512(); T]; R];
+    for b in 0..blocks {
+        let mut c = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
+        for (r, c) in c.iter_mut().enumerate() {
+            // SAFETY: block b of row r is inside `w`.
+            *c = unsafe { unpack(w.add(r * rb + b * BLOCK_BYTES), sh_lo, sh_hi, mask) };
+        }
+        for t in 0..T {
+            // SAFETY: block b of activation row t is inside `q`.
+            let (q0, q1) = unsafe {
+                let p = q.add(t * k + b * BLOCK_ELEMS);
+                (
+                    _mm512_loadu_si512(p.cast()),
+                    _mm512_loadu_si512(p.add(64).cast()),
+                )
+            };
+            for r in 0..R {
+                a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].0, q0);
+                a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].1, q1);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            acc[r][t] = _mm512_reduce_add_epi32(a[r][t]);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+use super::*;
+use crate::act_quant::quantize_row_ref;
+use proptest::prelude::*;
+
+fn random_codes(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..rows * cols)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 3) as u8
+        })
+        .collect()
+}
+
+/// Activations with the extremes the kernels must survive: −128 and 127 both occur when
+/// `extreme` is set (max |x| maps to 127; −128 only appears via clamping, so set it by hand).
+fn random_acts(n: usize, cols: usize, seed: u64, extreme: bool) -> (Vec<i8>, Vec<ActScale>) {
+    let k = padded_cols(cols);
+    let mut q = vec![0i8; n * k];
+    let mut acts = Vec::new();
+    for t in 0..n {
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * (t + 3)) as f32 * 0.37 + seed as f32).sin() * 3.0)
+            .collect();
+        let mut a = quantize_row_ref(&x, &mut q[t * k..(t + 1) * k]);
+        if extreme {
+            for c in (0..cols).step_by(3) {
+                a.sum -= i32::from(q[t * k + c]);
+                q[t * k + c] = if c % 2 == 0 { -128 } else { 127 };
+                a.sum += i32::from(q[t * k + c]);
+            }
+        }
+        acts.push(a);
+    }
+    (q, acts)
+}
+
+#[test]
+fn pack_roundtrips_codes() {
+    let (rows, cols) = (3, 300);
+    let codes = random_codes(rows, cols, 9);
+    let data = pack(rows, cols, |r, c| codes[r * cols + c]);
+    let v = TernaryView::new(rows, cols, &data).unwrap();
+    for r in 0..rows {
+        for c in 0..cols {
+            assert_eq!(v.code(r, c), codes[r * cols + c]);
+        }
+    }
+}
+
+#[test]
+fn block_layout_matches_i2s_bit_order() {
+    // Element 0 → bits 7:6 of byte 0, element 32 → bits 5:4, 64 → 3:2, 96 → 1:0.
+    let data = pack(1, 128, |_, c| match c {
+        0 => 2,
+        32 => 0,
+        64 => 2,
+        96 => 0,
+        _ => 1,
+    });
+    assert_eq!(data[0], 0b10_00_10_00);
+    assert_eq!(data[1], 0b01_01_01_01);
+}
+
+#[test]
+fn all_twos_times_minus_128_does_not_overflow() {
+    // The worst case for an i16 stage: every code 2, every activation −128, a long row.
+    let cols = 6912;
+    let data = pack(5, cols, |_, _| 2);
+    let w = TernaryView::new(5, cols, &data).unwrap();
+    let q = vec![-128i8; cols];
+    let act = ActScale {
+        scale: 1.0,
+        sum: -128 * cols as i32,
+    };
+    let mut want = vec![0f32; 5];
+    gemv_ref(w, &q, act, 1.0, &mut want);
+    assert_eq!(want[0], (-128 * cols as i32) as f32);
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        let mut got = vec![0f32; 5];
+        gemv_with(isa, w, &q, act, 1.0, &mut got);
+        assert_eq!(got, want, "{isa:?}");
+    }
+}
+
+#[test]
+fn reports_which_isas_run() {
+    for isa in Isa::ALL {
+        if !isa.available() {
+            eprintln!(
+                "note: {} is not available on this CPU; its kernels are not tested here",
+                isa.name()
+            );
+        }
+    }
+    assert!(Isa::best().available());
+}
+
+proptest! {
+    #[test]
+    fn gemv_matches_reference(rows in 1usize..40, cols in 1usize..700, seed in any::<u64>(), extreme in any::<bool>()) {
+        let codes = random_codes(rows, cols, seed);
+        let data = pack(rows, cols, |r, c| codes[r * cols + c]);
+        let w = TernaryView::new(rows, cols, &data).unwrap();
+        let (q, acts) = random_acts(1, cols, seed, extreme);
+        let act = acts[0];
+        let mut want = vec![0f32; rows];
+        gemv_ref(w, &q, act, 0.7, &mut want);
+        for r in 0..rows {
+            let exact: i32 = (0..cols).map(|c| (i32::from(codes[r * cols + c]) - 1) * i32::from(q[c])).sum();
+            prop_assert_eq!(want[r], exact as f32 / act.scale * 0.7);
+        }
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            let mut got = vec![0f32; rows];
+            gemv_with(isa, w, &q, act, 0.7, &mut got);
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+        prop_assert_eq!(dot_codes(w.row(0), &q), dot_codes_ref(w.row(0), &q));
+    }
+
+    #[test]
+    fn gemm_matches_reference(rows in 1usize..20, cols in 1usize..400, n in 1usize..11, seed in any::<u64>(), extreme in any::<bool>()) {
+        let codes = random_codes(rows, cols, seed);
+        let data = pack(rows, cols, |r, c| codes[r * cols + c]);
+        let w = TernaryView::new(rows, cols, &data).unwrap();
+        let k = padded_cols(cols);
+        let (q, acts) = random_acts(n, cols, seed, extreme);
+        let mut want = vec![0f32; n * rows];
+        for t in 0..n {
+            gemv_ref(w, &q[t * k..(t + 1) * k], acts[t], 1.5, &mut want[t * rows..(t + 1) * rows]);
+        }
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            let mut got = vec![0f32; n * rows];
+            gemm_with(isa, w, &q, &acts, 1.5, &mut got);
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+    }
+
+    #[test]
+    fn gemv_many_matches_separate_gemvs(r1 in 1usize..90, r2 in 1usize..50, r3 in 1usize..70, cols in 1usize..300, seed in any::<u64>()) {
+        let shapes = [r1, r2, r3];
+        let datas: Vec<Vec<u8>> = shapes.iter().enumerate().map(|(i, &r)| {
+            let codes = random_codes(r, cols, seed ^ i as u64);
+            pack(r, cols, |a, c| codes[a * cols + c])
+        }).collect();
+        let (q, acts) = random_acts(1, cols, seed, false);
+        let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
+        {
+            let mut jobs: Vec<GemvJob> = outs.iter_mut().zip(&datas).zip(&shapes).enumerate().map(|(i, ((o, d), &r))| GemvJob {
+                w: TernaryView::new(r, cols, d).unwrap(), scale: 0.5 + i as f32, out: o,
+            }).collect();
+            gemv_many(&q, acts[0], &mut jobs);
+        }
+        for (i, (&r, d)) in shapes.iter().zip(&datas).enumerate() {
+            let mut want = vec![0f32; r];
+            gemv_ref(TernaryView::new(r, cols, d).unwrap(), &q, acts[0], 0.5 + i as f32, &mut want);
+            prop_assert_eq!(&outs[i], &want);
+        }
+    }
+}
