@@ -132,7 +132,7 @@ fn describe(model: &Model) -> String {
         .metadata
         .iter()
         .find(|(k, _)| k == "general.architecture")
-        .map_or("bitnet-b1.58", |(_, v)| v.as_str());
+        .map_or("bitnet-b1.58", |(_, v)| v.as_str().trim_matches('"'));
     let b = model.n_params() as f64 / 1e9;
     let size = if b >= 1.0 {
         format!("{}B", b.floor() as u64)

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Side-by-side CPU benchmark: llama.cpp (llama-bench, TQ2_0) against onebit (I2_S and TQ2_0),
+# on the same synthetic 2B-4T-shaped files, interleaved, with the memory bandwidth of the run.
+#
+#   bench/run.sh            # build what is missing, synthesize, then 2 interleaved rounds
+#   bench/run.sh build      # only build llama-bench (cached in bench/.cache)
+#
+# Environment: THREADS (default 2), ROUNDS (2), PP (128), TG (64), REPS (3), PRESET (2b4t).
+# The llama.cpp build and the models live in bench/.cache (not in git: .git/info/exclude).
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cache="$here/.cache"
+threads="${THREADS:-2}"
+rounds="${ROUNDS:-2}"
+pp="${PP:-128}"
+tg="${TG:-64}"
+reps="${REPS:-3}"
+preset="${PRESET:-2b4t}"
+mkdir -p "$cache"
+grep -qs '^bench/.cache/$' "$root/.git/info/exclude" 2>/dev/null || echo 'bench/.cache/' >>"$root/.git/info/exclude"
+
+build_llama() {
+    local bin="$cache/llama-build/bin/llama-bench"
+    if [[ -x "$bin" ]]; then
+        echo "$bin"
+        return
+    fi
+    command -v cmake >/dev/null || { echo "installing cmake" >&2; apt-get install -y cmake >&2; }
+    local tarball
+    tarball="$(ls "$cache"/llama_cpp_python-*.tar.gz 2>/dev/null | head -1 || true)"
+    if [[ -z "$tarball" ]]; then
+        (cd "$cache" && pip download --no-binary :all: --no-deps llama-cpp-python -d . >&2)
+        tarball="$(ls "$cache"/llama_cpp_python-*.tar.gz | head -1)"
+    fi
+    local src="${tarball%.tar.gz}"
+    [[ -d "$src" ]] || tar -C "$cache" -xzf "$tarball"
+    echo "building llama-bench from $(basename "$src")/vendor/llama.cpp (CPU only, GGML_NATIVE)" >&2
+    cmake -S "$src/vendor/llama.cpp" -B "$cache/llama-build" -DCMAKE_BUILD_TYPE=Release \
+        -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_OPENMP=ON \
+        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_APP=OFF >&2
+    cmake --build "$cache/llama-build" --target llama-bench -j "$(nproc)" >&2
+    echo "$bin"
+}
+
+build_onebit() {
+    (cd "$root" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" cargo build --release -p onebit-engine --bin onebit >&2)
+    echo "${CARGO_TARGET_DIR:-$root/target}/release/onebit"
+}
+
+if [[ "${1:-}" == "build" ]]; then
+    build_llama
+    exit 0
+fi
+
+llama_bench="$(build_llama)"
+onebit="$(build_onebit)"
+
+i2s="$cache/$preset-i2s.gguf"
+tq2="$cache/$preset-tq2_0.gguf"
+[[ -s "$i2s" ]] || "$onebit" synth --preset "$preset" --format i2s --out "$i2s"
+[[ -s "$tq2" ]] || "$onebit" synth --preset "$preset" --format tq2_0 --out "$tq2"
+
+log="$cache/run-$(date -u +%Y%m%dT%H%M%SZ).log"
+echo "# $(date -u) — $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) — $threads threads, $rounds rounds" | tee "$log"
+for round in $(seq 1 "$rounds"); do
+    echo "## round $round: llama.cpp (TQ2_0)" | tee -a "$log"
+    "$llama_bench" -m "$tq2" -p "$pp" -n "$tg" -t "$threads" -r "$reps" -o json >"$cache/llama-r$round.json"
+    "$llama_bench" -m "$tq2" -p 0 -n 0 -t "$threads" -r 1 -o md >/dev/null 2>&1 || true
+    python3 - "$cache/llama-r$round.json" <<'EOF' | tee -a "$log"
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    test = f"pp{r['n_prompt']}" if r['n_prompt'] else f"tg{r['n_gen']}"
+    print(f"llama.cpp {r['model_type']} {test} t={r['n_threads']}: {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} t/s")
+EOF
+    for f in "$i2s" "$tq2"; do
+        echo "## round $round: onebit ($(basename "$f"))" | tee -a "$log"
+        "$onebit" bench -m "$f" -p "$pp" -n "$tg" -t "$threads" -r "$reps" -o json >"$cache/onebit-$(basename "$f" .gguf)-r$round.json"
+        "$onebit" bench --print-json "$cache/onebit-$(basename "$f" .gguf)-r$round.json" | tee -a "$log"
+    done
+done
+
+python3 - "$cache" "$rounds" <<'EOF' | tee -a "$log"
+import json, sys, statistics, glob, os
+cache, rounds = sys.argv[1], int(sys.argv[2])
+def mean(xs): return statistics.mean(xs) if xs else float('nan')
+llama = {"pp": [], "tg": []}
+for r in range(1, rounds + 1):
+    for row in json.load(open(f"{cache}/llama-r{r}.json")):
+        llama["pp" if row["n_prompt"] else "tg"].append(row["avg_ts"])
+print("\n## summary (means over rounds)")
+print(f"llama.cpp TQ2_0: pp {mean(llama['pp']):.2f} t/s, tg {mean(llama['tg']):.2f} t/s")
+for name in sorted({os.path.basename(p).rsplit('-r', 1)[0] for p in glob.glob(f"{cache}/onebit-*-r*.json")}):
+    pp, tg, bw, roof = [], [], [], []
+    for r in range(1, rounds + 1):
+        p = f"{cache}/{name}-r{r}.json"
+        if not os.path.exists(p):
+            continue
+        d = json.load(open(p))
+        for row in d["results"]:
+            (pp if row["test"].startswith("pp") else tg).append(row["ts_mean"])
+        bw.append(d["bandwidth_gbs"])
+        roof.extend(row["roofline_fraction"] for row in d["results"] if row["test"].startswith("tg"))
+    print(f"{name}: pp {mean(pp):.2f} t/s ({mean(pp)/mean(llama['pp']):.2f}x llama.cpp), "
+          f"tg {mean(tg):.2f} t/s ({mean(tg)/mean(llama['tg']):.2f}x llama.cpp), "
+          f"bandwidth {mean(bw):.1f} GB/s, decode at {100*mean(roof):.0f}% of its roofline")
+EOF
+echo "log: $log"
