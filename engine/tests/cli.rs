@@ -1,0 +1,244 @@
+//! The `onebit` binary as a user runs it: output formats, determinism, and errors that
+//! exit non-zero with a message.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(rel: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("ONEBIT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let p = dir.join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: fixture {} is absent", p.display());
+        None
+    }
+}
+
+fn onebit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onebit"))
+        .args(args)
+        .env("ONEBIT_LOG", "warn")
+        .output()
+        .expect("run onebit")
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "onebit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn run_json_greedy_matches_reference_and_is_deterministic() {
+    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let args = [
+        "run",
+        "-m",
+        m,
+        "-p",
+        "The ternary queue",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--json",
+    ];
+    let a = stdout_json(&onebit(&args));
+    let b = stdout_json(&onebit(&args));
+    assert_eq!(a, b);
+    let want: Vec<u64> = vec![373, 199, 706, 941, 373, 941, 373, 941];
+    let got: Vec<u64> = a["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want, "greedy tokens of the fixture's greedy_prompt");
+    assert_eq!(a["prompt_tokens"][0], 0, "BOS first");
+    assert!(a["text"].is_string());
+}
+
+#[test]
+fn run_with_seed_reproduces_sampling() {
+    let Some(m) = fixture("tiny-a/hf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let args = [
+        "run", "-m", m, "-p", "Hello", "-n", "12", "--temp", "1.0", "--seed", "7", "--json",
+    ];
+    let a = stdout_json(&onebit(&args));
+    let b = stdout_json(&onebit(&args));
+    assert_eq!(a["tokens"], b["tokens"]);
+    let c = stdout_json(&onebit(&[
+        "run", "-m", m, "-p", "Hello", "-n", "12", "--temp", "1.0", "--seed", "8", "--json",
+    ]));
+    assert_ne!(
+        a["tokens"], c["tokens"],
+        "another seed should sample differently"
+    );
+}
+
+#[test]
+fn chat_mode_uses_the_bitnet_template() {
+    let Some(m) = fixture("tiny-a/tiny-a.tq2_0.gguf") else {
+        return;
+    };
+    let out = stdout_json(&onebit(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "Hello!",
+        "--chat",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "--json",
+    ]));
+    // reference.json greedy_chat: "User: Hello!<|eot_id|>Assistant: " with BOS
+    let want = [
+        0, 55, 529, 28, 763, 71, 415, 81, 3, 2, 35, 435, 277, 86, 379, 28, 223,
+    ];
+    let got: Vec<u64> = out["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn perplexity_json_and_tokenize() {
+    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let Some(f) = fixture("tiny-a/eval.txt") else {
+        return;
+    };
+    let p = stdout_json(&onebit(&[
+        "perplexity",
+        "-m",
+        m.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+        "--ctx",
+        "64",
+        "--json",
+    ]));
+    assert_eq!(p["n_scored"], 63);
+    assert!(p["perplexity"].as_f64().unwrap() > 1.0);
+    let t = stdout_json(&onebit(&[
+        "tokenize",
+        "-m",
+        m.to_str().unwrap(),
+        "--json",
+        "The ternary queue",
+    ]));
+    assert_eq!(
+        t["ids"],
+        serde_json::json!([863, 71, 260, 265, 80, 553, 223, 443, 71, 87, 71])
+    );
+    let t = stdout_json(&onebit(&[
+        "tokenize",
+        "-m",
+        m.to_str().unwrap(),
+        "--bos",
+        "--json",
+        "The ternary queue",
+    ]));
+    assert_eq!(t["ids"][0], 0);
+}
+
+#[test]
+fn logits_writes_safetensors() {
+    let Some(m) = fixture("tiny-a/hf") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("onebit-cli-logits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("l.safetensors");
+    let o = onebit(&[
+        "logits",
+        "-m",
+        m.to_str().unwrap(),
+        "--ids",
+        "0,5,7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    assert_eq!(t.shape(), &[3, 1024]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn info_json_describes_the_model() {
+    let Some(m) = fixture("tiny-a/tiny-a.tq1_0.gguf") else {
+        return;
+    };
+    let i = stdout_json(&onebit(&["info", "-m", m.to_str().unwrap(), "--json"]));
+    assert_eq!(i["config"]["hidden_size"], 256);
+    assert_eq!(i["config"]["n_layers"], 2);
+    assert_eq!(i["embedding"]["type"], "F16");
+}
+
+#[test]
+fn bad_input_exits_nonzero_with_a_message() {
+    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["run", "-m", m, "-p", "", "-n", "4"], "empty"),
+        (
+            &[
+                "run",
+                "-m",
+                m,
+                "-p",
+                "word word word word word word word word",
+                "-c",
+                "4",
+            ],
+            "context",
+        ),
+        (
+            &["logits", "-m", m, "--ids", "0,99999", "--out", "/dev/null"],
+            "vocabulary",
+        ),
+        (
+            &["run", "-m", "/nonexistent/model.gguf", "-p", "x"],
+            "/nonexistent/model.gguf",
+        ),
+        (
+            &["perplexity", "-m", m, "-f", "/nonexistent.txt"],
+            "/nonexistent.txt",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = onebit(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr should mention '{needle}': {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}
