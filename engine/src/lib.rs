@@ -8,6 +8,7 @@ pub mod format;
 pub mod forward;
 pub mod generate;
 pub mod model;
+pub mod probe;
 pub mod sampler;
 pub mod synth;
 pub mod tokenizer;
