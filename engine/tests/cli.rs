@@ -242,3 +242,61 @@ fn bad_input_exits_nonzero_with_a_message() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+#[test]
+fn convert_between_formats_keeps_the_model() {
+    let Some(m) = fixture("tiny-a/hf") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("onebit-cli-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |model: &str| {
+        stdout_json(&onebit(&[
+            "run",
+            "-m",
+            model,
+            "-p",
+            "The ternary queue",
+            "-n",
+            "6",
+            "--temp",
+            "0",
+            "--json",
+        ]))["tokens"]
+            .clone()
+    };
+    let want = run(m.to_str().unwrap());
+    for fmt in ["i2s", "tq2_0", "tq1_0", "hf"] {
+        let out = dir.join(format!("m-{fmt}"));
+        let o = onebit(&[
+            "convert",
+            "-m",
+            m.to_str().unwrap(),
+            "--format",
+            fmt,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{fmt}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            run(out.to_str().unwrap()),
+            want,
+            "{fmt}: greedy tokens after conversion"
+        );
+    }
+    let o = onebit(&[
+        "convert",
+        "-m",
+        m.to_str().unwrap(),
+        "--format",
+        "q4",
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    std::fs::remove_dir_all(dir).ok();
+}

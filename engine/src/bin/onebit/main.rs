@@ -3,6 +3,7 @@
 mod bandwidth;
 mod bench;
 mod common;
+mod convert;
 mod info;
 mod logits;
 mod perplexity;
@@ -38,6 +39,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Architecture, shapes, tensor types, bytes and tokenizer of a model.
     Info(info::Args),
+    /// Rewrite a model in another format (GGUF I2_S / TQ2_0 / TQ1_0, HF packed).
+    Convert(convert::Args),
     /// What this machine has: KFD, GPUs, render nodes, udmabuf, memlock, NPU.
     Probe(probe::Args),
     /// Write a deterministic random ternary model (2b4t or small) as GGUF or HF.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => logits::main(a),
         Command::Tokenize(a) => tokenize::main(a),
         Command::Info(a) => info::main(a),
+        Command::Convert(a) => convert::main(a),
         Command::Probe(a) => probe::main(a),
         Command::Synth(a) => synth::main(a),
         Command::Bench(a) => bench::main(a),
