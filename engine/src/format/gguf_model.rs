@@ -4,6 +4,7 @@
 use super::codec;
 use super::gguf::{ty, GgufFile, TensorInfo, Value};
 use super::layout::{self, Names, Source};
+use super::repack;
 use crate::model::{Bytes, Config, Embedding, Model, Provenance, TernaryTensor};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -363,16 +364,14 @@ impl Source for GgufSource<'_> {
                 (packed, s)
             }
             ty::TQ2_0 | ty::TQ1_0 => {
-                let (codes, s) = if t.ggml_type == ty::TQ2_0 {
-                    codec::decode_tq2_0(data.as_slice(), n)
+                let raw = data.as_slice();
+                let (packed, s) = if t.ggml_type == ty::TQ2_0 {
+                    repack::tq2_0_to_kernel(raw, rows, cols)
                 } else {
-                    codec::decode_tq1_0(data.as_slice(), n)
+                    repack::tq1_0_to_kernel(raw, rows, cols)
                 }
                 .map_err(bad)?;
-                (
-                    Bytes::owned(ternary::pack(rows, cols, |r, c| codes[r * cols + c])),
-                    s,
-                )
+                (Bytes::owned(packed), s)
             }
             _ => {
                 return Err(bad(format!(

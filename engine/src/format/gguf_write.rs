@@ -4,9 +4,9 @@
 //! the full `tokenizer.ggml.*` set, F32 norms, the embedding in the model's own type and
 //! no `output.weight` (the head is tied).
 
-use super::codec;
 use super::gguf::{ty, Value, DEFAULT_ALIGNMENT, MAGIC};
 use super::layout::{self, LayerTensor};
+use super::{codec, repack};
 use crate::model::{Model, TernaryTensor};
 use crate::tokenizer::{token_type, Tokenizer, LLAMA3_PATTERN};
 use crate::{Error, Result};
@@ -408,6 +408,7 @@ fn ternary_tensor<'a>(
                 (codec::TQ1_0_BLOCK, false)
             };
             let size = (n / codec::QK_K * block) as u64;
+            let data = t.data.as_slice();
             Ok(OutTensor::lazy(
                 name,
                 dims,
@@ -415,12 +416,11 @@ fn ternary_tensor<'a>(
                 size,
                 move |w| {
                     // One row at a time keeps the encoder's buffer small for big models.
-                    for r in 0..rows {
-                        let row = |c: usize| code(r * cols + c);
+                    for row in data.chunks_exact(cols / 4) {
                         let bytes = if tq2 {
-                            codec::encode_tq2_0(cols, d, row)
+                            repack::kernel_to_tq2_0(row, d)
                         } else {
-                            codec::encode_tq1_0(cols, d, row)
+                            repack::kernel_to_tq1_0(row, d)
                         };
                         w.write_all(&bytes)?;
                     }

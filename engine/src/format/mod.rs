@@ -11,6 +11,7 @@ mod gguf_model;
 pub mod gguf_write;
 pub mod hf;
 pub mod layout;
+pub mod repack;
 
 use crate::model::{Bytes, Model};
 use crate::tokenizer::Tokenizer;

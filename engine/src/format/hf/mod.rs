@@ -9,13 +9,12 @@ mod write;
 
 pub use write::{config_json, tensors, write_dir, HfWriteOptions, ScaleDtype};
 
-use super::codec;
 use super::layout::{self, Names, Source};
+use super::{codec, repack};
 use crate::model::{Config, Embedding, Model, Provenance, TernaryTensor};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use onebit_kernels::embd::EmbdType;
-use onebit_kernels::ternary;
 use safetensors::{Dtype, Entry, SafeTensors};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -499,7 +498,7 @@ impl Source for HfSource<'_> {
                 ScaleRule::Multiply => sv,
                 ScaleRule::Divide => 1.0 / sv,
             };
-            let data = ternary::pack(rows, cols, |r, c| codec::hf_code(packed, rows, cols, r, c));
+            let data = repack::hf_to_kernel(packed, rows, cols);
             return Ok(TernaryTensor {
                 rows,
                 cols,
@@ -524,7 +523,7 @@ impl Source for HfSource<'_> {
         }
         let (codes, scale) = codec::ternarize_absmean(&w);
         self.float_projections += 1;
-        let data = ternary::pack(rows, cols, |r, c| codes[r * cols + c]);
+        let data = repack::pack_codes(&codes, rows, cols);
         Ok(TernaryTensor {
             rows,
             cols,

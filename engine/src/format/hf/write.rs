@@ -5,8 +5,8 @@
 
 use super::safetensors::{self, Dtype, OutTensor};
 use super::{CONFIG, GENERATION_CONFIG, INDEX, TOKENIZER, WEIGHTS};
-use crate::format::codec;
 use crate::format::layout::{self, LayerTensor};
+use crate::format::repack;
 use crate::model::{Model, TernaryTensor};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -84,8 +84,7 @@ fn projection(
             ),
         ));
     }
-    let v = t.view();
-    let packed = codec::encode_hf(t.rows, t.cols, |r, c| v.code(r, c));
+    let packed = repack::kernel_to_hf(t.data.as_slice(), t.rows, t.cols);
     let s = if opts.bitlinear {
         1.0 / t.scale
     } else {
