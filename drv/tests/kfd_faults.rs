@@ -270,3 +270,40 @@ fn queue_options_out_of_range_are_refused_before_the_kernel() {
     }
     emu.assert_no_leaks();
 }
+
+#[test]
+fn one_hung_queue_does_not_stop_the_others() {
+    let (emu, kfd) = Emulator::strix_halo();
+    vector_copy(&kfd);
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        let code = GpuBuffer::alloc(&dev, 4096, AllocOptions::code()).unwrap();
+        kfd.bind_symbol(code.va(), "copy");
+        let mut ka = GpuBuffer::alloc(&dev, 4096, AllocOptions::gtt()).unwrap();
+        let va = ka.va();
+        let k = ka.as_mut_slice().unwrap();
+        k[..8].copy_from_slice(&(va + 256).to_le_bytes());
+        k[8..16].copy_from_slice(&(va + 512).to_le_bytes());
+        k[16..20].copy_from_slice(&4u32.to_le_bytes());
+        let args = DispatchArgs::linear(code.va(), ka.va(), 1, 1);
+        let stuck = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
+        let fine = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
+        kfd.set_queue_hang(stuck.id(), true);
+        let pending = stuck.dispatch(&args).unwrap();
+        // Interrupt-driven waits on the healthy queue complete while the other is stuck.
+        for _ in 0..5 {
+            fine.dispatch(&args)
+                .unwrap()
+                .wait(Duration::from_secs(10))
+                .unwrap();
+        }
+        assert!(!pending.is_done());
+        assert!(matches!(
+            pending.wait(Duration::from_millis(30)),
+            Err(KfdError::Hang { .. })
+        ));
+        assert!(stuck.is_dead() && !fine.is_dead());
+        dev.wake_waiters().unwrap();
+    }
+    emu.assert_no_leaks();
+}

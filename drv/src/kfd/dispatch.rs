@@ -56,19 +56,34 @@ impl Completion {
             std::hint::spin_loop();
         }
         let ints = &self.queue.interrupts;
+        let mut interrupts = true;
         loop {
             if self.is_done() {
                 return Ok(());
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(self.hang(budget));
+                return Err(self.hang(budget, String::new()));
             }
-            match ints.wait_any(
-                &[ints.signal, ints.memory, ints.hw],
-                (deadline - now).min(SLICE),
-            )? {
-                WaitOutcome::Fired | WaitOutcome::TimedOut => {}
+            let slice = (deadline - now).min(SLICE);
+            if !interrupts {
+                std::thread::sleep(slice.min(Duration::from_millis(1)));
+                continue;
+            }
+            match ints.wait_any(&[ints.signal, ints.memory, ints.hw], slice) {
+                Ok(WaitOutcome::Fired) if !self.is_done() => {
+                    // Either another signal's interrupt, or a GPU fault: a fault will not
+                    // let this work finish, so report it now instead of at the deadline.
+                    let fault = ints.fault_detail();
+                    if !fault.is_empty() {
+                        return Err(self.hang(start.elapsed(), fault));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAIT_EVENTS failed; polling the signal instead");
+                    interrupts = false;
+                }
             }
         }
     }
@@ -79,30 +94,25 @@ impl Completion {
         self.signal.timestamps()
     }
 
-    fn hang(&self, budget: Duration) -> KfdError {
+    fn hang(&self, waited: Duration, fault: String) -> KfdError {
         let q = &self.queue;
         let (rptr, wptr) = (q.rptr(), q.wptr());
-        let detail = q.interrupts.fault_detail();
-        tracing::error!(
-            queue_id = q.queue_id,
-            rptr,
-            wptr,
-            ?budget,
-            "GPU hang: destroying queue"
-        );
-        let mut detail = detail;
+        let mut detail = if fault.is_empty() {
+            q.interrupts.fault_detail()
+        } else {
+            fault
+        };
+        tracing::error!(queue_id = q.queue_id, rptr, wptr, ?waited, %detail, "GPU hang: destroying queue");
         if let Err(e) = q.destroy() {
-            detail = format!(
-                "{detail}{}destroying the queue also failed: {e}",
-                if detail.is_empty() { "" } else { "; " }
-            );
+            let sep = if detail.is_empty() { "" } else { "; " };
+            detail = format!("{detail}{sep}destroying the queue also failed: {e}");
         }
         KfdError::Hang {
             queue_id: q.queue_id,
             index: self.index,
             rptr,
             wptr,
-            budget,
+            budget: waited,
             detail,
         }
     }
@@ -171,7 +181,14 @@ impl AqlQueue {
         let signal = self.inner.signals.take(1)?;
         let last = packets.len() - 1;
         packets[last] = packets[last].with_completion_signal(signal.handle());
-        let index = self.inner.submit(&packets)?;
+        let index = match self.inner.submit(&packets) {
+            Ok(i) => i,
+            Err(e) => {
+                // Nothing references the signal: hand its slot back.
+                signal.cancel();
+                return Err(e);
+            }
+        };
         Ok(Completion {
             queue: self.inner.clone(),
             signal,

@@ -74,8 +74,12 @@ impl Interrupts {
         let (core, node) = (dev.core(), dev.node().index);
         let signal = create(core, node, EventKind::Signal, true, page.handle())?;
         page.keep_until_process_exit();
-        let memory = create(core, node, EventKind::Memory, false, 0)?;
-        let hw = create(core, node, EventKind::HwException, false, 0)?;
+        let memory = create(core, node, EventKind::Memory, false, 0)
+            .inspect_err(|_| destroy(core, signal))?;
+        let hw = create(core, node, EventKind::HwException, false, 0).inspect_err(|_| {
+            destroy(core, signal);
+            destroy(core, memory);
+        })?;
         Ok(Interrupts {
             core: core.clone(),
             page,
@@ -170,19 +174,20 @@ fn create(
     })
 }
 
+fn destroy(core: &DevCore, e: Event) {
+    let mut a = sys::kfd_ioctl_destroy_event_args {
+        event_id: e.id,
+        pad: 0,
+    };
+    if let Err(err) = core.ioctl("AMDKFD_IOC_DESTROY_EVENT", sys::destroy_event, &mut a) {
+        tracing::warn!(error = %err, "destroy event {}", e.id);
+    }
+}
+
 impl Drop for Interrupts {
     fn drop(&mut self) {
         for e in [self.signal, self.memory, self.hw] {
-            let mut a = sys::kfd_ioctl_destroy_event_args {
-                event_id: e.id,
-                pad: 0,
-            };
-            if let Err(err) =
-                self.core
-                    .ioctl("AMDKFD_IOC_DESTROY_EVENT", sys::destroy_event, &mut a)
-            {
-                tracing::warn!(error = %err, "destroy event {}", e.id);
-            }
+            destroy(&self.core, e);
         }
     }
 }

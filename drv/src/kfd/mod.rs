@@ -56,9 +56,10 @@ pub enum KfdError {
         /// Reported minor.
         minor: u32,
     },
-    /// A dispatch did not complete within its budget; the queue was destroyed.
+    /// A dispatch did not complete within its budget, or the GPU reported a fault while
+    /// waiting; the queue was destroyed.
     #[error(
-        "GPU hang: queue {queue_id} did not complete packet {index} within {budget:?} \
+        "GPU hang: queue {queue_id} did not complete packet {index} after {budget:?} \
          (read index {rptr}, write index {wptr}); the queue was destroyed — create a new one \
          to continue{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") }
     )]
@@ -71,7 +72,7 @@ pub enum KfdError {
         rptr: u64,
         /// `write_dispatch_id` at timeout.
         wptr: u64,
-        /// The budget that ran out.
+        /// How long it was waited for (the budget, or less when a fault cut it short).
         budget: Duration,
         /// A memory-exception or HW-exception event seen meanwhile, if any.
         detail: String,

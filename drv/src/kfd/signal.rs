@@ -89,6 +89,13 @@ impl Signal {
         unsafe { (*p).load(Ordering::Acquire) }
     }
 
+    /// Marks a signal no packet refers to as complete, so dropping it frees the slot.
+    pub(crate) fn cancel(&self) {
+        let p = (self.handle() + AMD_SIGNAL_VALUE_OFFSET) as *const AtomicI64;
+        // SAFETY: as in `value`.
+        unsafe { (*p).store(0, Ordering::Release) };
+    }
+
     /// End timestamp the CP wrote (profiling on), in GPU clock ticks.
     pub(crate) fn timestamps(&self) -> (u64, u64) {
         // SAFETY: as in `value`; plain reads of fields the CP wrote before completing.

@@ -91,7 +91,7 @@ fn u64_at(st: &KState, va: u64) -> Option<&AtomicU64> {
 
 fn step(sh: &Shared, st: &mut KState, id: u32) {
     let q = &st.queues[&id];
-    if q.fault.is_some() {
+    if q.fault.is_some() || st.hung_queues.contains(&id) {
         return;
     }
     let (ring_va, packets, rptr_va, wptr_va, bell) = (

@@ -154,6 +154,17 @@ impl KfdEmu {
         self.sh.lock().hang = hang;
     }
 
+    /// While true, the CP ignores queue `queue_id` (a queue that never completes) and keeps
+    /// serving the others.
+    pub fn set_queue_hang(&self, queue_id: u32, hang: bool) {
+        let mut st = self.sh.lock();
+        if hang {
+            st.hung_queues.insert(queue_id);
+        } else {
+            st.hung_queues.remove(&queue_id);
+        }
+    }
+
     /// Number of live queues.
     pub fn queue_count(&self) -> usize {
         self.sh.lock().queues.len()

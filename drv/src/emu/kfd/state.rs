@@ -74,6 +74,7 @@ pub(crate) struct KState {
     pub(crate) doorbells: Option<Backing>,
     pub(crate) symbols: HashMap<u64, String>,
     pub(crate) hang: bool,
+    pub(crate) hung_queues: HashSet<u32>,
     pub(crate) allocated: u64,
     pub(crate) closed_with: Vec<String>,
 }
