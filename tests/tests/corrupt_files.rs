@@ -363,34 +363,50 @@ fn unknown_arch_and_bad_hyperparameters() {
     format::load_gguf_bytes("same.gguf", onebit_engine::model::Bytes::owned(d)).unwrap();
 }
 
+/// An `output.weight` that copies `token_embd` is the tied head and loads; any other
+/// head is untied and refused.
 #[test]
 fn untied_output_head_is_refused() {
     let Some((_, _, g)) = i2s() else { return };
-    let kv = g.metadata().to_vec();
-    let mut tensors: Vec<gguf_write::OutTensor<'_>> = g
-        .tensors()
-        .iter()
-        .map(|t| {
-            let d = g.tensor_data(t).unwrap();
-            gguf_write::OutTensor::from_bytes(
-                t.name.clone(),
-                t.dims.clone(),
-                t.ggml_type,
-                d.as_slice().to_vec().into(),
-            )
-        })
-        .collect();
-    let e = g.tensor("token_embd.weight").unwrap();
-    let d = g.tensor_data(e).unwrap();
-    tensors.push(gguf_write::OutTensor::from_bytes(
-        "output.weight",
-        e.dims.clone(),
-        e.ggml_type,
-        d.as_slice().to_vec().into(),
-    ));
-    let mut out = Vec::new();
-    gguf_write::write_gguf(&mut out, &kv, &tensors).unwrap();
-    expect_err("head.gguf", out, &["head.gguf", "output.weight", "untied"]);
+    let with_head = |flip: bool| {
+        let mut tensors: Vec<gguf_write::OutTensor<'_>> = g
+            .tensors()
+            .iter()
+            .map(|t| {
+                let d = g.tensor_data(t).unwrap();
+                gguf_write::OutTensor::from_bytes(
+                    t.name.clone(),
+                    t.dims.clone(),
+                    t.ggml_type,
+                    d.as_slice().to_vec().into(),
+                )
+            })
+            .collect();
+        let e = g.tensor("token_embd.weight").unwrap();
+        let mut head = g.tensor_data(e).unwrap().as_slice().to_vec();
+        if flip {
+            head[100] ^= 0x40;
+        }
+        tensors.push(gguf_write::OutTensor::from_bytes(
+            "output.weight",
+            e.dims.clone(),
+            e.ggml_type,
+            head.into(),
+        ));
+        let mut out = Vec::new();
+        gguf_write::write_gguf(&mut out, g.metadata(), &tensors).unwrap();
+        out
+    };
+    format::load_gguf_bytes(
+        "tied.gguf",
+        onebit_engine::model::Bytes::owned(with_head(false)),
+    )
+    .unwrap();
+    expect_err(
+        "head.gguf",
+        with_head(true),
+        &["head.gguf", "output.weight", "untied"],
+    );
 }
 
 #[test]

@@ -29,14 +29,25 @@ pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
     }
     let tokenizer = Tokenizer::from_gguf(g)?;
     let config = config_from_gguf(g, arch, &tokenizer)?;
-    if let Some(t) = g.tensor(layout::GGUF_OUTPUT) {
-        return Err(Error::tensor(
-            &g.path,
-            &t.name,
-            "the file has an untied output head; BitNet b1.58 ties it to token_embd and onebit has no separate head — remove output.weight when converting",
-        ));
-    }
     let embed_tokens = embedding(g, &config)?;
+    if let Some(t) = g.tensor(layout::GGUF_OUTPUT) {
+        // A head that is a byte-for-byte copy of token_embd is the tied head written out.
+        let e = g
+            .tensor(layout::GGUF_EMBD)
+            .filter(|e| e.ggml_type == t.ggml_type && e.dims == t.dims);
+        let same = e.is_some() && g.tensor_data(t)?.as_slice() == embed_tokens.data.as_slice();
+        if !same {
+            return Err(Error::tensor(
+                &g.path,
+                &t.name,
+                "the file has an untied output head; BitNet b1.58 ties it to token_embd and onebit has no separate head — remove output.weight when converting",
+            ));
+        }
+        tracing::warn!(
+            "{}: output.weight duplicates token_embd; using the tied head",
+            g.path.display()
+        );
+    }
     let mut src = GgufSource {
         g,
         ternary_types: Vec::new(),
@@ -55,6 +66,7 @@ pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
     let ternary_type = types.join("+");
     for t in g.tensors() {
         let known = t.name == layout::GGUF_EMBD
+            || t.name == layout::GGUF_OUTPUT
             || t.name == layout::GGUF_NORM
             || (0..config.n_layers).any(|i| {
                 (0..layout::LAYER_NAMES.len()).any(|k| layout::names(i, k).gguf == t.name)
