@@ -9,6 +9,7 @@ pub mod forward;
 pub mod generate;
 pub mod model;
 pub mod probe;
+pub mod probe_npu;
 pub mod sampler;
 pub mod synth;
 pub mod tokenizer;
