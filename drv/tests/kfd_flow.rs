@@ -224,3 +224,72 @@ fn large_shared_buffer_spans_chunks_at_adjacent_gpu_addresses() {
     }
     emu.assert_no_leaks();
 }
+
+/// A minimal ELF64 with a symbol table: `vector_add.kd` at 0x1000 and `other` at 0x40.
+fn tiny_elf() -> Vec<u8> {
+    let strtab = b"\0vector_add.kd\0other\0".to_vec();
+    let mut symtab = vec![0u8; 24]; // null symbol
+    for (name, value) in [(1u32, 0x1000u64), (15, 0x40)] {
+        let mut s = [0u8; 24];
+        s[0..4].copy_from_slice(&name.to_le_bytes());
+        s[4] = 0x11; // STB_GLOBAL, STT_OBJECT
+        s[8..16].copy_from_slice(&value.to_le_bytes());
+        symtab.extend_from_slice(&s);
+    }
+    let str_off = 64;
+    let sym_off = str_off + strtab.len();
+    let sh_off = sym_off + symtab.len();
+    let mut e = vec![0u8; 64];
+    e[..4].copy_from_slice(b"\x7fELF");
+    e[4] = 2;
+    e[5] = 1;
+    e[0x28..0x30].copy_from_slice(&(sh_off as u64).to_le_bytes());
+    e[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+    e[0x3C..0x3E].copy_from_slice(&3u16.to_le_bytes());
+    e.extend_from_slice(&strtab);
+    e.extend_from_slice(&symtab);
+    let section = |ty: u32, off: usize, size: usize, link: u32, entsize: u64| {
+        let mut s = [0u8; 64];
+        s[4..8].copy_from_slice(&ty.to_le_bytes());
+        s[24..32].copy_from_slice(&(off as u64).to_le_bytes());
+        s[32..40].copy_from_slice(&(size as u64).to_le_bytes());
+        s[40..44].copy_from_slice(&link.to_le_bytes());
+        s[56..64].copy_from_slice(&entsize.to_le_bytes());
+        s
+    };
+    e.extend_from_slice(&[0u8; 64]);
+    e.extend_from_slice(&section(3, str_off, strtab.len(), 0, 0));
+    e.extend_from_slice(&section(2, sym_off, symtab.len(), 1, 24));
+    e
+}
+
+#[test]
+fn kernels_are_found_by_symbol_in_a_loaded_code_object() {
+    let (emu, kfd) = Emulator::strix_halo();
+    register_vector_add(&kfd);
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        let mut code = GpuBuffer::alloc(&dev, 8192, AllocOptions::code()).unwrap();
+        let elf = tiny_elf();
+        code.as_mut_slice().unwrap()[..elf.len()].copy_from_slice(&elf);
+        let names = kfd.bind_code_object(code.va(), &elf).unwrap();
+        assert_eq!(names, vec!["vector_add".to_owned()]);
+        assert!(kfd.bind_code_object(0, b"not an elf").is_err());
+        let mut a = SharedGpuBuffer::new(&dev, "a", 64).unwrap();
+        put_f32(a.as_mut_slice(), (0..16).map(|i| i as f32));
+        let mut ka = GpuBuffer::alloc(&dev, 4096, AllocOptions::gtt()).unwrap();
+        let k = ka.as_mut_slice().unwrap();
+        k[0..8].copy_from_slice(&a.gpu_va().to_le_bytes());
+        k[8..16].copy_from_slice(&a.gpu_va().to_le_bytes());
+        k[16..24].copy_from_slice(&a.gpu_va().to_le_bytes());
+        k[24..28].copy_from_slice(&16u32.to_le_bytes());
+        let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
+        let args = DispatchArgs::linear(code.va() + 0x1000, ka.va(), 16, 16);
+        q.dispatch(&args)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(get_f32(a.as_slice())[15], 30.0);
+    }
+    emu.assert_no_leaks();
+}

@@ -14,6 +14,7 @@
 //! ```
 
 mod cp;
+mod elf;
 mod ioctls;
 mod state;
 pub mod topology;
@@ -147,6 +148,17 @@ impl KfdEmu {
             .lock()
             .symbols
             .insert(kernel_object, symbol.to_owned());
+    }
+
+    /// Binds every `<name>.kd` symbol of the code object `elf`, loaded so that ELF address 0
+    /// is GPU VA `base`, to the kernel `name`; returns the names bound.
+    pub fn bind_code_object(&self, base: u64, elf: &[u8]) -> Result<Vec<String>, String> {
+        let kds = elf::kernel_descriptors(elf)?;
+        let mut st = self.sh.lock();
+        for (name, value) in &kds {
+            st.symbols.insert(base + value, name.clone());
+        }
+        Ok(kds.into_iter().map(|(n, _)| n).collect())
     }
 
     /// While true, the CP consumes nothing: every queue looks hung.
