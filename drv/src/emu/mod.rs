@@ -12,6 +12,13 @@
 //!   device can look them up with [`Emulator::dmabuf`] to import them.
 //! * sysfs/procfs reads are served from an in-memory map of path -> contents.
 //!
+//! # The GPU
+//! `Emulator::strix_halo()` returns a machine with `/dev/kfd`, `/dev/dri/renderD128`, the
+//! KFD topology of a Ryzen AI MAX+ 395 and `/dev/udmabuf`, plus the [`kfd::KfdEmu`] handle
+//! used to register CPU implementations of kernels, bind kernel objects to them, and
+//! inject hangs. Faults of any ioctl by name: [`Emulator::fail_ioctl`]. End every test with
+//! [`Emulator::assert_no_leaks`].
+//!
 //! # How to add a device
 //! 1. Write `struct MyEmu` implementing [`DeviceEmu`] in its own file under `emu/` (decode
 //!    the request numbers from `crate::sys`, keep your handle tables behind a `Mutex`,
@@ -26,7 +33,6 @@
 
 pub mod host;
 pub mod kfd;
-
 mod maps;
 pub mod sysfs;
 pub mod udmabuf;
