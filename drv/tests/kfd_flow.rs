@@ -293,3 +293,35 @@ fn kernels_are_found_by_symbol_in_a_loaded_code_object() {
     }
     emu.assert_no_leaks();
 }
+
+#[test]
+fn userptr_memory_is_written_by_the_gpu_in_place() {
+    let (emu, kfd) = Emulator::strix_halo();
+    register_vector_add(&kfd);
+    let layout = std::alloc::Layout::from_size_align(8192, 4096).unwrap();
+    // SAFETY: non-zero size.
+    let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        // SAFETY: `mem` is 8 KiB, page-aligned, and outlives the buffer.
+        let user = unsafe { GpuBuffer::userptr(&dev, mem, 8192) }.unwrap();
+        assert_eq!(user.va(), mem as u64);
+        // SAFETY: not page-aligned on purpose.
+        assert!(unsafe { GpuBuffer::userptr(&dev, mem.wrapping_add(8), 4096) }.is_err());
+        let mut a = SharedGpuBuffer::new(&dev, "a", 64).unwrap();
+        put_f32(a.as_mut_slice(), (0..16).map(|i| i as f32));
+        let k = vector_add_kernel(&dev, &kfd, a.gpu_va(), a.gpu_va(), user.va(), 16);
+        let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
+        let args = DispatchArgs::linear(k.code.va(), k.kernarg.va(), 16, 16);
+        q.dispatch(&args)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+        // SAFETY: 64 initialised bytes of our allocation.
+        let got = get_f32(unsafe { std::slice::from_raw_parts(mem, 64) });
+        assert_eq!(got[7], 14.0);
+    }
+    // SAFETY: allocated above with `layout`; the GPU mapping is gone.
+    unsafe { std::alloc::dealloc(mem, layout) };
+    emu.assert_no_leaks();
+}
