@@ -10,6 +10,7 @@ pub mod codeobj;
 pub mod emu;
 pub mod error;
 pub mod io;
+pub mod io_trace;
 pub mod kfd;
 pub mod sys;
 pub mod topology;
