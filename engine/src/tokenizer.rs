@@ -35,6 +35,7 @@ const EOS_NAMES: &[&str] = &[
     "<eos>",
 ];
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Added tokens (specials and user-defined): id → text.
