@@ -52,6 +52,7 @@ fn discovery_and_queries() {
             (8, 6, 4, 2)
         );
         assert_eq!(dev.firmware_version().unwrap().to_string(), "1.1.0.0");
+        assert_eq!(dev.aie_version().unwrap(), (2, 0));
         let clocks = dev.clocks().unwrap();
         assert_eq!(clocks[0].name, "MP-NPU Clock");
         assert_eq!(clocks[1].mhz, 1800);
@@ -524,6 +525,14 @@ fn injected_ioctl_faults_name_ioctl_errno_and_advice() {
         emu.fail_ioctl("DRM_IOCTL_AMDXDNA_CREATE_BO", libc::ENOMEM, 1);
         let e = r.dev.alloc_share(4096).unwrap_err().to_string();
         assert!(e.contains("LimitMEMLOCK") || e.contains("heap"), "{e}");
+
+        emu.fail_ioctl("DRM_IOCTL_AMDXDNA_CREATE_BO", libc::ENOMEM, 1);
+        let e = r.dev.alloc_dev(4096).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOMEM));
+        assert!(
+            e.to_string().contains("64 MiB device heap has no room"),
+            "{e}"
+        );
     }
     emu.assert_no_leaks();
 }

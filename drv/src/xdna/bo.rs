@@ -398,12 +398,14 @@ impl XdnaDevice {
     pub fn alloc_dev(&self, size: u64) -> Result<Bo, XdnaError> {
         let heap = self.heap()?;
         let size = size.max(1).next_multiple_of(AIE2_DEV_BO_ALIGN);
-        let handle = create(&self.inner, AMDXDNA_BO_DEV, size, 0, "DEV").map_err(|e| match e.errno() {
-            Some(libc::ENOMEM | libc::EAGAIN) => XdnaError::Invalid(format!(
-                "the {} MiB device heap has no room for a {size}-byte DEV BO: create a larger heap first (XdnaDevice::create_heap, at most 512 MiB)",
-                heap.size() >> 20
-            )),
-            _ => e,
+        let handle = create(&self.inner, AMDXDNA_BO_DEV, size, 0, "DEV").map_err(|e| match e {
+            XdnaError::Sys(s) if matches!(s.errno(), Some(libc::ENOMEM | libc::EAGAIN)) => {
+                XdnaError::Sys(s.with_advice(format!(
+                    "the {} MiB device heap has no room for a {size}-byte DEV BO: create a larger heap first (XdnaDevice::create_heap, at most 512 MiB)",
+                    heap.size() >> 20
+                )))
+            }
+            e => e,
         })?;
         let (mut bo, i) = Bo::finish(&self.inner, handle, BoKind::Dev, size, false)?;
         let offset = bo

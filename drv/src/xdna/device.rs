@@ -454,3 +454,60 @@ fn query_version(io: &dyn KernelIo, fd: &Fd, target: &str) -> Result<DriverVersi
         patch: v.version_patchlevel,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(minor: i32) -> DriverVersion {
+        DriverVersion {
+            name: DRIVER_NAME.into(),
+            major: 0,
+            minor,
+            patch: 0,
+        }
+    }
+
+    #[test]
+    fn features_follow_the_driver_version() {
+        assert_eq!(
+            Features::of(&v(0)),
+            Features {
+                get_array: false,
+                last_async_error: false,
+                user_memory_bo: false
+            }
+        );
+        assert_eq!(
+            Features::of(&v(1)),
+            Features {
+                get_array: true,
+                last_async_error: false,
+                user_memory_bo: false
+            }
+        );
+        assert_eq!(
+            Features::of(&v(6)),
+            Features {
+                get_array: true,
+                last_async_error: true,
+                user_memory_bo: false
+            }
+        );
+        assert_eq!(
+            Features::of(&v(7)),
+            Features {
+                get_array: true,
+                last_async_error: true,
+                user_memory_bo: true
+            }
+        );
+        let newer_major = DriverVersion {
+            major: 1,
+            minor: 0,
+            ..v(0)
+        };
+        assert!(Features::of(&newer_major).user_memory_bo);
+        assert_eq!(v(7).to_string(), "amdxdna_accel_driver 0.7.0");
+    }
+}
