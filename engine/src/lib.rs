@@ -11,6 +11,7 @@ pub mod model;
 pub mod probe;
 pub mod probe_npu;
 pub mod sampler;
+pub mod server;
 pub mod synth;
 pub mod tokenizer;
 

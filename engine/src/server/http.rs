@@ -1,0 +1,573 @@
+//! A small HTTP/1.1 implementation: just what an OpenAI-style API needs (request line,
+//! headers, `Content-Length` or chunked bodies, `Expect: 100-continue`, keep-alive,
+//! chunked responses for SSE). Every read has a deadline and every size has a limit, so a
+//! slow or hostile client costs one thread for a bounded time and nothing more.
+
+use super::listen::Conn;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+/// Limits applied while reading one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Request line plus headers.
+    pub max_head: usize,
+    pub max_headers: usize,
+    pub max_body: usize,
+    /// How long an idle keep-alive connection may wait for its next request.
+    pub idle: Duration,
+    /// How long a request may take to arrive once its first byte has.
+    pub request: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_head: 16 * 1024,
+            max_headers: 64,
+            max_body: 4 << 20,
+            idle: Duration::from_secs(30),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Whether the connection may serve another request after this one.
+    pub keep_alive: bool,
+}
+
+impl Request {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why no request could be read. `Closed` and `Idle` end the connection quietly; the
+/// others get a 4xx answer (the status is given) and then end it.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client closed the connection between requests.
+    Closed,
+    /// No request started within the idle timeout.
+    Idle,
+    /// A malformed or over-limit request: (status, message for the client).
+    Bad(u16, String),
+    /// A socket error or a timeout in the middle of a request.
+    Io(io::Error),
+}
+
+fn bad(status: u16, msg: impl Into<String>) -> ReadError {
+    ReadError::Bad(status, msg.into())
+}
+
+/// Sets the socket read timeout to what is left of `deadline` before each read.
+fn arm(conn: &BufReader<Conn>, deadline: Instant) -> Result<(), ReadError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ReadError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request took too long to arrive",
+        )));
+    }
+    conn.get_ref()
+        .set_read_timeout(Some(left))
+        .map_err(ReadError::Io)
+}
+
+/// Reads one line ending in `\n` of at most `budget` bytes (the line counts against it).
+fn read_line(
+    r: &mut BufReader<Conn>,
+    budget: &mut usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, ReadError> {
+    let mut line = Vec::new();
+    loop {
+        arm(r, deadline)?;
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        if buf.is_empty() {
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed mid-request",
+            )));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if take > *budget {
+            return Err(bad(431, "request line or headers too large"));
+        }
+        *budget -= take;
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        if done {
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
+                line.pop();
+            }
+            return Ok(line);
+        }
+    }
+}
+
+/// Waits up to `limits.idle` for the first byte of the next request.
+fn wait_first_byte(r: &mut BufReader<Conn>, idle: Duration) -> Result<(), ReadError> {
+    if !r.buffer().is_empty() {
+        return Ok(());
+    }
+    r.get_ref()
+        .set_read_timeout(Some(idle))
+        .map_err(ReadError::Io)?;
+    loop {
+        match r.fill_buf() {
+            Ok([]) => return Err(ReadError::Closed),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ReadError::Idle)
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(ReadError::Closed),
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+}
+
+/// Reads the next request from `r`. Answers `Expect: 100-continue` itself.
+pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request, ReadError> {
+    wait_first_byte(r, limits.idle)?;
+    let deadline = Instant::now() + limits.request;
+    let mut budget = limits.max_head;
+    let mut line = read_line(r, &mut budget, deadline)?;
+    // RFC 9112 §2.2: ignore empty lines before the request line.
+    while line.is_empty() {
+        line = read_line(r, &mut budget, deadline)?;
+    }
+    let line = String::from_utf8(line).map_err(|_| bad(400, "request line is not UTF-8"))?;
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad(
+            400,
+            format!("malformed request line {:?}", truncate(&line, 80)),
+        ));
+    };
+    let http11 = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        v => {
+            return Err(bad(
+                505,
+                format!(
+                    "unsupported HTTP version {:?}; use HTTP/1.1",
+                    truncate(v, 20)
+                ),
+            ))
+        }
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(bad(400, "malformed method"));
+    }
+    if !target.starts_with('/') {
+        return Err(bad(400, "request target must be an absolute path"));
+    }
+    let path = target.split('?').next().unwrap_or("/").to_string();
+
+    let mut headers = Vec::new();
+    loop {
+        let h = read_line(r, &mut budget, deadline)?;
+        if h.is_empty() {
+            break;
+        }
+        if headers.len() == limits.max_headers {
+            return Err(bad(
+                431,
+                format!("more than {} headers", limits.max_headers),
+            ));
+        }
+        let h = String::from_utf8(h).map_err(|_| bad(400, "header is not UTF-8"))?;
+        let Some((k, v)) = h.split_once(':') else {
+            return Err(bad(
+                400,
+                format!("malformed header line {:?}", truncate(&h, 80)),
+            ));
+        };
+        if k.is_empty() || k.contains(|c: char| c.is_whitespace()) {
+            return Err(bad(
+                400,
+                format!("malformed header name {:?}", truncate(k, 40)),
+            ));
+        }
+        headers.push((k.to_string(), v.trim().to_string()));
+    }
+    let mut req = Request {
+        method: method.to_string(),
+        path,
+        headers,
+        body: Vec::new(),
+        keep_alive: http11,
+    };
+    if let Some(c) = req.header("connection") {
+        let c = c.to_ascii_lowercase();
+        if c.contains("close") {
+            req.keep_alive = false;
+        } else if c.contains("keep-alive") {
+            req.keep_alive = true;
+        }
+    }
+
+    let chunked = match req.header("transfer-encoding") {
+        None => false,
+        Some(te) if te.eq_ignore_ascii_case("chunked") => true,
+        Some(te) => {
+            return Err(bad(
+                501,
+                format!(
+                    "unsupported Transfer-Encoding {:?}; send chunked or Content-Length",
+                    truncate(te, 40)
+                ),
+            ))
+        }
+    };
+    let length = match req.header("content-length") {
+        _ if chunked => None,
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| bad(400, format!("invalid Content-Length {:?}", truncate(v, 40))))?,
+        ),
+    };
+    if let Some(n) = length {
+        if n > limits.max_body as u64 {
+            return Err(bad(
+                413,
+                format!(
+                    "request body of {n} bytes is over the limit of {} bytes",
+                    limits.max_body
+                ),
+            ));
+        }
+    }
+    let expects_body = chunked || length.is_some_and(|n| n > 0);
+    if expects_body
+        && req
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        let w = r.get_mut();
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .and_then(|_| w.flush())
+            .map_err(ReadError::Io)?;
+    }
+    if chunked {
+        req.body = read_chunked(r, limits.max_body, deadline)?;
+    } else if let Some(n) = length {
+        req.body = vec![0; n as usize];
+        let mut got = 0;
+        while got < req.body.len() {
+            arm(r, deadline)?;
+            match r.read(&mut req.body[got..]) {
+                Ok(0) => {
+                    return Err(ReadError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "body shorter than Content-Length",
+                    )))
+                }
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+    Ok(req)
+}
+
+fn read_chunked(
+    r: &mut BufReader<Conn>,
+    max: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    loop {
+        let mut budget = 1024;
+        let line = read_line(r, &mut budget, deadline)?;
+        let line = std::str::from_utf8(&line).map_err(|_| bad(400, "malformed chunk size"))?;
+        let hex = line.split(';').next().unwrap_or("").trim();
+        let n = usize::from_str_radix(hex, 16)
+            .map_err(|_| bad(400, format!("malformed chunk size {:?}", truncate(hex, 20))))?;
+        if n == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let mut budget = 8192;
+                if read_line(r, &mut budget, deadline)?.is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        if body.len() + n > max {
+            return Err(bad(
+                413,
+                format!("request body is over the limit of {max} bytes"),
+            ));
+        }
+        let start = body.len();
+        body.resize(start + n, 0);
+        let mut got = start;
+        while got < body.len() {
+            arm(r, deadline)?;
+            match r.read(&mut body[got..]) {
+                Ok(0) => {
+                    return Err(ReadError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed mid-chunk",
+                    )))
+                }
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+        let mut budget = 2;
+        if !read_line(r, &mut budget, deadline)?.is_empty() {
+            return Err(bad(400, "chunk data longer than its size"));
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// A complete response with a `Content-Length` body.
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, v: &serde_json::Value) -> Self {
+        let mut body = serde_json::to_vec(v).unwrap_or_default();
+        body.push(b'\n');
+        Self {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub fn text(status: u16, content_type: &'static str, body: String) -> Self {
+        Self {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into_bytes(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn write_to(&self, w: &mut impl Write, keep_alive: bool) -> io::Result<()> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(if keep_alive {
+            "Connection: keep-alive\r\n\r\n"
+        } else {
+            "Connection: close\r\n\r\n"
+        });
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&self.body);
+        w.write_all(&out)?;
+        w.flush()
+    }
+}
+
+/// A `Transfer-Encoding: chunked` response body, for SSE.
+pub struct Chunked<'a, W: Write> {
+    w: &'a mut W,
+}
+
+impl<'a, W: Write> Chunked<'a, W> {
+    /// Writes the head of a 200 response of `content_type` and returns the body writer.
+    pub fn start(w: &'a mut W, content_type: &str, keep_alive: bool) -> io::Result<Self> {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\nConnection: {}\r\n\r\n",
+            if keep_alive { "keep-alive" } else { "close" }
+        );
+        w.write_all(head.as_bytes())?;
+        w.flush()?;
+        Ok(Self { w })
+    }
+
+    /// The underlying writer (for checks that only look at it).
+    pub fn inner(&self) -> &W {
+        self.w
+    }
+
+    /// Sends `data` as one chunk and flushes it to the client.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+        self.w.write_all(&out)?;
+        self.w.flush()
+    }
+
+    pub fn finish(self) -> io::Result<()> {
+        self.w.write_all(b"0\r\n\r\n")?;
+        self.w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn parse(raw: &[u8], limits: Limits) -> (Result<Request, ReadError>, Vec<u8>) {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(raw).unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut r = BufReader::new(Conn::Unix(a));
+        let res = read_request(&mut r, &limits);
+        drop(r);
+        let mut echoed = Vec::new();
+        b.read_to_end(&mut echoed).unwrap();
+        (res, echoed)
+    }
+
+    fn quick() -> Limits {
+        Limits {
+            idle: Duration::from_secs(2),
+            request: Duration::from_secs(2),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn parses_body_and_headers() {
+        let raw = b"POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{}xy";
+        let (r, _) = parse(raw, quick());
+        let r = r.unwrap();
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/v1/completions");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body, b"{}xy");
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn chunked_body_and_continue() {
+        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n";
+        let (r, echoed) = parse(raw, quick());
+        assert_eq!(r.unwrap().body, b"abcde");
+        assert_eq!(echoed, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn limits_give_statuses() {
+        let mut l = quick();
+        l.max_body = 10;
+        let (r, _) = parse(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", l);
+        assert!(matches!(r, Err(ReadError::Bad(413, _))));
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(20000));
+        assert!(matches!(
+            parse(long.as_bytes(), quick()).0,
+            Err(ReadError::Bad(431, _))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/2.0\r\n\r\n", quick()).0,
+            Err(ReadError::Bad(505, _))
+        ));
+        assert!(matches!(
+            parse(b"garbage\r\n\r\n", quick()).0,
+            Err(ReadError::Bad(400, _))
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", quick()).0,
+            Err(ReadError::Bad(400, _))
+        ));
+        assert!(matches!(parse(b"", quick()).0, Err(ReadError::Closed)));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab", quick()).0,
+            Err(ReadError::Io(_))
+        ));
+        let (r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", quick());
+        assert!(!r.unwrap().keep_alive);
+    }
+
+    #[test]
+    fn chunked_response_framing() {
+        let mut out = Vec::new();
+        let mut c = Chunked::start(&mut out, "text/event-stream", true).unwrap();
+        c.send(b"data: x\n\n").unwrap();
+        c.send(b"").unwrap();
+        c.finish().unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(
+            s.ends_with("\r\n\r\n9\r\ndata: x\n\n\r\n0\r\n\r\n"),
+            "{s:?}"
+        );
+    }
+}

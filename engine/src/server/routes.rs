@@ -1,0 +1,712 @@
+//! The routes: health, models, metrics, tokenize/detokenize, and the two generation
+//! routes with and without SSE.
+
+use super::api::{self, ChatRequest, CompletionRequest, Prompt};
+use super::error::ApiError;
+use super::http::{Chunked, Request, Response};
+use super::listen::Conn;
+use super::scheduler::{Event, Finish, Job, Rejected, TokenLogprob, Usage};
+use super::text::TextStream;
+use super::{Ready, Shared};
+use serde_json::{json, Value};
+use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Answers one request; returns whether the connection can serve another.
+pub fn handle(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> bool {
+    let result = route(sh, req, conn);
+    let keep = req.keep_alive && !sh.closing.load(Relaxed);
+    match result {
+        Ok(Reply::Done(keep_stream)) => keep_stream && keep,
+        Ok(Reply::Send(resp)) => resp.write_to(conn.get_mut(), keep).is_ok() && keep,
+        Err(e) => {
+            if e.status >= 500 && e.status != 503 {
+                tracing::warn!(
+                    status = e.status,
+                    message = e.message,
+                    path = req.path,
+                    "request failed"
+                );
+            }
+            e.response().write_to(conn.get_mut(), keep).is_ok() && keep
+        }
+    }
+}
+
+enum Reply {
+    Send(Response),
+    /// The handler wrote the response itself (a stream); the flag says whether the
+    /// connection is still usable.
+    Done(bool),
+}
+
+fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply, ApiError> {
+    let p = req.path.as_str();
+    let allowed: &[&str] = match p {
+        "/health" | "/v1/health" | "/v1/models" | "/models" | "/metrics" | "/props" => &["GET"],
+        "/v1/chat/completions"
+        | "/chat/completions"
+        | "/v1/completions"
+        | "/completions"
+        | "/tokenize"
+        | "/detokenize" => &["POST"],
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "not_found_error",
+                format!(
+                "no route {} {p}; see /v1/models, /v1/chat/completions, /v1/completions, /health",
+                req.method
+            ),
+            ))
+        }
+    };
+    if !allowed.contains(&req.method.as_str()) {
+        return Ok(Reply::Send(
+            ApiError::new(
+                405,
+                "invalid_request_error",
+                format!("{p} takes {}, not {}", allowed.join(", "), req.method),
+            )
+            .response()
+            .with_header("Allow", allowed.join(", ")),
+        ));
+    }
+    if matches!(p, "/health" | "/v1/health") {
+        return Ok(Reply::Send(match sh.ready.get() {
+            Some(_) => Response::json(200, &json!({"status": "ok"})),
+            None => ApiError::loading().response(),
+        }));
+    }
+    authorize(sh, req)?;
+    if p == "/metrics" {
+        if !sh.opts.metrics {
+            return Err(ApiError::new(
+                404,
+                "not_found_error",
+                "metrics are off; start onebitd with --metrics",
+            ));
+        }
+        return Ok(Reply::Send(Response::text(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            sh.metrics.render(),
+        )));
+    }
+    let ready = sh.ready.get().ok_or_else(ApiError::loading)?;
+    if req.method == "POST" {
+        check_json(req)?;
+    }
+    match p {
+        "/v1/models" | "/models" => Ok(Reply::Send(Response::json(200, &models(ready)))),
+        "/props" => Ok(Reply::Send(Response::json(200, &props(sh, ready)))),
+        "/tokenize" => tokenize(ready, &req.body).map(Reply::Send),
+        "/detokenize" => detokenize(ready, &req.body).map(Reply::Send),
+        "/v1/chat/completions" | "/chat/completions" => {
+            generate(sh, ready, Kind::Chat, &req.body, conn)
+        }
+        _ => generate(sh, ready, Kind::Text, &req.body, conn),
+    }
+}
+
+fn authorize(sh: &Shared, req: &Request) -> Result<(), ApiError> {
+    let Some(key) = &sh.opts.api_key else {
+        return Ok(());
+    };
+    let given = req
+        .header("authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| req.header("x-api-key"))
+        .map(str::trim)
+        .unwrap_or("");
+    // Compare without an early exit so timing does not reveal a matching prefix.
+    let same = given.len() == key.len()
+        && given
+            .bytes()
+            .zip(key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+fn check_json(req: &Request) -> Result<(), ApiError> {
+    match req.header("content-type") {
+        None => Ok(()),
+        Some(ct)
+            if ct
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) =>
+        {
+            Ok(())
+        }
+        Some(ct) => Err(ApiError::new(
+            415,
+            "invalid_request_error",
+            format!("Content-Type {ct:?}: send the body as application/json"),
+        )),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn new_id(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let x = (t ^ N.fetch_add(1, Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    format!("{prefix}-{:016x}{:08x}", x, std::process::id())
+}
+
+fn models(r: &Ready) -> Value {
+    let i = &r.info;
+    json!({"object": "list", "data": [{
+        "id": i.id, "object": "model", "created": now_secs(), "owned_by": "onebit",
+        "meta": {"n_ctx_train": i.n_ctx_train, "n_ctx_slot": i.n_ctx_slot, "n_vocab": i.n_vocab, "n_params": i.n_params}
+    }]})
+}
+
+fn props(sh: &Shared, r: &Ready) -> Value {
+    let s = &sh.opts.defaults.sampling;
+    json!({
+        "model_path": r.info.path, "model_alias": r.info.id, "total_slots": sh.opts.slots, "n_ctx": r.info.n_ctx_slot,
+        "default_generation_settings": {
+            "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p,
+            "repeat_penalty": s.repeat_penalty, "repeat_last_n": s.repeat_last_n,
+            "n_predict": sh.opts.defaults.max_tokens.map_or(-1, |n| n as i64),
+        },
+        "build_info": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn tokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        content: String,
+        #[serde(default)]
+        add_special: bool,
+        #[serde(default)]
+        with_pieces: bool,
+    }
+    let q: Req = api::parse(body)?;
+    let ids = r
+        .vocab
+        .encode(&q.content, q.add_special)
+        .map_err(|e| ApiError::invalid(e).param("content"))?;
+    let tokens: Vec<Value> = if q.with_pieces {
+        ids.iter()
+            .map(|&id| {
+                let b = r.vocab.token_bytes(id);
+                match String::from_utf8(b.clone()) {
+                    Ok(s) => json!({"id": id, "piece": s}),
+                    Err(_) => json!({"id": id, "piece": b}),
+                }
+            })
+            .collect()
+    } else {
+        ids.iter().map(|&id| json!(id)).collect()
+    };
+    Ok(Response::json(200, &json!({"tokens": tokens})))
+}
+
+fn detokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        tokens: Vec<i64>,
+    }
+    let q: Req = api::parse(body)?;
+    let ids = check_ids(r, &q.tokens, "tokens")?;
+    let text = r
+        .vocab
+        .decode(&ids)
+        .map_err(|e| ApiError::invalid(e).param("tokens"))?;
+    Ok(Response::json(200, &json!({"content": text})))
+}
+
+fn check_ids(r: &Ready, ids: &[i64], param: &str) -> Result<Vec<u32>, ApiError> {
+    let n = r.vocab.vocab_size();
+    ids.iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            u32::try_from(t)
+                .ok()
+                .filter(|&t| (t as usize) < n)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "{param}[{i}] = {t} is not a token id; ids run from 0 to {}",
+                        n - 1
+                    ))
+                    .param(param)
+                })
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+/// A checked generation request and what its responses share.
+struct Gen {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+    plan: api::Plan,
+    prompt: Vec<u32>,
+    logprobs: Option<usize>,
+    /// Completions with `echo`: the prompt text, sent before the completion.
+    echo: Option<String>,
+}
+
+fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiError> {
+    let n_ctx = r.info.n_ctx_slot;
+    let (plan, prompt, logprobs, echo) = match kind {
+        Kind::Chat => {
+            let q: ChatRequest = api::parse(body)?;
+            let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
+            let msgs = q.chat_messages()?;
+            let prompt = r
+                .vocab
+                .chat_prompt(&msgs)
+                .map_err(|e| ApiError::invalid(e).param("messages"))?;
+            (plan, prompt, q.logprobs()?, None)
+        }
+        Kind::Text => {
+            let q: CompletionRequest = api::parse(body)?;
+            let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
+            let (prompt, text) = match &q.prompt {
+                Prompt::Text(t) => (r.vocab.encode(t, true), t.clone()),
+                Prompt::Texts(v) if v.len() == 1 => (r.vocab.encode(&v[0], true), v[0].clone()),
+                Prompt::Texts(v) => {
+                    return Err(ApiError::invalid(format!(
+                        "prompt is a list of {} strings: onebitd completes one prompt per request",
+                        v.len()
+                    ))
+                    .param("prompt"))
+                }
+                Prompt::Tokens(ids) => {
+                    let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+                    let ids = check_ids(r, &ids, "prompt")?;
+                    let text = r.vocab.decode(&ids).unwrap_or_default();
+                    (Ok(ids), text)
+                }
+            };
+            let prompt = prompt.map_err(|e| ApiError::invalid(e).param("prompt"))?;
+            (plan, prompt, q.logprobs()?, q.echo.then_some(text))
+        }
+    };
+    if prompt.is_empty() {
+        return Err(
+            ApiError::invalid("the prompt is empty: give some text to continue".into())
+                .param("prompt"),
+        );
+    }
+    if prompt.len() >= n_ctx {
+        return Err(ApiError::invalid(format!(
+            "the prompt has {} tokens but the context holds {n_ctx}; shorten it (context_length_exceeded)",
+            prompt.len()
+        ))
+        .param(if kind == Kind::Chat { "messages" } else { "prompt" }));
+    }
+    if let Some(m) = plan.max_tokens {
+        if prompt.len() + m > n_ctx {
+            return Err(ApiError::invalid(format!(
+                "this model's context is {n_ctx} tokens, but {} were asked for ({} in the prompt, {m} in the completion); lower max_tokens or shorten the prompt",
+                prompt.len() + m,
+                prompt.len()
+            ))
+            .param("max_tokens"));
+        }
+    }
+    let prefix = if kind == Kind::Chat {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    };
+    Ok(Gen {
+        kind,
+        id: new_id(prefix),
+        created: now_secs(),
+        model: r.info.id.clone(),
+        plan,
+        prompt,
+        logprobs,
+        echo,
+    })
+}
+
+/// What the connection side keeps of one generation.
+struct Collected {
+    completion_tokens: usize,
+    cached: usize,
+    /// Per generated token: (bytes, logprob).
+    logprobs: Vec<(Vec<u8>, TokenLogprob)>,
+}
+
+fn generate(
+    sh: &Shared,
+    r: &Ready,
+    kind: Kind,
+    body: &[u8],
+    conn: &mut BufReader<Conn>,
+) -> Result<Reply, ApiError> {
+    let g = prepare(sh, r, kind, body)?;
+    let (tx, rx) = mpsc::channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let job = Job {
+        prompt: g.prompt.clone(),
+        sampling: g.plan.sampling.clone(),
+        max_new: g
+            .plan
+            .max_tokens
+            .unwrap_or(r.info.n_ctx_slot - g.prompt.len()),
+        logprobs: g.logprobs,
+        cache_prompt: g.plan.cache_prompt,
+        events: tx,
+        cancel: cancel.clone(),
+        arrived: Instant::now(),
+    };
+    match r.queue.submit(job) {
+        Ok(()) => {}
+        Err(Rejected::Busy) => return Err(ApiError::busy(1)),
+        Err(Rejected::Closing) => return Err(ApiError::closing()),
+    }
+    // Whatever happens below, the engine must stop working for this request.
+    let _cancel_on_exit = CancelOnDrop(cancel);
+    if g.plan.stream {
+        Ok(Reply::Done(stream(sh, r, &g, &rx, conn)))
+    } else {
+        collect(r, &g, &rx, conn).map(Reply::Send)
+    }
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+/// One step of reading engine events for a connection.
+enum Step {
+    /// New text to send (may be empty) and the token's logprob entry.
+    Text(String, Option<(Vec<u8>, TokenLogprob)>),
+    /// The generation ended: the remaining text and why.
+    End(String, Finish, Option<Usage>),
+    Failed(String),
+    /// Nothing yet.
+    Wait,
+    /// The client went away.
+    Gone,
+}
+
+struct Reader<'a> {
+    r: &'a Ready,
+    rx: &'a mpsc::Receiver<Event>,
+    text: TextStream,
+    got: Collected,
+}
+
+impl<'a> Reader<'a> {
+    fn new(r: &'a Ready, g: &Gen, rx: &'a mpsc::Receiver<Event>) -> Self {
+        Self {
+            r,
+            rx,
+            text: TextStream::new(g.plan.stops.clone()),
+            got: Collected {
+                completion_tokens: 0,
+                cached: 0,
+                logprobs: Vec::new(),
+            },
+        }
+    }
+
+    fn next(&mut self, conn: &Conn, wait: Duration) -> Step {
+        match self.rx.recv_timeout(wait) {
+            Ok(Event::Started { cached }) => {
+                self.got.cached = cached;
+                Step::Wait
+            }
+            Ok(Event::Token { id, logprob }) => {
+                self.got.completion_tokens += 1;
+                let bytes = if self.r.vocab.is_control(id) {
+                    Vec::new()
+                } else {
+                    self.r.vocab.token_bytes(id)
+                };
+                let piece = self.text.push(&bytes);
+                let lp = logprob.map(|l| (bytes, l));
+                if self.text.stopped() {
+                    // A stop string matched: the text is final, the engine can stop.
+                    return Step::End(piece, Finish::Stop, None);
+                }
+                Step::Text(piece, lp)
+            }
+            Ok(Event::Done { finish, usage }) => Step::End(self.text.finish(), finish, Some(usage)),
+            Ok(Event::Failed(msg)) => Step::Failed(msg),
+            Err(RecvTimeoutError::Timeout) if conn.peer_gone() => Step::Gone,
+            Err(RecvTimeoutError::Timeout) => Step::Wait,
+            Err(RecvTimeoutError::Disconnected) => Step::Failed("the engine stopped".into()),
+        }
+    }
+
+    /// llama-server's `timings` object (only when the engine finished the request).
+    fn timings(engine: Option<&Usage>) -> Option<Value> {
+        engine.map(|e| {
+            json!({
+                "prompt_n": e.prompt_tokens - e.cached_tokens, "prompt_ms": e.prompt_ms, "cache_n": e.cached_tokens,
+                "predicted_n": e.completion_tokens, "predicted_ms": e.predicted_ms,
+                "predicted_per_second": if e.predicted_ms > 0.0 { e.completion_tokens as f64 * 1e3 / e.predicted_ms } else { 0.0 },
+            })
+        })
+    }
+
+    fn usage(&self, g: &Gen, engine: Option<&Usage>) -> Value {
+        let completion = engine.map_or(self.got.completion_tokens, |u| u.completion_tokens);
+        let cached = engine.map_or(self.got.cached, |u| u.cached_tokens);
+        json!({
+            "prompt_tokens": g.prompt.len(),
+            "completion_tokens": completion,
+            "total_tokens": g.prompt.len() + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        })
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Chat logprobs entries (`logprobs.content`) for the given tokens.
+fn chat_logprobs(r: &Ready, entries: &[(Vec<u8>, TokenLogprob)]) -> Value {
+    let content: Vec<Value> = entries
+        .iter()
+        .map(|(bytes, lp)| {
+            let top: Vec<Value> = lp
+                .top
+                .iter()
+                .map(|&(id, l)| {
+                    let b = r.vocab.token_bytes(id);
+                    json!({"token": lossy(&b), "logprob": l, "bytes": b})
+                })
+                .collect();
+            json!({"token": lossy(bytes), "logprob": lp.logprob, "bytes": bytes, "top_logprobs": top})
+        })
+        .collect();
+    json!({"content": content})
+}
+
+/// Legacy completions logprobs (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`).
+fn text_logprobs(r: &Ready, entries: &[(Vec<u8>, TokenLogprob)], start: usize) -> Value {
+    let mut off = start;
+    let mut tokens = Vec::new();
+    let mut lps = Vec::new();
+    let mut tops = Vec::new();
+    let mut offsets = Vec::new();
+    for (bytes, lp) in entries {
+        tokens.push(json!(lossy(bytes)));
+        lps.push(json!(lp.logprob));
+        let mut top = serde_json::Map::new();
+        for &(id, l) in &lp.top {
+            top.insert(lossy(&r.vocab.token_bytes(id)), json!(l));
+        }
+        tops.push(Value::Object(top));
+        offsets.push(json!(off));
+        off += bytes.len();
+    }
+    json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+fn collect(
+    r: &Ready,
+    g: &Gen,
+    rx: &mpsc::Receiver<Event>,
+    conn: &mut BufReader<Conn>,
+) -> Result<Response, ApiError> {
+    let mut rd = Reader::new(r, g, rx);
+    let mut out = String::new();
+    let (finish, usage) = loop {
+        match rd.next(conn.get_ref(), Duration::from_millis(100)) {
+            Step::Text(t, lp) => {
+                out.push_str(&t);
+                rd.got.logprobs.extend(lp);
+            }
+            Step::End(t, f, u) => {
+                out.push_str(&t);
+                break (f, u);
+            }
+            Step::Failed(m) => return Err(ApiError::internal(m)),
+            Step::Wait => {}
+            Step::Gone => {
+                return Err(ApiError::new(
+                    499,
+                    "client_closed",
+                    "client closed the connection",
+                ))
+            }
+        }
+    };
+    let usage_json = rd.usage(g, usage.as_ref());
+    let lp = g.logprobs.map(|_| match g.kind {
+        Kind::Chat => chat_logprobs(r, &rd.got.logprobs),
+        Kind::Text => text_logprobs(r, &rd.got.logprobs, g.echo.as_ref().map_or(0, |e| e.len())),
+    });
+    let mut body = match g.kind {
+        Kind::Chat => json!({
+            "id": g.id, "object": "chat.completion", "created": g.created, "model": g.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": out}, "logprobs": lp, "finish_reason": finish.as_openai()}],
+            "usage": usage_json,
+        }),
+        Kind::Text => json!({
+            "id": g.id, "object": "text_completion", "created": g.created, "model": g.model,
+            "choices": [{"index": 0, "text": format!("{}{out}", g.echo.as_deref().unwrap_or("")), "logprobs": lp, "finish_reason": finish.as_openai()}],
+            "usage": usage_json,
+        }),
+    };
+    if let Some(t) = Reader::timings(usage.as_ref()) {
+        body["timings"] = t;
+    }
+    Ok(Response::json(200, &body))
+}
+
+/// An SSE event line.
+fn event(v: &Value) -> Vec<u8> {
+    let mut s = b"data: ".to_vec();
+    s.extend(serde_json::to_vec(v).unwrap_or_default());
+    s.extend_from_slice(b"\n\n");
+    s
+}
+
+fn chunk(
+    g: &Gen,
+    text: Option<&str>,
+    lp: Option<Value>,
+    finish: Option<Finish>,
+    role: bool,
+) -> Value {
+    let fin = finish.map(Finish::as_openai);
+    let mut v = match g.kind {
+        Kind::Chat => {
+            let delta = match (role, text) {
+                (true, _) => json!({"role": "assistant", "content": ""}),
+                (false, Some(t)) => json!({"content": t}),
+                (false, None) => json!({}),
+            };
+            json!({"id": g.id, "object": "chat.completion.chunk", "created": g.created, "model": g.model,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": fin}]})
+        }
+        Kind::Text => {
+            json!({"id": g.id, "object": "text_completion", "created": g.created, "model": g.model,
+                              "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": lp, "finish_reason": fin}]})
+        }
+    };
+    if g.plan.include_usage {
+        v["usage"] = Value::Null;
+    }
+    v
+}
+
+/// Streams the generation as SSE; returns whether the connection is still usable.
+fn stream(
+    sh: &Shared,
+    r: &Ready,
+    g: &Gen,
+    rx: &mpsc::Receiver<Event>,
+    conn: &mut BufReader<Conn>,
+) -> bool {
+    let mut rd = Reader::new(r, g, rx);
+    let Ok(mut out) = Chunked::start(conn.get_mut(), "text/event-stream", true) else {
+        return false;
+    };
+    let mut last_write = Instant::now();
+    let mut offset = g.echo.as_ref().map_or(0, |e| e.len());
+    let first = match (g.kind, &g.echo) {
+        (Kind::Chat, _) => Some(chunk(g, None, None, None, true)),
+        (Kind::Text, Some(e)) => Some(chunk(g, Some(e), None, None, false)),
+        (Kind::Text, None) => None,
+    };
+    if let Some(c) = first {
+        if out.send(&event(&c)).is_err() {
+            return false;
+        }
+    }
+    let mut pending_lp: Vec<(Vec<u8>, TokenLogprob)> = Vec::new();
+    let lp_value = |entries: &[(Vec<u8>, TokenLogprob)], off: usize| {
+        g.logprobs.map(|_| match g.kind {
+            Kind::Chat => chat_logprobs(r, entries),
+            Kind::Text => text_logprobs(r, entries, off),
+        })
+    };
+    let wait = Duration::from_millis(100).min(sh.opts.sse_ping);
+    loop {
+        let step = rd.next(out.inner(), wait);
+        let sent = match step {
+            Step::Text(t, lp) => {
+                pending_lp.extend(lp);
+                if t.is_empty() {
+                    continue;
+                }
+                let v = lp_value(&pending_lp, offset);
+                offset += pending_lp.iter().map(|e| e.0.len()).sum::<usize>();
+                pending_lp.clear();
+                out.send(&event(&chunk(g, Some(&t), v, None, false)))
+            }
+            Step::End(t, finish, usage) => {
+                let mut bytes = Vec::new();
+                if !t.is_empty() || !pending_lp.is_empty() {
+                    let v = lp_value(&pending_lp, offset);
+                    bytes.extend(event(&chunk(g, Some(&t), v, None, false)));
+                }
+                bytes.extend(event(&chunk(g, None, None, Some(finish), false)));
+                if g.plan.include_usage {
+                    let mut u = chunk(g, None, None, None, false);
+                    u["choices"] = json!([]);
+                    u["usage"] = rd.usage(g, usage.as_ref());
+                    if let Some(t) = Reader::timings(usage.as_ref()) {
+                        u["timings"] = t;
+                    }
+                    bytes.extend(event(&u));
+                }
+                bytes.extend_from_slice(b"data: [DONE]\n\n");
+                return out.send(&bytes).and_then(|_| out.finish()).is_ok();
+            }
+            Step::Failed(m) => {
+                let e = ApiError::internal(m);
+                let mut bytes = event(&e.body());
+                bytes.extend_from_slice(b"data: [DONE]\n\n");
+                return out.send(&bytes).and_then(|_| out.finish()).is_ok();
+            }
+            Step::Gone => return false,
+            Step::Wait => {
+                if last_write.elapsed() < sh.opts.sse_ping {
+                    continue;
+                }
+                out.send(b": ping\n\n")
+            }
+        };
+        if sent.is_err() {
+            return false;
+        }
+        last_write = Instant::now();
+    }
+}

@@ -1,0 +1,493 @@
+//! The slot scheduler: one engine thread owns the model and N slots (each a session with
+//! its KV cache). Every step feeds all busy slots through one batched forward pass: one
+//! token for each decoding slot, a bounded chunk for each slot still reading its prompt,
+//! so a long prompt never stalls the others for more than one chunk. Requests beyond the
+//! slots wait in a bounded queue; past that the caller gets [`Rejected::Busy`] (a 503).
+//!
+//! A slot keeps its tokens after its request ends, and a new request goes to the free slot
+//! that shares the longest prefix with its prompt: a follow-up chat turn re-reads only
+//! what is new. A request whose client went away (its `cancel` flag set, or its event
+//! receiver dropped) loses its slot before the next step.
+
+use super::backend::Backend;
+use super::metrics::Metrics;
+use crate::sampler::{logprob, top_logprobs, Sampler, SamplingParams};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One generation request, ready for the engine.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// New tokens at most (already checked against the context).
+    pub max_new: usize,
+    /// `Some(n)`: report each chosen token's logprob and the top `n` alternatives.
+    pub logprobs: Option<usize>,
+    /// Reuse a slot's cached prefix (llama-server's `cache_prompt`, on by default).
+    pub cache_prompt: bool,
+    pub events: Sender<Event>,
+    /// Set by the connection when the client is gone or a stop string matched.
+    pub cancel: Arc<AtomicBool>,
+    pub arrived: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// End of sequence.
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+    /// Cut short because the daemon is shutting down.
+    Shutdown,
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason` (a cut stream reports `length`: a server limit ended it).
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length | Finish::Shutdown => "length",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    pub prompt_ms: f64,
+    pub predicted_ms: f64,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// The request got a slot; `cached` prompt tokens were reused from its KV cache.
+    Started {
+        cached: usize,
+    },
+    Token {
+        id: u32,
+        logprob: Option<TokenLogprob>,
+    },
+    Done {
+        finish: Finish,
+        usage: Usage,
+    },
+    Failed(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Every slot is busy and the queue is full.
+    Busy,
+    /// The daemon is shutting down.
+    Closing,
+}
+
+#[derive(Clone, Debug)]
+pub struct SchedConfig {
+    pub slots: usize,
+    /// Requests that may wait for a slot.
+    pub queue: usize,
+    /// Prompt tokens one slot feeds per step.
+    pub chunk: usize,
+    pub eos: Vec<u32>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closing: bool,
+    /// When closing: active requests still running at this moment are cut.
+    cut_at: Option<Instant>,
+    /// Requests in slots.
+    active: usize,
+}
+
+/// The handle connection threads use to reach the engine thread.
+pub struct Queue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+    /// Requests in slots plus requests waiting, at most.
+    cap: usize,
+    metrics: Arc<Metrics>,
+    /// Engine steps done so far; the watchdog pings only while this moves or all is idle.
+    pub progress: AtomicU64,
+    /// True while the engine thread waits for work.
+    pub idle: AtomicBool,
+    /// True once the engine thread has ended.
+    pub stopped: AtomicBool,
+}
+
+impl Queue {
+    /// A queue in front of `slots` slots where `waiting` more requests may wait.
+    pub fn new(slots: usize, waiting: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            cap: slots + waiting,
+            metrics,
+            progress: AtomicU64::new(0),
+            idle: AtomicBool::new(true),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a job to the engine thread, or says why not.
+    pub fn submit(&self, job: Job) -> Result<(), Rejected> {
+        let mut st = self.lock();
+        if st.closing {
+            return Err(Rejected::Closing);
+        }
+        if st.jobs.len() + st.active >= self.cap {
+            self.metrics.requests_rejected.fetch_add(1, Relaxed);
+            return Err(Rejected::Busy);
+        }
+        st.jobs.push_back(job);
+        self.metrics.requests_total.fetch_add(1, Relaxed);
+        self.metrics
+            .requests_deferred
+            .store(st.jobs.len() as u64, Relaxed);
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stops taking requests; queued ones fail at once, running ones get `grace` to
+    /// finish before they are cut with a final event.
+    pub fn close(&self, grace: Duration) {
+        let mut st = self.lock();
+        st.closing = true;
+        st.cut_at = Some(Instant::now() + grace);
+        for job in st.jobs.drain(..) {
+            let _ = job
+                .events
+                .send(Event::Failed("the server is shutting down".into()));
+        }
+        self.metrics.requests_deferred.store(0, Relaxed);
+        drop(st);
+        self.wake.notify_all();
+    }
+}
+
+/// A request in a slot.
+struct Active {
+    job: Job,
+    sampler: Sampler,
+    /// Next prompt index to feed; `prompt.len()` once the prompt is read.
+    pos: usize,
+    /// The last sampled token, fed at the next step.
+    pending: Option<u32>,
+    generated: usize,
+    /// When the last token was produced (for inter-token latency).
+    last: Option<Instant>,
+    usage: Usage,
+}
+
+struct Slot<S> {
+    session: S,
+    active: Option<Active>,
+}
+
+/// Length of the common prefix of two token lists.
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The engine thread: runs until the queue is closed and every slot is done.
+pub fn run<B: Backend>(backend: B, queue: Arc<Queue>, cfg: SchedConfig) {
+    let mut slots: Vec<Slot<B::Session>> = (0..cfg.slots.max(1))
+        .map(|_| Slot {
+            session: backend.new_session(),
+            active: None,
+        })
+        .collect();
+    let m = queue.metrics.clone();
+    loop {
+        if !admit(&backend, &queue, &mut slots) {
+            break;
+        }
+        drop_cancelled(&queue, &mut slots);
+        if slots.iter().all(|s| s.active.is_none()) {
+            continue;
+        }
+        step(&backend, &cfg, &m, &queue, &mut slots);
+        queue.progress.fetch_add(1, Relaxed);
+    }
+    queue.stopped.store(true, Relaxed);
+    tracing::debug!("engine thread finished");
+}
+
+/// Moves queued jobs into free slots; waits while there is nothing to do. Returns false
+/// when the queue is closed and all work is done.
+fn admit<B: Backend>(backend: &B, queue: &Queue, slots: &mut [Slot<B::Session>]) -> bool {
+    let mut st = queue.lock();
+    loop {
+        if st.closing && st.cut_at.is_some_and(|t| Instant::now() >= t) {
+            for slot in slots.iter_mut() {
+                if let Some(a) = slot.active.take() {
+                    finish(a, Finish::Shutdown);
+                    st.active -= 1;
+                }
+            }
+        }
+        while let Some(free) = best_free_slot(backend, slots, st.jobs.front()) {
+            let Some(job) = st.jobs.pop_front() else {
+                break;
+            };
+            start(backend, &mut slots[free], job, &queue.metrics);
+            st.active += 1;
+        }
+        queue
+            .metrics
+            .requests_deferred
+            .store(st.jobs.len() as u64, Relaxed);
+        queue
+            .metrics
+            .requests_processing
+            .store(st.active as u64, Relaxed);
+        if st.active > 0 {
+            queue.idle.store(false, Relaxed);
+            return true;
+        }
+        if st.closing {
+            return false;
+        }
+        queue.idle.store(true, Relaxed);
+        st = queue
+            .wake
+            .wait_timeout(st, Duration::from_secs(1))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+}
+
+/// The free slot sharing the longest prefix with `job`'s prompt (ties: the emptiest).
+fn best_free_slot<B: Backend>(
+    backend: &B,
+    slots: &[Slot<B::Session>],
+    job: Option<&Job>,
+) -> Option<usize> {
+    let job = job?;
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.active.is_none())
+        .max_by_key(|(_, s)| {
+            let toks = backend.tokens(&s.session);
+            let shared = if job.cache_prompt {
+                common_prefix(toks, &job.prompt)
+            } else {
+                0
+            };
+            (shared, std::cmp::Reverse(toks.len()))
+        })
+        .map(|(i, _)| i)
+}
+
+fn start<B: Backend>(backend: &B, slot: &mut Slot<B::Session>, job: Job, m: &Metrics) {
+    let shared = if job.cache_prompt {
+        common_prefix(backend.tokens(&slot.session), &job.prompt)
+    } else {
+        0
+    };
+    // The last prompt token is always fed again: its logits pick the first new token.
+    let reuse = shared.min(job.prompt.len().saturating_sub(1));
+    backend.truncate(&mut slot.session, reuse);
+    m.prompt_cached_tokens.fetch_add(reuse as u64, Relaxed);
+    let usage = Usage {
+        prompt_tokens: job.prompt.len(),
+        cached_tokens: reuse,
+        ..Usage::default()
+    };
+    let sampler = Sampler::new(job.sampling.clone());
+    let _ = job.events.send(Event::Started { cached: reuse });
+    slot.active = Some(Active {
+        job,
+        sampler,
+        pos: reuse,
+        pending: None,
+        generated: 0,
+        last: None,
+        usage,
+    });
+}
+
+fn drop_cancelled<S>(queue: &Queue, slots: &mut [Slot<S>]) {
+    let mut freed = 0;
+    for slot in slots.iter_mut() {
+        if slot
+            .active
+            .as_ref()
+            .is_some_and(|a| a.job.cancel.load(Relaxed))
+        {
+            slot.active = None;
+            freed += 1;
+        }
+    }
+    if freed > 0 {
+        queue.lock().active -= freed;
+    }
+}
+
+/// Sends the final event of a request (ignored if the client is gone).
+fn finish(a: Active, reason: Finish) {
+    let _ = a.job.events.send(Event::Done {
+        finish: reason,
+        usage: a.usage,
+    });
+}
+
+/// One batched forward pass over every busy slot, then sampling for those that finished
+/// reading their prompt.
+fn step<B: Backend>(
+    backend: &B,
+    cfg: &SchedConfig,
+    m: &Metrics,
+    queue: &Queue,
+    slots: &mut [Slot<B::Session>],
+) {
+    let mut rows: Vec<(usize, Vec<u32>, bool)> = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(a) = &slot.active else { continue };
+        if a.pos < a.job.prompt.len() {
+            let end = (a.pos + cfg.chunk.max(1)).min(a.job.prompt.len());
+            rows.push((i, a.job.prompt[a.pos..end].to_vec(), true));
+        } else if let Some(t) = a.pending {
+            rows.push((i, vec![t], false));
+        }
+    }
+    let started = Instant::now();
+    let result = {
+        let mut sessions: Vec<&mut B::Session> = Vec::with_capacity(rows.len());
+        let mut it = rows.iter().peekable();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if it.peek().is_some_and(|r| r.0 == i) {
+                sessions.push(&mut slot.session);
+                it.next();
+            }
+        }
+        let ids: Vec<&[u32]> = rows.iter().map(|r| r.1.as_slice()).collect();
+        backend.step(&mut sessions, &ids)
+    };
+    let elapsed = started.elapsed();
+    let total_rows: usize = rows.iter().map(|r| r.1.len()).sum();
+    m.n_decode.fetch_add(1, Relaxed);
+    m.busy_slot_steps.fetch_add(rows.len() as u64, Relaxed);
+
+    let logits = match result {
+        Ok(l) if l.len() == rows.len() => l,
+        Ok(l) => {
+            let e = format!(
+                "engine returned {} logit rows for {} sessions",
+                l.len(),
+                rows.len()
+            );
+            return fail_rows(backend, queue, slots, &rows, &e);
+        }
+        Err(e) => return fail_rows(backend, queue, slots, &rows, &e),
+    };
+    let mut freed = 0;
+    for ((i, ids, prefill), logits) in rows.iter().zip(logits) {
+        let slot = &mut slots[*i];
+        let Some(a) = slot.active.as_mut() else {
+            continue;
+        };
+        let share = elapsed.mul_f64(ids.len() as f64 / total_rows.max(1) as f64);
+        if *prefill {
+            a.pos += ids.len();
+            a.usage.prompt_ms += share.as_secs_f64() * 1e3;
+            m.prompt_tokens.fetch_add(ids.len() as u64, Relaxed);
+            m.prompt_seconds.add(share);
+            if a.pos < a.job.prompt.len() {
+                continue;
+            }
+        } else {
+            a.usage.predicted_ms += share.as_secs_f64() * 1e3;
+            m.predicted_seconds.add(share);
+        }
+        let len = backend.tokens(&slot.session).len();
+        m.n_tokens_max.fetch_max(len as u64, Relaxed);
+        let history = backend.tokens(&slot.session);
+        let id = a.sampler.sample(&logits, history);
+        let now = Instant::now();
+        match a.last {
+            None => m.ttft.observe(now - a.job.arrived),
+            Some(t) => m.inter_token.observe(now - t),
+        }
+        a.last = Some(now);
+        a.generated += 1;
+        a.usage.completion_tokens = a.generated;
+        m.predicted_tokens.fetch_add(1, Relaxed);
+        let reason = if cfg.eos.contains(&id) {
+            Some(Finish::Stop)
+        } else {
+            let lp = a.job.logprobs.map(|n| TokenLogprob {
+                logprob: logprob(&logits, id),
+                top: top_logprobs(&logits, n),
+            });
+            if a.job.events.send(Event::Token { id, logprob: lp }).is_err() {
+                slot.active = None;
+                freed += 1;
+                continue;
+            }
+            (a.generated >= a.job.max_new || len >= backend.capacity(&slot.session))
+                .then_some(Finish::Length)
+        };
+        match reason {
+            Some(r) => {
+                if let Some(a) = slot.active.take() {
+                    finish(a, r);
+                }
+                freed += 1;
+            }
+            None => a.pending = Some(id),
+        }
+    }
+    if freed > 0 {
+        queue.lock().active -= freed;
+    }
+}
+
+/// Ends every request of a failed step with the engine's error and resets their
+/// sessions (their caches may be half-written).
+fn fail_rows<B: Backend>(
+    backend: &B,
+    queue: &Queue,
+    slots: &mut [Slot<B::Session>],
+    rows: &[(usize, Vec<u32>, bool)],
+    err: &str,
+) {
+    tracing::error!(
+        error = err,
+        sessions = rows.len(),
+        "engine step failed; ending those requests"
+    );
+    let mut freed = 0;
+    for (i, _, _) in rows {
+        let slot = &mut slots[*i];
+        backend.truncate(&mut slot.session, 0);
+        if let Some(a) = slot.active.take() {
+            let _ = a
+                .job
+                .events
+                .send(Event::Failed(format!("engine error: {err}")));
+            freed += 1;
+        }
+    }
+    queue.lock().active -= freed;
+}

@@ -1,0 +1,79 @@
+//! The service manager's side channels, written against sd_notify(3) directly (a unix
+//! datagram to `$NOTIFY_SOCKET`): `READY=1`, `STATUS=`, `STOPPING=1` and `WATCHDOG=1`.
+//! Without `NOTIFY_SOCKET` (not under systemd) every call is a no-op.
+
+use std::io;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::Duration;
+
+/// Sends `state` (newline-separated `KEY=value` lines). Returns false when not under a
+/// service manager.
+pub fn notify(state: &str) -> io::Result<bool> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        SocketAddr::from_abstract_name(name.as_bytes())?
+    } else if path.starts_with('/') {
+        SocketAddr::from_pathname(&path)?
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("NOTIFY_SOCKET={path:?} is neither a path nor @abstract"),
+        ));
+    };
+    let sock = UnixDatagram::unbound()?;
+    sock.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(true)
+}
+
+/// Logs instead of failing: a lost notification must not stop the daemon.
+pub fn notify_or_log(state: &str) {
+    if let Err(e) = notify(state) {
+        tracing::warn!(error = %e, state, "cannot notify the service manager");
+    }
+}
+
+/// The watchdog interval systemd asks for (`WATCHDOG_USEC`, for this process only).
+pub fn watchdog_interval() -> Option<Duration> {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_datagrams_to_path_and_abstract_sockets() {
+        let dir = std::env::temp_dir().join(format!("onebit-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("notify");
+        let rx = UnixDatagram::bind(&p).unwrap();
+        std::env::set_var("NOTIFY_SOCKET", &p);
+        assert!(notify("READY=1\nSTATUS=ok").unwrap());
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=ok");
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("onebit-test-{}", std::process::id());
+        let rx2 =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        std::env::set_var("NOTIFY_SOCKET", format!("@{name}"));
+        assert!(notify("WATCHDOG=1").unwrap());
+        let n = rx2.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        std::env::remove_var("NOTIFY_SOCKET");
+        assert!(!notify("READY=1").unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
