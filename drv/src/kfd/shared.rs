@@ -49,7 +49,11 @@ impl SharedGpuBuffer {
     /// A shared buffer: udmabuf when available, else the GTT fallback.
     pub fn new(dev: &Device, name: &str, len: usize) -> Result<SharedGpuBuffer> {
         match SharedBuffer::new(dev.io(), name, len) {
-            Ok(buf) => Self::import(dev, buf),
+            // Kernels before the dma-buf interop rework (≈6.7) refuse foreign dma-bufs.
+            Ok(buf) => Self::import(dev, buf).or_else(|e| {
+                tracing::info!(error = %e, "KFD did not import the udmabuf; falling back to a GTT buffer");
+                Self::gtt(dev, len)
+            }),
             Err(e) => {
                 tracing::info!(error = %e, "udmabuf unavailable; falling back to a KFD GTT buffer exported as dma-buf");
                 Self::gtt(dev, len)
