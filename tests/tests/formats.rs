@@ -468,3 +468,118 @@ fn gguf_v2_loads() {
     let (b, _) = format::load_gguf_bytes("v2.gguf", onebit_engine::model::Bytes::owned(d)).unwrap();
     assert_same("v2", &a, &b, 0.0);
 }
+
+/// A model whose in-features are not multiples of 128 (so I2_S is not the row layout and
+/// HF/kernel conversions take their generic paths) round-trips through HF and I2_S; the
+/// TQ writers, which need multiples of 256, refuse it with a clear message.
+#[test]
+fn odd_shapes_round_trip() {
+    use onebit_engine::model::{Bytes, Config, Embedding, Layer, Model, Provenance, TernaryTensor};
+    let Some(tp) = fixture("tiny-a/hf/tokenizer.json") else {
+        return;
+    };
+    let tok = Tokenizer::from_file(&tp).unwrap();
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (h, f, heads, kv, hd, vocab) = (192usize, 320usize, 3usize, 1usize, 64usize, 1024usize);
+    let mut tern = |rows: usize, cols: usize| {
+        let codes: Vec<u8> = (0..rows * cols).map(|_| (next() % 3) as u8).collect();
+        let scale = 0.25 + (next() % 64) as f32 / 256.0;
+        TernaryTensor {
+            rows,
+            cols,
+            scale,
+            data: Bytes::owned(onebit_kernels::ternary::pack(rows, cols, |r, c| {
+                codes[r * cols + c]
+            })),
+        }
+    };
+    let norm = |n: usize, k: usize| {
+        (0..n)
+            .map(|i| 1.0 + ((i * 7 + k) % 13) as f32 / 64.0)
+            .collect::<Vec<f32>>()
+    };
+    let layers = (0..2)
+        .map(|i| Layer {
+            input_layernorm: norm(h, i),
+            q_proj: tern(heads * hd, h),
+            k_proj: tern(kv * hd, h),
+            v_proj: tern(kv * hd, h),
+            attn_sub_norm: norm(heads * hd, i + 1),
+            o_proj: tern(h, heads * hd),
+            post_attention_layernorm: norm(h, i + 2),
+            gate_proj: tern(f, h),
+            up_proj: tern(f, h),
+            ffn_sub_norm: norm(f, i + 3),
+            down_proj: tern(h, f),
+        })
+        .collect();
+    let embd: Vec<u8> = (0..vocab * h)
+        .flat_map(|i| (((i % 97) as f32 - 48.0) / 64.0).to_le_bytes())
+        .collect();
+    let config = Config {
+        hidden_size: h,
+        intermediate_size: f,
+        n_layers: 2,
+        n_heads: heads,
+        n_kv_heads: kv,
+        head_dim: hd,
+        vocab_size: vocab,
+        max_context: 256,
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-6,
+        bos_token_id: tok.bos_id(),
+        eos_token_ids: tok.eos_ids(),
+    };
+    let model = Model {
+        config,
+        embed_tokens: Embedding {
+            kind: EmbdType::F32,
+            rows: vocab,
+            cols: h,
+            data: Bytes::owned(embd),
+        },
+        layers,
+        norm: norm(h, 9),
+        provenance: Provenance::default(),
+    };
+    let dir = tmp_dir("odd");
+    let g = dir.join("odd.gguf");
+    gguf_write::write_file(&g, &model, &tok, &Default::default()).unwrap();
+    let (back, _) = format::load(&g).unwrap();
+    assert_same("odd i2_s", &model, &back, 0.0);
+    assert!(
+        !back.layers[0].q_proj.data.is_mapped(),
+        "a 192-wide I2_S row is repacked"
+    );
+    let hfd = dir.join("hf");
+    hf::write_dir(
+        &hfd,
+        &model,
+        &tok,
+        &hf::HfWriteOptions {
+            scale_dtype: hf::ScaleDtype::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (back, _) = format::load(&hfd).unwrap();
+    assert_same("odd hf", &model, &back, 0.0);
+    let opts = gguf_write::GgufWriteOptions {
+        ternary: gguf_write::TernaryType::Tq2_0,
+        name: None,
+    };
+    let e = gguf_write::write_file(&dir.join("tq.gguf"), &model, &tok, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("multiple of 256") && e.contains("blk.0.attn_q.weight"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
