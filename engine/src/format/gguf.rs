@@ -14,6 +14,8 @@ pub const MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Dimensions a ggml tensor may have.
 pub const MAX_DIMS: usize = 4;
+/// Deepest array nesting accepted in metadata.
+pub const MAX_ARRAY_DEPTH: u32 = 4;
 
 /// ggml tensor type ids this engine knows the storage size of.
 pub mod ty {
@@ -373,8 +375,12 @@ impl<'a> Cursor<'a> {
             }
             8 => Value::String(self.string(what)?),
             9 => {
-                if depth > 0 {
-                    return Err(self.err(format!("{what}: nested arrays are not supported")));
+                // The format allows arrays of arrays; bound the nesting so a hostile file
+                // cannot recurse deeply.
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(self.err(format!(
+                        "{what}: arrays nested more than {MAX_ARRAY_DEPTH} deep"
+                    )));
                 }
                 let at = self.pos;
                 let et = self.u32(what)?;
@@ -384,13 +390,8 @@ impl<'a> Cursor<'a> {
                     2 | 3 => 2,
                     4..=6 => 4,
                     8 | 10..=12 => 8,
-                    9 => {
-                        return Err(Error::corrupt(
-                            self.path,
-                            at as u64,
-                            format!("{what}: nested arrays are not supported"),
-                        ))
-                    }
+                    // element type + count of an inner array
+                    9 => 12,
                     _ => {
                         return Err(Error::corrupt(
                             self.path,

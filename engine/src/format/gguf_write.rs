@@ -557,3 +557,52 @@ pub fn write_file(
     drop(w);
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::gguf::GgufFile;
+    use crate::model::Bytes;
+
+    #[test]
+    fn every_value_type_round_trips() {
+        let kv: Vec<(String, Value)> = vec![
+            ("u8".into(), Value::U8(7)),
+            ("i8".into(), Value::I8(-7)),
+            ("u16".into(), Value::U16(65535)),
+            ("i16".into(), Value::I16(-300)),
+            ("u32".into(), Value::U32(1 << 31)),
+            ("i32".into(), Value::I32(-5)),
+            ("u64".into(), Value::U64(u64::MAX)),
+            ("i64".into(), Value::I64(i64::MIN)),
+            ("f32".into(), Value::F32(1.5)),
+            ("f64".into(), Value::F64(-2.25)),
+            ("bool".into(), Value::Bool(true)),
+            ("str".into(), Value::String("ünï".into())),
+            ("general.alignment".into(), Value::U32(64)),
+            (
+                "arr".into(),
+                Value::Array(vec![Value::I32(1), Value::I32(-2)]),
+            ),
+            (
+                "nested".into(),
+                Value::Array(vec![
+                    Value::Array(vec![Value::String("a".into())]),
+                    Value::Array(vec![Value::String("b".into()), Value::String("c".into())]),
+                ]),
+            ),
+        ];
+        let t = OutTensor::from_bytes("t", vec![3, 2], ty::F32, vec![1u8; 24].into());
+        let u = OutTensor::from_bytes("u", vec![5], ty::F16, vec![2u8; 10].into());
+        let mut out = Vec::new();
+        write_gguf(&mut out, &kv, &[t, u]).unwrap();
+        let g = GgufFile::parse("t.gguf", Bytes::owned(out)).unwrap();
+        assert_eq!(g.metadata(), &kv[..]);
+        assert_eq!(g.alignment, 64);
+        assert_eq!(g.data_offset % 64, 0);
+        let u = g.tensor("u").unwrap();
+        assert_eq!(u.rel_offset, 64);
+        assert_eq!(g.tensor_data(u).unwrap().as_slice(), &[2u8; 10]);
+        assert_eq!(g.tensor("t").unwrap().dims, vec![3, 2]);
+    }
+}
