@@ -270,6 +270,16 @@ fn queue_options_out_of_range_are_refused_before_the_kernel() {
             GpuBuffer::alloc(&dev, 0, AllocOptions::gtt()),
             Err(KfdError::Invalid(_))
         ));
+        let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
+        let spills = DispatchArgs {
+            private_segment_size: 64,
+            ..DispatchArgs::linear(4096, 4096, 1, 1)
+        };
+        match q.dispatch(&spills) {
+            Err(KfdError::Invalid(m)) => assert!(m.contains("scratch"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q.pointers(), (0, 0), "nothing was published");
     }
     emu.assert_no_leaks();
 }

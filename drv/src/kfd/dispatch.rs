@@ -178,6 +178,19 @@ impl AqlQueue {
         if packets.is_empty() {
             return Err(KfdError::Invalid("empty batch".into()));
         }
+        for p in &packets {
+            if let Packet::Dispatch(d) = p {
+                if d.private_segment_size > 0 {
+                    // The queue's amd_queue_t describes no scratch backing, so a kernel that
+                    // spills would fault on the GPU; refuse it here with the reason.
+                    return Err(KfdError::Invalid(format!(
+                        "kernel object {:#x} needs {} bytes of scratch per work-item; these queues \
+                         provide no scratch memory (compile without spills/stack)",
+                        d.kernel_object, d.private_segment_size
+                    )));
+                }
+            }
+        }
         let signal = self.inner.signals.take(1)?;
         let last = packets.len() - 1;
         packets[last] = packets[last].with_completion_signal(signal.handle());
