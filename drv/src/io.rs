@@ -66,6 +66,28 @@ pub trait KernelIo: Send + Sync {
     fn exists(&self, path: &Path) -> bool;
     /// `getrlimit(RLIMIT_MEMLOCK)` as (soft, hard); `u64::MAX` is unlimited.
     fn memlock_limit(&self) -> io::Result<(u64, u64)>;
+    /// `setrlimit(RLIMIT_MEMLOCK)` with a new soft limit (≤ hard; `u64::MAX` is unlimited).
+    /// The default acts on this process; the emulator records it instead.
+    fn set_memlock_soft(&self, soft: u64) -> io::Result<()> {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `r` is a valid rlimit to fill.
+        if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        r.rlim_cur = if soft == u64::MAX {
+            libc::RLIM_INFINITY
+        } else {
+            soft
+        };
+        // SAFETY: `r` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// The real kernel.

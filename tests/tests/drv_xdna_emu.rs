@@ -633,6 +633,30 @@ fn shared_buffers_import_zero_copy() {
 }
 
 #[test]
+fn pinning_raises_memlock_when_the_hard_limit_allows() {
+    use onebit_drv::buffer::SharedBuffer;
+    let npu = XdnaEmu::new(XdnaEmuConfig::default());
+    let emu = npu
+        .install(
+            Emulator::builder()
+                .with_udmabuf(64)
+                .with_memlock(1 << 20, u64::MAX),
+        )
+        .build();
+    let io = emu.io();
+    {
+        let dev = open(&io);
+        let buf = SharedBuffer::new(&io, "w", 4 << 20).unwrap();
+        // SAFETY: `buf` outlives the BO (dropped first, below).
+        let bo = unsafe { dev.pin_shared(&buf) }.unwrap();
+        assert_eq!(io.memlock_limit().unwrap(), (u64::MAX, u64::MAX));
+        assert_eq!(bo.size(), 4 << 20);
+        drop(bo);
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
 fn pinning_respects_memlock() {
     use onebit_drv::buffer::SharedBuffer;
     let npu = XdnaEmu::new(XdnaEmuConfig::default());

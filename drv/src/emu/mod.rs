@@ -137,7 +137,7 @@ struct State {
 struct Inner {
     devices: Vec<(PathBuf, Arc<dyn DeviceEmu>)>,
     sysfs: sysfs::Tree,
-    memlock: (u64, u64),
+    memlock: Mutex<(u64, u64)>,
     state: Mutex<State>,
 }
 
@@ -200,7 +200,7 @@ impl EmulatorBuilder {
             inner: Arc::new(Inner {
                 devices: self.devices,
                 sysfs: self.sysfs,
-                memlock: self.memlock,
+                memlock: Mutex::new(self.memlock),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -503,7 +503,17 @@ impl KernelIo for Emulator {
     }
 
     fn memlock_limit(&self) -> io::Result<(u64, u64)> {
-        Ok(self.inner.memlock)
+        Ok(*self.inner.memlock.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set_memlock_soft(&self, soft: u64) -> io::Result<()> {
+        let mut m = self.inner.memlock.lock().unwrap_or_else(|p| p.into_inner());
+        // An unprivileged process may not raise its soft limit above the hard one.
+        if soft > m.1 {
+            return Err(errno(libc::EPERM));
+        }
+        m.0 = soft;
+        Ok(())
     }
 }
 

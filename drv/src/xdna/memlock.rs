@@ -69,7 +69,12 @@ pub fn ensure(io: &dyn KernelIo, needed: u64) -> Result<(), XdnaError> {
     match plan(soft, hard, needed, has_cap_ipc_lock(io)) {
         Plan::Enough => Ok(()),
         Plan::Raise(to) => {
-            raise_soft(to)?;
+            io.set_memlock_soft(to).map_err(|e| {
+                XdnaError::Memlock(format!(
+                    "setrlimit(RLIMIT_MEMLOCK, soft = {to}) failed: {e}; {}",
+                    advice(soft, hard, needed)
+                ))
+            })?;
             tracing::info!(
                 from = soft,
                 to,
@@ -81,38 +86,6 @@ pub fn ensure(io: &dyn KernelIo, needed: u64) -> Result<(), XdnaError> {
             Err(XdnaError::Memlock(advice(soft, hard, needed)))
         }
     }
-}
-
-fn raise_soft(to: u64) -> Result<(), XdnaError> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid rlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
-        return Err(XdnaError::Memlock(format!(
-            "getrlimit(RLIMIT_MEMLOCK): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    let to = if to == u64::MAX {
-        libc::RLIM_INFINITY
-    } else {
-        to
-    };
-    // The process limit may already be higher than what the caller's KernelIo reported.
-    if r.rlim_cur == libc::RLIM_INFINITY || r.rlim_cur >= to {
-        return Ok(());
-    }
-    r.rlim_cur = to.min(r.rlim_max);
-    // SAFETY: `r` is a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
-        return Err(XdnaError::Memlock(format!(
-            "setrlimit(RLIMIT_MEMLOCK, {to}): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
