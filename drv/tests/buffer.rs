@@ -104,3 +104,16 @@ fn leaks_are_reported() {
         "{leaks:?}"
     );
 }
+
+#[test]
+fn too_many_chunks_is_refused_before_any_fd_is_made() {
+    let emu = emu(1);
+    // 4097 one-MiB chunks: over the fd budget. (Memfd pages are never touched.)
+    let e = SharedBuffer::new(&emu.io(), "huge", 4097 << 20).unwrap_err();
+    assert!(
+        matches!(e, BufferError::TooManyChunks { chunks: 4097, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("size_limit_mb"));
+    emu.assert_no_leaks();
+}

@@ -25,8 +25,8 @@ pub enum BufferError {
     Empty,
     /// The udmabuf module's limits cannot hold this buffer.
     #[error(
-        "a {len}-byte buffer needs {chunks} udmabuf chunks of {chunk} bytes, more than \
-         list_limit allows; raise /sys/module/udmabuf/parameters/size_limit_mb"
+        "a {len}-byte buffer needs {chunks} udmabuf chunks of {chunk} bytes (one dma-buf fd \
+         each, at most {MAX_CHUNKS}); raise /sys/module/udmabuf/parameters/size_limit_mb"
     )]
     TooManyChunks {
         /// Requested length.
@@ -48,6 +48,9 @@ pub struct Chunk {
     /// The dma-buf.
     pub dmabuf: Fd,
 }
+
+/// Most dma-bufs one buffer may use (each is an open fd): 4096 × 64 MiB = 256 GiB.
+pub const MAX_CHUNKS: u64 = 4096;
 
 /// Alignment of the CPU mapping: 2 MiB lets the CPU and GPU use large pages.
 const MAP_ALIGN: usize = 2 << 20;
@@ -102,7 +105,7 @@ impl SharedBuffer {
         let chunk = (limits.size_limit / page() * page()).max(page());
         let total = buf.map.len() as u64;
         let n = total.div_ceil(chunk);
-        if n > limits.list_limit as u64 * 1024 {
+        if n > MAX_CHUNKS {
             return Err(BufferError::TooManyChunks {
                 len: total,
                 chunk,
