@@ -133,6 +133,10 @@ impl KernelIo for TracedIo {
     fn memlock_limit(&self) -> io::Result<(u64, u64)> {
         self.inner.memlock_limit()
     }
+
+    fn set_memlock_soft(&self, soft: u64) -> io::Result<()> {
+        self.inner.set_memlock_soft(soft)
+    }
 }
 
 #[cfg(all(test, feature = "emulator"))]
