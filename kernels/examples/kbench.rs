@@ -16,7 +16,10 @@ fn main() {
     parallel::init_threads(threads);
     // All 30 layers' worth of gate-sized matrices so the weights come from DRAM, not L3.
     let (rows, cols) = (6912, 2560);
-    let copies = 24;
+    let copies: usize = std::env::var("COPIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let rb = row_bytes(cols);
     let mut data = vec![0u8; rows * rb * copies];
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
@@ -105,6 +108,30 @@ fn main() {
         }
     }
     let _ = ternary::BLOCK_BYTES;
+    // The F16 tied head of 2B-4T: 128256 x 2560.
+    let (vr, vc) = (128_256, 2560);
+    let head: Vec<u8> = (0..vr * vc)
+        .flat_map(|i| {
+            half::f16::from_f32(((i % 977) as f32 - 488.0) * 1e-4)
+                .to_bits()
+                .to_le_bytes()
+        })
+        .collect();
+    let view =
+        onebit_kernels::embd::EmbdView::new(onebit_kernels::embd::EmbdType::F16, vr, vc, &head)
+            .unwrap();
+    let hv: Vec<f32> = (0..vc).map(|i| (i as f32 * 0.1).sin()).collect();
+    let mut logits = vec![0f32; vr];
+    for rep in 0..3 {
+        let t0 = Instant::now();
+        view.matvec(&hv, &mut logits);
+        let dt = t0.elapsed().as_secs_f64();
+        println!(
+            "f16 head rep {rep}: {:.1} GB/s ({:.2} ms)",
+            head.len() as f64 / dt / 1e9,
+            dt * 1e3
+        );
+    }
 }
 
 #[allow(dead_code)]

@@ -1,13 +1,18 @@
 //! Splitting row-parallel work across the process's compute threads.
 //!
 //! A small fork-join pool instead of rayon: a decode step runs ~250 parallel regions of
-//! 50–500 µs each, so the hand-off must cost well under a microsecond while a region is
+//! 20–500 µs each, so the hand-off must cost well under a microsecond while a region is
 //! running, and idle cores must not spin between tokens. Workers spin on a generation counter
 //! for a short while after each job (the next region usually starts within microseconds),
 //! then park on a futex (`std::thread::park`) until the dispatcher unparks them.
 //!
-//! The calling thread is worker 0 and does its share; nested or concurrent calls run
-//! serially on the caller instead of deadlocking.
+//! A job is a set of task indices that every participant claims from a shared counter, and
+//! workers enter a job through a gate. When the caller has run out of tasks it closes the
+//! gate and waits only for workers that actually entered: a worker that the OS has not
+//! scheduled yet (a loaded machine) costs nothing, its share is simply done by others.
+//!
+//! The calling thread takes part; nested or concurrent calls run serially on the caller
+//! instead of deadlocking.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,17 +23,23 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it parks (between regions of one token the gap is
 /// a few µs; between tokens it can be long, and then the core should sleep).
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_micros(100);
+
+/// Gate bit: set once the caller has stopped admitting workers to the current job.
+const CLOSED: usize = 1 << (usize::BITS - 1);
 
 type Job = dyn Fn(usize) + Sync;
 
 struct Shared {
-    /// Bumped once per job; workers run the job when they see a new value.
+    /// Bumped once per job; workers look at the gate when they see a new value.
     generation: AtomicU64,
-    /// The job of the current generation, as a raw fat pointer (valid until `pending` is 0).
+    /// The current job, as a raw fat pointer (valid while the gate admits or holds workers).
     job: Mutex<Option<JobPtr>>,
-    /// Workers (excluding the caller) still running the current job.
-    pending: AtomicUsize,
+    /// Task indices of the current job and the next one to claim.
+    tasks: AtomicUsize,
+    next: AtomicUsize,
+    /// `CLOSED` bit | number of workers inside the current job.
+    gate: AtomicUsize,
     /// Threads taking part in jobs (caller included); the rest stay parked.
     active: AtomicUsize,
     /// Per worker: true while parked (so the dispatcher knows to unpark it).
@@ -38,8 +49,8 @@ struct Shared {
 
 #[derive(Clone, Copy)]
 struct JobPtr(*const Job);
-// SAFETY: the pointer is only dereferenced while the dispatcher keeps the job alive (it
-// waits for `pending == 0` before returning), and the job itself is `Sync`.
+// SAFETY: the pointer is only dereferenced by workers inside the gate, and the dispatcher
+// does not return (so the job stays alive) until the gate is closed and empty.
 unsafe impl Send for JobPtr {}
 
 pub struct Pool {
@@ -54,13 +65,29 @@ thread_local! {
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
+impl Shared {
+    /// Claims and runs task indices until none are left.
+    fn run_tasks(&self, f: &(dyn Fn(usize) + Sync + '_)) {
+        let n = self.tasks.load(Ordering::Acquire);
+        loop {
+            let i = self.next.fetch_add(1, Ordering::AcqRel);
+            if i >= n {
+                break;
+            }
+            f(i);
+        }
+    }
+}
+
 impl Pool {
     fn new(n: usize) -> Self {
         let n = n.max(1);
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
             job: Mutex::new(None),
-            pending: AtomicUsize::new(0),
+            tasks: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            gate: AtomicUsize::new(CLOSED),
             active: AtomicUsize::new(n),
             sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
             panicked: AtomicBool::new(false),
@@ -87,27 +114,29 @@ impl Pool {
         self.shared.active.load(Ordering::Relaxed)
     }
 
-    /// Runs `f(i)` for every worker index `i in 0..threads()` at once, `f(0)` on the caller.
-    fn broadcast<'a>(&self, f: &'a (dyn Fn(usize) + Sync + 'a)) {
+    /// Runs `f(i)` for every `i in 0..tasks`, spread over the caller and the workers.
+    fn run<'a>(&self, tasks: usize, f: &'a (dyn Fn(usize) + Sync + 'a)) {
         let helpers = self.threads() - 1;
-        let serial = helpers == 0 || IN_JOB.with(Cell::get);
+        let serial = helpers == 0 || tasks <= 1 || IN_JOB.with(Cell::get);
         let guard = if serial {
             None
         } else {
             self.dispatch.try_lock().ok()
         };
         let Some(_guard) = guard else {
-            // Nested or concurrent: the caller does every share itself.
-            (0..self.threads()).for_each(f);
+            // Nested or concurrent: the caller runs every task itself.
+            (0..tasks).for_each(f);
             return;
         };
         let s = &*self.shared;
         // SAFETY: erasing the lifetime is sound because this function does not return before
-        // every worker has finished with the job (`pending` reaches 0 below), panics included.
+        // the gate is closed and no worker is inside it, i.e. no one can still call `f`.
         let ptr: *const Job =
             unsafe { std::mem::transmute::<&'a (dyn Fn(usize) + Sync + 'a), &'static Job>(f) };
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(ptr));
-        s.pending.store(helpers, Ordering::Relaxed);
+        s.tasks.store(tasks, Ordering::Release);
+        s.next.store(0, Ordering::Release);
+        s.gate.fetch_and(!CLOSED, Ordering::AcqRel);
         s.generation.fetch_add(1, Ordering::Release);
         for (i, w) in self.workers.iter().enumerate().take(helpers) {
             if s.sleeping[i + 1].load(Ordering::Acquire) {
@@ -115,12 +144,13 @@ impl Pool {
             }
         }
         IN_JOB.with(|c| c.set(true));
-        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let mine = catch_unwind(AssertUnwindSafe(|| s.run_tasks(f)));
         IN_JOB.with(|c| c.set(false));
+        s.gate.fetch_or(CLOSED, Ordering::AcqRel);
         let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) != 0 {
+        while s.gate.load(Ordering::Acquire) & !CLOSED != 0 {
             spins += 1;
-            if spins < 1 << 16 {
+            if spins < 1 << 14 {
                 std::hint::spin_loop();
             } else {
                 thread::yield_now();
@@ -164,16 +194,21 @@ fn worker(s: &Shared, index: usize) {
         if index >= s.active.load(Ordering::Acquire) {
             continue;
         }
+        if s.gate.fetch_add(1, Ordering::AcqRel) & CLOSED != 0 {
+            // Too late for that job: its tasks are done.
+            s.gate.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
         let job = s.job.lock().unwrap_or_else(|e| e.into_inner()).map(|j| j.0);
         if let Some(job) = job {
-            // SAFETY: the dispatcher keeps the job alive until `pending` drops to 0, which
-            // happens only after this call returns.
+            // SAFETY: we are inside the open gate, so the dispatcher keeps the job alive
+            // until we leave it below.
             let f = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| s.run_tasks(f))).is_err() {
                 s.panicked.store(true, Ordering::Release);
             }
         }
-        s.pending.fetch_sub(1, Ordering::AcqRel);
+        s.gate.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -201,9 +236,11 @@ pub fn threads() -> usize {
     pool().threads()
 }
 
-/// Runs `f(thread_index)` once on every compute thread at the same time.
+/// Runs `f(i)` for `i in 0..threads()`, one share per compute thread when all are
+/// available (a descheduled thread's share is run by another).
 pub fn broadcast(f: impl Fn(usize) + Sync) {
-    pool().broadcast(&f);
+    let p = pool();
+    p.run(p.threads(), &f);
 }
 
 /// Hands out `0..n` in chunks of `chunk` to all threads; `f(start, end)` per chunk.
@@ -216,13 +253,8 @@ pub fn for_range(n: usize, chunk: usize, f: impl Fn(usize, usize) + Sync) {
         }
         return;
     }
-    let next = AtomicUsize::new(0);
-    pool().broadcast(&|_| loop {
-        let start = next.fetch_add(chunk, Ordering::Relaxed);
-        if start >= n {
-            break;
-        }
-        f(start, (start + chunk).min(n));
+    pool().run(n.div_ceil(chunk), &|i| {
+        f(i * chunk, (i * chunk + chunk).min(n))
     });
 }
 

@@ -31,7 +31,7 @@ pub unsafe fn tile(
             (4, 2) => tile_n::<4, 2>(w, rb, q, k, blocks, acc),
             (4, 3) => tile_n::<4, 3>(w, rb, q, k, blocks, acc),
             (4, 4) => tile_n::<4, 4>(w, rb, q, k, blocks, acc),
-            (1, 1) => tile_n::<1, 1>(w, rb, q, k, blocks, acc),
+            (1, 1) => row1_gemv(w, q, blocks, acc),
             (1, 2) => tile_n::<1, 2>(w, rb, q, k, blocks, acc),
             (1, 3) => tile_n::<1, 3>(w, rb, q, k, blocks, acc),
             (1, 4) => tile_n::<1, 4>(w, rb, q, k, blocks, acc),
@@ -92,6 +92,28 @@ unsafe fn rows4_gemv(
     for r in 0..4 {
         acc[r][0] = _mm512_reduce_add_epi32(_mm512_add_epi32(a[2 * r], a[2 * r + 1]));
     }
+}
+
+/// One weight row, one activation row: 4 accumulators over 2 blocks per step.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn row1_gemv(w: *const u8, q: *const i8, blocks: usize, acc: &mut [[i32; 4]; 4]) {
+    let (sh_lo, sh_hi, mask) = shifts();
+    let mut a = [_mm512_setzero_si512(); 4];
+    let mut b = 0;
+    while b < blocks {
+        let lane = 2 * (b % 2);
+        // SAFETY: block b of the row and of the activation row are inside the buffers.
+        unsafe {
+            let q0 = _mm512_loadu_si512(q.add(b * BLOCK_ELEMS).cast());
+            let q1 = _mm512_loadu_si512(q.add(b * BLOCK_ELEMS + 64).cast());
+            let (c0, c1) = unpack(w.add(b * BLOCK_BYTES), sh_lo, sh_hi, mask);
+            a[lane] = _mm512_dpbusd_epi32(a[lane], c0, q0);
+            a[lane + 1] = _mm512_dpbusd_epi32(a[lane + 1], c1, q1);
+        }
+        b += 1;
+    }
+    let s = _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+    acc[0][0] = _mm512_reduce_add_epi32(s);
 }
 
 /// The prefill tile: `R` weight rows unpacked once per block, used for `T` activation rows.
