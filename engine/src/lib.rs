@@ -1,6 +1,7 @@
 //! The onebit engine: BitNet b1.58 models on the CPU (and, through `onebit-drv`, the
 //! Strix Halo iGPU and NPU).
 
+pub mod backend;
 pub mod chat;
 pub mod error;
 pub mod eval;

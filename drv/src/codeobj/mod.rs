@@ -344,3 +344,17 @@ impl CodeObject {
         })
     }
 }
+
+/// `EF_AMDGPU_MACH` of a gfx target name (the RDNA 3/3.5 family onebit runs on).
+pub fn mach_for(gfx: &str) -> Option<u32> {
+    Some(match gfx {
+        "gfx1100" => 0x041,
+        "gfx1101" => 0x046,
+        "gfx1102" => 0x047,
+        "gfx1103" => 0x044,
+        "gfx1150" => 0x043,
+        "gfx1151" => 0x04a,
+        "gfx1152" => 0x055,
+        _ => return None,
+    })
+}

@@ -1,0 +1,183 @@
+//! Where everything lives in the iGPU backend's shared buffers: the model's weights
+//! (uploaded once, then only read by kernels), the KV cache and the per-step work areas.
+
+use onebit_kernels::gpu::GpuAct;
+use onebit_kernels::ternary::padded_cols;
+
+use crate::model::{Model, TernaryTensor};
+
+/// Bump allocator of byte offsets, 256-byte aligned (a full cache line pair; the I2_S rows
+/// and the dot4 loads only need 4).
+#[derive(Default)]
+pub(super) struct Arena {
+    pub size: u64,
+}
+
+impl Arena {
+    pub fn take(&mut self, bytes: usize) -> u64 {
+        let at = self.size.next_multiple_of(256);
+        self.size = at + bytes.max(1) as u64;
+        at
+    }
+}
+
+/// A ternary projection inside the weight buffer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tern {
+    pub off: u64,
+    pub rows: u32,
+    pub cols: u32,
+    pub scale: f32,
+}
+
+impl Tern {
+    fn place(a: &mut Arena, t: &TernaryTensor) -> Tern {
+        Tern {
+            off: a.take(t.data.len()),
+            rows: t.rows as u32,
+            cols: t.cols as u32,
+            scale: t.scale,
+        }
+    }
+    /// u32 words per packed row.
+    pub fn kwords(&self) -> u32 {
+        (padded_cols(self.cols as usize) / 16) as u32
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LayerOffsets {
+    pub input_norm: u64,
+    pub q: Tern,
+    pub k: Tern,
+    pub v: Tern,
+    pub attn_norm: u64,
+    pub o: Tern,
+    pub post_norm: u64,
+    pub gate: Tern,
+    pub up: Tern,
+    pub ffn_norm: u64,
+    pub down: Tern,
+}
+
+/// Offsets of the weight buffer.
+pub(super) struct WeightLayout {
+    pub emb: u64,
+    pub layers: Vec<LayerOffsets>,
+    pub norm: u64,
+    pub rope: u64,
+    pub size: u64,
+}
+
+impl WeightLayout {
+    pub fn new(model: &Model, rope_floats: usize) -> WeightLayout {
+        let mut a = Arena::default();
+        let emb = a.take(model.embed_tokens.data.len());
+        let f32s = |a: &mut Arena, v: &[f32]| a.take(v.len() * 4);
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| LayerOffsets {
+                input_norm: f32s(&mut a, &l.input_layernorm),
+                q: Tern::place(&mut a, &l.q_proj),
+                k: Tern::place(&mut a, &l.k_proj),
+                v: Tern::place(&mut a, &l.v_proj),
+                attn_norm: f32s(&mut a, &l.attn_sub_norm),
+                o: Tern::place(&mut a, &l.o_proj),
+                post_norm: f32s(&mut a, &l.post_attention_layernorm),
+                gate: Tern::place(&mut a, &l.gate_proj),
+                up: Tern::place(&mut a, &l.up_proj),
+                ffn_norm: f32s(&mut a, &l.ffn_sub_norm),
+                down: Tern::place(&mut a, &l.down_proj),
+            })
+            .collect();
+        let norm = f32s(&mut a, &model.norm);
+        let rope = a.take(rope_floats * 4);
+        WeightLayout {
+            emb,
+            layers,
+            norm,
+            rope,
+            size: a.size,
+        }
+    }
+
+    /// Copies the model into `dst` (the weight buffer's bytes).
+    pub fn write(&self, model: &Model, rope_table: &[f32], dst: &mut [u8]) {
+        let put = |dst: &mut [u8], off: u64, bytes: &[u8]| {
+            dst[off as usize..off as usize + bytes.len()].copy_from_slice(bytes)
+        };
+        let put_f32 = |dst: &mut [u8], off: u64, v: &[f32]| {
+            for (i, x) in v.iter().enumerate() {
+                dst[off as usize + 4 * i..off as usize + 4 * i + 4]
+                    .copy_from_slice(&x.to_le_bytes());
+            }
+        };
+        put(dst, self.emb, model.embed_tokens.data.as_slice());
+        for (l, o) in model.layers.iter().zip(&self.layers) {
+            put_f32(dst, o.input_norm, &l.input_layernorm);
+            put(dst, o.q.off, l.q_proj.data.as_slice());
+            put(dst, o.k.off, l.k_proj.data.as_slice());
+            put(dst, o.v.off, l.v_proj.data.as_slice());
+            put_f32(dst, o.attn_norm, &l.attn_sub_norm);
+            put(dst, o.o.off, l.o_proj.data.as_slice());
+            put_f32(dst, o.post_norm, &l.post_attention_layernorm);
+            put(dst, o.gate.off, l.gate_proj.data.as_slice());
+            put(dst, o.up.off, l.up_proj.data.as_slice());
+            put_f32(dst, o.ffn_norm, &l.ffn_sub_norm);
+            put(dst, o.down.off, l.down_proj.data.as_slice());
+        }
+        put_f32(dst, self.norm, &model.norm);
+        put_f32(dst, self.rope, rope_table);
+    }
+}
+
+/// Offsets of the work buffer, sized for `n` tokens per step.
+pub(super) struct WorkLayout {
+    pub n: usize,
+    pub h: u64,
+    pub normed: u64,
+    pub q8: u64,
+    pub acts: u64,
+    pub q: u64,
+    pub attn: u64,
+    pub part: u64,
+    pub proj: u64,
+    pub gate: u64,
+    pub up: u64,
+    pub logits: u64,
+    pub best: u64,
+    pub ids: u64,
+    pub token: u64,
+    pub size: u64,
+}
+
+/// Work-groups of the first argmax stage.
+pub(super) const ARGMAX_PARTS: usize = 64;
+
+impl WorkLayout {
+    pub fn new(model: &Model, n: usize, n_splits: usize) -> WorkLayout {
+        let c = &model.config;
+        let wide = c.hidden_size.max(c.q_dim()).max(c.intermediate_size);
+        let mut a = Arena::default();
+        let f = |a: &mut Arena, count: usize| a.take(count * 4);
+        WorkLayout {
+            n,
+            h: f(&mut a, n * c.hidden_size),
+            normed: f(&mut a, n * c.hidden_size.max(c.q_dim())),
+            q8: a.take(n * padded_cols(wide)),
+            acts: a.take(n * std::mem::size_of::<GpuAct>()),
+            q: f(&mut a, n * c.q_dim()),
+            attn: f(&mut a, n * c.q_dim()),
+            part: f(&mut a, n * c.n_heads * n_splits * (c.head_dim + 2)),
+            proj: f(&mut a, n * c.hidden_size),
+            gate: f(&mut a, n * c.intermediate_size),
+            up: f(&mut a, n * c.intermediate_size),
+            logits: f(&mut a, c.vocab_size),
+            best: a.take(ARGMAX_PARTS * 8),
+            ids: f(&mut a, n),
+            token: f(&mut a, 1),
+            size: a.size,
+        }
+    }
+}
