@@ -657,6 +657,33 @@ fn pinning_raises_memlock_when_the_hard_limit_allows() {
 }
 
 #[test]
+fn share_bos_export_as_dmabufs() {
+    let (emu, _npu, io) = machine(XdnaEmuConfig::default());
+    {
+        let dev = open(&io);
+        let mut share = dev.alloc_share(8192).unwrap();
+        share.as_mut_slice().unwrap()[100] = 77;
+        let fd = share.export_dmabuf().unwrap();
+        let buf = emu.dmabuf(fd.raw()).unwrap();
+        assert_eq!(buf.len(), 8192);
+        let view = buf.map().unwrap();
+        // SAFETY: the view maps the dma-buf's 8192 bytes.
+        assert_eq!(
+            unsafe { *view.ptr().add(100) },
+            77,
+            "the export aliases the BO's pages"
+        );
+        let cmd = dev.alloc_cmd(4096).unwrap();
+        assert!(cmd
+            .export_dmabuf()
+            .unwrap_err()
+            .to_string()
+            .contains("only SHARE BOs"));
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
 fn pinning_respects_memlock() {
     use onebit_drv::buffer::SharedBuffer;
     let npu = XdnaEmu::new(XdnaEmuConfig::default());

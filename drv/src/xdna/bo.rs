@@ -269,6 +269,31 @@ impl Bo {
         Ok(())
     }
 
+    /// Exports a SHARE BO as a dma-buf (PRIME_HANDLE_TO_FD), e.g. for the iGPU to import
+    /// NPU-allocated memory. Imported and user-memory BOs cannot be re-exported.
+    pub fn export_dmabuf(&self) -> Result<crate::io::Fd, XdnaError> {
+        if self.kind != BoKind::Share {
+            return Err(XdnaError::Invalid(format!(
+                "only SHARE BOs can be exported as dma-bufs, not {self:?}"
+            )));
+        }
+        let mut a = drm_prime_handle {
+            handle: self.handle,
+            flags: DRM_CLOEXEC | DRM_RDWR,
+            fd: -1,
+        };
+        // SAFETY: no pointers inside.
+        unsafe { ioctl::drm_prime_handle_to_fd(self.dev.io(), self.dev.fd.raw(), &mut a) }
+            .map_err(|e| {
+                sys(
+                    "DRM_IOCTL_PRIME_HANDLE_TO_FD",
+                    &format!("{} ({self:?})", self.dev.target()),
+                    e,
+                )
+            })?;
+        Ok(crate::io::Fd::from_raw(self.dev.fd.io(), a.fd))
+    }
+
     /// The whole BO as a kernel argument.
     pub fn range(&self) -> NpuRange<'_> {
         NpuRange {
