@@ -25,6 +25,10 @@ pub struct ProbeReport {
     pub gpus: Vec<GpuReport>,
     /// CPU nodes in the topology.
     pub cpu_nodes: usize,
+    /// System memory the KFD topology reports (CPU nodes' banks), in bytes.
+    pub system_memory_bytes: u64,
+    /// GPU-visible system memory (GTT) limit: TTM `pages_limit` or `amdgpu.gttsize`, when set.
+    pub gtt_limit_bytes: Option<u64>,
     /// `/dev/dri/renderD*` nodes present.
     pub render_nodes: Vec<String>,
     /// `/dev/accel/accel*` nodes present (the NPU).
@@ -116,17 +120,36 @@ pub fn probe_system() -> ProbeReport {
 pub fn probe_report(io: &dyn KernelIo) -> ProbeReport {
     let mut advice = Vec::new();
     let kfd = probe_kfd(io, &mut advice);
-    let (gpus, cpu_nodes) = match Topology::read(io) {
-        Ok(t) => (
-            t.gpus().map(|n| gpu_report(io, n)).collect::<Vec<_>>(),
-            t.nodes.iter().filter(|n| !n.is_gpu()).count(),
-        ),
-        Err(TopologyError::NoKfd) => (Vec::new(), 0),
+    let (gpus, cpu_nodes, system_memory_bytes) = match Topology::read(io) {
+        Ok(t) => {
+            let cpus = || t.nodes.iter().filter(|n| !n.is_gpu());
+            let ram = cpus()
+                .flat_map(|n| &n.mem_banks)
+                .map(|b| b.size_in_bytes)
+                .sum();
+            (
+                t.gpus().map(|n| gpu_report(io, n)).collect::<Vec<_>>(),
+                cpus().count(),
+                ram,
+            )
+        }
+        Err(TopologyError::NoKfd) => (Vec::new(), 0, 0),
         Err(e) => {
             advice.push(format!("the KFD topology could not be read: {e}"));
-            (Vec::new(), 0)
+            (Vec::new(), 0, 0)
         }
     };
+    let gtt_limit_bytes = gtt_limit(io);
+    if let (Some(gtt), true) = (gtt_limit_bytes, gpus.iter().any(|g| g.apu && g.supported)) {
+        if system_memory_bytes > 0 && gtt < system_memory_bytes / 2 {
+            advice.push(format!(
+                "the GPU may use only {} of {} RAM (GTT limit); raise ttm.pages_limit (amd-ttm) so the \
+                 model fits in GPU-visible memory",
+                bytes(gtt),
+                bytes(system_memory_bytes)
+            ));
+        }
+    }
     gpu_advice(&kfd, &gpus, &mut advice);
     let render_nodes = list_nodes(
         io,
@@ -146,12 +169,29 @@ pub fn probe_report(io: &dyn KernelIo) -> ProbeReport {
         kfd,
         gpus,
         cpu_nodes,
+        system_memory_bytes,
+        gtt_limit_bytes,
         render_nodes,
         accel_nodes,
         udmabuf,
         memlock,
         advice,
     }
+}
+
+/// TTM's `pages_limit` (4 KiB pages), else `amdgpu.gttsize` (MiB; -1 = driver default).
+fn gtt_limit(io: &dyn KernelIo) -> Option<u64> {
+    let num = |p: &str| {
+        io.read_to_string(Path::new(p))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+    };
+    if let Some(pages) = num("/sys/module/ttm/parameters/pages_limit").filter(|v| *v > 0) {
+        return Some(pages as u64 * 4096);
+    }
+    num("/sys/module/amdgpu/parameters/gttsize")
+        .filter(|v| *v > 0)
+        .map(|mib| (mib as u64) << 20)
 }
 
 fn probe_kfd(io: &dyn KernelIo, advice: &mut Vec<String>) -> KfdReport {
@@ -387,7 +427,16 @@ impl ProbeReport {
             ),
         }
         .ok();
-        writeln!(s, "cpu nodes:  {}", self.cpu_nodes).ok();
+        writeln!(
+            s,
+            "cpu nodes:  {}, system memory {}",
+            self.cpu_nodes,
+            bytes(self.system_memory_bytes)
+        )
+        .ok();
+        if let Some(g) = self.gtt_limit_bytes {
+            writeln!(s, "gtt limit:  {}", bytes(g)).ok();
+        }
         if self.gpus.is_empty() {
             writeln!(s, "gpus:       none").ok();
         }
@@ -518,6 +567,23 @@ mod tests {
         // The only advice: the 64 MiB udmabuf cap.
         assert_eq!(r.advice.len(), 1, "{:?}", r.advice);
         emu.assert_no_leaks();
+    }
+
+    #[test]
+    fn small_gtt_limit_gets_advice() {
+        use onebit_drv::emu::kfd::KfdEmu;
+        let kfd = KfdEmu::strix_halo();
+        let emu = Emulator::builder()
+            .with_kfd(&kfd)
+            .with_udmabuf(4096)
+            .with_file("/sys/module/ttm/parameters/pages_limit", "4194304\n")
+            .build();
+        let r = probe_report(emu.io().as_ref());
+        assert_eq!(r.gtt_limit_bytes, Some(16 << 30));
+        assert_eq!(r.system_memory_bytes, 133_143_986_176);
+        assert_eq!(r.advice.len(), 1, "{:?}", r.advice);
+        assert!(r.advice[0].contains("ttm.pages_limit"), "{:?}", r.advice);
+        assert!(r.to_text().contains("gtt limit:  16.0 GiB"));
     }
 
     #[test]
