@@ -20,7 +20,7 @@ use crate::{Error, Result};
 use onebit_kernels::float::{
     add_inplace, relu2_mul, rms_norm_inplace, rope_inv_freq, rope_rotate_half,
 };
-use onebit_kernels::ternary::{gemm, gemv, padded_cols};
+use onebit_kernels::ternary::{gemm, gemv, gemv_many, padded_cols, GemvJob};
 use onebit_kernels::{parallel, quantize_row, ActScale};
 
 /// Which logits a forward call returns.
@@ -235,6 +235,33 @@ fn quantize_rows(x: &[f32], cols: usize, quant: &mut [i8], acts: &mut [ActScale]
     }
 }
 
+/// Several BitLinears over one quantized input (q/k/v, gate/up). A single token runs them
+/// as one parallel region, so the threads meet once instead of once per projection.
+fn bitlinear_shared(
+    ws: &[&TernaryTensor],
+    quant: &[i8],
+    acts: &[ActScale],
+    outs: &mut [&mut [f32]],
+) {
+    if acts.len() == 1 {
+        let k = padded_cols(ws[0].cols);
+        let mut jobs: Vec<GemvJob> = ws
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(w, out)| GemvJob {
+                w: w.view(),
+                scale: w.scale,
+                out: &mut out[..w.rows],
+            })
+            .collect();
+        gemv_many(&quant[..k], acts[0], &mut jobs);
+    } else {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            bitlinear(w, quant, acts, out);
+        }
+    }
+}
+
 /// `out = BitLinear(w, quantized input)` for all rows.
 fn bitlinear(w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]) {
     let k = padded_cols(w.cols);
@@ -278,9 +305,12 @@ fn self_attention(
     normed.copy_from_slice(h);
     norm_rows(normed, &layer.input_layernorm, c.rms_norm_eps);
     quantize_rows(normed, hidden, &mut s.quant, &mut s.acts);
-    bitlinear(&layer.q_proj, &s.quant, &s.acts, &mut s.q);
-    bitlinear(&layer.k_proj, &s.quant, &s.acts, &mut s.k);
-    bitlinear(&layer.v_proj, &s.quant, &s.acts, &mut s.v);
+    bitlinear_shared(
+        &[&layer.q_proj, &layer.k_proj, &layer.v_proj],
+        &s.quant,
+        &s.acts,
+        &mut [&mut s.q, &mut s.k, &mut s.v],
+    );
 
     for (t, rp) in rows.iter().enumerate() {
         rope_rotate_half(&mut s.q[t * q_dim..(t + 1) * q_dim], hd, rp.pos, inv_freq);
@@ -352,8 +382,12 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
     normed.copy_from_slice(h);
     norm_rows(normed, &layer.post_attention_layernorm, c.rms_norm_eps);
     quantize_rows(normed, hidden, &mut s.quant, &mut s.acts);
-    bitlinear(&layer.gate_proj, &s.quant, &s.acts, &mut s.gate);
-    bitlinear(&layer.up_proj, &s.quant, &s.acts, &mut s.up);
+    bitlinear_shared(
+        &[&layer.gate_proj, &layer.up_proj],
+        &s.quant,
+        &s.acts,
+        &mut [&mut s.gate, &mut s.up],
+    );
     let g = &mut s.gate[..n * ffn];
     relu2_mul(g, &s.up[..n * ffn]);
 
