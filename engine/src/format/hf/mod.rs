@@ -212,6 +212,12 @@ pub fn parse_config(path: &Path, v: &Value) -> Result<HfConfig> {
     } else {
         ScaleRule::Divide
     };
+    if q.is_some() && linear_class.is_none() {
+        tracing::warn!(
+            "{}: quantization_config has no linear_class; treating weight_scale as transformers' BitLinear does (effective weight = ternary / weight_scale)",
+            path.display()
+        );
+    }
     let config = Config {
         hidden_size,
         intermediate_size: req("intermediate_size")?,
