@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod embedded;
 pub mod error;
 pub mod eval;
 pub mod format;
