@@ -58,6 +58,17 @@ impl ModelArgs {
     }
 }
 
+#[cfg(feature = "embedded-model")]
 fn load_embedded() -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
-    Err("no model given: pass -m MODEL (a GGUF file or a Hugging Face model directory)".into())
+    tracing::info!(
+        "no -m given: using the embedded model {} ({})",
+        onebit_engine::embedded::NAME,
+        onebit_engine::embedded::SOURCE
+    );
+    Ok(onebit_engine::embedded::load()?)
+}
+
+#[cfg(not(feature = "embedded-model"))]
+fn load_embedded() -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
+    Err("no model given and this build has no embedded model (feature `embedded-model` is off): pass -m MODEL (a GGUF file or a Hugging Face model directory)".into())
 }
