@@ -4,20 +4,38 @@
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The socket connected at the first notification. Connecting checks the socket file's
+/// permissions; sending on the connected socket does not, so notifications still reach a
+/// root-only socket after onebitd dropped its privileges.
+static CONNECTED: Mutex<Option<(String, UnixDatagram)>> = Mutex::new(None);
 
 /// Sends `state` (newline-separated `KEY=value` lines). Returns false when not under a
 /// service manager.
 pub fn notify(state: &str) -> io::Result<bool> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
-    let path = path.to_string_lossy().into_owned();
+    let target = target.to_string_lossy().into_owned();
+    let mut c = CONNECTED.lock().unwrap_or_else(|p| p.into_inner());
+    if c.as_ref().is_none_or(|(t, _)| *t != target) {
+        *c = Some((target.clone(), connect(&target)?));
+    }
+    if let Some((_, sock)) = c.as_ref() {
+        sock.send(state.as_bytes())?;
+    }
+    Ok(true)
+}
+
+/// Connects to `$NOTIFY_SOCKET`: a path, or `@name` in the abstract namespace.
+fn connect(path: &str) -> io::Result<UnixDatagram> {
     let addr = if let Some(name) = path.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         SocketAddr::from_abstract_name(name.as_bytes())?
     } else if path.starts_with('/') {
-        SocketAddr::from_pathname(&path)?
+        SocketAddr::from_pathname(path)?
     } else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -25,8 +43,8 @@ pub fn notify(state: &str) -> io::Result<bool> {
         ));
     };
     let sock = UnixDatagram::unbound()?;
-    sock.send_to_addr(state.as_bytes(), &addr)?;
-    Ok(true)
+    sock.connect_addr(&addr)?;
+    Ok(sock)
 }
 
 /// Logs instead of failing: a lost notification must not stop the daemon.

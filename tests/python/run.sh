@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds onebitd, installs the Python clients, and runs the tests in this folder against
+# onebitd on the tiny fixture model (each test starts its own daemon on 127.0.0.1 with a
+# free port and stops it). Usage: tests/python/run.sh [pytest args]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+fixtures=${ONEBIT_FIXTURES:-$root/../shared/fixtures}
+model="$fixtures/tiny-a/tiny-a.i2_s.gguf"
+if [ ! -f "$model" ]; then
+    echo "SKIP: $model not found (set ONEBIT_FIXTURES)"
+    exit 0
+fi
+target=${CARGO_TARGET_DIR:-$root/target}
+(cd "$root" && cargo build --release -q -p onebit-engine --bin onebitd)
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "openai>=1.40" "pytest>=7" 2>&1 | grep -v "^\[notice\]" || true
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+export ONEBITD="$target/release/onebitd" ONEBIT_TEST_MODEL="$model"
+# The daemon drops to "nobody" when run as root; the model is opened before that.
+cd "$here"
+exec python3 -m pytest -q -p no:cacheprovider "$@" .
