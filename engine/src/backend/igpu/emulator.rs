@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use onebit_drv::codeobj::load::Program;
 use onebit_drv::codeobj::{ArgKind, CodeObject, KernelInfo, EF_AMDGPU_MACH_GFX1151};
 use onebit_drv::emu::kfd::{KernelCall, KfdEmu};
 use onebit_kernels::gpu::{self, host, KernelSpec};
@@ -41,7 +42,12 @@ pub fn register_kernels(kfd: &KfdEmu) -> Result<()> {
 /// Tells the emulated CP which kernel each descriptor address of `be`'s loaded program is
 /// (what it cannot learn from a descriptor, having no GPU to run the code on).
 pub fn bind(kfd: &KfdEmu, be: &IgpuBackend) {
-    for (kernel, object) in be.program.kernels() {
+    bind_program(kfd, &be.program);
+}
+
+/// [`bind`] for a program loaded by hand.
+pub fn bind_program(kfd: &KfdEmu, program: &Program) {
+    for (kernel, object) in program.kernels() {
         kfd.bind_symbol(object, &kernel.name);
     }
 }

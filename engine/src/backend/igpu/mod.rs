@@ -13,6 +13,7 @@
 mod chain;
 pub mod emulator;
 mod layout;
+pub mod selftest;
 
 use std::time::Duration;
 

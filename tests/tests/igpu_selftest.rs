@@ -1,0 +1,55 @@
+//! `onebit selftest --surface igpu` on the KFD emulator: every kernel case dispatched
+//! through AQL and judged against the CPU references, and the end-to-end model check.
+
+use onebit_drv::emu::Emulator;
+use onebit_drv::kfd::{Device, DeviceOptions};
+use onebit_engine::backend::igpu::{emulator, selftest};
+use onebit_tests::fixture;
+
+#[test]
+fn every_kernel_passes_on_the_emulator() {
+    let (emu, kfd) = Emulator::strix_halo();
+    emulator::register_kernels(&kfd).unwrap();
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        let reports =
+            selftest::run_kernels(&dev, 42, &|p| emulator::bind_program(&kfd, p)).unwrap();
+        let names: Vec<_> = reports.iter().map(|r| r.name).collect();
+        for k in [
+            "gemv_i2s",
+            "gemm_i2s",
+            "act_quant",
+            "rms_norm",
+            "rope",
+            "attention",
+            "lm_head_f16+argmax",
+            "empty",
+        ] {
+            assert!(names.contains(&k), "{k} not tested: {names:?}");
+        }
+        for r in &reports {
+            assert!(r.ok, "{}: {}", r.name, r.detail);
+        }
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
+fn the_model_check_agrees_with_the_cpu() {
+    let Some(path) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let model = onebit_engine::format::load(&path).unwrap().0;
+    let (emu, kfd) = Emulator::strix_halo();
+    emulator::register_kernels(&kfd).unwrap();
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        let r = selftest::run_model(&dev, &model, &[0, 863, 71, 260], 8, &|be| {
+            emulator::bind(&kfd, be)
+        })
+        .unwrap();
+        assert_eq!(r.gpu_tokens, r.cpu_tokens);
+        assert!(r.ok());
+    }
+    emu.assert_no_leaks();
+}
