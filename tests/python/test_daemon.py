@@ -34,8 +34,9 @@ def test_socket_activation_and_notify():
     rx.settimeout(30)
     port = free_port()
     # systemd-socket-activate binds the socket and passes it as fd 3 with LISTEN_FDS/LISTEN_PID.
-    d = Daemon(root_args() + ["--metrics"], env={"NOTIFY_SOCKET": notify_path, "JOURNAL_STREAM": "8:1234"},
-               prefix=["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "-E", "NOTIFY_SOCKET", "-E", "JOURNAL_STREAM"],
+    d = Daemon(root_args() + ["--metrics"], env={"NOTIFY_SOCKET": notify_path, "JOURNAL_STREAM": "8:1234", "WATCHDOG_USEC": "200000"},
+               prefix=["systemd-socket-activate", "-l", f"127.0.0.1:{port}",
+                       "-E", "NOTIFY_SOCKET", "-E", "JOURNAL_STREAM", "-E", "WATCHDOG_USEC"],
                port=port)
     try:
         # systemd-socket-activate binds, then starts onebitd on the first connection.
@@ -55,9 +56,13 @@ def test_socket_activation_and_notify():
         assert any("READY=1" in m for m in messages), messages
         d.wait_ready()
         assert get_json(d.url("/health")) == {"status": "ok"}
-        assert d.stop() == 0
+        # WATCHDOG_USEC=200ms: an idle engine pings every 100 ms.
         rx.settimeout(5)
-        assert "STOPPING=1" in rx.recv(4096).decode()
+        assert "WATCHDOG=1" in rx.recv(4096).decode()
+        assert d.stop() == 0
+        rest = []
+        while not any("STOPPING=1" in m for m in rest):
+            rest.append(rx.recv(4096).decode())
         logs = d.logs()
         assert "using sockets passed by systemd" in logs, logs
         # Under journald, no timestamps: the journal adds its own.

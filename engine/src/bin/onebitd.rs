@@ -366,19 +366,13 @@ fn spawn_watchdog(server: Arc<Server>, iv: Duration, stop: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(move || {
-            let mut last = None;
+            let mut dog = systemd::Watchdog::default();
             let mut stalled = Duration::ZERO;
             while !stop.load(Relaxed) {
                 let Some(server) = weak.upgrade() else { return };
                 let progress = server.progress();
                 drop(server);
-                let healthy = match progress {
-                    None => true,
-                    Some((_, true)) => true,
-                    Some((p, false)) => last != Some(p),
-                };
-                last = progress.map(|p| p.0);
-                if healthy {
+                if dog.tick(progress) {
                     stalled = Duration::ZERO;
                     systemd::notify_or_log("WATCHDOG=1");
                 } else {

@@ -225,7 +225,29 @@ pub fn run<B: Backend>(backend: B, queue: Arc<Queue>, cfg: SchedConfig) {
         if slots.iter().all(|s| s.active.is_none()) {
             continue;
         }
-        step(&backend, &cfg, &m, &queue, &mut slots);
+        // A panic in the engine (a bug, or input it does not expect) must not take the
+        // daemon down: the requests in that step fail, the others go on.
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            step(&backend, &cfg, &m, &queue, &mut slots)
+        }));
+        if let Err(p) = stepped {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            let rows: Vec<(usize, Vec<u32>, bool)> = (0..slots.len())
+                .filter(|&i| slots[i].active.is_some())
+                .map(|i| (i, Vec::new(), false))
+                .collect();
+            fail_rows(
+                &backend,
+                &queue,
+                &mut slots,
+                &rows,
+                &format!("engine panicked: {msg}"),
+            );
+        }
         queue.progress.fetch_add(1, Relaxed);
     }
     queue.stopped.store(true, Relaxed);
@@ -402,6 +424,7 @@ fn step<B: Backend>(
         Err(e) => return fail_rows(backend, queue, slots, &rows, &e),
     };
     let mut freed = 0;
+    let mut ended = Vec::new();
     for ((i, ids, prefill), logits) in rows.iter().zip(logits) {
         let slot = &mut slots[*i];
         let Some(a) = slot.active.as_mut() else {
@@ -451,15 +474,20 @@ fn step<B: Backend>(
         match reason {
             Some(r) => {
                 if let Some(a) = slot.active.take() {
-                    finish(a, r);
+                    ended.push((a, r));
                 }
                 freed += 1;
             }
             None => a.pending = Some(id),
         }
     }
+    // Free the slots before telling the clients, so that a client that sends its next
+    // request right away finds room.
     if freed > 0 {
         queue.lock().active -= freed;
+    }
+    for (a, r) in ended {
+        finish(a, r);
     }
 }
 
@@ -477,17 +505,154 @@ fn fail_rows<B: Backend>(
         sessions = rows.len(),
         "engine step failed; ending those requests"
     );
-    let mut freed = 0;
+    let mut ended = Vec::new();
     for (i, _, _) in rows {
         let slot = &mut slots[*i];
         backend.truncate(&mut slot.session, 0);
-        if let Some(a) = slot.active.take() {
-            let _ = a
-                .job
-                .events
-                .send(Event::Failed(format!("engine error: {err}")));
-            freed += 1;
+        ended.extend(slot.active.take());
+    }
+    queue.lock().active -= ended.len();
+    for a in ended {
+        let _ = a
+            .job
+            .events
+            .send(Event::Failed(format!("engine error: {err}")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A toy model: the next token is the last one plus one; a token of 13 in the input
+    /// makes it panic.
+    struct Toy;
+
+    impl Backend for Toy {
+        type Session = Vec<u32>;
+        fn new_session(&self) -> Vec<u32> {
+            Vec::new()
+        }
+        fn tokens<'a>(&self, s: &'a Vec<u32>) -> &'a [u32] {
+            s
+        }
+        fn truncate(&self, s: &mut Vec<u32>, n: usize) {
+            s.truncate(n);
+        }
+        fn capacity(&self, _: &Vec<u32>) -> usize {
+            64
+        }
+        fn step(
+            &self,
+            sessions: &mut [&mut Vec<u32>],
+            ids: &[&[u32]],
+        ) -> Result<Vec<Vec<f32>>, String> {
+            assert!(!ids.iter().any(|i| i.contains(&13)), "toy model hit 13");
+            Ok(sessions
+                .iter_mut()
+                .zip(ids)
+                .map(|(s, new)| {
+                    s.extend_from_slice(new);
+                    let mut l = vec![0.0; 32];
+                    l[(*s.last().unwrap() as usize + 1) % 32] = 10.0;
+                    l
+                })
+                .collect())
         }
     }
-    queue.lock().active -= freed;
+
+    fn job(prompt: &[u32], max_new: usize) -> (Job, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel();
+        let job = Job {
+            prompt: prompt.to_vec(),
+            sampling: SamplingParams::greedy(),
+            max_new,
+            logprobs: None,
+            cache_prompt: true,
+            events: tx,
+            cancel: Arc::default(),
+            arrived: Instant::now(),
+        };
+        (job, rx)
+    }
+
+    fn drain(rx: &mpsc::Receiver<Event>) -> (usize, Vec<u32>, Option<Finish>, Option<String>) {
+        let (mut cached, mut toks, mut fin, mut err) = (0, Vec::new(), None, None);
+        for e in rx.iter() {
+            match e {
+                Event::Started { cached: c } => cached = c,
+                Event::Token { id, .. } => toks.push(id),
+                Event::Done { finish, .. } => fin = Some(finish),
+                Event::Failed(m) => err = Some(m),
+            }
+        }
+        (cached, toks, fin, err)
+    }
+
+    fn start_engine(slots: usize, waiting: usize) -> (Arc<Queue>, std::thread::JoinHandle<()>) {
+        let q = Queue::new(slots, waiting, Arc::default());
+        let cfg = SchedConfig {
+            slots,
+            queue: waiting,
+            chunk: 2,
+            eos: vec![31],
+        };
+        let q2 = q.clone();
+        (q, std::thread::spawn(move || run(Toy, q2, cfg)))
+    }
+
+    #[test]
+    fn generates_stops_and_reuses_prefixes() {
+        let (q, t) = start_engine(1, 4);
+        let (j, rx) = job(&[1, 2, 3, 4, 5], 3);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx), (0, vec![6, 7, 8], Some(Finish::Length), None));
+        // Same prompt again: all but the last prompt token come from the cache.
+        let (j, rx) = job(&[1, 2, 3, 4, 5], 3);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx).0, 4);
+        // EOS (31) ends with Stop and is not sent as a token.
+        let (j, rx) = job(&[28], 10);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx), (0, vec![29, 30], Some(Finish::Stop), None));
+        q.close(Duration::ZERO);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn full_queue_is_refused_and_a_panic_fails_only_its_step() {
+        let (q, t) = start_engine(1, 0);
+        let (j1, rx1) = job(&[12], 5);
+        let (j2, _rx2) = job(&[1], 5);
+        q.submit(j1).unwrap();
+        // One slot, no waiting room: a second request is refused while the first runs.
+        assert_eq!(q.submit(j2), Err(Rejected::Busy));
+        let (_, toks, fin, err) = drain(&rx1);
+        assert!(toks.is_empty() || toks == [13]);
+        assert!(fin.is_none());
+        assert!(err.unwrap().contains("toy model hit 13"));
+        // The engine thread survived and serves the next request.
+        let (j, rx) = job(&[1], 2);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx).1, vec![2, 3]);
+        q.close(Duration::ZERO);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn cancelled_requests_leave_their_slot() {
+        let (q, t) = start_engine(1, 1);
+        let (j, rx) = job(&[1], 60);
+        let cancel = j.cancel.clone();
+        q.submit(j).unwrap();
+        assert!(matches!(rx.recv().unwrap(), Event::Started { .. }));
+        cancel.store(true, Relaxed);
+        let (j, rx2) = job(&[3], 2);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx2).1, vec![4, 5]);
+        drop(rx);
+        q.close(Duration::ZERO);
+        t.join().unwrap();
+    }
 }

@@ -65,9 +65,43 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// Decides each watchdog tick whether to ping: always while the model loads or the
+/// engine is idle, and while busy only if the engine made a step since the last tick, so a
+/// wedged engine (a stuck kernel, a GPU fence that never signals) stops the pings and
+/// systemd restarts the daemon.
+#[derive(Debug, Default)]
+pub struct Watchdog {
+    last: Option<u64>,
+}
+
+impl Watchdog {
+    /// `progress`: None while loading, else (engine steps so far, engine idle).
+    pub fn tick(&mut self, progress: Option<(u64, bool)>) -> bool {
+        let ping = match progress {
+            None | Some((_, true)) => true,
+            Some((steps, false)) => self.last != Some(steps),
+        };
+        self.last = progress.map(|p| p.0);
+        ping
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchdog_pings_only_while_work_progresses() {
+        let mut w = Watchdog::default();
+        assert!(w.tick(None), "loading");
+        assert!(w.tick(Some((0, true))), "idle");
+        assert!(w.tick(Some((5, false))), "busy and moving");
+        assert!(w.tick(Some((9, false))));
+        assert!(!w.tick(Some((9, false))), "busy and stuck: no ping");
+        assert!(!w.tick(Some((9, false))));
+        assert!(w.tick(Some((10, false))), "moving again");
+        assert!(w.tick(Some((10, true))), "idle again");
+    }
 
     #[test]
     fn sends_datagrams_to_path_and_abstract_sockets() {
