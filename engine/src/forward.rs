@@ -360,7 +360,7 @@ fn attention(
             scores.clear();
             scores.extend((0..=rp.pos).map(|p| {
                 let kr = &keys[p * kv_dim + kv_off..][..hd];
-                onebit_kernels::float::dot_f32(qh, kr) * scale
+                onebit_kernels::float::dot_f32_lanes(qh, kr) * scale
             }));
             onebit_kernels::float::softmax_inplace(&mut scores);
             o.fill(0.0);

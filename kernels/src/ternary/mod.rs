@@ -147,7 +147,7 @@ fn dots(
     q: &[i8],
     k: usize,
     n: usize,
-    sink: &mut dyn FnMut(usize, usize, i32),
+    sink: &mut impl FnMut(usize, usize, i32),
 ) {
     assert_eq!(k, rb * 4, "activation stride must match the packed row");
     assert!(rows.end * rb <= w.len(), "rows outside the weights");
@@ -221,7 +221,7 @@ fn gemv_rows(
     rows: std::ops::Range<usize>,
     q: &[i8],
     blocks: usize,
-    sink: &mut dyn FnMut(usize, usize, i32),
+    sink: &mut impl FnMut(usize, usize, i32),
 ) {
     let walk = gemv_walk();
     let len = rows.len();

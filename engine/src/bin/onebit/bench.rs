@@ -90,6 +90,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// Restarts VmHWM at the current RSS (Linux ≥ 4.0: `5` to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Peak resident set of this process (VmHWM).
 pub fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -177,6 +182,8 @@ pub fn main(a: Args) -> CliResult {
     for &t in &threads {
         let t = parallel::set_active_threads(t);
         let bw = (!a.no_bandwidth).then(|| bandwidth::measure(3));
+        // The bandwidth buffer is freed; restart the peak-RSS count so it shows the model's.
+        reset_peak_rss();
         last_bw = bw.or(last_bw);
         // Warm-up (page in the weights, start the threads), as llama-bench does.
         if a.n_prompt > 0 {
