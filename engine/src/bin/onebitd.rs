@@ -8,10 +8,12 @@
 
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use onebit_engine::model::Model;
 use onebit_engine::server::api::Defaults;
 use onebit_engine::server::engine::{EngineBackend, EngineVocab};
 use onebit_engine::server::listen::{self, Listener};
 use onebit_engine::server::{http, privs, systemd, Options, Server};
+use onebit_engine::tokenizer::Tokenizer;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -25,7 +27,7 @@ use std::time::Duration;
     about = "OpenAI-compatible BitNet b1.58 inference daemon"
 )]
 struct Args {
-    /// Model: a GGUF file or a Hugging Face model directory.
+    /// Model: a GGUF file or a Hugging Face model directory (default: the embedded model).
     #[arg(short = 'm', long, env = "ONEBIT_ARG_MODEL")]
     model: Option<PathBuf>,
     /// Model id clients send as `model` (default: the model file's name).
@@ -249,20 +251,46 @@ type Loaded = (
     Vec<u32>,
 );
 
-fn load(a: &Args) -> Result<Loaded, String> {
-    let path = a.model.as_ref().ok_or("no model given: pass -m MODEL (a GGUF file or a Hugging Face model directory), or set ONEBIT_ARG_MODEL")?;
+/// The model from `-m`, or the one compiled into this binary.
+fn open_model(a: &Args) -> Result<(Model, Tokenizer, String), String> {
+    let Some(path) = a.model.as_ref() else {
+        return embedded_model();
+    };
     systemd::notify_or_log(&format!("STATUS=loading {}", path.display()));
-    let t0 = std::time::Instant::now();
     let (model, tok) = onebit_engine::format::load(path).map_err(|e| e.to_string())?;
-    let id = a.alias.clone().unwrap_or_else(|| {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        name.strip_suffix(".gguf")
-            .map(str::to_string)
-            .unwrap_or(name)
-    });
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id = name
+        .strip_suffix(".gguf")
+        .map(str::to_string)
+        .unwrap_or(name);
+    Ok((model, tok, id))
+}
+
+#[cfg(feature = "embedded-model")]
+fn embedded_model() -> Result<(Model, Tokenizer, String), String> {
+    use onebit_engine::embedded;
+    systemd::notify_or_log(&format!("STATUS=loading {}", embedded::NAME));
+    tracing::info!(
+        "no -m given: serving the embedded model {} ({})",
+        embedded::NAME,
+        embedded::SOURCE
+    );
+    let (model, tok) = embedded::load().map_err(|e| e.to_string())?;
+    Ok((model, tok, "onebit-tiny".into()))
+}
+
+#[cfg(not(feature = "embedded-model"))]
+fn embedded_model() -> Result<(Model, Tokenizer, String), String> {
+    Err("no model given and this build has no embedded model: pass -m MODEL (a GGUF file or a Hugging Face model directory), or set ONEBIT_ARG_MODEL".into())
+}
+
+fn load(a: &Args) -> Result<Loaded, String> {
+    let t0 = std::time::Instant::now();
+    let (model, tok, file_id) = open_model(a)?;
+    let id = a.alias.clone().unwrap_or(file_id);
     let n_vocab = model.config.vocab_size;
     let warm: Vec<u32> = tok
         .bos_id()
@@ -277,7 +305,7 @@ fn load(a: &Args) -> Result<Loaded, String> {
         ctx = info.n_ctx_slot,
         slots = a.parallel,
         "loaded {} in {:.2} s",
-        path.display(),
+        info.path,
         t0.elapsed().as_secs_f64()
     );
     Ok((backend, vocab, info, warm))
