@@ -2,3 +2,4 @@
 //! through raw KFD/AQL.
 
 pub mod igpu;
+pub mod jitter;

@@ -5,11 +5,13 @@ mod bench;
 mod common;
 mod convert;
 mod info;
+mod jitter;
 mod logits;
 mod perplexity;
 mod probe;
 mod roofline;
 mod run;
+mod selftest;
 mod synth;
 mod tokenize;
 
@@ -49,6 +51,10 @@ enum Command {
     Bench(bench::Args),
     /// Decode/prefill ceilings from bytes per token and a memory bandwidth.
     Roofline(roofline::Args),
+    /// Every kernel of a surface against the CPU reference, then a tiny model end to end.
+    Selftest(selftest::Args),
+    /// Dispatch-to-completion latency: histogram, p50/p99/p99.9, clock policy, SVG.
+    Jitter(jitter::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,8 @@ fn main() -> ExitCode {
         Command::Synth(a) => synth::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Roofline(a) => roofline::main(a),
+        Command::Selftest(a) => selftest::main(a),
+        Command::Jitter(a) => jitter::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

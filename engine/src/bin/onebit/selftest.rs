@@ -1,0 +1,277 @@
+//! `onebit selftest`: what a Strix Halo owner runs first. Every kernel of a surface on
+//! random inputs against the CPU reference, then a tiny model end to end, pass/fail with
+//! timings. `--emulator` runs the iGPU selftest on the in-process KFD emulator (CI).
+
+use std::path::Path;
+use std::time::Instant;
+
+use clap::{Args as ClapArgs, ValueEnum};
+use onebit_drv::emu::kfd::KfdEmu;
+use onebit_drv::emu::Emulator;
+use onebit_drv::kfd::{Device, DeviceOptions};
+use onebit_engine::backend::igpu::{emulator, selftest};
+use onebit_engine::forward::{forward, LogitsMode, Session};
+use onebit_engine::model::Model;
+use onebit_kernels::act_quant::{quantize_row, quantize_row_ref};
+use onebit_kernels::ternary::{self, padded_cols, TernaryView};
+
+use crate::common::{CliResult, ModelArgs};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Surface {
+    Cpu,
+    Igpu,
+    Npu,
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Which compute surface to test.
+    #[arg(long, value_enum, default_value = "igpu")]
+    pub surface: Surface,
+    /// Run on the in-process KFD emulator instead of the hardware (the kernels then run
+    /// as host builds of their GPU sources).
+    #[arg(long)]
+    pub emulator: bool,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Greedy tokens of the end-to-end model check.
+    #[arg(long, default_value_t = 16)]
+    pub tokens: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// A GPU to test: real or emulated (the emulator handles stay alive with it).
+pub struct Gpu {
+    pub dev: Device,
+    pub kfd: Option<KfdEmu>,
+    _emu: Option<Emulator>,
+}
+
+impl Gpu {
+    /// Binds a loaded program's symbols when emulated.
+    pub fn bind(&self, p: &onebit_drv::codeobj::load::Program) {
+        if let Some(k) = &self.kfd {
+            emulator::bind_program(k, p);
+        }
+    }
+}
+
+/// Opens the iGPU (or the emulator); None, after saying why, when there is no AMD GPU.
+pub fn open_gpu(use_emulator: bool) -> Result<Option<Gpu>, Box<dyn std::error::Error>> {
+    if use_emulator {
+        let (emu, kfd) = Emulator::strix_halo();
+        emulator::register_kernels(&kfd)?;
+        let dev = Device::open(
+            &emu.io(),
+            &DeviceOptions {
+                gfx: Some("gfx1151".into()),
+            },
+        )?;
+        println!("device: emulated Strix Halo (gfx1151) — kernels run as host builds of their GPU sources");
+        return Ok(Some(Gpu {
+            dev,
+            kfd: Some(kfd),
+            _emu: Some(emu),
+        }));
+    }
+    let io = onebit_drv::io::real();
+    if !io.exists(Path::new("/dev/kfd")) {
+        println!(
+            "no AMD GPU here: /dev/kfd does not exist, so nothing was dispatched. On a Strix Halo, load \
+             amdgpu and add yourself to the render group; to exercise this command without the hardware, \
+             add --emulator."
+        );
+        return Ok(None);
+    }
+    let dev = Device::open(&io, &DeviceOptions::default())?;
+    println!(
+        "device: {} (gpu_id {:#x}, KFD {:?})",
+        dev.node().gfx_name(),
+        dev.gpu_id(),
+        dev.version()
+    );
+    Ok(Some(Gpu {
+        dev,
+        kfd: None,
+        _emu: None,
+    }))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+pub fn main(args: Args) -> CliResult {
+    let ok = match args.surface {
+        Surface::Igpu => igpu(&args)?,
+        Surface::Cpu => cpu(&args)?,
+        Surface::Npu => npu()?,
+    };
+    match ok {
+        Some(true) => {
+            println!("selftest: all checks passed");
+            Ok(())
+        }
+        Some(false) => Err("selftest: some checks FAILED (see above)".into()),
+        None => Ok(()),
+    }
+}
+
+fn load_model(args: &Args) -> Option<Model> {
+    match args.model.load() {
+        Ok((m, _)) => Some(m),
+        Err(e) => {
+            println!("model check skipped: {e}");
+            None
+        }
+    }
+}
+
+fn prompt(model: &Model) -> Vec<u32> {
+    let bos = model.config.bos_token_id.unwrap_or(0);
+    let v = model.config.vocab_size as u32;
+    [bos, 3 % v, 17 % v, 42 % v, 7 % v].to_vec()
+}
+
+fn igpu(args: &Args) -> Result<Option<bool>, Box<dyn std::error::Error>> {
+    let Some(gpu) = open_gpu(args.emulator)? else {
+        return Ok(None);
+    };
+    let reports = selftest::run_kernels(&gpu.dev, args.seed, &|p| gpu.bind(p))?;
+    println!(
+        "{:<20} {:<5} {:>10} {:>10}  detail",
+        "kernel", "", "wall", "gpu ticks"
+    );
+    let mut all = true;
+    for r in &reports {
+        all &= r.ok;
+        println!(
+            "{:<20} {:<5} {:>8.1}µs {:>10}  {}",
+            r.name,
+            verdict(r.ok),
+            r.wall.as_secs_f64() * 1e6,
+            r.gpu_ticks,
+            r.detail
+        );
+    }
+    if let Some(model) = load_model(args) {
+        let kfd = gpu.kfd.clone();
+        let r = selftest::run_model(&gpu.dev, &model, &prompt(&model), args.tokens, &|be| {
+            if let Some(k) = &kfd {
+                emulator::bind(k, be);
+            }
+        })?;
+        all &= r.ok();
+        let same = r
+            .cpu_tokens
+            .iter()
+            .zip(&r.gpu_tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        println!(
+            "{:<20} {:<5} {} of {} greedy tokens equal the CPU's (iGPU {:.1} ms, CPU {:.1} ms){}",
+            "model end to end",
+            verdict(r.ok()),
+            same,
+            r.cpu_tokens.len(),
+            r.gpu_time.as_secs_f64() * 1e3,
+            r.cpu_time.as_secs_f64() * 1e3,
+            r.margin_at_mismatch
+                .map(|m| format!("; first difference at a CPU margin of {m:.3}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(Some(all))
+}
+
+/// The CPU surface: the optimized kernels against their scalar references, then the model
+/// prefilled in one batch against token by token.
+fn cpu(args: &Args) -> Result<Option<bool>, Box<dyn std::error::Error>> {
+    let mut s = args.seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let (rows, cols, n) = (517, 2000, 5);
+    let codes: Vec<u8> = (0..rows * cols).map(|_| (next() % 3) as u8).collect();
+    let w = ternary::pack(rows, cols, |i, j| codes[i * cols + j]);
+    let view = TernaryView::new(rows, cols, &w).ok_or("packing failed")?;
+    let k = padded_cols(cols);
+    let x: Vec<f32> = (0..n * cols)
+        .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+        .collect();
+    let mut all = true;
+    let mut report = |name: &str, ok: bool, t: Instant| {
+        all &= ok;
+        println!(
+            "{name:<20} {:<5} {:>8.1}µs",
+            verdict(ok),
+            t.elapsed().as_secs_f64() * 1e6
+        );
+    };
+    let t = Instant::now();
+    let (mut qa, mut qb) = (vec![0i8; n * k], vec![0i8; n * k]);
+    let mut acts = Vec::new();
+    let mut ok = true;
+    for r in 0..n {
+        let a = quantize_row_ref(&x[r * cols..(r + 1) * cols], &mut qa[r * k..(r + 1) * k]);
+        ok &= a == quantize_row(&x[r * cols..(r + 1) * cols], &mut qb[r * k..(r + 1) * k]);
+        acts.push(a);
+    }
+    report("quantize_row", ok && qa == qb, t);
+    let t = Instant::now();
+    let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+    ternary::gemv_ref(view, &qa[..k], acts[0], 0.8, &mut a);
+    ternary::gemv(view, &qa[..k], acts[0], 0.8, &mut b);
+    report("ternary gemv", a == b, t);
+    let t = Instant::now();
+    let mut g = vec![0f32; n * rows];
+    ternary::gemm(view, &qa, &acts, 0.8, &mut g);
+    let ok = (0..n).all(|r| {
+        ternary::gemv_ref(view, &qa[r * k..(r + 1) * k], acts[r], 0.8, &mut a);
+        a[..] == g[r * rows..(r + 1) * rows]
+    });
+    report("ternary gemm", ok, t);
+    if let Some(model) = load_model(args) {
+        let p = prompt(&model);
+        let t = Instant::now();
+        let (mut s1, mut s2) = (Session::new(&model, 64), Session::new(&model, 64));
+        let batched = forward(&model, &mut s1, &p, LogitsMode::Last)?;
+        let mut one = Vec::new();
+        for id in &p {
+            one = forward(&model, &mut s2, &[*id], LogitsMode::Last)?;
+        }
+        let worst = batched
+            .iter()
+            .zip(&one)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        report("model prefill", worst < 1e-3, t);
+    }
+    Ok(Some(all))
+}
+
+fn npu() -> Result<Option<bool>, Box<dyn std::error::Error>> {
+    let io = onebit_drv::io::real();
+    if !io.exists(Path::new("/dev/accel/accel0")) {
+        println!("no NPU here: /dev/accel/accel0 does not exist (amdxdna not loaded or no XDNA NPU); nothing was dispatched.");
+        return Ok(None);
+    }
+    let dev = onebit_drv::xdna::device::XdnaDevice::open_first(&io)?;
+    println!(
+        "NPU: {} (driver {:?}, firmware {:?})",
+        dev.path().display(),
+        dev.version(),
+        dev.firmware_version().ok()
+    );
+    Err("the NPU kernel selftest is not wired into this command yet; the device opened fine".into())
+}
