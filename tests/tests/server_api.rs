@@ -413,6 +413,12 @@ fn malformed_requests_get_openai_errors() {
     ] {
         cases.push((what, post_raw("/v1/completions", &body), status));
     }
+    let deep = format!(r#"{{"prompt":{}{}}}"#, "[".repeat(2000), "]".repeat(2000));
+    cases.push((
+        "deeply nested JSON",
+        post_raw("/v1/completions", &deep),
+        400,
+    ));
     cases.push((
         "detokenize bad id",
         post_raw("/detokenize", r#"{"tokens":[-1]}"#),

@@ -431,6 +431,23 @@ mod tests {
         assert!(parse::<CompletionRequest>(b"").is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Any JSON-ish body gives a plan or an error, never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in r#"\{("(prompt|messages|max_tokens|temperature|top_k|top_p|min_p|seed|stop|n|logprobs|top_logprobs|stream|stream_options|repeat_last_n|role|content)":(-?[0-9]{1,12}(\.[0-9])?|"[a-z]{0,3}"|\[[0-9,]{0,6}\]|true|null|\{\}),?){0,6}\}"#) {
+            if let Ok(r) = parse::<CompletionRequest>(body.as_bytes()) {
+                let _ = r.params.plan("m", 512, &d());
+                let _ = r.logprobs();
+            }
+            if let Ok(r) = parse::<ChatRequest>(body.as_bytes()) {
+                let _ = r.params.plan("m", 512, &d());
+                let _ = r.chat_messages();
+                let _ = r.logprobs();
+            }
+        }
+    }
+
     #[test]
     fn chat_content_forms() {
         let r: ChatRequest = parse(

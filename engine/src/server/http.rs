@@ -556,6 +556,23 @@ mod tests {
         assert!(!r.unwrap().keep_alive);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever bytes arrive, the parser answers with a request or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                                       tail in "[a-zA-Z0-9:\r\n -]{0,200}") {
+            let mut raw = head;
+            raw.extend_from_slice(tail.as_bytes());
+            let mut l = quick();
+            l.max_body = 64;
+            let _ = parse(&raw, l);
+            let mut framed = b"POST / HTTP/1.1\r\n".to_vec();
+            framed.extend_from_slice(tail.as_bytes());
+            let _ = parse(&framed, l);
+        }
+    }
+
     #[test]
     fn chunked_response_framing() {
         let mut out = Vec::new();
