@@ -269,3 +269,29 @@ proptest! {
         prop_assert_eq!(host::argmax(&x, parts), argmax_ref(&x));
     }
 }
+
+/// CI's staleness check: where clang-19 is installed, rebuilding the sources must give the
+/// committed code object byte for byte.
+#[test]
+fn committed_code_object_is_up_to_date() {
+    let has_clang = std::process::Command::new("clang-19")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_clang {
+        eprintln!("SKIP: clang-19 not installed; the committed code object is not rebuilt");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/gpu/build.sh");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .arg("--check")
+        .output()
+        .expect("run build.sh");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

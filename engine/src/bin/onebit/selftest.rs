@@ -9,7 +9,7 @@ use clap::{Args as ClapArgs, ValueEnum};
 use onebit_drv::emu::kfd::KfdEmu;
 use onebit_drv::emu::Emulator;
 use onebit_drv::kfd::{Device, DeviceOptions};
-use onebit_engine::backend::igpu::{emulator, selftest};
+use onebit_engine::backend::igpu::{emulator, selftest, IgpuBackend, IgpuOptions};
 use onebit_engine::forward::{forward, LogitsMode, Session};
 use onebit_engine::model::Model;
 use onebit_kernels::act_quant::{quantize_row, quantize_row_ref};
@@ -39,6 +39,9 @@ pub struct Args {
     /// Greedy tokens of the end-to-end model check.
     #[arg(long, default_value_t = 16)]
     pub tokens: usize,
+    /// Also time every op of one decode step through its completion signal's timestamps.
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -187,8 +190,57 @@ fn igpu(args: &Args) -> Result<Option<bool>, Box<dyn std::error::Error>> {
                 .map(|m| format!("; first difference at a CPU margin of {m:.3}"))
                 .unwrap_or_default()
         );
+        if args.profile {
+            profile(&gpu, &model)?;
+        }
     }
     Ok(Some(all))
+}
+
+/// Per-op times of one decode step, summed by kernel, from the CP's signal timestamps.
+fn profile(gpu: &Gpu, model: &Model) -> Result<(), Box<dyn std::error::Error>> {
+    let p = prompt(model);
+    let opts = IgpuOptions {
+        max_ctx: p.len() + 1,
+        profile: true,
+        ..IgpuOptions::default()
+    };
+    let mut be = IgpuBackend::new(&gpu.dev, model, &opts)?;
+    if let Some(k) = &gpu.kfd {
+        emulator::bind(k, &be);
+    }
+    let tok = be.forward(&p)?;
+    let c0 = gpu.dev.clock_counters()?;
+    be.forward(&[tok])?;
+    let c1 = gpu.dev.clock_counters()?;
+    let secs = c1.system.saturating_sub(c0.system) as f64 / c1.system_freq.max(1) as f64;
+    let ticks_per_us = c1.gpu.saturating_sub(c0.gpu) as f64 / (secs * 1e6).max(1e-9);
+    let mut by_name: Vec<(&str, u64, usize)> = Vec::new();
+    for op in be.profile() {
+        match by_name.iter_mut().find(|(n, _, _)| *n == op.name) {
+            Some(e) => {
+                e.1 += op.ticks;
+                e.2 += 1;
+            }
+            None => by_name.push((op.name, op.ticks, 1)),
+        }
+    }
+    let total: u64 = by_name.iter().map(|e| e.1).sum();
+    println!(
+        "\nprofile of one decode step ({} ops, {:.1} GPU ticks/µs):",
+        be.profile().len(),
+        ticks_per_us
+    );
+    for (name, ticks, n) in by_name {
+        let us = if ticks_per_us > 0.0 {
+            ticks as f64 / ticks_per_us
+        } else {
+            0.0
+        };
+        let share = 100.0 * ticks as f64 / total.max(1) as f64;
+        println!("  {name:<16} {n:>4}× {ticks:>10} ticks {us:>10.1} µs {share:>5.1} %");
+    }
+    Ok(())
 }
 
 /// The CPU surface: the optimized kernels against their scalar references, then the model
