@@ -20,6 +20,7 @@ use crate::{Error, Result};
 use onebit_kernels::float::{
     add_inplace, relu2_mul, rms_norm_inplace, rope_inv_freq, rope_rotate_half,
 };
+use onebit_kernels::screen::Int8Head;
 use onebit_kernels::ternary::{gemm, gemv, gemv_many, padded_cols, GemvJob};
 use onebit_kernels::{parallel, quantize_row, ActScale};
 
@@ -136,6 +137,37 @@ pub fn forward_sessions(
     new_ids: &[&[u32]],
     mode: LogitsMode,
 ) -> Result<Vec<Vec<f32>>> {
+    let Some((mut h, rows)) = hidden_states(model, sessions, new_ids)? else {
+        return Ok(vec![Vec::new(); sessions.len()]);
+    };
+    Ok(lm_head(model, &mut h, &rows, sessions.len(), mode))
+}
+
+/// Greedy decoding's forward: the id of the most likely next token after `ids`, found
+/// with the int8-screened head ([`Int8Head`]) — the same token the F16 head's argmax gives,
+/// reading about half of the head's bytes.
+pub fn forward_greedy(
+    model: &Model,
+    session: &mut Session,
+    ids: &[u32],
+    screen: &Int8Head,
+) -> Result<u32> {
+    let c = &model.config;
+    let Some((mut h, _)) = hidden_states(model, &mut [session], &[ids])? else {
+        return Err(Error::Input("forward_greedy: no tokens given".into()));
+    };
+    let last = &mut h[(ids.len() - 1) * c.hidden_size..ids.len() * c.hidden_size];
+    rms_norm_inplace(last, &model.norm, c.rms_norm_eps);
+    Ok(screen.argmax(&model.embed_tokens.view(), last).0)
+}
+
+/// Runs the decoder layers over the new tokens (appending them to their sessions) and
+/// returns the final hidden states `[n_new, hidden]` with where each row belongs.
+fn hidden_states(
+    model: &Model,
+    sessions: &mut [&mut Session],
+    new_ids: &[&[u32]],
+) -> Result<Option<(Vec<f32>, Vec<RowPos>)>> {
     let c = &model.config;
     let mut rows = Vec::new();
     for (s, (session, ids)) in sessions.iter().zip(new_ids).enumerate() {
@@ -160,7 +192,7 @@ pub fn forward_sessions(
     }
     let n = rows.len();
     if n == 0 {
-        return Ok(vec![Vec::new(); sessions.len()]);
+        return Ok(None);
     }
     let hidden = c.hidden_size;
     let embd = model.embed_tokens.view();
@@ -189,7 +221,7 @@ pub fn forward_sessions(
     for (session, ids) in sessions.iter_mut().zip(new_ids) {
         session.tokens.extend_from_slice(ids);
     }
-    Ok(lm_head(model, &mut h, &rows, sessions.len(), mode))
+    Ok(Some((h, rows)))
 }
 
 /// Working memory of one forward call.

@@ -8,6 +8,7 @@ pub mod embd;
 pub mod float;
 pub mod gpu;
 pub mod parallel;
+pub mod screen;
 pub mod ternary;
 
 pub use act_quant::{quantize_row, quantize_row_ref, ActScale};

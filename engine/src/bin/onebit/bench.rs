@@ -6,11 +6,12 @@
 use crate::bandwidth;
 use crate::common::CliResult;
 use crate::roofline::{ceiling, Budget};
-use onebit_engine::forward::{forward, LogitsMode, Session};
+use onebit_engine::forward::{forward, forward_greedy, LogitsMode, Session};
 use onebit_engine::model::Model;
 use onebit_engine::synth::{self, Preset, Rng};
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::parallel;
+use onebit_kernels::screen::Int8Head;
 use onebit_kernels::ternary::Isa;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ pub struct Args {
     /// Skip the bandwidth measurement (no roofline column).
     #[arg(long)]
     pub no_bandwidth: bool,
+    /// Also time greedy decoding with the int8-screened head (exact argmax, half the head
+    /// bytes), after checking it picks the F16 head's token.
+    #[arg(long)]
+    pub greedy_head: bool,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -131,6 +136,41 @@ fn run_tg(model: &Model, n: usize, rep: usize) -> onebit_engine::Result<Vec<f64>
     Ok(times)
 }
 
+/// Like [`run_tg`], through the int8-screened greedy head.
+fn run_tg_greedy(
+    model: &Model,
+    screen: &Int8Head,
+    n: usize,
+    rep: usize,
+) -> onebit_engine::Result<Vec<f64>> {
+    let ids = random_ids(model, n, 1000 + rep as u64);
+    let mut s = Session::new(model, n);
+    let mut times = Vec::with_capacity(n);
+    for id in ids {
+        let t0 = Instant::now();
+        forward_greedy(model, &mut s, &[id], screen)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+/// Steps where the screened head and the F16 head's argmax agree, out of `n`.
+fn check_greedy(
+    model: &Model,
+    screen: &Int8Head,
+    n: usize,
+) -> onebit_engine::Result<(usize, usize)> {
+    let ids = random_ids(model, n, 77);
+    let (mut a, mut b) = (Session::new(model, n), Session::new(model, n));
+    let mut same = 0;
+    for id in ids {
+        let logits = forward(model, &mut a, &[id], LogitsMode::Last)?;
+        let g = forward_greedy(model, &mut b, &[id], screen)?;
+        same += usize::from(onebit_engine::sampler::argmax(&logits) == g);
+    }
+    Ok((same, n))
+}
+
 fn describe(model: &Model) -> String {
     let arch = model
         .provenance
@@ -176,6 +216,23 @@ pub fn main(a: Args) -> CliResult {
         (None, None) => return Err("give -m MODEL or --preset NAME".into()),
     };
     let budget = Budget::of_model(&model);
+    let screen = if a.greedy_head {
+        let t0 = Instant::now();
+        let s = Int8Head::new(&model.embed_tokens.view())
+            .ok_or("--greedy-head needs an F16 embedding (the int8 copy screens an F16 head)")?;
+        let (same, n) = check_greedy(&model, &s, 8)?;
+        eprintln!(
+            "int8-screened head: {:.0} MB, built in {:.1} s; same token as the F16 head in {same}/{n} steps",
+            s.bytes() as f64 / 1e6,
+            t0.elapsed().as_secs_f64()
+        );
+        if same != n {
+            return Err("the int8-screened head picked a different token than the F16 head".into());
+        }
+        Some(s)
+    } else {
+        None
+    };
     let backend = format!("CPU ({})", Isa::best().name());
     let mut rows = Vec::new();
     let mut last_bw = None;
@@ -232,6 +289,32 @@ pub fn main(a: Args) -> CliResult {
                 roofline_ts: roof,
                 roofline_fraction: roof.map(|r| m / r),
             });
+            if let Some(screen) = &screen {
+                let mut samples = Vec::new();
+                let mut all = Vec::new();
+                for r in 0..a.reps {
+                    let times = run_tg_greedy(&model, screen, a.n_gen, r)?;
+                    samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
+                    all.extend(times);
+                }
+                all.sort_by(|x, y| x.total_cmp(y));
+                let (m, sd) = mean_sd(&samples);
+                let mut b = budget.clone();
+                b.head = screen.bytes() as f64;
+                let roof = bw.map(|bw| ceiling(bw, b.decode_bytes(a.n_gen / 2)));
+                rows.push(Row {
+                    threads: t,
+                    test: format!("tg{} greedy, int8-screened head", a.n_gen),
+                    ts_mean: m,
+                    ts_sd: sd,
+                    samples_ts: samples,
+                    p50_ms: Some(percentile(&all, 0.5) * 1e3),
+                    p99_ms: Some(percentile(&all, 0.99) * 1e3),
+                    bandwidth_gbs: bw,
+                    roofline_ts: roof,
+                    roofline_fraction: roof.map(|r| m / r),
+                });
+            }
         }
     }
     let report = Report {
