@@ -18,6 +18,17 @@ macro_rules! server {
     };
 }
 
+/// A server whose engine steps take at least 5 ms: a 400-token request then holds its
+/// slot for about two seconds on any machine.
+macro_rules! slow_server {
+    ($opts:expr) => {
+        match start_with_step_delay($opts, Duration::from_millis(5)) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
 #[test]
 fn many_concurrent_streams_all_complete() {
     let mut o = opts();
@@ -53,7 +64,7 @@ fn full_queue_answers_503_with_retry_after() {
     let mut o = opts();
     o.slots = 1;
     o.queue = 0;
-    let (srv, port) = server!(o);
+    let (srv, port) = slow_server!(o);
     // Occupy the only slot with a long stream.
     let mut r = open_stream(
         port,
@@ -87,7 +98,7 @@ fn a_client_that_disconnects_frees_its_slot_at_once() {
     let mut o = opts();
     o.slots = 1;
     o.queue = 4;
-    let (srv, port) = server!(o);
+    let (srv, port) = slow_server!(o);
     for _ in 0..3 {
         let mut r = open_stream(
             port,
@@ -157,14 +168,31 @@ fn slow_and_silent_clients_do_not_stall_others() {
 fn shutdown_cuts_streams_with_a_final_chunk() {
     let mut o = opts();
     o.grace = Duration::from_millis(300);
-    let (srv, port) = server!(o);
+    o.slots = 1;
+    o.queue = 2;
+    let (srv, port) = slow_server!(o);
     let mut r = open_stream(
         port,
         "/v1/completions",
         &json!({"prompt": "a", "max_tokens": 480, "stream": true}),
     );
     assert!(next_chunk(&mut r).is_some());
+    // A second request waits for the only slot; shutdown turns it away with a 503.
+    let queued = std::thread::spawn(move || {
+        post(
+            port,
+            "/v1/completions",
+            &json!({"prompt": "b", "max_tokens": 4}),
+        )
+    });
+    assert!(eventually(5, || metric(port, "onebit:requests_deferred") == 1.0));
     let stopper = std::thread::spawn(move || srv.shutdown());
+    let q = queued.join().unwrap();
+    assert_eq!(q.status, 503, "{}", q.text());
+    assert!(q.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("shutting down"));
     let mut rest = String::new();
     while let Some(c) = next_chunk(&mut r) {
         rest.push_str(&c);
@@ -182,6 +210,11 @@ fn shutdown_cuts_streams_with_a_final_chunk() {
         .unwrap();
     let v: Value = serde_json::from_str(&last_json[6..]).unwrap();
     assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let texts = rest.matches("\"text\":").count();
+    assert!(
+        texts < 470,
+        "the stream was cut, not finished ({texts} chunks)"
+    );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "no longer accepting"

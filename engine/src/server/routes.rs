@@ -413,7 +413,7 @@ enum Step {
     Text(String, Option<(Vec<u8>, TokenLogprob)>),
     /// The generation ended: the remaining text and why.
     End(String, Finish, Option<Usage>),
-    Failed(String),
+    Failed(ApiError),
     /// Nothing yet.
     Wait,
     /// The client went away.
@@ -463,11 +463,29 @@ impl<'a> Reader<'a> {
                 Step::Text(piece, lp)
             }
             Ok(Event::Done { finish, usage }) => Step::End(self.text.finish(), finish, Some(usage)),
-            Ok(Event::Failed(msg)) => Step::Failed(msg),
+            Ok(Event::Failed(msg)) => Step::Failed(ApiError::internal(msg)),
+            Ok(Event::Closing) => Step::Failed(ApiError::closing()),
             Err(RecvTimeoutError::Timeout) if conn.peer_gone() => Step::Gone,
             Err(RecvTimeoutError::Timeout) => Step::Wait,
-            Err(RecvTimeoutError::Disconnected) => Step::Failed("the engine stopped".into()),
+            Err(RecvTimeoutError::Disconnected) => {
+                Step::Failed(ApiError::internal("the engine stopped"))
+            }
         }
+    }
+
+    /// One line per finished generation.
+    fn log_end(&self, g: &Gen, finish: Finish, engine: Option<&Usage>) {
+        let completion = engine.map_or(self.got.completion_tokens, |u| u.completion_tokens);
+        tracing::info!(
+            id = g.id,
+            prompt = g.prompt.len(),
+            cached = self.got.cached,
+            completion,
+            finish = finish.as_openai(),
+            stream = g.plan.stream,
+            predicted_ms = engine.map_or(0.0, |u| u.predicted_ms).round(),
+            "generation done"
+        );
     }
 
     /// llama-server's `timings` object (only when the engine finished the request).
@@ -553,9 +571,10 @@ fn collect(
             }
             Step::End(t, f, u) => {
                 out.push_str(&t);
+                rd.log_end(g, f, u.as_ref());
                 break (f, u);
             }
-            Step::Failed(m) => return Err(ApiError::internal(m)),
+            Step::Failed(e) => return Err(e),
             Step::Wait => {}
             Step::Gone => {
                 return Err(ApiError::new(
@@ -672,6 +691,7 @@ fn stream(
                 out.send(&event(&chunk(g, Some(&t), v, None, false)))
             }
             Step::End(t, finish, usage) => {
+                rd.log_end(g, finish, usage.as_ref());
                 let mut bytes = Vec::new();
                 if !t.is_empty() || !pending_lp.is_empty() {
                     let v = lp_value(&pending_lp, offset);
@@ -690,8 +710,7 @@ fn stream(
                 bytes.extend_from_slice(b"data: [DONE]\n\n");
                 return out.send(&bytes).and_then(|_| out.finish()).is_ok();
             }
-            Step::Failed(m) => {
-                let e = ApiError::internal(m);
+            Step::Failed(e) => {
                 let mut bytes = event(&e.body());
                 bytes.extend_from_slice(b"data: [DONE]\n\n");
                 return out.send(&bytes).and_then(|_| out.finish()).is_ok();

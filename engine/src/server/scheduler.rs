@@ -84,6 +84,8 @@ pub enum Event {
         usage: Usage,
     },
     Failed(String),
+    /// The daemon is shutting down before this request got a slot.
+    Closing,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -174,9 +176,7 @@ impl Queue {
         st.closing = true;
         st.cut_at = Some(Instant::now() + grace);
         for job in st.jobs.drain(..) {
-            let _ = job
-                .events
-                .send(Event::Failed("the server is shutting down".into()));
+            let _ = job.events.send(Event::Closing);
         }
         self.metrics.requests_deferred.store(0, Relaxed);
         drop(st);
@@ -585,6 +585,7 @@ mod tests {
                 Event::Token { id, .. } => toks.push(id),
                 Event::Done { finish, .. } => fin = Some(finish),
                 Event::Failed(m) => err = Some(m),
+                Event::Closing => err = Some("closing".into()),
             }
         }
         (cached, toks, fin, err)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use onebit_engine::server::backend::Backend;
 use onebit_engine::server::engine::{EngineBackend, EngineVocab};
 use onebit_engine::server::listen::Listener;
 use onebit_engine::server::{Options, Server};
@@ -18,6 +19,41 @@ pub const MODEL_ID: &str = "tiny-a.i2_s";
 /// Starts a server with `opts` on 127.0.0.1:0 with the model loaded, or None (with the
 /// reason printed) when the fixture is absent.
 pub fn start(opts: Options) -> Option<(Server, u16)> {
+    start_with_step_delay(opts, Duration::ZERO)
+}
+
+/// The real engine, slowed down by `delay` per step, so that tests which need a request
+/// to stay in its slot for a while do not depend on how fast this machine is.
+pub struct Slow {
+    inner: EngineBackend,
+    delay: Duration,
+}
+
+impl Backend for Slow {
+    type Session = <EngineBackend as Backend>::Session;
+    fn new_session(&self) -> Self::Session {
+        self.inner.new_session()
+    }
+    fn tokens<'a>(&self, s: &'a Self::Session) -> &'a [u32] {
+        self.inner.tokens(s)
+    }
+    fn truncate(&self, s: &mut Self::Session, n: usize) {
+        self.inner.truncate(s, n)
+    }
+    fn capacity(&self, s: &Self::Session) -> usize {
+        self.inner.capacity(s)
+    }
+    fn step(
+        &self,
+        sessions: &mut [&mut Self::Session],
+        ids: &[&[u32]],
+    ) -> Result<Vec<Vec<f32>>, String> {
+        std::thread::sleep(self.delay);
+        self.inner.step(sessions, ids)
+    }
+}
+
+pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, u16)> {
     let path = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf")?;
     let (model, tok) = onebit_engine::format::load(&path).expect("load tiny-a");
     let n_vocab = model.config.vocab_size;
@@ -25,7 +61,16 @@ pub fn start(opts: Options) -> Option<(Server, u16)> {
     let info = backend.info(MODEL_ID.into(), n_vocab);
     let vocab = Arc::new(EngineVocab::new(Arc::new(tok), n_vocab));
     let server = Server::start(opts, vec![Listener::bind("127.0.0.1", 0).unwrap()]).unwrap();
-    server.set_ready(backend, vocab, info).unwrap();
+    server
+        .set_ready(
+            Slow {
+                inner: backend,
+                delay,
+            },
+            vocab,
+            info,
+        )
+        .unwrap();
     let port = server.ports()[0];
     Some((server, port))
 }
