@@ -24,17 +24,21 @@ KERNEL(add, EW_WG) GLOBAL float *acc, GLOBAL const float *x, u32 n) {
     }
 }
 
-/* h[t] = embedding row ids[t] (F16 → f32, exact), for n_tokens ids read from device memory
- * so a chain can feed its own argmax back. Grid: ceil(cols/256) × n_tokens work-groups. */
-KERNEL(embed_f16, EW_WG) GLOBAL const u16 *emb, GLOBAL const u32 *ids, GLOBAL float *h, u32 cols) {
-    u32 t = GROUP_ID(1);
-    GLOBAL const u16 *row = emb + (u64)ids[t] * cols;
-    FOR_LANES(l, EW_WG) {
-        u32 i = GROUP_ID(0) * EW_WG + l;
-        if (i < cols)
-            h[(u64)t * cols + i] = onebit_f16_to_f32(row[i]);
+/* h[t] = embedding row ids[t] (F16 or BF16 → f32, exact), for n_tokens ids read from
+ * device memory so a chain can feed its own argmax back.
+ * Grid: ceil(cols/256) × n_tokens work-groups. */
+#define EMBED_KERNEL(name, convert)                                                             \
+    KERNEL(name, EW_WG) GLOBAL const u16 *emb, GLOBAL const u32 *ids, GLOBAL float *h, u32 cols) { \
+        u32 t = GROUP_ID(1);                                                                    \
+        GLOBAL const u16 *row = emb + (u64)ids[t] * cols;                                       \
+        FOR_LANES(l, EW_WG) {                                                                   \
+            u32 i = GROUP_ID(0) * EW_WG + l;                                                    \
+            if (i < cols)                                                                       \
+                h[(u64)t * cols + i] = convert(row[i]);                                         \
+        }                                                                                       \
     }
-}
+EMBED_KERNEL(embed_f16, onebit_f16_to_f32)
+EMBED_KERNEL(embed_bf16, onebit_bf16_to_f32)
 
 /* Does nothing: dispatch latency probe. */
 KERNEL0(empty, 64) {}

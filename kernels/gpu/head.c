@@ -6,37 +6,41 @@
 #define HEAD_ROWS_PER_WG (HEAD_WG / HEAD_LANES_PER_ROW)
 LDS(float, head_acc, HEAD_WG);
 
-/* logits[r] = f16(emb[r]) · h. Lane k of a row sums the elements ≡ k (mod 8) of the
- * 8-aligned body, then lane 0 adds the 8 partials and the tail in order: the summation
- * order of kernels/src/embd.rs dot_f16, so logits match it exactly.
+/* logits[r] = emb[r] · h over F16 or BF16 rows. Lane k of a row sums the elements ≡ k
+ * (mod 8) of the 8-aligned body, then lane 0 adds the 8 partials and the tail in order:
+ * the summation order of kernels/src/embd.rs dot_f16, so F16 logits match it exactly
+ * (BF16 rows are summed the same way; the CPU sums those sequentially).
  * Grid: ceil(rows/32) work-groups. */
-KERNEL(lm_head_f16, HEAD_WG) GLOBAL const u16 *emb, GLOBAL const float *h, GLOBAL float *logits, u32 rows,
-    u32 cols) {
-    u32 row0 = GROUP_ID(0) * HEAD_ROWS_PER_WG, body = cols / 8 * 8;
-    FOR_LANES(l, HEAD_WG) {
-        u32 r = row0 + l / HEAD_LANES_PER_ROW, k = l % HEAD_LANES_PER_ROW;
-        float acc = 0.0f;
-        if (r < rows) {
-            GLOBAL const u16 *row = emb + (u64)r * cols;
-            for (u32 i = k; i < body; i += 8)
-                acc += onebit_f16_to_f32(row[i]) * h[i];
-        }
-        head_acc[l] = acc;
+#define LM_HEAD_KERNEL(name, convert)                                                           \
+    KERNEL(name, HEAD_WG) GLOBAL const u16 *emb, GLOBAL const float *h, GLOBAL float *logits,      \
+        u32 rows, u32 cols) {                                                                   \
+        u32 row0 = GROUP_ID(0) * HEAD_ROWS_PER_WG, body = cols / 8 * 8;                         \
+        FOR_LANES(l, HEAD_WG) {                                                                 \
+            u32 r = row0 + l / HEAD_LANES_PER_ROW, k = l % HEAD_LANES_PER_ROW;                  \
+            float acc = 0.0f;                                                                   \
+            if (r < rows) {                                                                     \
+                GLOBAL const u16 *row = emb + (u64)r * cols;                                    \
+                for (u32 i = k; i < body; i += 8)                                               \
+                    acc += convert(row[i]) * h[i];                                              \
+            }                                                                                   \
+            head_acc[l] = acc;                                                                  \
+        }                                                                                       \
+        BARRIER();                                                                              \
+        FOR_LANES(l, HEAD_WG) {                                                                 \
+            u32 r = row0 + l / HEAD_LANES_PER_ROW;                                              \
+            if (l % HEAD_LANES_PER_ROW == 0 && r < rows) {                                      \
+                GLOBAL const u16 *row = emb + (u64)r * cols;                                    \
+                float s = -0.0f;                                                                \
+                for (u32 k = 0; k < HEAD_LANES_PER_ROW; k++)                                    \
+                    s += head_acc[l + k];                                                       \
+                for (u32 i = body; i < cols; i++)                                               \
+                    s += convert(row[i]) * h[i];                                                \
+                logits[r] = s;                                                                  \
+            }                                                                                   \
+        }                                                                                       \
     }
-    BARRIER();
-    FOR_LANES(l, HEAD_WG) {
-        u32 r = row0 + l / HEAD_LANES_PER_ROW;
-        if (l % HEAD_LANES_PER_ROW == 0 && r < rows) {
-            GLOBAL const u16 *row = emb + (u64)r * cols;
-            float s = -0.0f;
-            for (u32 k = 0; k < HEAD_LANES_PER_ROW; k++)
-                s += head_acc[l + k];
-            for (u32 i = body; i < cols; i++)
-                s += onebit_f16_to_f32(row[i]) * h[i];
-            logits[r] = s;
-        }
-    }
-}
+LM_HEAD_KERNEL(lm_head_f16, onebit_f16_to_f32)
+LM_HEAD_KERNEL(lm_head_bf16, onebit_bf16_to_f32)
 
 #define ARGMAX_WG 256
 LDS(struct onebit_best, argmax_best, ARGMAX_WG);

@@ -71,6 +71,12 @@ static inline float onebit_f16_to_f32(u16 h) {
     __builtin_memcpy(&f, &bits, 4);
     return f;
 }
+static inline float onebit_bf16_to_f32(u16 h) {
+    u32 bits = (u32)h << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
 
 #else /* the GPU */
 
@@ -98,6 +104,9 @@ static inline i32 onebit_dot4_u8i8(u32 a, u32 b, i32 acc) {
 }
 static inline float onebit_f16_to_f32(u16 h) {
     return (float)__builtin_bit_cast(_Float16, h);
+}
+static inline float onebit_bf16_to_f32(u16 h) {
+    return __builtin_bit_cast(float, (u32)h << 16);
 }
 
 #endif

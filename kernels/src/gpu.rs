@@ -157,7 +157,23 @@ pub const KERNELS: &[KernelSpec] = &[
         args: &[("emb", Ptr), ("ids", Ptr), ("h", Ptr), ("cols", U32)],
     },
     KernelSpec {
+        name: "embed_bf16",
+        workgroup: 256,
+        args: &[("emb", Ptr), ("ids", Ptr), ("h", Ptr), ("cols", U32)],
+    },
+    KernelSpec {
         name: "lm_head_f16",
+        workgroup: 256,
+        args: &[
+            ("emb", Ptr),
+            ("h", Ptr),
+            ("logits", Ptr),
+            ("rows", U32),
+            ("cols", U32),
+        ],
+    },
+    KernelSpec {
+        name: "lm_head_bf16",
         workgroup: 256,
         args: &[
             ("emb", Ptr),

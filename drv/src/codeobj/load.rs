@@ -106,7 +106,7 @@ pub fn dispatch_args(
     }
 }
 
-/// A bump allocator of kernarg segments in one CPU-visible GTT buffer; reset it once the
+/// A bump allocator of kernarg segments in one CPU-visible, GPU-uncached GTT buffer; reset it once the
 /// work that reads them has completed.
 pub struct KernargArena {
     buf: GpuBuffer,
@@ -115,8 +115,11 @@ pub struct KernargArena {
 
 impl KernargArena {
     pub fn new(dev: &Device, size: u64) -> Result<KernargArena, LoadError> {
+        // Uncached: segments are rewritten at the same addresses every step, and only the
+        // first packet of a step acquires at system scope, so no GPU cache may keep the
+        // previous step's arguments.
         Ok(KernargArena {
-            buf: GpuBuffer::alloc(dev, size, AllocOptions::gtt())?,
+            buf: GpuBuffer::alloc(dev, size, AllocOptions::uncached())?,
             used: 0,
         })
     }

@@ -7,6 +7,7 @@
 //! `onebit selftest`; they copy inputs into aligned buffers the way a device upload would.
 
 use super::{spec, ArgKind, GpuAct, GpuBest, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
+use crate::embd::EmbdType;
 use crate::ternary::{padded_cols, TernaryView};
 use crate::ActScale;
 use std::fmt;
@@ -73,7 +74,9 @@ extern "C" {
     fn onebit_host_relu2_mul(d: *const Dispatch, gate: M, up: P, n: u32);
     fn onebit_host_add(d: *const Dispatch, acc: M, x: P, n: u32);
     fn onebit_host_embed_f16(d: *const Dispatch, emb: P, ids: P, h: M, cols: u32);
+    fn onebit_host_embed_bf16(d: *const Dispatch, emb: P, ids: P, h: M, cols: u32);
     fn onebit_host_lm_head_f16(d: *const Dispatch, emb: P, h: P, logits: M, rows: u32, cols: u32);
+    fn onebit_host_lm_head_bf16(d: *const Dispatch, emb: P, h: P, logits: M, rows: u32, cols: u32);
     fn onebit_host_argmax_partial(d: *const Dispatch, x: P, best: M, n: u32);
     fn onebit_host_argmax_final(d: *const Dispatch, best: P, token: M, n_parts: u32);
     fn onebit_host_empty(d: *const Dispatch);
@@ -180,7 +183,9 @@ pub unsafe fn run(name: &str, groups: [u32; 3], args: &[u64]) -> Result<(), Host
                         "relu2_mul" => onebit_host_relu2_mul(d, m(0), p(1), u(2)),
                         "add" => onebit_host_add(d, m(0), p(1), u(2)),
                         "embed_f16" => onebit_host_embed_f16(d, p(0), p(1), m(2), u(3)),
+                        "embed_bf16" => onebit_host_embed_bf16(d, p(0), p(1), m(2), u(3)),
                         "lm_head_f16" => onebit_host_lm_head_f16(d, p(0), p(1), m(2), u(3), u(4)),
+                        "lm_head_bf16" => onebit_host_lm_head_bf16(d, p(0), p(1), m(2), u(3), u(4)),
                         "argmax_partial" => onebit_host_argmax_partial(d, p(0), m(1), u(2)),
                         "argmax_final" => onebit_host_argmax_final(d, p(0), m(1), u(2)),
                         "empty" => onebit_host_empty(d),
@@ -435,27 +440,49 @@ pub fn add(acc: &mut [f32], x: &[f32]) {
     );
 }
 
-/// `h[t] = f16 row ids[t]` of an F16 embedding (`rows × cols`, little-endian bytes).
-pub fn embed_f16(emb: &[u8], cols: usize, ids: &[u32], h: &mut [f32]) {
-    assert_eq!(h.len(), ids.len() * cols, "embed_f16: output length");
+/// The kernel suffix of a 16-bit embedding type (`f16`, `bf16`).
+fn half_kind(kind: EmbdType) -> &'static str {
+    match kind {
+        EmbdType::F16 => "f16",
+        EmbdType::Bf16 => "bf16",
+        other => panic!(
+            "no GPU kernel reads {} embeddings (only F16 and BF16)",
+            other.name()
+        ),
+    }
+}
+
+/// `h[t] = row ids[t]` of an F16/BF16 embedding (`rows × cols`, little-endian bytes).
+pub fn embed(kind: EmbdType, emb: &[u8], cols: usize, ids: &[u32], h: &mut [f32]) {
+    let name = if half_kind(kind) == "f16" {
+        "embed_f16"
+    } else {
+        "embed_bf16"
+    };
+    assert_eq!(h.len(), ids.len() * cols, "embed: output length");
     assert!(
         ids.iter()
             .all(|&i| (i as usize + 1) * cols * 2 <= emb.len()),
-        "embed_f16: id out of range"
+        "embed: id out of range"
     );
     let e = halves(emb);
     let groups = [n32(cols.div_ceil(256)), n32(ids.len()), 1];
     call(
-        "embed_f16",
+        name,
         groups,
         &[addr(&e), addr(ids), addr_mut(h), n32(cols).into()],
     );
 }
 
-/// `logits[r] = f16 row r · h` over an F16 embedding of `logits.len()` rows.
-pub fn lm_head_f16(emb: &[u8], h: &[f32], logits: &mut [f32]) {
+/// `logits[r] = row r · h` over an F16/BF16 embedding of `logits.len()` rows.
+pub fn lm_head(kind: EmbdType, emb: &[u8], h: &[f32], logits: &mut [f32]) {
+    let name = if half_kind(kind) == "f16" {
+        "lm_head_f16"
+    } else {
+        "lm_head_bf16"
+    };
     let (rows, cols) = (logits.len(), h.len());
-    assert_eq!(emb.len(), rows * cols * 2, "lm_head_f16: embedding size");
+    assert_eq!(emb.len(), rows * cols * 2, "lm_head: embedding size");
     let e = halves(emb);
     let groups = [
         n32(rows.div_ceil(super::LM_HEAD_ROWS_PER_GROUP as usize)),
@@ -463,7 +490,7 @@ pub fn lm_head_f16(emb: &[u8], h: &[f32], logits: &mut [f32]) {
         1,
     ];
     call(
-        "lm_head_f16",
+        name,
         groups,
         &[
             addr(&e),

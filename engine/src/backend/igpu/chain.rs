@@ -142,12 +142,13 @@ pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<V
         wk(be.wk.token),
     );
 
+    let (embed_kernel, head_kernel) = be.embed_kernels;
     let mut r = Recorder {
         be,
         ops: Vec::new(),
     };
     r.op(
-        "embed_f16",
+        embed_kernel,
         [hidden.div_ceil(256) as u32, n as u32, 1],
         &[emb, ids, h, hidden as u64],
     )?;
@@ -210,7 +211,7 @@ pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<V
         r.norm(last, norm, normed, 1, hidden)?;
         let rows = c.vocab_size as u32;
         r.op(
-            "lm_head_f16",
+            head_kernel,
             [rows.div_ceil(LM_HEAD_ROWS_PER_GROUP), 1, 1],
             &[emb, normed, logits, rows.into(), hidden as u64],
         )?;

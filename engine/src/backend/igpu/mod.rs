@@ -96,6 +96,8 @@ pub struct IgpuBackend {
     timeout: Duration,
     pos: usize,
     last_profile: Vec<OpTime>,
+    /// (embedding lookup, LM head) kernels for the embedding's 16-bit type.
+    embed_kernels: (&'static str, &'static str),
 }
 
 impl std::fmt::Debug for IgpuBackend {
@@ -112,13 +114,17 @@ impl IgpuBackend {
     /// Loads the kernels and uploads `model` to `dev`.
     pub fn new(dev: &Device, model: &Model, opts: &IgpuOptions) -> Result<IgpuBackend> {
         let c = &model.config;
-        if model.embed_tokens.kind != EmbdType::F16 {
-            return Err(IgpuError::Model(format!(
-                "the iGPU LM head reads an F16 embedding; this model's is {} — convert the token \
-                 embedding to F16 (bitnet.cpp's I2_S files use F16) or use --surface cpu",
-                model.embed_tokens.kind.name()
-            )));
-        }
+        let embed_kernels = match model.embed_tokens.kind {
+            EmbdType::F16 => ("embed_f16", "lm_head_f16"),
+            EmbdType::Bf16 => ("embed_bf16", "lm_head_bf16"),
+            other => {
+                return Err(IgpuError::Model(format!(
+                    "the iGPU kernels read F16 or BF16 token embeddings; this model's is {} — \
+                     convert it (onebit convert) or use the CPU",
+                    other.name()
+                )))
+            }
+        };
         if c.head_dim > ATTN_HEAD_DIM_MAX as usize || !c.head_dim.is_multiple_of(2) {
             return Err(IgpuError::Model(format!(
                 "head_dim {} is not even or exceeds {ATTN_HEAD_DIM_MAX}",
@@ -185,6 +191,7 @@ impl IgpuBackend {
             timeout: opts.timeout,
             pos: 0,
             last_profile: Vec::new(),
+            embed_kernels,
         })
     }
 

@@ -414,6 +414,52 @@ fn cases(seed: u64) -> Vec<Case> {
             Ok(format!("{vocab} logits exact, argmax {tok}"))
         }),
     });
+    // BF16 embeddings: lookup exact, LM head within float rounding (the CPU sums BF16 rows
+    // sequentially, the kernel in 8 strided partials)
+    let (vocab, hid) = (333, 130);
+    let emb: Vec<u8> = r
+        .floats(vocab * hid, 2.0)
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+        .collect();
+    let view = EmbdView::new(EmbdType::Bf16, vocab, hid, &emb).expect("bf16 rows");
+    let mut want_h = vec![0f32; hid];
+    view.row_to_f32(5, &mut want_h);
+    let hvec = r.floats(hid, 1.0);
+    let mut want_logits = vec![0f32; vocab];
+    view.matvec(&hvec, &mut want_logits);
+    out.push(Case {
+        name: "embed+lm_head_bf16",
+        buffers: vec![
+            emb,
+            5u32.to_le_bytes().to_vec(),
+            vec![0; hid * 4],
+            f32_bytes(&hvec),
+            vec![0; vocab * 4],
+        ],
+        steps: vec![
+            (
+                "embed_bf16",
+                [1, 1, 1],
+                vec![Arg::Buf(0), Arg::Buf(1), Arg::Buf(2), Arg::U32(hid as u32)],
+            ),
+            (
+                "lm_head_bf16",
+                [groups(vocab, gpu::LM_HEAD_ROWS_PER_GROUP), 1, 1],
+                vec![
+                    Arg::Buf(0),
+                    Arg::Buf(3),
+                    Arg::Buf(4),
+                    Arg::U32(vocab as u32),
+                    Arg::U32(hid as u32),
+                ],
+            ),
+        ],
+        check: Box::new(move |b| {
+            same(&to_f32(&b[2]), &want_h, 0.0)?;
+            same(&to_f32(&b[4]), &want_logits, 1e-5)
+        }),
+    });
     out.push(Case {
         name: "empty",
         buffers: vec![],
