@@ -18,7 +18,7 @@
 use crate::model::{Layer, Model, TernaryTensor};
 use crate::{Error, Result};
 use onebit_kernels::float::{
-    add_inplace, relu2_mul, rms_norm_inplace, rope_inv_freq, rope_rotate_half,
+    add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_inv_freq, rope_rotate_half_cached,
 };
 use onebit_kernels::screen::Int8Head;
 use onebit_kernels::ternary::{gemm, gemv, gemv_many, padded_cols, GemvJob};
@@ -204,6 +204,18 @@ fn hidden_states(
         embd.row_to_f32(*id as usize, row);
     }
     let inv_freq = rope_inv_freq(c.head_dim, c.rope_theta);
+    // cos/sin per row, shared by every head of every layer.
+    let half = c.head_dim / 2;
+    let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
+    for (t, rp) in rows.iter().enumerate() {
+        rope_cos_sin(
+            rp.pos,
+            &inv_freq,
+            &mut cos[t * half..(t + 1) * half],
+            &mut sin[t * half..(t + 1) * half],
+        );
+    }
+    let rope = Rope { cos, sin, half };
     let mut scratch = Scratch::new(model, n);
     for (li, layer) in model.layers.iter().enumerate() {
         self_attention(
@@ -212,7 +224,7 @@ fn hidden_states(
             layer,
             sessions,
             &rows,
-            &inv_freq,
+            &rope,
             &mut h,
             &mut scratch,
         );
@@ -222,6 +234,20 @@ fn hidden_states(
         session.tokens.extend_from_slice(ids);
     }
     Ok(Some((h, rows)))
+}
+
+/// The rotary cos/sin of each row's position.
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl Rope {
+    fn row(&self, t: usize) -> (&[f32], &[f32]) {
+        let r = t * self.half..(t + 1) * self.half;
+        (&self.cos[r.clone()], &self.sin[r])
+    }
 }
 
 /// Working memory of one forward call.
@@ -324,7 +350,7 @@ fn self_attention(
     layer: &Layer,
     sessions: &mut [&mut Session],
     rows: &[RowPos],
-    inv_freq: &[f32],
+    rope: &Rope,
     h: &mut [f32],
     s: &mut Scratch,
 ) {
@@ -345,8 +371,9 @@ fn self_attention(
     );
 
     for (t, rp) in rows.iter().enumerate() {
-        rope_rotate_half(&mut s.q[t * q_dim..(t + 1) * q_dim], hd, rp.pos, inv_freq);
-        rope_rotate_half(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hd, rp.pos, inv_freq);
+        let (cos, sin) = rope.row(t);
+        rope_rotate_half_cached(&mut s.q[t * q_dim..(t + 1) * q_dim], hd, cos, sin);
+        rope_rotate_half_cached(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hd, cos, sin);
         let sess = &mut sessions[rp.session];
         let at = rp.pos * sess.kv_dim;
         sess.keys[layer_index][at..at + kv_dim].copy_from_slice(&s.k[t * kv_dim..(t + 1) * kv_dim]);

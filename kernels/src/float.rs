@@ -47,6 +47,28 @@ pub fn rope_rotate_half(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[
     }
 }
 
+/// The cos/sin of every rotary frequency at `pos` (the angles [`rope_rotate_half`] uses).
+pub fn rope_cos_sin(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
+    for ((f, c), s) in inv_freq.iter().zip(cos.iter_mut()).zip(sin.iter_mut()) {
+        (*s, *c) = (pos as f32 * f).sin_cos();
+    }
+}
+
+/// [`rope_rotate_half`] with the angles' cos/sin computed once per position (every head of
+/// every layer shares them); bit-identical to it.
+pub fn rope_rotate_half_cached(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = head_dim / 2;
+    assert!(cos.len() == half && sin.len() == half, "rope: table length");
+    for head in x.chunks_exact_mut(head_dim) {
+        let (lo, hi) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
 /// Numerically stable softmax in place.
 pub fn softmax_inplace(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
@@ -161,6 +183,21 @@ mod tests {
         let n0: f32 = orig.iter().map(|v| v * v).sum();
         let n1: f32 = x.iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-3);
+    }
+
+    #[test]
+    fn cached_rope_is_bit_identical() {
+        let inv = rope_inv_freq(128, 500000.0);
+        let orig: Vec<f32> = (0..640).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        for pos in [0usize, 1, 17, 999, 4095] {
+            let mut a = orig.clone();
+            rope_rotate_half(&mut a, 128, pos, &inv);
+            let (mut c, mut s) = (vec![0f32; 64], vec![0f32; 64]);
+            rope_cos_sin(pos, &inv, &mut c, &mut s);
+            let mut b = orig.clone();
+            rope_rotate_half_cached(&mut b, 128, &c, &s);
+            assert_eq!(a, b, "pos {pos}");
+        }
     }
 
     #[test]
