@@ -95,14 +95,18 @@ class ExactBitNet:
         return -lp.gather(1, tgt[:, None]).sum().item(), len(ids) - 1
 
     def greedy(self, ids, n_new, stop=(1, 2)):
-        ids, out = list(ids), []
+        """Greedy tokens and, per step, the top-1 minus top-2 logit (how decisive it was)."""
+        ids, out, margins = list(ids), [], []
         for _ in range(n_new):
-            nxt = int(self.logits(ids[-self.cfg["max_position_embeddings"]:])[-1].argmax())
+            last = self.logits(ids[-self.cfg["max_position_embeddings"]:])[-1]
+            top = last.topk(2)
+            nxt = int(top.indices[0])
             out.append(nxt)
+            margins.append(float(top.values[0] - top.values[1]))
             if nxt in stop:
                 break
             ids.append(nxt)
-        return out
+        return out, margins
 
 
 def unigram_nll(counts, ids):
@@ -118,7 +122,7 @@ def main():
     ap.add_argument("--heldout-text", required=True, help="the shipped held-out text")
     ap.add_argument("--out", required=True, help="eval.json to write")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--full-windows", type=int, default=0, help="limit whole-split windows (0: all)")
+    ap.add_argument("--full-windows", type=int, default=0, help="limit whole-split windows (0: all, -1: none)")
     ap.add_argument("--gen-tokens", type=int, default=64)
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -148,22 +152,22 @@ def main():
     step = ctx - 1
     windows = [held[i:i + step] for i in range(0, len(held) - step + 1, step)]
     if args.full_windows:
-        windows = windows[: args.full_windows]
+        windows = windows[: max(0, args.full_windows)]
     tot, cnt, uni = 0.0, 0, 0.0
     for w in windows:
         a, b = m.nll([bos] + w)
         tot, cnt = tot + a, cnt + b
         uni += unigram_nll(counts, w)
-    full = {"perplexity": math.exp(tot / cnt), "nll_mean": tot / cnt, "n_scored": cnt,
-            "windows": len(windows), "unigram_perplexity": math.exp(uni / cnt)}
+    full = {"perplexity": math.exp(tot / max(cnt, 1)), "nll_mean": tot / max(cnt, 1), "n_scored": cnt,
+            "windows": len(windows), "unigram_perplexity": math.exp(uni / max(cnt, 1))}
     print("whole held-out split:", json.dumps(full))
 
     samples = []
     for p in PROMPTS:
         pid = [bos] + tok.encode(p, add_special_tokens=False).ids
-        gen = m.greedy(pid, args.gen_tokens)
+        gen, margins = m.greedy(pid, args.gen_tokens)
         samples.append({"prompt": p, "prompt_ids": pid, "max_new_tokens": args.gen_tokens,
-                        "tokens": gen, "text": tok.decode(gen, skip_special_tokens=False)})
+                        "tokens": gen, "margins": margins, "text": tok.decode(gen, skip_special_tokens=False)})
         print(f"--- {p!r} ->\n{p}{samples[-1]['text']}")
 
     with open(args.out, "w") as f:
