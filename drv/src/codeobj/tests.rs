@@ -272,3 +272,33 @@ fn metadata_corruption_names_the_problem() {
         .to_string();
     assert!(e.contains("metadata note"), "{e}");
 }
+
+/// Built by clang-19 from two C files (kernel `first`; kernel `second` reading a global
+/// pointer table): lld keeps one metadata note per object, and the table needs a real
+/// `R_AMDGPU_RELATIVE64`.
+static TWO_NOTES: &[u8] = include_bytes!("testdata/two_notes.co");
+
+#[test]
+fn merges_metadata_notes_and_applies_a_real_relocation() {
+    let co = CodeObject::parse(TWO_NOTES, EF_AMDGPU_MACH_GFX1151).unwrap();
+    assert_eq!(co.elf.metadata.len(), 2);
+    let names: Vec<_> = co.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+    assert_eq!(co.elf.relocs.len(), 1);
+    let r = co.elf.relocs[0];
+    assert_eq!(r.r_type, R_AMDGPU_RELATIVE64);
+    let base = 0x7f00_0000_0000u64;
+    let img = co.image(base).unwrap();
+    let at = r.offset as usize;
+    let ptr = u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+    assert_eq!(
+        ptr,
+        base + r.addend as u64,
+        "the table entry points at `table` in the loaded image"
+    );
+    let table: Vec<f32> = img[r.addend as usize..r.addend as usize + 16]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(table, [1.0, 2.0, 3.0, 4.0]);
+}
