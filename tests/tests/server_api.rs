@@ -521,3 +521,24 @@ fn unix_socket_listener() {
     srv.shutdown();
     assert!(!sock.exists(), "the socket file is removed at shutdown");
 }
+
+#[test]
+fn http10_clients_get_an_unchunked_stream_ended_by_close() {
+    let (srv, port) = server!(opts());
+    use std::io::{Read, Write};
+    let mut s = connect(port);
+    let body = json!({"prompt": "x", "max_tokens": 3, "stream": true}).to_string();
+    write!(s, "POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Connection: close") && !head.contains("chunked"),
+        "{head}"
+    );
+    assert!(
+        body.starts_with("data: {") && body.ends_with("data: [DONE]\n\n"),
+        "{body:?}"
+    );
+    srv.shutdown();
+}

@@ -41,6 +41,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Whether the connection may serve another request after this one.
     pub keep_alive: bool,
+    /// HTTP/1.1 (else 1.0, which has no chunked encoding).
+    pub http11: bool,
 }
 
 impl Request {
@@ -225,6 +227,7 @@ pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request,
         headers,
         body: Vec::new(),
         keep_alive: http11,
+        http11,
     };
     if let Some(c) = req.header("connection") {
         let c = c.to_ascii_lowercase();
@@ -439,21 +442,38 @@ impl Response {
     }
 }
 
-/// A `Transfer-Encoding: chunked` response body, for SSE.
+/// A streamed response body, for SSE: `Transfer-Encoding: chunked` for HTTP/1.1 clients;
+/// for HTTP/1.0 clients the bytes as they are, ended by closing the connection.
 pub struct Chunked<'a, W: Write> {
     w: &'a mut W,
+    chunked: bool,
 }
 
 impl<'a, W: Write> Chunked<'a, W> {
     /// Writes the head of a 200 response of `content_type` and returns the body writer.
-    pub fn start(w: &'a mut W, content_type: &str, keep_alive: bool) -> io::Result<Self> {
+    /// Without `http11` the connection cannot be kept alive afterwards.
+    pub fn start(
+        w: &'a mut W,
+        content_type: &str,
+        keep_alive: bool,
+        http11: bool,
+    ) -> io::Result<Self> {
+        let framing = if http11 {
+            "Transfer-Encoding: chunked\r\n"
+        } else {
+            ""
+        };
+        let conn = if keep_alive && http11 {
+            "keep-alive"
+        } else {
+            "close"
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\nConnection: {}\r\n\r\n",
-            if keep_alive { "keep-alive" } else { "close" }
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\n{framing}X-Accel-Buffering: no\r\nConnection: {conn}\r\n\r\n"
         );
         w.write_all(head.as_bytes())?;
         w.flush()?;
-        Ok(Self { w })
+        Ok(Self { w, chunked: http11 })
     }
 
     /// The underlying writer (for checks that only look at it).
@@ -466,6 +486,10 @@ impl<'a, W: Write> Chunked<'a, W> {
         if data.is_empty() {
             return Ok(());
         }
+        if !self.chunked {
+            self.w.write_all(data)?;
+            return self.w.flush();
+        }
         let mut out = format!("{:x}\r\n", data.len()).into_bytes();
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
@@ -474,7 +498,9 @@ impl<'a, W: Write> Chunked<'a, W> {
     }
 
     pub fn finish(self) -> io::Result<()> {
-        self.w.write_all(b"0\r\n\r\n")?;
+        if self.chunked {
+            self.w.write_all(b"0\r\n\r\n")?;
+        }
         self.w.flush()
     }
 }
@@ -576,7 +602,7 @@ mod tests {
     #[test]
     fn chunked_response_framing() {
         let mut out = Vec::new();
-        let mut c = Chunked::start(&mut out, "text/event-stream", true).unwrap();
+        let mut c = Chunked::start(&mut out, "text/event-stream", true, true).unwrap();
         c.send(b"data: x\n\n").unwrap();
         c.send(b"").unwrap();
         c.finish().unwrap();

@@ -106,9 +106,9 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
         "/tokenize" => tokenize(ready, &req.body).map(Reply::Send),
         "/detokenize" => detokenize(ready, &req.body).map(Reply::Send),
         "/v1/chat/completions" | "/chat/completions" => {
-            generate(sh, ready, Kind::Chat, &req.body, conn)
+            generate(sh, ready, Kind::Chat, &req.body, conn, req.http11)
         }
-        _ => generate(sh, ready, Kind::Text, &req.body, conn),
+        _ => generate(sh, ready, Kind::Text, &req.body, conn, req.http11),
     }
 }
 
@@ -368,6 +368,7 @@ fn generate(
     kind: Kind,
     body: &[u8],
     conn: &mut BufReader<Conn>,
+    http11: bool,
 ) -> Result<Reply, ApiError> {
     let g = prepare(sh, r, kind, body)?;
     let (tx, rx) = mpsc::channel();
@@ -393,7 +394,8 @@ fn generate(
     // Whatever happens below, the engine must stop working for this request.
     let _cancel_on_exit = CancelOnDrop(cancel);
     if g.plan.stream {
-        Ok(Reply::Done(stream(sh, r, &g, &rx, conn)))
+        // HTTP/1.0 streams end by closing the connection.
+        Ok(Reply::Done(stream(sh, r, &g, &rx, conn, http11) && http11))
     } else {
         collect(r, &g, &rx, conn).map(Reply::Send)
     }
@@ -652,9 +654,10 @@ fn stream(
     g: &Gen,
     rx: &mpsc::Receiver<Event>,
     conn: &mut BufReader<Conn>,
+    http11: bool,
 ) -> bool {
     let mut rd = Reader::new(r, g, rx);
-    let Ok(mut out) = Chunked::start(conn.get_mut(), "text/event-stream", true) else {
+    let Ok(mut out) = Chunked::start(conn.get_mut(), "text/event-stream", true, http11) else {
         return false;
     };
     let mut last_write = Instant::now();
