@@ -249,3 +249,24 @@ fn sse_keeps_quiet_streams_alive_with_comments() {
     );
     srv.shutdown();
 }
+
+#[test]
+fn connections_past_the_limit_get_503_not_a_hang() {
+    let mut o = opts();
+    o.max_conns = 2;
+    let (srv, port) = server!(o);
+    let a = connect(port);
+    let b = connect(port);
+    // Both are open (their threads wait for a request line).
+    assert!(eventually(5, || {
+        let r = get(port, "/health");
+        r.status == 503
+            && r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("too many open connections")
+    }));
+    drop((a, b));
+    assert!(eventually(5, || get(port, "/health").status == 200));
+    srv.shutdown();
+}
