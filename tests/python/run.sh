@@ -18,4 +18,5 @@ command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq cur
 export ONEBITD="$target/release/onebitd" ONEBIT_TEST_MODEL="$model"
 # The daemon drops to "nobody" when run as root; the model is opened before that.
 cd "$here"
-exec python3 -m pytest -q -p no:cacheprovider "$@" .
+if [ $# -eq 0 ]; then set -- .; fi
+exec python3 -m pytest -q -p no:cacheprovider "$@"
