@@ -300,3 +300,35 @@ fn convert_between_formats_keeps_the_model() {
     assert!(!o.status.success());
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn run_on_the_emulated_igpu_gives_the_cpu_tokens() {
+    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let base = [
+        "run",
+        "-m",
+        m,
+        "-p",
+        "The ternary queue",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--json",
+    ];
+    let cpu = stdout_json(&onebit(&base));
+    let mut args = base.to_vec();
+    args.extend(["--surface", "igpu", "--emulator"]);
+    let gpu = stdout_json(&onebit(&args));
+    assert_eq!(gpu["surface"], "igpu");
+    assert_eq!(gpu["tokens"], cpu["tokens"]);
+    // Without the hardware (and without --emulator) it says so and fails.
+    if !std::path::Path::new("/dev/kfd").exists() {
+        let o = onebit(&args[..args.len() - 1]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("/dev/kfd"));
+    }
+}

@@ -43,6 +43,12 @@ pub struct Args {
     /// Print one JSON object {prompt_tokens, tokens, text} instead of streaming.
     #[arg(long)]
     pub json: bool,
+    /// Where the forward pass runs: cpu, or igpu (Strix Halo's Radeon through /dev/kfd).
+    #[arg(long, default_value = "cpu")]
+    pub surface: String,
+    /// With --surface igpu: run on the in-process KFD emulator instead of the hardware.
+    #[arg(long)]
+    pub emulator: bool,
 }
 
 pub fn main(a: Args) -> CliResult {
@@ -85,6 +91,12 @@ pub fn main(a: Args) -> CliResult {
         },
         stop_ids,
     };
+    if a.surface == "igpu" {
+        return run_igpu(&a, &model, &tok, &prompt_ids, ctx, &opts);
+    }
+    if a.surface != "cpu" {
+        return Err(format!("--surface {:?}: use cpu or igpu", a.surface).into());
+    }
     let mut session = Session::new(&model, ctx);
     let mut out = std::io::stdout().lock();
     let mut decoder = StreamDecoder::new();
@@ -134,6 +146,88 @@ pub fn main(a: Args) -> CliResult {
         n,
         generated.decode_seconds,
         n as f64 / generated.decode_seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+/// The same generation with every forward pass on the iGPU: one AQL chain per step, the
+/// greedy token computed on the GPU, the logits read back only when sampling needs them.
+fn run_igpu(
+    a: &Args,
+    model: &onebit_engine::model::Model,
+    tok: &onebit_engine::tokenizer::Tokenizer,
+    prompt_ids: &[u32],
+    ctx: usize,
+    opts: &Options,
+) -> CliResult {
+    use onebit_engine::backend::igpu::{emulator, IgpuBackend, IgpuOptions};
+    use onebit_engine::sampler::Sampler;
+    let Some(gpu) = crate::selftest::open_gpu(a.emulator)? else {
+        return Err("--surface igpu needs an AMD GPU (see above); use --surface cpu".into());
+    };
+    opts.sampling.validate()?;
+    let mut be = IgpuBackend::new(
+        &gpu.dev,
+        model,
+        &IgpuOptions {
+            max_ctx: ctx.min(model.config.max_context),
+            ..IgpuOptions::default()
+        },
+    )?;
+    if let Some(k) = &gpu.kfd {
+        emulator::bind(k, &be);
+    }
+    let mut sampler = Sampler::new(opts.sampling.clone());
+    let greedy = opts.sampling.temperature <= 0.0 && opts.sampling.repeat_penalty == 1.0;
+    let mut history = prompt_ids.to_vec();
+    let mut decoder = StreamDecoder::new();
+    let mut text = String::new();
+    let mut tokens = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let t0 = std::time::Instant::now();
+    let mut argmax = be.forward(prompt_ids)?;
+    let mut finish = "length";
+    while tokens.len() < opts.max_new && be.len() < be.max_ctx() {
+        let next = if greedy {
+            argmax
+        } else {
+            sampler.sample(&be.logits(), &history)
+        };
+        if opts.stop_ids.contains(&next) {
+            finish = "stop";
+            break;
+        }
+        tokens.push(next);
+        history.push(next);
+        let piece = decoder.push(&tok.token_bytes(next).unwrap_or_default());
+        text.push_str(&piece);
+        if !a.json {
+            write!(out, "{piece}")?;
+            out.flush()?;
+        }
+        if tokens.len() == opts.max_new {
+            break;
+        }
+        argmax = be.forward(&[next])?;
+    }
+    let rest = decoder.finish();
+    text.push_str(&rest);
+    if a.json {
+        let v = serde_json::json!({
+            "prompt_tokens": prompt_ids,
+            "tokens": tokens,
+            "text": text,
+            "finish_reason": finish,
+            "surface": "igpu",
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out, "{rest}")?;
+    }
+    tracing::info!(
+        "igpu: {} tokens in {:.3} s",
+        tokens.len(),
+        t0.elapsed().as_secs_f64()
     );
     Ok(())
 }

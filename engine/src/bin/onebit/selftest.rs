@@ -73,7 +73,7 @@ pub fn open_gpu(use_emulator: bool) -> Result<Option<Gpu>, Box<dyn std::error::E
                 gfx: Some("gfx1151".into()),
             },
         )?;
-        println!("device: emulated Strix Halo (gfx1151) — kernels run as host builds of their GPU sources");
+        eprintln!("device: emulated Strix Halo (gfx1151) — kernels run as host builds of their GPU sources");
         return Ok(Some(Gpu {
             dev,
             kfd: Some(kfd),
@@ -82,7 +82,7 @@ pub fn open_gpu(use_emulator: bool) -> Result<Option<Gpu>, Box<dyn std::error::E
     }
     let io = onebit_drv::io::real();
     if !io.exists(Path::new("/dev/kfd")) {
-        println!(
+        eprintln!(
             "no AMD GPU here: /dev/kfd does not exist, so nothing was dispatched. On a Strix Halo, load \
              amdgpu and add yourself to the render group; to exercise this command without the hardware, \
              add --emulator."
@@ -90,7 +90,7 @@ pub fn open_gpu(use_emulator: bool) -> Result<Option<Gpu>, Box<dyn std::error::E
         return Ok(None);
     }
     let dev = Device::open(&io, &DeviceOptions::default())?;
-    println!(
+    eprintln!(
         "device: {} (gpu_id {:#x}, KFD {:?})",
         dev.node().gfx_name(),
         dev.gpu_id(),
