@@ -68,7 +68,6 @@ echo "# $(date -u) — $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) —
 for round in $(seq 1 "$rounds"); do
     echo "## round $round: llama.cpp (TQ2_0)" | tee -a "$log"
     "$llama_bench" -m "$tq2" -p "$pp" -n "$tg" -t "$threads" -r "$reps" -o json >"$cache/llama-r$round.json"
-    "$llama_bench" -m "$tq2" -p 0 -n 0 -t "$threads" -r 1 -o md >/dev/null 2>&1 || true
     python3 - "$cache/llama-r$round.json" <<'EOF' | tee -a "$log"
 import json, sys
 for r in json.load(open(sys.argv[1])):
@@ -77,8 +76,8 @@ for r in json.load(open(sys.argv[1])):
 EOF
     for f in "$i2s" "$tq2"; do
         echo "## round $round: onebit ($(basename "$f"))" | tee -a "$log"
-        "$onebit" bench -m "$f" -p "$pp" -n "$tg" -t "$threads" -r "$reps" -o json >"$cache/onebit-$(basename "$f" .gguf)-r$round.json"
-        "$onebit" bench --print-json "$cache/onebit-$(basename "$f" .gguf)-r$round.json" | tee -a "$log"
+        "$onebit" bench -m "$f" -p "$pp" -n "$tg" -t "$threads" -r "$reps" --greedy-head -o md \
+            --json-out "$cache/onebit-$(basename "$f" .gguf)-r$round.json" 2>&1 | grep -v INFO | tee -a "$log"
     done
 done
 
@@ -93,18 +92,25 @@ for r in range(1, rounds + 1):
 print("\n## summary (means over rounds)")
 print(f"llama.cpp TQ2_0: pp {mean(llama['pp']):.2f} t/s, tg {mean(llama['tg']):.2f} t/s")
 for name in sorted({os.path.basename(p).rsplit('-r', 1)[0] for p in glob.glob(f"{cache}/onebit-*-r*.json")}):
-    pp, tg, bw, roof = [], [], [], []
+    pp, tg, greedy, bw, roof, rss = [], [], [], [], [], []
     for r in range(1, rounds + 1):
         p = f"{cache}/{name}-r{r}.json"
         if not os.path.exists(p):
             continue
         d = json.load(open(p))
         for row in d["results"]:
-            (pp if row["test"].startswith("pp") else tg).append(row["ts_mean"])
+            if row["test"].startswith("pp"):
+                pp.append(row["ts_mean"])
+            elif "greedy" in row["test"]:
+                greedy.append(row["ts_mean"])
+            else:
+                tg.append(row["ts_mean"])
+                roof.append(row["roofline_fraction"])
         bw.append(d["bandwidth_gbs"])
-        roof.extend(row["roofline_fraction"] for row in d["results"] if row["test"].startswith("tg"))
-    print(f"{name}: pp {mean(pp):.2f} t/s ({mean(pp)/mean(llama['pp']):.2f}x llama.cpp), "
-          f"tg {mean(tg):.2f} t/s ({mean(tg)/mean(llama['tg']):.2f}x llama.cpp), "
-          f"bandwidth {mean(bw):.1f} GB/s, decode at {100*mean(roof):.0f}% of its roofline")
+        rss.append(d["peak_rss_bytes"] / 2**20)
+    print(f"onebit {name}: pp {mean(pp):.2f} t/s ({mean(pp)/mean(llama['pp']):.2f}x llama.cpp), "
+          f"tg {mean(tg):.2f} t/s ({mean(tg)/mean(llama['tg']):.2f}x llama.cpp, {100*mean(roof):.0f}% of its roofline), "
+          f"greedy int8-screened head tg {mean(greedy):.2f} t/s ({mean(greedy)/mean(llama['tg']):.2f}x), "
+          f"bandwidth {mean(bw):.1f} GB/s, peak RSS {max(rss):.0f} MiB")
 EOF
 echo "log: $log"

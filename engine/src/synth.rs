@@ -73,11 +73,11 @@ pub struct Rng(u64);
 impl Rng {
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut r = Self(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
-        r.next();
+        r.next_u64();
         r
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -87,11 +87,11 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -108,7 +108,7 @@ fn ternary_row(rng: &mut Rng, cols: usize, out: &mut [u8]) {
     let mut codes = [1u8; 128];
     for (b, block) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
         for (i, chunk) in codes.chunks_exact_mut(8).enumerate() {
-            let r = rng.next().to_le_bytes();
+            let r = rng.next_u64().to_le_bytes();
             for (j, (c, rb)) in chunk.iter_mut().zip(r).enumerate() {
                 *c = if b * 128 + i * 8 + j < cols {
                     code(rb)
@@ -306,7 +306,7 @@ pub fn generated_tokenizer_json(vocab: usize, seed: u64) -> String {
     let mut tokens: Vec<String> = byte_chars().into_iter().map(String::from).collect();
     let mut seen: HashSet<String> = tokens.iter().cloned().collect();
     let mut merges = Vec::with_capacity(n_regular);
-    let mut rng = Rng::new(seed, 0x70_6B65_6E);
+    let mut rng = Rng::new(seed, 0x706B_656E);
     while tokens.len() < n_regular {
         // Favour short, early tokens, as real merge lists do.
         let pick = |rng: &mut Rng, len: usize| {

@@ -30,7 +30,7 @@ impl EmbdType {
     /// Bytes of one row of `cols` values, or None if `cols` is not a multiple of the block.
     pub const fn row_bytes(self, cols: usize) -> Option<usize> {
         let (be, bb) = self.block();
-        if cols % be != 0 {
+        if !cols.is_multiple_of(be) {
             None
         } else {
             Some(cols / be * bb)
@@ -265,7 +265,10 @@ fn dequant_q6k_block(blk: &[u8], out: &mut [f32]) {
 
 /// Quantizes a row to Q8_0 (ggml's reference rule: d = absmax/127, q = round(x/d)).
 pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
-    assert!(x.len() % 32 == 0, "Q8_0 needs a multiple of 32 values");
+    assert!(
+        x.len().is_multiple_of(32),
+        "Q8_0 needs a multiple of 32 values"
+    );
     let mut out = Vec::with_capacity(x.len() / 32 * 34);
     for blk in x.chunks_exact(32) {
         let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -279,7 +282,10 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
 
 /// Quantizes a row to Q6_K: one scale per 16 values (i8, relative to the block's f16 d).
 pub fn quantize_q6k(x: &[f32]) -> Vec<u8> {
-    assert!(x.len() % 256 == 0, "Q6_K needs a multiple of 256 values");
+    assert!(
+        x.len().is_multiple_of(256),
+        "Q6_K needs a multiple of 256 values"
+    );
     let mut out = Vec::with_capacity(x.len() / 256 * 210);
     for blk in x.chunks_exact(256) {
         let mut sub = [0f32; 16];

@@ -178,7 +178,7 @@ fn worker(s: &Shared, index: usize) {
                 break g;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 != 0 || start.elapsed() < SPIN {
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
@@ -266,6 +266,12 @@ impl<T> Clone for SendPtr<T> {
     }
 }
 impl<T> Copy for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
 // SAFETY: used only to hand disjoint sub-slices to different threads (see `for_rows_strided`).
 unsafe impl<T: Send> Send for SendPtr<T> {}
 // SAFETY: as above; each thread derives a different, non-overlapping sub-slice.
@@ -294,11 +300,10 @@ pub fn for_rows_strided<T: Send>(
     let per = rows.div_ceil(t * 4).max(min_rows);
     let base = SendPtr(out.as_mut_ptr());
     for_range(rows, per, |start, end| {
-        let base = base;
         // SAFETY: chunks [start, end) handed out by `for_range` never overlap and lie inside
         // `out` (end ≤ rows), and `out` stays borrowed mutably for the whole call.
         let chunk = unsafe {
-            std::slice::from_raw_parts_mut(base.0.add(start * stride), (end - start) * stride)
+            std::slice::from_raw_parts_mut(base.get().add(start * stride), (end - start) * stride)
         };
         f(start, chunk);
     });

@@ -134,7 +134,7 @@ pub fn screen_rows(q: &[i8], h: &[f32], out: &mut [f32]) {
     assert_eq!(q.len(), out.len() * h.len(), "screen_rows: sizes");
     #[cfg(target_arch = "x86_64")]
     {
-        if h.len() % 16 == 0 && std::is_x86_feature_detected!("avx512f") {
+        if h.len().is_multiple_of(16) && std::is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F present; sizes checked above, cols % 16 == 0.
             unsafe { screen_avx512(q, h, out) };
             return;

@@ -134,6 +134,7 @@ unsafe fn tile_n<const R: usize, const T: usize>(
             // SAFETY: block b of row r is inside `w`.
             *c = unsafe { unpack(w.add(r * rb + b * BLOCK_BYTES), sh_lo, sh_hi, mask) };
         }
+        #[allow(clippy::needless_range_loop)] // t indexes both `q` rows and `a` columns
         for t in 0..T {
             // SAFETY: block b of activation row t is inside `q`.
             let (q0, q1) = unsafe {

@@ -360,7 +360,7 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
             let rb = row_bytes(j.w.cols);
             dots(isa, j.w.data, rb, r0..r1, q, q.len(), 1, &mut |r, _, d| {
                 // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
-                unsafe { *out.0.add(r) = epilogue(d, act, j.scale) };
+                unsafe { *out.get().add(r) = epilogue(d, act, j.scale) };
             });
             s = e;
         }
@@ -369,6 +369,13 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
 
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: threads write disjoint elements (each row index is handed out once).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
@@ -399,11 +406,10 @@ pub fn gemm_with(
     let rows = w.rows;
     let o = OutPtr(out.as_mut_ptr());
     parallel::for_range(rows, 16, |r0, r1| {
-        let o = o;
         dots(isa, w.data, rb, r0..r1, q, k, n, &mut |r, t, d| {
             // SAFETY: t < n and r < rows, so the index is inside `out`; each weight row is
             // handed to exactly one thread, so no two threads write the same element.
-            unsafe { *o.0.add(t * rows + r) = epilogue(d, acts[t], w_scale) };
+            unsafe { *o.get().add(t * rows + r) = epilogue(d, acts[t], w_scale) };
         });
     });
 }
