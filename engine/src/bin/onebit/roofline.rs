@@ -252,13 +252,15 @@ pub fn main(a: Args) -> CliResult {
     let base = Budget::of_config(c, "", i2s, 2.0, 2.0);
     println!("\nThe seed's table, corrected (2B-4T arithmetic, §2.11 of seed-project.md):");
     println!(
-        "- it counted {:.2} GB/token (ternary only); with the F16 tied head read every token it is {:.2} GB/token: \
-         at 256 GB/s {:.0} → {:.0} tok/s; at {bw:.1} GB/s {:.1} → {:.1} tok/s.",
+        "- the projection counted 0.63 GB/token and left out the tied head; the ternary weights are {:.2} GB and the \
+         F16 head read every token adds {:.2} GB, {:.2} GB in all: at 256 GB/s {:.0} → {:.0} tok/s; at {bw:.1} GB/s \
+         {:.1} → {:.1} tok/s.",
         base.ternary / 1e9,
+        base.head / 1e9,
         (base.ternary + base.head) / 1e9,
-        ceiling(256.0, base.ternary),
+        ceiling(256.0, 0.63e9),
         ceiling(256.0, base.ternary + base.head),
-        ceiling(bw, base.ternary),
+        ceiling(bw, 0.63e9),
         ceiling(bw, base.ternary + base.head)
     );
     println!(
