@@ -288,9 +288,19 @@ impl Scratch {
 /// Per-token int8 quantization of `n` rows of width `cols` into `quant`/`acts`.
 fn quantize_rows(x: &[f32], cols: usize, quant: &mut [i8], acts: &mut [ActScale]) {
     let k = padded_cols(cols);
-    for (t, (row, act)) in x.chunks_exact(cols).zip(acts.iter_mut()).enumerate() {
-        *act = quantize_row(row, &mut quant[t * k..(t + 1) * k]);
-    }
+    let n = x.len() / cols;
+    parallel::for_rows2(
+        &mut quant[..n * k],
+        k,
+        &mut acts[..n],
+        1,
+        8,
+        |first, q, a| {
+            for (i, (qr, act)) in q.chunks_exact_mut(k).zip(a.iter_mut()).enumerate() {
+                *act = quantize_row(&x[(first + i) * cols..(first + i + 1) * cols], qr);
+            }
+        },
+    );
 }
 
 /// Several BitLinears over one quantized input (q/k/v, gate/up). A single token runs them
@@ -338,9 +348,11 @@ fn bitlinear(w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]
 }
 
 fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
-    for row in x.chunks_exact_mut(weight.len()) {
-        rms_norm_inplace(row, weight, eps);
-    }
+    parallel::for_rows_strided(x, weight.len(), 8, |_, rows| {
+        for row in rows.chunks_exact_mut(weight.len()) {
+            rms_norm_inplace(row, weight, eps);
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

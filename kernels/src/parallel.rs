@@ -309,6 +309,38 @@ pub fn for_rows_strided<T: Send>(
     });
 }
 
+/// Like [`for_rows_strided`] over two outputs with the same number of rows (`a` rows of
+/// `stride_a`, `b` rows of `stride_b`): `f(first, a_chunk, b_chunk)`.
+pub fn for_rows2<A: Send, B: Send>(
+    a: &mut [A],
+    stride_a: usize,
+    b: &mut [B],
+    stride_b: usize,
+    min_rows: usize,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync,
+) {
+    let (sa, sb) = (stride_a.max(1), stride_b.max(1));
+    let rows = (a.len() / sa).min(b.len() / sb);
+    let t = threads();
+    if t <= 1 || rows <= min_rows {
+        f(0, &mut a[..rows * sa], &mut b[..rows * sb]);
+        return;
+    }
+    let per = rows.div_ceil(t * 4).max(min_rows);
+    let (pa, pb) = (SendPtr(a.as_mut_ptr()), SendPtr(b.as_mut_ptr()));
+    for_range(rows, per, |start, end| {
+        // SAFETY: row ranges from `for_range` are disjoint and inside both slices (end ≤
+        // rows), which stay mutably borrowed for the whole call.
+        let (ca, cb) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(pa.get().add(start * sa), (end - start) * sa),
+                std::slice::from_raw_parts_mut(pb.get().add(start * sb), (end - start) * sb),
+            )
+        };
+        f(start, ca, cb);
+    });
+}
+
 /// Runs `f(i)` for `i in 0..n` on the pool.
 pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync + Send) {
     for_range(n, 1, |s, e| (s..e).for_each(&f));
@@ -327,6 +359,22 @@ mod tests {
             }
         });
         assert!(v.iter().enumerate().all(|(i, x)| *x == i as u32 + 1));
+    }
+
+    #[test]
+    fn two_outputs_split_alike() {
+        let (mut a, mut b) = (vec![0u32; 3 * 1001], vec![0u64; 1001]);
+        for_rows2(&mut a, 3, &mut b, 1, 2, |first, ca, cb| {
+            for (i, (ra, rb)) in ca.chunks_exact_mut(3).zip(cb.iter_mut()).enumerate() {
+                ra.fill((first + i) as u32);
+                *rb = (first + i) as u64;
+            }
+        });
+        assert!(b.iter().enumerate().all(|(i, v)| *v == i as u64));
+        assert!(a
+            .chunks_exact(3)
+            .enumerate()
+            .all(|(i, r)| r.iter().all(|v| *v == i as u32)));
     }
 
     #[test]
