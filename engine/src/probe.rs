@@ -116,6 +116,14 @@ pub fn probe_system() -> ProbeReport {
     probe_report(onebit_drv::io::real().as_ref())
 }
 
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn meminfo_total(io: &dyn KernelIo) -> Option<u64> {
+    let text = io.read_to_string(Path::new("/proc/meminfo")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The report, reading everything through `io` (the real kernel or the emulator).
 pub fn probe_report(io: &dyn KernelIo) -> ProbeReport {
     let mut advice = Vec::new();
@@ -138,6 +146,12 @@ pub fn probe_report(io: &dyn KernelIo) -> ProbeReport {
             advice.push(format!("the KFD topology could not be read: {e}"));
             (Vec::new(), 0, 0)
         }
+    };
+    // Without KFD's topology, /proc/meminfo still says how much memory there is.
+    let system_memory_bytes = if system_memory_bytes > 0 {
+        system_memory_bytes
+    } else {
+        meminfo_total(io).unwrap_or(0)
     };
     let gtt_limit_bytes = gtt_limit(io);
     if let (Some(gtt), true) = (gtt_limit_bytes, gpus.iter().any(|g| g.apu && g.supported)) {
