@@ -75,7 +75,12 @@ pub struct Report {
     pub backend: String,
     pub bandwidth_gbs: Option<f64>,
     pub decode_bytes_per_token: f64,
+    /// KV cache of the longest session of the run.
+    pub kv_cache_bytes: u64,
+    /// Peak RSS of the plain (F16 head) runs.
     pub peak_rss_bytes: Option<u64>,
+    /// Peak RSS once the int8 screening copy exists (with --greedy-head).
+    pub peak_rss_greedy_bytes: Option<u64>,
     pub results: Vec<Row>,
 }
 
@@ -216,32 +221,17 @@ pub fn main(a: Args) -> CliResult {
         (None, None) => return Err("give -m MODEL or --preset NAME".into()),
     };
     let budget = Budget::of_model(&model);
-    let screen = if a.greedy_head {
-        let t0 = Instant::now();
-        let s = Int8Head::new(&model.embed_tokens.view())
-            .ok_or("--greedy-head needs an F16 embedding (the int8 copy screens an F16 head)")?;
-        let (same, n) = check_greedy(&model, &s, 8)?;
-        eprintln!(
-            "int8-screened head: {:.0} MB, built in {:.1} s; same token as the F16 head in {same}/{n} steps",
-            s.bytes() as f64 / 1e6,
-            t0.elapsed().as_secs_f64()
-        );
-        if same != n {
-            return Err("the int8-screened head picked a different token than the F16 head".into());
-        }
-        Some(s)
-    } else {
-        None
-    };
     let backend = format!("CPU ({})", Isa::best().name());
     let mut rows = Vec::new();
     let mut last_bw = None;
+    let mut bws = Vec::new();
     for &t in &threads {
         let t = parallel::set_active_threads(t);
         let bw = (!a.no_bandwidth).then(|| bandwidth::measure(3));
         // The bandwidth buffer is freed; restart the peak-RSS count so it shows the model's.
         reset_peak_rss();
         last_bw = bw.or(last_bw);
+        bws.push(bw);
         // Warm-up (page in the weights, start the threads), as llama-bench does.
         if a.n_prompt > 0 {
             run_pp(&model, a.n_prompt.min(16), 0)?;
@@ -289,32 +279,54 @@ pub fn main(a: Args) -> CliResult {
                 roofline_ts: roof,
                 roofline_fraction: roof.map(|r| m / r),
             });
-            if let Some(screen) = &screen {
-                let mut samples = Vec::new();
-                let mut all = Vec::new();
-                for r in 0..a.reps {
-                    let times = run_tg_greedy(&model, screen, a.n_gen, r)?;
-                    samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
-                    all.extend(times);
-                }
-                all.sort_by(|x, y| x.total_cmp(y));
-                let (m, sd) = mean_sd(&samples);
-                let mut b = budget.clone();
-                b.head = screen.bytes() as f64;
-                let roof = bw.map(|bw| ceiling(bw, b.decode_bytes(a.n_gen / 2)));
-                rows.push(Row {
-                    threads: t,
-                    test: format!("tg{} greedy, int8-screened head", a.n_gen),
-                    ts_mean: m,
-                    ts_sd: sd,
-                    samples_ts: samples,
-                    p50_ms: Some(percentile(&all, 0.5) * 1e3),
-                    p99_ms: Some(percentile(&all, 0.99) * 1e3),
-                    bandwidth_gbs: bw,
-                    roofline_ts: roof,
-                    roofline_fraction: roof.map(|r| m / r),
-                });
+        }
+    }
+    // The plain runs' peak RSS, before the screening copy of the head exists.
+    let plain_rss = peak_rss();
+    let screen = if a.greedy_head && a.n_gen > 0 {
+        let t0 = Instant::now();
+        let s = Int8Head::new(&model.embed_tokens.view())
+            .ok_or("--greedy-head needs an F16 embedding (the int8 copy screens an F16 head)")?;
+        let (same, n) = check_greedy(&model, &s, 8)?;
+        eprintln!(
+            "int8-screened head: {:.0} MB, built in {:.1} s; same token as the F16 head in {same}/{n} steps",
+            s.bytes() as f64 / 1e6,
+            t0.elapsed().as_secs_f64()
+        );
+        if same != n {
+            return Err("the int8-screened head picked a different token than the F16 head".into());
+        }
+        Some(s)
+    } else {
+        None
+    };
+    if let Some(screen) = &screen {
+        for (&t, bw) in threads.iter().zip(bws) {
+            let t = parallel::set_active_threads(t);
+            let mut samples = Vec::new();
+            let mut all = Vec::new();
+            for r in 0..a.reps {
+                let times = run_tg_greedy(&model, screen, a.n_gen, r)?;
+                samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
+                all.extend(times);
             }
+            all.sort_by(|x, y| x.total_cmp(y));
+            let (m, sd) = mean_sd(&samples);
+            let mut b = budget.clone();
+            b.head = screen.bytes() as f64;
+            let roof = bw.map(|bw| ceiling(bw, b.decode_bytes(a.n_gen / 2)));
+            rows.push(Row {
+                threads: t,
+                test: format!("tg{} greedy, int8-screened head", a.n_gen),
+                ts_mean: m,
+                ts_sd: sd,
+                samples_ts: samples,
+                p50_ms: Some(percentile(&all, 0.5) * 1e3),
+                p99_ms: Some(percentile(&all, 0.99) * 1e3),
+                bandwidth_gbs: bw,
+                roofline_ts: roof,
+                roofline_fraction: roof.map(|r| m / r),
+            });
         }
     }
     let report = Report {
@@ -325,7 +337,9 @@ pub fn main(a: Args) -> CliResult {
         backend,
         bandwidth_gbs: last_bw,
         decode_bytes_per_token: budget.decode_bytes(0),
-        peak_rss_bytes: peak_rss(),
+        kv_cache_bytes: (a.n_prompt.max(a.n_gen) * Session::kv_bytes_per_token(&model)) as u64,
+        peak_rss_bytes: plain_rss,
+        peak_rss_greedy_bytes: screen.as_ref().and(peak_rss()),
         results: rows,
     };
     let json = serde_json::to_string_pretty(&report)?;
@@ -370,12 +384,27 @@ pub fn print_md(r: &Report) {
             roof
         );
     }
+    let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
     println!(
-        "\ndecode reads {:.1} MB per token at context 0; peak RSS {}",
-        r.decode_bytes_per_token / 1e6,
-        r.peak_rss_bytes.map_or("unknown".into(), |b| format!(
-            "{:.0} MiB",
-            b as f64 / (1u64 << 20) as f64
-        ))
+        "\ndecode reads {:.1} MB per token at context 0",
+        r.decode_bytes_per_token / 1e6
     );
+    if let Some(rss) = r.peak_rss_bytes {
+        let budget = r.size_bytes + r.kv_cache_bytes + (64 << 20);
+        println!(
+            "peak RSS {} (file {} + KV cache {} + 64 MiB = {}{})",
+            mib(rss),
+            mib(r.size_bytes),
+            mib(r.kv_cache_bytes),
+            mib(budget),
+            if r.size_bytes > 0 && rss <= budget {
+                ", within"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(g) = r.peak_rss_greedy_bytes {
+        println!("peak RSS with the int8 screening head: {}", mib(g));
+    }
 }
