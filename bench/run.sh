@@ -108,9 +108,10 @@ for name in sorted({os.path.basename(p).rsplit('-r', 1)[0] for p in glob.glob(f"
                 roof.append(row["roofline_fraction"])
         bw.append(d["bandwidth_gbs"])
         rss.append(d["peak_rss_bytes"] / 2**20)
+        size = d["size_bytes"] / 2**20
     print(f"onebit {name}: pp {mean(pp):.2f} t/s ({mean(pp)/mean(llama['pp']):.2f}x llama.cpp), "
           f"tg {mean(tg):.2f} t/s ({mean(tg)/mean(llama['tg']):.2f}x llama.cpp, {100*mean(roof):.0f}% of its roofline), "
           f"greedy int8-screened head tg {mean(greedy):.2f} t/s ({mean(greedy)/mean(llama['tg']):.2f}x), "
-          f"bandwidth {mean(bw):.1f} GB/s, peak RSS {max(rss):.0f} MiB")
+          f"bandwidth {mean(bw):.1f} GB/s, peak RSS {max(rss):.0f} MiB (file {size:.0f} MiB)")
 EOF
 echo "log: $log"
