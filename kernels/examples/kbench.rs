@@ -48,6 +48,10 @@ fn main() {
             v.into_inner() & 1
         );
     }
+    if std::env::var("IDLE").is_ok() {
+        idle_test(&data, rows, cols, threads);
+        return;
+    }
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
     let k = padded_cols(cols);
     let mut q = vec![0i8; k];
@@ -143,4 +147,32 @@ pub fn read_bw(buf: &[u8]) -> u64 {
         }
     }
     acc.iter().fold(0, |a, b| a ^ b)
+}
+
+/// CPU time the process burns while the pool idles between "tokens": 50 GEMVs, each
+/// followed by 10 ms of sleep on the calling thread.
+fn idle_test(data: &[u8], rows: usize, cols: usize, threads: usize) {
+    let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut q = vec![0i8; padded_cols(cols)];
+    let act = quantize_row(&x, &mut q);
+    let mut out = vec![0f32; rows];
+    let w = TernaryView::new(rows, cols, &data[..rows * row_bytes(cols)]).unwrap();
+    let cpu = || {
+        let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let (c0, t0) = (cpu(), Instant::now());
+    let mut busy = 0.0;
+    for _ in 0..50 {
+        let t = Instant::now();
+        gemv_with(Isa::best(), w, &q, act, 1.0, &mut out);
+        busy += t.elapsed().as_secs_f64();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (cpu_s, wall) = (cpu() - c0, t0.elapsed().as_secs_f64());
+    println!(
+        "idle test, {threads} threads: wall {wall:.2} s, compute {busy:.3} s, CPU {cpu_s:.2} s → {:.1}% of a core burnt beyond the compute while idle",
+        100.0 * (cpu_s - busy * threads as f64).max(0.0) / wall
+    );
 }
