@@ -11,7 +11,10 @@ pub struct ActScale {
 
 /// Scalar reference. `q` may be longer than `x` (padding to a block); the tail is zeroed.
 pub fn quantize_row_ref(x: &[f32], q: &mut [i8]) -> ActScale {
-    assert!(q.len() >= x.len(), "quantize_row: output shorter than input");
+    assert!(
+        q.len() >= x.len(),
+        "quantize_row: output shorter than input"
+    );
     let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let scale = 127.0f32 / max.max(1e-5);
     let mut sum = 0i32;
@@ -45,7 +48,10 @@ mod avx2 {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn quantize_row(x: &[f32], q: &mut [i8]) -> ActScale {
-        assert!(q.len() >= x.len(), "quantize_row: output shorter than input");
+        assert!(
+            q.len() >= x.len(),
+            "quantize_row: output shorter than input"
+        );
         let n = x.len();
         let chunks = n / 8;
         let sign_mask = _mm256_set1_ps(-0.0);
