@@ -304,7 +304,7 @@ fn gemv_chunk(rows: usize) -> usize {
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|v| *v > 0)
-            .unwrap_or(4)
+            .unwrap_or(2)
     });
     rows.div_ceil(parallel::threads() * split).max(GEMV_CHUNK)
 }
