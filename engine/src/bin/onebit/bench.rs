@@ -227,7 +227,7 @@ pub fn main(a: Args) -> CliResult {
     let mut bws = Vec::new();
     for &t in &threads {
         let t = parallel::set_active_threads(t);
-        let bw = (!a.no_bandwidth).then(|| bandwidth::measure(3));
+        let bw = (!a.no_bandwidth).then(|| bandwidth::measure(5));
         // The bandwidth buffer is freed; restart the peak-RSS count so it shows the model's.
         reset_peak_rss();
         last_bw = bw.or(last_bw);

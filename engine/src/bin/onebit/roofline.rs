@@ -159,7 +159,7 @@ pub fn main(a: Args) -> CliResult {
                 "measuring read bandwidth with {t} threads over {} MiB ...",
                 bandwidth::buffer_bytes() >> 20
             );
-            (bandwidth::measure(3), format!("measured here, {t} threads"))
+            (bandwidth::measure(5), format!("measured here, {t} threads"))
         }
     };
     let c = &config;
