@@ -156,3 +156,27 @@ unsafe fn tile_n<const R: usize, const T: usize>(
         }
     }
 }
+
+/// The decode GEMV over 8 weight rows `stride` bytes apart (8 prefetch streams in 8
+/// different pages), one activation row.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; rows `w + j·stride` (j < 8) hold `blocks` blocks; `q` one full row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn rows8_gemv(w: *const u8, stride: usize, q: *const i8, blocks: usize) -> [i32; 8] {
+    let (sh_lo, sh_hi, mask) = shifts();
+    let mut a = [_mm512_setzero_si512(); 8];
+    for b in 0..blocks {
+        // SAFETY: block b of the 8 rows and of the activation row are inside the buffers.
+        unsafe {
+            let q0 = _mm512_loadu_si512(q.add(b * BLOCK_ELEMS).cast());
+            let q1 = _mm512_loadu_si512(q.add(b * BLOCK_ELEMS + 64).cast());
+            for (r, acc) in a.iter_mut().enumerate() {
+                let (c0, c1) = unpack(w.add(r * stride + b * BLOCK_BYTES), sh_lo, sh_hi, mask);
+                *acc = _mm512_dpbusd_epi32(*acc, c0, q0);
+                *acc = _mm512_dpbusd_epi32(*acc, c1, q1);
+            }
+        }
+    }
+    a.map(|v| _mm512_reduce_add_epi32(v))
+}
