@@ -191,6 +191,13 @@ pub fn main(a: Args) -> CliResult {
     ));
     rows.push(Budget::of_config(
         c,
+        "I2_S + int8-screened F16 head (greedy, exact)",
+        i2s,
+        1.0,
+        4.0,
+    ));
+    rows.push(Budget::of_config(
+        c,
         "I2_S + Q8_0 head",
         i2s,
         34.0 / 32.0,
