@@ -5,13 +5,14 @@
 #   bench/run.sh            # build what is missing, synthesize, then 2 interleaved rounds
 #   bench/run.sh build      # only build llama-bench (cached in bench/.cache)
 #
-# Environment: THREADS (default 2), ROUNDS (2), PP (128), TG (64), REPS (3), PRESET (2b4t).
+# Environment: THREADS (default 2), ROUNDS (2), PP (128), TG (64), REPS (3), PRESET (2b4t);
+# LLAMA_BENCH / ONEBIT (use these binaries instead of building), CACHE (models and logs).
 # The llama.cpp build and the models live in bench/.cache (not in git: .git/info/exclude).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-cache="$here/.cache"
+cache="${CACHE:-$here/.cache}"
 threads="${THREADS:-2}"
 rounds="${ROUNDS:-2}"
 pp="${PP:-128}"
@@ -19,7 +20,9 @@ tg="${TG:-64}"
 reps="${REPS:-3}"
 preset="${PRESET:-2b4t}"
 mkdir -p "$cache"
-grep -qs '^bench/.cache/$' "$root/.git/info/exclude" 2>/dev/null || echo 'bench/.cache/' >>"$root/.git/info/exclude"
+if [[ -d "$root/.git/info" ]]; then
+    grep -qs '^bench/.cache/$' "$root/.git/info/exclude" || echo 'bench/.cache/' >>"$root/.git/info/exclude"
+fi
 
 build_llama() {
     local bin="$cache/llama-build/bin/llama-bench"
@@ -55,8 +58,8 @@ if [[ "${1:-}" == "build" ]]; then
     exit 0
 fi
 
-llama_bench="$(build_llama)"
-onebit="$(build_onebit)"
+llama_bench="${LLAMA_BENCH:-$(build_llama)}"
+onebit="${ONEBIT:-$(build_onebit)}"
 
 i2s="$cache/$preset-i2s.gguf"
 tq2="$cache/$preset-tq2_0.gguf"

@@ -8,7 +8,10 @@ use std::time::Instant;
 /// Buffer size: four times the last-level cache (so at most a quarter can hit), at least
 /// 1 GiB, at most 4 GiB; `ONEBIT_BW_MIB` overrides it.
 pub fn buffer_bytes() -> usize {
-    if let Some(b) = std::env::var("ONEBIT_BW_MIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(b) = std::env::var("ONEBIT_BW_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         return b.max(1) << 20;
     }
     let llc = llc_bytes().unwrap_or(64 << 20);
@@ -45,7 +48,9 @@ fn llc_bytes() -> Option<usize> {
 /// core under-reads by ~20 %).
 fn xor_all(buf: &[u64]) -> u64 {
     let quarter = buf.len() / 4 / 8 * 8;
-    let parts: Vec<&[u64]> = (0..4).map(|i| &buf[i * quarter..(i + 1) * quarter]).collect();
+    let parts: Vec<&[u64]> = (0..4)
+        .map(|i| &buf[i * quarter..(i + 1) * quarter])
+        .collect();
     let mut acc = [0u64; 8];
     for c in 0..quarter / 8 {
         for p in &parts {
