@@ -37,6 +37,16 @@ impl EmbdType {
         }
     }
 
+    /// The dot product the LM head uses after dequantizing a row: the quantized (lossy)
+    /// types take the vectorized lane order; F32/BF16 keep the sequential order that the
+    /// iGPU self-test reproduces.
+    fn dot(self, row: &[f32], h: &[f32]) -> f32 {
+        match self {
+            Self::Q8_0 | Self::Q6K => crate::float::dot_f32_lanes(row, h),
+            _ => crate::float::dot_f32(row, h),
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::F32 => "F32",
@@ -92,7 +102,7 @@ impl<'a> EmbdView<'a> {
             let mut tmp = vec![0f32; self.cols];
             for (i, o) in chunk.iter_mut().enumerate() {
                 dequant_row(self.kind, self.row_data(first + i), &mut tmp);
-                *o = crate::float::dot_f32(&tmp, h);
+                *o = self.kind.dot(&tmp, h);
             }
         });
     }
@@ -105,7 +115,10 @@ impl<'a> EmbdView<'a> {
                 *o = dot_f16_ref(self.row_data(r), h);
             } else {
                 dequant_row(self.kind, self.row_data(r), &mut tmp);
-                *o = crate::float::dot_f32(&tmp, h);
+                *o = match self.kind {
+                    EmbdType::Q8_0 | EmbdType::Q6K => crate::float::dot_f32_lanes_ref(&tmp, h),
+                    _ => crate::float::dot_f32(&tmp, h),
+                };
             }
         }
     }
@@ -364,6 +377,30 @@ mod tests {
         dequant_row(EmbdType::Q6K, &q, &mut y);
         for (a, b) in x.iter().zip(&y) {
             assert!((a - b).abs() < 0.05 / 31.0 * 0.6 + 1e-4, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn quantized_heads_match_their_reference() {
+        let (rows, cols) = (37, 512);
+        let x = sample(rows * cols);
+        let h: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.07).cos()).collect();
+        for kind in [EmbdType::Q8_0, EmbdType::Q6K] {
+            let data: Vec<u8> = x
+                .chunks_exact(cols)
+                .flat_map(|r| {
+                    if kind == EmbdType::Q8_0 {
+                        quantize_q8_0(r)
+                    } else {
+                        quantize_q6k(r)
+                    }
+                })
+                .collect();
+            let v = EmbdView::new(kind, rows, cols, &data).unwrap();
+            let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+            v.matvec(&h, &mut a);
+            v.matvec_ref(&h, &mut b);
+            assert_eq!(a, b, "{kind:?}");
         }
     }
 
