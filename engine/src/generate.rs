@@ -1,9 +1,10 @@
 //! Prompt → tokens: prefill once, then decode step by step through the sampler.
 
-use crate::forward::{forward, LogitsMode, Session};
+use crate::forward::{forward, forward_greedy, LogitsMode, Session};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::{Error, Result};
+use onebit_kernels::screen::Int8Head;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
@@ -29,6 +30,20 @@ pub struct Options {
     pub max_new: usize,
     pub sampling: SamplingParams,
     pub stop_ids: Vec<u32>,
+    /// For greedy decoding without penalties: find each token with the int8-screened LM
+    /// head (the same token, about half the head's bytes read; costs an int8 copy of it).
+    pub screened_head: bool,
+}
+
+impl Options {
+    /// Whether the sampler would pick the plain argmax every step.
+    fn is_plain_greedy(&self) -> bool {
+        let p = &self.sampling;
+        p.temperature <= 0.0
+            && p.repeat_penalty == 1.0
+            && p.presence_penalty == 0.0
+            && p.frequency_penalty == 0.0
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +76,11 @@ pub fn generate(
         )));
     }
     opts.sampling.validate().map_err(Error::Input)?;
+    if opts.screened_head && opts.is_plain_greedy() {
+        if let Some(screen) = Int8Head::new(&model.embed_tokens.view()) {
+            return generate_greedy(model, session, prompt, opts, &screen, on_token);
+        }
+    }
     let mut sampler = Sampler::new(opts.sampling.clone());
     let t0 = std::time::Instant::now();
     let mut logits = forward(model, session, prompt, LogitsMode::Last)?;
@@ -83,6 +103,44 @@ pub fn generate(
             break;
         }
         logits = forward(model, session, &[next], LogitsMode::Last)?;
+    }
+    Ok(Generated {
+        tokens,
+        finish,
+        prefill_seconds,
+        decode_seconds: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`generate`] for plain greedy decoding through the int8-screened head.
+fn generate_greedy(
+    model: &Model,
+    session: &mut Session,
+    prompt: &[u32],
+    opts: &Options,
+    screen: &Int8Head,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generated> {
+    let t0 = std::time::Instant::now();
+    let mut next = forward_greedy(model, session, prompt, screen)?;
+    let prefill_seconds = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let mut tokens = Vec::new();
+    let mut finish = Finish::Length;
+    while tokens.len() < opts.max_new {
+        if opts.stop_ids.contains(&next) {
+            finish = Finish::Stop;
+            break;
+        }
+        tokens.push(next);
+        if !on_token(next) {
+            finish = Finish::Cancelled;
+            break;
+        }
+        if tokens.len() == opts.max_new || session.len() >= session.max_ctx() {
+            break;
+        }
+        next = forward_greedy(model, session, &[next], screen)?;
     }
     Ok(Generated {
         tokens,

@@ -39,6 +39,7 @@ fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
         max_new: n,
         sampling: SamplingParams::greedy(),
         stop_ids: vec![1, 2],
+        screened_head: true,
     };
     let mut session = Session::new(model, model.config.max_context);
     generate(model, &mut session, prompt, &opts, |_| true)

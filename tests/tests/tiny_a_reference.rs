@@ -135,15 +135,24 @@ fn greedy_tokens_match_transformers_in_every_format() {
             assert_eq!(encoded, prompt_ids, "{format}/{name}: prompt tokens");
             let want = ids(&spec["new_ids"]);
             let margins = floats(&spec["margins"]);
-            let opts = Options {
-                max_new: want.len(),
-                sampling: SamplingParams::greedy(),
-                stop_ids: vec![],
+            let run = |screened_head: bool| {
+                let opts = Options {
+                    max_new: want.len(),
+                    sampling: SamplingParams::greedy(),
+                    stop_ids: vec![],
+                    screened_head,
+                };
+                let mut session = Session::new(&model, model.config.max_context);
+                generate(&model, &mut session, &prompt_ids, &opts, |_| true)
+                    .unwrap()
+                    .tokens
             };
-            let mut session = Session::new(&model, model.config.max_context);
-            let got = generate(&model, &mut session, &prompt_ids, &opts, |_| true)
-                .unwrap()
-                .tokens;
+            let got = run(false);
+            assert_eq!(
+                run(true),
+                got,
+                "{format}/{name}: the int8-screened head must give the F16 head's tokens"
+            );
             let decisive = margins.iter().position(|m| *m < 0.1).unwrap_or(want.len());
             assert_eq!(
                 got[..decisive],

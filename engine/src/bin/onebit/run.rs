@@ -46,6 +46,11 @@ pub struct Args {
     /// Where the forward pass runs: cpu, or igpu (Strix Halo's Radeon through /dev/kfd).
     #[arg(long, default_value = "cpu")]
     pub surface: String,
+    /// Greedy decoding: score the whole vocabulary with the F16 head instead of screening
+    /// it with an int8 copy first (same tokens either way; the screen reads half the bytes
+    /// but holds an int8 copy of the head in memory).
+    #[arg(long)]
+    pub no_screened_head: bool,
     /// With --surface igpu: run on the in-process KFD emulator instead of the hardware.
     #[arg(long)]
     pub emulator: bool,
@@ -90,6 +95,7 @@ pub fn main(a: Args) -> CliResult {
             seed: a.seed,
         },
         stop_ids,
+        screened_head: !a.no_screened_head,
     };
     if a.surface == "igpu" {
         return run_igpu(&a, &model, &tok, &prompt_ids, ctx, &opts);
