@@ -383,6 +383,8 @@ impl Source for GgufSource<'_> {
                     repack::tq1_0_to_kernel(raw, rows, cols)
                 }
                 .map_err(bad)?;
+                // The file's copy is no longer needed: keep peak RSS near one copy.
+                data.release_pages();
                 (Bytes::owned(packed), s)
             }
             _ => {

@@ -58,6 +58,32 @@ impl Bytes {
         })
     }
 
+    /// Tells the kernel this process no longer needs the file pages behind a mapped
+    /// window (after repacking them elsewhere), so they leave the resident set. The
+    /// mapping is a read-only file mapping: touching it again re-reads the file.
+    pub fn release_pages(&self) {
+        if let Self::Mapped { map, offset, len } = self {
+            let page = 4096;
+            let start = offset.div_ceil(page) * page;
+            let end = (offset + len) / page * page;
+            if end > start {
+                // SAFETY: the map is a read-only private file mapping with no private
+                // (copy-on-write) pages, so MADV_DONTNEED only drops clean page-cache
+                // references; later reads fault the same bytes back from the file.
+                let r = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+                if let Err(e) = r {
+                    tracing::debug!("madvise(DONTNEED) on repacked pages failed: {e}");
+                }
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.as_slice().len()
     }
