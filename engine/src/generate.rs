@@ -76,53 +76,25 @@ pub fn generate(
         )));
     }
     opts.sampling.validate().map_err(Error::Input)?;
-    if opts.screened_head && opts.is_plain_greedy() {
-        if let Some(screen) = Int8Head::new(&model.embed_tokens.view()) {
-            return generate_greedy(model, session, prompt, opts, &screen, on_token);
-        }
-    }
+    // Plain greedy decoding can find each token with the int8-screened head; everything
+    // else samples from the full logits.
+    let screen = if opts.screened_head && opts.is_plain_greedy() {
+        Int8Head::new(&model.embed_tokens.view())
+    } else {
+        None
+    };
     let mut sampler = Sampler::new(opts.sampling.clone());
+    let mut next_after = |session: &mut Session, ids: &[u32]| -> Result<u32> {
+        match &screen {
+            Some(screen) => forward_greedy(model, session, ids, screen),
+            None => {
+                let logits = forward(model, session, ids, LogitsMode::Last)?;
+                Ok(sampler.sample(&logits, session.tokens()))
+            }
+        }
+    };
     let t0 = std::time::Instant::now();
-    let mut logits = forward(model, session, prompt, LogitsMode::Last)?;
-    let prefill_seconds = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let mut tokens = Vec::new();
-    let mut finish = Finish::Length;
-    while tokens.len() < opts.max_new {
-        let next = sampler.sample(&logits, session.tokens());
-        if opts.stop_ids.contains(&next) {
-            finish = Finish::Stop;
-            break;
-        }
-        tokens.push(next);
-        if !on_token(next) {
-            finish = Finish::Cancelled;
-            break;
-        }
-        if tokens.len() == opts.max_new || session.len() >= session.max_ctx() {
-            break;
-        }
-        logits = forward(model, session, &[next], LogitsMode::Last)?;
-    }
-    Ok(Generated {
-        tokens,
-        finish,
-        prefill_seconds,
-        decode_seconds: t1.elapsed().as_secs_f64(),
-    })
-}
-
-/// [`generate`] for plain greedy decoding through the int8-screened head.
-fn generate_greedy(
-    model: &Model,
-    session: &mut Session,
-    prompt: &[u32],
-    opts: &Options,
-    screen: &Int8Head,
-    mut on_token: impl FnMut(u32) -> bool,
-) -> Result<Generated> {
-    let t0 = std::time::Instant::now();
-    let mut next = forward_greedy(model, session, prompt, screen)?;
+    let mut next = next_after(session, prompt)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
     let mut tokens = Vec::new();
@@ -140,7 +112,7 @@ fn generate_greedy(
         if tokens.len() == opts.max_new || session.len() >= session.max_ctx() {
             break;
         }
-        next = forward_greedy(model, session, &[next], screen)?;
+        next = next_after(session, &[next])?;
     }
     Ok(Generated {
         tokens,
