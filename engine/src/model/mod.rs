@@ -90,7 +90,31 @@ pub struct Model {
     pub provenance: Provenance,
 }
 
+impl Layer {
+    /// The seven ternary projections, in the order the forward pass uses them.
+    pub fn projections(&self) -> [&TernaryTensor; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+}
+
 impl Model {
+    /// Bytes of all ternary weights in the kernels' layout (read once per decoded token).
+    pub fn ternary_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(Layer::projections)
+            .map(|t| t.data.len())
+            .sum()
+    }
+
     /// Number of parameters (ternary + float), as HF counts them.
     pub fn n_params(&self) -> u64 {
         let c = &self.config;

@@ -16,22 +16,7 @@ pub fn main(a: Args) -> CliResult {
     let (model, tok) = a.model.load()?;
     let c = &model.config;
     let p = &model.provenance;
-    let ternary_bytes: usize = model
-        .layers
-        .iter()
-        .flat_map(|l| {
-            [
-                &l.q_proj,
-                &l.k_proj,
-                &l.v_proj,
-                &l.o_proj,
-                &l.gate_proj,
-                &l.up_proj,
-                &l.down_proj,
-            ]
-        })
-        .map(|t| t.data.len())
-        .sum();
+    let ternary_bytes: usize = model.ternary_bytes();
     let embd = &model.embed_tokens;
     let info = serde_json::json!({
         "path": p.path,

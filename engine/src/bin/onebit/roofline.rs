@@ -61,22 +61,7 @@ impl Budget {
 
     /// What a loaded model reads in onebit (kernel layout, its head type, f32 KV).
     pub fn of_model(model: &Model) -> Self {
-        let ternary: usize = model
-            .layers
-            .iter()
-            .flat_map(|l| {
-                [
-                    &l.q_proj,
-                    &l.k_proj,
-                    &l.v_proj,
-                    &l.o_proj,
-                    &l.gate_proj,
-                    &l.up_proj,
-                    &l.down_proj,
-                ]
-            })
-            .map(|t| t.data.len())
-            .sum();
+        let ternary: usize = model.ternary_bytes();
         let norms: usize = model
             .layers
             .iter()
