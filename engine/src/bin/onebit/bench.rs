@@ -263,22 +263,16 @@ pub fn main(a: Args) -> CliResult {
                 samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
                 all.extend(times);
             }
-            all.sort_by(|x, y| x.total_cmp(y));
-            let (m, sd) = mean_sd(&samples);
             // The run averages over contexts 0..n_gen.
-            let roof = bw.map(|b| ceiling(b, budget.decode_bytes(a.n_gen / 2)));
-            rows.push(Row {
-                threads: t,
-                test: format!("tg{}", a.n_gen),
-                ts_mean: m,
-                ts_sd: sd,
-                samples_ts: samples,
-                p50_ms: Some(percentile(&all, 0.5) * 1e3),
-                p99_ms: Some(percentile(&all, 0.99) * 1e3),
-                bandwidth_gbs: bw,
-                roofline_ts: roof,
-                roofline_fraction: roof.map(|r| m / r),
-            });
+            let bytes = budget.decode_bytes(a.n_gen / 2);
+            rows.push(decode_row(
+                t,
+                format!("tg{}", a.n_gen),
+                samples,
+                all,
+                bw,
+                bytes,
+            ));
         }
     }
     // The plain runs' peak RSS, before the screening copy of the head exists.
@@ -310,23 +304,17 @@ pub fn main(a: Args) -> CliResult {
                 samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
                 all.extend(times);
             }
-            all.sort_by(|x, y| x.total_cmp(y));
-            let (m, sd) = mean_sd(&samples);
             let mut b = budget.clone();
             b.head = screen.bytes() as f64;
-            let roof = bw.map(|bw| ceiling(bw, b.decode_bytes(a.n_gen / 2)));
-            rows.push(Row {
-                threads: t,
-                test: format!("tg{} greedy, int8-screened head", a.n_gen),
-                ts_mean: m,
-                ts_sd: sd,
-                samples_ts: samples,
-                p50_ms: Some(percentile(&all, 0.5) * 1e3),
-                p99_ms: Some(percentile(&all, 0.99) * 1e3),
-                bandwidth_gbs: bw,
-                roofline_ts: roof,
-                roofline_fraction: roof.map(|r| m / r),
-            });
+            let test = format!("tg{} greedy, int8-screened head", a.n_gen);
+            rows.push(decode_row(
+                t,
+                test,
+                samples,
+                all,
+                bw,
+                b.decode_bytes(a.n_gen / 2),
+            ));
         }
     }
     let report = Report {
@@ -406,5 +394,32 @@ pub fn print_md(r: &Report) {
     }
     if let Some(g) = r.peak_rss_greedy_bytes {
         println!("peak RSS with the int8 screening head: {}", mib(g));
+    }
+}
+
+/// A decode row from per-repetition rates and every token's time, with the roofline for
+/// `bytes_per_token` at the measured bandwidth.
+fn decode_row(
+    threads: usize,
+    test: String,
+    samples: Vec<f64>,
+    mut token_times: Vec<f64>,
+    bw: Option<f64>,
+    bytes_per_token: f64,
+) -> Row {
+    token_times.sort_by(|x, y| x.total_cmp(y));
+    let (m, sd) = mean_sd(&samples);
+    let roof = bw.map(|b| ceiling(b, bytes_per_token));
+    Row {
+        threads,
+        test,
+        ts_mean: m,
+        ts_sd: sd,
+        samples_ts: samples,
+        p50_ms: Some(percentile(&token_times, 0.5) * 1e3),
+        p99_ms: Some(percentile(&token_times, 0.99) * 1e3),
+        bandwidth_gbs: bw,
+        roofline_ts: roof,
+        roofline_fraction: roof.map(|r| m / r),
     }
 }
