@@ -35,16 +35,12 @@ fn stdout_json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-#[test]
-fn run_json_greedy_matches_reference_and_is_deterministic() {
-    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
-        return;
-    };
-    let m = m.to_str().unwrap();
-    let args = [
+/// `onebit run` greedy for 8 tokens after the fixture's greedy prompt, as JSON.
+fn greedy_json_args(model: &str) -> [&str; 10] {
+    [
         "run",
         "-m",
-        m,
+        model,
         "-p",
         "The ternary queue",
         "-n",
@@ -52,7 +48,16 @@ fn run_json_greedy_matches_reference_and_is_deterministic() {
         "--temp",
         "0",
         "--json",
-    ];
+    ]
+}
+
+#[test]
+fn run_json_greedy_matches_reference_and_is_deterministic() {
+    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let args = greedy_json_args(m);
     let a = stdout_json(&onebit(&args));
     let b = stdout_json(&onebit(&args));
     assert_eq!(a, b);
@@ -307,18 +312,7 @@ fn run_on_the_emulated_igpu_gives_the_cpu_tokens() {
         return;
     };
     let m = m.to_str().unwrap();
-    let base = [
-        "run",
-        "-m",
-        m,
-        "-p",
-        "The ternary queue",
-        "-n",
-        "8",
-        "--temp",
-        "0",
-        "--json",
-    ];
+    let base = greedy_json_args(m);
     let cpu = stdout_json(&onebit(&base));
     let mut args = base.to_vec();
     args.extend(["--surface", "igpu", "--emulator"]);
