@@ -1,0 +1,375 @@
+//! Zero-skipping GEMV for inputs with many exact zeros (BitNet's down_proj input is
+//! `relu²(gate)·up`, quantized to int8: often more than half of it is 0).
+//!
+//! A zero `q[c]` adds nothing to `Σ code·q` nor to `Σ q`, so summing over the nonzero
+//! columns only gives the same i32 as the dense kernels and, through the same epilogue, the
+//! same f32 bit for bit. To skip a column's bytes at all the weights must be input-channel
+//! major, hence [`ColumnTernary`], repacked once at load.
+//!
+//! Layout: rows are cut into tiles of [`TILE_ROWS`]; a tile's codes of one column are one
+//! 64-byte line (2 bits per row). [`TILES_PER_LINE_PAIR`] tiles share a 128-byte span per
+//! column, because Intel's spatial prefetcher fetches 128-byte pairs anyway: a lone 64-byte
+//! line per column would cost twice its bytes from DRAM. Spans of consecutive columns are
+//! contiguous. Within a line, byte `b = 16l + 4u + j` holds in bits `2k+1:2k` the code of
+//! tile row `64u + 16k + 4l + j`: the order in which the AVX-512 byte interleave of four
+//! columns (`unpack{lo,hi}_epi8`, then `_epi16`) puts rows `16a..16a+16` (`a = 4u + k`) into
+//! dword lanes 0..15, so its 16 accumulators come out in natural row order.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod pack;
+
+use super::{epilogue, padded_cols, Isa, TernaryView};
+use crate::act_quant::ActScale;
+use crate::parallel;
+
+/// Rows per tile: one 64-byte line of 2-bit codes per column.
+pub const TILE_ROWS: usize = 256;
+const LINE: usize = 64;
+/// Tiles whose lines of one column lie side by side (a 128-byte prefetch pair).
+pub const TILES_PER_LINE_PAIR: usize = 2;
+const SPAN: usize = LINE * TILES_PER_LINE_PAIR;
+
+/// Byte and bit shift (`2k`) of tile row `r` inside its line.
+#[inline]
+const fn location(r: usize) -> (usize, u32) {
+    let (u, k, l, j) = (r / 64, (r / 16) % 4, (r / 4) % 4, r % 4);
+    (16 * l + 4 * u + j, 2 * k as u32)
+}
+
+/// A ternary matrix repacked input-channel-major for zero-skipping GEMV (down_proj).
+pub struct ColumnTernary {
+    pub rows: usize,
+    pub cols: usize,
+    /// Columns including the block padding of the row layout (code 1, like the source).
+    pcols: usize,
+    /// `tiles` rounded up to whole line pairs.
+    tiles: usize,
+    /// The lines start at `data[start]`, 128-byte aligned: a line straddling two cache
+    /// lines (or a pair straddling two prefetch pairs) would double the traffic.
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl ColumnTernary {
+    /// Repacks a row-major (I2_S block) matrix; runs on the thread pool.
+    pub fn from_rows(w: TernaryView<'_>) -> Self {
+        let pcols = padded_cols(w.cols);
+        let tiles = w.rows.div_ceil(TILE_ROWS).div_ceil(TILES_PER_LINE_PAIR) * TILES_PER_LINE_PAIR;
+        let len = tiles * pcols * LINE;
+        let mut data = vec![0u8; len + SPAN];
+        let start = data.as_ptr().align_offset(SPAN);
+        pack::repack(w, pcols, &mut data[start..start + len]);
+        Self {
+            rows: w.rows,
+            cols: w.cols,
+            pcols,
+            tiles,
+            data,
+            start,
+        }
+    }
+
+    /// Memory it holds.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn lines(&self) -> &[u8] {
+        &self.data[self.start..self.start + self.tiles * self.pcols * LINE]
+    }
+
+    /// Byte offset of tile `t`'s line of column 0; column `c` is `c * SPAN` further.
+    #[inline]
+    fn tile_offset(&self, t: usize) -> usize {
+        (t / TILES_PER_LINE_PAIR) * self.pcols * SPAN + (t % TILES_PER_LINE_PAIR) * LINE
+    }
+
+    /// The code (`w + 1`) at `(r, c)`.
+    pub fn code(&self, r: usize, c: usize) -> u8 {
+        assert!(
+            r < self.rows && c < self.pcols,
+            "code: ({r}, {c}) outside the matrix"
+        );
+        let (b, shift) = location(r % TILE_ROWS);
+        (self.lines()[self.tile_offset(r / TILE_ROWS) + c * SPAN + b] >> shift) & 3
+    }
+
+    fn check(&self, q_len: usize, what: &str) {
+        assert_eq!(
+            q_len, self.pcols,
+            "{what}: activation length must be padded_cols(cols)"
+        );
+    }
+}
+
+/// Four nonzero columns and their activations as the 4 bytes of one dword (the `vpdpbusd`
+/// operand); a short last group repeats a column with activation 0.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub(crate) struct Group {
+    cols: [u32; 4],
+    q: i32,
+}
+
+/// The nonzero columns of `q`, four at a time.
+fn groups(q: &[i8], out: &mut Vec<Group>) {
+    out.clear();
+    // Branch-free compaction: a 50 % zero pattern would mispredict every other column.
+    let mut idx = vec![0u32; q.len() + 4];
+    let mut n = 0;
+    for (c, &v) in q.iter().enumerate() {
+        idx[n] = c as u32;
+        n += usize::from(v != 0);
+    }
+    for g in idx[..n].chunks(4) {
+        let mut grp = Group {
+            cols: [g[0]; 4],
+            q: 0,
+        };
+        for (i, &c) in g.iter().enumerate() {
+            grp.cols[i] = c;
+            grp.q |= i32::from(q[c as usize] as u8) << (8 * i);
+        }
+        out.push(grp);
+    }
+}
+
+/// Share of nonzero entries in `q` (what decides between [`gemv_sparse`] and the dense GEMV).
+pub fn nonzero_fraction(q: &[i8]) -> f32 {
+    if q.is_empty() {
+        return 0.0;
+    }
+    let nz: usize = q.iter().map(|&v| usize::from(v != 0)).sum();
+    nz as f32 / q.len() as f32
+}
+
+/// Below this share of nonzero activations [`gemv_sparse`] beats the dense GEMV (measured by
+/// `examples/sparse_bench.rs`, see there).
+pub const SPARSE_GEMV_BELOW: f32 = 0.6;
+
+/// Groups per kernel call while two tiles of a line pair are walked in turn: their lines
+/// (`4 · 64 · 128` B) stay in L1 between the two tiles.
+const CHUNK_GROUPS: usize = 64;
+
+/// Adds `Σ code·q` over `groups` to tile `t`'s accumulators (natural row order).
+fn tile_dots(isa: Isa, w: &ColumnTernary, t: usize, groups: &[Group], acc: &mut [i32; TILE_ROWS]) {
+    let base = w.tile_offset(t);
+    let lines = w.lines();
+    assert!(
+        base + w.pcols.saturating_sub(1) * SPAN + LINE <= lines.len(),
+        "tile outside the matrix"
+    );
+    debug_assert!(groups
+        .iter()
+        .all(|g| g.cols.iter().all(|&c| (c as usize) < w.pcols)));
+    // SAFETY: every group column is < pcols (built from `q`, whose length was checked to be
+    // pcols), so each line read lies inside `data` (asserted above); the ISA was checked.
+    unsafe {
+        let p = lines.as_ptr().add(base);
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => avx512::tile_dots(p, SPAN, groups, acc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::tile_dots(p, SPAN, groups, acc),
+            _ => tile_dots_scalar(p, SPAN, groups, acc),
+        }
+    }
+}
+
+/// Portable kernel, per code.
+///
+/// # Safety
+/// Each group column `c` must have a 64-byte line at `p + c·span`.
+unsafe fn tile_dots_scalar(
+    p: *const u8,
+    span: usize,
+    groups: &[Group],
+    acc: &mut [i32; TILE_ROWS],
+) {
+    for g in groups {
+        for (i, &c) in g.cols.iter().enumerate() {
+            let qv = i32::from((g.q >> (8 * i)) as i8);
+            // SAFETY: the caller guarantees the line is readable.
+            let line = unsafe { std::slice::from_raw_parts(p.add(c as usize * span), LINE) };
+            for (r, a) in acc.iter_mut().enumerate() {
+                let (b, shift) = location(r);
+                *a += i32::from((line[b] >> shift) & 3) * qv;
+            }
+        }
+    }
+}
+
+/// Dots of the tiles `t0..t1` against one group list, the two tiles of a line pair walked
+/// chunk by chunk together, handed to `sink(tile, acc)`.
+fn tiles_dots(
+    isa: Isa,
+    w: &ColumnTernary,
+    t0: usize,
+    t1: usize,
+    groups: &[Group],
+    sink: &mut impl FnMut(usize, &[i32; TILE_ROWS]),
+) {
+    let mut t = t0;
+    while t < t1 {
+        let pair_end = (t / TILES_PER_LINE_PAIR + 1) * TILES_PER_LINE_PAIR;
+        let end = pair_end.min(t1);
+        let mut acc = [[0i32; TILE_ROWS]; TILES_PER_LINE_PAIR];
+        for chunk in groups.chunks(CHUNK_GROUPS) {
+            for (i, a) in acc.iter_mut().enumerate().take(end - t) {
+                tile_dots(isa, w, t + i, chunk, a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate().take(end - t) {
+            sink(t + i, a);
+        }
+        t = end;
+    }
+}
+
+/// Writes tile `t`'s results into `out` (which starts at row `first`).
+fn store(
+    w: &ColumnTernary,
+    t: usize,
+    acc: &[i32; TILE_ROWS],
+    first: usize,
+    out: &mut [f32],
+    act: ActScale,
+    w_scale: f32,
+) {
+    let r0 = t * TILE_ROWS;
+    let r1 = (r0 + TILE_ROWS).min(w.rows);
+    for (r, &d) in (r0..r1).zip(acc) {
+        out[r - first] = epilogue(d, act, w_scale);
+    }
+}
+
+/// Tiles per work item: one item per thread (long streams for the prefetchers), at least one
+/// line pair.
+fn tiles_per_item(w: &ColumnTernary) -> usize {
+    let used = w.rows.div_ceil(TILE_ROWS);
+    used.div_ceil(parallel::threads()).max(1)
+}
+
+/// Identical (bit for bit) to [`super::gemv`] on the same matrix; reads only the columns
+/// where `q != 0`.
+pub fn gemv_sparse(w: &ColumnTernary, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    gemv_sparse_with(Isa::best(), w, q, act, w_scale, out)
+}
+
+/// [`gemv_sparse`] on a chosen instruction set (tests and benchmarks; panics if the CPU
+/// lacks it).
+pub fn gemv_sparse_with(
+    isa: Isa,
+    w: &ColumnTernary,
+    q: &[i8],
+    act: ActScale,
+    w_scale: f32,
+    out: &mut [f32],
+) {
+    assert!(isa.available(), "{isa:?} is not available on this CPU");
+    w.check(q.len(), "gemv_sparse");
+    assert_eq!(out.len(), w.rows, "gemv_sparse: output length");
+    let mut g = Vec::with_capacity(q.len() / 4 + 1);
+    groups(q, &mut g);
+    let used = w.rows.div_ceil(TILE_ROWS);
+    let per = tiles_per_item(w);
+    let o = OutPtr(out.as_mut_ptr());
+    let rows = w.rows;
+    parallel::for_range(used, per, |t0, t1| {
+        tiles_dots(isa, w, t0, t1, &g, &mut |t, acc| {
+            let r0 = t * TILE_ROWS;
+            let n = (r0 + TILE_ROWS).min(rows) - r0;
+            // SAFETY: tile t's rows r0..r0+n are inside `out` (n is clipped to rows) and each
+            // tile is handed to exactly one thread.
+            let dst = unsafe { std::slice::from_raw_parts_mut(o.get().add(r0), n) };
+            store(w, t, acc, r0, dst, act, w_scale);
+        });
+    });
+}
+
+/// `n` tokens (`q` is `n · padded_cols`, `out` is `[n, rows]`); identical to
+/// [`super::gemm`].
+pub fn gemm_sparse(w: &ColumnTernary, q: &[i8], acts: &[ActScale], w_scale: f32, out: &mut [f32]) {
+    gemm_sparse_with(Isa::best(), w, q, acts, w_scale, out)
+}
+
+/// [`gemm_sparse`] on a chosen instruction set (tests and benchmarks; panics if the CPU
+/// lacks it).
+pub fn gemm_sparse_with(
+    isa: Isa,
+    w: &ColumnTernary,
+    q: &[i8],
+    acts: &[ActScale],
+    w_scale: f32,
+    out: &mut [f32],
+) {
+    assert!(isa.available(), "{isa:?} is not available on this CPU");
+    let n = acts.len();
+    assert_eq!(
+        q.len(),
+        n * w.pcols,
+        "gemm_sparse: activation length must be n * padded_cols(cols)"
+    );
+    assert_eq!(out.len(), n * w.rows, "gemm_sparse: output length");
+    let lists: Vec<Vec<Group>> = q
+        .chunks_exact(w.pcols.max(1))
+        .take(n)
+        .map(|qt| {
+            let mut g = Vec::with_capacity(qt.len() / 4 + 1);
+            groups(qt, &mut g);
+            g
+        })
+        .collect();
+    let used = w.rows.div_ceil(TILE_ROWS);
+    let rows = w.rows;
+    let o = OutPtr(out.as_mut_ptr());
+    // One tile per item: a tile's lines (pcols · 64 B) stay in L2 across the tokens.
+    parallel::for_range(used, 1, |t0, t1| {
+        for (tok, g) in lists.iter().enumerate() {
+            tiles_dots(isa, w, t0, t1, g, &mut |t, acc| {
+                let r0 = t * TILE_ROWS;
+                let len = (r0 + TILE_ROWS).min(rows) - r0;
+                // SAFETY: token tok's rows r0..r0+len are inside `out` ([n, rows]) and each
+                // tile is handed to exactly one thread.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(o.get().add(tok * rows + r0), len) };
+                store(w, t, acc, r0, dst, acts[tok], w_scale);
+            });
+        }
+    });
+}
+
+/// Scalar reference: `Σ code·q` over the nonzero columns, through [`ColumnTernary::code`].
+pub fn gemv_sparse_ref(w: &ColumnTernary, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    w.check(q.len(), "gemv_sparse_ref");
+    assert_eq!(out.len(), w.rows, "gemv_sparse_ref: output length");
+    let mut dots = vec![0i32; w.rows];
+    for (c, &v) in q.iter().enumerate().filter(|(_, v)| **v != 0) {
+        for (r, d) in dots.iter_mut().enumerate() {
+            *d += i32::from(w.code(r, c)) * i32::from(v);
+        }
+    }
+    for (o, d) in out.iter_mut().zip(dots) {
+        *o = epilogue(d, act, w_scale);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: threads write disjoint elements (each tile is handed out once).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+#[cfg(test)]
+mod tests;
