@@ -2,7 +2,7 @@
 //! Q8_0 or Q6_K (ggml block layouts), read by row (embedding lookup) and as a
 //! matrix-vector product (LM head).
 
-use crate::parallel;
+use crate::{embd_quant, parallel};
 use half::{bf16, f16};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,16 +34,6 @@ impl EmbdType {
             None
         } else {
             Some(cols / be * bb)
-        }
-    }
-
-    /// The dot product the LM head uses after dequantizing a row: the quantized (lossy)
-    /// types take the vectorized lane order; F32/BF16 keep the sequential order that the
-    /// iGPU self-test reproduces.
-    fn dot(self, row: &[f32], h: &[f32]) -> f32 {
-        match self {
-            Self::Q8_0 | Self::Q6K => crate::float::dot_f32_lanes(row, h),
-            _ => crate::float::dot_f32(row, h),
         }
     }
 
@@ -88,37 +78,70 @@ impl<'a> EmbdView<'a> {
         dequant_row(self.kind, self.row_data(r), out);
     }
 
-    /// `out[r] = row_r · h` for every row (the LM head), split across threads.
+    /// The bytes of rows `first .. first + n`.
+    fn rows_data(&self, first: usize, n: usize) -> &'a [u8] {
+        let rb = self.data.len() / self.rows.max(1);
+        &self.data[first * rb..(first + n) * rb]
+    }
+
+    /// `out[r] = row_r · h` for every row (the LM head), split across threads. Q8_0 and
+    /// Q6_K heads quantize `h` to int8 first and take integer block dots (see
+    /// [`embd_quant`]); the other types are exact float dots.
     pub fn matvec(&self, h: &[f32], out: &mut [f32]) {
         assert_eq!(h.len(), self.cols, "lm head: hidden length");
         assert_eq!(out.len(), self.rows, "lm head: output length");
-        parallel::for_rows(out, 256, |first, chunk| {
-            if self.kind == EmbdType::F16 {
-                let rb = self.cols * 2;
-                let rows = &self.data[first * rb..(first + chunk.len()) * rb];
-                dot_f16_rows(rows, h, chunk);
-                return;
+        match self.kind {
+            EmbdType::F16 => parallel::for_rows(out, 256, |first, chunk| {
+                dot_f16_rows(self.rows_data(first, chunk.len()), h, chunk);
+            }),
+            EmbdType::Q8_0 => {
+                let (isa, hq) = (embd_quant::isa(), embd_quant::HiddenQ8::new(h));
+                parallel::for_rows(out, 256, |first, chunk| {
+                    embd_quant::rows_q8_0(isa, self.rows_data(first, chunk.len()), &hq, chunk);
+                });
             }
-            let mut tmp = vec![0f32; self.cols];
-            for (i, o) in chunk.iter_mut().enumerate() {
-                dequant_row(self.kind, self.row_data(first + i), &mut tmp);
-                *o = self.kind.dot(&tmp, h);
+            EmbdType::Q6K => {
+                let (isa, hq) = (embd_quant::isa(), embd_quant::HiddenQ8K::new(h));
+                parallel::for_rows(out, 256, |first, chunk| {
+                    embd_quant::rows_q6k(isa, self.rows_data(first, chunk.len()), &hq, chunk);
+                });
             }
-        });
+            EmbdType::F32 | EmbdType::Bf16 => parallel::for_rows(out, 256, |first, chunk| {
+                let mut tmp = vec![0f32; self.cols];
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    dequant_row(self.kind, self.row_data(first + i), &mut tmp);
+                    *o = crate::float::dot_f32(&tmp, h);
+                }
+            }),
+        }
     }
 
-    /// Scalar reference of [`matvec`](Self::matvec).
+    /// Scalar reference of [`matvec`](Self::matvec), bit-identical to it.
     pub fn matvec_ref(&self, h: &[f32], out: &mut [f32]) {
-        let mut tmp = vec![0f32; self.cols];
-        for (r, o) in out.iter_mut().enumerate() {
-            if self.kind == EmbdType::F16 {
-                *o = dot_f16_ref(self.row_data(r), h);
-            } else {
-                dequant_row(self.kind, self.row_data(r), &mut tmp);
-                *o = match self.kind {
-                    EmbdType::Q8_0 | EmbdType::Q6K => crate::float::dot_f32_lanes_ref(&tmp, h),
-                    _ => crate::float::dot_f32(&tmp, h),
-                };
+        match self.kind {
+            EmbdType::Q8_0 => {
+                let hq = embd_quant::HiddenQ8::new(h);
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = embd_quant::dot_q8_0_ref(self.row_data(r), &hq);
+                }
+            }
+            EmbdType::Q6K => {
+                let hq = embd_quant::HiddenQ8K::new(h);
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = embd_quant::dot_q6k_ref(self.row_data(r), &hq);
+                }
+            }
+            EmbdType::F16 => {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = dot_f16_ref(self.row_data(r), h);
+                }
+            }
+            EmbdType::F32 | EmbdType::Bf16 => {
+                let mut tmp = vec![0f32; self.cols];
+                for (r, o) in out.iter_mut().enumerate() {
+                    dequant_row(self.kind, self.row_data(r), &mut tmp);
+                    *o = crate::float::dot_f32(&tmp, h);
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod act_quant;
 pub mod embd;
+pub mod embd_quant;
 pub mod float;
 pub mod gpu;
 pub mod parallel;

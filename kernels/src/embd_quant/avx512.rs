@@ -1,0 +1,144 @@
+//! AVX-512 VNNI kernels: `vpdpbusd` multiplies unsigned by signed bytes into i32 with no
+//! saturation. Q8_0 weights are signed, so they enter as `w + 128` (a byte xor) and the
+//! per-block bias `128·Σq` is subtracted afterwards; 16 blocks' lanes are then reduced to
+//! one i32 per block by three rounds of even/odd lane permutes. Q6_K codes are unsigned
+//! already; the accumulators start at `−32·Σq` per 4 values, so they hold `Σ (c − 32)·q`
+//! and only need the sub-block scales (`vpmulld`) before the final sum.
+
+use super::{HiddenQ8, HiddenQ8K, LANES, Q6K_BYTES, Q6K_ELEMS, Q8_0_BYTES, Q8_0_ELEMS};
+use std::arch::x86_64::*;
+
+/// Lanes `(2i, 2i + 1)` of `[a, b]` summed: blocks keep their order, lanes per block halve.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pair_sum(a: __m512i, b: __m512i) -> __m512i {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    _mm512_add_epi32(
+        _mm512_permutex2var_epi32(a, even, b),
+        _mm512_permutex2var_epi32(a, odd, b),
+    )
+}
+
+/// Raw block sums `Σ (w + 128)·q` of 16 consecutive Q8_0 blocks at `w` (stride 34).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn raw16(w: *const u8, q: *const i8) -> __m512i {
+    // SAFETY: the caller guarantees 16 blocks at `w` and 512 values at `q`.
+    unsafe {
+        let flip = _mm512_set1_epi8(-128);
+        let mut v = [_mm512_setzero_si512(); 8];
+        for (j, vj) in v.iter_mut().enumerate() {
+            let lo = _mm256_loadu_si256(w.add(2 * j * Q8_0_BYTES + 2).cast());
+            let hi = _mm256_loadu_si256(w.add((2 * j + 1) * Q8_0_BYTES + 2).cast());
+            let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let qv = _mm512_loadu_si512(q.add(j * 2 * Q8_0_ELEMS).cast());
+            *vj = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wv, flip), qv);
+        }
+        let c0 = pair_sum(v[0], v[1]);
+        let c1 = pair_sum(v[2], v[3]);
+        let c2 = pair_sum(v[4], v[5]);
+        let c3 = pair_sum(v[6], v[7]);
+        pair_sum(pair_sum(c0, c1), pair_sum(c2, c3))
+    }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VNNI; `rows.len() == out.len() · h.d.len() · 34`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn rows_q8_0(rows: &[u8], h: &HiddenQ8, out: &mut [f32]) {
+    let nb = h.d.len();
+    let rb = nb * Q8_0_BYTES;
+    let groups = nb / LANES;
+    let off = _mm512_setr_epi32(
+        0, 34, 68, 102, 136, 170, 204, 238, 272, 306, 340, 374, 408, 442, 476, 510,
+    );
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
+        let mut acc = _mm512_setzero_ps();
+        for g in 0..groups {
+            // SAFETY: g·16 + 16 ≤ nb, so 16 blocks of the row, 512 values and 16 scales
+            // and biases of h; each gather reads 4 bytes at a block start.
+            unsafe {
+                let w = row.as_ptr().add(g * LANES * Q8_0_BYTES);
+                let raw = raw16(w, h.q.as_ptr().add(g * LANES * Q8_0_ELEMS));
+                let bias = _mm512_loadu_si512(h.bias.as_ptr().add(g * LANES).cast());
+                let isum = _mm512_sub_epi32(raw, bias);
+                let d16 = _mm512_cvtepi32_epi16(_mm512_i32gather_epi32::<1>(off, w.cast()));
+                let dh = _mm512_loadu_ps(h.d.as_ptr().add(g * LANES));
+                let scale = _mm512_mul_ps(_mm512_cvtph_ps(d16), dh);
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
+            }
+        }
+        let mut lanes = [0f32; LANES];
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+        *o = super::q8_0_finish(lanes, row, h);
+    }
+}
+
+/// `sumi` of one Q6_K super-block at `b` against 256 values at `q` with corrections `c4`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn q6k_sumi(b: *const u8, q: *const i8, c4: *const i32) -> i32 {
+    // SAFETY: the caller guarantees 210 bytes at `b`, 256 values at `q`, 64 i32 at `c4`.
+    unsafe {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m2 = _mm512_set1_epi8(0x30);
+        let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(192).cast()));
+        let mut acc = _mm512_setzero_si512();
+        for half in 0..2 {
+            let ql = _mm512_loadu_si512(b.add(64 * half).cast());
+            let qh = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
+            // [qh, qh >> 2]: the high bits of values 0..64 of the half sit at bits 0..1 of
+            // each byte, those of values 64..128 at bits 4..5.
+            let qh2 =
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
+            let lo = _mm512_or_si512(
+                _mm512_and_si512(ql, m4),
+                _mm512_and_si512(_mm512_slli_epi16::<4>(qh2), m2),
+            );
+            let hi = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                _mm512_and_si512(qh2, m2),
+            );
+            for (k, c) in [lo, hi].into_iter().enumerate() {
+                let at = 128 * half + 64 * k;
+                let qv = _mm512_loadu_si512(q.add(at).cast());
+                let start = _mm512_loadu_si512(c4.add(at / 4).cast());
+                let part = _mm512_dpbusd_epi32(start, c, qv);
+                // lanes of sub-block j are 4 apart: lane l gets scale (at/16) + l/4
+                let j0 = (at / 16) as i32;
+                let idx = _mm512_add_epi32(
+                    _mm512_set1_epi32(j0),
+                    _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                );
+                let s = _mm512_permutexvar_epi32(idx, sc);
+                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(part, s));
+            }
+        }
+        _mm512_reduce_add_epi32(acc)
+    }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VNNI; `rows.len() == out.len() · h.d.len() · 210`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn rows_q6k(rows: &[u8], h: &HiddenQ8K, out: &mut [f32]) {
+    let rb = h.d.len() * Q6K_BYTES;
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
+        let mut s = 0f32;
+        for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
+            // SAFETY: block `b` of the row is 210 bytes; h holds 256 values and 64
+            // corrections for it.
+            let sumi = unsafe {
+                q6k_sumi(
+                    blk.as_ptr(),
+                    h.q.as_ptr().add(b * Q6K_ELEMS),
+                    h.corr4.as_ptr().add(b * Q6K_ELEMS / 4),
+                )
+            };
+            s += super::q6k_term(blk, sumi, h.d[b]);
+        }
+        *o = s;
+    }
+}
