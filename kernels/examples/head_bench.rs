@@ -1,0 +1,130 @@
+//! LM-head microbenchmark on the 2B-4T head (128256 × 2560):
+//! `cargo run --release -p onebit-kernels --example head_bench [threads] [reps]`.
+//! Prints ms per matvec and GB/s of head bytes for F16, Q8_0 and Q6_K, and for the
+//! quantized types also the former float path (dequantize each row, f32 dot) they replace.
+
+use half::f16;
+use onebit_kernels::embd::{EmbdType, EmbdView};
+use onebit_kernels::{embd_quant, float, parallel};
+use std::time::Instant;
+
+const ROWS: usize = 128_256;
+const COLS: usize = 2560;
+
+/// xorshift64: fast random bytes (timing does not depend on the values).
+fn fill(data: &mut [u8], mut s: u64) {
+    for c in data.chunks_mut(8) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        c.copy_from_slice(&s.to_le_bytes()[..c.len()]);
+    }
+}
+
+/// A head of `kind` with random values and sane scales (f16 values in ±0.06, scales
+/// around what 2B-4T's embeddings quantize to).
+fn head(kind: EmbdType) -> Vec<u8> {
+    let rb = kind
+        .row_bytes(COLS)
+        .expect("2560 is a multiple of every block");
+    let mut data = vec![0u8; ROWS * rb];
+    fill(&mut data, 0x9E37_79B9_7F4A_7C15 ^ rb as u64);
+    let scale = |v: f32| f16::from_f32(v).to_bits().to_le_bytes();
+    match kind {
+        EmbdType::F16 => data.chunks_exact_mut(2).for_each(|c| {
+            let x = f32::from(c[0] as i8) / 2000.0;
+            c.copy_from_slice(&scale(x));
+        }),
+        EmbdType::Q8_0 => data
+            .chunks_exact_mut(34)
+            .for_each(|b| b[..2].copy_from_slice(&scale(4e-4))),
+        EmbdType::Q6K => data.chunks_exact_mut(210).for_each(|b| {
+            b[192..208].iter_mut().for_each(|s| *s &= 0x7F);
+            b[208..].copy_from_slice(&scale(2e-5));
+        }),
+        _ => unreachable!("benchmarked types only"),
+    }
+    data
+}
+
+/// The float path Q8_0/Q6_K heads took before the integer kernels: dequantize, 16-lane dot.
+fn float_path(v: &EmbdView<'_>, h: &[f32], out: &mut [f32]) {
+    parallel::for_rows(out, 256, |first, chunk| {
+        let mut tmp = vec![0f32; v.cols];
+        for (i, o) in chunk.iter_mut().enumerate() {
+            v.row_to_f32(first + i, &mut tmp);
+            *o = float::dot_f32_lanes(&tmp, h);
+        }
+    });
+}
+
+/// Best and median ms of `reps` calls after one warm-up.
+fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[0], t[reps / 2])
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let reps: usize = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+        .max(1);
+    parallel::init_threads(threads);
+    println!(
+        "LM head {ROWS} x {COLS}, {threads} threads, integer kernels: {}",
+        embd_quant::isa().name()
+    );
+    let h: Vec<f32> = (0..COLS).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
+    let mut out = vec![0f32; ROWS];
+    for kind in [EmbdType::F16, EmbdType::Q8_0, EmbdType::Q6K] {
+        let data = head(kind);
+        let v = EmbdView::new(kind, ROWS, COLS, &data).expect("head shape");
+        let gb = data.len() as f64 / 1e9;
+        let report = |what: &str, (best, med): (f64, f64)| {
+            println!(
+                "{:5} {what:28} {best:7.2} ms best {med:7.2} ms median  {:6.1} GB/s  ({:.0} MB)",
+                kind.name(),
+                gb / (best / 1e3),
+                gb * 1e3
+            );
+        };
+        report("matvec", time(reps, || v.matvec(&h, &mut out)));
+        if kind != EmbdType::F16 {
+            report(
+                "former float path",
+                time(reps.min(3), || float_path(&v, &h, &mut out)),
+            );
+        }
+        // Cache-resident rows: the kernels' compute rate without DRAM (one thread).
+        let hot = 256;
+        let rb = data.len() / ROWS;
+        let small = EmbdView::new(kind, hot, COLS, &data[..hot * rb]).expect("hot rows");
+        let mut o = vec![0f32; hot];
+        let t0 = Instant::now();
+        let n = 400;
+        for _ in 0..n {
+            small.matvec(&h, &mut o);
+        }
+        let per_row = t0.elapsed().as_secs_f64() / (n * hot) as f64;
+        println!(
+            "{:5} {:28} {:7.1} ns/row ({:.1} ms for the whole head, {:.1} GB/s)",
+            kind.name(),
+            "cache-resident rows",
+            per_row * 1e9,
+            per_row * ROWS as f64 * 1e3,
+            rb as f64 / per_row / 1e9
+        );
+        std::hint::black_box(&out);
+    }
+}
