@@ -146,8 +146,8 @@ unsafe fn q6k_sumi(b: *const u8, q: *const i8, s16: *const i16) -> i32 {
 }
 
 /// # Safety
-/// AVX2; `rows.len() == out.len() · h.d.len() · 210`.
-#[target_feature(enable = "avx2")]
+/// AVX2 and F16C; `rows.len() == out.len() · h.d.len() · 210`.
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn rows_q6k(rows: &[u8], h: &HiddenQ8K, out: &mut [f32]) {
     let rb = h.d.len() * Q6K_BYTES;
     for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
@@ -162,7 +162,7 @@ pub unsafe fn rows_q6k(rows: &[u8], h: &HiddenQ8K, out: &mut [f32]) {
                     h.sum16.as_ptr().add(b * 16),
                 )
             };
-            s += super::q6k_term(blk, sumi, h.d[b]);
+            s += super::q6k_term(super::f16c_at(blk, 208), sumi, h.d[b]);
         }
         *o = s;
     }

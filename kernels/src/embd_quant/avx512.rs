@@ -121,8 +121,8 @@ unsafe fn q6k_sumi(b: *const u8, q: *const i8, c4: *const i32) -> i32 {
 }
 
 /// # Safety
-/// AVX-512 F/BW/VNNI; `rows.len() == out.len() · h.d.len() · 210`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+/// AVX-512 F/BW/VNNI and F16C; `rows.len() == out.len() · h.d.len() · 210`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 pub unsafe fn rows_q6k(rows: &[u8], h: &HiddenQ8K, out: &mut [f32]) {
     let rb = h.d.len() * Q6K_BYTES;
     for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
@@ -137,7 +137,7 @@ pub unsafe fn rows_q6k(rows: &[u8], h: &HiddenQ8K, out: &mut [f32]) {
                     h.corr4.as_ptr().add(b * Q6K_ELEMS / 4),
                 )
             };
-            s += super::q6k_term(blk, sumi, h.d[b]);
+            s += super::q6k_term(super::f16c_at(blk, 208), sumi, h.d[b]);
         }
         *o = s;
     }

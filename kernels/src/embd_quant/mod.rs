@@ -110,6 +110,18 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
+/// [`f16_at`] with the F16C instruction, inlined into the kernels (`half` converts with
+/// the same instruction, behind a runtime check and a call that cost more than a whole
+/// Q6_K super-block of integer work).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "f16c")]
+fn f16c_at(b: &[u8], i: usize) -> f32 {
+    use std::arch::x86_64::{_mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32};
+    let bits = u16::from_le_bytes([b[i], b[i + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
 /// `t_b` of one Q8_0 block (34 bytes) against its 32 quantized hidden values.
 fn q8_0_term(blk: &[u8], q: &[i8], dh: f32) -> f32 {
     let isum: i32 = blk[2..]
@@ -133,6 +145,7 @@ fn fold_lanes(mut acc: [f32; LANES]) -> f32 {
 }
 
 /// Adds the blocks past the last full group of 16 to the folded lanes.
+#[inline]
 fn q8_0_finish(lanes: [f32; LANES], row: &[u8], h: &HiddenQ8) -> f32 {
     let nb = h.d.len();
     let mut s = fold_lanes(lanes);
@@ -179,9 +192,10 @@ fn q6k_sumi_ref(blk: &[u8], q: &[i8]) -> i32 {
         .sum()
 }
 
-/// `t` of one super-block from its exact integer sum.
-fn q6k_term(blk: &[u8], sumi: i32, dh: f32) -> f32 {
-    (f16_at(blk, 208) * dh) * sumi as f32
+/// `t` of one super-block from its scale `d`, exact integer sum and hidden scale.
+#[inline(always)]
+fn q6k_term(d: f32, sumi: i32, dh: f32) -> f32 {
+    (d * dh) * sumi as f32
 }
 
 /// One Q6_K row (`nsb · 210` bytes) · `h`: the scalar reference.
@@ -189,23 +203,36 @@ pub fn dot_q6k_ref(row: &[u8], h: &HiddenQ8K) -> f32 {
     let mut s = 0f32;
     for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
         let sumi = q6k_sumi_ref(blk, &h.q[b * Q6K_ELEMS..(b + 1) * Q6K_ELEMS]);
-        s += q6k_term(blk, sumi, h.d[b]);
+        s += q6k_term(f16_at(blk, 208), sumi, h.d[b]);
     }
     s
 }
 
 /// The instruction set these kernels use: [`Isa::best`] (so `ONEBIT_ISA` caps it too), with
-/// F16C required besides AVX2 for the block scales.
+/// F16C required besides for the block scales.
 pub fn isa() -> Isa {
-    match Isa::best() {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if !std::is_x86_feature_detected!("f16c") => Isa::Scalar,
-        i => i,
+    let i = Isa::best();
+    if simd_ok(i) {
+        i
+    } else {
+        Isa::Scalar
+    }
+}
+
+/// Whether the kernels of `isa` can run here.
+fn simd_ok(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa.available() && (isa == Isa::Scalar || std::is_x86_feature_detected!("f16c"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        isa == Isa::Scalar
     }
 }
 
 /// `out[i] = row_i · h` for consecutive Q8_0 rows with the kernels of `isa` (which must be
-/// available, see [`Isa::available`]; the AVX2 kernel also needs F16C).
+/// available, see [`Isa::available`]; the SIMD kernels also need F16C).
 pub fn rows_q8_0(isa: Isa, rows: &[u8], h: &HiddenQ8, out: &mut [f32]) {
     let rb = h.d.len() * Q8_0_BYTES;
     assert_eq!(rows.len(), out.len() * rb, "rows_q8_0: sizes");
@@ -216,16 +243,13 @@ pub fn rows_q8_0(isa: Isa, rows: &[u8], h: &HiddenQ8, out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => {
-            assert!(isa.available(), "AVX-512 VNNI is not available");
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked); sizes are checked above.
+            assert!(simd_ok(isa), "AVX-512 VNNI/F16C are not available");
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI and F16C (checked); sizes are checked above.
             unsafe { avx512::rows_q8_0(rows, h, out) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            assert!(
-                isa.available() && std::is_x86_feature_detected!("f16c"),
-                "AVX2/F16C are not available"
-            );
+            assert!(simd_ok(isa), "AVX2/F16C are not available");
             // SAFETY: the CPU has AVX2 and F16C (checked); sizes are checked above.
             unsafe { avx2::rows_q8_0(rows, h, out) }
         }
@@ -249,14 +273,14 @@ pub fn rows_q6k(isa: Isa, rows: &[u8], h: &HiddenQ8K, out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => {
-            assert!(isa.available(), "AVX-512 VNNI is not available");
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked); sizes are checked above.
+            assert!(simd_ok(isa), "AVX-512 VNNI/F16C are not available");
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI and F16C (checked); sizes are checked above.
             unsafe { avx512::rows_q6k(rows, h, out) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            assert!(isa.available(), "AVX2 is not available");
-            // SAFETY: the CPU has AVX2 (checked); sizes are checked above.
+            assert!(simd_ok(isa), "AVX2/F16C are not available");
+            // SAFETY: the CPU has AVX2 and F16C (checked); sizes are checked above.
             unsafe { avx2::rows_q6k(rows, h, out) }
         }
         _ => {
