@@ -9,7 +9,7 @@
 //! No i16 overflow: one word of `vpmaddubsw` is at most 2·127·2 = 508 and at least
 //! 2·(−128)·2 = −512, so 64 of them stay within [−32768, 32512].
 
-use super::{location, Group, TILE_ROWS};
+use super::{location, Ahead, Group, TILE_ROWS};
 use std::arch::x86_64::*;
 
 /// Column pairs summed in i16 before widening.
@@ -24,6 +24,7 @@ pub(super) unsafe fn tile_dots(
     p: *const u8,
     span: usize,
     groups: &[Group],
+    ahead: Ahead<'_>,
     acc: &mut [i32; TILE_ROWS],
 ) {
     // wide[h][4·h2 + k][i]: half h of the line, unpack lo/hi h2, shift 2k, word i.
@@ -32,9 +33,12 @@ pub(super) unsafe fn tile_dots(
     for (h, wide_h) in wide.iter_mut().enumerate() {
         // SAFETY: the caller guarantees the lines; byte 32h.. is their half h.
         let ph = unsafe { p.add(32 * h) };
-        for chunk in groups.chunks(FLUSH_GROUPS) {
+        for (ci, chunk) in groups.chunks(FLUSH_GROUPS).enumerate() {
             let mut a = [_mm256_setzero_si256(); 8];
-            for g in chunk {
+            for (i, g) in chunk.iter().enumerate() {
+                if h == 0 {
+                    ahead.prefetch(ci * FLUSH_GROUPS + i, span);
+                }
                 // SAFETY: as above, 32 bytes of each line.
                 let [l0, l1, l2, l3] = g
                     .cols

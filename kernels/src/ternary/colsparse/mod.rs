@@ -137,6 +137,41 @@ fn groups(q: &[i8], out: &mut Vec<Group>) {
     }
 }
 
+/// Lines a kernel prefetches (into L2) while it walks its groups: at step `i` those of
+/// `groups[i]` (`lines` consecutive 64-byte lines per column at `base + c·span`). The
+/// hardware prefetchers cannot follow a stream with random gaps; the group list says exactly
+/// which lines come next. Without it the DRAM-bound GEMV ran 1.3–2× slower at 0–90 % zeros.
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead<'a> {
+    base: *const u8,
+    groups: &'a [Group],
+    lines: usize,
+}
+
+impl Ahead<'_> {
+    const NONE: Ahead<'static> = Ahead {
+        base: std::ptr::null(),
+        groups: &[],
+        lines: 0,
+    };
+
+    #[inline(always)]
+    fn prefetch(&self, i: usize, span: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(g) = self.groups.get(i) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            for &c in &g.cols {
+                for l in 0..self.lines {
+                    // A prefetch never faults, so the address need not be valid.
+                    let a = self.base.wrapping_add(c as usize * span + l * LINE);
+                    // SAFETY: SSE is part of x86-64; a prefetch never faults.
+                    unsafe { _mm_prefetch::<_MM_HINT_T1>(a.cast()) };
+                }
+            }
+        }
+    }
+}
+
 /// Share of nonzero entries in `q` (what decides between [`gemv_sparse`] and the dense GEMV).
 pub fn nonzero_fraction(q: &[i8]) -> f32 {
     if q.is_empty() {
@@ -151,11 +186,22 @@ pub fn nonzero_fraction(q: &[i8]) -> f32 {
 pub const SPARSE_GEMV_BELOW: f32 = 0.6;
 
 /// Groups per kernel call while two tiles of a line pair are walked in turn: their lines
-/// (`4 · 64 · 128` B) stay in L1 between the two tiles.
+/// (`4 · 64 · 128` B) stay in L1/L2 between the two tiles.
 const CHUNK_GROUPS: usize = 64;
+/// How far ahead (in groups) the lines are prefetched, into L2: into L1 (`T0`) measured
+/// 10–30 % slower (the prefetches then hold L1 fill buffers the loads need); 16–64 groups
+/// measured alike on a 2-thread Sapphire Rapids slice.
+const PREFETCH_GROUPS: usize = 32;
 
 /// Adds `Σ code·q` over `groups` to tile `t`'s accumulators (natural row order).
-fn tile_dots(isa: Isa, w: &ColumnTernary, t: usize, groups: &[Group], acc: &mut [i32; TILE_ROWS]) {
+fn tile_dots(
+    isa: Isa,
+    w: &ColumnTernary,
+    t: usize,
+    groups: &[Group],
+    ahead: Ahead<'_>,
+    acc: &mut [i32; TILE_ROWS],
+) {
     let base = w.tile_offset(t);
     let lines = w.lines();
     assert!(
@@ -171,9 +217,9 @@ fn tile_dots(isa: Isa, w: &ColumnTernary, t: usize, groups: &[Group], acc: &mut 
         let p = lines.as_ptr().add(base);
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => avx512::tile_dots(p, SPAN, groups, acc),
+            Isa::Avx512Vnni => avx512::tile_dots(p, SPAN, groups, ahead, acc),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::tile_dots(p, SPAN, groups, acc),
+            Isa::Avx2 => avx2::tile_dots(p, SPAN, groups, ahead, acc),
             _ => tile_dots_scalar(p, SPAN, groups, acc),
         }
     }
@@ -202,8 +248,9 @@ unsafe fn tile_dots_scalar(
     }
 }
 
-/// Dots of the tiles `t0..t1` against one group list, the two tiles of a line pair walked
-/// chunk by chunk together, handed to `sink(tile, acc)`.
+/// Dots of the tiles `t0..t1` against one group list, handed to `sink(tile, acc)`. The
+/// tiles of a line pair are walked chunk by chunk together: the first one's pass prefetches
+/// the pair's lines [`PREFETCH_GROUPS`] ahead, the second one finds them in cache.
 fn tiles_dots(
     isa: Isa,
     w: &ColumnTernary,
@@ -214,12 +261,21 @@ fn tiles_dots(
 ) {
     let mut t = t0;
     while t < t1 {
-        let pair_end = (t / TILES_PER_LINE_PAIR + 1) * TILES_PER_LINE_PAIR;
-        let end = pair_end.min(t1);
+        let end = ((t / TILES_PER_LINE_PAIR + 1) * TILES_PER_LINE_PAIR).min(t1);
+        let base = w.lines().as_ptr().wrapping_add(w.tile_offset(t));
         let mut acc = [[0i32; TILE_ROWS]; TILES_PER_LINE_PAIR];
-        for chunk in groups.chunks(CHUNK_GROUPS) {
+        for (ci, chunk) in groups.chunks(CHUNK_GROUPS).enumerate() {
+            let next = (ci * CHUNK_GROUPS + PREFETCH_GROUPS).min(groups.len());
             for (i, a) in acc.iter_mut().enumerate().take(end - t) {
-                tile_dots(isa, w, t + i, chunk, a);
+                let ahead = match i {
+                    0 => Ahead {
+                        base,
+                        groups: &groups[next..],
+                        lines: end - t,
+                    },
+                    _ => Ahead::NONE,
+                };
+                tile_dots(isa, w, t + i, chunk, ahead, a);
             }
         }
         for (i, a) in acc.iter().enumerate().take(end - t) {
