@@ -47,32 +47,57 @@ unsafe fn raw16(w: *const u8, q: *const i8) -> __m512i {
 /// AVX-512 F/BW/VNNI; `rows.len() == out.len() · h.d.len() · 34`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn rows_q8_0(rows: &[u8], h: &HiddenQ8, out: &mut [f32]) {
+    let rb = h.d.len() * Q8_0_BYTES;
+    let mut r = 0;
+    while r + 4 <= out.len() {
+        // SAFETY: AVX-512 F/BW/VNNI per our contract; 4 whole rows and 4 outputs.
+        unsafe { tile_q8_0::<4>(&rows[r * rb..(r + 4) * rb], h, &mut out[r..r + 4]) };
+        r += 4;
+    }
+    while r < out.len() {
+        // SAFETY: as above, for one row.
+        unsafe { tile_q8_0::<1>(&rows[r * rb..(r + 1) * rb], h, &mut out[r..r + 1]) };
+        r += 1;
+    }
+}
+
+/// `R` consecutive rows side by side: each group's hidden values, biases and scales serve
+/// all of them, and `R` interleaved streams keep more DRAM reads in flight (as the F16
+/// head's 4-row kernel does). Each row keeps its own accumulator, so its order is the
+/// reference's.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; `rows.len() == R · h.d.len() · 34`, `out.len() == R`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_q8_0<const R: usize>(rows: &[u8], h: &HiddenQ8, out: &mut [f32]) {
     let nb = h.d.len();
     let rb = nb * Q8_0_BYTES;
-    let groups = nb / LANES;
     let off = _mm512_setr_epi32(
         0, 34, 68, 102, 136, 170, 204, 238, 272, 306, 340, 374, 408, 442, 476, 510,
     );
-    for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
-        let mut acc = _mm512_setzero_ps();
-        for g in 0..groups {
-            // SAFETY: g·16 + 16 ≤ nb, so 16 blocks of the row, 512 values and 16 scales
-            // and biases of h; each gather reads 4 bytes at a block start.
-            unsafe {
-                let w = row.as_ptr().add(g * LANES * Q8_0_BYTES);
-                let raw = raw16(w, h.q.as_ptr().add(g * LANES * Q8_0_ELEMS));
-                let bias = _mm512_loadu_si512(h.bias.as_ptr().add(g * LANES).cast());
-                let isum = _mm512_sub_epi32(raw, bias);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for g in 0..nb / LANES {
+        // SAFETY: g·16 + 16 ≤ nb, so 16 blocks of each row, 512 values and 16 scales and
+        // biases of h; each gather reads 4 bytes at a block start.
+        unsafe {
+            let q = h.q.as_ptr().add(g * LANES * Q8_0_ELEMS);
+            let bias = _mm512_loadu_si512(h.bias.as_ptr().add(g * LANES).cast());
+            let dh = _mm512_loadu_ps(h.d.as_ptr().add(g * LANES));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let w = rows.as_ptr().add(i * rb + g * LANES * Q8_0_BYTES);
+                let isum = _mm512_sub_epi32(raw16(w, q), bias);
                 let d16 = _mm512_cvtepi32_epi16(_mm512_i32gather_epi32::<1>(off, w.cast()));
-                let dh = _mm512_loadu_ps(h.d.as_ptr().add(g * LANES));
                 let scale = _mm512_mul_ps(_mm512_cvtph_ps(d16), dh);
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
             }
         }
+    }
+    for (i, a) in acc.iter().enumerate() {
         let mut lanes = [0f32; LANES];
         // SAFETY: `lanes` holds 16 floats.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
-        *o = super::q8_0_finish(lanes, row, h);
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
+        out[i] = super::q8_0_finish(lanes, &rows[i * rb..(i + 1) * rb], h);
     }
 }
 
