@@ -81,9 +81,9 @@ pub(super) unsafe fn tile_dots(
         }
     }
     // Word i of (h, h2, k) is line byte 32h + 16·(i / 8) + 8·h2 + i % 8, shifted by 2k.
-    for r in 0..TILE_ROWS {
+    for (r, a) in acc.iter_mut().enumerate() {
         let (b, shift) = location(r);
         let (h, lane, h2, w) = (b / 32, (b / 16) % 2, (b / 8) % 2, b % 8);
-        acc[r] += wide[h][4 * h2 + shift as usize / 2][8 * lane + w];
+        *a += wide[h][4 * h2 + shift as usize / 2][8 * lane + w];
     }
 }

@@ -8,9 +8,11 @@
 //!
 //! Layout: rows are cut into tiles of [`TILE_ROWS`]; a tile's codes of one column are one
 //! 64-byte line (2 bits per row). [`TILES_PER_LINE_PAIR`] tiles share a 128-byte span per
-//! column, because Intel's spatial prefetcher fetches 128-byte pairs anyway: a lone 64-byte
-//! line per column would cost twice its bytes from DRAM. Spans of consecutive columns are
-//! contiguous. Within a line, byte `b = 16l + 4u + j` holds in bits `2k+1:2k` the code of
+//! column (spans of consecutive columns are contiguous), and one thread walks both: the
+//! first tile's pass prefetches the whole span, so each needed column costs one 128-byte
+//! region instead of two lines 442 KB apart (measured 5–10 % faster at 80–90 % zeros than
+//! one line per column; 128 B is also the pair Intel's spatial prefetcher fetches). The
+//! layout is the same for every ISA, so a matrix is packed once at load. Within a line, byte `b = 16l + 4u + j` holds in bits `2k+1:2k` the code of
 //! tile row `64u + 16k + 4l + j`: the order in which the AVX-512 byte interleave of four
 //! columns (`unpack{lo,hi}_epi8`, then `_epi16`) puts rows `16a..16a+16` (`a = 4u + k`) into
 //! dword lanes 0..15, so its 16 accumulators come out in natural row order.
@@ -114,26 +116,44 @@ pub(crate) struct Group {
     q: i32,
 }
 
-/// The nonzero columns of `q`, four at a time.
+/// The nonzero columns of `q`, four at a time. Eight columns per step: a word's nonzero
+/// bytes become a bit mask, walked bit by bit (a branch per column would mispredict on
+/// every other one at 50 % zeros).
 fn groups(q: &[i8], out: &mut Vec<Group>) {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     out.clear();
-    // Branch-free compaction: a 50 % zero pattern would mispredict every other column.
-    let mut idx = vec![0u32; q.len() + 4];
-    let mut n = 0;
-    for (c, &v) in q.iter().enumerate() {
-        idx[n] = c as u32;
-        n += usize::from(v != 0);
+    out.reserve(q.len() / 4 + 1);
+    let mut cur = Group::default();
+    let mut fill = 0;
+    let words = q.chunks_exact(8);
+    let mut tail = [0u8; 8];
+    for (b, &v) in tail.iter_mut().zip(words.remainder()) {
+        *b = v as u8;
     }
-    for g in idx[..n].chunks(4) {
-        let mut grp = Group {
-            cols: [g[0]; 4],
-            q: 0,
-        };
-        for (i, &c) in g.iter().enumerate() {
-            grp.cols[i] = c;
-            grp.q |= i32::from(q[c as usize] as u8) << (8 * i);
+    let words = words.map(|c| std::array::from_fn(|i| c[i] as u8));
+    for (w, bytes) in words.chain(std::iter::once(tail)).enumerate() {
+        let x = u64::from_le_bytes(bytes);
+        // Bit 8i+7 set where byte i is nonzero.
+        let mut m = (((x & LOW7) + LOW7) | x) & !LOW7;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize / 8;
+            m &= m - 1;
+            cur.cols[fill] = (8 * w + i) as u32;
+            cur.q |= i32::from(bytes[i]) << (8 * fill);
+            fill += 1;
+            if fill == 4 {
+                out.push(cur);
+                cur = Group::default();
+                fill = 0;
+            }
         }
-        out.push(grp);
+    }
+    if fill > 0 {
+        // A short last group repeats its first column with activation 0.
+        for i in fill..4 {
+            cur.cols[i] = cur.cols[0];
+        }
+        out.push(cur);
     }
 }
 
@@ -285,25 +305,14 @@ fn tiles_dots(
     }
 }
 
-/// Writes tile `t`'s results into `out` (which starts at row `first`).
-fn store(
-    w: &ColumnTernary,
-    t: usize,
-    acc: &[i32; TILE_ROWS],
-    first: usize,
-    out: &mut [f32],
-    act: ActScale,
-    w_scale: f32,
-) {
-    let r0 = t * TILE_ROWS;
-    let r1 = (r0 + TILE_ROWS).min(w.rows);
-    for (r, &d) in (r0..r1).zip(acc) {
-        out[r - first] = epilogue(d, act, w_scale);
+/// Writes one tile's results (`out` is its rows, at most [`TILE_ROWS`]).
+fn store(acc: &[i32; TILE_ROWS], out: &mut [f32], act: ActScale, w_scale: f32) {
+    for (o, &d) in out.iter_mut().zip(acc) {
+        *o = epilogue(d, act, w_scale);
     }
 }
 
-/// Tiles per work item: one item per thread (long streams for the prefetchers), at least one
-/// line pair.
+/// Tiles per work item: one item per thread, so that each thread walks long runs of lines.
 fn tiles_per_item(w: &ColumnTernary) -> usize {
     let used = w.rows.div_ceil(TILE_ROWS);
     used.div_ceil(parallel::threads()).max(1)
@@ -341,7 +350,7 @@ pub fn gemv_sparse_with(
             // SAFETY: tile t's rows r0..r0+n are inside `out` (n is clipped to rows) and each
             // tile is handed to exactly one thread.
             let dst = unsafe { std::slice::from_raw_parts_mut(o.get().add(r0), n) };
-            store(w, t, acc, r0, dst, act, w_scale);
+            store(acc, dst, act, w_scale);
         });
     });
 }
@@ -392,7 +401,7 @@ pub fn gemm_sparse_with(
                 // tile is handed to exactly one thread.
                 let dst =
                     unsafe { std::slice::from_raw_parts_mut(o.get().add(tok * rows + r0), len) };
-                store(w, t, acc, r0, dst, acts[tok], w_scale);
+                store(acc, dst, acts[tok], w_scale);
             });
         }
     });
