@@ -379,12 +379,10 @@ pub fn gemm_sparse_with(
         "gemm_sparse: activation length must be n * padded_cols(cols)"
     );
     assert_eq!(out.len(), n * w.rows, "gemm_sparse: output length");
-    let lists: Vec<Vec<Group>> = q
-        .chunks_exact(w.pcols.max(1))
-        .take(n)
-        .map(|qt| {
-            let mut g = Vec::with_capacity(qt.len() / 4 + 1);
-            groups(qt, &mut g);
+    let lists: Vec<Vec<Group>> = (0..n)
+        .map(|t| {
+            let mut g = Vec::new();
+            groups(&q[t * w.pcols..(t + 1) * w.pcols], &mut g);
             g
         })
         .collect();

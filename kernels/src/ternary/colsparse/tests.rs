@@ -33,7 +33,8 @@ fn random_q(
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut q = vec![0i8; n * k];
     let mut acts = Vec::new();
-    for row in q.chunks_exact_mut(k) {
+    for t in 0..n {
+        let row = &mut q[t * k..(t + 1) * k];
         for (c, v) in row.iter_mut().enumerate() {
             let r = rng.next();
             if (c >= cols && !dirty_pad) || r % 100 < zero_pct {
@@ -116,6 +117,51 @@ fn worst_case_sums_do_not_overflow() {
             let mut got = vec![0f32; rows];
             gemv_sparse_with(isa, &w, &q, act, 1.0, &mut got);
             assert_eq!(got, want, "{isa:?}, q = {qv}");
+        }
+    }
+}
+
+#[test]
+fn zero_columns_are_never_read() {
+    // Overwrite every line of the columns where q == 0 with code 3 (not a valid code): if a
+    // kernel read any of them, its sums would change.
+    let (rows, cols) = (700, 1000);
+    let data = random_matrix(rows, cols, 77);
+    let v = TernaryView::new(rows, cols, &data).unwrap();
+    let mut w = ColumnTernary::from_rows(v);
+    let (q, acts) = random_q(1, cols, 70, 5, false);
+    let mut want = vec![0f32; rows];
+    gemv_ref(v, &q, acts[0], 1.0, &mut want);
+    let (start, pcols) = (w.start, w.pcols);
+    for t in 0..w.tiles {
+        let off = start + w.tile_offset(t);
+        for c in (0..pcols).filter(|&c| q[c] == 0) {
+            w.data[off + c * SPAN..][..LINE].fill(0xff);
+        }
+    }
+    for isa in isas() {
+        let mut got = vec![0f32; rows];
+        gemv_sparse_with(isa, &w, &q, acts[0], 1.0, &mut got);
+        assert_eq!(got, want, "{isa:?}");
+        let mut got = vec![0f32; rows];
+        gemm_sparse_with(isa, &w, &q, &acts, 1.0, &mut got);
+        assert_eq!(got, want, "{isa:?} gemm");
+    }
+}
+
+#[test]
+fn empty_shapes_match_dense() {
+    for (rows, cols, n) in [(0, 5, 2), (3, 0, 2), (3, 5, 0)] {
+        let data = random_matrix(rows, cols, 1);
+        let v = TernaryView::new(rows, cols, &data).unwrap();
+        let w = ColumnTernary::from_rows(v);
+        let (q, acts) = random_q(n, cols, 50, 2, false);
+        for isa in isas() {
+            let mut want = vec![0f32; n * rows];
+            gemm_with(isa, v, &q, &acts, 1.0, &mut want);
+            let mut got = vec![f32::NAN; n * rows];
+            gemm_sparse_with(isa, &w, &q, &acts, 1.0, &mut got);
+            assert_eq!(got, want, "{isa:?} {rows}x{cols}, n = {n}");
         }
     }
 }
