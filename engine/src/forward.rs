@@ -15,12 +15,13 @@
 //! with many tokens, batched decode is many sessions with one token each. The projections
 //! then run as one GEMM over all rows, so each weight is read once per call.
 
-use crate::model::{Layer, Model, TernaryTensor};
+use crate::model::{Layer, Model, TernaryTensor, SPARSE_COLUMNS};
 use crate::{Error, Result};
 use onebit_kernels::float::{
     add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_inv_freq, rope_rotate_half_cached,
 };
 use onebit_kernels::screen::Int8Head;
+use onebit_kernels::ternary::colsparse::{gemm_sparse, gemv_sparse};
 use onebit_kernels::ternary::{gemm, gemv, gemv_many, padded_cols, GemvJob};
 use onebit_kernels::{parallel, quantize_row, ActScale};
 
@@ -334,7 +335,15 @@ fn bitlinear_shared(
 fn bitlinear(w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]) {
     let k = padded_cols(w.cols);
     let n = acts.len();
-    if n == 1 {
+    if let Some(columns) = &w.columns {
+        let q = &quant[..n * k];
+        SPARSE_COLUMNS.count(q, w.cols, k);
+        if n == 1 {
+            gemv_sparse(columns, q, acts[0], w.scale, &mut out[..w.rows]);
+        } else {
+            gemm_sparse(columns, q, acts, w.scale, &mut out[..n * w.rows]);
+        }
+    } else if n == 1 {
         gemv(w.view(), &quant[..k], acts[0], w.scale, &mut out[..w.rows]);
     } else {
         gemm(

@@ -135,12 +135,7 @@ fn ternary(seed: u64, stream: u64, rows: usize, cols: usize) -> TernaryTensor {
     // bf16-exact (so also f16-exact): every file format stores the same scale.
     let scale =
         half::bf16::from_f32(0.5 + 1.5 * Rng::new(seed, stream << 24 | 0xFF_FFFF).unit()).to_f32();
-    TernaryTensor {
-        rows,
-        cols,
-        scale,
-        data: Bytes::owned(data),
-    }
+    TernaryTensor::new(rows, cols, scale, Bytes::owned(data))
 }
 
 fn norm_weight(seed: u64, stream: u64, n: usize) -> Vec<f32> {

@@ -490,14 +490,14 @@ fn odd_shapes_round_trip() {
     let mut tern = |rows: usize, cols: usize| {
         let codes: Vec<u8> = (0..rows * cols).map(|_| (next() % 3) as u8).collect();
         let scale = 0.25 + (next() % 64) as f32 / 256.0;
-        TernaryTensor {
+        TernaryTensor::new(
             rows,
             cols,
             scale,
-            data: Bytes::owned(onebit_kernels::ternary::pack(rows, cols, |r, c| {
+            Bytes::owned(onebit_kernels::ternary::pack(rows, cols, |r, c| {
                 codes[r * cols + c]
             })),
-        }
+        )
     };
     let norm = |n: usize, k: usize| {
         (0..n)

@@ -41,6 +41,10 @@ struct Args {
         default_value_t = 0
     )]
     ctx_size: usize,
+    /// Read every down_proj weight column (by default decoding skips the columns whose
+    /// input is 0: the same results, fewer bytes read).
+    #[arg(long, env = "ONEBIT_ARG_DENSE_DOWN")]
+    dense_down: bool,
     /// Compute threads (default: all cores).
     #[arg(short = 't', long, env = "ONEBIT_ARG_THREADS")]
     threads: Option<usize>,
@@ -289,7 +293,14 @@ fn embedded_model() -> Result<(Model, Tokenizer, String), String> {
 
 fn load(a: &Args) -> Result<Loaded, String> {
     let t0 = std::time::Instant::now();
-    let (model, tok, file_id) = open_model(a)?;
+    let (mut model, tok, file_id) = open_model(a)?;
+    if !a.dense_down {
+        let done = model.use_sparse_down();
+        tracing::debug!(
+            "down_proj repacked input-channel-major ({:.1} MB)",
+            done.column_bytes as f64 / 1e6
+        );
+    }
     let id = a.alias.clone().unwrap_or(file_id);
     let n_vocab = model.config.vocab_size;
     let warm: Vec<u32> = tok

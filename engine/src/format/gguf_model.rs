@@ -398,11 +398,6 @@ impl Source for GgufSource<'_> {
             return Err(bad(format!("the weight scale {scale} is not finite")));
         }
         self.ternary_types.push(t.type_name());
-        Ok(TernaryTensor {
-            rows,
-            cols,
-            scale,
-            data,
-        })
+        Ok(TernaryTensor::new(rows, cols, scale, data))
     }
 }

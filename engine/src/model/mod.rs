@@ -4,25 +4,54 @@
 //! the forward pass never knows which file the weights came from.
 
 mod config;
+mod sparse;
 mod storage;
 
 pub use config::Config;
+pub use sparse::{ColumnCounter, SparseDown, SPARSE_COLUMNS};
 pub use storage::Bytes;
 
 use onebit_kernels::embd::{EmbdType, EmbdView};
+use onebit_kernels::ternary::colsparse::ColumnTernary;
 use onebit_kernels::TernaryView;
+use std::sync::Arc;
 
 /// One ternary projection in the kernels' block layout with its per-tensor scale
 /// (effective weight = code − 1 times `scale`).
-#[derive(Debug)]
 pub struct TernaryTensor {
     pub rows: usize,
     pub cols: usize,
     pub scale: f32,
     pub data: Bytes,
+    /// The same weights input-channel-major, when the forward pass should skip the
+    /// columns whose input is zero (see [`Model::use_sparse_down`]).
+    pub columns: Option<Arc<ColumnTernary>>,
+}
+
+impl std::fmt::Debug for TernaryTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TernaryTensor")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("scale", &self.scale)
+            .field("data", &self.data)
+            .field("columns", &self.columns.as_ref().map(|c| c.bytes()))
+            .finish()
+    }
 }
 
 impl TernaryTensor {
+    /// A row-major tensor (the layout every loader produces).
+    pub fn new(rows: usize, cols: usize, scale: f32, data: Bytes) -> Self {
+        Self {
+            rows,
+            cols,
+            scale,
+            data,
+            columns: None,
+        }
+    }
+
     pub fn view(&self) -> TernaryView<'_> {
         TernaryView {
             rows: self.rows,

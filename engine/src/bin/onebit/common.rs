@@ -31,9 +31,29 @@ pub struct ModelArgs {
     /// Compute threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Read every down_proj weight column. By default decoding skips the columns whose
+    /// input is 0 (lossless: the same results, fewer bytes read).
+    #[arg(long)]
+    pub dense_down: bool,
 }
 
 impl ModelArgs {
+    /// [`load`](Self::load), then the lossless options of the forward pass.
+    pub fn load_for_inference(&self) -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
+        let (mut model, tok) = self.load()?;
+        if !self.dense_down {
+            let t0 = std::time::Instant::now();
+            let done = model.use_sparse_down();
+            tracing::debug!(
+                "down_proj repacked input-channel-major: {:.1} MB in {:.2} s ({:.1} MB of file pages released)",
+                done.column_bytes as f64 / 1e6,
+                t0.elapsed().as_secs_f64(),
+                done.released_bytes as f64 / 1e6
+            );
+        }
+        Ok((model, tok))
+    }
+
     pub fn load(&self) -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
         if let Some(t) = self.threads {
             if t == 0 {

@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> CliResult {
-    let (model, _tok) = a.model.load()?;
+    let (model, _tok) = a.model.load_for_inference()?;
     let mut session = Session::new(&model, a.ids.len());
     if a.ids.len() > model.config.max_context {
         return Err(format!(

@@ -22,7 +22,7 @@ pub struct Args {
 pub fn main(a: Args) -> CliResult {
     let text = std::fs::read_to_string(&a.file)
         .map_err(|e| format!("cannot read {}: {e}", a.file.display()))?;
-    let (model, tok) = a.model.load()?;
+    let (model, tok) = a.model.load_for_inference()?;
     let ids = tok.encode(&text, true)?;
     let ctx = a
         .ctx

@@ -57,7 +57,7 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> CliResult {
-    let (model, tok) = a.model.load()?;
+    let (model, tok) = a.model.load_for_inference()?;
     let prompt_ids = if a.chat {
         tok.encode(&format_chat(&[ChatMessage::new("user", &a.prompt)]), false)?
     } else {

@@ -505,12 +505,12 @@ impl Source for HfSource<'_> {
                 ScaleRule::Divide => 1.0 / sv,
             };
             let data = repack::hf_to_kernel(packed, rows, cols);
-            return Ok(TernaryTensor {
+            return Ok(TernaryTensor::new(
                 rows,
                 cols,
                 scale,
-                data: crate::model::Bytes::owned(data),
-            });
+                crate::model::Bytes::owned(data),
+            ));
         }
         if e.shape != [rows, cols] {
             return Err(bad(format!(
@@ -530,11 +530,11 @@ impl Source for HfSource<'_> {
         let (codes, scale) = codec::ternarize_absmean(&w);
         self.float_projections += 1;
         let data = repack::pack_codes(&codes, rows, cols);
-        Ok(TernaryTensor {
+        Ok(TernaryTensor::new(
             rows,
             cols,
             scale,
-            data: crate::model::Bytes::owned(data),
-        })
+            crate::model::Bytes::owned(data),
+        ))
     }
 }

@@ -1,0 +1,94 @@
+//! down_proj in input-channel-major form, so decoding reads only the weight columns whose
+//! input is nonzero.
+//!
+//! down_proj's input is `ffn_sub_norm(relu(gate)² · up)` quantized to int8: zero wherever
+//! the gate is ≤ 0, and more zeros where int8 rounding flushes small values. A zero input
+//! contributes nothing to `Σ code·q` nor to `Σ q`, so skipping its column gives the very
+//! same integers, hence bit-identical outputs: the option is lossless and on by default.
+
+use super::{Bytes, Model};
+use onebit_kernels::ternary::colsparse::ColumnTernary;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What [`Model::use_sparse_down`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SparseDown {
+    /// Bytes of the column-major copies.
+    pub column_bytes: usize,
+    /// Bytes of row-major down_proj weights whose file pages were handed back to the
+    /// kernel (they re-read from the file if something touches them again).
+    pub released_bytes: usize,
+}
+
+impl Model {
+    /// Repacks every layer's down_proj input-channel-major (once, at load) and makes the
+    /// forward pass use it. Row-major weights that are windows of the model file leave the
+    /// resident set, so a GGUF I2_S model costs no extra memory; repacked formats (TQ2_0,
+    /// TQ1_0, HF) keep their row-major copy as well.
+    pub fn use_sparse_down(&mut self) -> SparseDown {
+        let mut done = SparseDown::default();
+        for layer in &mut self.layers {
+            let down = &mut layer.down_proj;
+            if down.columns.is_none() {
+                let columns = ColumnTernary::from_rows(down.view());
+                done.column_bytes += columns.bytes();
+                down.columns = Some(Arc::new(columns));
+            }
+            if let Bytes::Mapped { len, .. } = &down.data {
+                done.released_bytes += len;
+                down.data.release_pages();
+            }
+        }
+        done
+    }
+
+    /// Goes back to the row-major down_proj everywhere (frees the column-major copies).
+    pub fn use_dense_down(&mut self) {
+        for layer in &mut self.layers {
+            layer.down_proj.columns = None;
+        }
+    }
+
+    pub fn has_sparse_down(&self) -> bool {
+        self.layers.iter().any(|l| l.down_proj.columns.is_some())
+    }
+}
+
+/// How many down_proj input columns the forward pass saw and how many of them were
+/// nonzero (and so were read), since the last [`reset`](ColumnCounter::reset). Relaxed
+/// atomics: the counts are statistics, read after the work that made them.
+pub struct ColumnCounter {
+    seen: AtomicU64,
+    read: AtomicU64,
+}
+
+/// The process-wide counter the forward pass feeds.
+pub static SPARSE_COLUMNS: ColumnCounter = ColumnCounter {
+    seen: AtomicU64::new(0),
+    read: AtomicU64::new(0),
+};
+
+impl ColumnCounter {
+    /// Counts the columns of `q` (rows of `padded` values, `cols` of them real).
+    pub fn count(&self, q: &[i8], cols: usize, padded: usize) {
+        let mut nonzero = 0u64;
+        for row in q.chunks_exact(padded) {
+            nonzero += row[..cols].iter().filter(|&&v| v != 0).count() as u64;
+        }
+        self.seen
+            .fetch_add((q.len() / padded * cols) as u64, Ordering::Relaxed);
+        self.read.fetch_add(nonzero, Ordering::Relaxed);
+    }
+
+    pub fn reset(&self) {
+        self.seen.store(0, Ordering::Relaxed);
+        self.read.store(0, Ordering::Relaxed);
+    }
+
+    /// The fraction of columns that were read; `None` before any sparse GEMV ran.
+    pub fn density(&self) -> Option<f64> {
+        let seen = self.seen.load(Ordering::Relaxed);
+        (seen > 0).then(|| self.read.load(Ordering::Relaxed) as f64 / seen as f64)
+    }
+}
