@@ -79,7 +79,9 @@ pub fn generate(
     // Plain greedy decoding can find each token with the int8-screened head; everything
     // else samples from the full logits.
     let screen = if opts.screened_head && opts.is_plain_greedy() {
-        Int8Head::new(&model.embed_tokens.view())
+        Int8Head::new_releasing(&model.embed_tokens.view(), &|r| {
+            model.embed_tokens.data.release_range(r)
+        })
     } else {
         None
     };

@@ -32,6 +32,17 @@ pub struct Int8Head {
 impl Int8Head {
     /// Builds the copy (one pass over the head, in parallel); `None` unless the head is F16.
     pub fn new(head: &EmbdView<'_>) -> Option<Self> {
+        Self::new_releasing(head, &|_| {})
+    }
+
+    /// Like [`new`](Self::new), calling `done(bytes)` with each byte range of `head.data`
+    /// as soon as it has been read, so a caller whose head is a file mapping can hand those
+    /// pages back: greedy decoding then reads only the few F16 rows it rescores, and the
+    /// copy costs no memory beyond the file's.
+    pub fn new_releasing(
+        head: &EmbdView<'_>,
+        done: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) -> Option<Self> {
         if head.kind != EmbdType::F16 {
             return None;
         }
@@ -39,17 +50,19 @@ impl Int8Head {
         let mut q = vec![0i8; rows * cols];
         let mut meta = vec![(0f32, 0f32); rows];
         let data = head.data;
-        parallel::for_rows_strided(&mut q, cols, 256, |first, chunk| {
-            for (i, out) in chunk.chunks_exact_mut(cols).enumerate() {
-                let row = &data[(first + i) * cols * 2..(first + i + 1) * cols * 2];
-                quantize_row(row, out);
+        let rb = cols * 2;
+        parallel::for_rows2(&mut q, cols, &mut meta, 1, 256, |first, chunk, meta| {
+            for (i, (out, m)) in chunk
+                .chunks_exact_mut(cols)
+                .zip(meta.iter_mut())
+                .enumerate()
+            {
+                let row = &data[(first + i) * rb..(first + i + 1) * rb];
+                let max = quantize_row(row, out);
+                *m = (max / 127.0, max);
             }
+            done(first * rb..(first + meta.len()) * rb);
         });
-        for (r, m) in meta.iter_mut().enumerate() {
-            let row = &data[r * cols * 2..(r + 1) * cols * 2];
-            let max = f16_values(row).fold(0f32, |m, v| m.max(v.abs()));
-            *m = (max / 127.0, max);
-        }
         let (scale, max_abs) = meta.into_iter().unzip();
         Some(Self {
             rows,
@@ -114,12 +127,14 @@ fn f16_values(row: &[u8]) -> impl Iterator<Item = f32> + '_ {
         .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
 }
 
-fn quantize_row(row: &[u8], out: &mut [i8]) {
+/// Quantizes one F16 row to int8 with scale `max|e| / 127`; returns `max|e|`.
+fn quantize_row(row: &[u8], out: &mut [i8]) -> f32 {
     let max = f16_values(row).fold(0f32, |m, v| m.max(v.abs()));
     let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
     for (o, v) in out.iter_mut().zip(f16_values(row)) {
         *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
     }
+    max
 }
 
 /// `out[i] = Σ q_i · h` (f32) for consecutive int8 rows; scalar reference.

@@ -62,10 +62,17 @@ impl Bytes {
     /// window (after repacking them elsewhere), so they leave the resident set. The
     /// mapping is a read-only file mapping: touching it again re-reads the file.
     pub fn release_pages(&self) {
+        self.release_range(0..self.len());
+    }
+
+    /// [`release_pages`](Self::release_pages) for the whole pages inside `range` (offsets
+    /// into these bytes); a no-op for bytes that are not a file mapping.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
         if let Self::Mapped { map, offset, len } = self {
             let page = 4096;
-            let start = offset.div_ceil(page) * page;
-            let end = (offset + len) / page * page;
+            let (lo, hi) = (range.start.min(*len), range.end.min(*len));
+            let start = (offset + lo).div_ceil(page) * page;
+            let end = (offset + hi) / page * page;
             if end > start {
                 // SAFETY: the map is a read-only private file mapping with no private
                 // (copy-on-write) pages, so MADV_DONTNEED only drops clean page-cache
