@@ -5,7 +5,8 @@
 #   bench/run.sh            # build what is missing, synthesize, then 2 interleaved rounds
 #   bench/run.sh build      # only build llama-bench (cached in bench/.cache)
 #
-# Environment: THREADS (default 2), ROUNDS (2), PP (128), TG (64), REPS (3), PRESET (2b4t);
+# Environment: THREADS (default 2), ROUNDS (2), PP (128), TG (64), REPS (3), PRESET (2b4t),
+# DOWN (both: onebit with and without skipping zero-input down_proj columns; sparse; dense);
 # LLAMA_BENCH / ONEBIT (use these binaries instead of building), CACHE (models and logs).
 # The llama.cpp build and the models live in bench/.cache (not in git: .git/info/exclude).
 set -euo pipefail
@@ -19,6 +20,7 @@ pp="${PP:-128}"
 tg="${TG:-64}"
 reps="${REPS:-3}"
 preset="${PRESET:-2b4t}"
+down="${DOWN:-both}"
 mkdir -p "$cache"
 if [[ -d "$root/.git/info" ]]; then
     grep -qs '^bench/.cache/$' "$root/.git/info/exclude" || echo 'bench/.cache/' >>"$root/.git/info/exclude"
@@ -79,7 +81,7 @@ for r in json.load(open(sys.argv[1])):
 EOF
     for f in "$i2s" "$tq2"; do
         echo "## round $round: onebit ($(basename "$f"))" | tee -a "$log"
-        "$onebit" bench -m "$f" -p "$pp" -n "$tg" -t "$threads" -r "$reps" --greedy-head -o md \
+        "$onebit" bench -m "$f" -p "$pp" -n "$tg" -t "$threads" -r "$reps" --greedy-head --down "$down" -o md \
             --json-out "$cache/onebit-$(basename "$f" .gguf)-r$round.json" 2>&1 | grep -v INFO | tee -a "$log"
     done
 done
@@ -95,26 +97,34 @@ for r in range(1, rounds + 1):
 print("\n## summary (means over rounds)")
 print(f"llama.cpp TQ2_0: pp {mean(llama['pp']):.2f} t/s, tg {mean(llama['tg']):.2f} t/s")
 for name in sorted({os.path.basename(p).rsplit('-r', 1)[0] for p in glob.glob(f"{cache}/onebit-*-r*.json")}):
-    pp, tg, greedy, bw, roof, rss = [], [], [], [], [], []
+    rows, bw, rss = {}, [], []
     for r in range(1, rounds + 1):
         p = f"{cache}/{name}-r{r}.json"
         if not os.path.exists(p):
             continue
         d = json.load(open(p))
         for row in d["results"]:
-            if row["test"].startswith("pp"):
-                pp.append(row["ts_mean"])
-            elif "greedy" in row["test"]:
-                greedy.append(row["ts_mean"])
-            else:
-                tg.append(row["ts_mean"])
-                roof.append(row["roofline_fraction"])
+            kind = "pp" if row["test"].startswith("pp") else "greedy" if "greedy" in row["test"] else "tg"
+            if "dense down_proj" in row["test"]:
+                kind += " dense-down"
+            rows.setdefault(kind, []).append(row)
         bw.append(d["bandwidth_gbs"])
         rss.append(d["peak_rss_bytes"] / 2**20)
         size = d["size_bytes"] / 2**20
-    print(f"onebit {name}: pp {mean(pp):.2f} t/s ({mean(pp)/mean(llama['pp']):.2f}x llama.cpp), "
-          f"tg {mean(tg):.2f} t/s ({mean(tg)/mean(llama['tg']):.2f}x llama.cpp, {100*mean(roof):.0f}% of its roofline), "
-          f"greedy int8-screened head tg {mean(greedy):.2f} t/s ({mean(greedy)/mean(llama['tg']):.2f}x), "
-          f"bandwidth {mean(bw):.1f} GB/s, peak RSS {max(rss):.0f} MiB (file {size:.0f} MiB)")
+    print(f"onebit {name}: bandwidth {mean(bw):.1f} GB/s, peak RSS {max(rss):.0f} MiB (file {size:.0f} MiB)")
+    for kind in ["pp", "pp dense-down", "tg", "tg dense-down", "greedy"]:
+        rs = rows.get(kind)
+        if not rs:
+            continue
+        ts = mean([x["ts_mean"] for x in rs])
+        peer = llama["pp" if kind.startswith("pp") else "tg"]
+        line = f"  {kind:14} {ts:7.2f} t/s  {ts / mean(peer):.2f}x llama.cpp"
+        roof = [x["roofline_fraction"] for x in rs if x.get("roofline_fraction")]
+        if roof:
+            line += f", {100 * mean(roof):.0f}% of the dense roofline"
+        cols = [x["down_columns_read"] for x in rs if x.get("down_columns_read") is not None]
+        if cols:
+            line += f", down_proj columns read {100 * mean(cols):.0f}%"
+        print(line)
 EOF
 echo "log: $log"

@@ -7,7 +7,7 @@ use crate::bandwidth;
 use crate::common::CliResult;
 use crate::roofline::{ceiling, Budget};
 use onebit_engine::forward::{forward, forward_greedy, LogitsMode, Session};
-use onebit_engine::model::Model;
+use onebit_engine::model::{Model, SPARSE_COLUMNS};
 use onebit_engine::synth::{self, Preset, Rng};
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::parallel;
@@ -50,6 +50,10 @@ pub struct Args {
     /// bytes), after checking it picks the F16 head's token.
     #[arg(long)]
     pub greedy_head: bool,
+    /// down_proj: `sparse` reads only the weight columns whose input is nonzero (lossless,
+    /// the default), `dense` reads them all, `both` times each on its own.
+    #[arg(long, default_value = "sparse")]
+    pub down: String,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -64,6 +68,8 @@ pub struct Row {
     pub bandwidth_gbs: Option<f64>,
     pub roofline_ts: Option<f64>,
     pub roofline_fraction: Option<f64>,
+    /// The fraction of down_proj weight columns read (sparse down_proj only).
+    pub down_columns_read: Option<f64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -176,6 +182,67 @@ fn check_greedy(
     Ok((same, n))
 }
 
+/// The pp and tg rows of one configuration at `t` threads.
+fn plain_rows(
+    model: &Model,
+    a: &Args,
+    t: usize,
+    bw: Option<f64>,
+    budget: &Budget,
+    label: &str,
+) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let mut rows = Vec::new();
+    // Warm-up (page in the weights, start the threads), as llama-bench does.
+    if a.n_prompt > 0 {
+        run_pp(model, a.n_prompt.min(16), 0)?;
+    }
+    run_tg(model, 2, 0)?;
+    if a.n_prompt > 0 {
+        SPARSE_COLUMNS.reset();
+        let samples: Vec<f64> = (0..a.reps)
+            .map(|r| run_pp(model, a.n_prompt, r))
+            .collect::<Result<_, _>>()?;
+        let (m, sd) = mean_sd(&samples);
+        rows.push(Row {
+            threads: t,
+            test: format!("pp{}{label}", a.n_prompt),
+            ts_mean: m,
+            ts_sd: sd,
+            samples_ts: samples,
+            p50_ms: None,
+            p99_ms: None,
+            bandwidth_gbs: bw,
+            roofline_ts: None,
+            roofline_fraction: None,
+            down_columns_read: model
+                .has_sparse_down()
+                .then(|| SPARSE_COLUMNS.density())
+                .flatten(),
+        });
+    }
+    if a.n_gen > 0 {
+        let mut samples = Vec::new();
+        let mut all = Vec::new();
+        SPARSE_COLUMNS.reset();
+        for r in 0..a.reps {
+            let times = run_tg(model, a.n_gen, r)?;
+            samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
+            all.extend(times);
+        }
+        // The run averages over contexts 0..n_gen.
+        let bytes = budget.decode_bytes(a.n_gen / 2);
+        rows.push(decode_row(
+            t,
+            format!("tg{}{label}", a.n_gen),
+            samples,
+            all,
+            bw,
+            bytes,
+        ));
+    }
+    Ok(rows)
+}
+
 fn describe(model: &Model) -> String {
     let arch = model
         .provenance
@@ -203,6 +270,12 @@ pub fn main(a: Args) -> CliResult {
     if !matches!(a.output.as_str(), "md" | "json") {
         return Err(format!("-o {}: use md or json", a.output).into());
     }
+    let downs: &[bool] = match a.down.as_str() {
+        "sparse" => &[true],
+        "dense" => &[false],
+        "both" => &[true, false],
+        other => return Err(format!("--down {other}: use sparse, dense or both").into()),
+    };
     let mut threads = a.threads.clone();
     if threads.is_empty() {
         threads.push(std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -211,7 +284,7 @@ pub fn main(a: Args) -> CliResult {
         return Err("-t: thread counts must be at least 1".into());
     }
     parallel::init_threads(*threads.iter().max().unwrap_or(&1));
-    let model = match (&a.model, &a.preset) {
+    let mut model = match (&a.model, &a.preset) {
         (Some(path), _) => onebit_engine::format::load(path)?.0,
         (None, Some(p)) => {
             let preset = Preset::parse(p)
@@ -225,62 +298,46 @@ pub fn main(a: Args) -> CliResult {
     let mut rows = Vec::new();
     let mut last_bw = None;
     let mut bws = Vec::new();
-    for &t in &threads {
-        let t = parallel::set_active_threads(t);
-        let bw = (!a.no_bandwidth).then(|| bandwidth::measure(5));
-        // The bandwidth buffer is freed; restart the peak-RSS count so it shows the model's.
-        reset_peak_rss();
-        last_bw = bw.or(last_bw);
-        bws.push(bw);
-        // Warm-up (page in the weights, start the threads), as llama-bench does.
-        if a.n_prompt > 0 {
-            run_pp(&model, a.n_prompt.min(16), 0)?;
+    let mut plain_rss = None;
+    for (i, &sparse) in downs.iter().enumerate() {
+        if sparse {
+            model.use_sparse_down();
+        } else {
+            model.use_dense_down();
         }
-        run_tg(&model, 2, 0)?;
-        if a.n_prompt > 0 {
-            let samples: Vec<f64> = (0..a.reps)
-                .map(|r| run_pp(&model, a.n_prompt, r))
-                .collect::<Result<_, _>>()?;
-            let (m, sd) = mean_sd(&samples);
-            rows.push(Row {
-                threads: t,
-                test: format!("pp{}", a.n_prompt),
-                ts_mean: m,
-                ts_sd: sd,
-                samples_ts: samples,
-                p50_ms: None,
-                p99_ms: None,
-                bandwidth_gbs: bw,
-                roofline_ts: None,
-                roofline_fraction: None,
-            });
+        let label = if downs.len() > 1 && !sparse {
+            " dense down_proj"
+        } else {
+            ""
+        };
+        for &t in &threads {
+            let t = parallel::set_active_threads(t);
+            let bw = if i == 0 {
+                let bw = (!a.no_bandwidth).then(|| bandwidth::measure(5));
+                // The bandwidth buffer is freed; restart the peak-RSS count so it shows the model's.
+                reset_peak_rss();
+                last_bw = bw.or(last_bw);
+                bws.push(bw);
+                bw
+            } else {
+                bws[threads.iter().position(|&x| x == t).unwrap_or(0)]
+            };
+            rows.extend(plain_rows(&model, &a, t, bw, &budget, label)?);
         }
-        if a.n_gen > 0 {
-            let mut samples = Vec::new();
-            let mut all = Vec::new();
-            for r in 0..a.reps {
-                let times = run_tg(&model, a.n_gen, r)?;
-                samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
-                all.extend(times);
-            }
-            // The run averages over contexts 0..n_gen.
-            let bytes = budget.decode_bytes(a.n_gen / 2);
-            rows.push(decode_row(
-                t,
-                format!("tg{}", a.n_gen),
-                samples,
-                all,
-                bw,
-                bytes,
-            ));
+        // The first configuration's peak RSS: what a default run costs.
+        if i == 0 {
+            plain_rss = peak_rss();
         }
     }
-    // The plain runs' peak RSS, before the screening copy of the head exists.
-    let plain_rss = peak_rss();
+    if downs[0] && !model.has_sparse_down() {
+        model.use_sparse_down();
+    }
     let screen = if a.greedy_head && a.n_gen > 0 {
         let t0 = Instant::now();
-        let s = Int8Head::new(&model.embed_tokens.view())
-            .ok_or("--greedy-head needs an F16 embedding (the int8 copy screens an F16 head)")?;
+        let s = Int8Head::new_releasing(&model.embed_tokens.view(), &|r| {
+            model.embed_tokens.data.release_range(r)
+        })
+        .ok_or("--greedy-head needs an F16 embedding (the int8 copy screens an F16 head)")?;
         let (same, n) = check_greedy(&model, &s, 8)?;
         eprintln!(
             "int8-screened head: {:.0} MB, built in {:.1} s; same token as the F16 head in {same}/{n} steps",
@@ -290,6 +347,9 @@ pub fn main(a: Args) -> CliResult {
         if same != n {
             return Err("the int8-screened head picked a different token than the F16 head".into());
         }
+        // The check read the whole F16 head; greedy decoding reads only rescored rows.
+        model.embed_tokens.data.release_pages();
+        reset_peak_rss();
         Some(s)
     } else {
         None
@@ -299,6 +359,7 @@ pub fn main(a: Args) -> CliResult {
             let t = parallel::set_active_threads(t);
             let mut samples = Vec::new();
             let mut all = Vec::new();
+            SPARSE_COLUMNS.reset();
             for r in 0..a.reps {
                 let times = run_tg_greedy(&model, screen, a.n_gen, r)?;
                 samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
@@ -374,9 +435,19 @@ pub fn print_md(r: &Report) {
     }
     let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
     println!(
-        "\ndecode reads {:.1} MB per token at context 0",
+        "\ndecode reads {:.1} MB per token at context 0 (the roofline's bytes, every down_proj column included)",
         r.decode_bytes_per_token / 1e6
     );
+    for row in &r.results {
+        if let Some(d) = row.down_columns_read {
+            println!(
+                "{} ({} threads): down_proj read {:.1} % of its weight columns (the rest had input 0)",
+                row.test,
+                row.threads,
+                d * 100.0
+            );
+        }
+    }
     if let Some(rss) = r.peak_rss_bytes {
         let budget = r.size_bytes + r.kv_cache_bytes + (64 << 20);
         println!(
@@ -421,5 +492,6 @@ fn decode_row(
         bandwidth_gbs: bw,
         roofline_ts: roof,
         roofline_fraction: roof.map(|r| m / r),
+        down_columns_read: SPARSE_COLUMNS.density(),
     }
 }
