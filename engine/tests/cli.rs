@@ -95,6 +95,29 @@ fn run_with_seed_reproduces_sampling() {
 }
 
 #[test]
+fn dense_down_gives_the_same_tokens() {
+    // Sampling reads every logit, so any difference in down_proj would show.
+    let args = [
+        "run",
+        "-p",
+        "In the beginning",
+        "-n",
+        "24",
+        "--temp",
+        "0.8",
+        "--seed",
+        "3",
+        "--json",
+    ];
+    let sparse = stdout_json(&onebit(&args));
+    let mut dense_args = args.to_vec();
+    dense_args.push("--dense-down");
+    let dense = stdout_json(&onebit(&dense_args));
+    assert_eq!(sparse["tokens"], dense["tokens"]);
+    assert_eq!(sparse["text"], dense["text"]);
+}
+
+#[test]
 fn chat_mode_uses_the_bitnet_template() {
     let Some(m) = fixture("tiny-a/tiny-a.tq2_0.gguf") else {
         return;
