@@ -2,8 +2,9 @@
 //! vector is quantized to int8 once per matvec, each row's dot product is taken in exact
 //! integers per block, and only the block results are combined in f32. These heads are
 //! lossy on purpose (`--embd q8_0|q6_k`, like bitnet.cpp's `--quant-embd`); quantizing `h`
-//! adds a relative error of about 0.5% on top and makes the head integer-bound instead of
-//! float-bound.
+//! adds a relative error of about 0.5% on top, and the head becomes bound by its bytes
+//! instead of by dequantizing them to floats (3–7× faster on 2B-4T, see
+//! `examples/head_bench.rs`).
 //!
 //! Numerics (every kernel reproduces the scalar reference bit for bit):
 //!
