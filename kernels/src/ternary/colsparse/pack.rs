@@ -8,7 +8,7 @@
 
 use super::{location, LINE, SPAN, TILES_PER_LINE_PAIR, TILE_ROWS};
 use crate::parallel;
-use crate::ternary::{TernaryView, BLOCK_BYTES, BLOCK_ELEMS};
+use crate::ternary::{row_bytes, TernaryView, BLOCK_BYTES, BLOCK_ELEMS};
 
 /// Fills `data` (`tiles · pcols · 64` bytes) from `w`.
 pub(super) fn repack(w: TernaryView<'_>, pcols: usize, data: &mut [u8]) {
@@ -22,7 +22,7 @@ pub(super) fn repack(w: TernaryView<'_>, pcols: usize, data: &mut [u8]) {
         let (b, shift) = location(r);
         rows_of[b][shift as usize / 2] = r;
     }
-    let rb = w.data.len().checked_div(w.rows).unwrap_or(0);
+    let rb = row_bytes(w.cols);
     // Rows past the matrix read as code 1 (weight 0) everywhere.
     let pad = vec![0x55u8; rb];
     parallel::for_rows_strided(data, pair_bytes, 1, |first, chunk| {
