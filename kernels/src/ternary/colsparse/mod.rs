@@ -201,9 +201,30 @@ pub fn nonzero_fraction(q: &[i8]) -> f32 {
     nz as f32 / q.len() as f32
 }
 
-/// Below this share of nonzero activations [`gemv_sparse`] beats the dense GEMV (measured by
-/// `examples/sparse_bench.rs`, see there).
-pub const SPARSE_GEMV_BELOW: f32 = 0.6;
+/// The nonzero share of the activations below which [`gemv_sparse`] beats the dense
+/// [`super::gemv`] on `isa`, both reading their weights from memory (`examples/sparse_bench.rs`
+/// on 2 Sapphire Rapids threads, 30 matrices of 2560×6912, zeros at random positions: AVX-512
+/// ratio sparse/dense 1.27 at 50 % zeros, 1.01 at 60 %, 0.80 at 70 %, 0.57 at 80 %; AVX2
+/// 0.96 at 40 %, 0.83 at 50 %). The sparse walk is bound by the line fill buffers its
+/// prefetches occupy, about half the bandwidth of the dense streams.
+pub fn sparse_gemv_threshold(isa: Isa) -> f32 {
+    match isa {
+        Isa::Avx512Vnni => 0.4,
+        Isa::Avx2 => 0.6,
+        Isa::Scalar => 0.5,
+    }
+}
+
+/// Like [`sparse_gemv_threshold`] for [`gemm_sparse`] against [`super::gemm`] (n = 128,
+/// weights in cache, compute-bound: the dense tiles unpack each weight once per 4 tokens,
+/// the sparse walk once per token): sparse/dense 1.25 at 50 % zeros, 0.88 at 70 % (AVX-512),
+/// 1.28 and 0.81 (AVX2). Compare it with the mean nonzero share of the tokens.
+pub fn sparse_gemm_threshold(isa: Isa) -> f32 {
+    match isa {
+        Isa::Avx512Vnni | Isa::Avx2 => 0.35,
+        Isa::Scalar => 0.5,
+    }
+}
 
 /// Groups per kernel call while two tiles of a line pair are walked in turn: their lines
 /// (`4 · 64 · 128` B) stay in L1/L2 between the two tiles.
@@ -245,7 +266,8 @@ fn tile_dots(
     }
 }
 
-/// Portable kernel, per code.
+/// Portable kernel: sums in line order (`4·byte + k`, so the inner loop is straight and
+/// vectorizes), put in row order once at the end.
 ///
 /// # Safety
 /// Each group column `c` must have a 64-byte line at `p + c·span`.
@@ -255,16 +277,22 @@ unsafe fn tile_dots_scalar(
     groups: &[Group],
     acc: &mut [i32; TILE_ROWS],
 ) {
+    let mut by_slot = [0i32; TILE_ROWS];
     for g in groups {
         for (i, &c) in g.cols.iter().enumerate() {
             let qv = i32::from((g.q >> (8 * i)) as i8);
             // SAFETY: the caller guarantees the line is readable.
             let line = unsafe { std::slice::from_raw_parts(p.add(c as usize * span), LINE) };
-            for (r, a) in acc.iter_mut().enumerate() {
-                let (b, shift) = location(r);
-                *a += i32::from((line[b] >> shift) & 3) * qv;
+            for (slots, &byte) in by_slot.chunks_exact_mut(4).zip(line) {
+                for (k, s) in slots.iter_mut().enumerate() {
+                    *s += i32::from((byte >> (2 * k)) & 3) * qv;
+                }
             }
         }
+    }
+    for (r, a) in acc.iter_mut().enumerate() {
+        let (b, shift) = location(r);
+        *a += by_slot[4 * b + shift as usize / 2];
     }
 }
 
