@@ -210,7 +210,7 @@ pub fn nonzero_fraction(q: &[i8]) -> f32 {
 pub fn sparse_gemv_threshold(isa: Isa) -> f32 {
     match isa {
         Isa::Avx512Vnni => 0.4,
-        Isa::Avx2 => 0.6,
+        Isa::Avx2 => 0.65,
         Isa::Scalar => 0.5,
     }
 }
@@ -297,14 +297,16 @@ unsafe fn tile_dots_scalar(
 }
 
 /// Dots of the tiles `t0..t1` against one group list, handed to `sink(tile, acc)`. The
-/// tiles of a line pair are walked chunk by chunk together: the first one's pass prefetches
-/// the pair's lines [`PREFETCH_GROUPS`] ahead, the second one finds them in cache.
+/// tiles of a line pair are walked chunk by chunk together: with `prefetch`, the first one's
+/// pass prefetches the pair's lines [`PREFETCH_GROUPS`] ahead, the second one finds them in
+/// cache.
 fn tiles_dots(
     isa: Isa,
     w: &ColumnTernary,
     t0: usize,
     t1: usize,
     groups: &[Group],
+    prefetch: bool,
     sink: &mut impl FnMut(usize, &[i32; TILE_ROWS]),
 ) {
     let mut t = t0;
@@ -316,7 +318,7 @@ fn tiles_dots(
             let next = (ci * CHUNK_GROUPS + PREFETCH_GROUPS).min(groups.len());
             for (i, a) in acc.iter_mut().enumerate().take(end - t) {
                 let ahead = match i {
-                    0 => Ahead {
+                    0 if prefetch => Ahead {
                         base,
                         groups: &groups[next..],
                         lines: end - t,
@@ -372,7 +374,7 @@ pub fn gemv_sparse_with(
     let o = OutPtr(out.as_mut_ptr());
     let rows = w.rows;
     parallel::for_range(used, per, |t0, t1| {
-        tiles_dots(isa, w, t0, t1, &g, &mut |t, acc| {
+        tiles_dots(isa, w, t0, t1, &g, true, &mut |t, acc| {
             let r0 = t * TILE_ROWS;
             let n = (r0 + TILE_ROWS).min(rows) - r0;
             // SAFETY: tile t's rows r0..r0+n are inside `out` (n is clipped to rows) and each
@@ -417,10 +419,11 @@ pub fn gemm_sparse_with(
     let used = w.rows.div_ceil(TILE_ROWS);
     let rows = w.rows;
     let o = OutPtr(out.as_mut_ptr());
-    // One tile per item: a tile's lines (pcols · 64 B) stay in L2 across the tokens.
+    // One tile per item: a tile's lines (pcols · 64 B) stay in L2 across the tokens, so only
+    // the first token's walk prefetches.
     parallel::for_range(used, 1, |t0, t1| {
         for (tok, g) in lists.iter().enumerate() {
-            tiles_dots(isa, w, t0, t1, g, &mut |t, acc| {
+            tiles_dots(isa, w, t0, t1, g, tok == 0, &mut |t, acc| {
                 let r0 = t * TILE_ROWS;
                 let len = (r0 + TILE_ROWS).min(rows) - r0;
                 // SAFETY: token tok's rows r0..r0+len are inside `out` ([n, rows]) and each
