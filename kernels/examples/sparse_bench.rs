@@ -2,9 +2,12 @@
 //! `cargo run --release -p onebit-kernels --example sparse_bench [threads]`.
 //!
 //! `COPIES` matrices of 2560×6912 (default 30, one per layer of 2B-4T) so that a pass over
-//! all of them streams the weights from memory; activations with a given share of exact
-//! zeros at random positions (no runs, the worst case for skipping). Prints µs per matrix,
-//! the sparse/dense ratio per zero share, and where the sparse kernel starts to win.
+//! all of them streams the weights from memory (where the L3 is larger than 30 × 2 × 4.4 MB,
+//! `COPIES=100` makes sure); activations with a given share of exact zeros at random
+//! positions (no runs, the worst case for skipping). Prints µs per matrix, the sparse/dense
+//! ratio per zero share, and where the sparse kernel starts to win. `REPS` passes (default
+//! 25, best taken), `ISA=avx512|avx2|scalar` for one instruction set, `GEMM=0` to skip the
+//! GEMM part.
 
 use onebit_kernels::act_quant::ActScale;
 use onebit_kernels::parallel;
