@@ -2,7 +2,7 @@
 //! pairs, then widened into i32.
 //!
 //! A line is handled as two 32-byte halves (128 rows each, 8 i16 accumulators of 16 rows),
-//! the second half re-reading the lines from L1. `unpack{lo,hi}_epi8` of two columns' lines
+//! chunk by chunk, the second half re-reading the chunk's lines from L1. `unpack{lo,hi}_epi8` of two columns' lines
 //! gives words holding both columns' 2-bit fields of one line byte; shift by `2k` and mask
 //! with 3 leave two codes per word, which `vpmaddubsw` multiplies by the two activations.
 //!
@@ -30,10 +30,11 @@ pub(super) unsafe fn tile_dots(
     // wide[h][4·h2 + k][i]: half h of the line, unpack lo/hi h2, shift 2k, word i.
     let mut wide = [[[0i32; 16]; 8]; 2];
     let m = _mm256_set1_epi8(3);
-    for (h, wide_h) in wide.iter_mut().enumerate() {
-        // SAFETY: the caller guarantees the lines; byte 32h.. is their half h.
-        let ph = unsafe { p.add(32 * h) };
-        for (ci, chunk) in groups.chunks(FLUSH_GROUPS).enumerate() {
+    for (ci, chunk) in groups.chunks(FLUSH_GROUPS).enumerate() {
+        // Both halves per chunk: the second finds the chunk's lines in L1.
+        for (h, wide_h) in wide.iter_mut().enumerate() {
+            // SAFETY: the caller guarantees the lines; byte 32h.. is their half h.
+            let ph = unsafe { p.add(32 * h) };
             let mut a = [_mm256_setzero_si256(); 8];
             for (i, g) in chunk.iter().enumerate() {
                 if h == 0 {

@@ -7,15 +7,15 @@
 //! major, hence [`ColumnTernary`], repacked once at load.
 //!
 //! Layout: rows are cut into tiles of [`TILE_ROWS`]; a tile's codes of one column are one
-//! 64-byte line (2 bits per row). [`TILES_PER_LINE_PAIR`] tiles share a 128-byte span per
-//! column (spans of consecutive columns are contiguous), and one thread walks both: the
-//! first tile's pass prefetches the whole span, so each needed column costs one 128-byte
-//! region instead of two lines 442 KB apart (measured 5–10 % faster at 80–90 % zeros than
-//! one line per column; 128 B is also the pair Intel's spatial prefetcher fetches). The
-//! layout is the same for every ISA, so a matrix is packed once at load. Within a line, byte `b = 16l + 4u + j` holds in bits `2k+1:2k` the code of
-//! tile row `64u + 16k + 4l + j`: the order in which the AVX-512 byte interleave of four
-//! columns (`unpack{lo,hi}_epi8`, then `_epi16`) puts rows `16a..16a+16` (`a = 4u + k`) into
-//! dword lanes 0..15, so its 16 accumulators come out in natural row order.
+//! 64-byte line (2 bits per row), and a tile's lines follow in column order, so the walk
+//! over a tile's nonzero columns runs forward through one 64·`cols`-byte region. (Two tiles
+//! sharing a 128-byte span per column measured 5–15 % slower at 0–60 % zeros and alike
+//! above.) The layout is the same for every ISA, so a matrix is packed once at load.
+//!
+//! Within a line, byte `b = 16l + 4u + j` holds in bits `2k+1:2k` the code of tile row
+//! `64u + 16k + 4l + j`: the order in which the AVX-512 byte interleave of four columns
+//! (`unpack{lo,hi}_epi8`, then `_epi16`) puts rows `16a..16a+16` (`a = 4u + k`) into dword
+//! lanes 0..15, so its 16 accumulators come out in natural row order.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -32,9 +32,6 @@ use walk::{groups, tiles_dots, Ahead, Group};
 /// Rows per tile: one 64-byte line of 2-bit codes per column.
 pub const TILE_ROWS: usize = 256;
 const LINE: usize = 64;
-/// Tiles whose lines of one column lie side by side (a 128-byte prefetch pair).
-pub const TILES_PER_LINE_PAIR: usize = 2;
-const SPAN: usize = LINE * TILES_PER_LINE_PAIR;
 
 /// Byte and bit shift (`2k`) of tile row `r` inside its line.
 #[inline]
@@ -49,10 +46,9 @@ pub struct ColumnTernary {
     pub cols: usize,
     /// Columns including the block padding of the row layout (code 1, like the source).
     pcols: usize,
-    /// `tiles` rounded up to whole line pairs.
     tiles: usize,
-    /// The lines start at `data[start]`, 128-byte aligned: a line straddling two cache
-    /// lines (or a pair straddling two prefetch pairs) would double the traffic.
+    /// The lines start at `data[start]`, 64-byte aligned: a line straddling two cache lines
+    /// would double the traffic.
     data: Vec<u8>,
     start: usize,
 }
@@ -61,10 +57,10 @@ impl ColumnTernary {
     /// Repacks a row-major (I2_S block) matrix; runs on the thread pool.
     pub fn from_rows(w: TernaryView<'_>) -> Self {
         let pcols = padded_cols(w.cols);
-        let tiles = w.rows.div_ceil(TILE_ROWS).div_ceil(TILES_PER_LINE_PAIR) * TILES_PER_LINE_PAIR;
+        let tiles = w.rows.div_ceil(TILE_ROWS);
         let len = tiles * pcols * LINE;
-        let mut data = vec![0u8; len + SPAN];
-        let start = data.as_ptr().align_offset(SPAN);
+        let mut data = vec![0u8; len + LINE];
+        let start = data.as_ptr().align_offset(LINE);
         pack::repack(w, pcols, &mut data[start..start + len]);
         Self {
             rows: w.rows,
@@ -85,10 +81,10 @@ impl ColumnTernary {
         &self.data[self.start..self.start + self.tiles * self.pcols * LINE]
     }
 
-    /// Byte offset of tile `t`'s line of column 0; column `c` is `c * SPAN` further.
+    /// Byte offset of tile `t`'s line of column 0; column `c` is `c * LINE` further.
     #[inline]
     fn tile_offset(&self, t: usize) -> usize {
-        (t / TILES_PER_LINE_PAIR) * self.pcols * SPAN + (t % TILES_PER_LINE_PAIR) * LINE
+        t * self.pcols * LINE
     }
 
     /// The code (`w + 1`) at `(r, c)`.
@@ -98,7 +94,7 @@ impl ColumnTernary {
             "code: ({r}, {c}) outside the matrix"
         );
         let (b, shift) = location(r % TILE_ROWS);
-        (self.lines()[self.tile_offset(r / TILE_ROWS) + c * SPAN + b] >> shift) & 3
+        (self.lines()[self.tile_offset(r / TILE_ROWS) + c * LINE + b] >> shift) & 3
     }
 
     fn check(&self, q_len: usize, what: &str) {

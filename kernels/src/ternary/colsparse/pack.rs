@@ -6,14 +6,14 @@
 //! bytes (one per column, row `k` at bits `2k`) by a transpose of a 4 × 4 matrix of 2-bit
 //! fields inside one u32: two masked swaps. ~20 operations per 16 codes.
 
-use super::{location, LINE, SPAN, TILES_PER_LINE_PAIR, TILE_ROWS};
+use super::{location, LINE, TILE_ROWS};
 use crate::parallel;
 use crate::ternary::{row_bytes, TernaryView, BLOCK_BYTES, BLOCK_ELEMS};
 
 /// Fills `data` (`tiles · pcols · 64` bytes) from `w`.
 pub(super) fn repack(w: TernaryView<'_>, pcols: usize, data: &mut [u8]) {
-    let pair_bytes = pcols * SPAN;
-    if pair_bytes == 0 {
+    let tile_bytes = pcols * LINE;
+    if tile_bytes == 0 {
         return;
     }
     // rows_of[b][k]: the tile row whose code sits in line byte b at bits 2k.
@@ -25,10 +25,10 @@ pub(super) fn repack(w: TernaryView<'_>, pcols: usize, data: &mut [u8]) {
     let rb = row_bytes(w.cols);
     // Rows past the matrix read as code 1 (weight 0) everywhere.
     let pad = vec![0x55u8; rb];
-    parallel::for_rows_strided(data, pair_bytes, 1, |first, chunk| {
-        for (p, span) in chunk.chunks_exact_mut(pair_bytes).enumerate() {
-            for i in 0..TILES_PER_LINE_PAIR {
-                let t = (first + p) * TILES_PER_LINE_PAIR + i;
+    parallel::for_rows_strided(data, tile_bytes, 1, |first, chunk| {
+        for (i, lines) in chunk.chunks_exact_mut(tile_bytes).enumerate() {
+            let t = first + i;
+            {
                 let src = rows_of.map(|rows| {
                     rows.map(|r| match t * TILE_ROWS + r {
                         row if row < w.rows => &w.data[row * rb..(row + 1) * rb],
@@ -45,7 +45,7 @@ pub(super) fn repack(w: TernaryView<'_>, pcols: usize, data: &mut [u8]) {
                             let y = transpose4x4(x);
                             for g in 0..4 {
                                 let c = blk * BLOCK_ELEMS + j + 32 * (3 - g);
-                                span[c * SPAN + i * LINE + b] = (y >> (8 * g)) as u8;
+                                lines[c * LINE + b] = (y >> (8 * g)) as u8;
                             }
                         }
                     }

@@ -136,7 +136,7 @@ fn zero_columns_are_never_read() {
     for t in 0..w.tiles {
         let off = start + w.tile_offset(t);
         for c in (0..pcols).filter(|&c| q[c] == 0) {
-            w.data[off + c * SPAN..][..LINE].fill(0xff);
+            w.data[off + c * LINE..][..LINE].fill(0xff);
         }
     }
     for isa in isas() {

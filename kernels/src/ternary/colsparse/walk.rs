@@ -4,7 +4,7 @@
 use super::location;
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
-use super::{ColumnTernary, Isa, LINE, SPAN, TILES_PER_LINE_PAIR, TILE_ROWS};
+use super::{ColumnTernary, Isa, LINE, TILE_ROWS};
 
 /// Four nonzero columns and their activations as the 4 bytes of one dword (the `vpdpbusd`
 /// operand); a short last group repeats a column with activation 0.
@@ -57,21 +57,19 @@ pub(super) fn groups(q: &[i8], out: &mut Vec<Group>) {
 }
 
 /// Lines a kernel prefetches (into L2) while it walks its groups: at step `i` those of
-/// `groups[i]` (`lines` consecutive 64-byte lines per column at `base + c·span`). The
+/// `groups[i]` (the 64-byte line at `base + c·span` per column). The
 /// hardware prefetchers cannot follow a stream with random gaps; the group list says exactly
 /// which lines come next. Without it the DRAM-bound GEMV ran 1.3–2× slower at 0–90 % zeros.
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead<'a> {
     base: *const u8,
     groups: &'a [Group],
-    lines: usize,
 }
 
 impl Ahead<'_> {
     const NONE: Ahead<'static> = Ahead {
         base: std::ptr::null(),
         groups: &[],
-        lines: 0,
     };
 
     #[inline(always)]
@@ -80,20 +78,15 @@ impl Ahead<'_> {
         if let Some(g) = self.groups.get(i) {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
             for &c in &g.cols {
-                for l in 0..self.lines {
-                    // A prefetch never faults, so the address need not be valid.
-                    let a = self.base.wrapping_add(c as usize * span + l * LINE);
-                    // SAFETY: SSE is part of x86-64; a prefetch never faults.
-                    unsafe { _mm_prefetch::<_MM_HINT_T1>(a.cast()) };
-                }
+                // A prefetch never faults, so the address need not be valid.
+                let a = self.base.wrapping_add(c as usize * span);
+                // SAFETY: SSE is part of x86-64; a prefetch never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(a.cast()) };
             }
         }
     }
 }
 
-/// Groups per kernel call while two tiles of a line pair are walked in turn: their lines
-/// (`4 · 64 · 128` B) stay in L1/L2 between the two tiles.
-const CHUNK_GROUPS: usize = 64;
 /// How far ahead (in groups) the lines are prefetched, into L2: into L1 (`T0`) measured
 /// 10–30 % slower (the prefetches then hold L1 fill buffers the loads need); 16–64 groups
 /// measured alike on a 2-thread Sapphire Rapids slice.
@@ -111,7 +104,7 @@ fn tile_dots(
     let base = w.tile_offset(t);
     let lines = w.lines();
     assert!(
-        base + w.pcols.saturating_sub(1) * SPAN + LINE <= lines.len(),
+        base + w.pcols * LINE <= lines.len(),
         "tile outside the matrix"
     );
     debug_assert!(groups
@@ -123,10 +116,10 @@ fn tile_dots(
         let p = lines.as_ptr().add(base);
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => avx512::tile_dots(p, SPAN, groups, ahead, acc),
+            Isa::Avx512Vnni => avx512::tile_dots(p, LINE, groups, ahead, acc),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::tile_dots(p, SPAN, groups, ahead, acc),
-            _ => tile_dots_scalar(p, SPAN, groups, acc),
+            Isa::Avx2 => avx2::tile_dots(p, LINE, groups, ahead, acc),
+            _ => tile_dots_scalar(p, LINE, groups, acc),
         }
     }
 }
@@ -161,10 +154,8 @@ unsafe fn tile_dots_scalar(
     }
 }
 
-/// Dots of the tiles `t0..t1` against one group list, handed to `sink(tile, acc)`. The
-/// tiles of a line pair are walked chunk by chunk together: with `prefetch`, the first one's
-/// pass prefetches the pair's lines [`PREFETCH_GROUPS`] ahead, the second one finds them in
-/// cache.
+/// Dots of the tiles `t0..t1` against one group list, handed to `sink(tile, acc)`; with
+/// `prefetch`, each tile's lines are prefetched [`PREFETCH_GROUPS`] ahead.
 pub(super) fn tiles_dots(
     isa: Isa,
     w: &ColumnTernary,
@@ -174,28 +165,16 @@ pub(super) fn tiles_dots(
     prefetch: bool,
     sink: &mut impl FnMut(usize, &[i32; TILE_ROWS]),
 ) {
-    let mut t = t0;
-    while t < t1 {
-        let end = ((t / TILES_PER_LINE_PAIR + 1) * TILES_PER_LINE_PAIR).min(t1);
-        let base = w.lines().as_ptr().wrapping_add(w.tile_offset(t));
-        let mut acc = [[0i32; TILE_ROWS]; TILES_PER_LINE_PAIR];
-        for (ci, chunk) in groups.chunks(CHUNK_GROUPS).enumerate() {
-            let next = (ci * CHUNK_GROUPS + PREFETCH_GROUPS).min(groups.len());
-            for (i, a) in acc.iter_mut().enumerate().take(end - t) {
-                let ahead = match i {
-                    0 if prefetch => Ahead {
-                        base,
-                        groups: &groups[next..],
-                        lines: end - t,
-                    },
-                    _ => Ahead::NONE,
-                };
-                tile_dots(isa, w, t + i, chunk, ahead, a);
-            }
-        }
-        for (i, a) in acc.iter().enumerate().take(end - t) {
-            sink(t + i, a);
-        }
-        t = end;
+    for t in t0..t1 {
+        let ahead = match prefetch {
+            true => Ahead {
+                base: w.lines().as_ptr().wrapping_add(w.tile_offset(t)),
+                groups: &groups[PREFETCH_GROUPS.min(groups.len())..],
+            },
+            false => Ahead::NONE,
+        };
+        let mut acc = [0i32; TILE_ROWS];
+        tile_dots(isa, w, t, groups, ahead, &mut acc);
+        sink(t, &acc);
     }
 }
