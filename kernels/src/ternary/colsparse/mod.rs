@@ -117,28 +117,28 @@ pub fn nonzero_fraction(q: &[i8]) -> f32 {
 /// The nonzero share of the activations below which [`gemv_sparse`] beats the dense
 /// [`super::gemv`] on `isa`, both reading their weights from memory. Measured with
 /// `examples/sparse_bench.rs` on 2 Sapphire Rapids threads, 30 matrices of 2560×6912, zeros
-/// at random positions, sparse/dense time: AVX-512 1.56 at 0 % zeros, 1.13 at 50 %, 0.97 at
-/// 60 %, 0.68 at 70 %, 0.52 at 80 %, 0.27 at 90 %; AVX2 0.99 at 30 %, 0.76 at 50 %, 0.37 at
-/// 80 %; scalar 1.02 at 50 %. The sparse walk is bound by the line fill buffers its
-/// prefetches hold, about half the bandwidth of the dense streams, hence AVX-512's late
+/// at random positions, sparse/dense time: AVX-512 1.36 at 0 % zeros, 1.08 at 50 %, 0.90 at
+/// 60 %, 0.68 at 70 %, 0.51 at 80 %, 0.26 at 90 %; AVX2 0.97 at 0 %, 0.59 at 50 %; scalar
+/// 1.09 at 50 %, 0.85 at 60 %. The sparse walk is bound by the line fill buffers its
+/// prefetches hold, well below the bandwidth of the dense streams, hence AVX-512's late
 /// crossover; the AVX2 dense kernel is compute-bound, hence its early one.
 pub fn sparse_gemv_threshold(isa: Isa) -> f32 {
     match isa {
-        Isa::Avx512Vnni => 0.4,
-        Isa::Avx2 => 0.65,
-        Isa::Scalar => 0.5,
+        Isa::Avx512Vnni => 0.45,
+        Isa::Avx2 => 0.9,
+        Isa::Scalar => 0.45,
     }
 }
 
 /// Like [`sparse_gemv_threshold`] for [`gemm_sparse`] against [`super::gemm`] (n = 128,
 /// weights in cache, compute-bound: the dense tiles unpack each weight once per 4 tokens,
-/// the sparse walk once per token): sparse/dense 1.24 at 50 % zeros, 0.96 at 70 %, 0.75 at
-/// 80 % (AVX-512); 1.19, 0.79, 0.60 (AVX2). Compare it with the mean nonzero share of the
-/// tokens.
+/// the sparse walk once per token): sparse/dense 1.95 at 0 % zeros, 1.11 at 50 %, 0.79 at
+/// 70 % (AVX-512); 1.51, 0.83, 0.60 (AVX2); 2.72, 0.98, 0.57 (scalar). Compare it with the
+/// mean nonzero share of the tokens.
 pub fn sparse_gemm_threshold(isa: Isa) -> f32 {
     match isa {
-        Isa::Avx512Vnni => 0.3,
-        Isa::Avx2 => 0.35,
+        Isa::Avx512Vnni => 0.45,
+        Isa::Avx2 => 0.65,
         Isa::Scalar => 0.5,
     }
 }

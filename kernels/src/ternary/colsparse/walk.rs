@@ -89,7 +89,7 @@ impl Ahead<'_> {
 
 /// How far ahead (in groups) the lines are prefetched, into L2: into L1 (`T0`) measured
 /// 10–30 % slower (the prefetches then hold L1 fill buffers the loads need); 16–64 groups
-/// measured alike on a 2-thread Sapphire Rapids slice.
+/// measured alike on one Sapphire Rapids thread.
 const PREFETCH_GROUPS: usize = 32;
 
 /// Adds `Σ code·q` over `groups` to tile `t`'s accumulators (natural row order).
