@@ -15,14 +15,16 @@
 //! with many tokens, batched decode is many sessions with one token each. The projections
 //! then run as one GEMM over all rows, so each weight is read once per call.
 
-use crate::model::{Layer, Model, TernaryTensor, SPARSE_COLUMNS};
+use crate::model::{ColumnCounter, Layer, Model, TernaryTensor, SPARSE_COLUMNS};
 use crate::{Error, Result};
 use onebit_kernels::float::{
     add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_inv_freq, rope_rotate_half_cached,
 };
 use onebit_kernels::screen::Int8Head;
-use onebit_kernels::ternary::colsparse::{gemm_sparse, gemv_sparse};
-use onebit_kernels::ternary::{gemm, gemv, gemv_many, padded_cols, GemvJob};
+use onebit_kernels::ternary::colsparse::{
+    gemm_sparse, gemv_sparse, sparse_gemm_threshold, sparse_gemv_threshold,
+};
+use onebit_kernels::ternary::{gemm, gemv, gemv_many, padded_cols, GemvJob, Isa};
 use onebit_kernels::{parallel, quantize_row, ActScale};
 
 /// Which logits a forward call returns.
@@ -336,14 +338,23 @@ fn bitlinear(w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]
     let k = padded_cols(w.cols);
     let n = acts.len();
     if let Some(columns) = &w.columns {
+        // Skipping zero columns pays only when there are enough of them (the dense walk
+        // streams faster than the sparse one gathers); both give the same numbers.
         let q = &quant[..n * k];
-        SPARSE_COLUMNS.count(q, w.cols, k);
-        if n == 1 {
-            gemv_sparse(columns, q, acts[0], w.scale, &mut out[..w.rows]);
-        } else {
-            gemm_sparse(columns, q, acts, w.scale, &mut out[..n * w.rows]);
+        let share = ColumnCounter::nonzero_share(q, w.cols, k);
+        let isa = Isa::best();
+        let seen = n * w.cols;
+        if n == 1 && share < sparse_gemv_threshold(isa) {
+            SPARSE_COLUMNS.add(seen, (share * seen as f32).round() as usize);
+            return gemv_sparse(columns, q, acts[0], w.scale, &mut out[..w.rows]);
         }
-    } else if n == 1 {
+        if n > 1 && share < sparse_gemm_threshold(isa) {
+            SPARSE_COLUMNS.add(seen, (share * seen as f32).round() as usize);
+            return gemm_sparse(columns, q, acts, w.scale, &mut out[..n * w.rows]);
+        }
+        SPARSE_COLUMNS.add(seen, seen);
+    }
+    if n == 1 {
         gemv(w.view(), &quant[..k], acts[0], w.scale, &mut out[..w.rows]);
     } else {
         gemm(

@@ -107,3 +107,26 @@ fn tiny_a_sparse_down_is_bit_identical_in_every_format() {
         eprintln!("skipped: ../shared/fixtures/tiny-a is absent");
     }
 }
+
+#[test]
+fn parked_row_major_pages_read_back_unchanged() {
+    let Some(path) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let (mut model, _) = onebit_engine::format::load(&path).unwrap();
+    assert!(model.layers[0].down_proj.data.is_mapped());
+    let before: Vec<Vec<u8>> = model
+        .layers
+        .iter()
+        .map(|l| l.down_proj.view().data.to_vec())
+        .collect();
+    let done = model.use_sparse_down();
+    assert!(
+        done.released_bytes > 0,
+        "the I2_S file's pages were not released"
+    );
+    // Reading the row-major weights again (the iGPU layout, the dense fallback) unparks them.
+    for (l, b) in model.layers.iter().zip(&before) {
+        assert_eq!(l.down_proj.view().data, b.as_slice());
+    }
+}

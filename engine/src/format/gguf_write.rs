@@ -375,7 +375,7 @@ fn ternary_tensor<'a>(
             let scale = t.scale;
             if cols % ternary::BLOCK_ELEMS == 0 {
                 // The kernels' layout is I2_S's: copy the codes as they are.
-                let codes = &t.data.as_slice()[..n / 4];
+                let codes = &t.view().data[..n / 4];
                 Ok(OutTensor::lazy(name, dims, ty::I2_S, size, move |w| {
                     w.write_all(codes)?;
                     let mut tail = [0u8; codec::I2S_TAIL];
@@ -408,7 +408,7 @@ fn ternary_tensor<'a>(
                 (codec::TQ1_0_BLOCK, false)
             };
             let size = (n / codec::QK_K * block) as u64;
-            let data = t.data.as_slice();
+            let data = t.view().data;
             Ok(OutTensor::lazy(
                 name,
                 dims,

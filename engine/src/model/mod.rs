@@ -14,6 +14,7 @@ pub use storage::Bytes;
 use onebit_kernels::embd::{EmbdType, EmbdView};
 use onebit_kernels::ternary::colsparse::ColumnTernary;
 use onebit_kernels::TernaryView;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// One ternary projection in the kernels' block layout with its per-tensor scale
@@ -26,6 +27,9 @@ pub struct TernaryTensor {
     /// The same weights input-channel-major, when the forward pass should skip the
     /// columns whose input is zero (see [`Model::use_sparse_down`]).
     pub columns: Option<Arc<ColumnTernary>>,
+    /// Whether the row-major file pages are parked (unreadable, out of the resident set)
+    /// because `columns` serves the forward pass; [`view`](Self::view) unparks them.
+    parked: AtomicBool,
 }
 
 impl std::fmt::Debug for TernaryTensor {
@@ -49,15 +53,37 @@ impl TernaryTensor {
             scale,
             data,
             columns: None,
+            parked: AtomicBool::new(false),
         }
     }
 
+    /// The row-major weights (unparking their pages first if they were parked). Read the
+    /// weights through this, not through `data` directly.
     pub fn view(&self) -> TernaryView<'_> {
+        if self.parked.load(Ordering::Acquire) {
+            // SAFETY: making pages readable again cannot invalidate any reader.
+            unsafe { self.data.set_readable(true) };
+            self.parked.store(false, Ordering::Release);
+        }
         TernaryView {
             rows: self.rows,
             cols: self.cols,
             data: self.data.as_slice(),
         }
+    }
+
+    /// Hands the row-major file pages back to the kernel and keeps them out of the
+    /// resident set until [`view`](Self::view) needs them; returns whether it did.
+    pub(crate) fn park(&mut self) -> bool {
+        if !self.data.is_mapped() {
+            return false;
+        }
+        self.data.release_pages();
+        // SAFETY: `&mut self` means no view of these bytes is alive, and every later read
+        // goes through `view`, which makes them readable first.
+        let parked = unsafe { self.data.set_readable(false) };
+        self.parked.store(parked, Ordering::Release);
+        true
     }
 }
 

@@ -6,7 +6,7 @@
 //! contributes nothing to `Σ code·q` nor to `Σ q`, so skipping its column gives the very
 //! same integers, hence bit-identical outputs: the option is lossless and on by default.
 
-use super::{Bytes, Model};
+use super::Model;
 use onebit_kernels::ternary::colsparse::ColumnTernary;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,9 +35,9 @@ impl Model {
                 done.column_bytes += columns.bytes();
                 down.columns = Some(Arc::new(columns));
             }
-            if let Bytes::Mapped { len, .. } = &down.data {
+            let len = down.data.len();
+            if down.park() {
                 done.released_bytes += len;
-                down.data.release_pages();
             }
         }
         done
@@ -47,6 +47,7 @@ impl Model {
     pub fn use_dense_down(&mut self) {
         for layer in &mut self.layers {
             layer.down_proj.columns = None;
+            layer.down_proj.view();
         }
     }
 
@@ -70,15 +71,20 @@ pub static SPARSE_COLUMNS: ColumnCounter = ColumnCounter {
 };
 
 impl ColumnCounter {
-    /// Counts the columns of `q` (rows of `padded` values, `cols` of them real).
-    pub fn count(&self, q: &[i8], cols: usize, padded: usize) {
-        let mut nonzero = 0u64;
-        for row in q.chunks_exact(padded) {
-            nonzero += row[..cols].iter().filter(|&&v| v != 0).count() as u64;
-        }
-        self.seen
-            .fetch_add((q.len() / padded * cols) as u64, Ordering::Relaxed);
-        self.read.fetch_add(nonzero, Ordering::Relaxed);
+    /// The share of nonzero values in `q` (rows of `padded` values, `cols` of them real).
+    pub fn nonzero_share(q: &[i8], cols: usize, padded: usize) -> f32 {
+        let seen = q.len() / padded * cols;
+        let nonzero: usize = q
+            .chunks_exact(padded)
+            .map(|row| row[..cols].iter().filter(|&&v| v != 0).count())
+            .sum();
+        nonzero as f32 / seen.max(1) as f32
+    }
+
+    /// Records `seen` columns of which `read` were read.
+    pub fn add(&self, seen: usize, read: usize) {
+        self.seen.fetch_add(seen as u64, Ordering::Relaxed);
+        self.read.fetch_add(read as u64, Ordering::Relaxed);
     }
 
     pub fn reset(&self) {

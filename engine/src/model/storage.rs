@@ -91,6 +91,48 @@ impl Bytes {
         }
     }
 
+    /// Makes the whole pages inside a mapped window unreadable (`readable = false`) or
+    /// readable again; returns whether anything changed (false for unmapped bytes).
+    ///
+    /// Unreadable pages stay out of the resident set for good: the kernel maps page-cache
+    /// folios whole on a fault (and fault-around maps neighbours too), so pages released
+    /// with [`release_pages`](Self::release_pages) next to pages still in use come back
+    /// with them; pages in a separate `PROT_NONE` mapping area do not.
+    ///
+    /// # Safety
+    /// While unreadable, nothing may read these bytes: the caller must hold the only use of
+    /// this window (no slices of it alive, no clones reading it) until it is readable again.
+    pub unsafe fn set_readable(&self, readable: bool) -> bool {
+        let Self::Mapped { map, offset, len } = self else {
+            return false;
+        };
+        let page = 4096;
+        let base = map.as_ptr() as usize;
+        let start = (base + offset).div_ceil(page) * page;
+        let end = (base + offset + len) / page * page;
+        if end <= start {
+            return false;
+        }
+        let prot = if readable {
+            nix::sys::mman::ProtFlags::PROT_READ
+        } else {
+            nix::sys::mman::ProtFlags::PROT_NONE
+        };
+        let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) else {
+            return false;
+        };
+        // SAFETY: [start, end) is whole pages inside this window of a live read-only
+        // mapping (the Arc keeps it mapped); the caller guarantees nobody reads it while
+        // it is PROT_NONE, and PROT_READ restores the mapping's own protection.
+        match unsafe { nix::sys::mman::mprotect(addr, end - start, prot) } {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("mprotect on {} pages failed: {e}", (end - start) / page);
+                false
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.as_slice().len()
     }

@@ -116,16 +116,16 @@ impl WeightLayout {
         put(dst, self.emb, model.embed_tokens.data.as_slice());
         for (l, o) in model.layers.iter().zip(&self.layers) {
             put_f32(dst, o.input_norm, &l.input_layernorm);
-            put(dst, o.q.off, l.q_proj.data.as_slice());
-            put(dst, o.k.off, l.k_proj.data.as_slice());
-            put(dst, o.v.off, l.v_proj.data.as_slice());
+            put(dst, o.q.off, l.q_proj.view().data);
+            put(dst, o.k.off, l.k_proj.view().data);
+            put(dst, o.v.off, l.v_proj.view().data);
             put_f32(dst, o.attn_norm, &l.attn_sub_norm);
-            put(dst, o.o.off, l.o_proj.data.as_slice());
+            put(dst, o.o.off, l.o_proj.view().data);
             put_f32(dst, o.post_norm, &l.post_attention_layernorm);
-            put(dst, o.gate.off, l.gate_proj.data.as_slice());
-            put(dst, o.up.off, l.up_proj.data.as_slice());
+            put(dst, o.gate.off, l.gate_proj.view().data);
+            put(dst, o.up.off, l.up_proj.view().data);
             put_f32(dst, o.ffn_norm, &l.ffn_sub_norm);
-            put(dst, o.down.off, l.down_proj.data.as_slice());
+            put(dst, o.down.off, l.down_proj.view().data);
         }
         put_f32(dst, self.norm, &model.norm);
         put_f32(dst, self.rope, rope_table);

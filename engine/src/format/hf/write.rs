@@ -84,7 +84,7 @@ fn projection(
             ),
         ));
     }
-    let packed = repack::kernel_to_hf(t.data.as_slice(), t.rows, t.cols);
+    let packed = repack::kernel_to_hf(t.view().data, t.rows, t.cols);
     let s = if opts.bitlinear {
         1.0 / t.scale
     } else {
