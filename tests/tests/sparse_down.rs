@@ -109,24 +109,36 @@ fn tiny_a_sparse_down_is_bit_identical_in_every_format() {
 }
 
 #[test]
-fn parked_row_major_pages_read_back_unchanged() {
-    let Some(path) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
-        return;
-    };
-    let (mut model, _) = onebit_engine::format::load(&path).unwrap();
-    assert!(model.layers[0].down_proj.data.is_mapped());
-    let before: Vec<Vec<u8>> = model
-        .layers
-        .iter()
-        .map(|l| l.down_proj.view().data.to_vec())
-        .collect();
-    let done = model.use_sparse_down();
-    assert!(
-        done.released_bytes > 0,
-        "the I2_S file's pages were not released"
-    );
-    // Reading the row-major weights again (the iGPU layout, the dense fallback) unparks them.
-    for (l, b) in model.layers.iter().zip(&before) {
-        assert_eq!(l.down_proj.view().data, b.as_slice());
+fn parked_or_dropped_row_major_weights_read_back_unchanged() {
+    // I2_S is used from the file mapping (pages parked); TQ2_0 is repacked at load (the
+    // owned copy is dropped and rebuilt from the columns on demand).
+    for name in ["tiny-a.i2_s.gguf", "tiny-a.tq2_0.gguf"] {
+        let Some(path) = fixture(&format!("tiny-a/{name}")) else {
+            return;
+        };
+        let (mut model, _) = onebit_engine::format::load(&path).unwrap();
+        let before: Vec<Vec<u8>> = model
+            .layers
+            .iter()
+            .map(|l| l.down_proj.view().data.to_vec())
+            .collect();
+        let done = model.use_sparse_down();
+        assert!(
+            done.released_bytes > 0,
+            "{name}: no row-major bytes left memory"
+        );
+        // Reading the row-major weights again (the iGPU layout, the dense fallback) brings
+        // them back.
+        for (l, b) in model.layers.iter().zip(&before) {
+            assert_eq!(l.down_proj.view().data, b.as_slice(), "{name}");
+        }
+        model.use_dense_down();
+        for (l, b) in model.layers.iter().zip(&before) {
+            assert_eq!(
+                l.down_proj.view().data,
+                b.as_slice(),
+                "{name} after use_dense_down"
+            );
+        }
     }
 }

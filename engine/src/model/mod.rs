@@ -13,9 +13,10 @@ pub use storage::Bytes;
 
 use onebit_kernels::embd::{EmbdType, EmbdView};
 use onebit_kernels::ternary::colsparse::ColumnTernary;
+use onebit_kernels::ternary::{pack, row_bytes};
 use onebit_kernels::TernaryView;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One ternary projection in the kernels' block layout with its per-tensor scale
 /// (effective weight = code − 1 times `scale`).
@@ -30,6 +31,10 @@ pub struct TernaryTensor {
     /// Whether the row-major file pages are parked (unreadable, out of the resident set)
     /// because `columns` serves the forward pass; [`view`](Self::view) unparks them.
     parked: AtomicBool,
+    /// Set when an owned row-major copy was dropped for `columns`: [`view`](Self::view)
+    /// then rebuilds it from the columns (once) if anything still needs it.
+    dropped_rows: bool,
+    rebuilt_rows: OnceLock<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TernaryTensor {
@@ -54,7 +59,14 @@ impl TernaryTensor {
             data,
             columns: None,
             parked: AtomicBool::new(false),
+            dropped_rows: false,
+            rebuilt_rows: OnceLock::new(),
         }
+    }
+
+    /// Bytes of the row-major packed weights (whether or not they are resident).
+    pub fn byte_len(&self) -> usize {
+        self.rows * row_bytes(self.cols)
     }
 
     /// The row-major weights (unparking their pages first if they were parked). Read the
@@ -65,10 +77,27 @@ impl TernaryTensor {
             unsafe { self.data.set_readable(true) };
             self.parked.store(false, Ordering::Release);
         }
+        let data = match (&self.columns, self.dropped_rows) {
+            (Some(columns), true) => self
+                .rebuilt_rows
+                .get_or_init(|| pack(self.rows, self.cols, |r, c| columns.code(r, c))),
+            _ => self.data.as_slice(),
+        };
         TernaryView {
             rows: self.rows,
             cols: self.cols,
-            data: self.data.as_slice(),
+            data,
+        }
+    }
+
+    /// Makes the row-major weights resident again for good (before `columns` goes).
+    pub(crate) fn restore_rows(&mut self) {
+        self.view();
+        if self.dropped_rows {
+            if let Some(rows) = self.rebuilt_rows.take() {
+                self.data = Bytes::owned(rows);
+            }
+            self.dropped_rows = false;
         }
     }
 
@@ -76,7 +105,13 @@ impl TernaryTensor {
     /// resident set until [`view`](Self::view) needs them; returns whether it did.
     pub(crate) fn park(&mut self) -> bool {
         if !self.data.is_mapped() {
-            return false;
+            // An owned copy (repacked at load) can simply go: the columns hold the same codes.
+            if self.columns.is_none() || !matches!(self.data, Bytes::Owned(_)) {
+                return false;
+            }
+            self.data = Bytes::owned(Vec::new());
+            self.dropped_rows = true;
+            return true;
         }
         self.data.release_pages();
         // SAFETY: `&mut self` means no view of these bytes is alive, and every later read
@@ -166,7 +201,7 @@ impl Model {
         self.layers
             .iter()
             .flat_map(Layer::projections)
-            .map(|t| t.data.len())
+            .map(|t| t.byte_len())
             .sum()
     }
 

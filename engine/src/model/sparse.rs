@@ -16,16 +16,16 @@ use std::sync::Arc;
 pub struct SparseDown {
     /// Bytes of the column-major copies.
     pub column_bytes: usize,
-    /// Bytes of row-major down_proj weights whose file pages were handed back to the
-    /// kernel (they re-read from the file if something touches them again).
+    /// Bytes of row-major down_proj weights that left memory (file pages handed back to
+    /// the kernel, or owned copies dropped).
     pub released_bytes: usize,
 }
 
 impl Model {
     /// Repacks every layer's down_proj input-channel-major (once, at load) and makes the
-    /// forward pass use it. Row-major weights that are windows of the model file leave the
-    /// resident set, so a GGUF I2_S model costs no extra memory; repacked formats (TQ2_0,
-    /// TQ1_0, HF) keep their row-major copy as well.
+    /// forward pass use it. The row-major weights leave the resident set (file pages are
+    /// parked, owned copies dropped), so the option costs no memory; whatever still reads
+    /// them row-major (the iGPU layout, the dense fallback) gets them back on demand.
     pub fn use_sparse_down(&mut self) -> SparseDown {
         let mut done = SparseDown::default();
         for layer in &mut self.layers {
@@ -35,7 +35,7 @@ impl Model {
                 done.column_bytes += columns.bytes();
                 down.columns = Some(Arc::new(columns));
             }
-            let len = down.data.len();
+            let len = down.byte_len();
             if down.park() {
                 done.released_bytes += len;
             }
@@ -46,8 +46,8 @@ impl Model {
     /// Goes back to the row-major down_proj everywhere (frees the column-major copies).
     pub fn use_dense_down(&mut self) {
         for layer in &mut self.layers {
+            layer.down_proj.restore_rows();
             layer.down_proj.columns = None;
-            layer.down_proj.view();
         }
     }
 

@@ -33,7 +33,7 @@ pub(super) struct Tern {
 impl Tern {
     fn place(a: &mut Arena, t: &TernaryTensor) -> Tern {
         Tern {
-            off: a.take(t.data.len()),
+            off: a.take(t.byte_len()),
             rows: t.rows as u32,
             cols: t.cols as u32,
             scale: t.scale,
