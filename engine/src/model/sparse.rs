@@ -40,6 +40,9 @@ impl Model {
                 done.released_bytes += len;
             }
         }
+        if done.released_bytes > 0 {
+            return_freed_memory();
+        }
         done
     }
 
@@ -96,5 +99,15 @@ impl ColumnCounter {
     pub fn density(&self) -> Option<f64> {
         let seen = self.seen.load(Ordering::Relaxed);
         (seen > 0).then(|| self.read.load(Ordering::Relaxed) as f64 / seen as f64)
+    }
+}
+
+/// Hands memory the allocator holds in its free lists back to the kernel: the dropped
+/// row-major copies were carved from the heap, and glibc keeps such chunks resident.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
