@@ -383,8 +383,14 @@ impl Source for GgufSource<'_> {
                     repack::tq1_0_to_kernel(raw, rows, cols)
                 }
                 .map_err(bad)?;
-                // The file's copy is no longer needed: keep peak RSS near one copy.
+                // The file's copy is no longer needed: keep peak RSS near one copy. The pages
+                // are also made unreadable, or the kernel maps them back whenever a fault on a
+                // neighbouring tensor maps the page-cache folio they share.
                 data.release_pages();
+                // SAFETY: nothing reads this tensor's window of the file again (`raw` is
+                // dead and the model keeps only `packed`); other tensors' bytes never lie on
+                // the whole pages inside it.
+                unsafe { data.set_readable(false) };
                 (Bytes::owned(packed), s)
             }
             _ => {
