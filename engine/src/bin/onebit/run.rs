@@ -57,7 +57,12 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> CliResult {
-    let (model, tok) = a.model.load_for_inference()?;
+    // The iGPU reads the row-major weights; the column-major down_proj is for the CPU.
+    let (model, tok) = if a.surface == "igpu" {
+        a.model.load()?
+    } else {
+        a.model.load_for_inference()?
+    };
     let prompt_ids = if a.chat {
         tok.encode(&format_chat(&[ChatMessage::new("user", &a.prompt)]), false)?
     } else {
