@@ -111,6 +111,7 @@ impl TernaryTensor {
             }
             self.data = Bytes::owned(Vec::new());
             self.dropped_rows = true;
+            self.rebuilt_rows = OnceLock::new();
             return true;
         }
         self.data.release_pages();
