@@ -7,7 +7,7 @@
 //! same integers, hence bit-identical outputs: the option is lossless and on by default.
 
 use super::Model;
-use onebit_kernels::ternary::colsparse::ColumnTernary;
+use onebit_kernels::ternary::colsparse::{nonzero_fraction, ColumnTernary};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -76,12 +76,12 @@ pub static SPARSE_COLUMNS: ColumnCounter = ColumnCounter {
 impl ColumnCounter {
     /// The share of nonzero values in `q` (rows of `padded` values, `cols` of them real).
     pub fn nonzero_share(q: &[i8], cols: usize, padded: usize) -> f32 {
-        let seen = q.len() / padded * cols;
-        let nonzero: usize = q
+        let rows = q.len() / padded;
+        let sum: f32 = q
             .chunks_exact(padded)
-            .map(|row| row[..cols].iter().filter(|&&v| v != 0).count())
+            .map(|row| nonzero_fraction(&row[..cols]))
             .sum();
-        nonzero as f32 / seen.max(1) as f32
+        sum / rows.max(1) as f32
     }
 
     /// Records `seen` columns of which `read` were read.
