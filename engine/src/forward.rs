@@ -18,7 +18,8 @@
 use crate::model::{ColumnCounter, Layer, Model, TernaryTensor, SPARSE_COLUMNS};
 use crate::{Error, Result};
 use onebit_kernels::float::{
-    add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_inv_freq, rope_rotate_half_cached,
+    add_inplace, dot_f32_lanes, dot_f32_lanes_x4, relu2_mul, rms_norm_inplace, rope_cos_sin,
+    rope_inv_freq, rope_rotate_half_cached,
 };
 use onebit_kernels::screen::Int8Head;
 use onebit_kernels::ternary::colsparse::{
@@ -448,11 +449,15 @@ fn attention(
             let values = &sess.values[layer_index];
             let kv_off = (head / group) * hd;
             let qh = &q[t * n_heads * hd + head * hd..][..hd];
+            let key = |p: usize| &keys[p * kv_dim + kv_off..][..hd];
             scores.clear();
-            scores.extend((0..=rp.pos).map(|p| {
-                let kr = &keys[p * kv_dim + kv_off..][..hd];
-                onebit_kernels::float::dot_f32_lanes(qh, kr) * scale
-            }));
+            let mut p = 0;
+            while p + 4 <= rp.pos + 1 {
+                let d = dot_f32_lanes_x4(qh, [key(p), key(p + 1), key(p + 2), key(p + 3)]);
+                scores.extend(d.map(|v| v * scale));
+                p += 4;
+            }
+            scores.extend((p..=rp.pos).map(|p| dot_f32_lanes(qh, key(p)) * scale));
             onebit_kernels::float::softmax_inplace(&mut scores);
             o.fill(0.0);
             for (p, w) in scores.iter().enumerate() {

@@ -148,6 +148,67 @@ fn dot_f32_lanes_body(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// [`dot_f32_lanes`] of `a` with four vectors at once, each bit-identical to its own call:
+/// the four keys of attention share the loads of `a` and run as independent chains.
+pub fn dot_f32_lanes_x4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked just above).
+            return unsafe { dot_f32_lanes_x4_avx2(a, b) };
+        }
+    }
+    dot_f32_lanes_x4_body(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_f32_lanes_x4_avx2(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    dot_f32_lanes_x4_body(a, b)
+}
+
+#[inline(always)]
+fn dot_f32_lanes_x4_body(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    let n = b.iter().fold(a.len(), |n, v| n.min(v.len()));
+    if b.iter().any(|v| v.len() != n) || a.len() != n {
+        // Unequal lengths: each dot on its own (same results, no shared loop).
+        return b.map(|v| dot_f32_lanes_body(a, v));
+    }
+    let full = n / 16 * 16;
+    let (mut a0, mut a1, mut a2, mut a3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+    let chunks = a[..full]
+        .chunks_exact(16)
+        .zip(b[0][..full].chunks_exact(16))
+        .zip(b[1][..full].chunks_exact(16))
+        .zip(b[2][..full].chunks_exact(16))
+        .zip(b[3][..full].chunks_exact(16));
+    for ((((x, y0), y1), y2), y3) in chunks {
+        for l in 0..16 {
+            a0[l] += x[l] * y0[l];
+            a1[l] += x[l] * y1[l];
+            a2[l] += x[l] * y2[l];
+            a3[l] += x[l] * y3[l];
+        }
+    }
+    let mut acc = [a0, a1, a2, a3];
+    let mut out = [0f32; 4];
+    for ((o, acc), v) in out.iter_mut().zip(acc.iter_mut()).zip(&b) {
+        let mut w = 8;
+        while w > 0 {
+            for l in 0..w {
+                acc[l] += acc[l + w];
+            }
+            w /= 2;
+        }
+        let mut s = acc[0];
+        for (x, y) in a[full..].iter().zip(&v[full..]) {
+            s += x * y;
+        }
+        *o = s;
+    }
+    out
+}
+
 /// Scalar reference of [`dot_f32_lanes`] (the same order, written out).
 pub fn dot_f32_lanes_ref(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -217,6 +278,20 @@ mod tests {
             proptest::prop_assert_eq!(dot_f32_lanes(&a, &b).to_bits(), dot_f32_lanes_ref(&a, &b).to_bits());
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
             proptest::prop_assert!((f64::from(dot_f32_lanes(&a, &b)) - exact).abs() < 1e-3);
+        }
+
+        #[test]
+        fn dot_lanes_x4_matches_four_calls(n in 0usize..300, seed in 0u32..1000, short in 0usize..5) {
+            let v = |k: u32, len: usize| -> Vec<f32> {
+                (0..len).map(|i| ((i as u32 * (13 + k) + seed) as f32 * 0.29).sin() * (k + 1) as f32).collect()
+            };
+            let a = v(0, n);
+            // One key may be shorter, which takes the one-at-a-time path.
+            let keys: Vec<Vec<f32>> = (1..5u32).map(|k| v(k, if k as usize == short { n / 2 } else { n })).collect();
+            let got = dot_f32_lanes_x4(&a, [&keys[0], &keys[1], &keys[2], &keys[3]]);
+            for (g, k) in got.iter().zip(&keys) {
+                proptest::prop_assert_eq!(g.to_bits(), dot_f32_lanes_ref(&a, k).to_bits());
+            }
         }
     }
 
