@@ -386,11 +386,10 @@ impl Source for GgufSource<'_> {
                 // The file's copy is no longer needed: keep peak RSS near one copy. The pages
                 // are also made unreadable, or the kernel maps them back whenever a fault on a
                 // neighbouring tensor maps the page-cache folio they share.
-                data.release_pages();
                 // SAFETY: nothing reads this tensor's window of the file again (`raw` is
                 // dead and the model keeps only `packed`); other tensors' bytes never lie on
                 // the whole pages inside it.
-                unsafe { data.set_readable(false) };
+                unsafe { data.retire_pages() };
                 (Bytes::owned(packed), s)
             }
             _ => {

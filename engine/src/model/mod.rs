@@ -114,10 +114,9 @@ impl TernaryTensor {
             self.rebuilt_rows = OnceLock::new();
             return true;
         }
-        self.data.release_pages();
         // SAFETY: `&mut self` means no view of these bytes is alive, and every later read
         // goes through `view`, which makes them readable first.
-        let parked = unsafe { self.data.set_readable(false) };
+        let parked = unsafe { self.data.retire_pages() };
         self.parked.store(parked, Ordering::Release);
         true
     }

@@ -58,6 +58,20 @@ impl Bytes {
         })
     }
 
+    /// The whole pages inside `range` (offsets into these bytes) as offsets into the
+    /// mapping; `None` for bytes that are not a file mapping or hold no whole page.
+    fn whole_pages(&self, range: std::ops::Range<usize>) -> Option<(&Mmap, usize, usize)> {
+        let Self::Mapped { map, offset, len } = self else {
+            return None;
+        };
+        let page = 4096;
+        let (lo, hi) = (range.start.min(*len), range.end.min(*len));
+        // The mapping starts page-aligned, so offsets into it align like addresses.
+        let start = (offset + lo).div_ceil(page) * page;
+        let end = (offset + hi) / page * page;
+        (end > start).then_some((map, start, end))
+    }
+
     /// Tells the kernel this process no longer needs the file pages behind a mapped
     /// window (after repacking them elsewhere), so they leave the resident set. The
     /// mapping is a read-only file mapping: touching it again re-reads the file.
@@ -68,27 +82,30 @@ impl Bytes {
     /// [`release_pages`](Self::release_pages) for the whole pages inside `range` (offsets
     /// into these bytes); a no-op for bytes that are not a file mapping.
     pub fn release_range(&self, range: std::ops::Range<usize>) {
-        if let Self::Mapped { map, offset, len } = self {
-            let page = 4096;
-            let (lo, hi) = (range.start.min(*len), range.end.min(*len));
-            let start = (offset + lo).div_ceil(page) * page;
-            let end = (offset + hi) / page * page;
-            if end > start {
-                // SAFETY: the map is a read-only private file mapping with no private
-                // (copy-on-write) pages, so MADV_DONTNEED only drops clean page-cache
-                // references; later reads fault the same bytes back from the file.
-                let r = unsafe {
-                    map.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        start,
-                        end - start,
-                    )
-                };
-                if let Err(e) = r {
-                    tracing::debug!("madvise(DONTNEED) on repacked pages failed: {e}");
-                }
-            }
+        let Some((map, start, end)) = self.whole_pages(range) else {
+            return;
+        };
+        // SAFETY: the map is a read-only private file mapping with no private
+        // (copy-on-write) pages, so MADV_DONTNEED only drops clean page-cache
+        // references; later reads fault the same bytes back from the file.
+        let r = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+        if let Err(e) = r {
+            tracing::debug!("madvise(DONTNEED) on repacked pages failed: {e}");
         }
+    }
+
+    /// Releases the window's whole pages and makes them unreadable, so they stay out of
+    /// the resident set until [`set_readable`](Self::set_readable) brings them back;
+    /// returns whether they were made unreadable.
+    ///
+    /// # Safety
+    /// As [`set_readable`](Self::set_readable) with `readable = false`.
+    pub unsafe fn retire_pages(&self) -> bool {
+        self.release_pages();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.set_readable(false) }
     }
 
     /// Makes the whole pages inside a mapped window unreadable (`readable = false`) or
@@ -103,22 +120,15 @@ impl Bytes {
     /// While unreadable, nothing may read these bytes: the caller must hold the only use of
     /// this window (no slices of it alive, no clones reading it) until it is readable again.
     pub unsafe fn set_readable(&self, readable: bool) -> bool {
-        let Self::Mapped { map, offset, len } = self else {
+        let Some((map, start, end)) = self.whole_pages(0..self.len()) else {
             return false;
         };
-        let page = 4096;
-        let base = map.as_ptr() as usize;
-        let start = (base + offset).div_ceil(page) * page;
-        let end = (base + offset + len) / page * page;
-        if end <= start {
-            return false;
-        }
         let prot = if readable {
             nix::sys::mman::ProtFlags::PROT_READ
         } else {
             nix::sys::mman::ProtFlags::PROT_NONE
         };
-        let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) else {
+        let Some(addr) = std::ptr::NonNull::new(map.as_ptr().wrapping_add(start) as *mut _) else {
             return false;
         };
         // SAFETY: [start, end) is whole pages inside this window of a live read-only
@@ -127,7 +137,7 @@ impl Bytes {
         match unsafe { nix::sys::mman::mprotect(addr, end - start, prot) } {
             Ok(()) => true,
             Err(e) => {
-                tracing::debug!("mprotect on {} pages failed: {e}", (end - start) / page);
+                tracing::debug!("mprotect on {} bytes failed: {e}", end - start);
                 false
             }
         }
