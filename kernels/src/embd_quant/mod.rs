@@ -232,62 +232,69 @@ fn simd_ok(isa: Isa) -> bool {
     }
 }
 
-/// `out[i] = row_i · h` for consecutive Q8_0 rows with the kernels of `isa` (which must be
-/// available, see [`Isa::available`]; the SIMD kernels also need F16C).
-pub fn rows_q8_0(isa: Isa, rows: &[u8], h: &HiddenQ8, out: &mut [f32]) {
-    let rb = h.d.len() * Q8_0_BYTES;
-    assert_eq!(rows.len(), out.len() * rb, "rows_q8_0: sizes");
+/// A row kernel: `out[i] = row_i · h` for consecutive rows.
+type RowsKernel<H> = unsafe fn(&[u8], &H, &mut [f32]);
+
+/// Runs `rows` (of `rb` bytes each) through the kernel of `isa` (which must be available,
+/// see [`Isa::available`]; the SIMD kernels also need F16C), or row by row through `reference`.
+fn rows_with<H>(
+    isa: Isa,
+    rows: &[u8],
+    rb: usize,
+    h: &H,
+    out: &mut [f32],
+    simd: [Option<RowsKernel<H>>; 2],
+    reference: fn(&[u8], &H) -> f32,
+) {
+    assert_eq!(rows.len(), out.len() * rb, "embd_quant rows: sizes");
     if rb == 0 {
         out.fill(0.0);
         return;
     }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => {
-            assert!(simd_ok(isa), "AVX-512 VNNI/F16C are not available");
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI and F16C (checked); sizes are checked above.
-            unsafe { avx512::rows_q8_0(rows, h, out) }
+    let kernel = match isa {
+        Isa::Avx512Vnni => simd[0],
+        Isa::Avx2 => simd[1],
+        Isa::Scalar => None,
+    };
+    match kernel {
+        Some(k) => {
+            assert!(simd_ok(isa), "{} with F16C is not available", isa.name());
+            // SAFETY: the CPU has the kernel's instructions and F16C (checked just above);
+            // the sizes are checked above.
+            unsafe { k(rows, h, out) }
         }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            assert!(simd_ok(isa), "AVX2/F16C are not available");
-            // SAFETY: the CPU has AVX2 and F16C (checked); sizes are checked above.
-            unsafe { avx2::rows_q8_0(rows, h, out) }
-        }
-        _ => {
+        None => {
             for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
-                *o = dot_q8_0_ref(row, h);
+                *o = reference(row, h);
             }
         }
     }
 }
 
+/// `out[i] = row_i · h` for consecutive Q8_0 rows with the kernels of `isa` (which must be
+/// available, see [`Isa::available`]; the SIMD kernels also need F16C).
+pub fn rows_q8_0(isa: Isa, rows: &[u8], h: &HiddenQ8, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    let simd: [Option<RowsKernel<HiddenQ8>>; 2] = [Some(avx512::rows_q8_0), Some(avx2::rows_q8_0)];
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = [None, None];
+    rows_with(
+        isa,
+        rows,
+        h.d.len() * Q8_0_BYTES,
+        h,
+        out,
+        simd,
+        dot_q8_0_ref,
+    )
+}
+
 /// `out[i] = row_i · h` for consecutive Q6_K rows with the kernels of `isa` (see
 /// [`rows_q8_0`]).
 pub fn rows_q6k(isa: Isa, rows: &[u8], h: &HiddenQ8K, out: &mut [f32]) {
-    let rb = h.d.len() * Q6K_BYTES;
-    assert_eq!(rows.len(), out.len() * rb, "rows_q6k: sizes");
-    if rb == 0 {
-        out.fill(0.0);
-        return;
-    }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => {
-            assert!(simd_ok(isa), "AVX-512 VNNI/F16C are not available");
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI and F16C (checked); sizes are checked above.
-            unsafe { avx512::rows_q6k(rows, h, out) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            assert!(simd_ok(isa), "AVX2/F16C are not available");
-            // SAFETY: the CPU has AVX2 and F16C (checked); sizes are checked above.
-            unsafe { avx2::rows_q6k(rows, h, out) }
-        }
-        _ => {
-            for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
-                *o = dot_q6k_ref(row, h);
-            }
-        }
-    }
+    #[cfg(target_arch = "x86_64")]
+    let simd: [Option<RowsKernel<HiddenQ8K>>; 2] = [Some(avx512::rows_q6k), Some(avx2::rows_q6k)];
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = [None, None];
+    rows_with(isa, rows, h.d.len() * Q6K_BYTES, h, out, simd, dot_q6k_ref)
 }
