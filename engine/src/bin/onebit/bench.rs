@@ -182,6 +182,22 @@ fn check_greedy(
     Ok((same, n))
 }
 
+/// `a.reps` decode runs: tokens per second of each, and every token's time (the column
+/// counter restarts, so it describes these runs).
+fn decode_reps(
+    a: &Args,
+    run: impl Fn(usize) -> onebit_engine::Result<Vec<f64>>,
+) -> onebit_engine::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut samples, mut all) = (Vec::new(), Vec::new());
+    SPARSE_COLUMNS.reset();
+    for r in 0..a.reps {
+        let times = run(r)?;
+        samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
+        all.extend(times);
+    }
+    Ok((samples, all))
+}
+
 /// The pp and tg rows of one configuration at `t` threads.
 fn plain_rows(
     model: &Model,
@@ -221,14 +237,7 @@ fn plain_rows(
         });
     }
     if a.n_gen > 0 {
-        let mut samples = Vec::new();
-        let mut all = Vec::new();
-        SPARSE_COLUMNS.reset();
-        for r in 0..a.reps {
-            let times = run_tg(model, a.n_gen, r)?;
-            samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
-            all.extend(times);
-        }
+        let (samples, all) = decode_reps(a, |r| run_tg(model, a.n_gen, r))?;
         // The run averages over contexts 0..n_gen.
         let bytes = budget.decode_bytes(a.n_gen / 2);
         rows.push(decode_row(
@@ -357,14 +366,7 @@ pub fn main(a: Args) -> CliResult {
     if let Some(screen) = &screen {
         for (&t, bw) in threads.iter().zip(bws) {
             let t = parallel::set_active_threads(t);
-            let mut samples = Vec::new();
-            let mut all = Vec::new();
-            SPARSE_COLUMNS.reset();
-            for r in 0..a.reps {
-                let times = run_tg_greedy(&model, screen, a.n_gen, r)?;
-                samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
-                all.extend(times);
-            }
+            let (samples, all) = decode_reps(&a, |r| run_tg_greedy(&model, screen, a.n_gen, r))?;
             let mut b = budget.clone();
             b.head = screen.bytes() as f64;
             let test = format!("tg{} greedy, int8-screened head", a.n_gen);
