@@ -31,9 +31,8 @@ pub struct TernaryTensor {
     /// Whether the row-major file pages are parked (unreadable, out of the resident set)
     /// because `columns` serves the forward pass; [`view`](Self::view) unparks them.
     parked: AtomicBool,
-    /// Set when an owned row-major copy was dropped for `columns`: [`view`](Self::view)
-    /// then rebuilds it from the columns (once) if anything still needs it.
-    dropped_rows: bool,
+    /// The row-major weights rebuilt from `columns` after the owned copy was dropped
+    /// (see [`rows_dropped`](Self::rows_dropped)), once something needs them again.
     rebuilt_rows: OnceLock<Vec<u8>>,
 }
 
@@ -59,7 +58,6 @@ impl TernaryTensor {
             data,
             columns: None,
             parked: AtomicBool::new(false),
-            dropped_rows: false,
             rebuilt_rows: OnceLock::new(),
         }
     }
@@ -77,8 +75,8 @@ impl TernaryTensor {
             unsafe { self.data.set_readable(true) };
             self.parked.store(false, Ordering::Release);
         }
-        let data = match (&self.columns, self.dropped_rows) {
-            (Some(columns), true) => self
+        let data = match &self.columns {
+            Some(columns) if self.rows_dropped() => self
                 .rebuilt_rows
                 .get_or_init(|| pack(self.rows, self.cols, |r, c| columns.code(r, c))),
             _ => self.data.as_slice(),
@@ -93,12 +91,14 @@ impl TernaryTensor {
     /// Makes the row-major weights resident again for good (before `columns` goes).
     pub(crate) fn restore_rows(&mut self) {
         self.view();
-        if self.dropped_rows {
-            if let Some(rows) = self.rebuilt_rows.take() {
-                self.data = Bytes::owned(rows);
-            }
-            self.dropped_rows = false;
+        if let Some(rows) = self.rebuilt_rows.take() {
+            self.data = Bytes::owned(rows);
         }
+    }
+
+    /// Whether the owned row-major copy was dropped for `columns` (its bytes are empty).
+    fn rows_dropped(&self) -> bool {
+        self.data.is_empty() && self.byte_len() > 0
     }
 
     /// Hands the row-major file pages back to the kernel and keeps them out of the
@@ -110,7 +110,6 @@ impl TernaryTensor {
                 return false;
             }
             self.data = Bytes::owned(Vec::new());
-            self.dropped_rows = true;
             self.rebuilt_rows = OnceLock::new();
             return true;
         }
