@@ -35,6 +35,9 @@ pub enum Error {
     /// Bad input from a user or client (prompt too long, empty, unknown id, ...).
     #[error("{0}")]
     Input(String),
+    /// A compute surface failed (a queue hang, a device error, out of device memory).
+    #[error("{0}")]
+    Device(String),
 }
 
 impl Error {

@@ -1,7 +1,8 @@
 //! Perplexity, defined as the fixtures and llama.cpp's tools do for one sequence: BOS +
 //! the text's tokens, truncated to the context, every token after BOS scored.
 
-use crate::forward::{forward, LogitsMode, Session};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, Need, Output};
 use crate::model::Model;
 use crate::sampler::log_sum_exp;
 use crate::{Error, Result};
@@ -14,16 +15,26 @@ pub struct Perplexity {
     pub n_scored: usize,
 }
 
-/// Scores `ids` (BOS already first) truncated to `ctx` tokens.
+/// Scores `ids` (BOS already first) truncated to `ctx` tokens, on the CPU.
 pub fn perplexity(model: &Model, ids: &[u32], ctx: usize) -> Result<Perplexity> {
+    let vocab = model.config.vocab_size;
+    perplexity_on(&mut CpuBackend::new(model, 0), vocab, ids, ctx)
+}
+
+/// [`perplexity`] on any surface.
+pub fn perplexity_on<B: Backend>(
+    backend: &mut B,
+    vocab: usize,
+    ids: &[u32],
+    ctx: usize,
+) -> Result<Perplexity> {
     let ids = &ids[..ids.len().min(ctx)];
     if ids.len() < 2 {
         return Err(Error::Input(
             "perplexity needs at least one token after BOS; the text is empty".into(),
         ));
     }
-    let mut session = Session::new(model, ids.len());
-    let vocab = model.config.vocab_size;
+    let mut session = backend.new_session(ids.len())?;
     let mut nll = 0f64;
     // Chunks bound the logits buffer for large vocabularies.
     let chunk = (1 << 22) / vocab.max(1);
@@ -31,7 +42,13 @@ pub fn perplexity(model: &Model, ids: &[u32], ctx: usize) -> Result<Perplexity> 
     let mut start = 0;
     while start < ids.len() - 1 {
         let end = (start + chunk).min(ids.len() - 1);
-        let logits = forward(model, &mut session, &ids[start..end], LogitsMode::All)?;
+        backend.step(&mut [&mut session], &[&ids[start..end]], &[Need::AllLogits])?;
+        let Output::Logits(logits) = backend.output(&session) else {
+            return Err(Error::Device(format!(
+                "the {} surface returned no logits",
+                backend.surface()
+            )));
+        };
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
             let target = ids[start + i + 1] as usize;
             nll += f64::from(log_sum_exp(row) - row[target]);

@@ -15,6 +15,7 @@
 //! with many tokens, batched decode is many sessions with one token each. The projections
 //! then run as one GEMM over all rows, so each weight is read once per call.
 
+use crate::backend::Need;
 use crate::model::{ColumnCounter, Layer, Model, TernaryTensor, SPARSE_COLUMNS};
 use crate::{Error, Result};
 use onebit_kernels::float::{
@@ -91,6 +92,22 @@ impl Session {
         self.tokens.truncate(n);
     }
 
+    /// Takes over `tokens` whose keys and values another surface computed: `layer_kv(l)`
+    /// gives layer `l`'s keys and values, `[pos, kv_dim]` each, as this cache lays them out.
+    pub fn adopt<'a>(
+        &mut self,
+        tokens: &[u32],
+        layer_kv: impl Fn(usize) -> (&'a [f32], &'a [f32]),
+    ) {
+        let n = tokens.len().min(self.max_ctx) * self.kv_dim;
+        for (l, (k, v)) in self.keys.iter_mut().zip(self.values.iter_mut()).enumerate() {
+            let (src_k, src_v) = layer_kv(l);
+            k[..n].copy_from_slice(&src_k[..n]);
+            v[..n].copy_from_slice(&src_v[..n]);
+        }
+        self.tokens = tokens[..tokens.len().min(self.max_ctx)].to_vec();
+    }
+
     /// Bytes of KV cache per token of context.
     pub fn kv_bytes_per_token(model: &Model) -> usize {
         model.config.n_layers * 2 * model.config.kv_dim() * std::mem::size_of::<f32>()
@@ -141,10 +158,20 @@ pub fn forward_sessions(
     new_ids: &[&[u32]],
     mode: LogitsMode,
 ) -> Result<Vec<Vec<f32>>> {
-    let Some((mut h, rows)) = hidden_states(model, sessions, new_ids)? else {
-        return Ok(vec![Vec::new(); sessions.len()]);
+    let need = match mode {
+        LogitsMode::None => Need::Nothing,
+        LogitsMode::Last => Need::Logits,
+        LogitsMode::All => Need::AllLogits,
     };
-    Ok(lm_head(model, &mut h, &rows, sessions.len(), mode))
+    let needs = vec![need; sessions.len()];
+    let out = forward_needs(model, sessions, new_ids, &needs, None)?;
+    Ok(out
+        .into_iter()
+        .map(|r| match r {
+            RowResult::Logits(l) => l,
+            RowResult::Nothing | RowResult::Token(_) => Vec::new(),
+        })
+        .collect())
 }
 
 /// Greedy decoding's forward: the id of the most likely next token after `ids`, found
@@ -156,13 +183,43 @@ pub fn forward_greedy(
     ids: &[u32],
     screen: &Int8Head,
 ) -> Result<u32> {
-    let c = &model.config;
-    let Some((mut h, _)) = hidden_states(model, &mut [session], &[ids])? else {
-        return Err(Error::Input("forward_greedy: no tokens given".into()));
+    match forward_needs(model, &mut [session], &[ids], &[Need::Greedy], Some(screen))?.pop() {
+        Some(RowResult::Token(t)) => Ok(t),
+        _ => Err(Error::Input("forward_greedy: no tokens given".into())),
+    }
+}
+
+/// What one session gets from [`forward_needs`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowResult {
+    Nothing,
+    /// `[rows, vocab]`: the last new token's logits, or every new token's.
+    Logits(Vec<f32>),
+    Token(u32),
+}
+
+/// One forward call over several sessions where each says what it needs afterwards:
+/// [`Need::Greedy`] rows take the int8-screened head when `screen` is given (the same
+/// token as the full head's argmax), the others the full head.
+pub fn forward_needs(
+    model: &Model,
+    sessions: &mut [&mut Session],
+    new_ids: &[&[u32]],
+    needs: &[Need],
+    screen: Option<&Int8Head>,
+) -> Result<Vec<RowResult>> {
+    if new_ids.len() != sessions.len() || needs.len() != sessions.len() {
+        return Err(Error::Input(format!(
+            "forward: {} sessions, {} id lists, {} needs",
+            sessions.len(),
+            new_ids.len(),
+            needs.len()
+        )));
+    }
+    let Some((mut h, rows)) = hidden_states(model, sessions, new_ids)? else {
+        return Ok(vec![RowResult::Nothing; sessions.len()]);
     };
-    let last = &mut h[(ids.len() - 1) * c.hidden_size..ids.len() * c.hidden_size];
-    rms_norm_inplace(last, &model.norm, c.rms_norm_eps);
-    Ok(screen.argmax(&model.embed_tokens.view(), last).0)
+    Ok(lm_head(model, &mut h, &rows, needs, screen))
 }
 
 /// Runs the decoder layers over the new tokens (appending them to their sessions) and
@@ -494,32 +551,45 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
     add_inplace(h, &s.proj[..n * hidden]);
 }
 
-/// Final norm and the tied LM head, for the rows `mode` asks for.
+/// Final norm and the tied LM head, for the rows each session's need asks for.
 fn lm_head(
     model: &Model,
     h: &mut [f32],
     rows: &[RowPos],
-    n_sessions: usize,
-    mode: LogitsMode,
-) -> Vec<Vec<f32>> {
+    needs: &[Need],
+    screen: Option<&Int8Head>,
+) -> Vec<RowResult> {
     let c = &model.config;
-    let mut out = vec![Vec::new(); n_sessions];
-    if mode == LogitsMode::None {
-        return out;
-    }
+    let mut out = vec![RowResult::Nothing; needs.len()];
     let head = model.embed_tokens.view();
     for (t, rp) in rows.iter().enumerate() {
         let is_last = rows
             .get(t + 1)
             .is_none_or(|next| next.session != rp.session);
-        if mode == LogitsMode::Last && !is_last {
+        let need = needs[rp.session];
+        if need == Need::Nothing || (need != Need::AllLogits && !is_last) {
             continue;
         }
         let row = &mut h[t * c.hidden_size..(t + 1) * c.hidden_size];
         rms_norm_inplace(row, &model.norm, c.rms_norm_eps);
+        if need == Need::Greedy {
+            let id = match screen {
+                Some(screen) => screen.argmax(&head, row).0,
+                None => {
+                    let mut logits = vec![0f32; c.vocab_size];
+                    head.matvec(row, &mut logits);
+                    crate::sampler::argmax(&logits)
+                }
+            };
+            out[rp.session] = RowResult::Token(id);
+            continue;
+        }
         let mut logits = vec![0f32; c.vocab_size];
         head.matvec(row, &mut logits);
-        out[rp.session].extend_from_slice(&logits);
+        match &mut out[rp.session] {
+            RowResult::Logits(all) => all.extend_from_slice(&logits),
+            slot => *slot = RowResult::Logits(logits),
+        }
     }
     out
 }

@@ -15,6 +15,10 @@ BIN = os.environ.get("ONEBITD", "")
 MODEL = os.environ.get("ONEBIT_TEST_MODEL", "")
 MODEL_ID = "tiny-a.i2_s"
 API_KEY = "test-key"
+# The compute surface every daemon of this run serves on (run.sh runs the suite once per
+# surface): "cpu", or "igpu" on the in-process KFD emulator.
+SURFACE = os.environ.get("ONEBIT_TEST_SURFACE", "cpu")
+SURFACE_ARGS = {"cpu": ["--surface", "cpu"], "igpu": ["--surface", "igpu", "--emulator"]}
 
 
 def free_port():
@@ -33,7 +37,8 @@ class Daemon:
     def __init__(self, args=(), env=None, prefix=(), port=None):
         self.port = port or free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="onebitd-", suffix=".log", delete=False)
-        cmd = list(prefix) + [BIN, "-m", MODEL, "--host", "127.0.0.1", "--port", str(self.port)] + list(args)
+        surface = [] if "--surface" in args else SURFACE_ARGS[SURFACE]
+        cmd = list(prefix) + [BIN, "-m", MODEL, "--host", "127.0.0.1", "--port", str(self.port)] + surface + list(args)
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=full_env)

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, MODEL, Daemon, as_root, free_port, root_args
+from conftest import BIN, MODEL, SURFACE, Daemon, as_root, free_port, root_args
 
 pytestmark = pytest.mark.skipif(not BIN or not MODEL, reason="ONEBITD and ONEBIT_TEST_MODEL are not set (run tests/python/run.sh)")
 
@@ -55,7 +55,7 @@ def test_socket_activation_and_notify():
         assert any(m.startswith("STATUS=loading") for m in messages), messages
         assert any("READY=1" in m for m in messages), messages
         d.wait_ready()
-        assert get_json(d.url("/health")) == {"status": "ok"}
+        assert get_json(d.url("/health")) == {"status": "ok", "surface": SURFACE}
         # WATCHDOG_USEC=200ms: an idle engine pings every 100 ms.
         rx.settimeout(5)
         assert "WATCHDOG=1" in rx.recv(4096).decode()

@@ -7,7 +7,7 @@ import subprocess
 import openai
 import pytest
 
-from conftest import API_KEY, MODEL_ID, json_events, sse_events
+from conftest import API_KEY, MODEL_ID, SURFACE, json_events, sse_events
 
 MSGS = [{"role": "user", "content": "Tell me something."}]
 
@@ -149,7 +149,7 @@ def curl(*args):
 
 
 def test_curl(daemon):
-    assert json.loads(curl(daemon.url("/health"))) == {"status": "ok"}
+    assert json.loads(curl(daemon.url("/health"))) == {"status": "ok", "surface": SURFACE}
     auth = ["-H", f"Authorization: Bearer {API_KEY}"]
     body = json.dumps({"model": MODEL_ID, "messages": MSGS, "max_tokens": 6, "stream": True,
                        "stream_options": {"include_usage": True}})

@@ -3,6 +3,8 @@
 //! tools/train/record_onebit.py), and its held-out perplexity matches the number the training
 //! code computed with the same numerics.
 
+use onebit_engine::backend::cpu::CpuBackend;
+use onebit_engine::backend::Backend;
 use onebit_engine::embedded;
 use onebit_engine::forward::{forward, LogitsMode, Session};
 use onebit_engine::generate::{generate, Options};
@@ -39,10 +41,11 @@ fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
         max_new: n,
         sampling: SamplingParams::greedy(),
         stop_ids: vec![1, 2],
-        screened_head: true,
+        logprobs: None,
     };
-    let mut session = Session::new(model, model.config.max_context);
-    generate(model, &mut session, prompt, &opts, |_| true)
+    let mut cpu = CpuBackend::new(model, 0);
+    let mut session = cpu.new_session(0).unwrap();
+    generate(&mut cpu, &mut session, prompt, &opts, |_| true)
         .unwrap()
         .tokens
 }

@@ -486,8 +486,13 @@ fn unix_socket_listener() {
     };
     let (model, tok) = onebit_engine::format::load(&path).unwrap();
     let n = model.config.vocab_size;
-    let backend = onebit_engine::server::engine::EngineBackend::new(std::sync::Arc::new(model), 0);
-    let info = backend.info("m".into(), n);
+    let info = onebit_engine::server::backend::ModelInfo::new(
+        &model,
+        "m".into(),
+        model.config.max_context,
+        n,
+    );
+    let backend = onebit_engine::backend::cpu::CpuBackend::new(std::sync::Arc::new(model), 0);
     let vocab = std::sync::Arc::new(onebit_engine::server::engine::EngineVocab::new(
         std::sync::Arc::new(tok),
         n,

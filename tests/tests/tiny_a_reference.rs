@@ -1,6 +1,8 @@
 //! tiny-a in every format against the logits, greedy tokens and perplexity that HF
 //! transformers produced (tolerances from the fixture README).
 
+use onebit_engine::backend::cpu::CpuBackend;
+use onebit_engine::backend::Backend;
 use onebit_engine::forward::{forward, LogitsMode, Session};
 use onebit_engine::generate::{generate, Options};
 use onebit_engine::model::Model;
@@ -140,10 +142,11 @@ fn greedy_tokens_match_transformers_in_every_format() {
                     max_new: want.len(),
                     sampling: SamplingParams::greedy(),
                     stop_ids: vec![],
-                    screened_head,
+                    logprobs: None,
                 };
-                let mut session = Session::new(&model, model.config.max_context);
-                generate(&model, &mut session, &prompt_ids, &opts, |_| true)
+                let mut cpu = CpuBackend::new(&model, 0).with_screened_head(screened_head);
+                let mut session = cpu.new_session(0).unwrap();
+                generate(&mut cpu, &mut session, &prompt_ids, &opts, |_| true)
                     .unwrap()
                     .tokens
             };

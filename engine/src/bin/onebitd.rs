@@ -8,9 +8,10 @@
 
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use onebit_engine::backend::{Backend, Opened, SelectOptions};
 use onebit_engine::model::Model;
 use onebit_engine::server::api::Defaults;
-use onebit_engine::server::engine::{EngineBackend, EngineVocab};
+use onebit_engine::server::engine::{warm_up, EngineVocab};
 use onebit_engine::server::listen::{self, Listener};
 use onebit_engine::server::{http, privs, systemd, Options, Server};
 use onebit_engine::tokenizer::Tokenizer;
@@ -45,6 +46,29 @@ struct Args {
     /// input is 0: the same results, fewer bytes read).
     #[arg(long, env = "ONEBIT_ARG_DENSE_DOWN")]
     dense_down: bool,
+    /// Compute surface: auto (the iGPU when KFD reports one the kernels fit, else the CPU),
+    /// cpu, igpu, npu+igpu or npu+cpu. A device surface keeps the CPU behind it: should the
+    /// device fail, every stream continues on the CPU.
+    #[arg(long, env = "ONEBIT_ARG_SURFACE", default_value = "auto")]
+    surface: onebit_engine::backend::SurfaceChoice,
+    /// Run device surfaces on the in-process KFD emulator (tests, CI).
+    #[arg(long, env = "ONEBIT_ARG_EMULATOR")]
+    emulator: bool,
+    /// Seconds one device step may take before its queue counts as hung and the CPU takes over.
+    #[arg(
+        long = "device-timeout",
+        env = "ONEBIT_ARG_DEVICE_TIMEOUT",
+        default_value_t = 30.0
+    )]
+    device_timeout: f64,
+    /// With --emulator: inject a fault (hang@N, device-error@N: at the N-th step;
+    /// enomem@N: at the N-th session), to test the CPU fallback.
+    #[arg(
+        long = "emulator-fault",
+        env = "ONEBIT_ARG_EMULATOR_FAULT",
+        requires = "emulator"
+    )]
+    emulator_fault: Option<onebit_engine::backend::igpu::FaultPlan>,
     /// Compute threads (default: all cores).
     #[arg(short = 't', long, env = "ONEBIT_ARG_THREADS")]
     threads: Option<usize>,
@@ -249,7 +273,7 @@ fn options(a: &Args) -> Result<Options, String> {
 }
 
 type Loaded = (
-    EngineBackend,
+    Opened,
     Arc<EngineVocab>,
     onebit_engine::server::backend::ModelInfo,
     Vec<u32>,
@@ -293,33 +317,61 @@ fn embedded_model() -> Result<(Model, Tokenizer, String), String> {
 
 fn load(a: &Args) -> Result<Loaded, String> {
     let t0 = std::time::Instant::now();
-    let (mut model, tok, file_id) = open_model(a)?;
-    if !a.dense_down {
-        let done = model.use_sparse_down();
-        tracing::debug!(
-            "down_proj repacked input-channel-major ({:.1} MB)",
-            done.column_bytes as f64 / 1e6
-        );
-    }
+    let (model, tok, file_id) = open_model(a)?;
     let id = a.alias.clone().unwrap_or(file_id);
     let n_vocab = model.config.vocab_size;
+    let max = model.config.max_context;
+    let ctx = if a.ctx_size == 0 {
+        max
+    } else {
+        a.ctx_size.min(max)
+    };
     let warm: Vec<u32> = tok
         .bos_id()
         .into_iter()
         .chain(tok.encode("Hello", false).unwrap_or_default())
         .collect();
-    let backend = EngineBackend::new(Arc::new(model), a.ctx_size);
+    let info = onebit_engine::server::backend::ModelInfo::new(&model, id, ctx, n_vocab);
+    if !(a.device_timeout.is_finite() && a.device_timeout > 0.0) {
+        return Err("--device-timeout must be > 0 seconds".into());
+    }
+    let opts = SelectOptions {
+        choice: a.surface,
+        emulator: a.emulator,
+        ctx,
+        sessions: a.parallel,
+        screened_head: true,
+        sparse_down: !a.dense_down,
+        device_timeout: Duration::from_secs_f64(a.device_timeout),
+        fault: a.emulator_fault,
+    };
+    let backend = onebit_engine::backend::open(model, &opts).map_err(|e| e.to_string())?;
     let vocab = Arc::new(EngineVocab::new(Arc::new(tok), n_vocab));
-    let info = backend.info(id, n_vocab);
     tracing::info!(
         model = info.id,
         ctx = info.n_ctx_slot,
         slots = a.parallel,
+        surface = %backend.surface(),
         "loaded {} in {:.2} s",
         info.path,
         t0.elapsed().as_secs_f64()
     );
     Ok((backend, vocab, info, warm))
+}
+
+/// Warms the surface up and hands it to the server's engine thread.
+fn serve_on<B: Backend + 'static>(
+    server: &Server,
+    mut backend: B,
+    vocab: Arc<EngineVocab>,
+    info: onebit_engine::server::backend::ModelInfo,
+    warm: &[u32],
+) -> Result<(), String> {
+    systemd::notify_or_log("STATUS=warming up");
+    warm_up(&mut backend, warm).map_err(|e| format!("warm-up failed: {e}"))?;
+    server
+        .set_ready(backend, vocab, info)
+        .map_err(|e| e.to_string())
 }
 
 fn run(a: Args, stop: SigSet) -> Result<(), String> {
@@ -378,14 +430,11 @@ fn run(a: Args, stop: SigSet) -> Result<(), String> {
         Some(l) => l,
         None => load(&a)?,
     };
-    systemd::notify_or_log("STATUS=warming up");
-    backend
-        .warm_up(&warm)
-        .map_err(|e| format!("warm-up failed: {e}"))?;
     let id = info.id.clone();
-    server
-        .set_ready(backend, vocab, info)
-        .map_err(|e| e.to_string())?;
+    match backend {
+        Opened::Cpu(b) => serve_on(&server, b, vocab, info, &warm)?,
+        Opened::Igpu(b) => serve_on(&server, b, vocab, info, &warm)?,
+    }
     systemd::notify_or_log(&format!("READY=1\nSTATUS=serving {id}"));
     tracing::info!(model = id, "ready");
 

@@ -1,28 +1,8 @@
-//! What the scheduler and the HTTP handlers need from a model, as two small traits: the
-//! engine thread drives a [`Backend`] (sessions and batched forward steps), the connection
-//! threads use a [`Vocab`] (tokenizer and chat template). The daemon plugs in the real
-//! engine ([`super::engine`]); the scheduler's unit tests plug in a toy.
+//! What the HTTP handlers need besides the compute surface: the connection threads use a
+//! [`Vocab`] (tokenizer and chat template); the engine thread drives a
+//! [`crate::backend::Backend`], the same trait every other caller uses.
 
 use crate::chat::ChatMessage;
-
-/// The model side, owned by the one engine thread.
-pub trait Backend: Send + 'static {
-    type Session: Send;
-    /// A fresh, empty session (one per slot, kept across requests for prefix reuse).
-    fn new_session(&self) -> Self::Session;
-    fn tokens<'a>(&self, s: &'a Self::Session) -> &'a [u32];
-    /// Forgets every position from `n` on.
-    fn truncate(&self, s: &mut Self::Session, n: usize);
-    /// How many tokens a session can hold.
-    fn capacity(&self, s: &Self::Session) -> usize;
-    /// Appends `ids[i]` to `sessions[i]` for every i in one batched forward pass and
-    /// returns the logits after each session's last new token.
-    fn step(
-        &self,
-        sessions: &mut [&mut Self::Session],
-        ids: &[&[u32]],
-    ) -> Result<Vec<Vec<f32>>, String>;
-}
 
 /// The text side, shared by all connection threads.
 pub trait Vocab: Send + Sync + 'static {
@@ -50,4 +30,18 @@ pub struct ModelInfo {
     pub n_vocab: usize,
     pub n_params: u64,
     pub path: String,
+}
+
+impl ModelInfo {
+    /// `n_ctx_slot` is what one slot holds.
+    pub fn new(model: &crate::model::Model, id: String, n_ctx_slot: usize, n_vocab: usize) -> Self {
+        Self {
+            id,
+            n_ctx_train: model.config.max_context,
+            n_ctx_slot,
+            n_vocab,
+            n_params: model.n_params(),
+            path: model.provenance.path.display().to_string(),
+        }
+    }
 }

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::backend::{Health, Surface};
+
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -80,9 +82,36 @@ pub struct Metrics {
     pub n_tokens_max: AtomicU64,
     pub ttft: Histogram,
     pub inter_token: Histogram,
+    /// Which surface serves and how it is doing, as the engine thread last saw it.
+    surface: Mutex<Option<SurfaceState>>,
+}
+
+/// The serving surface as `/health`, `/v1/models` and `/metrics` report it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurfaceState {
+    pub serving: Surface,
+    pub health: Health,
+    /// Sessions moved to another surface after a device fault.
+    pub fallbacks: u64,
 }
 
 impl Metrics {
+    /// Records the engine's surface after a step.
+    pub fn set_surface(&self, state: SurfaceState) {
+        let mut s = self.surface.lock().unwrap_or_else(|p| p.into_inner());
+        if s.as_ref() != Some(&state) {
+            *s = Some(state);
+        }
+    }
+
+    /// The engine's surface, once it has one.
+    pub fn surface(&self) -> Option<SurfaceState> {
+        self.surface
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut o = String::new();
@@ -191,6 +220,22 @@ impl Metrics {
             "onebit:inter_token_latency_seconds",
             "Time between consecutive generated tokens of one request.",
         );
+        if let Some(st) = self.surface() {
+            let (state, failed) = match &st.health {
+                Health::Ok => ("ok", String::new()),
+                Health::Degraded { failed, .. } => ("degraded", failed.to_string()),
+            };
+            let _ = writeln!(
+                o,
+                "# HELP onebit:surface_info The compute surface serving requests (1), and the one that failed when degraded.\n# TYPE onebit:surface_info gauge\nonebit:surface_info{{surface=\"{}\",state=\"{state}\",failed=\"{failed}\"}} 1",
+                st.serving
+            );
+            let _ = writeln!(
+                o,
+                "# HELP onebit:surface_fallbacks_total Sessions moved to the CPU after a device fault.\n# TYPE onebit:surface_fallbacks_total counter\nonebit:surface_fallbacks_total {}",
+                st.fallbacks
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP onebit:process_resident_memory_bytes Resident set size.\n# TYPE onebit:process_resident_memory_bytes gauge\nonebit:process_resident_memory_bytes {}",

@@ -26,7 +26,8 @@ pub mod scheduler;
 pub mod systemd;
 pub mod text;
 
-use backend::{Backend, ModelInfo, Vocab};
+use crate::backend::Backend;
+use backend::{ModelInfo, Vocab};
 use listen::{Conn, Listener};
 use metrics::Metrics;
 use scheduler::{Queue, SchedConfig};
@@ -136,7 +137,7 @@ impl Server {
     }
 
     /// Plugs in the loaded model and starts the engine thread; `/health` turns 200.
-    pub fn set_ready<B: Backend>(
+    pub fn set_ready<B: Backend + 'static>(
         &self,
         backend: B,
         vocab: Arc<dyn Vocab>,

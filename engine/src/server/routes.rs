@@ -8,6 +8,7 @@ use super::listen::Conn;
 use super::scheduler::{Event, Finish, Job, Rejected, TokenLogprob, Usage};
 use super::text::TextStream;
 use super::{Ready, Shared};
+use crate::backend::Health;
 use serde_json::{json, Value};
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -77,7 +78,7 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
     }
     if matches!(p, "/health" | "/v1/health") {
         return Ok(Reply::Send(match sh.ready.get() {
-            Some(_) => Response::json(200, &json!({"status": "ok"})),
+            Some(_) => Response::json(200, &health(sh)),
             None => ApiError::loading().response(),
         }));
     }
@@ -101,7 +102,7 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
         check_json(req)?;
     }
     match p {
-        "/v1/models" | "/models" => Ok(Reply::Send(Response::json(200, &models(ready)))),
+        "/v1/models" | "/models" => Ok(Reply::Send(Response::json(200, &models(sh, ready)))),
         "/props" => Ok(Reply::Send(Response::json(200, &props(sh, ready)))),
         "/tokenize" => tokenize(ready, &req.body).map(Reply::Send),
         "/detokenize" => detokenize(ready, &req.body).map(Reply::Send),
@@ -174,11 +175,31 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}{:08x}", x, std::process::id())
 }
 
-fn models(r: &Ready) -> Value {
+/// `{"status": "ok", "surface": ...}`, or `"degraded"` with the surface that failed and
+/// why, while another serves (still 200: requests are answered).
+fn health(sh: &Shared) -> Value {
+    match sh.metrics.surface() {
+        None => json!({"status": "ok"}),
+        Some(st) => match st.health {
+            Health::Ok => json!({"status": "ok", "surface": st.serving.as_str()}),
+            Health::Degraded {
+                failed,
+                serving,
+                reason,
+            } => json!({
+                "status": "degraded", "surface": serving.as_str(),
+                "failed_surface": failed.as_str(), "reason": reason, "fallbacks": st.fallbacks,
+            }),
+        },
+    }
+}
+
+fn models(sh: &Shared, r: &Ready) -> Value {
     let i = &r.info;
+    let surface = sh.metrics.surface().map(|s| s.serving.as_str());
     json!({"object": "list", "data": [{
         "id": i.id, "object": "model", "created": now_secs(), "owned_by": "onebit",
-        "meta": {"n_ctx_train": i.n_ctx_train, "n_ctx_slot": i.n_ctx_slot, "n_vocab": i.n_vocab, "n_params": i.n_params}
+        "meta": {"n_ctx_train": i.n_ctx_train, "n_ctx_slot": i.n_ctx_slot, "n_vocab": i.n_vocab, "n_params": i.n_params, "surface": surface}
     }]})
 }
 

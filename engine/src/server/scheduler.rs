@@ -9,9 +9,11 @@
 //! what is new. A request whose client went away (its `cancel` flag set, or its event
 //! receiver dropped) loses its slot before the next step.
 
-use super::backend::Backend;
-use super::metrics::Metrics;
-use crate::sampler::{logprob, top_logprobs, Sampler, SamplingParams};
+use super::metrics::{Metrics, SurfaceState};
+use crate::backend::Backend;
+use crate::generate::{self, Advance, Options, Stream};
+pub use crate::generate::{Finish, TokenLogprob};
+use crate::sampler::SamplingParams;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
@@ -32,32 +34,6 @@ pub struct Job {
     /// Set by the connection when the client is gone or a stop string matched.
     pub cancel: Arc<AtomicBool>,
     pub arrived: Instant,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
-    /// End of sequence.
-    Stop,
-    /// `max_tokens` or the context was reached.
-    Length,
-    /// Cut short because the daemon is shutting down.
-    Shutdown,
-}
-
-impl Finish {
-    /// OpenAI's `finish_reason` (a cut stream reports `length`: a server limit ended it).
-    pub fn as_openai(self) -> &'static str {
-        match self {
-            Finish::Stop => "stop",
-            Finish::Length | Finish::Shutdown => "length",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct TokenLogprob {
-    pub logprob: f32,
-    pub top: Vec<(u32, f32)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -187,12 +163,7 @@ impl Queue {
 /// A request in a slot.
 struct Active {
     job: Job,
-    sampler: Sampler,
-    /// Next prompt index to feed; `prompt.len()` once the prompt is read.
-    pos: usize,
-    /// The last sampled token, fed at the next step.
-    pending: Option<u32>,
-    generated: usize,
+    stream: Stream,
     /// When the last token was produced (for inter-token latency).
     last: Option<Instant>,
     usage: Usage,
@@ -209,16 +180,34 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 /// The engine thread: runs until the queue is closed and every slot is done.
-pub fn run<B: Backend>(backend: B, queue: Arc<Queue>, cfg: SchedConfig) {
-    let mut slots: Vec<Slot<B::Session>> = (0..cfg.slots.max(1))
-        .map(|_| Slot {
-            session: backend.new_session(),
-            active: None,
-        })
-        .collect();
+pub fn run<B: Backend + 'static>(mut backend: B, queue: Arc<Queue>, cfg: SchedConfig) {
+    let mut slots: Vec<Slot<B::Session>> = Vec::with_capacity(cfg.slots.max(1));
+    for i in 0..cfg.slots.max(1) {
+        match backend.new_session(0) {
+            Ok(session) => slots.push(Slot {
+                session,
+                active: None,
+            }),
+            Err(e) if i > 0 => {
+                tracing::warn!(slots = i, "only {i} slots fit: {e}");
+                break;
+            }
+            Err(e) => {
+                tracing::error!("cannot create a session: {e}; the engine cannot serve");
+                queue.close(Duration::ZERO);
+                queue.stopped.store(true, Relaxed);
+                return;
+            }
+        }
+    }
     let m = queue.metrics.clone();
+    m.set_surface(SurfaceState {
+        serving: backend.surface(),
+        health: backend.health(),
+        fallbacks: backend.fallbacks(),
+    });
     loop {
-        if !admit(&backend, &queue, &mut slots) {
+        if !admit(&mut backend, &queue, &mut slots, &cfg.eos) {
             break;
         }
         drop_cancelled(&queue, &mut slots);
@@ -228,7 +217,7 @@ pub fn run<B: Backend>(backend: B, queue: Arc<Queue>, cfg: SchedConfig) {
         // A panic in the engine (a bug, or input it does not expect) must not take the
         // daemon down: the requests in that step fail, the others go on.
         let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            step(&backend, &cfg, &m, &queue, &mut slots)
+            step(&mut backend, &cfg, &m, &queue, &mut slots)
         }));
         if let Err(p) = stepped {
             let msg = p
@@ -236,18 +225,22 @@ pub fn run<B: Backend>(backend: B, queue: Arc<Queue>, cfg: SchedConfig) {
                 .map(String::as_str)
                 .or_else(|| p.downcast_ref::<&str>().copied())
                 .unwrap_or("panic");
-            let rows: Vec<(usize, Vec<u32>, bool)> = (0..slots.len())
+            let rows: Vec<usize> = (0..slots.len())
                 .filter(|&i| slots[i].active.is_some())
-                .map(|i| (i, Vec::new(), false))
                 .collect();
             fail_rows(
-                &backend,
+                &mut backend,
                 &queue,
                 &mut slots,
                 &rows,
                 &format!("engine panicked: {msg}"),
             );
         }
+        m.set_surface(SurfaceState {
+            serving: backend.surface(),
+            health: backend.health(),
+            fallbacks: backend.fallbacks(),
+        });
         queue.progress.fetch_add(1, Relaxed);
     }
     queue.stopped.store(true, Relaxed);
@@ -256,7 +249,12 @@ pub fn run<B: Backend>(backend: B, queue: Arc<Queue>, cfg: SchedConfig) {
 
 /// Moves queued jobs into free slots; waits while there is nothing to do. Returns false
 /// when the queue is closed and all work is done.
-fn admit<B: Backend>(backend: &B, queue: &Queue, slots: &mut [Slot<B::Session>]) -> bool {
+fn admit<B: Backend>(
+    backend: &mut B,
+    queue: &Queue,
+    slots: &mut [Slot<B::Session>],
+    eos: &[u32],
+) -> bool {
     let mut st = queue.lock();
     loop {
         if st.closing && st.cut_at.is_some_and(|t| Instant::now() >= t) {
@@ -271,7 +269,7 @@ fn admit<B: Backend>(backend: &B, queue: &Queue, slots: &mut [Slot<B::Session>])
             let Some(job) = st.jobs.pop_front() else {
                 break;
             };
-            start(backend, &mut slots[free], job, &queue.metrics);
+            start(backend, &mut slots[free], job, eos, &queue.metrics);
             st.active += 1;
         }
         queue
@@ -321,7 +319,13 @@ fn best_free_slot<B: Backend>(
         .map(|(i, _)| i)
 }
 
-fn start<B: Backend>(backend: &B, slot: &mut Slot<B::Session>, job: Job, m: &Metrics) {
+fn start<B: Backend>(
+    backend: &mut B,
+    slot: &mut Slot<B::Session>,
+    job: Job,
+    eos: &[u32],
+    m: &Metrics,
+) {
     let shared = if job.cache_prompt {
         common_prefix(backend.tokens(&slot.session), &job.prompt)
     } else {
@@ -336,14 +340,20 @@ fn start<B: Backend>(backend: &B, slot: &mut Slot<B::Session>, job: Job, m: &Met
         cached_tokens: reuse,
         ..Usage::default()
     };
-    let sampler = Sampler::new(job.sampling.clone());
+    let stream = Stream::new(
+        job.prompt.clone(),
+        reuse,
+        Options {
+            max_new: job.max_new,
+            sampling: job.sampling.clone(),
+            stop_ids: eos.to_vec(),
+            logprobs: job.logprobs,
+        },
+    );
     let _ = job.events.send(Event::Started { cached: reuse });
     slot.active = Some(Active {
         job,
-        sampler,
-        pos: reuse,
-        pending: None,
-        generated: 0,
+        stream,
         last: None,
         usage,
     });
@@ -374,111 +384,90 @@ fn finish(a: Active, reason: Finish) {
     });
 }
 
-/// One batched forward pass over every busy slot, then sampling for those that finished
-/// reading their prompt.
+/// One batched step over every busy slot through the generation loop's [`generate::step`],
+/// then the events and metrics of what it produced.
 fn step<B: Backend>(
-    backend: &B,
+    backend: &mut B,
     cfg: &SchedConfig,
     m: &Metrics,
     queue: &Queue,
     slots: &mut [Slot<B::Session>],
 ) {
-    let mut rows: Vec<(usize, Vec<u32>, bool)> = Vec::new();
-    for (i, slot) in slots.iter().enumerate() {
-        let Some(a) = &slot.active else { continue };
-        if a.pos < a.job.prompt.len() {
-            let end = (a.pos + cfg.chunk.max(1)).min(a.job.prompt.len());
-            rows.push((i, a.job.prompt[a.pos..end].to_vec(), true));
-        } else if let Some(t) = a.pending {
-            rows.push((i, vec![t], false));
-        }
-    }
+    let busy: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].active.is_some())
+        .collect();
     let started = Instant::now();
     let result = {
-        let mut sessions: Vec<&mut B::Session> = Vec::with_capacity(rows.len());
-        let mut it = rows.iter().peekable();
-        for (i, slot) in slots.iter_mut().enumerate() {
-            if it.peek().is_some_and(|r| r.0 == i) {
-                sessions.push(&mut slot.session);
-                it.next();
-            }
-        }
-        let ids: Vec<&[u32]> = rows.iter().map(|r| r.1.as_slice()).collect();
-        backend.step(&mut sessions, &ids)
+        let mut rows: Vec<(&mut B::Session, &mut Stream)> = slots
+            .iter_mut()
+            .filter_map(|s| {
+                let a = s.active.as_mut()?;
+                Some((&mut s.session, &mut a.stream))
+            })
+            .collect();
+        generate::step(backend, &mut rows, cfg.chunk)
     };
     let elapsed = started.elapsed();
-    let total_rows: usize = rows.iter().map(|r| r.1.len()).sum();
     m.n_decode.fetch_add(1, Relaxed);
-    m.busy_slot_steps.fetch_add(rows.len() as u64, Relaxed);
-
-    let logits = match result {
-        Ok(l) if l.len() == rows.len() => l,
-        Ok(l) => {
-            let e = format!(
-                "engine returned {} logit rows for {} sessions",
-                l.len(),
-                rows.len()
-            );
-            return fail_rows(backend, queue, slots, &rows, &e);
-        }
-        Err(e) => return fail_rows(backend, queue, slots, &rows, &e),
+    m.busy_slot_steps.fetch_add(busy.len() as u64, Relaxed);
+    let advances = match result {
+        Ok(a) => a,
+        Err(e) => return fail_rows(backend, queue, slots, &busy, &e.to_string()),
     };
+    let total_rows: usize = advances
+        .iter()
+        .map(|a| a.prompt_read + usize::from(a.decoded))
+        .sum();
     let mut freed = 0;
     let mut ended = Vec::new();
-    for ((i, ids, prefill), logits) in rows.iter().zip(logits) {
-        let slot = &mut slots[*i];
+    for (&i, adv) in busy.iter().zip(advances) {
+        let slot = &mut slots[i];
         let Some(a) = slot.active.as_mut() else {
             continue;
         };
-        let share = elapsed.mul_f64(ids.len() as f64 / total_rows.max(1) as f64);
-        if *prefill {
-            a.pos += ids.len();
-            a.usage.prompt_ms += share.as_secs_f64() * 1e3;
-            m.prompt_tokens.fetch_add(ids.len() as u64, Relaxed);
-            m.prompt_seconds.add(share);
-            if a.pos < a.job.prompt.len() {
-                continue;
-            }
-        } else {
-            a.usage.predicted_ms += share.as_secs_f64() * 1e3;
-            m.predicted_seconds.add(share);
+        let share = |n: usize| elapsed.mul_f64(n as f64 / total_rows.max(1) as f64);
+        if adv.prompt_read > 0 {
+            let t = share(adv.prompt_read);
+            a.usage.prompt_ms += t.as_secs_f64() * 1e3;
+            m.prompt_tokens.fetch_add(adv.prompt_read as u64, Relaxed);
+            m.prompt_seconds.add(t);
+        }
+        if adv.decoded {
+            let t = share(1);
+            a.usage.predicted_ms += t.as_secs_f64() * 1e3;
+            m.predicted_seconds.add(t);
+        }
+        if adv.token.is_none() && adv.finish.is_none() {
+            continue;
         }
         let len = backend.tokens(&slot.session).len();
         m.n_tokens_max.fetch_max(len as u64, Relaxed);
-        let history = backend.tokens(&slot.session);
-        let id = a.sampler.sample(&logits, history);
         let now = Instant::now();
         match a.last {
             None => m.ttft.observe(now - a.job.arrived),
             Some(t) => m.inter_token.observe(now - t),
         }
         a.last = Some(now);
-        a.generated += 1;
-        a.usage.completion_tokens = a.generated;
+        a.usage.completion_tokens = a.stream.generated();
         m.predicted_tokens.fetch_add(1, Relaxed);
-        let reason = if cfg.eos.contains(&id) {
-            Some(Finish::Stop)
-        } else {
-            let lp = a.job.logprobs.map(|n| TokenLogprob {
-                logprob: logprob(&logits, id),
-                top: top_logprobs(&logits, n),
-            });
-            if a.job.events.send(Event::Token { id, logprob: lp }).is_err() {
+        let Advance {
+            token,
+            logprob,
+            finish,
+            ..
+        } = adv;
+        if let Some(id) = token {
+            if a.job.events.send(Event::Token { id, logprob }).is_err() {
                 slot.active = None;
                 freed += 1;
                 continue;
             }
-            (a.generated >= a.job.max_new || len >= backend.capacity(&slot.session))
-                .then_some(Finish::Length)
-        };
-        match reason {
-            Some(r) => {
-                if let Some(a) = slot.active.take() {
-                    ended.push((a, r));
-                }
-                freed += 1;
+        }
+        if let Some(r) = finish {
+            if let Some(a) = slot.active.take() {
+                ended.push((a, r));
             }
-            None => a.pending = Some(id),
+            freed += 1;
         }
     }
     // Free the slots before telling the clients, so that a client that sends its next
@@ -494,10 +483,10 @@ fn step<B: Backend>(
 /// Ends every request of a failed step with the engine's error and resets their
 /// sessions (their caches may be half-written).
 fn fail_rows<B: Backend>(
-    backend: &B,
+    backend: &mut B,
     queue: &Queue,
     slots: &mut [Slot<B::Session>],
-    rows: &[(usize, Vec<u32>, bool)],
+    rows: &[usize],
     err: &str,
 ) {
     tracing::error!(
@@ -506,8 +495,8 @@ fn fail_rows<B: Backend>(
         "engine step failed; ending those requests"
     );
     let mut ended = Vec::new();
-    for (i, _, _) in rows {
-        let slot = &mut slots[*i];
+    for &i in rows {
+        let slot = &mut slots[i];
         backend.truncate(&mut slot.session, 0);
         ended.extend(slot.active.take());
     }
@@ -523,42 +512,53 @@ fn fail_rows<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendError;
     use std::sync::mpsc;
 
     /// A toy model: the next token is the last one plus one; a token of 13 in the input
     /// makes it panic.
     struct Toy;
 
+    /// A toy session: its tokens and the last step's logits.
+    #[derive(Default)]
+    struct ToySession {
+        tokens: Vec<u32>,
+        logits: Vec<f32>,
+    }
+
     impl Backend for Toy {
-        type Session = Vec<u32>;
-        fn new_session(&self) -> Vec<u32> {
-            Vec::new()
+        type Session = ToySession;
+        fn surface(&self) -> crate::backend::Surface {
+            crate::backend::Surface::Cpu
         }
-        fn tokens<'a>(&self, s: &'a Vec<u32>) -> &'a [u32] {
-            s
+        fn new_session(&mut self, _: usize) -> Result<ToySession, BackendError> {
+            Ok(ToySession::default())
         }
-        fn truncate(&self, s: &mut Vec<u32>, n: usize) {
-            s.truncate(n);
+        fn tokens<'a>(&self, s: &'a ToySession) -> &'a [u32] {
+            &s.tokens
         }
-        fn capacity(&self, _: &Vec<u32>) -> usize {
+        fn truncate(&mut self, s: &mut ToySession, n: usize) {
+            s.tokens.truncate(n);
+        }
+        fn capacity(&self, _: &ToySession) -> usize {
             64
         }
         fn step(
-            &self,
-            sessions: &mut [&mut Vec<u32>],
+            &mut self,
+            sessions: &mut [&mut ToySession],
             ids: &[&[u32]],
-        ) -> Result<Vec<Vec<f32>>, String> {
+            _needs: &[crate::backend::Need],
+        ) -> Result<(), BackendError> {
             assert!(!ids.iter().any(|i| i.contains(&13)), "toy model hit 13");
-            Ok(sessions
-                .iter_mut()
-                .zip(ids)
-                .map(|(s, new)| {
-                    s.extend_from_slice(new);
-                    let mut l = vec![0.0; 32];
-                    l[(*s.last().unwrap() as usize + 1) % 32] = 10.0;
-                    l
-                })
-                .collect())
+            for (s, new) in sessions.iter_mut().zip(ids) {
+                s.tokens.extend_from_slice(new);
+                s.logits = vec![0.0; 32];
+                s.logits[(*s.tokens.last().unwrap() as usize + 1) % 32] = 10.0;
+            }
+            Ok(())
+        }
+        fn output<'a>(&'a self, s: &'a ToySession) -> crate::backend::Output<'a> {
+            crate::backend::Output::Logits(&s.logits)
         }
     }
 

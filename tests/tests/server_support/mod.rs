@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
-use onebit_engine::server::backend::Backend;
-use onebit_engine::server::engine::{EngineBackend, EngineVocab};
+use onebit_engine::backend::cpu::CpuBackend;
+use onebit_engine::backend::{Backend, BackendError, Need, Output, Surface};
+use onebit_engine::model::Model;
+use onebit_engine::server::backend::ModelInfo;
+use onebit_engine::server::engine::EngineVocab;
 use onebit_engine::server::listen::Listener;
 use onebit_engine::server::{Options, Server};
 use serde_json::Value;
@@ -24,32 +27,39 @@ pub fn start(opts: Options) -> Option<(Server, u16)> {
 
 /// The real engine, slowed down by `delay` per step, so that tests which need a request
 /// to stay in its slot for a while do not depend on how fast this machine is.
-pub struct Slow {
-    inner: EngineBackend,
+pub struct Slow<B> {
+    inner: B,
     delay: Duration,
 }
 
-impl Backend for Slow {
-    type Session = <EngineBackend as Backend>::Session;
-    fn new_session(&self) -> Self::Session {
-        self.inner.new_session()
+impl<B: Backend> Backend for Slow<B> {
+    type Session = B::Session;
+    fn surface(&self) -> Surface {
+        self.inner.surface()
+    }
+    fn new_session(&mut self, ctx: usize) -> Result<Self::Session, BackendError> {
+        self.inner.new_session(ctx)
     }
     fn tokens<'a>(&self, s: &'a Self::Session) -> &'a [u32] {
         self.inner.tokens(s)
     }
-    fn truncate(&self, s: &mut Self::Session, n: usize) {
+    fn truncate(&mut self, s: &mut Self::Session, n: usize) {
         self.inner.truncate(s, n)
     }
     fn capacity(&self, s: &Self::Session) -> usize {
         self.inner.capacity(s)
     }
     fn step(
-        &self,
+        &mut self,
         sessions: &mut [&mut Self::Session],
         ids: &[&[u32]],
-    ) -> Result<Vec<Vec<f32>>, String> {
+        needs: &[Need],
+    ) -> Result<(), BackendError> {
         std::thread::sleep(self.delay);
-        self.inner.step(sessions, ids)
+        self.inner.step(sessions, ids, needs)
+    }
+    fn output<'a>(&'a self, s: &'a Self::Session) -> Output<'a> {
+        self.inner.output(s)
     }
 }
 
@@ -57,8 +67,8 @@ pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, 
     let path = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf")?;
     let (model, tok) = onebit_engine::format::load(&path).expect("load tiny-a");
     let n_vocab = model.config.vocab_size;
-    let backend = EngineBackend::new(Arc::new(model), 0);
-    let info = backend.info(MODEL_ID.into(), n_vocab);
+    let info = ModelInfo::new(&model, MODEL_ID.into(), model.config.max_context, n_vocab);
+    let backend = CpuBackend::new(Arc::new(model), 0);
     let vocab = Arc::new(EngineVocab::new(Arc::new(tok), n_vocab));
     let server = Server::start(opts, vec![Listener::bind("127.0.0.1", 0).unwrap()]).unwrap();
     server
@@ -73,6 +83,12 @@ pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, 
         .unwrap();
     let port = server.ports()[0];
     Some((server, port))
+}
+
+/// The tiny fixture model, for tests that build their own backend.
+pub fn tiny_model() -> Option<(Model, onebit_engine::tokenizer::Tokenizer)> {
+    let path = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf")?;
+    Some(onebit_engine::format::load(&path).expect("load tiny-a"))
 }
 
 /// Options for tests: quick timeouts, greedy by default so outputs are reproducible.

@@ -6,7 +6,7 @@ use onebit_drv::kfd::{Batch, DispatchArgs, FenceScope};
 use onebit_kernels::gpu::{self, GEMM_TILE, GEMV_ROWS_PER_GROUP, LM_HEAD_ROWS_PER_GROUP};
 use onebit_kernels::ternary::padded_cols;
 
-use super::layout::{Tern, ARGMAX_PARTS};
+use super::layout::{SeqLayout, Tern, ARGMAX_PARTS};
 use super::{IgpuBackend, IgpuError, OpTime, Result};
 
 /// A recorded dispatch.
@@ -104,8 +104,21 @@ impl Recorder<'_> {
     }
 }
 
-/// Records the dispatches of `n` new tokens at the current position.
-pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<Vec<Op>> {
+/// Where a sequence's buffer sits for the GPU.
+pub(super) struct SeqAddrs {
+    pub base: u64,
+    pub layout: SeqLayout,
+}
+
+/// Records the dispatches of `n` new tokens (already in the sequence's id area) at
+/// position `pos0` of the sequence `seq`.
+pub(super) fn build(
+    be: &mut IgpuBackend,
+    seq: &SeqAddrs,
+    pos0: usize,
+    n: usize,
+    with_head: bool,
+) -> Result<Vec<Op>> {
     let c = be.cfg.clone();
     let (hidden, q_dim, kv_dim, hd, ffn) = (
         c.hidden_size,
@@ -114,8 +127,7 @@ pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<V
         c.head_dim,
         c.intermediate_size,
     );
-    let pos0 = be.pos;
-    let (wb, kvb, wkb) = (be.weights.gpu_va(), be.kv.gpu_va(), be.work.gpu_va());
+    let (wb, wkb) = (be.weights.gpu_va(), be.work.gpu_va());
     let wk = |off: u64| wkb + off;
     let (h, normed, q, attn, part, proj) = (
         wk(be.wk.h),
@@ -128,7 +140,6 @@ pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<V
     let (gate, up) = (wk(be.wk.gate), wk(be.wk.up));
     let rope = wb + be.wl.rope;
     let layers = be.wl.layers.clone();
-    let cache_bytes = (be.max_ctx * kv_dim * 4) as u64;
     let n_splits = gpu::attn_splits(pos0 + n, be.split_len) as u32;
     let split_len = be.split_len as u64;
     let scale = u64::from((1.0 / (hd as f32).sqrt()).to_bits());
@@ -136,10 +147,10 @@ pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<V
     let emb = wb + be.wl.emb;
     let norm = wb + be.wl.norm;
     let (logits, best, ids, token) = (
-        wk(be.wk.logits),
+        seq.base + seq.layout.logits,
         wk(be.wk.best),
-        wk(be.wk.ids),
-        wk(be.wk.token),
+        seq.base + seq.layout.ids,
+        seq.base + seq.layout.token,
     );
 
     let (embed_kernel, head_kernel) = be.embed_kernels;
@@ -153,8 +164,8 @@ pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<V
         &[emb, ids, h, hidden as u64],
     )?;
     for (li, l) in layers.iter().enumerate() {
-        let kc = kvb + (2 * li) as u64 * cache_bytes;
-        let vc = kc + cache_bytes;
+        let (k_off, v_off) = seq.layout.layer(li);
+        let (kc, vc) = (seq.base + k_off, seq.base + v_off);
         let slot = (pos0 * kv_dim * 4) as u64;
         r.norm(h, wb + l.input_norm, normed, n, hidden)?;
         r.quant(normed, n, hidden)?;
@@ -240,10 +251,10 @@ pub(super) fn build(be: &mut IgpuBackend, n: usize, with_head: bool) -> Result<V
 
 /// Submits a step: one batch with one completion signal, or (profile) one signal per op,
 /// all queued before the first wait.
-pub(super) fn submit(be: &mut IgpuBackend, ops: Vec<Op>) -> Result<()> {
+pub(super) fn submit(be: &mut IgpuBackend, ops: &[Op]) -> Result<()> {
     if be.profile {
         let mut pending = Vec::with_capacity(ops.len());
-        for op in &ops {
+        for op in ops {
             let a = DispatchArgs {
                 release: FenceScope::System,
                 ..op.args
@@ -261,7 +272,7 @@ pub(super) fn submit(be: &mut IgpuBackend, ops: Vec<Op>) -> Result<()> {
         return Ok(());
     }
     let mut batch = Batch::new();
-    for op in &ops {
+    for op in ops {
         batch = batch.dispatch(&op.args)?;
     }
     be.queue.submit(batch)?.wait(be.timeout)?;

@@ -1,10 +1,11 @@
 //! Where everything lives in the iGPU backend's shared buffers: the model's weights
-//! (uploaded once, then only read by kernels), the KV cache and the per-step work areas.
+//! (uploaded once, then only read by kernels), the per-step work areas, and each
+//! sequence's own buffer (KV cache, token ids in, logits and token out).
 
 use onebit_kernels::gpu::GpuAct;
 use onebit_kernels::ternary::padded_cols;
 
-use crate::model::{Model, TernaryTensor};
+use crate::model::{Config, Model, TernaryTensor};
 
 /// Bump allocator of byte offsets, 256-byte aligned (a full cache line pair; the I2_S rows
 /// and the dot4 loads only need 4).
@@ -145,10 +146,7 @@ pub(super) struct WorkLayout {
     pub proj: u64,
     pub gate: u64,
     pub up: u64,
-    pub logits: u64,
     pub best: u64,
-    pub ids: u64,
-    pub token: u64,
     pub size: u64,
 }
 
@@ -173,11 +171,46 @@ impl WorkLayout {
             proj: f(&mut a, n * c.hidden_size),
             gate: f(&mut a, n * c.intermediate_size),
             up: f(&mut a, n * c.intermediate_size),
-            logits: f(&mut a, c.vocab_size),
             best: a.take(ARGMAX_PARTS * 8),
-            ids: f(&mut a, n),
-            token: f(&mut a, 1),
             size: a.size,
         }
+    }
+}
+
+/// Offsets of one sequence's buffer: per layer the keys then the values, `[max_ctx,
+/// kv_dim]` f32 each (the CPU session's layout, so the CPU can take a cache over), then the
+/// ids the host writes and the logits and greedy token the GPU writes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SeqLayout {
+    pub max_ctx: usize,
+    /// Bytes of one layer's keys (or values).
+    pub cache_bytes: u64,
+    pub ids: u64,
+    pub logits: u64,
+    pub token: u64,
+    pub size: u64,
+}
+
+impl SeqLayout {
+    /// A sequence of `max_ctx` tokens fed at most `n` at a time.
+    pub fn new(c: &Config, max_ctx: usize, n: usize) -> SeqLayout {
+        let cache_bytes = (max_ctx * c.kv_dim() * 4) as u64;
+        let mut a = Arena {
+            size: 2 * c.n_layers as u64 * cache_bytes,
+        };
+        SeqLayout {
+            max_ctx,
+            cache_bytes,
+            ids: a.take(n * 4),
+            logits: a.take(c.vocab_size * 4),
+            token: a.take(4),
+            size: a.size,
+        }
+    }
+
+    /// Byte offsets of layer `l`'s keys and values.
+    pub fn layer(&self, l: usize) -> (u64, u64) {
+        let k = 2 * l as u64 * self.cache_bytes;
+        (k, k + self.cache_bytes)
     }
 }

@@ -1,19 +1,24 @@
 //! The iGPU backend: the forward pass as a chain of AQL dispatches of the gfx1151 kernels
 //! (`onebit_kernels::gpu`) on a raw KFD queue.
 //!
-//! * Weights are copied once into a shared (zero-copy) buffer and stay there; the KV cache
-//!   and the work areas are shared buffers too, so the host reads logits and writes token
-//!   ids in place, without transfers.
-//! * One step (a decode token, or a chunk of prompt tokens) is one batch of dispatches
-//!   ordered by barrier bits with a single completion signal at the end: no host round trip
-//!   between ops. Argmax runs on the GPU; the host reads back one u32.
+//! * Weights are copied once into a shared (zero-copy) buffer and stay there; every
+//!   sequence ([`IgpuSeq`]) owns a shared buffer with its KV cache, its token ids and its
+//!   logits, so the host reads logits and writes ids in place, without transfers.
+//! * One step advances every sequence given to [`IgpuBackend::run`] in one batch of
+//!   dispatches ordered by barrier bits with a single completion signal at the end: no host
+//!   round trip between ops or sequences. Argmax runs on the GPU; the host reads one u32.
+//! * [`IgpuSurface`] puts this behind [`crate::backend::Backend`].
 //! * With `profile`, each op gets its own completion signal (still submitted all at once)
 //!   and [`IgpuBackend::profile`] reports the CP timestamps of each.
 
 mod chain;
 pub mod emulator;
 mod layout;
+pub mod open;
 pub mod selftest;
+mod surface;
+
+pub use surface::{FaultKind, FaultPlan, IgpuSession, IgpuSurface};
 
 use std::time::Duration;
 
@@ -24,7 +29,8 @@ use onebit_kernels::embd::EmbdType;
 use onebit_kernels::gpu::{self, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 
 use crate::model::{Config, Model};
-use layout::{WeightLayout, WorkLayout};
+use chain::SeqAddrs;
+use layout::{SeqLayout, WeightLayout, WorkLayout};
 
 /// Errors of the iGPU backend.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,9 @@ pub struct IgpuOptions {
     pub max_batch: usize,
     /// KV positions per flash-decoding split (≤ 256).
     pub split_len: usize,
+    /// Sequences one submission advances at most (sizes the kernel-argument arena; more
+    /// are split over several submissions).
+    pub max_sessions: usize,
     /// One completion signal per op, for per-op timings.
     pub profile: bool,
     /// How long one step may take before the queue is declared hung.
@@ -64,6 +73,7 @@ impl Default for IgpuOptions {
             max_ctx: 4096,
             max_batch: 32,
             split_len: 256,
+            max_sessions: 8,
             profile: false,
             timeout: Duration::from_secs(30),
         }
@@ -78,23 +88,93 @@ pub struct OpTime {
     pub ticks: u64,
 }
 
-/// A model resident on the iGPU with one sequence's KV cache.
+/// One sequence on the iGPU: its shared buffer (KV cache, ids, logits, token) and the
+/// tokens it holds.
+pub struct IgpuSeq {
+    buf: SharedGpuBuffer,
+    layout: SeqLayout,
+    tokens: Vec<u32>,
+}
+
+impl IgpuSeq {
+    /// Tokens in the KV cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn max_ctx(&self) -> usize {
+        self.layout.max_ctx
+    }
+
+    /// Forgets every position from `n` on (the cache is overwritten as they refill).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// The logits the last step with a head left, read in place from the shared buffer.
+    pub fn logits(&self) -> &[f32] {
+        let bytes = &self.buf.as_slice()[self.layout.logits as usize..];
+        let n = (self.layout.token - self.layout.logits) as usize / 4;
+        // SAFETY: the logits area starts 256-byte aligned inside a page-aligned buffer, so
+        // the pointer is aligned for f32; it holds `n` f32s (the layout reserved them before
+        // `token`), every bit pattern is a valid f32, and the slice borrows `self`, so the
+        // buffer outlives it and no step (which needs `&mut self`) can write it meanwhile.
+        let all = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) };
+        &all[..n.min(self.vocab())]
+    }
+
+    /// The greedy token the last step with a head left.
+    pub fn token(&self) -> u32 {
+        let at = self.layout.token as usize;
+        u32::from_le_bytes(self.buf.as_slice()[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` f32 each: the
+    /// CPU session's layout.
+    pub fn layer_kv(&self, l: usize, kv_dim: usize) -> (&[f32], &[f32]) {
+        let (k, v) = self.layout.layer(l);
+        let n = self.tokens.len() * kv_dim;
+        let f = |off: u64| {
+            let bytes = &self.buf.as_slice()[off as usize..off as usize + 4 * n];
+            // SAFETY: each layer's cache starts at a multiple of `cache_bytes` (whole f32s)
+            // from the page-aligned buffer start, so it is f32-aligned; the range was
+            // bounds-checked by the slice above; any bits are a valid f32.
+            unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) }
+        };
+        (f(k), f(v))
+    }
+
+    fn vocab(&self) -> usize {
+        (self.layout.token - self.layout.logits) as usize / 4
+    }
+
+    fn write_ids(&mut self, ids: &[u32]) {
+        let at = self.layout.ids as usize;
+        for (i, id) in ids.iter().enumerate() {
+            self.buf.as_mut_slice()[at + 4 * i..at + 4 * i + 4].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+}
+
+/// A model resident on the iGPU; sequences ([`IgpuSeq`]) come from
+/// [`new_sequence`](Self::new_sequence). It also keeps one sequence of its own for the
+/// single-sequence calls ([`forward`](Self::forward), [`logits`](Self::logits)).
 pub struct IgpuBackend {
     dev: Device,
     queue: AqlQueue,
     program: Program,
     kernargs: KernargArena,
     weights: SharedGpuBuffer,
-    kv: SharedGpuBuffer,
     work: SharedGpuBuffer,
     wl: WeightLayout,
     wk: WorkLayout,
     cfg: Config,
     max_ctx: usize,
+    max_sessions: usize,
     split_len: usize,
     profile: bool,
     timeout: Duration,
-    pos: usize,
+    own: Option<IgpuSeq>,
     last_profile: Vec<OpTime>,
     /// (embedding lookup, LM head) kernels for the embedding's 16-bit type.
     embed_kernels: (&'static str, &'static str),
@@ -102,11 +182,7 @@ pub struct IgpuBackend {
 
 impl std::fmt::Debug for IgpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "IgpuBackend({:?}, pos {}/{})",
-            self.dev, self.pos, self.max_ctx
-        )
+        write!(f, "IgpuBackend({:?}, ctx {})", self.dev, self.max_ctx)
     }
 }
 
@@ -131,9 +207,12 @@ impl IgpuBackend {
                 c.head_dim
             )));
         }
-        if !(1..=ATTN_SPLIT_MAX as usize).contains(&opts.split_len) || opts.max_batch == 0 {
+        if !(1..=ATTN_SPLIT_MAX as usize).contains(&opts.split_len)
+            || opts.max_batch == 0
+            || opts.max_sessions == 0
+        {
             return Err(IgpuError::Input(format!(
-                "split_len {} must be 1..={ATTN_SPLIT_MAX} and max_batch ≥ 1",
+                "split_len {} must be 1..={ATTN_SPLIT_MAX}, max_batch and max_sessions ≥ 1",
                 opts.split_len
             )));
         }
@@ -150,13 +229,13 @@ impl IgpuBackend {
         let wl = WeightLayout::new(model, rope.len());
         let mut weights = SharedGpuBuffer::new(dev, "onebit-weights", wl.size as usize)?;
         wl.write(model, &rope, weights.as_mut_slice());
-        let kv_bytes = c.n_layers * 2 * max_ctx * c.kv_dim() * 4;
-        let kv = SharedGpuBuffer::new(dev, "onebit-kv", kv_bytes)?;
         let n_splits = gpu::attn_splits(max_ctx, opts.split_len);
         let wk = WorkLayout::new(model, opts.max_batch, n_splits);
         let work = SharedGpuBuffer::new(dev, "onebit-work", wk.size as usize)?;
         let ops = chain::ops_per_step(c.n_layers);
-        let packets = (2 * ops).next_power_of_two().clamp(64, 131072) as u32;
+        let packets = (2 * ops * opts.max_sessions)
+            .next_power_of_two()
+            .clamp(64, 131072) as u32;
         let queue = AqlQueue::new(
             dev,
             QueueOptions {
@@ -165,43 +244,59 @@ impl IgpuBackend {
             },
         )?;
         // kernarg segments are ≤ 320 bytes at 64-byte alignment
-        let kernargs = KernargArena::new(dev, (ops as u64 * 384).next_multiple_of(4096))?;
+        let arena = ops as u64 * 384 * opts.max_sessions as u64;
+        let kernargs = KernargArena::new(dev, arena.next_multiple_of(4096))?;
         tracing::info!(
             weights = wl.size,
-            kv = kv_bytes,
             work = wk.size,
             ops_per_step = ops,
-            same_va = weights.same_va() && kv.same_va() && work.same_va(),
+            max_sessions = opts.max_sessions,
+            same_va = weights.same_va() && work.same_va(),
             "iGPU backend ready"
         );
-        Ok(IgpuBackend {
+        let mut be = IgpuBackend {
             dev: dev.clone(),
             queue,
             program,
             kernargs,
             weights,
-            kv,
             work,
             wl,
             wk,
             cfg: c.clone(),
             max_ctx,
+            max_sessions: opts.max_sessions,
             split_len: opts.split_len,
             profile: opts.profile,
             timeout: opts.timeout,
-            pos: 0,
+            own: None,
             last_profile: Vec::new(),
             embed_kernels,
+        };
+        be.own = Some(be.new_sequence(max_ctx)?);
+        Ok(be)
+    }
+
+    /// A new, empty sequence of up to `max_ctx` tokens (capped by the backend's), with its
+    /// own shared buffer.
+    pub fn new_sequence(&self, max_ctx: usize) -> Result<IgpuSeq> {
+        let layout = SeqLayout::new(&self.cfg, max_ctx.clamp(1, self.max_ctx), self.wk.n);
+        let buf = SharedGpuBuffer::new(&self.dev, "onebit-seq", layout.size as usize)?;
+        tracing::debug!(bytes = layout.size, ctx = layout.max_ctx, "iGPU sequence");
+        Ok(IgpuSeq {
+            buf,
+            layout,
+            tokens: Vec::new(),
         })
     }
 
-    /// Tokens in the KV cache.
+    /// Tokens in the own sequence's KV cache.
     pub fn len(&self) -> usize {
-        self.pos
+        self.own.as_ref().map_or(0, |s| s.tokens.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pos == 0
+        self.len() == 0
     }
 
     /// KV capacity in tokens.
@@ -209,51 +304,116 @@ impl IgpuBackend {
         self.max_ctx
     }
 
-    /// Starts a new sequence (the cache is overwritten as positions refill).
+    /// Starts the own sequence anew (the cache is overwritten as positions refill).
     pub fn reset(&mut self) {
-        self.pos = 0;
+        if let Some(s) = &mut self.own {
+            s.tokens.clear();
+        }
     }
 
-    /// Whether all buffers sit at the same address for CPU and GPU.
+    /// Whether the weight and work buffers sit at the same address for CPU and GPU.
     pub fn same_va(&self) -> bool {
-        self.weights.same_va() && self.kv.same_va() && self.work.same_va()
+        self.weights.same_va()
+            && self.work.same_va()
+            && self.own.as_ref().is_none_or(|s| s.buf.same_va())
     }
 
-    /// Appends `ids` to the sequence; returns the greedy next token (argmax of the last
-    /// position's logits, computed on the GPU). Prompts run in chunks of `max_batch`.
+    /// Appends `ids` to the own sequence; returns the greedy next token (argmax of the
+    /// last position's logits, computed on the GPU). Prompts run in chunks of `max_batch`.
     pub fn forward(&mut self, ids: &[u32]) -> Result<u32> {
-        if ids.is_empty() {
-            return Err(IgpuError::Input("forward: no tokens".into()));
-        }
-        if self.pos + ids.len() > self.max_ctx {
-            return Err(IgpuError::Input(format!(
-                "{} tokens do not fit the iGPU KV cache of {} (already {} in use); raise the context (-c)",
-                ids.len(),
-                self.max_ctx,
-                self.pos
-            )));
-        }
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(IgpuError::Input(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.cfg.vocab_size
-            )));
-        }
-        self.last_profile.clear();
-        let chunks: Vec<&[u32]> = ids.chunks(self.wk.n).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            self.step(chunk, i + 1 == chunks.len())?;
-        }
-        Ok(self.read_u32(self.wk.token))
+        let mut own = self
+            .own
+            .take()
+            .ok_or_else(|| IgpuError::Input("the backend has no sequence of its own".into()))?;
+        let done = self.run(&mut [&mut own], &[ids], &[true]);
+        let token = own.token();
+        self.own = Some(own);
+        done.map(|()| token)
     }
 
     /// The logits of the last position of the last [`forward`](Self::forward).
     pub fn logits(&self) -> Vec<f32> {
-        let at = self.wk.logits as usize;
-        self.work.as_slice()[at..at + 4 * self.cfg.vocab_size]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect()
+        self.own
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.logits().to_vec())
+    }
+
+    /// Appends `ids[i]` to `seqs[i]` for every i; with `heads[i]` the logits of its last
+    /// new token and their argmax are left in its buffer. All sequences advance in one
+    /// submission (more than `max_sessions`, or prompts longer than `max_batch`, take
+    /// several), every op ordered after the previous by the barrier bit.
+    pub fn run(&mut self, seqs: &mut [&mut IgpuSeq], ids: &[&[u32]], heads: &[bool]) -> Result<()> {
+        if ids.len() != seqs.len() || heads.len() != seqs.len() {
+            return Err(IgpuError::Input(format!(
+                "{} sequences, {} id lists, {} head flags",
+                seqs.len(),
+                ids.len(),
+                heads.len()
+            )));
+        }
+        for (seq, ids) in seqs.iter().zip(ids) {
+            if seq.tokens.len() + ids.len() > seq.max_ctx() {
+                return Err(IgpuError::Input(format!(
+                    "{} tokens do not fit the iGPU KV cache of {} (already {} in use); raise the context (-c)",
+                    ids.len(),
+                    seq.max_ctx(),
+                    seq.tokens.len()
+                )));
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+                return Err(IgpuError::Input(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        self.last_profile.clear();
+        let mut fed = vec![0usize; seqs.len()];
+        loop {
+            // One round: the next chunk of every sequence with tokens left, at most
+            // `max_sessions` sequences per submission.
+            let mut round = Vec::new();
+            for (i, ids) in ids.iter().enumerate() {
+                if fed[i] < ids.len() && round.len() < self.max_sessions {
+                    let end = (fed[i] + self.wk.n).min(ids.len());
+                    round.push((i, fed[i], end));
+                }
+            }
+            if round.is_empty() {
+                return Ok(());
+            }
+            self.kernargs.reset();
+            let mut ops = Vec::new();
+            for &(i, from, to) in &round {
+                let seq = &mut *seqs[i];
+                seq.write_ids(&ids[i][from..to]);
+                let addrs = SeqAddrs {
+                    base: seq.buf.gpu_va(),
+                    layout: seq.layout,
+                };
+                let head = heads[i] && to == ids[i].len();
+                ops.extend(chain::build(
+                    self,
+                    &addrs,
+                    seq.tokens.len(),
+                    to - from,
+                    head,
+                )?);
+                seq.tokens.extend_from_slice(&ids[i][from..to]);
+            }
+            let submitted = chain::submit(self, &ops);
+            if let Err(e) = submitted {
+                // The caches of this round are half-written: forget what it added.
+                for &(i, from, to) in &round {
+                    let keep = seqs[i].tokens.len() - (to - from);
+                    seqs[i].tokens.truncate(keep);
+                }
+                return Err(e);
+            }
+            for &(i, _, to) in &round {
+                fed[i] = to;
+            }
+        }
     }
 
     /// Per-op timings of the last forward (profile mode; empty otherwise).
@@ -264,22 +424,5 @@ impl IgpuBackend {
     /// The device.
     pub fn device(&self) -> &Device {
         &self.dev
-    }
-
-    fn read_u32(&self, off: u64) -> u32 {
-        let s = &self.work.as_slice()[off as usize..off as usize + 4];
-        u32::from_le_bytes(s.try_into().expect("4 bytes"))
-    }
-
-    fn step(&mut self, ids: &[u32], with_head: bool) -> Result<()> {
-        let at = self.wk.ids as usize;
-        for (i, id) in ids.iter().enumerate() {
-            self.work.as_mut_slice()[at + 4 * i..at + 4 * i + 4].copy_from_slice(&id.to_le_bytes());
-        }
-        self.kernargs.reset();
-        let ops = chain::build(self, ids.len(), with_head)?;
-        chain::submit(self, ops)?;
-        self.pos += ids.len();
-        Ok(())
     }
 }

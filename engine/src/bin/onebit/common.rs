@@ -38,22 +38,6 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// [`load`](Self::load), then the lossless options of the forward pass.
-    pub fn load_for_inference(&self) -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
-        let (mut model, tok) = self.load()?;
-        if !self.dense_down {
-            let t0 = std::time::Instant::now();
-            let done = model.use_sparse_down();
-            tracing::debug!(
-                "down_proj repacked input-channel-major: {:.1} MB in {:.2} s ({:.1} MB of file pages released)",
-                done.column_bytes as f64 / 1e6,
-                t0.elapsed().as_secs_f64(),
-                done.released_bytes as f64 / 1e6
-            );
-        }
-        Ok((model, tok))
-    }
-
     pub fn load(&self) -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
         if let Some(t) = self.threads {
             if t == 0 {
@@ -91,4 +75,65 @@ fn load_embedded() -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
 #[cfg(not(feature = "embedded-model"))]
 fn load_embedded() -> Result<(Model, Tokenizer), Box<dyn std::error::Error>> {
     Err("no model given and this build has no embedded model (feature `embedded-model` is off): pass -m MODEL (a GGUF file or a Hugging Face model directory)".into())
+}
+
+/// Where the forward pass runs, shared by run, perplexity and logits.
+#[derive(ClapArgs, Clone, Debug)]
+pub struct SurfaceArgs {
+    /// Compute surface: auto (what `onebit probe` finds), cpu, igpu, npu+igpu or npu+cpu.
+    #[arg(long, default_value = "auto")]
+    pub surface: onebit_engine::backend::SurfaceChoice,
+    /// Run device surfaces on the in-process KFD emulator instead of the hardware.
+    #[arg(long)]
+    pub emulator: bool,
+}
+
+impl SurfaceArgs {
+    /// Loads the model and opens the surface with `ctx` tokens per session.
+    pub fn open(
+        &self,
+        model: &ModelArgs,
+        ctx: usize,
+        screened_head: bool,
+    ) -> Result<Loaded, Box<dyn std::error::Error>> {
+        let (m, tok) = model.load()?;
+        let mut eos = tok.eos_ids();
+        eos.extend(m.config.eos_token_ids.iter().copied());
+        let vocab = m.config.vocab_size;
+        let opts = onebit_engine::backend::SelectOptions {
+            choice: self.surface,
+            emulator: self.emulator,
+            ctx,
+            sessions: 1,
+            screened_head,
+            sparse_down: !model.dense_down,
+            ..Default::default()
+        };
+        Ok(Loaded {
+            backend: onebit_engine::backend::open(m, &opts)?,
+            tok,
+            eos,
+            vocab,
+        })
+    }
+}
+
+/// A model opened on a surface.
+pub struct Loaded {
+    pub backend: onebit_engine::backend::Opened,
+    pub tok: Tokenizer,
+    /// Tokens that end a generation (the tokenizer's and the model config's).
+    pub eos: Vec<u32>,
+    pub vocab: usize,
+}
+
+/// Runs `$body` with `$b` bound to the opened backend, whichever surface it is.
+#[macro_export]
+macro_rules! with_backend {
+    ($opened:expr, |$b:ident| $body:expr) => {
+        match $opened {
+            onebit_engine::backend::Opened::Cpu(mut $b) => $body,
+            onebit_engine::backend::Opened::Igpu(mut $b) => $body,
+        }
+    };
 }

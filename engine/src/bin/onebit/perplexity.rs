@@ -1,13 +1,15 @@
 //! `onebit perplexity`: BOS + the file's tokens, truncated to the context, every token
 //! after BOS scored.
 
-use crate::common::{CliResult, ModelArgs};
+use crate::common::{CliResult, ModelArgs, SurfaceArgs};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub surface: SurfaceArgs,
     /// The text file to score.
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
@@ -22,14 +24,13 @@ pub struct Args {
 pub fn main(a: Args) -> CliResult {
     let text = std::fs::read_to_string(&a.file)
         .map_err(|e| format!("cannot read {}: {e}", a.file.display()))?;
-    let (model, tok) = a.model.load_for_inference()?;
-    let ids = tok.encode(&text, true)?;
-    let ctx = a
-        .ctx
-        .unwrap_or(model.config.max_context)
-        .min(model.config.max_context);
+    let l = a.surface.open(&a.model, a.ctx.unwrap_or(0), true)?;
+    let ids = l.tok.encode(&text, true)?;
+    let ctx = a.ctx.unwrap_or(usize::MAX);
     let t0 = std::time::Instant::now();
-    let p = onebit_engine::eval::perplexity(&model, &ids, ctx)?;
+    let p = crate::with_backend!(l.backend, |b| onebit_engine::eval::perplexity_on(
+        &mut b, l.vocab, &ids, ctx
+    ))?;
     tracing::info!(
         "scored {} tokens in {:.2} s",
         p.n_scored,

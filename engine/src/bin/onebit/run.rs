@@ -1,11 +1,11 @@
 //! `onebit run`: generate from a prompt, streaming text to stdout.
 
-use crate::common::{CliResult, ModelArgs};
+use crate::common::{CliResult, ModelArgs, SurfaceArgs};
+use onebit_engine::backend::Backend;
 use onebit_engine::chat::{format_chat, ChatMessage};
-use onebit_engine::forward::Session;
 use onebit_engine::generate::{generate, Options};
 use onebit_engine::sampler::SamplingParams;
-use onebit_engine::tokenizer::StreamDecoder;
+use onebit_engine::tokenizer::{StreamDecoder, Tokenizer};
 use std::io::Write;
 
 #[derive(clap::Args, Debug)]
@@ -43,26 +43,25 @@ pub struct Args {
     /// Print one JSON object {prompt_tokens, tokens, text} instead of streaming.
     #[arg(long)]
     pub json: bool,
-    /// Where the forward pass runs: cpu, or igpu (Strix Halo's Radeon through /dev/kfd).
-    #[arg(long, default_value = "cpu")]
-    pub surface: String,
+    #[command(flatten)]
+    pub surface: SurfaceArgs,
     /// Greedy decoding: score the whole vocabulary with the F16 head instead of screening
     /// it with an int8 copy first (same tokens either way; the screen reads half the bytes
     /// but holds an int8 copy of the head in memory).
     #[arg(long)]
     pub no_screened_head: bool,
-    /// With --surface igpu: run on the in-process KFD emulator instead of the hardware.
-    #[arg(long)]
-    pub emulator: bool,
 }
 
 pub fn main(a: Args) -> CliResult {
-    // The iGPU reads the row-major weights; the column-major down_proj is for the CPU.
-    let (model, tok) = if a.surface == "igpu" {
-        a.model.load()?
-    } else {
-        a.model.load_for_inference()?
-    };
+    let ctx_arg = a.ctx.unwrap_or(0);
+    if a.ctx == Some(0) {
+        return Err("-c/--ctx-size must be at least 1".into());
+    }
+    let l = a.surface.open(&a.model, ctx_arg, !a.no_screened_head)?;
+    crate::with_backend!(l.backend, |b| run_on(&a, &mut b, &l.tok, &l.eos))
+}
+
+fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -> CliResult {
     let prompt_ids = if a.chat {
         tok.encode(&format_chat(&[ChatMessage::new("user", &a.prompt)]), false)?
     } else {
@@ -71,21 +70,16 @@ pub fn main(a: Args) -> CliResult {
     if prompt_ids.iter().all(|id| Some(*id) == tok.bos_id()) {
         return Err("the prompt is empty: give some text with -p".into());
     }
-    let ctx = a.ctx.unwrap_or(model.config.max_context);
-    if ctx == 0 {
-        return Err("-c/--ctx-size must be at least 1".into());
-    }
-    if prompt_ids.len() >= ctx.min(model.config.max_context) {
+    let mut session = backend.new_session(a.ctx.unwrap_or(0))?;
+    let ctx = backend.capacity(&session);
+    if prompt_ids.len() >= ctx {
         return Err(format!(
-            "the prompt has {} tokens but the context holds {}; shorten it or raise -c (the model allows {})",
+            "the prompt has {} tokens but the context holds {ctx}; shorten it or raise -c",
             prompt_ids.len(),
-            ctx.min(model.config.max_context),
-            model.config.max_context
         )
         .into());
     }
-    let mut stop_ids = tok.eos_ids();
-    stop_ids.extend(model.config.eos_token_ids.iter().copied());
+    let stop_ids = eos.to_vec();
     let opts = Options {
         max_new: a.n_predict,
         sampling: SamplingParams {
@@ -100,15 +94,8 @@ pub fn main(a: Args) -> CliResult {
             seed: a.seed,
         },
         stop_ids,
-        screened_head: !a.no_screened_head,
+        logprobs: None,
     };
-    if a.surface == "igpu" {
-        return run_igpu(&a, &model, &tok, &prompt_ids, ctx, &opts);
-    }
-    if a.surface != "cpu" {
-        return Err(format!("--surface {:?}: use cpu or igpu", a.surface).into());
-    }
-    let mut session = Session::new(&model, ctx);
     let mut out = std::io::stdout().lock();
     let mut decoder = StreamDecoder::new();
     let mut text = String::new();
@@ -118,7 +105,7 @@ pub fn main(a: Args) -> CliResult {
         out.flush()?;
     }
     let mut write_err = None;
-    let generated = generate(&model, &mut session, &prompt_ids, &opts, |id| {
+    let generated = generate(backend, &mut session, &prompt_ids, &opts, |id| {
         let piece = decoder.push(&tok.token_bytes(id).unwrap_or_default());
         text.push_str(&piece);
         if stream {
@@ -142,7 +129,8 @@ pub fn main(a: Args) -> CliResult {
             "prompt_tokens": prompt_ids,
             "tokens": generated.tokens,
             "text": text,
-            "finish_reason": generated.finish.as_str(),
+            "finish_reason": generated.finish.as_openai(),
+            "surface": backend.surface().as_str(),
         });
         writeln!(out, "{v}")?;
     } else {
@@ -150,95 +138,14 @@ pub fn main(a: Args) -> CliResult {
     }
     let n = generated.tokens.len();
     tracing::info!(
-        "prompt {} tokens in {:.3} s ({:.1} tok/s), generated {} tokens in {:.3} s ({:.1} tok/s)",
+        "{}: prompt {} tokens in {:.3} s ({:.1} tok/s), generated {} tokens in {:.3} s ({:.1} tok/s)",
+        backend.surface(),
         prompt_ids.len(),
         generated.prefill_seconds,
         prompt_ids.len() as f64 / generated.prefill_seconds.max(1e-9),
         n,
         generated.decode_seconds,
         n as f64 / generated.decode_seconds.max(1e-9)
-    );
-    Ok(())
-}
-
-/// The same generation with every forward pass on the iGPU: one AQL chain per step, the
-/// greedy token computed on the GPU, the logits read back only when sampling needs them.
-fn run_igpu(
-    a: &Args,
-    model: &onebit_engine::model::Model,
-    tok: &onebit_engine::tokenizer::Tokenizer,
-    prompt_ids: &[u32],
-    ctx: usize,
-    opts: &Options,
-) -> CliResult {
-    use onebit_engine::backend::igpu::{emulator, IgpuBackend, IgpuOptions};
-    use onebit_engine::sampler::Sampler;
-    let Some(gpu) = crate::selftest::open_gpu(a.emulator)? else {
-        return Err("--surface igpu needs an AMD GPU (see above); use --surface cpu".into());
-    };
-    opts.sampling.validate()?;
-    let mut be = IgpuBackend::new(
-        &gpu.dev,
-        model,
-        &IgpuOptions {
-            max_ctx: ctx.min(model.config.max_context),
-            ..IgpuOptions::default()
-        },
-    )?;
-    if let Some(k) = &gpu.kfd {
-        emulator::bind(k, &be);
-    }
-    let mut sampler = Sampler::new(opts.sampling.clone());
-    let greedy = opts.sampling.temperature <= 0.0 && opts.sampling.repeat_penalty == 1.0;
-    let mut history = prompt_ids.to_vec();
-    let mut decoder = StreamDecoder::new();
-    let mut text = String::new();
-    let mut tokens = Vec::new();
-    let mut out = std::io::stdout().lock();
-    let t0 = std::time::Instant::now();
-    let mut argmax = be.forward(prompt_ids)?;
-    let mut finish = "length";
-    while tokens.len() < opts.max_new && be.len() < be.max_ctx() {
-        let next = if greedy {
-            argmax
-        } else {
-            sampler.sample(&be.logits(), &history)
-        };
-        if opts.stop_ids.contains(&next) {
-            finish = "stop";
-            break;
-        }
-        tokens.push(next);
-        history.push(next);
-        let piece = decoder.push(&tok.token_bytes(next).unwrap_or_default());
-        text.push_str(&piece);
-        if !a.json {
-            write!(out, "{piece}")?;
-            out.flush()?;
-        }
-        if tokens.len() == opts.max_new {
-            break;
-        }
-        argmax = be.forward(&[next])?;
-    }
-    let rest = decoder.finish();
-    text.push_str(&rest);
-    if a.json {
-        let v = serde_json::json!({
-            "prompt_tokens": prompt_ids,
-            "tokens": tokens,
-            "text": text,
-            "finish_reason": finish,
-            "surface": "igpu",
-        });
-        writeln!(out, "{v}")?;
-    } else {
-        writeln!(out, "{rest}")?;
-    }
-    tracing::info!(
-        "igpu: {} tokens in {:.3} s",
-        tokens.len(),
-        t0.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -1,0 +1,123 @@
+//! The CPU surface: [`crate::forward`] over sessions in ordinary memory.
+
+use std::ops::Deref;
+
+use onebit_kernels::screen::Int8Head;
+
+use super::{check_step, Backend, BackendError, Need, Output, Surface};
+use crate::forward::{forward_needs, RowResult, Session};
+use crate::model::Model;
+
+/// One sequence on the CPU: its KV cache and what the last step left.
+pub struct CpuSession {
+    pub kv: Session,
+    result: RowResult,
+}
+
+/// The CPU forward pass behind [`Backend`]. `M` is how the model is held: `Arc<Model>` for
+/// the daemon, `&Model` for a one-off run.
+pub struct CpuBackend<M> {
+    model: M,
+    /// Default session capacity in tokens.
+    ctx: usize,
+    /// Plain greedy rows find their token with the int8-screened head (built on first use).
+    screened_head: bool,
+    screen: Option<Int8Head>,
+}
+
+impl<M: Deref<Target = Model>> CpuBackend<M> {
+    /// `ctx` 0 means the model's own context.
+    pub fn new(model: M, ctx: usize) -> Self {
+        let max = model.config.max_context;
+        let ctx = if ctx == 0 { max } else { ctx.min(max) };
+        Self {
+            model,
+            ctx,
+            screened_head: true,
+            screen: None,
+        }
+    }
+
+    /// Whether [`Need::Greedy`] uses the int8-screened head (the same tokens as the full
+    /// head; it reads about half the bytes but keeps an int8 copy of the head).
+    pub fn with_screened_head(mut self, on: bool) -> Self {
+        self.screened_head = on;
+        self
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Default session capacity in tokens.
+    pub fn ctx(&self) -> usize {
+        self.ctx
+    }
+
+    fn screen(&mut self) -> Option<&Int8Head> {
+        if self.screened_head && self.screen.is_none() {
+            let m = &*self.model;
+            self.screen = Int8Head::new_releasing(&m.embed_tokens.view(), &|r| {
+                m.embed_tokens.data.release_range(r)
+            });
+            // A head the screen cannot read (not F16) is scored in full from now on.
+            self.screened_head = self.screen.is_some();
+        }
+        self.screen.as_ref()
+    }
+}
+
+impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
+    type Session = CpuSession;
+
+    fn surface(&self) -> Surface {
+        Surface::Cpu
+    }
+
+    fn new_session(&mut self, ctx: usize) -> Result<CpuSession, BackendError> {
+        let ctx = if ctx == 0 { self.ctx } else { ctx };
+        Ok(CpuSession {
+            kv: Session::new(&self.model, ctx),
+            result: RowResult::Nothing,
+        })
+    }
+
+    fn tokens<'a>(&self, s: &'a CpuSession) -> &'a [u32] {
+        s.kv.tokens()
+    }
+
+    fn truncate(&mut self, s: &mut CpuSession, n: usize) {
+        s.kv.truncate(n);
+        s.result = RowResult::Nothing;
+    }
+
+    fn capacity(&self, s: &CpuSession) -> usize {
+        s.kv.max_ctx()
+    }
+
+    fn step(
+        &mut self,
+        sessions: &mut [&mut CpuSession],
+        ids: &[&[u32]],
+        needs: &[Need],
+    ) -> Result<(), BackendError> {
+        check_step(sessions.len(), ids, needs)?;
+        if needs.contains(&Need::Greedy) {
+            self.screen();
+        }
+        let mut kvs: Vec<&mut Session> = sessions.iter_mut().map(|s| &mut s.kv).collect();
+        let out = forward_needs(&self.model, &mut kvs, ids, needs, self.screen.as_ref())?;
+        for (s, r) in sessions.iter_mut().zip(out) {
+            s.result = r;
+        }
+        Ok(())
+    }
+
+    fn output<'a>(&'a self, s: &'a CpuSession) -> Output<'a> {
+        match &s.result {
+            RowResult::Nothing => Output::Nothing,
+            RowResult::Logits(l) => Output::Logits(l),
+            RowResult::Token(t) => Output::Token(*t),
+        }
+    }
+}
