@@ -240,6 +240,55 @@ fn heap_and_bo_rules() {
 }
 
 #[test]
+fn heap_is_capped_at_dev_mem_size() {
+    use onebit_drv::io::Fd;
+    let (emu, _npu, io) = machine(XdnaEmuConfig::default());
+    {
+        // The kernel's rule (amdxdna_drm_create_dev_heap): > 64 MiB is EINVAL.
+        let fd = Fd::open(&io, Path::new(NODE)).unwrap();
+        assert_eq!(
+            raw::create_bo(&io, &fd, AMDXDNA_BO_DEV_HEAP, 128 << 20)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EINVAL)
+        );
+        drop(fd);
+        // The driver refuses before the kernel, naming the cap and what to do instead.
+        let dev = open(&io);
+        let e = dev.create_heap(128 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("64 MiB dev_mem_size") && e.contains("SHARE"),
+            "{e}"
+        );
+        let heap = dev.create_heap(64 << 20).unwrap();
+        assert_eq!(heap.size(), 64 << 20);
+        let e = dev.create_heap(4096).unwrap_err().to_string();
+        assert!(e.contains("already has"), "{e}");
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
+fn context_tiles_follow_the_firmware_core_row_count() {
+    // A part whose firmware reports 3 core rows (5 rows: shim, memory, 3 cores).
+    let (emu, _npu, io) = machine(XdnaEmuConfig {
+        rows: 5,
+        ..Default::default()
+    });
+    {
+        let dev = open(&io);
+        assert_eq!(dev.aie_metadata().unwrap().core.row_count, 3);
+        let _ctx = HwContext::create(&dev, 3, 2048, Qos::default()).unwrap();
+        let all = HwContext::create(&dev, 8, 2048, Qos::default()).unwrap();
+        let mut cols: Vec<u32> = dev.hw_contexts().unwrap().iter().map(|c| c.num_col).collect();
+        cols.sort();
+        assert_eq!(cols, vec![3, 8]);
+        drop(all);
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
 fn leaks_are_reported() {
     use onebit_drv::io::Fd;
     let (emu, _npu, io) = machine(XdnaEmuConfig::default());
