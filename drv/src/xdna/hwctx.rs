@@ -11,9 +11,6 @@ use super::ert::{self, CmdState};
 use super::ioctl;
 use crate::sys::amdxdna::*;
 
-/// Compute rows per column on npu4 (the driver's `num_tiles` is columns × this).
-pub const NPU4_CORE_ROWS: u32 = 4;
-
 /// Scheduling priority hint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Priority {
@@ -102,11 +99,21 @@ impl HwContext {
             ));
         }
         let heap = dev.heap()?;
+        // The driver turns `num_tiles` back into columns by dividing by the core row count
+        // the firmware reported (aie2_ctx.c, `num_tiles / ndev->metadata.core.row_count`),
+        // so the same count must be used here; it differs between NPU generations.
+        let core_rows = u32::from(dev.aie_metadata()?.core.row_count);
+        if core_rows == 0 {
+            return Err(XdnaError::Invalid(format!(
+                "{} reports 0 core tile rows (GET_INFO AIE_METADATA), so no context can be sized: update the NPU firmware",
+                dev.inner.target()
+            )));
+        }
         let mut q = qos.raw();
         let mut a = amdxdna_drm_create_hwctx {
             qos_p: &mut q as *mut amdxdna_qos_info as u64,
             max_opc,
-            num_tiles: u32::from(columns) * NPU4_CORE_ROWS,
+            num_tiles: u32::from(columns) * core_rows,
             ..Default::default()
         };
         let inner = &dev.inner;
