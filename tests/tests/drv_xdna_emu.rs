@@ -630,6 +630,65 @@ fn chains_run_in_one_submission_and_name_the_failing_entry() {
 }
 
 #[test]
+fn chains_fit_the_drivers_4k_buffer_and_members_are_not_arguments() {
+    let (emu, npu, io) = machine(XdnaEmuConfig::default());
+    {
+        let r = rig(&io, &npu);
+        let data = r.dev.alloc_share(4096).unwrap();
+        // 26 argument words each: 52-byte slot header + 104 bytes, so 27 exceed 4096.
+        let mut words = vec![0u32; MAX_NPU_ARGS_WORDS];
+        words[..2].copy_from_slice(&[data.xdna_addr() as u32, (data.xdna_addr() >> 32) as u32]);
+        let pkt = StartNpu::new(0, r.instr.xdna_addr(), DOUBLER.len() as u32)
+            .args(ArgWords(words))
+            .build()
+            .unwrap();
+        let mut cmds = Vec::new();
+        for _ in 0..27 {
+            let mut c = r.dev.alloc_cmd(4096).unwrap();
+            write_packet(&mut c, &pkt).unwrap();
+            cmds.push(c);
+        }
+        let refs: Vec<&onebit_drv::xdna::Bo> = cmds.iter().collect();
+        let mut chain = r.dev.alloc_cmd(4096).unwrap();
+
+        // The emulated kernel: a chain over 27 such members does not fit (ENOSPC).
+        let mut raw = vec![
+            ert::header(ERT_CMD_CHAIN, 6 + 2 * 27, 0),
+            27,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        for c in &refs {
+            raw.extend_from_slice(&[c.handle(), 0]);
+        }
+        write_packet(&mut chain, &raw).unwrap();
+        let e = r.ctx.submit(&chain, &[&r.instr, &data]).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOSPC), "{e}");
+
+        // The driver bounds the chain by bytes before the kernel sees it.
+        let e = r
+            .ctx
+            .execute_chain(&mut chain, &refs, &[&r.instr, &data], TIMEOUT)
+            .unwrap_err();
+        assert!(
+            matches!(e, XdnaError::Ert(ert::ErtError::ChainTooLarge { commands: 27, .. })),
+            "{e}"
+        );
+        r.ctx
+            .execute_chain(&mut chain, &refs[..26], &[&r.instr, &data], TIMEOUT)
+            .unwrap();
+
+        // CMD BOs as EXEC_CMD arguments would be pinned, which 6.14 refuses.
+        let e = r.ctx.submit(&chain, &[&data, refs[0]]).unwrap_err();
+        assert!(e.to_string().contains("cannot pin command BOs"), "{e}");
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
 fn shared_buffers_import_zero_copy() {
     use onebit_drv::buffer::SharedBuffer;
     let npu = XdnaEmu::new(XdnaEmuConfig::default());
