@@ -310,19 +310,16 @@ fn one_vm_binding_one_event_page_and_the_runtime_enable_bit_per_process() {
     };
     // SAFETY: no pointers.
     unsafe { acquire_vm(p.io.as_ref(), p.kfd, &mut same) }.unwrap();
-    let render2 = p
-        .io
-        .open(Path::new("/dev/dri/renderD128"), libc::O_RDWR)
-        .unwrap();
+    let render2 =
+        p.io.open(Path::new("/dev/dri/renderD128"), libc::O_RDWR)
+            .unwrap();
     let mut other = kfd_ioctl_acquire_vm_args {
         drm_fd: render2 as u32,
         gpu_id: p.gpu,
     };
     // SAFETY: no pointers.
-    assert_eq!(
-        errno(unsafe { acquire_vm(p.io.as_ref(), p.kfd, &mut other) }),
-        libc::EBUSY
-    );
+    let r = unsafe { acquire_vm(p.io.as_ref(), p.kfd, &mut other) };
+    assert_eq!(errno(r), libc::EBUSY);
     p.io.close(render2).unwrap();
 
     // kfd_kmap_event_page: a second event page is EINVAL.

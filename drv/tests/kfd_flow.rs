@@ -331,7 +331,10 @@ fn the_device_is_one_per_process_and_enables_the_runtime() {
     let (emu, kfd) = Emulator::strix_halo();
     {
         let a = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
-        assert!(kfd.runtime_enabled(), "RUNTIME_ENABLE carries the enable bit");
+        assert!(
+            kfd.runtime_enabled(),
+            "RUNTIME_ENABLE carries the enable bit"
+        );
         // A second open in the same process gets the same device: a new render fd would
         // be refused by ACQUIRE_VM (EBUSY) and a second event page by CREATE_EVENT.
         let b = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();

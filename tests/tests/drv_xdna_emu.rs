@@ -280,7 +280,12 @@ fn context_tiles_follow_the_firmware_core_row_count() {
         assert_eq!(dev.aie_metadata().unwrap().core.row_count, 3);
         let _ctx = HwContext::create(&dev, 3, 2048, Qos::default()).unwrap();
         let all = HwContext::create(&dev, 8, 2048, Qos::default()).unwrap();
-        let mut cols: Vec<u32> = dev.hw_contexts().unwrap().iter().map(|c| c.num_col).collect();
+        let mut cols: Vec<u32> = dev
+            .hw_contexts()
+            .unwrap()
+            .iter()
+            .map(|c| c.num_col)
+            .collect();
         cols.sort();
         assert_eq!(cols, vec![3, 8]);
         drop(all);
@@ -652,15 +657,7 @@ fn chains_fit_the_drivers_4k_buffer_and_members_are_not_arguments() {
         let mut chain = r.dev.alloc_cmd(4096).unwrap();
 
         // The emulated kernel: a chain over 27 such members does not fit (ENOSPC).
-        let mut raw = vec![
-            ert::header(ERT_CMD_CHAIN, 6 + 2 * 27, 0),
-            27,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ];
+        let mut raw = vec![ert::header(ERT_CMD_CHAIN, 6 + 2 * 27, 0), 27, 0, 0, 0, 0, 0];
         for c in &refs {
             raw.extend_from_slice(&[c.handle(), 0]);
         }
@@ -674,7 +671,10 @@ fn chains_fit_the_drivers_4k_buffer_and_members_are_not_arguments() {
             .execute_chain(&mut chain, &refs, &[&r.instr, &data], TIMEOUT)
             .unwrap_err();
         assert!(
-            matches!(e, XdnaError::Ert(ert::ErtError::ChainTooLarge { commands: 27, .. })),
+            matches!(
+                e,
+                XdnaError::Ert(ert::ErtError::ChainTooLarge { commands: 27, .. })
+            ),
             "{e}"
         );
         r.ctx

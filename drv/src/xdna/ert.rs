@@ -19,7 +19,9 @@ pub enum ErtError {
     BadChainLength { got: usize, max: usize },
     #[error("a chain of {commands} commands needs {bytes} bytes of firmware slots, but the driver packs a whole chain into one {CHAIN_BUF_BYTES}-byte buffer: split it into several chains")]
     ChainTooLarge { commands: usize, bytes: usize },
-    #[error("command BO word 0 is not a START_NPU header with its fixed fields (header {0:#010x})")]
+    #[error(
+        "command BO word 0 is not a START_NPU header with its fixed fields (header {0:#010x})"
+    )]
     NotStartNpu(u32),
     #[error("packet of {words} words does not fit a {bo_size}-byte command BO")]
     TooLarge { words: usize, bo_size: u64 },

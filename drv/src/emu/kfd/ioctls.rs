@@ -374,8 +374,7 @@ fn create_event(k: &KfdEmu, a: &mut kfd_ioctl_create_event_args) -> R {
     let (id, slot) = if a.event_type == KFD_IOC_EVENT_SIGNAL {
         // kfd_kmap_event_page (kfd_events.c): a second event page for the process is
         // EINVAL ("Event page is already set").
-        if a.event_page_offset != 0 && (st.event_page.is_some() || st.kernel_event_page.is_some())
-        {
+        if a.event_page_offset != 0 && (st.event_page.is_some() || st.kernel_event_page.is_some()) {
             return einval();
         }
         if st.event_page.is_none() && st.kernel_event_page.is_none() {

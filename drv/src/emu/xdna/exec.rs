@@ -185,7 +185,9 @@ fn chain_members(c: &Client, chain: &EmuBo) -> io::Result<Vec<u32>> {
         // header plus its property+argument words; when the next slot does not fit, the
         // fill fails with ENOSPC (reported here at EXEC_CMD, see the module note).
         let fixed = 1 + head.extra_cu_masks as usize + 4;
-        let arg_words = (head.count as usize).checked_sub(fixed).ok_or_else(einval)?;
+        let arg_words = (head.count as usize)
+            .checked_sub(fixed)
+            .ok_or_else(einval)?;
         used += CHAIN_SLOT_HEADER_BYTES + 4 * arg_words;
         if used > CHAIN_BUF_BYTES {
             return Err(errno(libc::ENOSPC));
