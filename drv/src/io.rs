@@ -66,6 +66,13 @@ pub trait KernelIo: Send + Sync {
     fn exists(&self, path: &Path) -> bool;
     /// `getrlimit(RLIMIT_MEMLOCK)` as (soft, hard); `u64::MAX` is unlimited.
     fn memlock_limit(&self) -> io::Result<(u64, u64)>;
+    /// Which KFD process this I/O reaches. `None` is the real kernel, which keeps one KFD
+    /// process per OS process for the life of its address space (closing `/dev/kfd` does
+    /// not end it, see `kfd_open`/`kfd_release`); an emulator answers `Some(id)` of its own
+    /// process, which ends when its last `/dev/kfd` descriptor closes.
+    fn kfd_process_id(&self) -> Option<usize> {
+        None
+    }
     /// `setrlimit(RLIMIT_MEMLOCK)` with a new soft limit (≤ hard; `u64::MAX` is unlimited).
     /// The default acts on this process; the emulator records it instead.
     fn set_memlock_soft(&self, soft: u64) -> io::Result<()> {

@@ -137,6 +137,10 @@ impl KernelIo for TracedIo {
     fn set_memlock_soft(&self, soft: u64) -> io::Result<()> {
         self.inner.set_memlock_soft(soft)
     }
+
+    fn kfd_process_id(&self) -> Option<usize> {
+        self.inner.kfd_process_id()
+    }
 }
 
 #[cfg(all(test, feature = "emulator"))]

@@ -298,3 +298,93 @@ fn closing_kfd_with_live_handles_is_reported_as_a_leak() {
         "{leaks:?}"
     );
 }
+
+#[test]
+fn one_vm_binding_one_event_page_and_the_runtime_enable_bit_per_process() {
+    let (emu, kfd) = Emulator::strix_halo();
+    let p = P::new(&emu, kfd.node().gpu_id);
+    // kfd_ioctl_acquire_vm: the same render file again is fine, another one is EBUSY.
+    let mut same = kfd_ioctl_acquire_vm_args {
+        drm_fd: p.render as u32,
+        gpu_id: p.gpu,
+    };
+    // SAFETY: no pointers.
+    unsafe { acquire_vm(p.io.as_ref(), p.kfd, &mut same) }.unwrap();
+    let render2 =
+        p.io.open(Path::new("/dev/dri/renderD128"), libc::O_RDWR)
+            .unwrap();
+    let mut other = kfd_ioctl_acquire_vm_args {
+        drm_fd: render2 as u32,
+        gpu_id: p.gpu,
+    };
+    // SAFETY: no pointers.
+    let r = unsafe { acquire_vm(p.io.as_ref(), p.kfd, &mut other) };
+    assert_eq!(errno(r), libc::EBUSY);
+    p.io.close(render2).unwrap();
+
+    // kfd_kmap_event_page: a second event page is EINVAL.
+    let page = |va| p.alloc(va, 32 << 10, GTT).unwrap().0;
+    let (first, second) = (page(VA), page(VA + (1 << 20)));
+    let event = |offset: u64| {
+        let mut a = kfd_ioctl_create_event_args {
+            event_page_offset: offset,
+            event_type: KFD_IOC_EVENT_SIGNAL,
+            ..Default::default()
+        };
+        // SAFETY: no pointers.
+        unsafe { create_event(p.io.as_ref(), p.kfd, &mut a) }.map(|_| a.event_id)
+    };
+    let id = event(first).unwrap();
+    assert_eq!(errno(event(second)), libc::EINVAL);
+    let mut d = kfd_ioctl_destroy_event_args {
+        event_id: id,
+        pad: 0,
+    };
+    // SAFETY: no pointers.
+    unsafe { destroy_event(p.io.as_ref(), p.kfd, &mut d) }.unwrap();
+    p.free(second).unwrap();
+
+    // kfd_ioctl_runtime_enable: all-zero arguments disable; the enable bit enables once.
+    let runtime = |mode_mask| {
+        let mut a = kfd_ioctl_runtime_enable_args {
+            mode_mask,
+            ..Default::default()
+        };
+        // SAFETY: no pointers.
+        unsafe { runtime_enable(p.io.as_ref(), p.kfd, &mut a) }
+    };
+    runtime(0).unwrap();
+    assert!(!kfd.runtime_enabled());
+    runtime(KFD_RUNTIME_ENABLE_MODE_ENABLE_MASK).unwrap();
+    assert!(kfd.runtime_enabled());
+    assert_eq!(
+        errno(runtime(KFD_RUNTIME_ENABLE_MODE_ENABLE_MASK)),
+        libc::EBUSY
+    );
+    p.close();
+}
+
+#[test]
+fn a_dmabuf_import_at_a_taken_address_fails_at_map_not_import() {
+    use onebit_drv::buffer::SharedBuffer;
+    let (emu, kfd) = Emulator::strix_halo();
+    let p = P::new(&emu, kfd.node().gpu_id);
+    let (taken, _) = p.alloc(VA, 1 << 20, GTT).unwrap();
+    p.map(taken, true).unwrap();
+    let buf = SharedBuffer::new(&p.io, "b", 1 << 20).unwrap();
+    let mut a = kfd_ioctl_import_dmabuf_args {
+        va_addr: VA,
+        gpu_id: p.gpu,
+        dmabuf_fd: buf.dmabuf_fds()[0] as u32,
+        ..Default::default()
+    };
+    // SAFETY: no pointers.
+    unsafe { import_dmabuf(p.io.as_ref(), p.kfd, &mut a) }.unwrap();
+    assert_eq!(errno(p.map(a.handle, true)), libc::EINVAL);
+    p.free(a.handle).unwrap();
+    p.map(taken, false).unwrap();
+    p.free(taken).unwrap();
+    drop(buf);
+    p.close();
+    emu.assert_no_leaks();
+}

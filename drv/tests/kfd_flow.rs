@@ -325,3 +325,46 @@ fn userptr_memory_is_written_by_the_gpu_in_place() {
     unsafe { std::alloc::dealloc(mem, layout) };
     emu.assert_no_leaks();
 }
+
+#[test]
+fn the_device_is_one_per_process_and_enables_the_runtime() {
+    let (emu, kfd) = Emulator::strix_halo();
+    {
+        let a = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        assert!(
+            kfd.runtime_enabled(),
+            "RUNTIME_ENABLE carries the enable bit"
+        );
+        // A second open in the same process gets the same device: a new render fd would
+        // be refused by ACQUIRE_VM (EBUSY) and a second event page by CREATE_EVENT.
+        let b = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        a.wake_waiters().unwrap();
+        b.wake_waiters().unwrap();
+        let q = AqlQueue::new(&b, QueueOptions::default()).unwrap();
+        drop(q);
+    }
+    emu.assert_no_leaks();
+    // Another emulated process has its own device.
+    let (emu2, _kfd2) = Emulator::strix_halo();
+    {
+        let c = Device::open(&emu2.io(), &DeviceOptions::default()).unwrap();
+        c.wake_waiters().unwrap();
+    }
+    emu2.assert_no_leaks();
+}
+
+#[test]
+fn a_cpu_address_the_gpu_vm_refuses_at_map_falls_back_to_a_separate_range() {
+    let (emu, _kfd) = Emulator::strix_halo();
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        // amdgpu_vm_bo_map's refusal arrives through MAP_MEMORY_TO_GPU, not the import.
+        emu.fail_ioctl("AMDKFD_IOC_MAP_MEMORY_TO_GPU", libc::EINVAL, 1);
+        let mut buf = SharedGpuBuffer::new(&dev, "moved", 8192).unwrap();
+        assert!(matches!(buf, SharedGpuBuffer::Udmabuf { .. }), "{buf:?}");
+        assert!(!buf.same_va(), "imported in a separate GPU range");
+        buf.as_mut_slice()[0] = 9;
+        assert_eq!(buf.as_slice()[0], 9);
+    }
+    emu.assert_no_leaks();
+}

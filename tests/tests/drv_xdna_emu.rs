@@ -240,6 +240,60 @@ fn heap_and_bo_rules() {
 }
 
 #[test]
+fn heap_is_capped_at_dev_mem_size() {
+    use onebit_drv::io::Fd;
+    let (emu, _npu, io) = machine(XdnaEmuConfig::default());
+    {
+        // The kernel's rule (amdxdna_drm_create_dev_heap): > 64 MiB is EINVAL.
+        let fd = Fd::open(&io, Path::new(NODE)).unwrap();
+        assert_eq!(
+            raw::create_bo(&io, &fd, AMDXDNA_BO_DEV_HEAP, 128 << 20)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EINVAL)
+        );
+        drop(fd);
+        // The driver refuses before the kernel, naming the cap and what to do instead.
+        let dev = open(&io);
+        let e = dev.create_heap(128 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("64 MiB dev_mem_size") && e.contains("SHARE"),
+            "{e}"
+        );
+        let heap = dev.create_heap(64 << 20).unwrap();
+        assert_eq!(heap.size(), 64 << 20);
+        let e = dev.create_heap(4096).unwrap_err().to_string();
+        assert!(e.contains("already has"), "{e}");
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
+fn context_tiles_follow_the_firmware_core_row_count() {
+    // A part whose firmware reports 3 core rows (5 rows: shim, memory, 3 cores).
+    let (emu, _npu, io) = machine(XdnaEmuConfig {
+        rows: 5,
+        ..Default::default()
+    });
+    {
+        let dev = open(&io);
+        assert_eq!(dev.aie_metadata().unwrap().core.row_count, 3);
+        let _ctx = HwContext::create(&dev, 3, 2048, Qos::default()).unwrap();
+        let all = HwContext::create(&dev, 8, 2048, Qos::default()).unwrap();
+        let mut cols: Vec<u32> = dev
+            .hw_contexts()
+            .unwrap()
+            .iter()
+            .map(|c| c.num_col)
+            .collect();
+        cols.sort();
+        assert_eq!(cols, vec![3, 8]);
+        drop(all);
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
 fn leaks_are_reported() {
     use onebit_drv::io::Fd;
     let (emu, _npu, io) = machine(XdnaEmuConfig::default());
@@ -576,6 +630,60 @@ fn chains_run_in_one_submission_and_name_the_failing_entry() {
             .execute_chain(&mut chain, &[&a, &b], &[&data], TIMEOUT)
             .unwrap_err();
         assert!(e.to_string().contains("chain entry 1"), "{e}");
+    }
+    emu.assert_no_leaks();
+}
+
+#[test]
+fn chains_fit_the_drivers_4k_buffer_and_members_are_not_arguments() {
+    let (emu, npu, io) = machine(XdnaEmuConfig::default());
+    {
+        let r = rig(&io, &npu);
+        let data = r.dev.alloc_share(4096).unwrap();
+        // 26 argument words each: 52-byte slot header + 104 bytes, so 27 exceed 4096.
+        let mut words = vec![0u32; MAX_NPU_ARGS_WORDS];
+        words[..2].copy_from_slice(&[data.xdna_addr() as u32, (data.xdna_addr() >> 32) as u32]);
+        let pkt = StartNpu::new(0, r.instr.xdna_addr(), DOUBLER.len() as u32)
+            .args(ArgWords(words))
+            .build()
+            .unwrap();
+        let mut cmds = Vec::new();
+        for _ in 0..27 {
+            let mut c = r.dev.alloc_cmd(4096).unwrap();
+            write_packet(&mut c, &pkt).unwrap();
+            cmds.push(c);
+        }
+        let refs: Vec<&onebit_drv::xdna::Bo> = cmds.iter().collect();
+        let mut chain = r.dev.alloc_cmd(4096).unwrap();
+
+        // The emulated kernel: a chain over 27 such members does not fit (ENOSPC).
+        let mut raw = vec![ert::header(ERT_CMD_CHAIN, 6 + 2 * 27, 0), 27, 0, 0, 0, 0, 0];
+        for c in &refs {
+            raw.extend_from_slice(&[c.handle(), 0]);
+        }
+        write_packet(&mut chain, &raw).unwrap();
+        let e = r.ctx.submit(&chain, &[&r.instr, &data]).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOSPC), "{e}");
+
+        // The driver bounds the chain by bytes before the kernel sees it.
+        let e = r
+            .ctx
+            .execute_chain(&mut chain, &refs, &[&r.instr, &data], TIMEOUT)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                XdnaError::Ert(ert::ErtError::ChainTooLarge { commands: 27, .. })
+            ),
+            "{e}"
+        );
+        r.ctx
+            .execute_chain(&mut chain, &refs[..26], &[&r.instr, &data], TIMEOUT)
+            .unwrap();
+
+        // CMD BOs as EXEC_CMD arguments would be pinned, which 6.14 refuses.
+        let e = r.ctx.submit(&chain, &[&data, refs[0]]).unwrap_err();
+        assert!(e.to_string().contains("cannot pin command BOs"), "{e}");
     }
     emu.assert_no_leaks();
 }

@@ -506,6 +506,10 @@ impl KernelIo for Emulator {
         Ok(*self.inner.memlock.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    fn kfd_process_id(&self) -> Option<usize> {
+        Some(Arc::as_ptr(&self.inner) as *const () as usize)
+    }
+
     fn set_memlock_soft(&self, soft: u64) -> io::Result<()> {
         let mut m = self.inner.memlock.lock().unwrap_or_else(|p| p.into_inner());
         // An unprivileged process may not raise its soft limit above the hard one.

@@ -1,7 +1,7 @@
 //! Opening the GPU: `/dev/kfd`, its version, the render node and the compute VM.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::events::Interrupts;
 use super::{KfdError, Result, MIN_VERSION};
@@ -97,7 +97,19 @@ pub(crate) struct DevShared {
     pub(crate) doorbells: Mutex<Option<Arc<Mapping>>>,
 }
 
-/// An opened GPU with its compute VM. Cheap to clone.
+/// The devices this process has open, one per (KFD process, GPU).
+struct ProcessDevice {
+    process: Option<usize>,
+    gpu_id: u32,
+    dev: Weak<DevShared>,
+    /// Held on the real kernel, where the KFD process outlives every descriptor.
+    keep: Option<Device>,
+}
+
+static PROCESS_DEVICES: Mutex<Vec<ProcessDevice>> = Mutex::new(Vec::new());
+
+/// An opened GPU with its compute VM: one per process and GPU ([`Device::open`] returns
+/// the existing one). Cheap to clone.
 #[derive(Clone)]
 pub struct Device {
     pub(crate) shared: Arc<DevShared>,
@@ -137,8 +149,33 @@ impl Device {
         Self::open_node(io, node)
     }
 
-    /// Opens a specific topology node.
+    /// Opens a specific topology node, or returns the device this process already has for
+    /// it: KFD keeps one process object per OS process, whose GPU VM is bound to the first
+    /// render file for good (a second render fd gets EBUSY from ACQUIRE_VM) and whose event
+    /// page is registered once (a second one is EINVAL). On the real kernel the device
+    /// therefore lives until the process exits.
     pub fn open_node(io: &Arc<dyn KernelIo>, node: Node) -> Result<Device> {
+        let process = io.kfd_process_id();
+        let mut reg = PROCESS_DEVICES.lock().unwrap_or_else(|p| p.into_inner());
+        reg.retain(|s| s.keep.is_some() || s.dev.strong_count() > 0);
+        if let Some(shared) = reg
+            .iter()
+            .find(|s| s.process == process && s.gpu_id == node.gpu_id)
+            .and_then(|s| s.dev.upgrade())
+        {
+            return Ok(Device { shared });
+        }
+        let dev = Self::open_fresh(io, node)?;
+        reg.push(ProcessDevice {
+            process,
+            gpu_id: dev.gpu_id(),
+            dev: Arc::downgrade(&dev.shared),
+            keep: process.is_none().then(|| dev.clone()),
+        });
+        Ok(dev)
+    }
+
+    fn open_fresh(io: &Arc<dyn KernelIo>, node: Node) -> Result<Device> {
         let kfd = open_node(io, KFD_PATH)?;
         let version = get_version(io.as_ref(), &kfd)?;
         if !version.at_least(MIN_VERSION.0, MIN_VERSION.1) || version.major != 1 {
@@ -165,10 +202,10 @@ impl Device {
             gpu_id: core.gpu_id,
         };
         core.ioctl("AMDKFD_IOC_ACQUIRE_VM", sys::acquire_vm, &mut a).map_err(|e| {
-            if e.errno() == Some(libc::EINVAL) {
-                e.with_advice(format!("{render_path} may already have a graphics VM in use; open a fresh render fd"))
-            } else {
-                e
+            match e.errno() {
+                Some(libc::EINVAL) => e.with_advice(format!("{render_path} may already have a graphics VM in use; open a fresh render fd")),
+                Some(libc::EBUSY) => e.with_advice("this process already bound the GPU's VM to another render fd (a ROCm runtime loaded in the same process?); KFD allows one per process, so use that one or a separate process".to_string()),
+                _ => e,
             }
         })?;
         let apertures = Self::read_apertures(&core)?;
@@ -185,10 +222,15 @@ impl Device {
             shared: Arc::new(shared),
         };
         if version.at_least(1, 13) {
-            let mut r = sys::kfd_ioctl_runtime_enable_args::default();
-            // tinygrad passes all-zero: it only clears the "runtime not enabled" state. Queues
-            // work without it (it matters to the debugger/trap path), so a refusal (EBUSY
-            // under a debugger) is reported, not fatal.
+            // As ROCr does: the enable bit marks the runtime enabled for the debugger (all-zero
+            // arguments would be runtime_disable, see kfd_ioctl_runtime_enable). No TTMP save:
+            // onebit installs no trap handler. It must come before any queue (EEXIST after);
+            // queues work without it, so a refusal (EBUSY when another runtime in this
+            // process enabled it first) is reported, not fatal.
+            let mut r = sys::kfd_ioctl_runtime_enable_args {
+                mode_mask: sys::KFD_RUNTIME_ENABLE_MODE_ENABLE_MASK,
+                ..Default::default()
+            };
             if let Err(e) =
                 dev.core()
                     .ioctl("AMDKFD_IOC_RUNTIME_ENABLE", sys::runtime_enable, &mut r)

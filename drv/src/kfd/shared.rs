@@ -78,9 +78,12 @@ impl SharedGpuBuffer {
                     buf,
                 })
             }
-            // Only the import itself may refuse the address; other failures are real.
+            // IMPORT_DMABUF only records the address; the GPU VM refuses one it cannot use
+            // (outside the VM, or overlapping another mapping) when the BO is mapped:
+            // amdgpu_vm_bo_map answers EINVAL through MAP_MEMORY_TO_GPU. Other failures are
+            // real.
             Err(KfdError::Sys(e))
-                if e.errno() == Some(libc::EINVAL) && e.op == "AMDKFD_IOC_IMPORT_DMABUF" =>
+                if e.errno() == Some(libc::EINVAL) && e.op == "AMDKFD_IOC_MAP_MEMORY_TO_GPU" =>
             {
                 tracing::info!(error = %e, "import at the CPU address refused; using a separate GPU range");
             }

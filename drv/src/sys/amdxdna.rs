@@ -405,9 +405,10 @@ pub struct amdxdna_drm_set_power_mode {
 
 /// Where the NPU sees the per-process device heap.
 pub const AIE2_DEVM_BASE: u64 = 0x400_0000;
-/// Heap sizes XRT uses: a multiple of 64 MiB, at most 512 MiB.
-pub const AIE2_DEVM_STEP: u64 = 64 << 20;
-pub const AIE2_DEVM_MAX: u64 = 512 << 20;
+/// `dev_mem_size` of the AIE2 parts (`AIE2_DEVM_SIZE`, aie2_pci.h; npu4_regs.c): the one
+/// device heap a process may create is at most this big. The 6.14 driver answers a larger
+/// heap with EINVAL and a second heap with EBUSY (`amdxdna_drm_create_dev_heap`).
+pub const AIE2_DEVM_SIZE: u64 = 64 << 20;
 /// DEV BOs are carved from the heap at this alignment (PDIs go to the firmware as addr >> 15).
 pub const AIE2_DEV_BO_ALIGN: u64 = 32 << 10;
 /// Newer kernels reject larger command BOs.

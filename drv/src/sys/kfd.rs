@@ -270,6 +270,10 @@ pub struct kfd_ioctl_runtime_enable_args {
     pub capabilities_mask: u32,
 }
 const _: () = assert!(size_of::<kfd_ioctl_runtime_enable_args>() == 16);
+/// `mode_mask` bit: enable the runtime (without it RUNTIME_ENABLE disables).
+pub const KFD_RUNTIME_ENABLE_MODE_ENABLE_MASK: u32 = 1;
+/// `mode_mask` bit: let the trap handler save TTMP registers.
+pub const KFD_RUNTIME_ENABLE_MODE_TTMP_SAVE_MASK: u32 = 2;
 
 /// `struct kfd_ioctl_get_available_memory_args`.
 #[repr(C)]

@@ -380,14 +380,16 @@ impl NpuShared {
 }
 
 impl XdnaDevice {
-    /// Creates and maps the device heap (before any context). `size` is rounded up to
-    /// 64 MiB and must not exceed 512 MiB; a process has one heap.
+    /// Creates and maps the device heap (before any context). `size` is rounded up to a
+    /// page and must not exceed the driver's `dev_mem_size` (64 MiB on AIE2 parts); a
+    /// process has one heap and cannot grow it.
     pub fn create_heap(&self, size: u64) -> Result<Arc<DevHeap>, XdnaError> {
-        let size = size.max(1).next_multiple_of(AIE2_DEVM_STEP);
-        if size > AIE2_DEVM_MAX {
+        let size = size.max(1).next_multiple_of(crate::page_size());
+        if size > AIE2_DEVM_SIZE {
             return Err(XdnaError::Invalid(format!(
-                "a {} MiB device heap exceeds the driver's 512 MiB limit: keep PDIs and instruction streams in the heap and data in shared buffers",
-                size >> 20
+                "a {} MiB device heap exceeds the driver's {} MiB dev_mem_size (the kernel answers EINVAL): keep only PDIs and instruction streams in the heap and put data in SHARE or shared buffers",
+                size.div_ceil(1 << 20),
+                AIE2_DEVM_SIZE >> 20
             )));
         }
         let mut slot = self.heap.lock().unwrap_or_else(|p| p.into_inner());
@@ -411,12 +413,12 @@ impl XdnaDevice {
         Ok(heap)
     }
 
-    /// The heap, creating a 64 MiB one if there is none.
+    /// The heap, creating a full-size (64 MiB) one if there is none.
     pub fn heap(&self) -> Result<Arc<DevHeap>, XdnaError> {
         if let Some(h) = self.heap.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Ok(h.clone());
         }
-        self.create_heap(AIE2_DEVM_STEP)
+        self.create_heap(AIE2_DEVM_SIZE)
     }
 
     /// A DEV BO from the heap (PDIs, instruction streams), CPU-visible through the heap.
@@ -426,8 +428,9 @@ impl XdnaDevice {
         let handle = create(&self.inner, AMDXDNA_BO_DEV, size, 0, "DEV").map_err(|e| match e {
             XdnaError::Sys(s) if matches!(s.errno(), Some(libc::ENOMEM | libc::EAGAIN)) => {
                 XdnaError::Sys(s.with_advice(format!(
-                    "the {} MiB device heap has no room for a {size}-byte DEV BO: create a larger heap first (XdnaDevice::create_heap, at most 512 MiB)",
-                    heap.size() >> 20
+                    "the {} MiB device heap has no room for a {size}-byte DEV BO: the heap cannot grow past the driver's {} MiB dev_mem_size, so free DEV BOs (PDIs, instruction streams) you no longer need, or create the heap at full size first (XdnaDevice::create_heap)",
+                    heap.size() >> 20,
+                    AIE2_DEVM_SIZE >> 20
                 )))
             }
             e => e,

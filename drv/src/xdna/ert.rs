@@ -17,6 +17,12 @@ pub enum ErtError {
     BadInstructionSize(u64),
     #[error("a command chain needs 1..={max} commands, got {got}")]
     BadChainLength { got: usize, max: usize },
+    #[error("a chain of {commands} commands needs {bytes} bytes of firmware slots, but the driver packs a whole chain into one {CHAIN_BUF_BYTES}-byte buffer: split it into several chains")]
+    ChainTooLarge { commands: usize, bytes: usize },
+    #[error(
+        "command BO word 0 is not a START_NPU header with its fixed fields (header {0:#010x})"
+    )]
+    NotStartNpu(u32),
     #[error("packet of {words} words does not fit a {bo_size}-byte command BO")]
     TooLarge { words: usize, bo_size: u64 },
 }
@@ -164,25 +170,68 @@ impl StartNpu {
     }
 }
 
-/// Most commands one chain carries: the chain packet's count field is 11 bits, six of them
-/// taken by the chain header, two words per handle.
+/// Most commands one chain packet can name: its count field is 11 bits, six of them taken
+/// by the chain header, two words per handle. The byte bound below is usually tighter.
 pub const MAX_CHAIN_COMMANDS: usize = (AMDXDNA_CMD_COUNT_MASK as usize - 6) / 2;
 
+/// `MAX_CHAIN_CMDBUF_SIZE` (aie2_msg_priv.h): the driver copies every command of a chain
+/// into one buffer of this size for the firmware (`aie2_cmdlist_multi_execbuf`), and a
+/// chain whose slots do not fit fails with ENOSPC.
+pub const CHAIN_BUF_BYTES: usize = 4096;
+
+/// Bytes of the slot header the driver writes before each command's property and argument
+/// words: `struct cmd_chain_slot_npu` (packed, 52 bytes) on current kernels. 6.14 writes the
+/// 24-byte `cmd_chain_slot_dpu`, so a chain bounded with the larger header fits both.
+pub const CHAIN_SLOT_HEADER_BYTES: usize = 52;
+
+/// Bytes one START_NPU command with `arg_words` property+argument words takes in the chain
+/// buffer.
+pub const fn chain_slot_bytes(arg_words: usize) -> usize {
+    CHAIN_SLOT_HEADER_BYTES + 4 * arg_words
+}
+
+/// The property+argument words of a START_NPU packet (what the driver copies into a chain
+/// slot): the payload minus the CU masks and the four instruction-buffer words.
+pub fn start_npu_arg_words(packet: &[u32]) -> Result<usize, ErtError> {
+    let head = *packet.first().ok_or(ErtError::NotStartNpu(0))?;
+    let h = Header::decode(head);
+    let fixed = 1 + h.extra_cu_masks as usize + 4;
+    if h.opcode != ERT_START_NPU || (h.count as usize) < fixed {
+        return Err(ErtError::NotStartNpu(head));
+    }
+    Ok(h.count as usize - fixed)
+}
+
+/// One command of a chain: its CMD BO's GEM handle and its property+argument word count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainMember {
+    pub handle: u32,
+    pub arg_words: usize,
+}
+
 /// An `ERT_CMD_CHAIN` packet over other CMD BOs (by GEM handle), run by one EXEC_CMD.
-pub fn cmd_chain(cmd_handles: &[u32]) -> Result<Vec<u32>, ErtError> {
-    if cmd_handles.is_empty() || cmd_handles.len() > MAX_CHAIN_COMMANDS {
+/// Bounded by what the driver's 4 KiB chain buffer holds, not only by the count field.
+pub fn cmd_chain(members: &[ChainMember]) -> Result<Vec<u32>, ErtError> {
+    if members.is_empty() || members.len() > MAX_CHAIN_COMMANDS {
         return Err(ErtError::BadChainLength {
-            got: cmd_handles.len(),
+            got: members.len(),
             max: MAX_CHAIN_COMMANDS,
         });
     }
-    let count = 6 + 2 * cmd_handles.len();
+    let bytes: usize = members.iter().map(|m| chain_slot_bytes(m.arg_words)).sum();
+    if bytes > CHAIN_BUF_BYTES {
+        return Err(ErtError::ChainTooLarge {
+            commands: members.len(),
+            bytes,
+        });
+    }
+    let count = 6 + 2 * members.len();
     let mut w = Vec::with_capacity(1 + count);
     w.push(header(ERT_CMD_CHAIN, count as u32, 0));
-    w.push(cmd_handles.len() as u32);
+    w.push(members.len() as u32);
     w.extend_from_slice(&[0, 0, 0, 0, 0]); // submit_index, error_index, reserved[3]
-    for &h in cmd_handles {
-        w.push(h);
+    for m in members {
+        w.push(m.handle);
         w.push(0);
     }
     Ok(w)
@@ -291,9 +340,13 @@ mod tests {
         assert!(StartNpu::new(0, 0, 4).args(ok).build().is_ok());
     }
 
+    fn member(handle: u32, arg_words: usize) -> ChainMember {
+        ChainMember { handle, arg_words }
+    }
+
     #[test]
     fn chain_bytes() {
-        let pkt = cmd_chain(&[7, 9]).unwrap();
+        let pkt = cmd_chain(&[member(7, 3), member(9, 0)]).unwrap();
         #[rustfmt::skip]
         let golden: [u8; 44] = [
             0x01, 0xa0, 0x80, 0x39, // header: NEW, count 10, opcode 19, type 3
@@ -305,8 +358,47 @@ mod tests {
         ];
         assert_eq!(to_bytes(&pkt), golden);
         assert!(cmd_chain(&[]).is_err());
-        assert!(cmd_chain(&vec![1; MAX_CHAIN_COMMANDS + 1]).is_err());
-        assert!(cmd_chain(&vec![1; MAX_CHAIN_COMMANDS]).is_ok());
+    }
+
+    #[test]
+    fn chains_are_bounded_by_the_drivers_4k_buffer_not_the_count_field() {
+        // 26 argument words: 52 + 104 = 156 bytes a slot, so 26 fit in 4096 and 27 do not.
+        assert_eq!(chain_slot_bytes(MAX_NPU_ARGS_WORDS), 156);
+        let full: Vec<_> = (0..26).map(|h| member(h, MAX_NPU_ARGS_WORDS)).collect();
+        assert!(cmd_chain(&full).is_ok());
+        let over: Vec<_> = (0..27).map(|h| member(h, MAX_NPU_ARGS_WORDS)).collect();
+        assert_eq!(
+            cmd_chain(&over),
+            Err(ErtError::ChainTooLarge {
+                commands: 27,
+                bytes: 27 * 156
+            })
+        );
+        // Argument-free commands: 4096 / 52 = 78 fit, far below the count field's 1020.
+        let bare: Vec<_> = (0..78).map(|h| member(h, 0)).collect();
+        assert!(cmd_chain(&bare).is_ok());
+        let e = cmd_chain(&(0..79).map(|h| member(h, 0)).collect::<Vec<_>>()).unwrap_err();
+        assert!(e.to_string().contains("4096-byte buffer"), "{e}");
+        assert!(matches!(
+            cmd_chain(&vec![member(1, 0); MAX_CHAIN_COMMANDS + 1]),
+            Err(ErtError::BadChainLength { .. })
+        ));
+    }
+
+    #[test]
+    fn arg_words_of_a_start_npu_packet() {
+        let pkt = StartNpu::new(0, 0x0400_8000, 0x120)
+            .props(vec![1, 2])
+            .args(mlir_aie_args(&[0x1000]))
+            .build()
+            .unwrap();
+        assert_eq!(start_npu_arg_words(&pkt), Ok(2 + 7));
+        let chain = cmd_chain(&[member(1, 0)]).unwrap();
+        assert_eq!(
+            start_npu_arg_words(&chain),
+            Err(ErtError::NotStartNpu(chain[0]))
+        );
+        assert_eq!(start_npu_arg_words(&[]), Err(ErtError::NotStartNpu(0)));
     }
 
     #[test]
@@ -321,7 +413,7 @@ mod tests {
 
     #[test]
     fn fits() {
-        let pkt = cmd_chain(&[1]).unwrap();
+        let pkt = cmd_chain(&[member(1, 0)]).unwrap();
         assert_eq!(pkt.len(), 9);
         assert!(check_fits(&pkt, 36).is_ok());
         assert!(check_fits(&pkt, 32).is_err());

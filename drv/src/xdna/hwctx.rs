@@ -11,9 +11,6 @@ use super::ert::{self, CmdState};
 use super::ioctl;
 use crate::sys::amdxdna::*;
 
-/// Compute rows per column on npu4 (the driver's `num_tiles` is columns × this).
-pub const NPU4_CORE_ROWS: u32 = 4;
-
 /// Scheduling priority hint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Priority {
@@ -102,11 +99,21 @@ impl HwContext {
             ));
         }
         let heap = dev.heap()?;
+        // The driver turns `num_tiles` back into columns by dividing by the core row count
+        // the firmware reported (aie2_ctx.c, `num_tiles / ndev->metadata.core.row_count`),
+        // so the same count must be used here; it differs between NPU generations.
+        let core_rows = u32::from(dev.aie_metadata()?.core.row_count);
+        if core_rows == 0 {
+            return Err(XdnaError::Invalid(format!(
+                "{} reports 0 core tile rows (GET_INFO AIE_METADATA), so no context can be sized: update the NPU firmware",
+                dev.inner.target()
+            )));
+        }
         let mut q = qos.raw();
         let mut a = amdxdna_drm_create_hwctx {
             qos_p: &mut q as *mut amdxdna_qos_info as u64,
             max_opc,
-            num_tiles: u32::from(columns) * NPU4_CORE_ROWS,
+            num_tiles: u32::from(columns) * core_rows,
             ..Default::default()
         };
         let inner = &dev.inner;
@@ -198,12 +205,21 @@ impl HwContext {
         Ok(())
     }
 
-    /// EXEC_CMD of one command BO; `args` are every BO the command touches (kept alive by
-    /// the driver until it completes). Returns the timeline point to wait for.
+    /// EXEC_CMD of one command BO; `args` are the instruction and data BOs the command
+    /// touches (pinned and kept alive by the driver until it completes). Returns the
+    /// timeline point to wait for.
     pub fn submit(&self, cmd: &Bo, args: &[&Bo]) -> Result<u64, XdnaError> {
         if cmd.kind() != BoKind::Cmd {
             return Err(XdnaError::Invalid(format!(
                 "EXEC_CMD needs a CMD BO, not {cmd:?}"
+            )));
+        }
+        // The driver pins every argument BO (amdxdna_arg_bos_lookup) and the 6.14 driver
+        // cannot pin CMD BOs (EOPNOTSUPP); a chain's members are found through the chain
+        // packet, not the argument list.
+        if let Some(bad) = args.iter().find(|b| b.kind() == BoKind::Cmd) {
+            return Err(XdnaError::Invalid(format!(
+                "EXEC_CMD argument {bad:?} is a CMD BO: the driver pins argument BOs and cannot pin command BOs (EOPNOTSUPP); pass only instruction and data BOs"
             )));
         }
         if self.cus == 0 {
@@ -320,7 +336,8 @@ impl HwContext {
     }
 
     /// Runs already-written START_NPU command BOs as one CMD_CHAIN through `chain` (a CMD
-    /// BO of its own): one submission, one wait. On failure names the failing command.
+    /// BO of its own): one submission, one wait. `args` are the instruction and data BOs of
+    /// all members. On failure names the failing command.
     pub fn execute_chain(
         &self,
         chain: &mut Bo,
@@ -328,12 +345,24 @@ impl HwContext {
         args: &[&Bo],
         timeout: Duration,
     ) -> Result<(), XdnaError> {
-        let handles: Vec<u32> = cmds.iter().map(|c| c.handle()).collect();
-        let packet = ert::cmd_chain(&handles)?;
+        let members = cmds
+            .iter()
+            .map(|c| {
+                let head = c.as_slice()?;
+                let words: Vec<u32> = head[..head.len().min(4 * 8)]
+                    .chunks_exact(4)
+                    .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+                    .collect();
+                Ok(ert::ChainMember {
+                    handle: c.handle(),
+                    arg_words: ert::start_npu_arg_words(&words)?,
+                })
+            })
+            .collect::<Result<Vec<_>, XdnaError>>()?;
+        let packet = ert::cmd_chain(&members)?;
         write_packet(chain, &packet)?;
-        let mut all: Vec<&Bo> = cmds.to_vec();
-        all.extend_from_slice(args);
-        let seq = self.submit(chain, &all)?;
+        // Only the instruction and data BOs: the members are named by the chain packet.
+        let seq = self.submit(chain, args)?;
         self.wait(seq, timeout)?;
         match packet_state(chain)? {
             CmdState::Completed => Ok(()),

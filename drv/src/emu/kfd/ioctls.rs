@@ -80,8 +80,10 @@ pub(super) unsafe fn dispatch(k: &KfdEmu, emu: &Emulator, request: u64, arg: *mu
                 if a.gpu_id != k.sh.node.gpu_id || !st.render_fds.contains(&(a.drm_fd as i32)) {
                     return einval();
                 }
+                // kfd_ioctl_acquire_vm: the process device keeps the first render file for
+                // the life of the process; another file is EBUSY, the same one is a no-op.
                 match st.acquired {
-                    Some(fd) if fd != a.drm_fd as i32 => einval(),
+                    Some(fd) if fd != a.drm_fd as i32 => Err(errno(libc::EBUSY)),
                     _ => {
                         st.acquired = Some(a.drm_fd as i32);
                         Ok(0)
@@ -108,11 +110,25 @@ pub(super) unsafe fn dispatch(k: &KfdEmu, emu: &Emulator, request: u64, arg: *mu
                 },
             ),
             0x24 => with_arg(request, arg, |a| export(k, emu, a)),
-            0x25 => with_arg(request, arg, |_a: &mut kfd_ioctl_runtime_enable_args| {
+            0x25 => with_arg(request, arg, |a: &mut kfd_ioctl_runtime_enable_args| {
                 if k.sh.cfg.version < (1, 13) {
                     return einval();
                 }
-                k.sh.lock().runtime_enabled = true;
+                // kfd_ioctl_runtime_enable (kfd_chardev.c): without the enable bit the call
+                // is runtime_disable; runtime_enable refuses a second enable (EBUSY) and a
+                // process that already has queues (EEXIST).
+                let mut st = k.sh.lock();
+                if a.mode_mask & KFD_RUNTIME_ENABLE_MODE_ENABLE_MASK == 0 {
+                    st.runtime_enabled = false;
+                    return Ok(0);
+                }
+                if st.runtime_enabled {
+                    return Err(errno(libc::EBUSY));
+                }
+                if !st.queues.is_empty() {
+                    return Err(errno(libc::EEXIST));
+                }
+                st.runtime_enabled = true;
                 Ok(0)
             }),
             _ => Err(errno(libc::ENOTTY)),
@@ -272,10 +288,21 @@ fn map(k: &KfdEmu, a: &mut kfd_ioctl_map_memory_to_gpu_args, on: bool) -> R {
             return einval();
         }
     }
-    let b = st
-        .bos
-        .get_mut(&a.handle)
-        .ok_or_else(|| errno(libc::EINVAL))?;
+    let b = st.bos.get(&a.handle).ok_or_else(|| errno(libc::EINVAL))?;
+    // amdgpu_vm_bo_map (reached through amdgpu_amdkfd_gpuvm_map_memory_to_gpu ->
+    // map_bo_to_gpuvm): a VA outside the VM or overlapping another mapping is EINVAL at
+    // MAP time; IMPORT_DMABUF only records the address.
+    if on
+        && !b.mapped
+        && (b.va < GPUVM_BASE
+            || b.va + b.size - 1 > GPUVM_LIMIT
+            || st.bos.iter().any(|(h, o)| {
+                *h != a.handle && o.mapped && b.va < o.va + o.size && o.va < b.va + b.size
+            }))
+    {
+        return einval();
+    }
+    let b = st.bos.get_mut(&a.handle).expect("looked up above");
     if on {
         b.mapped = true;
     } else {
@@ -298,10 +325,7 @@ fn import(k: &KfdEmu, emu: &Emulator, a: &mut kfd_ioctl_import_dmabuf_args) -> R
         return einval();
     }
     let size = buf.len();
-    if a.va_addr < GPUVM_BASE || a.va_addr + size - 1 > GPUVM_LIMIT || st.overlaps(a.va_addr, size)
-    {
-        return einval();
-    }
+    // kfd_ioctl_import_dmabuf does not check the VA: a bad one fails at MAP_MEMORY_TO_GPU.
     let map = buf.map()?;
     let idr = st.next_idr;
     st.next_idr += 1;
@@ -348,6 +372,11 @@ fn export(k: &KfdEmu, emu: &Emulator, a: &mut kfd_ioctl_export_dmabuf_args) -> R
 fn create_event(k: &KfdEmu, a: &mut kfd_ioctl_create_event_args) -> R {
     let mut st = k.sh.lock();
     let (id, slot) = if a.event_type == KFD_IOC_EVENT_SIGNAL {
+        // kfd_kmap_event_page (kfd_events.c): a second event page for the process is
+        // EINVAL ("Event page is already set").
+        if a.event_page_offset != 0 && (st.event_page.is_some() || st.kernel_event_page.is_some()) {
+            return einval();
+        }
         if st.event_page.is_none() && st.kernel_event_page.is_none() {
             if a.event_page_offset != 0 {
                 let h = a.event_page_offset;

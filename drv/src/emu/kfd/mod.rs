@@ -177,6 +177,11 @@ impl KfdEmu {
         }
     }
 
+    /// Whether the process's runtime is enabled (RUNTIME_ENABLE with the enable bit).
+    pub fn runtime_enabled(&self) -> bool {
+        self.sh.lock().runtime_enabled
+    }
+
     /// Number of live queues.
     pub fn queue_count(&self) -> usize {
         self.sh.lock().queues.len()

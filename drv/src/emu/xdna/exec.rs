@@ -36,6 +36,11 @@ impl XdnaEmu {
         if args.iter().any(|h| !c.bos.contains_key(h)) {
             return Err(errno(libc::ENOENT));
         }
+        // amdxdna_arg_bos_lookup (amdxdna_ctx.c) pins every argument BO, and
+        // amdxdna_gem_pin_nolock (amdxdna_gem.c, 6.14) has no case for CMD BOs: EOPNOTSUPP.
+        if args.iter().any(|h| c.bos[h].kind == AMDXDNA_BO_CMD) {
+            return Err(errno(libc::EOPNOTSUPP));
+        }
         let cmd = c
             .bos
             .get(&cmd_handle)
@@ -151,12 +156,18 @@ fn payload(bo: &EmuBo) -> io::Result<Vec<u32>> {
         .collect())
 }
 
+/// Bytes of the firmware chain buffer and of each slot's header (aie2_msg_priv.h:
+/// `MAX_CHAIN_CMDBUF_SIZE`, packed `struct cmd_chain_slot_npu`).
+const CHAIN_BUF_BYTES: usize = 4096;
+const CHAIN_SLOT_HEADER_BYTES: usize = 52;
+
 fn chain_members(c: &Client, chain: &EmuBo) -> io::Result<Vec<u32>> {
     let p = payload(chain)?;
     let n = *p.first().ok_or_else(einval)? as usize;
     if n == 0 || p.len() < 6 + 2 * n {
         return Err(einval());
     }
+    let mut used = 0usize;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let h = u64::from(p[6 + 2 * i]) | (u64::from(p[7 + 2 * i]) << 32);
@@ -166,8 +177,20 @@ fn chain_members(c: &Client, chain: &EmuBo) -> io::Result<Vec<u32>> {
             .get(&h)
             .filter(|b| b.kind == AMDXDNA_BO_CMD)
             .ok_or_else(einval)?;
-        if Header::decode(read_word(bo, 0).ok_or_else(einval)?).opcode != ERT_START_NPU {
+        let head = Header::decode(read_word(bo, 0).ok_or_else(einval)?);
+        if head.opcode != ERT_START_NPU {
             return Err(einval());
+        }
+        // aie2_cmdlist_multi_execbuf copies every member into one 4 KiB buffer as a slot
+        // header plus its property+argument words; when the next slot does not fit, the
+        // fill fails with ENOSPC (reported here at EXEC_CMD, see the module note).
+        let fixed = 1 + head.extra_cu_masks as usize + 4;
+        let arg_words = (head.count as usize)
+            .checked_sub(fixed)
+            .ok_or_else(einval)?;
+        used += CHAIN_SLOT_HEADER_BYTES + 4 * arg_words;
+        if used > CHAIN_BUF_BYTES {
+            return Err(errno(libc::ENOSPC));
         }
         out.push(h);
     }

@@ -68,12 +68,15 @@ impl XdnaEmu {
                 }
             }
             AMDXDNA_BO_DEV_HEAP => {
+                // amdxdna_drm_create_dev_heap (amdxdna_gem.c, 6.14): larger than the part's
+                // dev_mem_size (64 MiB on AIE2) is EINVAL, checked before the second-heap
+                // EBUSY.
+                if a.size > AIE2_DEVM_SIZE {
+                    return Err(einval());
+                }
                 let c = client(&mut st, fd)?;
                 if c.heap.is_some() {
                     return Err(errno(libc::EBUSY));
-                }
-                if size > AIE2_DEVM_MAX {
-                    return Err(einval());
                 }
                 let s = Store::new(
                     CpuMem::Backing(Backing::new("xdna-heap", size as usize)?),
@@ -311,9 +314,13 @@ impl XdnaEmu {
             // SAFETY: `qos_p` points at a qos_info (caller contract).
             unsafe { read_user(a.qos_p)? }
         };
+        // aie2_ctx.c (6.14): num_col = num_tiles / metadata.core.row_count, with the row
+        // count the firmware reports (AIE_METADATA's core.row_count, rows minus the shim
+        // and memory rows here); 0 or more than the array's columns is EINVAL. A remainder
+        // is silently dropped, as the kernel does.
         let rows = u32::from(self.cfg.rows - 2);
         let cols = a.num_tiles / rows;
-        if a.num_tiles == 0 || a.num_tiles % rows != 0 || cols > u32::from(self.cfg.cols) {
+        if cols == 0 || cols > u32::from(self.cfg.cols) {
             return Err(einval());
         }
         let mut st = self.st();
