@@ -189,6 +189,15 @@ pub fn forward_greedy(
     }
 }
 
+/// Another engine for the ternary projections of a forward call: an NPU prefill surface
+/// runs a prompt chunk's BitLinears on its own device while the CPU does the rest.
+pub trait Projector: Sync {
+    /// `out[n, w.rows] = BitLinear(w)` on the int8 rows `quant` (`[n, padded_cols(w.cols)]`)
+    /// with their scales `acts`, the same numbers as the CPU kernels. Returns false to let
+    /// the CPU do this one (a shape it has no kernel for, one row, ...).
+    fn project(&self, w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]) -> bool;
+}
+
 /// What one session gets from [`forward_needs`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum RowResult {
@@ -208,6 +217,18 @@ pub fn forward_needs(
     needs: &[Need],
     screen: Option<&Int8Head>,
 ) -> Result<Vec<RowResult>> {
+    forward_with(model, sessions, new_ids, needs, screen, None)
+}
+
+/// [`forward_needs`] with the projections offered to `projector` first.
+pub fn forward_with(
+    model: &Model,
+    sessions: &mut [&mut Session],
+    new_ids: &[&[u32]],
+    needs: &[Need],
+    screen: Option<&Int8Head>,
+    projector: Option<&dyn Projector>,
+) -> Result<Vec<RowResult>> {
     if new_ids.len() != sessions.len() || needs.len() != sessions.len() {
         return Err(Error::Input(format!(
             "forward: {} sessions, {} id lists, {} needs",
@@ -216,7 +237,7 @@ pub fn forward_needs(
             needs.len()
         )));
     }
-    let Some((mut h, rows)) = hidden_states(model, sessions, new_ids)? else {
+    let Some((mut h, rows)) = hidden_states(model, sessions, new_ids, projector)? else {
         return Ok(vec![RowResult::Nothing; sessions.len()]);
     };
     Ok(lm_head(model, &mut h, &rows, needs, screen))
@@ -228,6 +249,7 @@ fn hidden_states(
     model: &Model,
     sessions: &mut [&mut Session],
     new_ids: &[&[u32]],
+    projector: Option<&dyn Projector>,
 ) -> Result<Option<(Vec<f32>, Vec<RowPos>)>> {
     let c = &model.config;
     let mut rows = Vec::new();
@@ -277,7 +299,7 @@ fn hidden_states(
         );
     }
     let rope = Rope { cos, sin, half };
-    let mut scratch = Scratch::new(model, n);
+    let mut scratch = Scratch::new(model, n, projector);
     for (li, layer) in model.layers.iter().enumerate() {
         self_attention(
             model,
@@ -311,9 +333,10 @@ impl Rope {
     }
 }
 
-/// Working memory of one forward call.
-struct Scratch {
+/// Working memory of one forward call, and where its projections run.
+struct Scratch<'p> {
     n: usize,
+    projector: Option<&'p dyn Projector>,
     normed: Vec<f32>,
     quant: Vec<i8>,
     acts: Vec<ActScale>,
@@ -326,12 +349,13 @@ struct Scratch {
     up: Vec<f32>,
 }
 
-impl Scratch {
-    fn new(model: &Model, n: usize) -> Self {
+impl<'p> Scratch<'p> {
+    fn new(model: &Model, n: usize, projector: Option<&'p dyn Projector>) -> Self {
         let c = &model.config;
         let widest = padded_cols(c.hidden_size.max(c.intermediate_size).max(c.q_dim()));
         Self {
             n,
+            projector,
             normed: vec![0.0; n * c.hidden_size.max(c.q_dim())],
             quant: vec![0; n * widest],
             acts: vec![ActScale { scale: 1.0, sum: 0 }; n],
@@ -367,12 +391,13 @@ fn quantize_rows(x: &[f32], cols: usize, quant: &mut [i8], acts: &mut [ActScale]
 /// Several BitLinears over one quantized input (q/k/v, gate/up). A single token runs them
 /// as one parallel region, so the threads meet once instead of once per projection.
 fn bitlinear_shared(
+    proj: Option<&dyn Projector>,
     ws: &[&TernaryTensor],
     quant: &[i8],
     acts: &[ActScale],
     outs: &mut [&mut [f32]],
 ) {
-    if acts.len() == 1 {
+    if acts.len() == 1 && proj.is_none() {
         let k = padded_cols(ws[0].cols);
         let mut jobs: Vec<GemvJob> = ws
             .iter()
@@ -386,15 +411,24 @@ fn bitlinear_shared(
         gemv_many(&quant[..k], acts[0], &mut jobs);
     } else {
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
-            bitlinear(w, quant, acts, out);
+            bitlinear(proj, w, quant, acts, out);
         }
     }
 }
 
 /// `out = BitLinear(w, quantized input)` for all rows.
-fn bitlinear(w: &TernaryTensor, quant: &[i8], acts: &[ActScale], out: &mut [f32]) {
+fn bitlinear(
+    proj: Option<&dyn Projector>,
+    w: &TernaryTensor,
+    quant: &[i8],
+    acts: &[ActScale],
+    out: &mut [f32],
+) {
     let k = padded_cols(w.cols);
     let n = acts.len();
+    if proj.is_some_and(|p| p.project(w, &quant[..n * k], acts, &mut out[..n * w.rows])) {
+        return;
+    }
     if let Some(columns) = &w.columns {
         // Skipping zero columns pays only when there are enough of them (the dense walk
         // streams faster than the sparse one gathers); both give the same numbers.
@@ -454,6 +488,7 @@ fn self_attention(
     norm_rows(normed, &layer.input_layernorm, c.rms_norm_eps);
     quantize_rows(normed, hidden, &mut s.quant, &mut s.acts);
     bitlinear_shared(
+        s.projector,
         &[&layer.q_proj, &layer.k_proj, &layer.v_proj],
         &s.quant,
         &s.acts,
@@ -477,7 +512,7 @@ fn self_attention(
     let o = &mut s.attn[..n * q_dim];
     norm_rows(o, &layer.attn_sub_norm, c.rms_norm_eps);
     quantize_rows(o, q_dim, &mut s.quant, &mut s.acts);
-    bitlinear(&layer.o_proj, &s.quant, &s.acts, &mut s.proj);
+    bitlinear(s.projector, &layer.o_proj, &s.quant, &s.acts, &mut s.proj);
     add_inplace(h, &s.proj[..n * hidden]);
 }
 
@@ -536,6 +571,7 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
     norm_rows(normed, &layer.post_attention_layernorm, c.rms_norm_eps);
     quantize_rows(normed, hidden, &mut s.quant, &mut s.acts);
     bitlinear_shared(
+        s.projector,
         &[&layer.gate_proj, &layer.up_proj],
         &s.quant,
         &s.acts,
@@ -547,7 +583,13 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
     // ffn_sub_norm before down_proj
     norm_rows(g, &layer.ffn_sub_norm, c.rms_norm_eps);
     quantize_rows(g, ffn, &mut s.quant, &mut s.acts);
-    bitlinear(&layer.down_proj, &s.quant, &s.acts, &mut s.proj);
+    bitlinear(
+        s.projector,
+        &layer.down_proj,
+        &s.quant,
+        &s.acts,
+        &mut s.proj,
+    );
     add_inplace(h, &s.proj[..n * hidden]);
 }
 
