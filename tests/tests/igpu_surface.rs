@@ -1,0 +1,243 @@
+//! The compute surfaces behind the one `Backend` trait, on the KFD emulator: the iGPU
+//! generates the CPU's tokens through the one generation loop, advances several sessions in
+//! one submission, and a device fault in the middle of a generation moves the sessions to
+//! the CPU with their KV cache, without changing a token.
+
+use std::time::Duration;
+
+use onebit_engine::backend::igpu::{FaultKind, FaultPlan};
+use onebit_engine::backend::{
+    open, Backend, Health, Opened, SelectOptions, Surface, SurfaceChoice,
+};
+use onebit_engine::generate::{generate, step, Options, Stream};
+use onebit_engine::model::Model;
+use onebit_engine::sampler::SamplingParams;
+use onebit_tests::fixture;
+
+const PROMPTS: [&[u32]; 3] = [
+    &[0, 863, 71, 260, 265, 80, 553, 223, 443, 71, 87, 71],
+    &[0, 71, 87, 71, 553],
+    &[0, 443, 260, 80, 80, 80, 265, 863],
+];
+
+fn tiny_a(format: &str) -> Option<Model> {
+    let path = fixture(&format!("tiny-a/tiny-a.{format}.gguf"))?;
+    Some(onebit_engine::format::load(&path).expect("tiny-a loads").0)
+}
+
+/// Every test model, by name: the tiny-a fixture in each GGUF format and the embedded
+/// onebit-tiny.
+fn load(name: &str) -> Option<Model> {
+    match name.strip_prefix("tiny-a.") {
+        Some(format) => tiny_a(format),
+        None => onebit_engine::embedded::load().ok().map(|(m, _)| m),
+    }
+}
+
+const MODELS: [&str; 4] = ["tiny-a.i2_s", "tiny-a.tq2_0", "tiny-a.tq1_0", "onebit-tiny"];
+
+fn surface(model: Model, s: Surface, fault: Option<FaultPlan>) -> Opened {
+    let o = SelectOptions {
+        choice: SurfaceChoice::Fixed(s),
+        emulator: true,
+        ctx: 256,
+        sessions: 4,
+        device_timeout: Duration::from_secs(2),
+        fault,
+        ..SelectOptions::default()
+    };
+    open(model, &o).expect("the surface opens")
+}
+
+fn options(temperature: f32) -> Options {
+    Options {
+        max_new: 16,
+        sampling: SamplingParams {
+            temperature,
+            seed: Some(7),
+            ..SamplingParams::default()
+        },
+        stop_ids: vec![],
+        logprobs: None,
+    }
+}
+
+fn tokens_on<B: Backend>(b: &mut B, prompt: &[u32], temperature: f32) -> Vec<u32> {
+    let mut s = b.new_session(0).unwrap();
+    generate(b, &mut s, prompt, &options(temperature), |_| true)
+        .unwrap()
+        .tokens
+}
+
+fn tokens(opened: &mut Opened, prompt: &[u32], temperature: f32) -> Vec<u32> {
+    match opened {
+        Opened::Cpu(b) => tokens_on(b, prompt, temperature),
+        Opened::Igpu(b) => tokens_on(b, prompt, temperature),
+    }
+}
+
+#[test]
+fn the_igpu_generates_the_cpus_greedy_tokens_and_samples_in_place() {
+    for name in MODELS {
+        let (Some(a), Some(b)) = (load(name), load(name)) else {
+            eprintln!("SKIP {name}: not available here");
+            continue;
+        };
+        let mut cpu = surface(a, Surface::Cpu, None);
+        let mut gpu = surface(b, Surface::Igpu, None);
+        assert_eq!(gpu.surface(), Surface::Igpu, "{name}");
+        for p in PROMPTS {
+            assert_eq!(
+                tokens(&mut gpu, p, 0.0),
+                tokens(&mut cpu, p, 0.0),
+                "{name}, greedy, prompt {p:?}"
+            );
+            // Sampling reads the logits in place from the shared buffer. The GPU's float
+            // sums are not the CPU's bit for bit, so a draw may land on the other side of
+            // a boundary: a fixed seed reproduces the device's own run, and the first
+            // draw (from a near-identical distribution) agrees with the CPU's.
+            let sampled = tokens(&mut gpu, p, 0.8);
+            assert_eq!(sampled.len(), 16);
+            assert_eq!(
+                sampled,
+                tokens(&mut gpu, p, 0.8),
+                "{name}: seeded run repeats"
+            );
+            assert_eq!(
+                sampled[0],
+                tokens(&mut cpu, p, 0.8)[0],
+                "{name}: first draw"
+            );
+        }
+    }
+}
+
+/// Every stream of `prompts` advanced together, one batched step at a time.
+fn together<B: Backend>(b: &mut B, prompts: &[&[u32]], chunk: usize) -> Vec<Vec<u32>> {
+    let mut sessions: Vec<B::Session> = prompts.iter().map(|_| b.new_session(0).unwrap()).collect();
+    let mut streams: Vec<Stream> = prompts
+        .iter()
+        .map(|p| Stream::new(p.to_vec(), 0, options(0.0)))
+        .collect();
+    let mut out = vec![Vec::new(); prompts.len()];
+    let mut done = vec![false; prompts.len()];
+    while done.iter().any(|d| !d) {
+        let mut rows: Vec<(&mut B::Session, &mut Stream)> = sessions
+            .iter_mut()
+            .zip(streams.iter_mut())
+            .zip(&done)
+            .filter(|(_, d)| !**d)
+            .map(|((s, st), _)| (s, st))
+            .collect();
+        let live: Vec<usize> = (0..prompts.len()).filter(|&i| !done[i]).collect();
+        let adv = step(b, &mut rows, chunk).unwrap();
+        for (i, a) in live.into_iter().zip(adv) {
+            out[i].extend(a.token);
+            done[i] |= a.finish.is_some();
+        }
+    }
+    out
+}
+
+#[test]
+fn several_sessions_in_one_submission_match_one_at_a_time() {
+    let Some(model) = tiny_a("i2_s") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let Opened::Igpu(mut gpu) = surface(model, Surface::Igpu, None) else {
+        unreachable!()
+    };
+    let alone: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .map(|p| tokens_on(&mut gpu, p, 0.0))
+        .collect();
+    // Prompts fed in chunks of 3 next to other sessions' decode steps, then batched decode.
+    assert_eq!(together(&mut gpu, &PROMPTS, 3), alone);
+    assert_eq!(gpu.health(), Health::Ok);
+}
+
+#[test]
+fn a_device_fault_mid_generation_continues_on_the_cpu_with_the_same_tokens() {
+    let Some(model) = tiny_a("i2_s") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let Opened::Cpu(mut cpu) = surface(model, Surface::Cpu, None) else {
+        unreachable!()
+    };
+    let want: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .map(|p| tokens_on(&mut cpu, p, 0.0))
+        .collect();
+    for kind in [FaultKind::DeviceError, FaultKind::Hang] {
+        let model = tiny_a("i2_s").unwrap();
+        // Step 1 prefills every prompt on the device; the fault strikes at step 5, with
+        // four tokens of each session's KV cache written by the device.
+        let plan = FaultPlan { kind, at: 5 };
+        let Opened::Igpu(mut gpu) = surface(model, Surface::Igpu, Some(plan)) else {
+            unreachable!()
+        };
+        assert_eq!(together(&mut gpu, &PROMPTS, 64), want, "{kind:?}");
+        match gpu.health() {
+            Health::Degraded {
+                failed,
+                serving,
+                reason,
+            } => {
+                assert_eq!((failed, serving), (Surface::Igpu, Surface::Cpu));
+                assert!(!reason.is_empty());
+            }
+            Health::Ok => panic!("{kind:?}: the fault went unnoticed"),
+        }
+        assert_eq!(gpu.fallbacks(), PROMPTS.len() as u64, "{kind:?}");
+        assert_eq!(gpu.surface(), Surface::Cpu);
+    }
+}
+
+#[test]
+fn out_of_device_memory_for_a_session_puts_only_that_session_on_the_cpu() {
+    let Some(model) = tiny_a("i2_s") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let Opened::Cpu(mut cpu) = surface(model, Surface::Cpu, None) else {
+        unreachable!()
+    };
+    let want: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .map(|p| tokens_on(&mut cpu, p, 0.0))
+        .collect();
+    let model = tiny_a("i2_s").unwrap();
+    let plan = FaultPlan {
+        kind: FaultKind::Enomem,
+        at: 2,
+    };
+    let Opened::Igpu(mut gpu) = surface(model, Surface::Igpu, Some(plan)) else {
+        unreachable!()
+    };
+    assert_eq!(together(&mut gpu, &PROMPTS, 64), want);
+    assert_eq!(gpu.fallbacks(), 1);
+    assert_eq!(
+        gpu.health(),
+        Health::Ok,
+        "the device still serves the others"
+    );
+}
+
+#[test]
+fn npu_surfaces_say_what_they_need() {
+    let Some(model) = tiny_a("i2_s") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let o = SelectOptions {
+        choice: "npu+cpu".parse().unwrap(),
+        ..SelectOptions::default()
+    };
+    let err = match open(model, &o) {
+        Err(e) => e.to_string(),
+        Ok(_) => return, // a build with NPU prefill
+    };
+    assert!(err.contains("IRON/Peano"), "{err}");
+}
