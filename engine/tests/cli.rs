@@ -349,3 +349,43 @@ fn run_on_the_emulated_igpu_gives_the_cpu_tokens() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("/dev/kfd"));
     }
 }
+
+#[test]
+fn perplexity_and_bench_run_on_the_emulated_igpu() {
+    let (Some(m), Some(f)) = (
+        fixture("tiny-a/tiny-a.i2_s.gguf"),
+        fixture("tiny-a/eval.txt"),
+    ) else {
+        return;
+    };
+    let (m, f) = (m.to_str().unwrap(), f.to_str().unwrap());
+    let ppl = |surface: &[&str]| {
+        let mut args = vec!["perplexity", "-m", m, "-f", f, "--ctx", "48", "--json"];
+        args.extend(surface);
+        stdout_json(&onebit(&args))["perplexity"].as_f64().unwrap()
+    };
+    let (cpu, gpu) = (
+        ppl(&["--surface", "cpu"]),
+        ppl(&["--surface", "igpu", "--emulator"]),
+    );
+    // Same model, float sums in another order: the same perplexity to well under 0.1 %.
+    assert!((cpu - gpu).abs() / cpu < 1e-3, "cpu {cpu} vs igpu {gpu}");
+    let bench = stdout_json(&onebit(&[
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "--surface",
+        "igpu",
+        "--emulator",
+    ]));
+    assert_eq!(bench["backend"], "igpu (emulator)");
+    assert_eq!(bench["results"].as_array().unwrap().len(), 2);
+}

@@ -69,10 +69,7 @@ impl Opened {
 
 /// Opens the surface `o.choice` names for `model`.
 pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
-    let want = match o.choice {
-        SurfaceChoice::Fixed(s) => s,
-        SurfaceChoice::Auto => auto(o),
-    };
+    let want = resolve(o);
     if want.prefills_on_npu() {
         return Err(Error::Device(format!(
             "--surface {want}: NPU prefill needs an XDNA2 kernel artifact built with AMD's IRON/Peano \
@@ -90,6 +87,14 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
     let cpu = CpuBackend::new(Arc::new(model), o.ctx).with_screened_head(o.screened_head);
     tracing::info!(surface = "cpu", isa = ?onebit_kernels::ternary::Isa::best(), "compute surface");
     Ok(Opened::Cpu(cpu))
+}
+
+/// The surface `o.choice` names: itself, or what `auto` picks (logged with the reason).
+pub fn resolve(o: &SelectOptions) -> Surface {
+    match o.choice {
+        SurfaceChoice::Fixed(s) => s,
+        SurfaceChoice::Auto => auto(o),
+    }
 }
 
 /// What `auto` picks, and why (logged).

@@ -6,6 +6,9 @@
 use crate::bandwidth;
 use crate::common::CliResult;
 use crate::roofline::{ceiling, Budget};
+use onebit_engine::backend::cpu::CpuBackend;
+use onebit_engine::backend::select::resolve;
+use onebit_engine::backend::{open, Backend, Need, SelectOptions, Surface, SurfaceChoice};
 use onebit_engine::forward::{forward, forward_greedy, LogitsMode, Session};
 use onebit_engine::model::{Model, SPARSE_COLUMNS};
 use onebit_engine::synth::{self, Preset, Rng};
@@ -54,6 +57,14 @@ pub struct Args {
     /// the default), `dense` reads them all, `both` times each on its own.
     #[arg(long, default_value = "sparse")]
     pub down: String,
+    /// Compute surface to time: auto, cpu or igpu (pp and tg through the same backend the
+    /// other commands use; the CPU-only rows — bandwidth, greedy head, down_proj — need cpu).
+    #[arg(long, default_value = "auto")]
+    pub surface: SurfaceChoice,
+    /// Time device surfaces on the in-process KFD emulator (checks the path; its speed
+    /// says nothing about a GPU's).
+    #[arg(long)]
+    pub emulator: bool,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -120,28 +131,36 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 fn random_ids(model: &Model, n: usize, seed: u64) -> Vec<u32> {
-    let mut rng = Rng::new(seed, 0xB0);
-    (0..n)
-        .map(|_| rng.below(model.config.vocab_size) as u32)
-        .collect()
+    random_ids_of(model.config.vocab_size, n, seed)
 }
 
-fn run_pp(model: &Model, n: usize, rep: usize) -> onebit_engine::Result<f64> {
-    let ids = random_ids(model, n, rep as u64);
-    let mut s = Session::new(model, n);
+fn random_ids_of(vocab: usize, n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed, 0xB0);
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+/// One pp run on any surface: `n` prompt tokens from an empty cache; tokens per second.
+fn run_pp<B: Backend>(b: &mut B, vocab: usize, n: usize, rep: usize) -> onebit_engine::Result<f64> {
+    let ids = random_ids_of(vocab, n, rep as u64);
+    let mut s = b.new_session(n)?;
     let t0 = Instant::now();
-    forward(model, &mut s, &ids, LogitsMode::Last)?;
+    b.step(&mut [&mut s], &[&ids], &[Need::Logits])?;
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// One tg run: `n` single-token steps from an empty cache; per-token seconds.
-fn run_tg(model: &Model, n: usize, rep: usize) -> onebit_engine::Result<Vec<f64>> {
-    let ids = random_ids(model, n, 1000 + rep as u64);
-    let mut s = Session::new(model, n);
+/// One tg run on any surface: `n` single-token steps from an empty cache; per-token seconds.
+fn run_tg<B: Backend>(
+    b: &mut B,
+    vocab: usize,
+    n: usize,
+    rep: usize,
+) -> onebit_engine::Result<Vec<f64>> {
+    let ids = random_ids_of(vocab, n, 1000 + rep as u64);
+    let mut s = b.new_session(n)?;
     let mut times = Vec::with_capacity(n);
     for id in ids {
         let t0 = Instant::now();
-        forward(model, &mut s, &[id], LogitsMode::Last)?;
+        b.step(&mut [&mut s], &[&[id]], &[Need::Logits])?;
         times.push(t0.elapsed().as_secs_f64());
     }
     Ok(times)
@@ -186,7 +205,7 @@ fn check_greedy(
 /// counter restarts, so it describes these runs).
 fn decode_reps(
     a: &Args,
-    run: impl Fn(usize) -> onebit_engine::Result<Vec<f64>>,
+    mut run: impl FnMut(usize) -> onebit_engine::Result<Vec<f64>>,
 ) -> onebit_engine::Result<(Vec<f64>, Vec<f64>)> {
     let (mut samples, mut all) = (Vec::new(), Vec::new());
     SPARSE_COLUMNS.reset();
@@ -209,14 +228,16 @@ fn plain_rows(
 ) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     // Warm-up (page in the weights, start the threads), as llama-bench does.
+    let vocab = model.config.vocab_size;
+    let mut cpu = CpuBackend::new(model, 0);
     if a.n_prompt > 0 {
-        run_pp(model, a.n_prompt.min(16), 0)?;
+        run_pp(&mut cpu, vocab, a.n_prompt.min(16), 0)?;
     }
-    run_tg(model, 2, 0)?;
+    run_tg(&mut cpu, vocab, 2, 0)?;
     if a.n_prompt > 0 {
         SPARSE_COLUMNS.reset();
         let samples: Vec<f64> = (0..a.reps)
-            .map(|r| run_pp(model, a.n_prompt, r))
+            .map(|r| run_pp(&mut cpu, vocab, a.n_prompt, r))
             .collect::<Result<_, _>>()?;
         let (m, sd) = mean_sd(&samples);
         rows.push(Row {
@@ -237,7 +258,7 @@ fn plain_rows(
         });
     }
     if a.n_gen > 0 {
-        let (samples, all) = decode_reps(a, |r| run_tg(model, a.n_gen, r))?;
+        let (samples, all) = decode_reps(a, |r| run_tg(&mut cpu, vocab, a.n_gen, r))?;
         // The run averages over contexts 0..n_gen.
         let bytes = budget.decode_bytes(a.n_gen / 2);
         rows.push(decode_row(
@@ -303,6 +324,15 @@ pub fn main(a: Args) -> CliResult {
         (None, None) => return Err("give -m MODEL or --preset NAME".into()),
     };
     let budget = Budget::of_model(&model);
+    let select = SelectOptions {
+        choice: a.surface,
+        emulator: a.emulator,
+        ctx: a.n_prompt.max(a.n_gen).max(16),
+        ..SelectOptions::default()
+    };
+    if resolve(&select) != Surface::Cpu {
+        return device_bench(&a, model, &select, &budget);
+    }
     let backend = format!("CPU ({})", Isa::best().name());
     let mut rows = Vec::new();
     let mut last_bw = None;
@@ -403,6 +433,83 @@ pub fn main(a: Args) -> CliResult {
         print_md(&report);
     }
     Ok(())
+}
+
+/// pp and tg on a device surface, through the backend every other command uses.
+fn device_bench(a: &Args, model: Model, select: &SelectOptions, budget: &Budget) -> CliResult {
+    let (name, path, size, params) = (
+        describe(&model),
+        model.provenance.path.display().to_string(),
+        model.provenance.file_bytes,
+        model.n_params(),
+    );
+    let vocab = model.config.vocab_size;
+    let kv = (a.n_prompt.max(a.n_gen) * Session::kv_bytes_per_token(&model)) as u64;
+    let opened = open(model, select)?;
+    let label = format!(
+        "{}{}",
+        opened.surface(),
+        if select.emulator { " (emulator)" } else { "" }
+    );
+    let rows = crate::with_backend!(opened, |b| device_rows(a, &mut b, vocab))?;
+    let report = Report {
+        model: name,
+        path,
+        size_bytes: size,
+        params,
+        backend: label,
+        bandwidth_gbs: None,
+        decode_bytes_per_token: budget.decode_bytes(0),
+        kv_cache_bytes: kv,
+        peak_rss_bytes: peak_rss(),
+        peak_rss_greedy_bytes: None,
+        results: rows,
+    };
+    if let Some(p) = &a.json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if a.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_md(&report);
+    }
+    Ok(())
+}
+
+fn device_rows<B: Backend>(
+    a: &Args,
+    b: &mut B,
+    vocab: usize,
+) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let mut rows = Vec::new();
+    run_tg(b, vocab, 2, 0)?;
+    if a.n_prompt > 0 {
+        let samples: Vec<f64> = (0..a.reps)
+            .map(|r| run_pp(b, vocab, a.n_prompt, r))
+            .collect::<Result<_, _>>()?;
+        let (m, sd) = mean_sd(&samples);
+        rows.push(Row {
+            threads: 0,
+            test: format!("pp{}", a.n_prompt),
+            ts_mean: m,
+            ts_sd: sd,
+            samples_ts: samples,
+            p50_ms: None,
+            p99_ms: None,
+            bandwidth_gbs: None,
+            roofline_ts: None,
+            roofline_fraction: None,
+            down_columns_read: None,
+        });
+    }
+    if a.n_gen > 0 {
+        let (samples, all) = decode_reps(a, |r| run_tg(b, vocab, a.n_gen, r))?;
+        let mut row = decode_row(0, format!("tg{}", a.n_gen), samples, all, None, 0.0);
+        row.down_columns_read = None;
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 pub fn print_md(r: &Report) {
