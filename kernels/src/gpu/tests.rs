@@ -8,7 +8,7 @@ use crate::float;
 use crate::ternary::{self, padded_cols, TernaryView};
 use proptest::prelude::*;
 
-fn rng(seed: u64) -> impl FnMut() -> u64 {
+pub(super) fn rng(seed: u64) -> impl FnMut() -> u64 {
     let mut s = seed | 1;
     move || {
         s ^= s << 13;
@@ -18,20 +18,20 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
-fn floats(n: usize, seed: u64, amp: f32) -> Vec<f32> {
+pub(super) fn floats(n: usize, seed: u64, amp: f32) -> Vec<f32> {
     let mut r = rng(seed);
     (0..n)
         .map(|_| ((r() % 20001) as f32 / 10000.0 - 1.0) * amp)
         .collect()
 }
 
-fn ternary(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+pub(super) fn ternary(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     let mut r = rng(seed);
     let codes: Vec<u8> = (0..rows * cols).map(|_| (r() % 3) as u8).collect();
     ternary::pack(rows, cols, |i, j| codes[i * cols + j])
 }
 
-fn f16_bytes(x: &[f32]) -> Vec<u8> {
+pub(super) fn f16_bytes(x: &[f32]) -> Vec<u8> {
     x.iter()
         .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
         .collect()
