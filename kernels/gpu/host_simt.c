@@ -39,7 +39,10 @@ struct launch {
     void *ctx;
     u32 *trap;
     u32 barriers; /* barriers per group, as position 0 counted them */
-    pthread_barrier_t barrier; /* FREE */
+    /* FREE: alternate between two barriers. A race checker that keeps one clock per sync
+     * object (ThreadSanitizer) would otherwise let a thread that is already past the next
+     * barrier order a late thread's reads of this phase, and miss the race. */
+    pthread_barrier_t barrier[2];
     sem_t *turn;               /* FORWARD/REVERSE: one per position in the order */
     /* start gate: threads wait here until all exist (or creation failed) */
     pthread_mutex_t gate_mu;
@@ -50,6 +53,7 @@ struct launch {
 struct item {
     struct launch *L;
     u32 pos; /* place in the schedule's order */
+    u32 episode; /* FREE: group_sync calls so far */
     u32 barriers_seen;
     struct onebit_dispatch d;
 };
@@ -65,7 +69,7 @@ static void wait_sem(sem_t *s) {
 static void group_sync(struct item *it) {
     struct launch *L = it->L;
     if (L->order == ONEBIT_SIMT_FREE) {
-        pthread_barrier_wait(&L->barrier);
+        pthread_barrier_wait(&L->barrier[it->episode++ % 2]);
     } else {
         /* hand the turn to the next position; the last hands it to position 0, which
          * starts the next round once all have arrived */
@@ -154,9 +158,10 @@ int onebit_simt_launch(const u32 groups[3], u32 wg, u32 order, u32 skip_barrier,
     pthread_mutex_lock(&launch_lock);
     pthread_mutex_init(&L.gate_mu, NULL);
     pthread_cond_init(&L.gate_cv, NULL);
-    if (order == ONEBIT_SIMT_FREE)
-        pthread_barrier_init(&L.barrier, NULL, wg);
-    else
+    if (order == ONEBIT_SIMT_FREE) {
+        pthread_barrier_init(&L.barrier[0], NULL, wg);
+        pthread_barrier_init(&L.barrier[1], NULL, wg);
+    } else
         for (u32 p = 0; p < wg; p++)
             sem_init(&L.turn[p], 0, 0);
     pthread_attr_t attr;
@@ -189,9 +194,10 @@ int onebit_simt_launch(const u32 groups[3], u32 wg, u32 order, u32 skip_barrier,
     }
     for (u32 i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    if (order == ONEBIT_SIMT_FREE)
-        pthread_barrier_destroy(&L.barrier);
-    else
+    if (order == ONEBIT_SIMT_FREE) {
+        pthread_barrier_destroy(&L.barrier[0]);
+        pthread_barrier_destroy(&L.barrier[1]);
+    } else
         for (u32 p = 0; p < wg; p++)
             sem_destroy(&L.turn[p]);
     pthread_cond_destroy(&L.gate_cv);

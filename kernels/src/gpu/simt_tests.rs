@@ -269,3 +269,29 @@ fn a_wrong_workgroup_size_traps_in_both_host_builds() {
     }
     assert_eq!(acc, [1.0], "a trapped kernel wrote its output");
 }
+
+/// Run only by `.ci/tsan-simt.sh`, in a build where the SIMT runner is compiled with
+/// ThreadSanitizer (`ONEBIT_TSAN=1`) and `halt_on_error=1`: the work-items race on LDS once
+/// a barrier of `attn_split` is gone, so TSan must stop the process before the end. The
+/// script checks that it did, and that its report names a data race.
+#[cfg(onebit_tsan)]
+#[test]
+#[ignore = "run by .ci/tsan-simt.sh, which expects ThreadSanitizer to stop it"]
+fn tsan_stops_a_run_with_a_missing_barrier() {
+    let a = AttnShape {
+        n_heads: 1,
+        n_kv_heads: 1,
+        head_dim: 64,
+        pos0: 20,
+        split_len: 32,
+    };
+    let q = floats(64, 1, 2.0);
+    let (kc, vc) = (floats(21 * 64, 2, 2.0), floats(21 * 64, 3, 2.0));
+    let mut o = vec![0f32; q.len()];
+    let mode = Mode::Simt {
+        schedule: Schedule::Concurrent,
+        skip_barrier: Some(1),
+    };
+    host::with_mode(mode, || host::attention(a, &q, &kc, &vc, &mut o));
+    panic!("ThreadSanitizer did not report the race of a missing barrier");
+}
