@@ -39,9 +39,7 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=ONEBIT_TSAN");
     println!("cargo::rustc-check-cfg=cfg(onebit_tsan)");
-    host_build()
-        .file("gpu/onebit.c")
-        .compile("onebit_gpu_host");
+    host_build().file("gpu/onebit.c").compile("onebit_gpu_host");
     let mut simt = host_build();
     simt.file("gpu/onebit_simt.c").file("gpu/host_simt.c");
     if std::env::var("ONEBIT_TSAN").is_ok_and(|v| v == "1") {
