@@ -427,9 +427,9 @@ fn halves(bytes: &[u8]) -> Vec<u16> {
 }
 
 fn call(name: &str, groups: [u32; 3], args: &[u64]) {
+    let wg = spec(name).map_or(0, |s| s.workgroup);
     // SAFETY: every typed wrapper below passes buffers it owns or borrows, sized for the
     // grid it computes, with the element types the kernel source declares.
-    let wg = spec(name).map_or(0, |s| s.workgroup);
     let r = unsafe { run_as(name, groups, wg, args, MODE.with(Cell::get)) }.map(|_| ());
     r.unwrap_or_else(|e| panic!("host dispatch: {e}"));
 }
