@@ -3,9 +3,11 @@
  * attn_split: work-group (head, split, token) scores its slice of positions, softmaxes it
  * locally and writes the normalized partial output with the slice's max m and sum l.
  * attn_combine: merges the slices of one (token, head) with weights l·exp(m − M).
- * With a single split the weight ratio is exactly 1, so the result equals the reference's
- * plain softmax (engine/src/forward.rs attention) step for step: same dot order, same
- * sequential sums. */
+ * With a single split the weight ratio is exactly 1 and the dot order and sequential sums are
+ * the reference's plain softmax (engine/src/forward.rs attention). So the host build, where
+ * __builtin_expf is the C library's expf (what the reference's f32::exp calls too), equals
+ * it bit for bit. On the GPU __builtin_expf lowers to a v_exp_f32 sequence that is not
+ * glibc's correctly-rounded-in-practice expf, so GPU results agree only to rounding. */
 #include "onebit_gpu.h"
 
 #define ATTN_WG 128

@@ -33,7 +33,10 @@ KERNEL(act_quant, QUANT_WG) GLOBAL const float *x, GLOBAL i8 *q, GLOBAL struct o
             if (i < cols) {
                 float r = __builtin_rintf(xr[i] * scale);
                 r = r < -128.0f ? -128.0f : (r > 127.0f ? 127.0f : r);
-                v = (i32)r;
+                /* NaN (from a NaN input, or inf · 0 when the row's max is inf) becomes 0, as
+                 * v_cvt_i32_f32 and the reference's `as` give; x86's cvttss2si would give
+                 * INT_MIN, and the row sum with it */
+                v = r == r ? (i32)r : 0;
             }
             qr[i] = (i8)v;
             sum += v;

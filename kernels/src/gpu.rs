@@ -9,6 +9,8 @@
 
 pub mod host;
 #[cfg(test)]
+mod simt_tests;
+#[cfg(test)]
 mod tests;
 
 /// The gfx1151 code object (ELF, HSA code object v5) holding every kernel, built by

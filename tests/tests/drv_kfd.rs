@@ -64,3 +64,86 @@ fn probe_then_dispatch_on_the_emulated_strix_halo() {
     }
     emu.assert_no_leaks();
 }
+
+/// The emulated CP's cache rules: each case faults its queue with the reason, where the
+/// GPU would silently compute on stale data or out-of-range LDS.
+#[test]
+fn the_emulated_cp_enforces_fence_scopes_and_lds_sizes() {
+    use onebit_drv::kfd::{Batch, FenceScope};
+    let (emu, kfd) = Emulator::strix_halo();
+    kfd.register_kernel("noop", |_| Ok(()));
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        let mut code = GpuBuffer::alloc(&dev, 4096, AllocOptions::code()).unwrap();
+        // kernel descriptor: group_segment_fixed_size = 1024
+        code.as_mut_slice().unwrap()[..4].copy_from_slice(&1024u32.to_le_bytes());
+        kfd.bind_symbol(code.va(), "noop");
+        let ka = GpuBuffer::alloc(&dev, 4096, AllocOptions::gtt()).unwrap();
+        let ok = DispatchArgs {
+            group_segment_size: 1024,
+            ..DispatchArgs::linear(code.va(), ka.va(), 64, 64)
+        };
+        let cases = [
+            (
+                DispatchArgs {
+                    acquire: FenceScope::Agent,
+                    ..ok
+                },
+                "stale L2",
+            ),
+            (
+                DispatchArgs {
+                    release: FenceScope::Agent,
+                    ..ok
+                },
+                "release at system scope",
+            ),
+            (
+                DispatchArgs {
+                    group_segment_size: 0,
+                    ..ok
+                },
+                "1024 bytes of LDS",
+            ),
+        ];
+        for (args, why) in cases {
+            let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
+            let done = q.dispatch(&ok).unwrap();
+            done.wait(Duration::from_secs(10)).unwrap();
+            // the host saw the completion: the next packet must acquire at system scope
+            let r = q.dispatch(&args).unwrap().wait(Duration::from_secs(10));
+            let fault = kfd.queue_faults(q.id()).join("; ");
+            assert!(r.is_err() && fault.contains(why), "{why}: {r:?} / {fault}");
+        }
+        // agent-scope acquire in the middle of a batch is what a chain does: accepted
+        let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
+        let mid = DispatchArgs {
+            acquire: FenceScope::Agent,
+            release: FenceScope::Agent,
+            ..ok
+        };
+        let batch = Batch::new().dispatch(&ok).unwrap().dispatch(&mid).unwrap();
+        let batch = batch
+            .dispatch(&DispatchArgs {
+                acquire: FenceScope::Agent,
+                ..ok
+            })
+            .unwrap();
+        q.submit(batch)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+        // acquire None never enters a batch
+        let none = DispatchArgs {
+            acquire: FenceScope::None,
+            ..ok
+        };
+        let e = Batch::new()
+            .dispatch(&ok)
+            .unwrap()
+            .dispatch(&none)
+            .unwrap_err();
+        assert!(e.to_string().contains("acquire scope None"), "{e}");
+    }
+    emu.assert_no_leaks();
+}

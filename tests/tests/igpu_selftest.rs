@@ -34,6 +34,25 @@ fn every_kernel_passes_on_the_emulator() {
     emu.assert_no_leaks();
 }
 
+/// The same cases with the SIMT host build: each dispatch runs one thread per work-item of
+/// the packet's work-group, with real barriers and LDS poisoned before every group.
+#[test]
+fn every_kernel_passes_on_the_emulator_with_simt_work_items() {
+    let (emu, kfd) = Emulator::strix_halo();
+    let mode =
+        onebit_kernels::gpu::host::Mode::simt(onebit_kernels::gpu::host::Schedule::Concurrent);
+    emulator::register_kernels_with(&kfd, mode).unwrap();
+    {
+        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
+        let reports = selftest::run_kernels(&dev, 7, &|p| emulator::bind_program(&kfd, p)).unwrap();
+        assert!(reports.len() >= 8, "{} cases", reports.len());
+        for r in &reports {
+            assert!(r.ok, "{}: {}", r.name, r.detail);
+        }
+    }
+    emu.assert_no_leaks();
+}
+
 #[test]
 fn the_model_check_agrees_with_the_cpu() {
     let Some(path) = fixture("tiny-a/tiny-a.i2_s.gguf") else {

@@ -131,8 +131,20 @@ impl Batch {
         Batch::default()
     }
 
-    /// Adds a dispatch (it waits for everything before it: barrier bit forced on).
+    /// Adds a dispatch (it waits for everything before it: barrier bit forced on). Acquire
+    /// scope `None` is refused: a batch's dispatches read what the host or the previous
+    /// dispatch wrote, and without an acquire the GPU's scalar cache may still hold the old
+    /// values of what its scalar loads read.
     pub fn dispatch(mut self, args: &DispatchArgs) -> Result<Batch> {
+        if args.acquire == FenceScope::None {
+            return Err(KfdError::Invalid(format!(
+                "dispatch {} of the batch (kernel object {:#x}) has acquire scope None: its \
+                 scalar loads could read stale cache lines of earlier writes; acquire at Agent \
+                 scope (System for the batch's first dispatch)",
+                self.packets.len(),
+                args.kernel_object
+            )));
+        }
         let a = DispatchArgs {
             barrier: true,
             ..*args

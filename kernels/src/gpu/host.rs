@@ -1,88 +1,207 @@
 //! Host builds of the GPU kernels: the C sources compiled by `build.rs` with
-//! `-DONEBIT_HOST`, run one work-group at a time as a dispatch would run them.
+//! `-DONEBIT_HOST`, run as a dispatch would run them.
 //!
 //! [`run`] is the raw entry the KFD emulator uses: a kernel name, the work-group grid and
 //! each explicit argument as the 64-bit word it holds in the kernarg segment (pointer
-//! address, or the u32/f32 bits). The typed functions below wrap it for tests and
-//! `onebit selftest`; they copy inputs into aligned buffers the way a device upload would.
+//! address, or the u32/f32 bits). [`run_as`] also takes the packet's work-group size and a
+//! [`Mode`]: the serial build (a kernel body runs once per work-group and each phase loops
+//! over the lanes) or the SIMT build (one thread per work-item with real barriers and
+//! poisoned LDS, `kernels/gpu/host_simt.c`). The typed functions below wrap it for tests
+//! and `onebit selftest`; they copy inputs into aligned buffers the way a device upload
+//! would, and run in the mode [`with_mode`] sets (serial by default).
 
-use super::{spec, ArgKind, GpuAct, GpuBest, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
+use super::{spec, GpuAct, GpuBest, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 use crate::embd::EmbdType;
 use crate::ternary::{padded_cols, TernaryView};
 use crate::ActScale;
+use std::cell::Cell;
+use std::ffi::c_void;
 use std::fmt;
 
-/// Where a host work-group is in the grid (`struct onebit_dispatch`).
+/// Where a host work-item is in the grid (`struct onebit_dispatch`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 struct Dispatch {
     group_id: [u32; 3],
     num_groups: [u32; 3],
+    workgroup_size: u32,
+    local_id: u32,
+    trap: *mut u32,
+    simt: *mut c_void,
 }
-const _: () = assert!(std::mem::size_of::<Dispatch>() == 24);
+const _: () = assert!(std::mem::size_of::<Dispatch>() == 48);
 
 type P = *const u8;
 type M = *mut u8;
 
-extern "C" {
-    fn onebit_host_gemv_i2s(
-        d: *const Dispatch,
-        w: P,
-        q: P,
-        act: P,
-        w_scale: f32,
-        out: M,
-        rows: u32,
-        kwords: u32,
-    );
-    fn onebit_host_gemm_i2s(
-        d: *const Dispatch,
-        w: P,
-        q: P,
-        acts: P,
-        ws: f32,
-        out: M,
-        rows: u32,
-        n: u32,
-        kw: u32,
-    );
-    fn onebit_host_act_quant(d: *const Dispatch, x: P, q: M, act: M, cols: u32, kpad: u32);
-    fn onebit_host_rms_norm(d: *const Dispatch, x: P, weight: P, out: M, n: u32, eps: f32);
-    fn onebit_host_rope(d: *const Dispatch, x: M, table: P, pos0: u32, n_heads: u32, head_dim: u32);
-    #[allow(clippy::too_many_arguments)]
-    fn onebit_host_attn_split(
-        d: *const Dispatch,
-        q: P,
-        kc: P,
-        vc: P,
-        part: M,
-        n_heads: u32,
-        n_kv_heads: u32,
-        head_dim: u32,
-        pos0: u32,
-        split_len: u32,
-        scale: f32,
-    );
-    fn onebit_host_attn_combine(
-        d: *const Dispatch,
-        part: P,
-        out: M,
-        n_heads: u32,
-        head_dim: u32,
-        n_splits: u32,
-    );
-    fn onebit_host_relu2_mul(d: *const Dispatch, gate: M, up: P, n: u32);
-    fn onebit_host_add(d: *const Dispatch, acc: M, x: P, n: u32);
-    fn onebit_host_embed_f16(d: *const Dispatch, emb: P, ids: P, h: M, cols: u32);
-    fn onebit_host_embed_bf16(d: *const Dispatch, emb: P, ids: P, h: M, cols: u32);
-    fn onebit_host_lm_head_f16(d: *const Dispatch, emb: P, h: P, logits: M, rows: u32, cols: u32);
-    fn onebit_host_lm_head_bf16(d: *const Dispatch, emb: P, h: P, logits: M, rows: u32, cols: u32);
-    fn onebit_host_argmax_partial(d: *const Dispatch, x: P, best: M, n: u32);
-    fn onebit_host_argmax_final(d: *const Dispatch, best: P, token: M, n_parts: u32);
-    fn onebit_host_empty(d: *const Dispatch);
+/// An argument word as the C parameter type it is passed as.
+trait FromWord {
+    fn from_word(w: u64) -> Self;
+}
+impl FromWord for P {
+    fn from_word(w: u64) -> Self {
+        w as usize as P
+    }
+}
+impl FromWord for M {
+    fn from_word(w: u64) -> Self {
+        w as usize as M
+    }
+}
+impl FromWord for u32 {
+    fn from_word(w: u64) -> Self {
+        w as u32
+    }
+}
+impl FromWord for f32 {
+    fn from_word(w: u64) -> Self {
+        f32::from_bits(w as u32)
+    }
 }
 
-/// Why a host dispatch was refused.
+/// Declares each kernel of both host builds (`onebit_host_<name>` serial, `onebit_simt_<name>`
+/// SIMT) and the work-group size the source exports (`onebit_wg_<name>`), and one `invoke`
+/// that calls kernel `name` of either build with its argument words.
+macro_rules! host_kernels {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {
+        mod serial {
+            use super::*;
+            extern "C" {
+                $(
+                    #[link_name = concat!("onebit_host_", stringify!($name))]
+                    pub fn $name(d: *const Dispatch $(, $arg: $ty)*);
+                )*
+            }
+        }
+        mod simt {
+            use super::*;
+            extern "C" {
+                $(
+                    #[link_name = concat!("onebit_simt_", stringify!($name))]
+                    pub fn $name(d: *const Dispatch $(, $arg: $ty)*);
+                )*
+            }
+        }
+        mod exported_wg {
+            extern "C" {
+                $(
+                    #[link_name = concat!("onebit_wg_", stringify!($name))]
+                    pub static $name: u32;
+                )*
+            }
+        }
+
+        /// The work-group size kernel `name`'s C source is written for (its `*_WG`).
+        pub fn source_workgroup(name: &str) -> Option<u32> {
+            match name {
+                // SAFETY: each is a `const u32` the host build defines and never changes.
+                $(stringify!($name) => Some(unsafe { exported_wg::$name }),)*
+                _ => None,
+            }
+        }
+
+        /// # Safety
+        /// `args` has the kernel's argument count, its pointers valid as [`run`] requires.
+        unsafe fn invoke(simt_build: bool, name: &str, d: *const Dispatch, args: &[u64]) -> bool {
+            match name {
+                $(stringify!($name) => {
+                    let mut words = args.iter().copied();
+                    #[allow(unused_mut, unused_variables)]
+                    let mut next = || words.next().unwrap_or(0);
+                    $(let $arg = <$ty as FromWord>::from_word(next());)*
+                    // SAFETY: the caller's promise; `d` is live for the call.
+                    unsafe {
+                        if simt_build {
+                            simt::$name(d $(, $arg)*)
+                        } else {
+                            serial::$name(d $(, $arg)*)
+                        }
+                    }
+                    true
+                })*
+                _ => false,
+            }
+        }
+    };
+}
+
+host_kernels! {
+    gemv_i2s(w: P, q: P, act: P, w_scale: f32, out: M, rows: u32, kwords: u32);
+    gemm_i2s(w: P, q: P, acts: P, w_scale: f32, out: M, rows: u32, n: u32, kwords: u32);
+    act_quant(x: P, q: M, act: M, cols: u32, kpad: u32);
+    rms_norm(x: P, weight: P, out: M, n: u32, eps: f32);
+    rope(x: M, table: P, pos0: u32, n_heads: u32, head_dim: u32);
+    attn_split(q: P, kc: P, vc: P, part: M, n_heads: u32, n_kv_heads: u32, head_dim: u32, pos0: u32, split_len: u32, scale: f32);
+    attn_combine(part: P, out: M, n_heads: u32, head_dim: u32, n_splits: u32);
+    relu2_mul(gate: M, up: P, n: u32);
+    add(acc: M, x: P, n: u32);
+    embed_f16(emb: P, ids: P, h: M, cols: u32);
+    embed_bf16(emb: P, ids: P, h: M, cols: u32);
+    lm_head_f16(emb: P, h: P, logits: M, rows: u32, cols: u32);
+    lm_head_bf16(emb: P, h: P, logits: M, rows: u32, cols: u32);
+    argmax_partial(x: P, best: M, n: u32);
+    argmax_final(best: P, token: M, n_parts: u32);
+    empty();
+}
+
+type SimtBody = unsafe extern "C" fn(d: *const Dispatch, ctx: *mut c_void);
+
+extern "C" {
+    fn onebit_simt_launch(
+        groups: *const u32,
+        wg: u32,
+        order: u32,
+        skip_barrier: u32,
+        body: SimtBody,
+        ctx: *mut c_void,
+        trap: *mut u32,
+        barriers: *mut u32,
+    ) -> i32;
+    fn onebit_simt_lds_bytes() -> usize;
+}
+
+/// Bytes of LDS the SIMT build declares across all kernels (poisoned before each group).
+pub fn simt_lds_bytes() -> usize {
+    // SAFETY: reads two linker-defined addresses.
+    unsafe { onebit_simt_lds_bytes() }
+}
+
+/// In which order the SIMT build's work-item threads run between barriers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// All threads at once, synchronised only by the barriers (what ThreadSanitizer checks).
+    Concurrent,
+    /// One work-item at a time in lane order, each up to its next barrier (deterministic).
+    Forward,
+    /// One at a time in reverse lane order.
+    Reverse,
+}
+
+/// How a host dispatch runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The serial build: each phase is a loop over the lanes; barriers are no-ops.
+    Serial,
+    /// The SIMT build: one thread per work-item, real barriers, LDS poisoned with 0xFF.
+    Simt {
+        schedule: Schedule,
+        /// Fault injection for tests: every work-item skips this barrier (1-based, per
+        /// work-group) as if it were deleted from the source.
+        skip_barrier: Option<u32>,
+    },
+}
+
+impl Mode {
+    /// SIMT with no barrier skipped.
+    pub const fn simt(schedule: Schedule) -> Mode {
+        Mode::Simt {
+            schedule,
+            skip_barrier: None,
+        }
+    }
+}
+
+/// Why a host dispatch was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
     UnknownKernel(String),
@@ -93,6 +212,17 @@ pub enum HostError {
     },
     EmptyGrid {
         kernel: &'static str,
+    },
+    /// The kernel trapped: launched with a work-group size its source is not written for.
+    WorkgroupTrap {
+        kernel: &'static str,
+        source: u32,
+        packet: u32,
+    },
+    /// The SIMT runner could not start its threads.
+    Threads {
+        kernel: &'static str,
+        errno: i32,
     },
 }
 
@@ -113,19 +243,64 @@ impl fmt::Display for HostError {
             Self::EmptyGrid { kernel } => {
                 write!(f, "kernel `{kernel}` dispatched with an empty grid")
             }
+            Self::WorkgroupTrap {
+                kernel,
+                source,
+                packet,
+            } => write!(
+                f,
+                "kernel `{kernel}` trapped: dispatched with work-group size {packet}, its source \
+                 is written for {source} (dispatch with the spec's workgroup)"
+            ),
+            Self::Threads { kernel, errno } => write!(
+                f,
+                "kernel `{kernel}`: the SIMT runner could not start its work-item threads \
+                 (errno {errno}); lower the thread limit pressure or use the serial mode"
+            ),
         }
     }
 }
 
 impl std::error::Error for HostError {}
 
-/// Runs kernel `name` over `groups` work-groups (x, y, z) on the host.
+/// Runs kernel `name` serially over `groups` work-groups (x, y, z) of the size its source
+/// is written for.
 ///
 /// # Safety
 /// Every `Ptr` argument must be the address of memory laid out as the kernel's source
 /// says, large enough for the grid, valid (and writable where the kernel writes) for the
 /// whole call, and aligned to its element type.
 pub unsafe fn run(name: &str, groups: [u32; 3], args: &[u64]) -> Result<(), HostError> {
+    let wg = spec(name).map_or(0, |s| s.workgroup);
+    // SAFETY: the caller's promise.
+    unsafe { run_as(name, groups, wg, args, Mode::Serial) }.map(|_| ())
+}
+
+struct SimtCall<'a> {
+    name: &'static str,
+    args: &'a [u64],
+}
+
+unsafe extern "C" fn simt_body(d: *const Dispatch, ctx: *mut c_void) {
+    // SAFETY: `ctx` is the `SimtCall` that `run_as` keeps alive across the launch.
+    let call = unsafe { &*(ctx as *const SimtCall<'_>) };
+    // SAFETY: `run_as` checked the name and argument count; the pointers are its caller's.
+    unsafe { invoke(true, call.name, d, call.args) };
+}
+
+/// Runs kernel `name` over `groups` work-groups of `workgroup` work-items (the packet's
+/// `workgroup_size_x`) in `mode`. Returns how many barriers each work-group passed in SIMT
+/// mode (a skipped one included), 0 in serial mode.
+///
+/// # Safety
+/// As [`run`].
+pub unsafe fn run_as(
+    name: &str,
+    groups: [u32; 3],
+    workgroup: u32,
+    args: &[u64],
+    mode: Mode,
+) -> Result<u32, HostError> {
     let spec = spec(name).ok_or_else(|| HostError::UnknownKernel(name.to_string()))?;
     if args.len() != spec.args.len() {
         return Err(HostError::ArgCount {
@@ -137,65 +312,88 @@ pub unsafe fn run(name: &str, groups: [u32; 3], args: &[u64]) -> Result<(), Host
     if groups.contains(&0) {
         return Err(HostError::EmptyGrid { kernel: spec.name });
     }
-    let p = |i: usize| args[i] as usize as P;
-    let m = |i: usize| args[i] as usize as M;
-    let u = |i: usize| args[i] as u32;
-    let f = |i: usize| f32::from_bits(args[i] as u32);
-    debug_assert!(spec
-        .args
-        .iter()
-        .all(|(_, k)| matches!(k, ArgKind::Ptr | ArgKind::U32 | ArgKind::F32)));
-    for z in 0..groups[2] {
-        for y in 0..groups[1] {
-            for x in 0..groups[0] {
-                let d = Dispatch {
-                    group_id: [x, y, z],
-                    num_groups: groups,
-                };
-                let d = &d as *const Dispatch;
-                // SAFETY: the argument words are what the kernel expects (checked count; the
-                // pointers' validity is the caller's promise); `d` lives across the call.
-                unsafe {
-                    match spec.name {
-                        "gemv_i2s" => {
-                            onebit_host_gemv_i2s(d, p(0), p(1), p(2), f(3), m(4), u(5), u(6))
-                        }
-                        "gemm_i2s" => {
-                            onebit_host_gemm_i2s(d, p(0), p(1), p(2), f(3), m(4), u(5), u(6), u(7))
-                        }
-                        "act_quant" => onebit_host_act_quant(d, p(0), m(1), m(2), u(3), u(4)),
-                        "rms_norm" => onebit_host_rms_norm(d, p(0), p(1), m(2), u(3), f(4)),
-                        "rope" => onebit_host_rope(d, m(0), p(1), u(2), u(3), u(4)),
-                        "attn_split" => onebit_host_attn_split(
-                            d,
-                            p(0),
-                            p(1),
-                            p(2),
-                            m(3),
-                            u(4),
-                            u(5),
-                            u(6),
-                            u(7),
-                            u(8),
-                            f(9),
-                        ),
-                        "attn_combine" => onebit_host_attn_combine(d, p(0), m(1), u(2), u(3), u(4)),
-                        "relu2_mul" => onebit_host_relu2_mul(d, m(0), p(1), u(2)),
-                        "add" => onebit_host_add(d, m(0), p(1), u(2)),
-                        "embed_f16" => onebit_host_embed_f16(d, p(0), p(1), m(2), u(3)),
-                        "embed_bf16" => onebit_host_embed_bf16(d, p(0), p(1), m(2), u(3)),
-                        "lm_head_f16" => onebit_host_lm_head_f16(d, p(0), p(1), m(2), u(3), u(4)),
-                        "lm_head_bf16" => onebit_host_lm_head_bf16(d, p(0), p(1), m(2), u(3), u(4)),
-                        "argmax_partial" => onebit_host_argmax_partial(d, p(0), m(1), u(2)),
-                        "argmax_final" => onebit_host_argmax_final(d, p(0), m(1), u(2)),
-                        "empty" => onebit_host_empty(d),
-                        other => return Err(HostError::UnknownKernel(other.to_string())),
+    let (mut trap, mut barriers) = (0u32, 0u32);
+    match mode {
+        Mode::Serial => {
+            for z in 0..groups[2] {
+                for y in 0..groups[1] {
+                    for x in 0..groups[0] {
+                        let d = Dispatch {
+                            group_id: [x, y, z],
+                            num_groups: groups,
+                            workgroup_size: workgroup,
+                            local_id: 0,
+                            trap: &mut trap,
+                            simt: std::ptr::null_mut(),
+                        };
+                        // SAFETY: the argument words are what the kernel expects (checked
+                        // count; the pointers' validity is the caller's promise); `d` and
+                        // `trap` live across the call.
+                        unsafe { invoke(false, spec.name, &d, args) };
                     }
                 }
             }
         }
+        Mode::Simt {
+            schedule,
+            skip_barrier,
+        } => {
+            let call = SimtCall {
+                name: spec.name,
+                args,
+            };
+            let order = match schedule {
+                Schedule::Concurrent => 0,
+                Schedule::Forward => 1,
+                Schedule::Reverse => 2,
+            };
+            // SAFETY: `groups` is 3 u32; `call`, `trap` and `barriers` outlive the launch, which joins
+            // every thread before returning; `simt_body` only reads `call`.
+            let rc = unsafe {
+                onebit_simt_launch(
+                    groups.as_ptr(),
+                    workgroup,
+                    order,
+                    skip_barrier.unwrap_or(0),
+                    simt_body,
+                    &call as *const SimtCall<'_> as *mut c_void,
+                    &mut trap,
+                    &mut barriers,
+                )
+            };
+            if rc != 0 {
+                return Err(HostError::Threads {
+                    kernel: spec.name,
+                    errno: rc,
+                });
+            }
+        }
     }
-    Ok(())
+    if trap != 0 {
+        return Err(HostError::WorkgroupTrap {
+            kernel: spec.name,
+            source: trap,
+            packet: workgroup,
+        });
+    }
+    Ok(barriers)
+}
+
+thread_local! {
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Serial) };
+}
+
+/// Runs `f` with the typed wrappers below dispatching in `mode` on this thread.
+pub fn with_mode<R>(mode: Mode, f: impl FnOnce() -> R) -> R {
+    let old = MODE.with(|m| m.replace(mode));
+    struct Restore(Mode);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MODE.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(old);
+    f()
 }
 
 fn addr<T>(s: &[T]) -> u64 {
@@ -229,9 +427,10 @@ fn halves(bytes: &[u8]) -> Vec<u16> {
 }
 
 fn call(name: &str, groups: [u32; 3], args: &[u64]) {
+    let wg = spec(name).map_or(0, |s| s.workgroup);
     // SAFETY: every typed wrapper below passes buffers it owns or borrows, sized for the
     // grid it computes, with the element types the kernel source declares.
-    let r = unsafe { run(name, groups, args) };
+    let r = unsafe { run_as(name, groups, wg, args, MODE.with(Cell::get)) }.map(|_| ());
     r.unwrap_or_else(|e| panic!("host dispatch: {e}"));
 }
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::coherence::{check_group_segment, Coherence};
 use super::state::KState;
 use super::Shared;
 use crate::sys::hsa::*;
@@ -118,13 +119,25 @@ fn step(sh: &Shared, st: &mut KState, id: u32) {
         // SAFETY: 64-byte packet slot inside the mapped ring; header is its first u16.
         let hdr = unsafe { &*(slot as *const AtomicU16) };
         let header = hdr.load(Ordering::Acquire);
+        let mut coh = st
+            .coherence
+            .get(&id)
+            .copied()
+            .unwrap_or_else(Coherence::new);
         let result = match header & 0xff {
             HSA_PACKET_TYPE_INVALID => return, // not published yet
             HSA_PACKET_TYPE_KERNEL_DISPATCH => {
                 // SAFETY: the slot holds 64 bytes; read as the dispatch layout.
                 let p: hsa_kernel_dispatch_packet_t =
                     unsafe { std::ptr::read_volatile(slot.cast()) };
-                run_kernel(sh, st, &p).map(|_| p.completion_signal)
+                coh.acquire(rptr, header, true)
+                    .and_then(|()| check_lds(st, rptr, &p))
+                    .and_then(|()| run_kernel(sh, st, &p))
+                    .and_then(|()| {
+                        coh.kernel_ran();
+                        coh.release(rptr, header, p.completion_signal != 0)
+                    })
+                    .map(|()| p.completion_signal)
             }
             HSA_PACKET_TYPE_BARRIER_AND => {
                 // SAFETY: as above, barrier layout.
@@ -136,12 +149,15 @@ fn step(sh: &Shared, st: &mut KState, id: u32) {
                 if waiting {
                     return; // the CP stalls on an unsatisfied barrier
                 }
-                Ok(p.completion_signal)
+                coh.acquire(rptr, header, false)
+                    .and_then(|()| coh.release(rptr, header, p.completion_signal != 0))
+                    .map(|()| p.completion_signal)
             }
             t => Err(format!(
                 "packet type {t} at index {rptr} is not supported by the emulated CP"
             )),
         };
+        st.coherence.insert(id, coh);
         match result {
             Ok(signal) => {
                 if signal != 0 && !complete_signal(sh, st, signal) {
@@ -172,6 +188,7 @@ fn step(sh: &Shared, st: &mut KState, id: u32) {
 
 fn fault(sh: &Shared, st: &mut KState, id: u32, msg: String) {
     tracing::warn!(queue = id, "emulated GPU fault: {msg}");
+    st.fault_log.push((id, msg.clone()));
     if let Some(q) = st.queues.get_mut(&id) {
         q.fault = Some(msg);
     }
@@ -202,6 +219,20 @@ fn complete_signal(sh: &Shared, st: &mut KState, handle: u64) -> bool {
         }
     }
     true
+}
+
+/// The packet must allocate the LDS its kernel descriptor declares (the descriptor's first
+/// u32 is `group_segment_fixed_size`).
+fn check_lds(st: &KState, index: u64, p: &hsa_kernel_dispatch_packet_t) -> Result<(), String> {
+    let kd = st.translate(p.kernel_object, 64).ok_or_else(|| {
+        format!(
+            "page fault: kernel object {:#x} is not GPU-mapped",
+            p.kernel_object
+        )
+    })?;
+    // SAFETY: translate() checked 64 bytes of descriptor are mapped; read unaligned.
+    let fixed = unsafe { std::ptr::read_unaligned(kd as *const u32) };
+    check_group_segment(index, fixed, p.group_segment_size)
 }
 
 fn run_kernel(sh: &Shared, st: &KState, p: &hsa_kernel_dispatch_packet_t) -> Result<(), String> {

@@ -13,6 +13,7 @@
 //! });
 //! ```
 
+mod coherence;
 mod cp;
 mod elf;
 mod ioctls;
@@ -187,7 +188,18 @@ impl KfdEmu {
         self.sh.lock().queues.len()
     }
 
-    /// The fault message of a queue stopped by a failing kernel, if any.
+    /// Every fault the CP raised on queue `queue_id`, also after the queue was destroyed.
+    pub fn queue_faults(&self, queue_id: u32) -> Vec<String> {
+        self.sh
+            .lock()
+            .fault_log
+            .iter()
+            .filter(|(q, _)| *q == queue_id)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// The fault message of a queue stopped by a failing kernel, if any (while it exists).
     pub fn queue_fault(&self, queue_id: u32) -> Option<String> {
         self.sh
             .lock()

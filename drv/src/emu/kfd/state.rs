@@ -77,6 +77,10 @@ pub(crate) struct KState {
     pub(crate) hung_queues: HashSet<u32>,
     pub(crate) allocated: u64,
     pub(crate) closed_with: Vec<String>,
+    /// Cache state of each queue the CP has run packets of (emulated CP's coherence rules).
+    pub(crate) coherence: HashMap<u32, super::coherence::Coherence>,
+    /// Every queue fault the CP raised, as (queue id, reason), kept after the queue is gone.
+    pub(crate) fault_log: Vec<(u32, String)>,
 }
 
 impl KState {

@@ -255,7 +255,9 @@ pub(super) fn submit(be: &mut IgpuBackend, ops: &[Op]) -> Result<()> {
     if be.profile {
         let mut pending = Vec::with_capacity(ops.len());
         for op in ops {
+            // each op signals the host, which may write before the next: system scope
             let a = DispatchArgs {
+                acquire: FenceScope::System,
                 release: FenceScope::System,
                 ..op.args
             };
