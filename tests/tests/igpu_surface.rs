@@ -241,3 +241,36 @@ fn npu_surfaces_say_what_they_need() {
     };
     assert!(err.contains("IRON/Peano"), "{err}");
 }
+
+#[test]
+fn the_cpu_reads_the_very_pages_the_igpu_reads() {
+    let Some(model) = tiny_a("i2_s") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let Opened::Igpu(gpu) = surface(model, Surface::Igpu, None) else {
+        unreachable!()
+    };
+    let range = gpu.device().backend().weights().cpu_range();
+    let m = gpu.cpu().model();
+    let inside = |bytes: &[u8]| {
+        let p = bytes.as_ptr() as usize;
+        range.contains(&p) && p + bytes.len() <= range.end
+    };
+    // Every projection and the token embedding (the tied head): no second copy.
+    assert!(inside(m.embed_tokens.data.as_slice()), "embedding");
+    for (i, l) in m.layers.iter().enumerate() {
+        for (name, t) in [
+            ("q_proj", &l.q_proj),
+            ("k_proj", &l.k_proj),
+            ("v_proj", &l.v_proj),
+            ("o_proj", &l.o_proj),
+            ("gate_proj", &l.gate_proj),
+            ("up_proj", &l.up_proj),
+            ("down_proj", &l.down_proj),
+        ] {
+            assert!(inside(t.view().data), "layer {i} {name}");
+            assert!(!t.data.is_mapped(), "layer {i} {name} still reads the file");
+        }
+    }
+}

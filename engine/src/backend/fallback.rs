@@ -39,6 +39,11 @@ impl Fallback {
         &self.device
     }
 
+    /// The CPU behind the device (its model reads the device's copy of the weights).
+    pub fn cpu(&self) -> &CpuBackend<Arc<Model>> {
+        &self.cpu
+    }
+
     fn give_up(&mut self, why: &str) {
         if self.failed.is_none() {
             tracing::error!(

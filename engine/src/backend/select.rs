@@ -78,7 +78,6 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
         )));
     }
     if want == Surface::Igpu {
-        let model = Arc::new(model);
         return open_igpu(model, o).map(|f| Opened::Igpu(Box::new(f)));
     }
     if o.sparse_down {
@@ -128,7 +127,7 @@ fn auto(o: &SelectOptions) -> Surface {
     Surface::Cpu
 }
 
-fn open_igpu(model: Arc<Model>, o: &SelectOptions) -> Result<Fallback> {
+fn open_igpu(mut model: Model, o: &SelectOptions) -> Result<Fallback> {
     let gpu = open_gpu(o.emulator)
         .map_err(|e| Error::Device(format!("--surface igpu: {e}")))?
         .ok_or_else(|| {
@@ -156,6 +155,9 @@ fn open_igpu(model: Arc<Model>, o: &SelectOptions) -> Result<Fallback> {
     if let Some(k) = &gpu.kfd {
         emulator::bind(k, &be);
     }
+    // From here on the CPU (the fallback) reads the GPU's copy of the weights.
+    be.share_weights_with(&mut model);
+    let model = Arc::new(model);
     let mut surface = IgpuSurface::new(be, gpu);
     if let Some(f) = o.fault {
         surface = surface.with_fault(f).map_err(Error::from)?;

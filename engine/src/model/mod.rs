@@ -9,7 +9,7 @@ mod storage;
 
 pub use config::Config;
 pub use sparse::{ColumnCounter, SparseDown, SPARSE_COLUMNS};
-pub use storage::Bytes;
+pub use storage::{Bytes, SharedBytes};
 
 use onebit_kernels::embd::{EmbdType, EmbdView};
 use onebit_kernels::ternary::colsparse::ColumnTernary;

@@ -1,11 +1,23 @@
-//! Tensor bytes that are either a window of a memory-mapped file (zero-copy) or owned
-//! (repacked at load).
+//! Tensor bytes: a window of a memory-mapped file (zero-copy), owned (repacked at load),
+//! compiled in, or a window of a device's shared buffer (the one copy CPU and device read).
 
 use memmap2::Mmap;
 use std::sync::Arc;
 
+/// Memory another owner keeps mapped as long as this handle lives — a device surface's
+/// shared weight buffer — and that nobody writes any more.
+pub trait SharedBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
 #[derive(Clone)]
 pub enum Bytes {
+    /// A window of a device's shared buffer: the CPU reads the very pages the device reads.
+    Shared {
+        buf: Arc<dyn SharedBytes>,
+        offset: usize,
+        len: usize,
+    },
     Mapped {
         map: Arc<Mmap>,
         offset: usize,
@@ -33,6 +45,7 @@ impl Bytes {
 
     pub fn as_slice(&self) -> &[u8] {
         match self {
+            Self::Shared { buf, offset, len } => &buf.bytes()[*offset..*offset + *len],
             Self::Mapped { map, offset, len } => &map[*offset..*offset + *len],
             Self::Owned(v) => v,
             Self::Static(s) => s,
@@ -46,6 +59,13 @@ impl Bytes {
             return None;
         }
         Some(match self {
+            Self::Shared {
+                buf, offset: base, ..
+            } => Self::Shared {
+                buf: buf.clone(),
+                offset: base + offset,
+                len,
+            },
             Self::Mapped {
                 map, offset: base, ..
             } => Self::Mapped {
@@ -154,11 +174,22 @@ impl Bytes {
     pub fn is_mapped(&self) -> bool {
         matches!(self, Self::Mapped { .. })
     }
+
+    /// A window of `buf`; `None` if it does not lie inside it.
+    pub fn shared(buf: &Arc<dyn SharedBytes>, offset: usize, len: usize) -> Option<Self> {
+        let end = offset.checked_add(len)?;
+        (end <= buf.bytes().len()).then(|| Self::Shared {
+            buf: buf.clone(),
+            offset,
+            len,
+        })
+    }
 }
 
 impl std::fmt::Debug for Bytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
+            Self::Shared { .. } => "device-shared",
             Self::Mapped { .. } => "mapped",
             Self::Owned(_) => "owned",
             Self::Static(_) => "static",

@@ -114,19 +114,28 @@ impl WeightLayout {
                     .copy_from_slice(&x.to_le_bytes());
             }
         };
+        // Each file window's pages are handed back once copied, so the upload never holds
+        // the file and the buffer in memory at once.
         put(dst, self.emb, model.embed_tokens.data.as_slice());
+        model.embed_tokens.data.release_pages();
+        let tern = |dst: &mut [u8], off: u64, t: &TernaryTensor| {
+            put(dst, off, t.view().data);
+            if t.columns.is_none() {
+                t.data.release_pages();
+            }
+        };
         for (l, o) in model.layers.iter().zip(&self.layers) {
             put_f32(dst, o.input_norm, &l.input_layernorm);
-            put(dst, o.q.off, l.q_proj.view().data);
-            put(dst, o.k.off, l.k_proj.view().data);
-            put(dst, o.v.off, l.v_proj.view().data);
+            tern(dst, o.q.off, &l.q_proj);
+            tern(dst, o.k.off, &l.k_proj);
+            tern(dst, o.v.off, &l.v_proj);
             put_f32(dst, o.attn_norm, &l.attn_sub_norm);
-            put(dst, o.o.off, l.o_proj.view().data);
+            tern(dst, o.o.off, &l.o_proj);
             put_f32(dst, o.post_norm, &l.post_attention_layernorm);
-            put(dst, o.gate.off, l.gate_proj.view().data);
-            put(dst, o.up.off, l.up_proj.view().data);
+            tern(dst, o.gate.off, &l.gate_proj);
+            tern(dst, o.up.off, &l.up_proj);
             put_f32(dst, o.ffn_norm, &l.ffn_sub_norm);
-            put(dst, o.down.off, l.down_proj.view().data);
+            tern(dst, o.down.off, &l.down_proj);
         }
         put_f32(dst, self.norm, &model.norm);
         put_f32(dst, self.rope, rope_table);

@@ -28,9 +28,10 @@ use onebit_drv::kfd::{AqlQueue, Device, KfdError, QueueOptions, SharedGpuBuffer}
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::gpu::{self, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 
-use crate::model::{Config, Model};
+use crate::model::{Bytes, Config, Model, SharedBytes};
 use chain::SeqAddrs;
 use layout::{SeqLayout, WeightLayout, WorkLayout};
+use std::sync::Arc;
 
 /// Errors of the iGPU backend.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,41 @@ pub struct OpTime {
     pub name: &'static str,
     /// GPU clock ticks from start to end.
     pub ticks: u64,
+}
+
+/// The weights' shared buffer once uploaded: from then on the GPU and the CPU only read it.
+pub struct WeightBuffer(SharedGpuBuffer);
+
+// SAFETY: the buffer's pages are written once, before the Arc exists; afterwards both the
+// GPU and every CPU thread only read them, and the owning handles inside are only dropped
+// (once, with the last Arc), so sharing references across threads cannot race.
+unsafe impl Sync for WeightBuffer {}
+
+impl SharedBytes for WeightBuffer {
+    fn bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+impl WeightBuffer {
+    pub fn gpu_va(&self) -> u64 {
+        self.0.gpu_va()
+    }
+
+    pub fn same_va(&self) -> bool {
+        self.0.same_va()
+    }
+
+    /// The CPU address range of the buffer (to show a CPU tensor lies inside it).
+    pub fn cpu_range(&self) -> std::ops::Range<usize> {
+        let s = self.0.as_slice();
+        s.as_ptr() as usize..s.as_ptr() as usize + s.len()
+    }
+
+    /// The memfds behind the buffer (one per udmabuf chunk; none on the GTT fallback).
+    pub fn dmabuf_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.0.dmabuf_fds()
+    }
 }
 
 /// One sequence on the iGPU: its shared buffer (KV cache, ids, logits, token) and the
@@ -164,7 +200,7 @@ pub struct IgpuBackend {
     queue: AqlQueue,
     program: Program,
     kernargs: KernargArena,
-    weights: SharedGpuBuffer,
+    weights: Arc<WeightBuffer>,
     work: SharedGpuBuffer,
     wl: WeightLayout,
     wk: WorkLayout,
@@ -229,6 +265,7 @@ impl IgpuBackend {
         let wl = WeightLayout::new(model, rope.len());
         let mut weights = SharedGpuBuffer::new(dev, "onebit-weights", wl.size as usize)?;
         wl.write(model, &rope, weights.as_mut_slice());
+        let weights = Arc::new(WeightBuffer(weights));
         let n_splits = gpu::attn_splits(max_ctx, opts.split_len);
         let wk = WorkLayout::new(model, opts.max_batch, n_splits);
         let work = SharedGpuBuffer::new(dev, "onebit-work", wk.size as usize)?;
@@ -309,6 +346,51 @@ impl IgpuBackend {
         if let Some(s) = &mut self.own {
             s.tokens.clear();
         }
+    }
+
+    /// The uploaded weights.
+    pub fn weights(&self) -> &Arc<WeightBuffer> {
+        &self.weights
+    }
+
+    /// Points `model`'s ternary projections and token embedding at the uploaded copy, so
+    /// that the CPU reads the very pages the GPU reads and the file's pages can go: one copy
+    /// of the weights in memory. `model` must be the model this backend was made from.
+    /// Returns the bytes now shared.
+    pub fn share_weights_with(&self, model: &mut Model) -> usize {
+        let buf: Arc<dyn SharedBytes> = self.weights.clone();
+        let mut shared = 0;
+        let mut point = |data: &mut Bytes, off: u64| {
+            if let Some(b) = Bytes::shared(&buf, off as usize, data.len()) {
+                if b.as_slice() == data.as_slice() {
+                    data.release_pages();
+                    shared += b.len();
+                    *data = b;
+                }
+            }
+        };
+        point(&mut model.embed_tokens.data, self.wl.emb);
+        for (l, o) in model.layers.iter_mut().zip(&self.wl.layers) {
+            for (t, at) in [
+                (&mut l.q_proj, o.q),
+                (&mut l.k_proj, o.k),
+                (&mut l.v_proj, o.v),
+                (&mut l.o_proj, o.o),
+                (&mut l.gate_proj, o.gate),
+                (&mut l.up_proj, o.up),
+                (&mut l.down_proj, o.down),
+            ] {
+                // An input-major copy (sparse down_proj) keeps its own row-major source.
+                if t.columns.is_none() {
+                    point(&mut t.data, at.off);
+                }
+            }
+        }
+        tracing::info!(
+            bytes = shared,
+            "the CPU reads the weights from the iGPU's shared buffer (one copy in memory)"
+        );
+        shared
     }
 
     /// Whether the weight and work buffers sit at the same address for CPU and GPU.
