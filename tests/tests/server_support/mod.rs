@@ -11,7 +11,7 @@ use onebit_engine::server::{Options, Server};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 pub const MODEL_ID: &str = "tiny-a.i2_s";
@@ -23,10 +23,38 @@ pub fn start(opts: Options) -> Option<(Server, u16)> {
 }
 
 /// The real engine, slowed down by `delay` per step, so that tests which need a request
-/// to stay in its slot for a while do not depend on how fast this machine is.
+/// to stay in its slot for a while do not depend on how fast this machine is; and held
+/// before each step while its [`Gate`] is shut.
 pub struct Slow {
     inner: EngineBackend,
     delay: Duration,
+    gate: Gate,
+}
+
+/// Holds the engine thread before its next step until the test opens it: a test that
+/// needs "nothing happens on this stream for a while" shuts the gate instead of hoping
+/// the engine is slow enough.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    /// A gate that starts shut.
+    pub fn shut() -> Self {
+        Self(Arc::new((Mutex::new(true), Condvar::new())))
+    }
+
+    pub fn open(&self) {
+        *self.0 .0.lock().unwrap() = false;
+        self.0 .1.notify_all();
+    }
+
+    fn pass(&self) {
+        let (shut, cv) = &*self.0;
+        let mut g = shut.lock().unwrap();
+        while *g {
+            g = cv.wait(g).unwrap();
+        }
+    }
 }
 
 impl Backend for Slow {
@@ -48,12 +76,22 @@ impl Backend for Slow {
         sessions: &mut [&mut Self::Session],
         ids: &[&[u32]],
     ) -> Result<Vec<Vec<f32>>, String> {
+        self.gate.pass();
         std::thread::sleep(self.delay);
         self.inner.step(sessions, ids)
     }
 }
 
 pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, u16)> {
+    start_with(opts, delay, Gate::default())
+}
+
+/// A server whose engine waits before every step while `gate` is shut.
+pub fn start_gated(opts: Options, gate: Gate) -> Option<(Server, u16)> {
+    start_with(opts, Duration::ZERO, gate)
+}
+
+fn start_with(opts: Options, delay: Duration, gate: Gate) -> Option<(Server, u16)> {
     let path = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf")?;
     let (model, tok) = onebit_engine::format::load(&path).expect("load tiny-a");
     let n_vocab = model.config.vocab_size;
@@ -66,6 +104,7 @@ pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, 
             Slow {
                 inner: backend,
                 delay,
+                gate,
             },
             vocab,
             info,
