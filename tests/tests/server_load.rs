@@ -305,3 +305,78 @@ fn connections_past_the_limit_get_503_not_a_hang() {
     assert!(eventually(30, || get(port, "/health").status == 200));
     srv.shutdown();
 }
+
+/// A TCP connection from `source` (a loopback address other than 127.0.0.1 stands for
+/// another client).
+fn connect_from(source: [u8; 4], port: u16) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let sin = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a fd this function owns; the addresses are valid
+    // sockaddr_in values that live across each call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let src = sin(source, 0);
+        assert_eq!(
+            libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        let dst = sin([127, 0, 0, 1], port);
+        assert_eq!(
+            libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// One client holding idle connections cannot take all of `max_conns`: another client
+/// is still served.
+#[test]
+fn one_client_cannot_hold_every_connection() {
+    let mut o = opts();
+    o.max_conns = 4;
+    o.max_conns_per_client = 2;
+    let (srv, port) = server!(o);
+    let held: Vec<_> = (0..2).map(|_| connect_from([127, 0, 0, 2], port)).collect();
+    // The third from the same client is turned away...
+    let third = connect_from([127, 0, 0, 2], port);
+    let r = read_response(&mut std::io::BufReader::new(third));
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("from this client"));
+    // ...and another client is served.
+    assert_eq!(get(port, "/health").status, 200);
+    drop(held);
+    srv.shutdown();
+}
+
+/// A keep-alive connection past its lifetime is closed after the request it is serving.
+#[test]
+fn connections_retire_after_their_lifetime() {
+    use std::io::{Read, Write};
+    let mut o = opts();
+    o.limits.lifetime = Duration::ZERO;
+    let (srv, port) = server!(o);
+    let mut s = connect(port);
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let resp = read_response(&mut r);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    srv.shutdown();
+}

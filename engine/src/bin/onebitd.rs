@@ -121,6 +121,22 @@ struct Args {
         default_value_t = 512
     )]
     max_conns: usize,
+    /// Open connections from one client (IP address, or uid on a Unix socket) at most.
+    #[arg(
+        long = "max-conns-per-client",
+        env = "ONEBIT_ARG_MAX_CONNS_PER_CLIENT",
+        default_value_t = 64
+    )]
+    max_conns_per_client: usize,
+    /// Host names clients may use in `Host` besides localhost and this machine's IP
+    /// addresses (comma-separated or repeated; `*`: any). Requests naming another host get
+    /// 421, which stops DNS-rebinding pages.
+    #[arg(
+        long = "allowed-host",
+        env = "ONEBIT_ARG_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    allowed_host: Vec<String>,
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long = "timeout", env = "ONEBIT_ARG_TIMEOUT", default_value_t = 30)]
     timeout: u64,
@@ -237,9 +253,11 @@ fn options(a: &Args) -> Result<Options, String> {
         chunk: a.batch_size.max(1),
         limits,
         api_key,
+        allowed_hosts: a.allowed_host.clone(),
         metrics: a.metrics,
         sse_ping: Duration::from_secs_f64(a.sse_ping_interval),
         max_conns: a.max_conns.max(1),
+        max_conns_per_client: a.max_conns_per_client.max(1),
         grace: Duration::from_secs_f64(a.shutdown_grace),
         defaults: Defaults {
             sampling,

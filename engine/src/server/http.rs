@@ -18,6 +18,9 @@ pub struct Limits {
     pub idle: Duration,
     /// How long a request may take to arrive once its first byte has.
     pub request: Duration,
+    /// How long one connection may take new requests: a keep-alive connection older
+    /// than this is closed after its current request.
+    pub lifetime: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +31,7 @@ impl Default for Limits {
             max_body: 4 << 20,
             idle: Duration::from_secs(30),
             request: Duration::from_secs(30),
+            lifetime: Duration::from_secs(600),
         }
     }
 }
@@ -155,7 +159,29 @@ fn wait_first_byte(r: &mut BufReader<Conn>, idle: Duration) -> Result<(), ReadEr
 
 /// Reads the next request from `r`. Answers `Expect: 100-continue` itself.
 pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request, ReadError> {
-    wait_first_byte(r, limits.idle)?;
+    let head = read_head(r, limits, limits.idle)?;
+    read_body(r, head, limits)
+}
+
+/// A request whose head is read and whose body is not: the caller checks the head (the
+/// API key, the Host) before it lets the client send the body.
+#[derive(Debug)]
+pub struct Head {
+    /// The request, body still empty.
+    pub req: Request,
+    chunked: bool,
+    length: Option<u64>,
+    deadline: Instant,
+}
+
+/// Reads a request line and headers, waiting up to `idle` for the first byte; checks the
+/// body's framing and announced size but reads none of it.
+pub fn read_head(
+    r: &mut BufReader<Conn>,
+    limits: &Limits,
+    idle: Duration,
+) -> Result<Head, ReadError> {
+    wait_first_byte(r, idle)?;
     let deadline = Instant::now() + limits.request;
     let mut budget = limits.max_head;
     let mut line = read_line(r, &mut budget, deadline)?;
@@ -250,6 +276,27 @@ pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request,
             ));
         }
     }
+    Ok(Head {
+        req,
+        chunked,
+        length,
+        deadline,
+    })
+}
+
+/// Reads the body of a request whose head passed its checks, first sending
+/// `100 Continue` when the client waits for it.
+pub fn read_body(
+    r: &mut BufReader<Conn>,
+    head: Head,
+    limits: &Limits,
+) -> Result<Request, ReadError> {
+    let Head {
+        mut req,
+        chunked,
+        length,
+        deadline,
+    } = head;
     let expects_body = chunked || length.is_some_and(|n| n > 0);
     if expects_body
         && req
@@ -411,6 +458,7 @@ pub fn reason(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        421 => "Misdirected Request",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",

@@ -57,6 +57,26 @@ impl Conn {
         }
     }
 
+    /// The local address a TCP client connected to (what it may name in `Host`).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Conn::Tcp(s) => s.local_addr().ok().map(|a| a.ip()),
+            Conn::Unix(_) => None,
+        }
+    }
+
+    /// Who is at the other end, for per-client connection limits: the IP address of a
+    /// TCP peer, the uid of a Unix socket peer.
+    pub fn peer_key(&self) -> String {
+        match self {
+            Conn::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "tcp:?".into(), |a| a.ip().to_string()),
+            Conn::Unix(s) => getsockopt(s, sockopt::PeerCredentials)
+                .map_or_else(|_| "unix:?".into(), |c| format!("uid:{}", c.uid())),
+        }
+    }
+
     pub fn peer(&self) -> String {
         match self {
             Conn::Tcp(s) => s
@@ -176,6 +196,15 @@ impl Listener {
                 .ok()
                 .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
                 .unwrap_or_else(|| "unix socket".into()),
+        }
+    }
+
+    /// Whether other machines can reach this socket: TCP on an address that is not
+    /// loopback (the unspecified address 0.0.0.0 / :: included).
+    pub fn exposed(&self) -> bool {
+        match self {
+            Listener::Tcp(l) => l.local_addr().is_ok_and(|a| !a.ip().is_loopback()),
+            Listener::Unix(..) => false,
         }
     }
 

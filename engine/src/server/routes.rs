@@ -75,13 +75,12 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
             .with_header("Allow", allowed.join(", ")),
         ));
     }
-    if matches!(p, "/health" | "/v1/health") {
+    if is_open(p) {
         return Ok(Reply::Send(match sh.ready.get() {
             Some(_) => Response::json(200, &json!({"status": "ok"})),
             None => ApiError::loading().response(),
         }));
     }
-    authorize(sh, req)?;
     if p == "/metrics" {
         if !sh.opts.metrics {
             return Err(ApiError::new(
@@ -97,9 +96,6 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
         )));
     }
     let ready = sh.ready.get().ok_or_else(ApiError::loading)?;
-    if req.method == "POST" {
-        check_json(req)?;
-    }
     match p {
         "/v1/models" | "/models" => Ok(Reply::Send(Response::json(200, &models(ready)))),
         "/props" => Ok(Reply::Send(Response::json(200, &props(sh, ready)))),
@@ -112,36 +108,43 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
     }
 }
 
-fn authorize(sh: &Shared, req: &Request) -> Result<(), ApiError> {
-    let Some(key) = &sh.opts.api_key else {
-        return Ok(());
-    };
-    let given = req
-        .header("authorization")
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .or_else(|| req.header("x-api-key"))
-        .map(str::trim)
-        .unwrap_or("");
-    // Compare without an early exit so timing does not reveal a matching prefix.
-    let same = given.len() == key.len()
-        && given
-            .bytes()
-            .zip(key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
+/// Routes that need no API key.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/health" | "/v1/health")
+}
+
+/// Checks a request from its head alone, before its body is read: the `Host` it names
+/// (TCP only: no web page reaches a Unix socket), its API key (all but `/health`), and,
+/// for a POST, that the body is JSON. A form or a `text/plain` body is what a page on
+/// another site can send without asking the browser first (CORS "simple" requests);
+/// `application/json` makes the browser ask, and onebitd never says yes.
+pub fn admit(sh: &Shared, req: &Request, conn: &Conn) -> Result<(), ApiError> {
+    if let Some(local) = conn.local_ip() {
+        if !super::auth::host_allowed(req.header("host"), Some(local), &sh.opts.allowed_hosts) {
+            return Err(ApiError::new(
+                421,
+                "invalid_request_error",
+                format!(
+                    "Host {:?} is not served here: name this machine by a loopback or local address, or start onebitd with --allowed-host NAME",
+                    req.header("host").unwrap_or("")
+                ),
+            ));
+        }
     }
+    if let Some(key) = &sh.api_key {
+        let given = super::auth::given_key(req.header("authorization"), req.header("x-api-key"));
+        if !is_open(&req.path) && !key.matches(given) {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    if req.method == "POST" {
+        check_json(req)?;
+    }
+    Ok(())
 }
 
 fn check_json(req: &Request) -> Result<(), ApiError> {
     match req.header("content-type") {
-        None => Ok(()),
         Some(ct)
             if ct
                 .split(';')
@@ -150,10 +153,13 @@ fn check_json(req: &Request) -> Result<(), ApiError> {
         {
             Ok(())
         }
-        Some(ct) => Err(ApiError::new(
+        ct => Err(ApiError::new(
             415,
             "invalid_request_error",
-            format!("Content-Type {ct:?}: send the body as application/json"),
+            format!(
+                "Content-Type {:?}: send the body as application/json (add -H 'Content-Type: application/json')",
+                ct.unwrap_or("")
+            ),
         )),
     }
 }

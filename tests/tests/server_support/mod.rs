@@ -256,7 +256,7 @@ pub fn read_response(r: &mut impl BufRead) -> Resp {
 pub fn open_stream(port: u16, path: &str, body: &Value) -> BufReader<TcpStream> {
     let mut s = connect(port);
     let b = body.to_string();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
