@@ -380,3 +380,31 @@ fn connections_retire_after_their_lifetime() {
     assert!(rest.is_empty());
     srv.shutdown();
 }
+
+/// A non-streaming client that leaves while tokens keep coming stops its generation: the
+/// connection looks for the client between tokens, not only when the engine is quiet.
+#[test]
+fn a_non_streaming_client_that_leaves_stops_its_generation() {
+    use std::io::Write;
+    let mut o = opts();
+    o.slots = 1;
+    let (srv, port) = slow_server!(o);
+    let mut s = connect(port);
+    let body = json!({"prompt": "a", "max_tokens": 400}).to_string();
+    write!(s, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    assert!(eventually(30, || metric(
+        port,
+        "onebit:tokens_predicted_total"
+    ) >= 1.0));
+    drop(s);
+    assert!(eventually(30, || metric(
+        port,
+        "onebit:requests_processing"
+    ) == 0.0));
+    let made = metric(port, "onebit:tokens_predicted_total");
+    assert!(
+        made < 200.0,
+        "{made} tokens were generated for a client that had left"
+    );
+    srv.shutdown();
+}
