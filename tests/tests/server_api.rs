@@ -624,3 +624,49 @@ fn cross_site_requests_are_refused() {
     assert_eq!(ask("LLM.example.org"), 200, "--allowed-host");
     srv.shutdown();
 }
+
+/// Text longer than the context could hold is refused from its length, before it is
+/// tokenized (tokenizing takes far more memory than the text); text that fits is
+/// tokenized as before, with or without pieces.
+#[test]
+fn text_that_cannot_fit_is_refused_before_tokenizing() {
+    let (srv, port) = server!(opts());
+    let long = "x".repeat(60_000);
+    for (path, body) in [
+        ("/tokenize", json!({"content": long, "with_pieces": true})),
+        ("/v1/completions", json!({"prompt": long})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": long}]}),
+        ),
+    ] {
+        let r = post(port, path, &body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("60000 bytes") && msg.contains("context_length_exceeded"),
+            "{path}: {msg}"
+        );
+    }
+    let ids = post(port, "/tokenize", &json!({"content": "héllo wörld 🦀"})).json();
+    let with = post(
+        port,
+        "/tokenize",
+        &json!({"content": "héllo wörld 🦀", "with_pieces": true}),
+    )
+    .json();
+    let ids: Vec<&Value> = ids["tokens"].as_array().unwrap().iter().collect();
+    let pieces = with["tokens"].as_array().unwrap();
+    assert_eq!(ids.len(), pieces.len());
+    let mut bytes = Vec::new();
+    for (id, p) in ids.iter().zip(pieces) {
+        assert_eq!(*id, &p["id"]);
+        match &p["piece"] {
+            Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+            Value::Array(b) => bytes.extend(b.iter().map(|x| x.as_u64().unwrap() as u8)),
+            other => panic!("piece {other}"),
+        }
+    }
+    assert_eq!(String::from_utf8(bytes).unwrap(), "héllo wörld 🦀");
+    srv.shutdown();
+}

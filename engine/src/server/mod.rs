@@ -91,6 +91,9 @@ struct Ready {
     queue: Arc<Queue>,
     vocab: Arc<dyn Vocab>,
     info: ModelInfo,
+    /// The most bytes one token stands for: text longer than `n_ctx_slot` times this
+    /// cannot fit the context, and is refused before it is tokenized.
+    max_token_bytes: usize,
 }
 
 struct Shared {
@@ -105,6 +108,8 @@ struct Shared {
     conns: AtomicUsize,
     /// Connections in the middle of a request.
     busy: AtomicUsize,
+    /// Tokenizations running at once (each can take ~200 bytes of memory per byte of text).
+    tokenizing: routes::Permits,
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -136,6 +141,7 @@ impl Server {
             closing: AtomicBool::new(false),
             conns: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
+            tokenizing: routes::Permits::new(routes::TOKENIZE_AT_ONCE),
         });
         let listeners = Arc::new(listeners);
         let mut accept = Vec::new();
@@ -177,7 +183,18 @@ impl Server {
             .name("engine".into())
             .spawn(move || scheduler::run(backend, q, cfg))?;
         *self.engine.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-        if self.shared.ready.set(Ready { queue, vocab, info }).is_err() {
+        let max_token_bytes = (0..vocab.vocab_size())
+            .map(|id| vocab.token_bytes(id as u32).len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let ready = Ready {
+            queue,
+            vocab,
+            info,
+            max_token_bytes,
+        };
+        if self.shared.ready.set(ready).is_err() {
             return Err(std::io::Error::other("set_ready called twice"));
         }
         Ok(())

@@ -99,7 +99,7 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
     match p {
         "/v1/models" | "/models" => Ok(Reply::Send(Response::json(200, &models(ready)))),
         "/props" => Ok(Reply::Send(Response::json(200, &props(sh, ready)))),
-        "/tokenize" => tokenize(ready, &req.body).map(Reply::Send),
+        "/tokenize" => tokenize(sh, ready, &req.body).map(Reply::Send),
         "/detokenize" => detokenize(ready, &req.body).map(Reply::Send),
         "/v1/chat/completions" | "/chat/completions" => {
             generate(sh, ready, Kind::Chat, &req.body, conn, req.http11)
@@ -201,7 +201,61 @@ fn props(sh: &Shared, r: &Ready) -> Value {
     })
 }
 
-fn tokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
+/// Tokenizations (of `/tokenize` text and of prompts) that may run at once.
+pub const TOKENIZE_AT_ONCE: usize = 2;
+
+/// A counting semaphore: tokenizing a long text takes far more memory than the text, so
+/// only a few run at once and the others wait their turn.
+pub struct Permits {
+    free: std::sync::Mutex<usize>,
+    returned: std::sync::Condvar,
+}
+
+impl Permits {
+    pub fn new(n: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(n.max(1)),
+            returned: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Runs `f` once a permit is free.
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        drop(free);
+        struct Give<'a>(&'a Permits);
+        impl Drop for Give<'_> {
+            fn drop(&mut self) {
+                *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                self.0.returned.notify_one();
+            }
+        }
+        let _give = Give(self);
+        f()
+    }
+}
+
+/// Refuses text that cannot fit the context however it is tokenized: no token stands for
+/// more than `max_token_bytes` bytes. Checked before tokenizing, which costs far more
+/// memory than the text itself.
+fn check_fits(r: &Ready, bytes: usize, param: &str) -> Result<(), ApiError> {
+    let n_ctx = r.info.n_ctx_slot;
+    let most = n_ctx.saturating_mul(r.max_token_bytes);
+    if bytes > most {
+        return Err(ApiError::invalid(format!(
+            "{param} is {bytes} bytes, more than the {n_ctx}-token context can hold ({most} bytes at most, {} per token); shorten it (context_length_exceeded)",
+            r.max_token_bytes
+        ))
+        .param(param));
+    }
+    Ok(())
+}
+
+fn tokenize(sh: &Shared, r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize)]
     struct Req {
         content: String,
@@ -211,24 +265,31 @@ fn tokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
         with_pieces: bool,
     }
     let q: Req = api::parse(body)?;
-    let ids = r
-        .vocab
-        .encode(&q.content, q.add_special)
+    check_fits(r, q.content.len(), "content")?;
+    let ids = sh
+        .tokenizing
+        .with(|| r.vocab.encode(&q.content, q.add_special))
         .map_err(|e| ApiError::invalid(e).param("content"))?;
-    let tokens: Vec<Value> = if q.with_pieces {
-        ids.iter()
-            .map(|&id| {
-                let b = r.vocab.token_bytes(id);
-                match String::from_utf8(b.clone()) {
-                    Ok(s) => json!({"id": id, "piece": s}),
-                    Err(_) => json!({"id": id, "piece": b}),
-                }
-            })
-            .collect()
-    } else {
-        ids.iter().map(|&id| json!(id)).collect()
-    };
-    Ok(Response::json(200, &json!({"tokens": tokens})))
+    // Written out directly: a JSON value per token would cost hundreds of bytes each.
+    let mut out = String::with_capacity(16 + ids.len() * if q.with_pieces { 32 } else { 7 });
+    out.push_str("{\"tokens\":[");
+    for (i, &id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if q.with_pieces {
+            let b = r.vocab.token_bytes(id);
+            let piece = match std::str::from_utf8(&b) {
+                Ok(s) => json!(s),
+                Err(_) => json!(b),
+            };
+            out.push_str(&format!("{{\"id\":{id},\"piece\":{piece}}}"));
+        } else {
+            out.push_str(&id.to_string());
+        }
+    }
+    out.push_str("]}\n");
+    Ok(Response::text(200, "application/json", out))
 }
 
 fn detokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
@@ -290,18 +351,23 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
             let q: ChatRequest = api::parse(body)?;
             let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
             let msgs = q.chat_messages()?;
-            let prompt = r
-                .vocab
-                .chat_prompt(&msgs)
+            check_fits(r, msgs.iter().map(|m| m.content.len()).sum(), "messages")?;
+            let prompt = sh
+                .tokenizing
+                .with(|| r.vocab.chat_prompt(&msgs))
                 .map_err(|e| ApiError::invalid(e).param("messages"))?;
             (plan, prompt, q.logprobs()?, None)
         }
         Kind::Text => {
             let q: CompletionRequest = api::parse(body)?;
             let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
+            let encode = |t: &String| {
+                check_fits(r, t.len(), "prompt")?;
+                Ok((sh.tokenizing.with(|| r.vocab.encode(t, true)), t.clone()))
+            };
             let (prompt, text) = match &q.prompt {
-                Prompt::Text(t) => (r.vocab.encode(t, true), t.clone()),
-                Prompt::Texts(v) if v.len() == 1 => (r.vocab.encode(&v[0], true), v[0].clone()),
+                Prompt::Text(t) => encode(t)?,
+                Prompt::Texts(v) if v.len() == 1 => encode(&v[0])?,
                 Prompt::Texts(v) => {
                     return Err(ApiError::invalid(format!(
                         "prompt is a list of {} strings: onebitd completes one prompt per request",
@@ -310,6 +376,10 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
                     .param("prompt"))
                 }
                 Prompt::Tokens(ids) => {
+                    // Too long to fit is refused before the ids are checked and decoded.
+                    if ids.len() >= n_ctx {
+                        return Err(too_long(ids.len(), n_ctx, "prompt"));
+                    }
                     let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
                     let ids = check_ids(r, &ids, "prompt")?;
                     let text = r.vocab.decode(&ids).unwrap_or_default();
@@ -327,11 +397,12 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
         );
     }
     if prompt.len() >= n_ctx {
-        return Err(ApiError::invalid(format!(
-            "the prompt has {} tokens but the context holds {n_ctx}; shorten it (context_length_exceeded)",
-            prompt.len()
-        ))
-        .param(if kind == Kind::Chat { "messages" } else { "prompt" }));
+        let param = if kind == Kind::Chat {
+            "messages"
+        } else {
+            "prompt"
+        };
+        return Err(too_long(prompt.len(), n_ctx, param));
     }
     if let Some(m) = plan.max_tokens {
         if prompt.len() + m > n_ctx {
@@ -358,6 +429,13 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
         logprobs,
         echo,
     })
+}
+
+fn too_long(tokens: usize, n_ctx: usize, param: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "the prompt has {tokens} tokens but the context holds {n_ctx}; shorten it (context_length_exceeded)"
+    ))
+    .param(param)
 }
 
 /// What the connection side keeps of one generation.
