@@ -2,7 +2,7 @@
 //! [`crate::forward`], text from [`crate::tokenizer`], the prompt format from [`crate::chat`].
 
 use super::backend::{Backend, ModelInfo, Vocab};
-use crate::chat::{format_chat, ChatMessage};
+use crate::chat::{chat_ids, ChatMessage};
 use crate::forward::{forward, forward_sessions, LogitsMode, Session};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
@@ -88,8 +88,7 @@ impl Vocab for EngineVocab {
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
-        // The template starts with BOS as text.
-        self.encode(&format_chat(messages), false)
+        chat_ids(&self.tok, messages).map_err(|e| e.to_string())
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, String> {

@@ -1,7 +1,7 @@
 //! `onebit run`: generate from a prompt, streaming text to stdout.
 
 use crate::common::{CliResult, ModelArgs};
-use onebit_engine::chat::{format_chat, ChatMessage};
+use onebit_engine::chat::{chat_ids, ChatMessage};
 use onebit_engine::forward::Session;
 use onebit_engine::generate::{generate, Options};
 use onebit_engine::sampler::SamplingParams;
@@ -64,7 +64,7 @@ pub fn main(a: Args) -> CliResult {
         a.model.load_for_inference()?
     };
     let prompt_ids = if a.chat {
-        tok.encode(&format_chat(&[ChatMessage::new("user", &a.prompt)]), false)?
+        chat_ids(&tok, &[ChatMessage::new("user", &a.prompt)])?
     } else {
         tok.encode(&a.prompt, true)?
     };
