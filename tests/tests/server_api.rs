@@ -492,7 +492,10 @@ fn unix_socket_listener() {
         std::sync::Arc::new(tok),
         n,
     ));
-    let sock = std::env::temp_dir().join(format!("onebitd-test-{}.sock", std::process::id()));
+    // A directory of its own: started as root, onebitd refuses one others may write (/tmp).
+    let dir = std::env::temp_dir().join(format!("onebitd-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("api.sock");
     let l = onebit_engine::server::listen::Listener::bind(sock.to_str().unwrap(), 0).unwrap();
     let srv = onebit_engine::server::Server::start(opts(), vec![l]).unwrap();
     // Before the model is ready: 503 "Loading model", as llama-server answers.
@@ -520,6 +523,7 @@ fn unix_socket_listener() {
     assert_eq!(r.json()["usage"]["completion_tokens"], 3);
     srv.shutdown();
     assert!(!sock.exists(), "the socket file is removed at shutdown");
+    let _ = std::fs::remove_dir(&dir);
 }
 
 #[test]
