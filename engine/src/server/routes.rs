@@ -511,12 +511,7 @@ struct Reader<'a> {
     rx: &'a mpsc::Receiver<Event>,
     text: TextStream,
     got: Collected,
-    /// When the connection was last checked for a client that left.
-    checked: Instant,
 }
-
-/// How often a connection whose tokens keep coming looks for a client that left.
-const PEER_CHECK: Duration = Duration::from_millis(50);
 
 impl<'a> Reader<'a> {
     fn new(r: &'a Ready, g: &Gen, rx: &'a mpsc::Receiver<Event>) -> Self {
@@ -529,19 +524,16 @@ impl<'a> Reader<'a> {
                 cached: 0,
                 logprobs: Vec::new(),
             },
-            checked: Instant::now(),
         }
     }
 
     fn next(&mut self, conn: &Conn, wait: Duration) -> Step {
         let got = self.rx.recv_timeout(wait);
-        // On the clock, not only when the engine is quiet: a client that left while
-        // tokens keep coming must stop its generation too.
-        if got.is_ok() && self.checked.elapsed() >= PEER_CHECK {
-            self.checked = Instant::now();
-            if conn.peer_gone() {
-                return Step::Gone;
-            }
+        // After every event, not only when the engine is quiet: a client that left while
+        // tokens keep coming must stop its generation too. (One non-blocking peek per
+        // token, against milliseconds of model work.)
+        if got.is_ok() && conn.peer_gone() {
+            return Step::Gone;
         }
         match got {
             Ok(Event::Started { cached }) => {
