@@ -169,11 +169,10 @@ impl Listener {
         Ok(Listener::Tcp(l))
     }
 
-    /// Binds a Unix socket, replacing a stale socket file that nobody listens on. The file
-    /// gets `access.mode` at creation and its owner right after, without following links.
+    /// Binds a Unix socket, replacing a stale socket file that nobody listens on; right
+    /// after bind the file gets its owner (without following links) and `access.mode`.
     pub fn bind_unix(path: &Path, access: &SocketAccess) -> io::Result<Self> {
-        use nix::sys::stat::{umask, Mode};
-        use std::os::unix::fs::FileTypeExt;
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         if nix::unistd::geteuid().is_root() {
             check_socket_dir(path)?;
         }
@@ -182,11 +181,10 @@ impl Listener {
                 let _ = std::fs::remove_file(path);
             }
         }
-        // bind(2) creates the file with 0777 & ~umask: the mode is right from the start.
-        let old = umask(Mode::from_bits_truncate(0o777 & !access.mode));
-        let bound = UnixListener::bind(path);
-        umask(old);
-        let l = bound.map_err(|e| {
+        // bind(2) creates the file with 0777 & ~umask, so until the chmod below only its
+        // owner (this process) can connect: connecting needs write, which a umask of 022
+        // or stricter takes from the others.
+        let l = UnixListener::bind(path).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -208,6 +206,14 @@ impl Listener {
                 io::Error::from(e).with_context(format!("chown {}", path.display()))
             })?;
         }
+        // Follows links, but the directory is root's and closed (checked above when root),
+        // and otherwise belongs to whoever could swap the file anyway.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode)).map_err(
+            |e| {
+                let _ = std::fs::remove_file(path);
+                e.with_context(format!("chmod {:o} {}", access.mode, path.display()))
+            },
+        )?;
         Ok(Listener::Unix(l, Some(path.to_path_buf())))
     }
 
