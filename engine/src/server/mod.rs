@@ -1,7 +1,8 @@
 //! onebitd's server: an OpenAI-compatible HTTP API in front of one engine thread.
 //!
 //! Threads: one accept loop per listening socket, one thread per connection (bounded by
-//! `max_conns`; past that a connection gets a 503 and is closed), and one engine thread
+//! `max_conns`, and by `max_conns_per_client` for one client; past that a connection gets
+//! a 503 and is closed), and one engine thread
 //! that owns the model and its slots ([`scheduler`]). Connection threads turn requests
 //! into jobs, then turn the engine's token events into JSON or SSE.
 //!
