@@ -71,7 +71,9 @@ pub fn host_allowed(host: Option<&str>, local: Option<IpAddr>, allowed: &[String
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        return ip.is_loopback() || Some(ip) == local;
+        // A dual-stack listener sees IPv4 clients at IPv4-mapped IPv6 addresses.
+        let ip = ip.to_canonical();
+        return ip.is_loopback() || Some(ip) == local.map(|l| l.to_canonical());
     }
     allowed.iter().any(|a| {
         strip_port(a)
@@ -135,6 +137,9 @@ mod tests {
         ] {
             assert!(!host_allowed(Some(bad), Some(lan), &listed), "{bad}");
         }
+        let mapped: IpAddr = "::ffff:192.168.1.5".parse().unwrap();
+        assert!(host_allowed(Some("192.168.1.5:8080"), Some(mapped), &[]));
+        assert!(host_allowed(Some("[::ffff:127.0.0.1]"), Some(mapped), &[]));
         assert!(host_allowed(None, None, &[]));
         assert!(host_allowed(Some("evil.example"), None, &["*".into()]));
     }
