@@ -30,6 +30,18 @@ else
     echo "ok: no output"
 fi
 
+echo "== policy"
+# Run as onebit with no capabilities; devices by render node and kfd, never all of DRM
+# (char-drm also admits the primary nodes /dev/dri/card*).
+for want in '^User=onebit$' '^SupplementaryGroups=render$' '^CapabilityBoundingSet=$' \
+    '^NoNewPrivileges=yes$' '^DevicePolicy=closed$' '^DeviceAllow=char-kfd rw$' '^DeviceAllow=/dev/dri/renderD128 rw$'; do
+    grep -q "$want" "$UDEV/onebitd.service" || { echo "FAIL: onebitd.service lacks $want"; fail=1; }
+done
+if grep -q '^DeviceAllow=char-drm' "$UDEV/onebitd.service"; then
+    echo "FAIL: DeviceAllow=char-drm admits /dev/dri/card*; list the render nodes"; fail=1
+fi
+[ $fail = 0 ] && echo "ok: unprivileged user, no capabilities, render nodes and kfd only"
+
 echo "== systemd-analyze security --offline"
 sec=$(cd "$tmp" && systemd-analyze security --offline=true ./onebitd.service 2>&1) || true
 score=$(printf '%s\n' "$sec" | grep -o 'Overall exposure level for onebitd.service: [0-9.]* [A-Z]*' || true)

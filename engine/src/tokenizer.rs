@@ -44,6 +44,9 @@ pub struct Tokenizer {
     eos: Vec<u32>,
     /// Cached: `tokenizers` recounts the whole vocabulary on every call.
     vocab_size: usize,
+    /// A copy of `inner` that reads special-token text as plain text, made on first use
+    /// (only chat prompts need it).
+    plain: std::sync::OnceLock<tokenizers::Tokenizer>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -110,6 +113,7 @@ impl Tokenizer {
             bos,
             eos,
             vocab_size,
+            plain: std::sync::OnceLock::new(),
         }
     }
 
@@ -205,6 +209,19 @@ impl Tokenizer {
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    /// Token ids of `text` read as plain text: special-token text such as `<|eot_id|>`
+    /// becomes the ordinary tokens that spell it, never the special token. For text that
+    /// comes from users, so that it cannot forge a chat template's control tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let plain = self.plain.get_or_init(|| {
+            let mut t = self.inner.clone();
+            t.set_encode_special_tokens(true);
+            t
+        });
+        let enc = plain.encode(text, false).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`, specials rendered as their text; invalid UTF-8 becomes U+FFFD.

@@ -464,14 +464,14 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     use std::io::Write;
     for _ in 0..3 {
         let body = json!({"prompt": "x", "max_tokens": 2}).to_string();
-        write!(w, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        write!(w, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
         let resp = read_response(&mut r);
         assert_eq!(resp.status, 200);
         assert_eq!(resp.header("connection"), Some("keep-alive"));
     }
     // Expect: 100-continue (curl sends it for larger bodies) gets its interim answer.
     let body = json!({"content": "hello"}).to_string();
-    write!(w, "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(w, "POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
     let cont = read_response(&mut r);
     assert_eq!(cont.status, 100);
     w.write_all(body.as_bytes()).unwrap();
@@ -497,7 +497,10 @@ fn unix_socket_listener() {
         std::sync::Arc::new(tok),
         n,
     ));
-    let sock = std::env::temp_dir().join(format!("onebitd-test-{}.sock", std::process::id()));
+    // A directory of its own: started as root, onebitd refuses one others may write (/tmp).
+    let dir = std::env::temp_dir().join(format!("onebitd-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("api.sock");
     let l = onebit_engine::server::listen::Listener::bind(sock.to_str().unwrap(), 0).unwrap();
     let srv = onebit_engine::server::Server::start(opts(), vec![l]).unwrap();
     // Before the model is ready: 503 "Loading model", as llama-server answers.
@@ -525,6 +528,7 @@ fn unix_socket_listener() {
     assert_eq!(r.json()["usage"]["completion_tokens"], 3);
     srv.shutdown();
     assert!(!sock.exists(), "the socket file is removed at shutdown");
+    let _ = std::fs::remove_dir(&dir);
 }
 
 #[test]
@@ -545,5 +549,133 @@ fn http10_clients_get_an_unchunked_stream_ended_by_close() {
         body.starts_with("data: {") && body.ends_with("data: [DONE]\n\n"),
         "{body:?}"
     );
+    srv.shutdown();
+}
+
+/// Reads one response, then checks that the server closed the connection after it.
+fn response_then_close(s: std::net::TcpStream) -> Resp {
+    use std::io::Read;
+    let mut r = std::io::BufReader::new(s);
+    let resp = read_response(&mut r);
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "connection stayed open: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    resp
+}
+
+/// Without the key a client gets its 401 from the request head: no `100 Continue`, no
+/// body read, and the connection is closed after the answer.
+#[test]
+fn unauthenticated_requests_are_refused_before_the_body_and_closed() {
+    use std::io::Write;
+    let mut o = opts();
+    o.api_key = Some("s3cret".into());
+    let (srv, port) = server!(o);
+    let mut s = connect(port);
+    s.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 60000\r\n\r\n").unwrap();
+    let r = response_then_close(s);
+    assert_eq!(r.status, 401, "the key is checked before 100 Continue");
+    assert_eq!(r.header("connection"), Some("close"));
+
+    // A keep-alive request with a wrong key is answered and the connection closed.
+    let mut s = connect(port);
+    s.write_all(
+        b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer s3cre\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(response_then_close(s).status, 401);
+
+    // The key in X-Api-Key works too, and /health needs none.
+    let r = request(port, "GET", "/v1/models", &[("X-Api-Key", "s3cret")], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(get(port, "/health").status, 200);
+    srv.shutdown();
+}
+
+/// A web page on another site can make a browser send a form or a `text/plain` POST to
+/// a keyless onebitd, or rebind its own name to 127.0.0.1: neither is served.
+#[test]
+fn cross_site_requests_are_refused() {
+    let mut o = opts();
+    o.allowed_hosts = vec!["llm.example.org".into()];
+    let (srv, port) = server!(o);
+    let body = br#"{"prompt":"a","max_tokens":1}"#;
+    for (what, ct) in [
+        ("no Content-Type", None),
+        ("text/plain", Some("text/plain")),
+        ("form", Some("application/x-www-form-urlencoded")),
+        ("multipart", Some("multipart/form-data; boundary=x")),
+    ] {
+        let h: Vec<(&str, &str)> = ct.map(|c| ("Content-Type", c)).into_iter().collect();
+        let r = request(port, "POST", "/v1/completions", &h, body);
+        assert_eq!(r.status, 415, "{what}: {}", r.text());
+    }
+    let ask = |host: &str| {
+        raw(
+            port,
+            format!(
+                "POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+                body.len(),
+                String::from_utf8_lossy(body)
+            )
+            .as_bytes(),
+        )
+        .status
+    };
+    assert_eq!(ask("attacker.example:8080"), 421, "DNS rebinding");
+    assert_eq!(ask("localhost.attacker.example"), 421);
+    assert_eq!(ask(&format!("127.0.0.1:{port}")), 200);
+    assert_eq!(ask(&format!("localhost:{port}")), 200);
+    assert_eq!(ask("LLM.example.org"), 200, "--allowed-host");
+    srv.shutdown();
+}
+
+/// Text longer than the context could hold is refused from its length, before it is
+/// tokenized (tokenizing takes far more memory than the text); text that fits is
+/// tokenized as before, with or without pieces.
+#[test]
+fn text_that_cannot_fit_is_refused_before_tokenizing() {
+    let (srv, port) = server!(opts());
+    let long = "x".repeat(60_000);
+    for (path, body) in [
+        ("/tokenize", json!({"content": long, "with_pieces": true})),
+        ("/v1/completions", json!({"prompt": long})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": long}]}),
+        ),
+    ] {
+        let r = post(port, path, &body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("60000 bytes") && msg.contains("context_length_exceeded"),
+            "{path}: {msg}"
+        );
+    }
+    let ids = post(port, "/tokenize", &json!({"content": "héllo wörld 🦀"})).json();
+    let with = post(
+        port,
+        "/tokenize",
+        &json!({"content": "héllo wörld 🦀", "with_pieces": true}),
+    )
+    .json();
+    let ids: Vec<&Value> = ids["tokens"].as_array().unwrap().iter().collect();
+    let pieces = with["tokens"].as_array().unwrap();
+    assert_eq!(ids.len(), pieces.len());
+    let mut bytes = Vec::new();
+    for (id, p) in ids.iter().zip(pieces) {
+        assert_eq!(*id, &p["id"]);
+        match &p["piece"] {
+            Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+            Value::Array(b) => bytes.extend(b.iter().map(|x| x.as_u64().unwrap() as u8)),
+            other => panic!("piece {other}"),
+        }
+    }
+    assert_eq!(String::from_utf8(bytes).unwrap(), "héllo wörld 🦀");
     srv.shutdown();
 }

@@ -145,6 +145,22 @@ struct Args {
         default_value_t = 512
     )]
     max_conns: usize,
+    /// Open connections from one client (IP address, or uid on a Unix socket) at most.
+    #[arg(
+        long = "max-conns-per-client",
+        env = "ONEBIT_ARG_MAX_CONNS_PER_CLIENT",
+        default_value_t = 64
+    )]
+    max_conns_per_client: usize,
+    /// Host names clients may use in `Host` besides localhost and this machine's IP
+    /// addresses (comma-separated or repeated; `*`: any). Requests naming another host get
+    /// 421, which stops DNS-rebinding pages.
+    #[arg(
+        long = "allowed-host",
+        env = "ONEBIT_ARG_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    allowed_host: Vec<String>,
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long = "timeout", env = "ONEBIT_ARG_TIMEOUT", default_value_t = 30)]
     timeout: u64,
@@ -155,12 +171,25 @@ struct Args {
         default_value_t = 10.0
     )]
     shutdown_grace: f64,
+    /// Permission bits (octal) of a Unix socket onebitd creates; connecting needs write.
+    #[arg(long = "socket-mode", env = "ONEBIT_ARG_SOCKET_MODE", default_value = "660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Group of a Unix socket onebitd creates (default: the user's primary group).
+    #[arg(long = "socket-group", env = "ONEBIT_ARG_SOCKET_GROUP")]
+    socket_group: Option<String>,
     /// When started as root: the user to become before serving.
     #[arg(long, env = "ONEBIT_ARG_USER", default_value = "onebit")]
     user: String,
     /// Serve as root instead of dropping privileges (not recommended).
     #[arg(long = "allow-root", env = "ONEBIT_ARG_ALLOW_ROOT")]
     allow_root: bool,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not a file mode; give octal permission bits such as 660"))
 }
 
 /// Logs to stderr; `ONEBIT_LOG` (or `RUST_LOG`) sets the filter. Under journald
@@ -261,9 +290,11 @@ fn options(a: &Args) -> Result<Options, String> {
         chunk: a.batch_size.max(1),
         limits,
         api_key,
+        allowed_hosts: a.allowed_host.clone(),
         metrics: a.metrics,
         sse_ping: Duration::from_secs_f64(a.sse_ping_interval),
         max_conns: a.max_conns.max(1),
+        max_conns_per_client: a.max_conns_per_client.max(1),
         grace: Duration::from_secs_f64(a.shutdown_grace),
         defaults: Defaults {
             sampling,
@@ -399,20 +430,41 @@ fn run(a: Args, stop: SigSet) -> Result<(), String> {
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
+    // Nothing onebitd runs may gain privileges, whether or not the unit says so.
+    privs::forbid_new_privileges()?;
+    let root = privs::is_root();
+    let account = if root && !a.allow_root {
+        Some(privs::lookup(&a.user)?)
+    } else {
+        None
+    };
+    let group = match &a.socket_group {
+        Some(g) => Some(
+            nix::unistd::Group::from_name(g)
+                .map_err(|e| format!("cannot look up --socket-group {g}: {e}"))?
+                .ok_or_else(|| format!("--socket-group {g}: no such group"))?
+                .gid,
+        ),
+        None => account.as_ref().map(|u| u.gid),
+    };
+    let access = listen::SocketAccess {
+        owner: account.as_ref().map(|u| u.uid),
+        group,
+        mode: a.socket_mode,
+    };
+
     let mut listeners = listen::from_systemd().map_err(|e| e.to_string())?;
     if listeners.is_empty() {
-        listeners.push(Listener::bind(&a.host, a.port).map_err(|e| e.to_string())?);
+        listeners.push(Listener::bind_with(&a.host, a.port, &access).map_err(|e| e.to_string())?);
     } else {
         tracing::info!(sockets = listeners.len(), "using sockets passed by systemd");
     }
 
-    let root = privs::is_root();
     let mut loaded = None;
-    if root && !a.allow_root {
+    if let Some(account) = &account {
         // Open everything that needs root first: the model file, later the device nodes.
         loaded = Some(load(&a)?);
-        let paths: Vec<&std::path::Path> = listeners.iter().filter_map(|l| l.unix_path()).collect();
-        let (uid, gid) = privs::drop_to(&a.user, &paths)?;
+        let (uid, gid) = privs::drop_to(account)?;
         tracing::info!(user = a.user, %uid, %gid, "dropped root privileges");
     } else if root {
         tracing::warn!("serving as root because of --allow-root");

@@ -3,7 +3,7 @@
 
 use super::backend::Vocab;
 use crate::backend::{Backend, BackendError, Need};
-use crate::chat::{format_chat, ChatMessage};
+use crate::chat::{chat_ids, ChatMessage};
 use crate::tokenizer::Tokenizer;
 use std::sync::Arc;
 
@@ -33,8 +33,7 @@ impl Vocab for EngineVocab {
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
-        // The template starts with BOS as text.
-        self.encode(&format_chat(messages), false)
+        chat_ids(&self.tok, messages).map_err(|e| e.to_string())
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, String> {

@@ -18,6 +18,9 @@ pub struct Limits {
     pub idle: Duration,
     /// How long a request may take to arrive once its first byte has.
     pub request: Duration,
+    /// How long one connection may take new requests: a keep-alive connection older
+    /// than this is closed after its current request.
+    pub lifetime: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +31,7 @@ impl Default for Limits {
             max_body: 4 << 20,
             idle: Duration::from_secs(30),
             request: Duration::from_secs(30),
+            lifetime: Duration::from_secs(600),
         }
     }
 }
@@ -155,7 +159,29 @@ fn wait_first_byte(r: &mut BufReader<Conn>, idle: Duration) -> Result<(), ReadEr
 
 /// Reads the next request from `r`. Answers `Expect: 100-continue` itself.
 pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request, ReadError> {
-    wait_first_byte(r, limits.idle)?;
+    let head = read_head(r, limits, limits.idle)?;
+    read_body(r, head, limits)
+}
+
+/// A request whose head is read and whose body is not: the caller checks the head (the
+/// API key, the Host) before it lets the client send the body.
+#[derive(Debug)]
+pub struct Head {
+    /// The request, body still empty.
+    pub req: Request,
+    chunked: bool,
+    length: Option<u64>,
+    deadline: Instant,
+}
+
+/// Reads a request line and headers, waiting up to `idle` for the first byte; checks the
+/// body's framing and announced size but reads none of it.
+pub fn read_head(
+    r: &mut BufReader<Conn>,
+    limits: &Limits,
+    idle: Duration,
+) -> Result<Head, ReadError> {
+    wait_first_byte(r, idle)?;
     let deadline = Instant::now() + limits.request;
     let mut budget = limits.max_head;
     let mut line = read_line(r, &mut budget, deadline)?;
@@ -238,27 +264,7 @@ pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request,
         }
     }
 
-    let chunked = match req.header("transfer-encoding") {
-        None => false,
-        Some(te) if te.eq_ignore_ascii_case("chunked") => true,
-        Some(te) => {
-            return Err(bad(
-                501,
-                format!(
-                    "unsupported Transfer-Encoding {:?}; send chunked or Content-Length",
-                    truncate(te, 40)
-                ),
-            ))
-        }
-    };
-    let length = match req.header("content-length") {
-        _ if chunked => None,
-        None => None,
-        Some(v) => Some(
-            v.parse::<u64>()
-                .map_err(|_| bad(400, format!("invalid Content-Length {:?}", truncate(v, 40))))?,
-        ),
-    };
+    let (chunked, length) = body_framing(&req)?;
     if let Some(n) = length {
         if n > limits.max_body as u64 {
             return Err(bad(
@@ -270,6 +276,27 @@ pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request,
             ));
         }
     }
+    Ok(Head {
+        req,
+        chunked,
+        length,
+        deadline,
+    })
+}
+
+/// Reads the body of a request whose head passed its checks, first sending
+/// `100 Continue` when the client waits for it.
+pub fn read_body(
+    r: &mut BufReader<Conn>,
+    head: Head,
+    limits: &Limits,
+) -> Result<Request, ReadError> {
+    let Head {
+        mut req,
+        chunked,
+        length,
+        deadline,
+    } = head;
     let expects_body = chunked || length.is_some_and(|n| n > 0);
     if expects_body
         && req
@@ -304,6 +331,60 @@ pub fn read_request(r: &mut BufReader<Conn>, limits: &Limits) -> Result<Request,
     Ok(req)
 }
 
+/// How the body is framed: (chunked, Content-Length). RFC 9112 §6.3: a request with both
+/// `Transfer-Encoding` and `Content-Length`, or with several lengths, could be framed one
+/// way here and another way by a proxy in front (request smuggling), so it is refused.
+fn body_framing(req: &Request) -> Result<(bool, Option<u64>), ReadError> {
+    let named = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    let te = named("transfer-encoding");
+    let cl = named("content-length");
+    if te.len() > 1 || cl.len() > 1 {
+        return Err(bad(
+            400,
+            "more than one Transfer-Encoding or Content-Length header; send exactly one",
+        ));
+    }
+    if !te.is_empty() && !cl.is_empty() {
+        return Err(bad(
+            400,
+            "both Transfer-Encoding and Content-Length; send only one of them",
+        ));
+    }
+    let chunked = match te.first() {
+        None => false,
+        Some(te) if te.eq_ignore_ascii_case("chunked") => true,
+        Some(te) => {
+            return Err(bad(
+                501,
+                format!(
+                    "unsupported Transfer-Encoding {:?}; send chunked or Content-Length",
+                    truncate(te, 40)
+                ),
+            ))
+        }
+    };
+    let length = match cl.first() {
+        None => None,
+        // Digits only: `u64::from_str` would also take "+16".
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(v.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        Some(v) => {
+            return Err(bad(
+                400,
+                format!("invalid Content-Length {:?}", truncate(v, 40)),
+            ))
+        }
+    };
+    Ok((chunked, length))
+}
+
 fn read_chunked(
     r: &mut BufReader<Conn>,
     max: usize,
@@ -315,8 +396,11 @@ fn read_chunked(
         let line = read_line(r, &mut budget, deadline)?;
         let line = std::str::from_utf8(&line).map_err(|_| bad(400, "malformed chunk size"))?;
         let hex = line.split(';').next().unwrap_or("").trim();
-        let n = usize::from_str_radix(hex, 16)
-            .map_err(|_| bad(400, format!("malformed chunk size {:?}", truncate(hex, 20))))?;
+        // Hex digits only (`from_str_radix` would also take a sign).
+        let n = Some(hex)
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .ok_or_else(|| bad(400, format!("malformed chunk size {:?}", truncate(hex, 20))))?;
         if n == 0 {
             // Trailers, then the empty line.
             loop {
@@ -326,7 +410,7 @@ fn read_chunked(
                 }
             }
         }
-        if body.len() + n > max {
+        if body.len().checked_add(n).is_none_or(|total| total > max) {
             return Err(bad(
                 413,
                 format!("request body is over the limit of {max} bytes"),
@@ -374,6 +458,7 @@ pub fn reason(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        421 => "Misdirected Request",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -580,6 +665,46 @@ mod tests {
         ));
         let (r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", quick());
         assert!(!r.unwrap().keep_alive);
+    }
+
+    /// Ways to make two parsers disagree on where a body ends (request smuggling): each
+    /// is refused with a 4xx, which ends the connection.
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let body = "{\"content\":\"ab\"}";
+        for (what, head) in [
+            ("signed length", "Content-Length: +16\r\n"),
+            ("spaced digits", "Content-Length: 1 6\r\n"),
+            (
+                "duplicate length",
+                "Content-Length: 16\r\nContent-Length: 16\r\n",
+            ),
+            ("listed length", "Content-Length: 16, 16\r\n"),
+            (
+                "length and chunked",
+                "Content-Length: 16\r\nTransfer-Encoding: chunked\r\n",
+            ),
+            (
+                "duplicate transfer-encoding",
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            ),
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\n{head}\r\n{body}");
+            let (r, _) = parse(raw.as_bytes(), quick());
+            assert!(matches!(r, Err(ReadError::Bad(400, _))), "{what}: {r:?}");
+        }
+    }
+
+    /// Chunk sizes whose sum wraps around must not slip under the body limit.
+    #[test]
+    fn chunk_sizes_that_overflow_are_refused() {
+        let raw =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n";
+        let (r, _) = parse(raw, quick());
+        assert!(matches!(r, Err(ReadError::Bad(413, _))), "{r:?}");
+        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n";
+        let (r, _) = parse(raw, quick());
+        assert!(matches!(r, Err(ReadError::Bad(_, _))), "{r:?}");
     }
 
     proptest::proptest! {

@@ -4,6 +4,7 @@
 use nix::sys::socket::{
     getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage,
 };
+use nix::unistd::{Gid, Uid};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -57,6 +58,26 @@ impl Conn {
         }
     }
 
+    /// The local address a TCP client connected to (what it may name in `Host`).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Conn::Tcp(s) => s.local_addr().ok().map(|a| a.ip()),
+            Conn::Unix(_) => None,
+        }
+    }
+
+    /// Who is at the other end, for per-client connection limits: the IP address of a
+    /// TCP peer, the uid of a Unix socket peer.
+    pub fn peer_key(&self) -> String {
+        match self {
+            Conn::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "tcp:?".into(), |a| a.ip().to_string()),
+            Conn::Unix(s) => getsockopt(s, sockopt::PeerCredentials)
+                .map_or_else(|_| "unix:?".into(), |c| format!("uid:{}", c.uid())),
+        }
+    }
+
     pub fn peer(&self) -> String {
         match self {
             Conn::Tcp(s) => s
@@ -100,6 +121,29 @@ impl Write for Conn {
     }
 }
 
+/// Who may connect to a Unix socket onebitd creates.
+#[derive(Clone, Debug)]
+pub struct SocketAccess {
+    /// Given the socket file right after bind (the user onebitd becomes, when it starts
+    /// as root), so that it can remove the file at exit.
+    pub owner: Option<Uid>,
+    /// Group of the socket file (`--socket-group`); clients in it may connect when
+    /// `mode` lets the group write.
+    pub group: Option<Gid>,
+    /// Permission bits of the socket file (`--socket-mode`); connecting needs write.
+    pub mode: u32,
+}
+
+impl Default for SocketAccess {
+    fn default() -> Self {
+        Self {
+            owner: None,
+            group: None,
+            mode: 0o660,
+        }
+    }
+}
+
 /// A listening socket.
 #[derive(Debug)]
 pub enum Listener {
@@ -111,8 +155,13 @@ pub enum Listener {
 impl Listener {
     /// `host` ending in `.sock` or containing `/` is a Unix socket path, as in llama-server.
     pub fn bind(host: &str, port: u16) -> io::Result<Self> {
+        Self::bind_with(host, port, &SocketAccess::default())
+    }
+
+    /// [`Listener::bind`], a Unix socket file getting `access`.
+    pub fn bind_with(host: &str, port: u16, access: &SocketAccess) -> io::Result<Self> {
         if host.ends_with(".sock") || host.contains('/') {
-            return Self::bind_unix(Path::new(host));
+            return Self::bind_unix(Path::new(host), access);
         }
         let l = TcpListener::bind((host, port)).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"))
@@ -120,14 +169,21 @@ impl Listener {
         Ok(Listener::Tcp(l))
     }
 
-    /// Binds a Unix socket, replacing a stale socket file that nobody listens on.
-    pub fn bind_unix(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::FileTypeExt;
+    /// Binds a Unix socket, replacing a stale socket file that nobody listens on; right
+    /// after bind the file gets its owner (without following links) and `access.mode`.
+    pub fn bind_unix(path: &Path, access: &SocketAccess) -> io::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if nix::unistd::geteuid().is_root() {
+            check_socket_dir(path)?;
+        }
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if meta.file_type().is_socket() && UnixStream::connect(path).is_err() {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // bind(2) creates the file with 0777 & ~umask, so until the chmod below only its
+        // owner (this process) can connect: connecting needs write, which a umask of 022
+        // or stricter takes from the others.
         let l = UnixListener::bind(path).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -137,6 +193,27 @@ impl Listener {
                 ),
             )
         })?;
+        if access.owner.is_some() || access.group.is_some() {
+            nix::unistd::fchownat(
+                None,
+                path,
+                access.owner,
+                access.group,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| {
+                let _ = std::fs::remove_file(path);
+                io::Error::from(e).with_context(format!("chown {}", path.display()))
+            })?;
+        }
+        // Follows links, but the directory is root's and closed (checked above when root),
+        // and otherwise belongs to whoever could swap the file anyway.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode)).map_err(
+            |e| {
+                let _ = std::fs::remove_file(path);
+                e.with_context(format!("chmod {:o} {}", access.mode, path.display()))
+            },
+        )?;
         Ok(Listener::Unix(l, Some(path.to_path_buf())))
     }
 
@@ -179,6 +256,15 @@ impl Listener {
         }
     }
 
+    /// Whether other machines can reach this socket: TCP on an address that is not
+    /// loopback (the unspecified address 0.0.0.0 / :: included).
+    pub fn exposed(&self) -> bool {
+        match self {
+            Listener::Tcp(l) => l.local_addr().is_ok_and(|a| !a.ip().is_loopback()),
+            Listener::Unix(..) => false,
+        }
+    }
+
     /// The socket file onebitd created, if any.
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
@@ -192,6 +278,43 @@ impl Listener {
         if let Some(p) = self.unix_path() {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+/// Refuses (when running as root) a socket directory that anyone but root owns or may
+/// write: whoever can write it could swap the socket file for a link to a file of
+/// root's while the model loads, and have that file handed to the service user.
+fn check_socket_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        io::Error::new(e.kind(), format!("socket directory {}: {e}", dir.display()))
+    })?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "socket directory {} belongs to uid {} with mode {:03o}: started as root, onebitd puts its socket only in a directory that root owns and nobody else may write (e.g. /run/onebit, mode 0755), since whoever can write it could swap the socket for a link to a file of root's",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds what was being done to an error's message.
+trait Context {
+    fn with_context(self, what: String) -> io::Error;
+}
+
+impl Context for io::Error {
+    fn with_context(self, what: String) -> io::Error {
+        io::Error::new(self.kind(), format!("{what}: {self}"))
     }
 }
 
@@ -297,6 +420,43 @@ mod tests {
         assert!(!c.peer_gone());
         drop(b);
         assert!(c.peer_gone());
+    }
+
+    /// Started as root, onebitd refuses a socket directory another user can write: that
+    /// user could swap the socket for a link to a file of root's while the model loads.
+    #[test]
+    fn socket_directory_others_can_write_is_refused_as_root() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: the socket directory check applies only when running as root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("onebit-sockdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("api.sock");
+        let nobody = (Uid::from_raw(65534), Gid::from_raw(65534));
+        // Owned by another user.
+        nix::unistd::chown(&dir, Some(nobody.0), Some(nobody.1)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = Listener::bind(sock.to_str().unwrap(), 0).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        // Root's, but writable by all (like /tmp).
+        nix::unistd::chown(&dir, Some(Uid::from_raw(0)), Some(Gid::from_raw(0))).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(Listener::bind(sock.to_str().unwrap(), 0).is_err());
+        // Root's and closed: the socket is created with its mode and owner, no link followed.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let access = SocketAccess {
+            owner: Some(nobody.0),
+            group: Some(nobody.1),
+            mode: 0o660,
+        };
+        let l = Listener::bind_with(sock.to_str().unwrap(), 0, &access).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(&sock).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 65534, 0o660));
+        l.cleanup();
+        let _ = std::fs::remove_dir(&dir);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! onebitd's server: an OpenAI-compatible HTTP API in front of one engine thread.
 //!
 //! Threads: one accept loop per listening socket, one thread per connection (bounded by
-//! `max_conns`; past that a connection gets a 503 and is closed), and one engine thread
+//! `max_conns`, and by `max_conns_per_client` for one client; past that a connection gets
+//! a 503 and is closed), and one engine thread
 //! that owns the model and its slots ([`scheduler`]). Connection threads turn requests
 //! into jobs, then turn the engine's token events into JSON or SSE.
 //!
@@ -14,6 +15,7 @@
 //! easy to see and test. Firecracker made the same choice with its `micro_http`.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod engine;
 pub mod error;
@@ -31,6 +33,7 @@ use backend::{ModelInfo, Vocab};
 use listen::{Conn, Listener};
 use metrics::Metrics;
 use scheduler::{Queue, SchedConfig};
+use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,11 +51,16 @@ pub struct Options {
     pub chunk: usize,
     pub limits: http::Limits,
     pub api_key: Option<String>,
+    /// Host names (besides localhost and IP addresses of this machine) that requests may
+    /// name in `Host` (`--allowed-host`); `*` accepts any.
+    pub allowed_hosts: Vec<String>,
     /// Serve `GET /metrics` (`--metrics`).
     pub metrics: bool,
     /// Interval of `: ping` comments on idle SSE streams.
     pub sse_ping: Duration,
     pub max_conns: usize,
+    /// Open connections from one client (one IP address, or one uid on a Unix socket).
+    pub max_conns_per_client: usize,
     /// How long in-flight requests may run on after SIGTERM before they are cut.
     pub grace: Duration,
     pub defaults: api::Defaults,
@@ -66,9 +74,11 @@ impl Default for Options {
             chunk: 128,
             limits: http::Limits::default(),
             api_key: None,
+            allowed_hosts: Vec::new(),
             metrics: true,
             sse_ping: Duration::from_secs(30),
             max_conns: 512,
+            max_conns_per_client: 64,
             grace: Duration::from_secs(10),
             defaults: api::Defaults {
                 sampling: crate::sampler::SamplingParams::default(),
@@ -83,10 +93,16 @@ struct Ready {
     queue: Arc<Queue>,
     vocab: Arc<dyn Vocab>,
     info: ModelInfo,
+    /// The most bytes one token stands for: text longer than `n_ctx_slot` times this
+    /// cannot fit the context, and is refused before it is tokenized.
+    max_token_bytes: usize,
 }
 
 struct Shared {
     opts: Options,
+    api_key: Option<auth::ApiKey>,
+    /// Open connections per client ([`Conn::peer_key`]).
+    peers: Mutex<HashMap<String, usize>>,
     metrics: Arc<Metrics>,
     ready: OnceLock<Ready>,
     closing: AtomicBool,
@@ -94,6 +110,8 @@ struct Shared {
     conns: AtomicUsize,
     /// Connections in the middle of a request.
     busy: AtomicUsize,
+    /// Tokenizations running at once (each can take ~200 bytes of memory per byte of text).
+    tokenizing: routes::Permits,
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -108,13 +126,24 @@ impl Server {
     /// Starts answering on `listeners`. Until [`Server::set_ready`], `/health` and the
     /// generation routes answer 503 "Loading model".
     pub fn start(opts: Options, listeners: Vec<Listener>) -> std::io::Result<Self> {
+        for l in &listeners {
+            if opts.api_key.is_none() && l.exposed() {
+                tracing::warn!(
+                    address = %l.describe(),
+                    "listening beyond loopback without an API key: anyone who can reach this address can use the model; set --api-key-file"
+                );
+            }
+        }
         let shared = Arc::new(Shared {
+            api_key: opts.api_key.as_deref().map(auth::ApiKey::new),
+            peers: Mutex::default(),
             opts,
             metrics: Arc::default(),
             ready: OnceLock::new(),
             closing: AtomicBool::new(false),
             conns: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
+            tokenizing: routes::Permits::new(routes::TOKENIZE_AT_ONCE),
         });
         let listeners = Arc::new(listeners);
         let mut accept = Vec::new();
@@ -156,7 +185,18 @@ impl Server {
             .name("engine".into())
             .spawn(move || scheduler::run(backend, q, cfg))?;
         *self.engine.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-        if self.shared.ready.set(Ready { queue, vocab, info }).is_err() {
+        let max_token_bytes = (0..vocab.vocab_size())
+            .map(|id| vocab.token_bytes(id as u32).len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let ready = Ready {
+            queue,
+            vocab,
+            info,
+            max_token_bytes,
+        };
+        if self.shared.ready.set(ready).is_err() {
             return Err(std::io::Error::other("set_ready called twice"));
         }
         Ok(())
@@ -233,9 +273,16 @@ fn accept_loop(sh: Arc<Shared>, l: &Listener) {
             }
         };
         if sh.conns.load(Relaxed) >= sh.opts.max_conns {
-            reject_conn(conn);
+            reject_conn(conn, "too many open connections; retry later");
             continue;
         }
+        let Some(peer) = PeerSlot::take(&sh, conn.peer_key()) else {
+            reject_conn(
+                conn,
+                "too many open connections from this client; reuse or close some",
+            );
+            continue;
+        };
         sh.conns.fetch_add(1, Relaxed);
         let sh2 = sh.clone();
         let spawned = std::thread::Builder::new()
@@ -243,6 +290,7 @@ fn accept_loop(sh: Arc<Shared>, l: &Listener) {
             .stack_size(512 << 10)
             .spawn(move || {
                 let _guard = Count(&sh2.conns);
+                let _peer = peer;
                 serve_conn(&sh2, conn);
             });
         if let Err(e) = spawned {
@@ -261,11 +309,45 @@ impl Drop for Count<'_> {
     }
 }
 
-fn reject_conn(mut conn: Conn) {
+/// One open connection counted against its client's share; given back when dropped.
+struct PeerSlot {
+    sh: Arc<Shared>,
+    key: String,
+}
+
+impl PeerSlot {
+    /// Counts a new connection from `key`, or None when that client has its share open.
+    fn take(sh: &Arc<Shared>, key: String) -> Option<Self> {
+        let mut peers = sh.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = peers.entry(key.clone()).or_insert(0);
+        if *n >= sh.opts.max_conns_per_client.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            sh: sh.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = self.sh.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = peers.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn reject_conn(mut conn: Conn, why: &str) {
     let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
     let e = error::ApiError::busy(1);
     let e = error::ApiError {
-        message: "too many open connections; retry later".into(),
+        message: why.into(),
         ..e
     };
     let _ = e.response().write_to(&mut conn, false);
@@ -275,55 +357,91 @@ fn reject_conn(mut conn: Conn) {
 fn serve_conn(sh: &Shared, conn: Conn) {
     let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
     let peer = conn.peer();
+    let limits = &sh.opts.limits;
+    let retire_at = Instant::now() + limits.lifetime;
     let mut r = BufReader::with_capacity(16 << 10, conn);
+    let mut first = true;
     loop {
-        match http::read_request(&mut r, &sh.opts.limits) {
-            Ok(req) => {
-                sh.busy.fetch_add(1, Relaxed);
-                let _busy = Count(&sh.busy);
-                let t0 = Instant::now();
-                let keep = routes::handle(sh, &req, &mut r);
-                tracing::debug!(
-                    peer,
-                    method = req.method,
-                    path = req.path,
-                    ms = t0.elapsed().as_millis() as u64,
-                    "request"
-                );
-                if !keep || !req.keep_alive || sh.closing.load(Relaxed) {
-                    break;
-                }
-            }
-            Err(http::ReadError::Closed | http::ReadError::Idle) => break,
-            Err(http::ReadError::Bad(status, msg)) => {
-                tracing::debug!(peer, status, msg, "bad request");
-                let kind = if status >= 500 {
-                    "server_error"
-                } else {
-                    "invalid_request_error"
-                };
-                let _ = error::ApiError::new(status, kind, msg)
-                    .response()
-                    .write_to(r.get_mut(), false);
+        // Idle waits never run past the connection's lifetime (the first request gets
+        // the whole idle time, so that a lifetime of zero still serves one request).
+        let left = retire_at.saturating_duration_since(Instant::now());
+        if !first && left.is_zero() {
+            break;
+        }
+        let idle = if first {
+            limits.idle
+        } else {
+            limits.idle.min(left)
+        };
+        first = false;
+        let mut req = match next_request(sh, &mut r, idle) {
+            Ok(req) => req,
+            Err(None) => break,
+            Err(Some(e)) => {
+                tracing::debug!(peer, status = e.status, msg = e.message, "request refused");
+                let _ = e.response().write_to(r.get_mut(), false);
                 break;
             }
-            Err(http::ReadError::Io(e)) => {
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) {
-                    let _ = error::ApiError::new(
-                        408,
-                        "invalid_request_error",
-                        "the request did not arrive in time",
-                    )
-                    .response()
-                    .write_to(r.get_mut(), false);
-                }
-                break;
-            }
+        };
+        if Instant::now() >= retire_at {
+            req.keep_alive = false;
+        }
+        sh.busy.fetch_add(1, Relaxed);
+        let _busy = Count(&sh.busy);
+        let t0 = Instant::now();
+        let keep = routes::handle(sh, &req, &mut r);
+        tracing::debug!(
+            peer,
+            method = req.method,
+            path = req.path,
+            ms = t0.elapsed().as_millis() as u64,
+            "request"
+        );
+        if !keep || !req.keep_alive || sh.closing.load(Relaxed) {
+            break;
         }
     }
     let _ = r.get_mut().flush();
     r.get_ref().shutdown();
+}
+
+/// Reads the next request: its head, then (once [`routes::admit`] accepts the head: the
+/// `Host`, the API key, the media type) its body. `Err(None)`: the connection ended
+/// quietly; `Err(Some(e))`: answer `e`, then close.
+fn next_request(
+    sh: &Shared,
+    r: &mut BufReader<Conn>,
+    idle: Duration,
+) -> Result<http::Request, Option<error::ApiError>> {
+    let limits = &sh.opts.limits;
+    let read = http::read_head(r, limits, idle).and_then(|head| {
+        if let Err(e) = routes::admit(sh, &head.req, r.get_ref()) {
+            return Ok(Err(e));
+        }
+        http::read_body(r, head, limits).map(Ok)
+    });
+    match read {
+        Ok(Ok(req)) => Ok(req),
+        Ok(Err(refused)) => Err(Some(refused)),
+        Err(http::ReadError::Closed | http::ReadError::Idle) => Err(None),
+        Err(http::ReadError::Bad(status, msg)) => {
+            let kind = if status >= 500 {
+                "server_error"
+            } else {
+                "invalid_request_error"
+            };
+            Err(Some(error::ApiError::new(status, kind, msg)))
+        }
+        Err(http::ReadError::Io(e)) => Err(matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+        .then(|| {
+            error::ApiError::new(
+                408,
+                "invalid_request_error",
+                "the request did not arrive in time",
+            )
+        })),
+    }
 }

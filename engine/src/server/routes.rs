@@ -76,13 +76,12 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
             .with_header("Allow", allowed.join(", ")),
         ));
     }
-    if matches!(p, "/health" | "/v1/health") {
+    if is_open(p) {
         return Ok(Reply::Send(match sh.ready.get() {
             Some(_) => Response::json(200, &health(sh)),
             None => ApiError::loading().response(),
         }));
     }
-    authorize(sh, req)?;
     if p == "/metrics" {
         if !sh.opts.metrics {
             return Err(ApiError::new(
@@ -98,13 +97,10 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
         )));
     }
     let ready = sh.ready.get().ok_or_else(ApiError::loading)?;
-    if req.method == "POST" {
-        check_json(req)?;
-    }
     match p {
         "/v1/models" | "/models" => Ok(Reply::Send(Response::json(200, &models(sh, ready)))),
         "/props" => Ok(Reply::Send(Response::json(200, &props(sh, ready)))),
-        "/tokenize" => tokenize(ready, &req.body).map(Reply::Send),
+        "/tokenize" => tokenize(sh, ready, &req.body).map(Reply::Send),
         "/detokenize" => detokenize(ready, &req.body).map(Reply::Send),
         "/v1/chat/completions" | "/chat/completions" => {
             generate(sh, ready, Kind::Chat, &req.body, conn, req.http11)
@@ -113,36 +109,43 @@ fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply
     }
 }
 
-fn authorize(sh: &Shared, req: &Request) -> Result<(), ApiError> {
-    let Some(key) = &sh.opts.api_key else {
-        return Ok(());
-    };
-    let given = req
-        .header("authorization")
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .or_else(|| req.header("x-api-key"))
-        .map(str::trim)
-        .unwrap_or("");
-    // Compare without an early exit so timing does not reveal a matching prefix.
-    let same = given.len() == key.len()
-        && given
-            .bytes()
-            .zip(key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
+/// Routes that need no API key.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/health" | "/v1/health")
+}
+
+/// Checks a request from its head alone, before its body is read: the `Host` it names
+/// (TCP only: no web page reaches a Unix socket), its API key (all but `/health`), and,
+/// for a POST, that the body is JSON. A form or a `text/plain` body is what a page on
+/// another site can send without asking the browser first (CORS "simple" requests);
+/// `application/json` makes the browser ask, and onebitd never says yes.
+pub fn admit(sh: &Shared, req: &Request, conn: &Conn) -> Result<(), ApiError> {
+    if let Some(local) = conn.local_ip() {
+        if !super::auth::host_allowed(req.header("host"), Some(local), &sh.opts.allowed_hosts) {
+            return Err(ApiError::new(
+                421,
+                "invalid_request_error",
+                format!(
+                    "Host {:?} is not served here: name this machine by a loopback or local address, or start onebitd with --allowed-host NAME",
+                    req.header("host").unwrap_or("")
+                ),
+            ));
+        }
     }
+    if let Some(key) = &sh.api_key {
+        let given = super::auth::given_key(req.header("authorization"), req.header("x-api-key"));
+        if !is_open(&req.path) && !key.matches(given) {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    if req.method == "POST" {
+        check_json(req)?;
+    }
+    Ok(())
 }
 
 fn check_json(req: &Request) -> Result<(), ApiError> {
     match req.header("content-type") {
-        None => Ok(()),
         Some(ct)
             if ct
                 .split(';')
@@ -151,10 +154,13 @@ fn check_json(req: &Request) -> Result<(), ApiError> {
         {
             Ok(())
         }
-        Some(ct) => Err(ApiError::new(
+        ct => Err(ApiError::new(
             415,
             "invalid_request_error",
-            format!("Content-Type {ct:?}: send the body as application/json"),
+            format!(
+                "Content-Type {:?}: send the body as application/json (add -H 'Content-Type: application/json')",
+                ct.unwrap_or("")
+            ),
         )),
     }
 }
@@ -216,7 +222,61 @@ fn props(sh: &Shared, r: &Ready) -> Value {
     })
 }
 
-fn tokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
+/// Tokenizations (of `/tokenize` text and of prompts) that may run at once.
+pub const TOKENIZE_AT_ONCE: usize = 2;
+
+/// A counting semaphore: tokenizing a long text takes far more memory than the text, so
+/// only a few run at once and the others wait their turn.
+pub struct Permits {
+    free: std::sync::Mutex<usize>,
+    returned: std::sync::Condvar,
+}
+
+impl Permits {
+    pub fn new(n: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(n.max(1)),
+            returned: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Runs `f` once a permit is free.
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        drop(free);
+        struct Give<'a>(&'a Permits);
+        impl Drop for Give<'_> {
+            fn drop(&mut self) {
+                *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                self.0.returned.notify_one();
+            }
+        }
+        let _give = Give(self);
+        f()
+    }
+}
+
+/// Refuses text that cannot fit the context however it is tokenized: no token stands for
+/// more than `max_token_bytes` bytes. Checked before tokenizing, which costs far more
+/// memory than the text itself.
+fn check_fits(r: &Ready, bytes: usize, param: &str) -> Result<(), ApiError> {
+    let n_ctx = r.info.n_ctx_slot;
+    let most = n_ctx.saturating_mul(r.max_token_bytes);
+    if bytes > most {
+        return Err(ApiError::invalid(format!(
+            "{param} is {bytes} bytes, more than the {n_ctx}-token context can hold ({most} bytes at most, {} per token); shorten it (context_length_exceeded)",
+            r.max_token_bytes
+        ))
+        .param(param));
+    }
+    Ok(())
+}
+
+fn tokenize(sh: &Shared, r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize)]
     struct Req {
         content: String,
@@ -226,24 +286,31 @@ fn tokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
         with_pieces: bool,
     }
     let q: Req = api::parse(body)?;
-    let ids = r
-        .vocab
-        .encode(&q.content, q.add_special)
+    check_fits(r, q.content.len(), "content")?;
+    let ids = sh
+        .tokenizing
+        .with(|| r.vocab.encode(&q.content, q.add_special))
         .map_err(|e| ApiError::invalid(e).param("content"))?;
-    let tokens: Vec<Value> = if q.with_pieces {
-        ids.iter()
-            .map(|&id| {
-                let b = r.vocab.token_bytes(id);
-                match String::from_utf8(b.clone()) {
-                    Ok(s) => json!({"id": id, "piece": s}),
-                    Err(_) => json!({"id": id, "piece": b}),
-                }
-            })
-            .collect()
-    } else {
-        ids.iter().map(|&id| json!(id)).collect()
-    };
-    Ok(Response::json(200, &json!({"tokens": tokens})))
+    // Written out directly: a JSON value per token would cost hundreds of bytes each.
+    let mut out = String::with_capacity(16 + ids.len() * if q.with_pieces { 32 } else { 7 });
+    out.push_str("{\"tokens\":[");
+    for (i, &id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if q.with_pieces {
+            let b = r.vocab.token_bytes(id);
+            let piece = match std::str::from_utf8(&b) {
+                Ok(s) => json!(s),
+                Err(_) => json!(b),
+            };
+            out.push_str(&format!("{{\"id\":{id},\"piece\":{piece}}}"));
+        } else {
+            out.push_str(&id.to_string());
+        }
+    }
+    out.push_str("]}\n");
+    Ok(Response::text(200, "application/json", out))
 }
 
 fn detokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
@@ -305,18 +372,23 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
             let q: ChatRequest = api::parse(body)?;
             let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
             let msgs = q.chat_messages()?;
-            let prompt = r
-                .vocab
-                .chat_prompt(&msgs)
+            check_fits(r, msgs.iter().map(|m| m.content.len()).sum(), "messages")?;
+            let prompt = sh
+                .tokenizing
+                .with(|| r.vocab.chat_prompt(&msgs))
                 .map_err(|e| ApiError::invalid(e).param("messages"))?;
             (plan, prompt, q.logprobs()?, None)
         }
         Kind::Text => {
             let q: CompletionRequest = api::parse(body)?;
             let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
+            let encode = |t: &String| {
+                check_fits(r, t.len(), "prompt")?;
+                Ok((sh.tokenizing.with(|| r.vocab.encode(t, true)), t.clone()))
+            };
             let (prompt, text) = match &q.prompt {
-                Prompt::Text(t) => (r.vocab.encode(t, true), t.clone()),
-                Prompt::Texts(v) if v.len() == 1 => (r.vocab.encode(&v[0], true), v[0].clone()),
+                Prompt::Text(t) => encode(t)?,
+                Prompt::Texts(v) if v.len() == 1 => encode(&v[0])?,
                 Prompt::Texts(v) => {
                     return Err(ApiError::invalid(format!(
                         "prompt is a list of {} strings: onebitd completes one prompt per request",
@@ -325,6 +397,10 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
                     .param("prompt"))
                 }
                 Prompt::Tokens(ids) => {
+                    // Too long to fit is refused before the ids are checked and decoded.
+                    if ids.len() >= n_ctx {
+                        return Err(too_long(ids.len(), n_ctx, "prompt"));
+                    }
                     let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
                     let ids = check_ids(r, &ids, "prompt")?;
                     let text = r.vocab.decode(&ids).unwrap_or_default();
@@ -342,11 +418,12 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
         );
     }
     if prompt.len() >= n_ctx {
-        return Err(ApiError::invalid(format!(
-            "the prompt has {} tokens but the context holds {n_ctx}; shorten it (context_length_exceeded)",
-            prompt.len()
-        ))
-        .param(if kind == Kind::Chat { "messages" } else { "prompt" }));
+        let param = if kind == Kind::Chat {
+            "messages"
+        } else {
+            "prompt"
+        };
+        return Err(too_long(prompt.len(), n_ctx, param));
     }
     if let Some(m) = plan.max_tokens {
         if prompt.len() + m > n_ctx {
@@ -373,6 +450,13 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
         logprobs,
         echo,
     })
+}
+
+fn too_long(tokens: usize, n_ctx: usize, param: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "the prompt has {tokens} tokens but the context holds {n_ctx}; shorten it (context_length_exceeded)"
+    ))
+    .param(param)
 }
 
 /// What the connection side keeps of one generation.
@@ -465,7 +549,14 @@ impl<'a> Reader<'a> {
     }
 
     fn next(&mut self, conn: &Conn, wait: Duration) -> Step {
-        match self.rx.recv_timeout(wait) {
+        let got = self.rx.recv_timeout(wait);
+        // After every event, not only when the engine is quiet: a client that left while
+        // tokens keep coming must stop its generation too. (One non-blocking peek per
+        // token, against milliseconds of model work.)
+        if got.is_ok() && conn.peer_gone() {
+            return Step::Gone;
+        }
+        match got {
             Ok(Event::Started { cached }) => {
                 self.got.cached = cached;
                 Step::Wait

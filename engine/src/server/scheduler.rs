@@ -265,6 +265,9 @@ fn admit<B: Backend>(
                 }
             }
         }
+        // A job whose client left while it waited is dropped unstarted: starting it would
+        // cost a step and truncate a slot's cached prefix for nothing.
+        st.jobs.retain(|j| !j.cancel.load(Relaxed));
         while let Some(free) = best_free_slot(backend, slots, st.jobs.front()) {
             let Some(job) = st.jobs.pop_front() else {
                 break;
@@ -637,6 +640,30 @@ mod tests {
         let (j, rx) = job(&[1], 2);
         q.submit(j).unwrap();
         assert_eq!(drain(&rx).1, vec![2, 3]);
+        q.close(Duration::ZERO);
+        t.join().unwrap();
+    }
+
+    /// A request whose client left while it waited is never started: it would otherwise
+    /// take a slot and throw away the prefix cached there for another conversation.
+    #[test]
+    fn cancelled_queued_jobs_are_skipped() {
+        let (q, t) = start_engine(1, 4);
+        let (j, rx) = job(&[1, 2, 3, 4, 5], 2);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx).1, vec![6, 7]);
+        let (gone, gone_rx) = job(&[20, 21], 5);
+        gone.cancel.store(true, Relaxed);
+        q.submit(gone).unwrap();
+        let (j, rx) = job(&[1, 2, 3, 4, 5], 2);
+        q.submit(j).unwrap();
+        let (cached, toks, _, _) = drain(&rx);
+        assert_eq!(toks, vec![6, 7]);
+        assert_eq!(cached, 4, "the cancelled job wiped the cached prefix");
+        assert!(
+            gone_rx.try_iter().next().is_none(),
+            "the cancelled job started"
+        );
         q.close(Duration::ZERO);
         t.join().unwrap();
     }

@@ -14,7 +14,7 @@ use onebit_engine::server::{Options, Server};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 pub const MODEL_ID: &str = "tiny-a.i2_s";
@@ -26,10 +26,38 @@ pub fn start(opts: Options) -> Option<(Server, u16)> {
 }
 
 /// The real engine, slowed down by `delay` per step, so that tests which need a request
-/// to stay in its slot for a while do not depend on how fast this machine is.
+/// to stay in its slot for a while do not depend on how fast this machine is; and held
+/// before each step while its [`Gate`] is shut.
 pub struct Slow<B> {
     inner: B,
     delay: Duration,
+    gate: Gate,
+}
+
+/// Holds the engine thread before its next step until the test opens it: a test that
+/// needs "nothing happens on this stream for a while" shuts the gate instead of hoping
+/// the engine is slow enough.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    /// A gate that starts shut.
+    pub fn shut() -> Self {
+        Self(Arc::new((Mutex::new(true), Condvar::new())))
+    }
+
+    pub fn open(&self) {
+        *self.0 .0.lock().unwrap() = false;
+        self.0 .1.notify_all();
+    }
+
+    fn pass(&self) {
+        let (shut, cv) = &*self.0;
+        let mut g = shut.lock().unwrap();
+        while *g {
+            g = cv.wait(g).unwrap();
+        }
+    }
 }
 
 impl<B: Backend> Backend for Slow<B> {
@@ -55,6 +83,7 @@ impl<B: Backend> Backend for Slow<B> {
         ids: &[&[u32]],
         needs: &[Need],
     ) -> Result<(), BackendError> {
+        self.gate.pass();
         std::thread::sleep(self.delay);
         self.inner.step(sessions, ids, needs)
     }
@@ -64,6 +93,15 @@ impl<B: Backend> Backend for Slow<B> {
 }
 
 pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, u16)> {
+    start_with(opts, delay, Gate::default())
+}
+
+/// A server whose engine waits before every step while `gate` is shut.
+pub fn start_gated(opts: Options, gate: Gate) -> Option<(Server, u16)> {
+    start_with(opts, Duration::ZERO, gate)
+}
+
+fn start_with(opts: Options, delay: Duration, gate: Gate) -> Option<(Server, u16)> {
     let path = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf")?;
     let (model, tok) = onebit_engine::format::load(&path).expect("load tiny-a");
     let n_vocab = model.config.vocab_size;
@@ -76,6 +114,7 @@ pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, 
             Slow {
                 inner: backend,
                 delay,
+                gate,
             },
             vocab,
             info,
@@ -233,7 +272,7 @@ pub fn read_response(r: &mut impl BufRead) -> Resp {
 pub fn open_stream(port: u16, path: &str, body: &Value) -> BufReader<TcpStream> {
     let mut s = connect(port);
     let b = body.to_string();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).unwrap();

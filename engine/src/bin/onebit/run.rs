@@ -2,7 +2,7 @@
 
 use crate::common::{CliResult, ModelArgs, SurfaceArgs};
 use onebit_engine::backend::Backend;
-use onebit_engine::chat::{format_chat, ChatMessage};
+use onebit_engine::chat::{chat_ids, ChatMessage};
 use onebit_engine::generate::{generate, Options};
 use onebit_engine::sampler::SamplingParams;
 use onebit_engine::tokenizer::{StreamDecoder, Tokenizer};
@@ -63,7 +63,7 @@ pub fn main(a: Args) -> CliResult {
 
 fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -> CliResult {
     let prompt_ids = if a.chat {
-        tok.encode(&format_chat(&[ChatMessage::new("user", &a.prompt)]), false)?
+        chat_ids(&tok, &[ChatMessage::new("user", &a.prompt)])?
     } else {
         tok.encode(&a.prompt, true)?
     };
