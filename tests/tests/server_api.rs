@@ -20,8 +20,9 @@ fn health_models_props_metrics_tokenize() {
     let (srv, port) = server!(opts());
     let h = get(port, "/health");
     assert_eq!(h.status, 200);
-    assert_eq!(h.json(), json!({"status": "ok"}));
+    assert_eq!(h.json(), json!({"status": "ok", "surface": "cpu"}));
     let m = get(port, "/v1/models").json();
+    assert_eq!(m["data"][0]["meta"]["surface"], "cpu");
     assert_eq!(m["object"], "list");
     assert_eq!(m["data"][0]["id"], MODEL_ID);
     assert_eq!(m["data"][0]["meta"]["n_ctx_train"], 512);

@@ -180,6 +180,12 @@ impl Server {
             chunk: o.chunk,
             eos: vocab.eos_ids(),
         };
+        // Known before the first request: /health and /v1/models say which surface serves.
+        self.shared.metrics.set_surface(metrics::SurfaceState {
+            serving: backend.surface(),
+            health: backend.health(),
+            fallbacks: backend.fallbacks(),
+        });
         let q = queue.clone();
         let handle = std::thread::Builder::new()
             .name("engine".into())

@@ -63,7 +63,7 @@ pub fn main(a: Args) -> CliResult {
 
 fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -> CliResult {
     let prompt_ids = if a.chat {
-        chat_ids(&tok, &[ChatMessage::new("user", &a.prompt)])?
+        chat_ids(tok, &[ChatMessage::new("user", &a.prompt)])?
     } else {
         tok.encode(&a.prompt, true)?
     };
