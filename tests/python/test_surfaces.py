@@ -103,7 +103,7 @@ def test_a_device_fault_never_reaches_the_clients(cpu_answers, fault):
 
 
 def test_npu_prefill_is_refused_with_the_reason():
-    d = Daemon(["--surface", "npu+igpu", "--emulator"])
+    d = Daemon(["--surface", "npu+igpu", "--emulator"] + root_args())
     code = d.proc.wait(60)
     assert code != 0
     assert "IRON/Peano" in d.logs(), d.logs()
