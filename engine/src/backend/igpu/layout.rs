@@ -5,7 +5,7 @@
 use onebit_kernels::gpu::GpuAct;
 use onebit_kernels::ternary::padded_cols;
 
-use crate::model::{Config, Model, TernaryTensor};
+use crate::model::{Bytes, Config, Model, TernaryTensor};
 
 /// Bump allocator of byte offsets, 256-byte aligned (a full cache line pair; the I2_S rows
 /// and the dot4 loads only need 4).
@@ -114,14 +114,24 @@ impl WeightLayout {
                     .copy_from_slice(&x.to_le_bytes());
             }
         };
-        // Each file window's pages are handed back once copied, so the upload never holds
-        // the file and the buffer in memory at once.
-        put(dst, self.emb, model.embed_tokens.data.as_slice());
-        model.embed_tokens.data.release_pages();
+        // Each file window's pages are handed back as soon as they are copied, a few MiB at a
+        // time, so the upload never holds the file and the buffer in memory at once (the F16
+        // head alone is 657 MB on 2B-4T).
+        let copy_releasing = |dst: &mut [u8], off: u64, src: &Bytes| {
+            const CHUNK: usize = 8 << 20;
+            let bytes = src.as_slice();
+            for start in (0..bytes.len()).step_by(CHUNK) {
+                let end = (start + CHUNK).min(bytes.len());
+                put(dst, off + start as u64, &bytes[start..end]);
+                src.release_range(start..end);
+            }
+        };
+        copy_releasing(dst, self.emb, &model.embed_tokens.data);
         let tern = |dst: &mut [u8], off: u64, t: &TernaryTensor| {
-            put(dst, off, t.view().data);
             if t.columns.is_none() {
-                t.data.release_pages();
+                copy_releasing(dst, off, &t.data);
+            } else {
+                put(dst, off, t.view().data);
             }
         };
         for (l, o) in model.layers.iter().zip(&self.layers) {
