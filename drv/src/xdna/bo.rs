@@ -154,7 +154,10 @@ fn map(dev: &DevInner, map_offset: u64, len: u64, what: &str) -> Result<Mapping,
 }
 
 impl Bo {
-    /// Wraps a fresh handle; closes it if GET_BO_INFO or the mapping fails.
+    /// Wraps a fresh handle; closes it if GET_BO_INFO or the mapping fails. Mapped BOs
+    /// (everything but DEV BOs and the heap's carve-outs) get their NPU address after the
+    /// mapping exists: in SVA mode the NPU reaches them at the mapping's address, and
+    /// GET_BO_INFO reports ~0 until there is one (6.14 reports ~0 even then).
     fn finish(
         dev: &Arc<DevInner>,
         handle: u32,
@@ -170,16 +173,23 @@ impl Bo {
             xdna_addr: 0,
             cpu: CpuView::None,
         };
-        let i = info(dev, handle)?;
-        bo.xdna_addr = i.xdna_addr;
+        let mut i = info(dev, handle)?;
         if map_it {
-            bo.cpu = CpuView::Own(map(
-                dev,
-                i.map_offset,
-                size,
-                &format!("{kind:?} BO {handle}"),
-            )?);
+            let m = map(dev, i.map_offset, size, &format!("{kind:?} BO {handle}"))?;
+            let at = m.ptr() as u64;
+            bo.cpu = CpuView::Own(m);
+            i = info(dev, handle)?;
+            if i.xdna_addr == AMDXDNA_INVALID_ADDR {
+                // What XRT's shim does: the NPU shares the process's page tables (SVA).
+                i.xdna_addr = at;
+            }
         }
+        if i.xdna_addr == AMDXDNA_INVALID_ADDR {
+            return Err(XdnaError::Invalid(format!(
+                "the driver reports no NPU address for {kind:?} BO {handle} (GET_BO_INFO xdna_addr is ~0)"
+            )));
+        }
+        bo.xdna_addr = i.xdna_addr;
         Ok((bo, i))
     }
 
@@ -206,7 +216,8 @@ impl Bo {
         }
     }
 
-    /// The CPU view; imported and user-memory BOs have none here (use the owner's view).
+    /// The CPU view through the accel node (for imported and user-memory BOs, a second
+    /// view of the owner's pages).
     pub fn as_slice(&self) -> Result<&[u8], XdnaError> {
         let p = self.cpu_ptr().ok_or_else(|| self.no_cpu_view())?;
         // SAFETY: `size` bytes mapped for as long as `self` lives.
@@ -220,7 +231,7 @@ impl Bo {
     }
 
     fn no_cpu_view(&self) -> XdnaError {
-        XdnaError::Invalid(format!("{self:?} has no CPU mapping through the accel node; write through the buffer it was imported from"))
+        XdnaError::Invalid(format!("{self:?} has no CPU mapping yet"))
     }
 
     /// Copies `bytes` to `offset` and flushes them to the NPU.
@@ -479,7 +490,8 @@ impl XdnaDevice {
         Ok(Bo::finish(&self.inner, handle, BoKind::Cmd, size, true)?.0)
     }
 
-    /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes.
+    /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes, mapped through
+    /// the accel node (the NPU reaches it at that mapping in SVA mode).
     pub fn import_dmabuf(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
         let mut a = drm_prime_handle {
             handle: 0,
@@ -495,7 +507,7 @@ impl XdnaDevice {
                     e,
                 )
             })?;
-        Ok(Bo::finish(&self.inner, a.handle, BoKind::Imported, size, false)?.0)
+        Ok(Bo::finish(&self.inner, a.handle, BoKind::Imported, size, true)?.0)
     }
 
     /// Imports every dma-buf chunk of a shared buffer: CPU, iGPU and NPU then see one copy.
@@ -517,7 +529,8 @@ impl XdnaDevice {
         })
     }
 
-    /// Pins `len` bytes of this process's memory at `addr` as one NPU BO (driver
+    /// Pins `len` bytes of this process's memory at `addr` as one NPU BO, mapped again
+    /// through the accel node, whose mapping is the NPU's address in SVA mode (driver
     /// [`MINOR_USER_MEMORY_BO`](super::device::MINOR_USER_MEMORY_BO)+). Charged to
     /// RLIMIT_MEMLOCK, which is raised first if allowed.
     ///
@@ -559,7 +572,7 @@ impl XdnaDevice {
             &tbl as *const Table as u64,
             "SHARE over user memory",
         )?;
-        Ok(Bo::finish(&self.inner, handle, BoKind::UserMemory, len, false)?.0)
+        Ok(Bo::finish(&self.inner, handle, BoKind::UserMemory, len, true)?.0)
     }
 
     /// The whole CPU range of a shared buffer as one NPU BO (one contiguous NPU address
