@@ -25,6 +25,10 @@ pub enum BoKind {
     Imported,
     /// Pinned user memory (SHARE with a va table).
     UserMemory,
+    /// A SHARE BO standing in for a dma-buf the driver cannot import (Linux 6.14 has no
+    /// PRIME import): SYNC_BO to the device copies the dma-buf's bytes in first, SYNC_BO
+    /// from the device copies them back after.
+    Staged,
 }
 
 enum CpuView {
@@ -41,6 +45,8 @@ pub struct Bo {
     size: u64,
     xdna_addr: u64,
     cpu: CpuView,
+    /// For [`BoKind::Staged`]: the dma-buf's pages, as the CPU maps them.
+    stage: Option<Mapping>,
 }
 
 impl fmt::Debug for Bo {
@@ -172,6 +178,7 @@ impl Bo {
             size,
             xdna_addr: 0,
             cpu: CpuView::None,
+            stage: None,
         };
         let mut i = info(dev, handle)?;
         if map_it {
@@ -250,12 +257,17 @@ impl Bo {
     }
 
     /// SYNC_BO: the NPU is not cache coherent with the CPU. ToDevice after CPU writes,
-    /// FromDevice before CPU reads of what the NPU wrote.
+    /// FromDevice before CPU reads of what the NPU wrote. A [`BoKind::Staged`] BO copies
+    /// the range in from its dma-buf before a ToDevice flush and back out after a
+    /// FromDevice one, so inputs reach the NPU and outputs reach the dma-buf's pages.
     pub fn sync(&self, dir: SyncDir, offset: u64, size: u64) -> Result<(), XdnaError> {
         if offset.checked_add(size).is_none_or(|e| e > self.size) {
             return Err(XdnaError::Invalid(format!(
                 "sync of {size} bytes at {offset} overflows {self:?}"
             )));
+        }
+        if dir == SyncDir::ToDevice {
+            self.copy_stage(offset, size, true);
         }
         let direction = match dir {
             SyncDir::ToDevice => SYNC_DIRECT_TO_DEVICE,
@@ -277,7 +289,30 @@ impl Bo {
                 )
             },
         )?;
+        if dir == SyncDir::FromDevice {
+            self.copy_stage(offset, size, false);
+        }
         Ok(())
+    }
+
+    /// Copies `offset..offset+size` between a staged BO and its dma-buf (`inbound`: into
+    /// the BO). No-op for other BOs.
+    fn copy_stage(&self, offset: u64, size: u64, inbound: bool) {
+        let (Some(stage), Some(bo)) = (&self.stage, self.cpu_ptr()) else {
+            return;
+        };
+        let end = (offset + size).min(stage.len() as u64);
+        let Some(n) = end.checked_sub(offset).filter(|&n| n > 0) else {
+            return;
+        };
+        // SAFETY: both mappings hold at least `end` bytes (the BO `size`, checked by the
+        // caller; the stage clamped above) and are distinct mappings, so they never
+        // overlap. Concurrent CPU writers race as they would on the zero-copy path.
+        unsafe {
+            let (b, s) = (bo.add(offset as usize), stage.ptr().add(offset as usize));
+            let (src, dst) = if inbound { (s, b) } else { (b, s) };
+            std::ptr::copy_nonoverlapping(src, dst, n as usize);
+        }
     }
 
     /// Exports a SHARE BO as a dma-buf (PRIME_HANDLE_TO_FD), e.g. for the iGPU to import
@@ -343,7 +378,9 @@ pub enum SyncDir {
 }
 
 /// A [`SharedBuffer`] imported into the NPU: one BO per udmabuf chunk. The CPU keeps using
-/// the SharedBuffer's own mapping; these are the NPU's names for the same pages.
+/// the SharedBuffer's own mapping; these are the NPU's names for the same pages, or, on a
+/// driver without PRIME import, SHARE BOs that [`Bo::sync`] copies to and from them
+/// ([`NpuShared::copies`]).
 #[derive(Debug)]
 pub struct NpuShared {
     parts: Vec<(u64, Bo)>,
@@ -351,6 +388,13 @@ pub struct NpuShared {
 }
 
 impl NpuShared {
+    /// Whether the NPU works on copies (no PRIME import in this driver): data moves at
+    /// SYNC_BO, so every input must be flushed and every output invalidated, as
+    /// [`NpuKernel`](super::NpuKernel) does by buffer access.
+    pub fn copies(&self) -> bool {
+        self.parts.iter().any(|(_, b)| b.kind == BoKind::Staged)
+    }
+
     /// The BOs and their offsets in the buffer (for EXEC_CMD's argument handle list).
     pub fn bos(&self) -> impl Iterator<Item = &Bo> {
         self.parts.iter().map(|(_, b)| b)
@@ -491,8 +535,27 @@ impl XdnaDevice {
     }
 
     /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes, mapped through
-    /// the accel node (the NPU reaches it at that mapping in SVA mode).
+    /// the accel node (the NPU reaches it at that mapping in SVA mode). Where the driver
+    /// has no PRIME import (Linux 6.14 answers EINVAL), falls back to a SHARE BO that
+    /// copies through [`Bo::sync`] ([`BoKind::Staged`]).
     pub fn import_dmabuf(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
+        match self.prime_import(fd) {
+            Ok(handle) => Ok(Bo::finish(&self.inner, handle, BoKind::Imported, size, true)?.0),
+            Err(e) if e.errno() == Some(libc::EINVAL) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        node = %self.inner.target(),
+                        "the amdxdna driver cannot import dma-bufs (no PRIME import before Linux 6.15): NPU operands go through SHARE buffers with a copy in before each run and out after, instead of zero-copy"
+                    )
+                });
+                self.import_by_copy(fd, size)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn prime_import(&self, fd: RawFd) -> Result<u32, XdnaError> {
         let mut a = drm_prime_handle {
             handle: 0,
             flags: 0,
@@ -507,7 +570,48 @@ impl XdnaDevice {
                     e,
                 )
             })?;
-        Ok(Bo::finish(&self.inner, a.handle, BoKind::Imported, size, true)?.0)
+        Ok(a.handle)
+    }
+
+    /// The copy fallback: a SHARE BO plus a CPU mapping of the dma-buf's pages.
+    fn import_by_copy(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
+        // SAFETY: not MAP_FIXED: the kernel picks fresh address space.
+        let stage = unsafe {
+            Mapping::new(
+                self.inner.fd.io(),
+                std::ptr::null_mut(),
+                size as usize,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        }
+        .map_err(|e| sys("mmap", &format!("dma-buf fd {fd} ({size} bytes)"), e))?;
+        let mut bo = self.alloc_share(size)?;
+        bo.kind = BoKind::Staged;
+        bo.stage = Some(stage);
+        Ok(bo)
+    }
+
+    /// Whether the driver imports another driver's dma-buf (PRIME import, Linux 6.15+),
+    /// tried with a one-page udmabuf; `None` when there is no `/dev/udmabuf` to try with.
+    pub fn prime_import_works(&self) -> Result<Option<bool>, XdnaError> {
+        let io = self.inner.fd.io();
+        if !crate::buffer::udmabuf_present(io.as_ref()) {
+            return Ok(None);
+        }
+        let buf = SharedBuffer::new(io, "onebit-prime-probe", crate::page_size() as usize)
+            .map_err(|e| {
+                XdnaError::Invalid(format!("a one-page udmabuf to try PRIME import with: {e}"))
+            })?;
+        match self.prime_import(buf.chunks()[0].dmabuf.raw()) {
+            Ok(handle) => {
+                close(&self.inner, handle);
+                Ok(Some(true))
+            }
+            Err(e) if e.errno() == Some(libc::EINVAL) => Ok(Some(false)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Imports every dma-buf chunk of a shared buffer: CPU, iGPU and NPU then see one copy.

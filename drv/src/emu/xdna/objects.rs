@@ -261,6 +261,13 @@ impl XdnaEmu {
                 return Ok(0);
             }
         }
+        // 6.14's amdxdna_drm_drv sets neither gem_prime_import nor
+        // gem_prime_import_sg_table: drm_prime_fd_to_handle_ioctl ->
+        // drm_gem_prime_fd_to_handle -> drm_gem_prime_import -> drm_gem_prime_import_dev
+        // returns -EINVAL for any dma-buf another driver exported.
+        if self.cfg.kernel == XdnaKernel::Linux6_14 && own.is_none() {
+            return Err(einval());
+        }
         // Importing the same dma-buf twice gives the same GEM handle, as DRM PRIME does.
         if let Some((&h, _)) = client(&mut st, fd)?
             .bos
