@@ -45,6 +45,9 @@ pub struct NpuDeviceReport {
     pub power_mode: Option<String>,
     /// Hardware contexts open on the device (all processes).
     pub hw_contexts: Option<usize>,
+    /// Whether the driver imports dma-bufs (PRIME, zero-copy); `false` means shared
+    /// buffers reach the NPU through SHARE buffers with a copy (Linux 6.14).
+    pub prime_import: Option<bool>,
     /// Queries that failed, as sentences.
     pub errors: Vec<String>,
 }
@@ -86,6 +89,7 @@ pub fn npu_report(io: &Arc<dyn KernelIo>) -> NpuReport {
                 clocks: Vec::new(),
                 power_mode: None,
                 hw_contexts: None,
+                prime_import: None,
                 errors: Vec::new(),
             };
             match XdnaDevice::open(io, &n.dev_path) {
@@ -133,6 +137,10 @@ fn fill(dev: &XdnaDevice, r: &mut NpuDeviceReport) {
     }
     match dev.hw_contexts() {
         Ok(c) => r.hw_contexts = Some(c.len()),
+        Err(e) => note(e),
+    }
+    match dev.prime_import_works() {
+        Ok(p) => r.prime_import = p,
         Err(e) => note(e),
     }
 }
@@ -209,6 +217,17 @@ impl fmt::Display for NpuReport {
             if let Some(n) = d.hw_contexts {
                 writeln!(f, "  contexts    {n} open")?;
             }
+            match d.prime_import {
+                Some(true) => writeln!(f, "  dma-buf     PRIME import works: shared buffers are zero-copy")?,
+                Some(false) => writeln!(
+                    f,
+                    "  dma-buf     no PRIME import (Linux 6.14 driver): copy fallback in use, shared buffers reach the NPU through SHARE buffers copied before and after each run"
+                )?,
+                None if d.driver.is_some() => {
+                    writeln!(f, "  dma-buf     PRIME import untested (no /dev/udmabuf)")?
+                }
+                None => {}
+            }
             for e in &d.errors {
                 writeln!(f, "  error       {e}")?;
             }
@@ -240,6 +259,7 @@ mod tests {
             Some((8, 4))
         );
         assert_eq!(d.hw_contexts, Some(0));
+        assert_eq!(d.prime_import, None, "no /dev/udmabuf to try with");
         assert!(d.errors.is_empty(), "{:?}", d.errors);
         let text = r.to_string();
         assert!(
@@ -249,6 +269,26 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["devices"][0]["firmware"], "1.1.0.0");
         emu.assert_no_leaks();
+    }
+
+    #[test]
+    fn says_whether_prime_import_works_or_the_copy_fallback_is_used() {
+        use onebit_drv::emu::xdna::XdnaKernel;
+        for (kernel, works, says) in [
+            (XdnaKernel::Linux6_14, false, "copy fallback in use"),
+            (XdnaKernel::Newer, true, "zero-copy"),
+        ] {
+            let npu = XdnaEmu::new(XdnaEmuConfig {
+                kernel,
+                ..Default::default()
+            });
+            let emu = npu.install(Emulator::builder().with_udmabuf(64)).build();
+            let r = npu_report(&emu.io());
+            let d = &r.devices[0];
+            assert_eq!(d.prime_import, Some(works), "{kernel:?}: {:?}", d.errors);
+            assert!(r.to_string().contains(says), "{r}");
+            emu.assert_no_leaks();
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use onebit_drv::emu::xdna::{XdnaEmu, XdnaEmuConfig, NODE};
+use onebit_drv::emu::xdna::{XdnaEmu, XdnaEmuConfig, XdnaKernel, NODE};
 use onebit_drv::emu::Emulator;
 use onebit_drv::io::KernelIo;
 use onebit_drv::sys::amdxdna::*;
@@ -688,10 +688,140 @@ fn chains_fit_the_drivers_4k_buffer_and_members_are_not_arguments() {
     emu.assert_no_leaks();
 }
 
+/// GET_BO_INFO of `handle` on the raw accel fd.
+fn bo_info(io: &Arc<dyn KernelIo>, fd: i32, handle: u32) -> amdxdna_drm_get_bo_info {
+    let mut a = amdxdna_drm_get_bo_info {
+        handle,
+        ..Default::default()
+    };
+    // SAFETY: `a` is the struct the request encodes; no pointers inside.
+    unsafe {
+        io.ioctl(
+            fd,
+            DRM_IOCTL_AMDXDNA_GET_BO_INFO,
+            (&mut a as *mut amdxdna_drm_get_bo_info).cast(),
+        )
+    }
+    .unwrap();
+    a
+}
+
 #[test]
-fn shared_buffers_import_zero_copy() {
+fn share_bos_have_an_npu_address_only_once_mapped() {
+    for kernel in [XdnaKernel::Linux6_14, XdnaKernel::Newer] {
+        let (emu, _npu, io) = machine(XdnaEmuConfig {
+            kernel,
+            ..Default::default()
+        });
+        let fd = io.open(Path::new(NODE), libc::O_RDWR).unwrap();
+        let mut c = amdxdna_drm_create_bo {
+            size: 8192,
+            r#type: AMDXDNA_BO_SHARE,
+            ..Default::default()
+        };
+        // SAFETY: `c` is the struct the request encodes; vaddr 0 (no va table).
+        unsafe {
+            io.ioctl(
+                fd,
+                DRM_IOCTL_AMDXDNA_CREATE_BO,
+                (&mut c as *mut amdxdna_drm_create_bo).cast(),
+            )
+        }
+        .unwrap();
+        let before = bo_info(&io, fd, c.handle);
+        assert_eq!(
+            (before.xdna_addr, before.vaddr),
+            (AMDXDNA_INVALID_ADDR, AMDXDNA_INVALID_ADDR),
+            "{kernel:?}: an unmapped SHARE BO has no NPU address"
+        );
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a fresh shared mapping of the BO (not MAP_FIXED).
+        let p = unsafe {
+            io.mmap(
+                std::ptr::null_mut(),
+                8192,
+                prot,
+                libc::MAP_SHARED,
+                fd,
+                before.map_offset,
+            )
+        }
+        .unwrap();
+        let mapped = bo_info(&io, fd, c.handle);
+        assert_eq!(mapped.vaddr, p as u64, "{kernel:?}");
+        let want = match kernel {
+            XdnaKernel::Linux6_14 => AMDXDNA_INVALID_ADDR,
+            XdnaKernel::Newer => p as u64,
+        };
+        assert_eq!(mapped.xdna_addr, want, "{kernel:?}");
+        // SAFETY: as above.
+        let second = unsafe {
+            io.mmap(
+                std::ptr::null_mut(),
+                8192,
+                prot,
+                libc::MAP_SHARED,
+                fd,
+                before.map_offset,
+            )
+        };
+        match kernel {
+            XdnaKernel::Linux6_14 => {
+                assert_eq!(second.unwrap_err().raw_os_error(), Some(libc::EEXIST));
+            }
+            XdnaKernel::Newer => {
+                // SAFETY: our own second mapping, unused.
+                unsafe { io.munmap(second.unwrap(), 8192) }.unwrap();
+            }
+        }
+        // SAFETY: our own mapping, unused from here on.
+        unsafe { io.munmap(p, 8192) }.unwrap();
+        let after = bo_info(&io, fd, c.handle);
+        if kernel == XdnaKernel::Newer {
+            assert_eq!(after.xdna_addr, AMDXDNA_INVALID_ADDR, "unmapped again");
+        }
+        let mut close = drm_gem_close {
+            handle: c.handle,
+            pad: 0,
+        };
+        // SAFETY: the struct the request encodes.
+        unsafe {
+            io.ioctl(
+                fd,
+                DRM_IOCTL_GEM_CLOSE,
+                (&mut close as *mut drm_gem_close).cast(),
+            )
+        }
+        .unwrap();
+        io.close(fd).unwrap();
+
+        // The driver maps first, so its NPU address is where the BO is mapped.
+        {
+            let dev = open(&io);
+            let share = dev.alloc_share(4096).unwrap();
+            assert_eq!(
+                share.xdna_addr(),
+                share.as_slice().unwrap().as_ptr() as u64,
+                "{kernel:?}"
+            );
+        }
+        emu.assert_no_leaks();
+    }
+}
+
+#[test]
+fn shared_buffers_import_zero_copy_or_copy_without_prime() {
+    for kernel in [XdnaKernel::Newer, XdnaKernel::Linux6_14] {
+        import_shared_on(kernel);
+    }
+}
+
+fn import_shared_on(kernel: XdnaKernel) {
     use onebit_drv::buffer::SharedBuffer;
-    let npu = XdnaEmu::new(XdnaEmuConfig::default());
+    let npu = XdnaEmu::new(XdnaEmuConfig {
+        kernel,
+        ..Default::default()
+    });
     // 1 MiB udmabuf chunks so a 3 MiB buffer has three dma-bufs.
     let emu = npu.install(Emulator::builder().with_udmabuf(1)).build();
     let io = emu.io();
@@ -701,6 +831,8 @@ fn shared_buffers_import_zero_copy() {
         assert_eq!(buf.chunks().len(), 3);
         let imp = r.dev.import_shared(&buf).unwrap();
         assert_eq!(imp.bos().count(), 3);
+        // 6.14 has no PRIME import: SHARE BOs that SYNC_BO copies through.
+        assert_eq!(imp.copies(), kernel == XdnaKernel::Linux6_14, "{kernel:?}");
         let e = imp.range((1 << 20) - 8, 16).unwrap_err().to_string();
         assert!(
             e.contains("chunk boundary") && e.contains("size_limit_mb"),
@@ -719,7 +851,8 @@ fn shared_buffers_import_zero_copy() {
             .bo
             .sync(SyncDir::FromDevice, range.offset, range.len)
             .unwrap();
-        // The result is in the SharedBuffer's own CPU mapping: no copy.
+        // The result is in the SharedBuffer's own CPU mapping (zero-copy, or copied back
+        // by the FromDevice sync on 6.14).
         assert_eq!(
             u32::from_le_bytes(
                 buf.as_slice()[(1 << 20) + 64..(1 << 20) + 68]

@@ -1,5 +1,6 @@
 //! A whole prefill GEMM (int8 activations × ternary weights) through the NPU path against
-//! the emulated amdxdna: SharedBuffer (memfd → udmabuf → dma-buf) → PRIME import → hardware
+//! the emulated amdxdna: SharedBuffer (memfd → udmabuf → dma-buf) → PRIME import (or, on
+//! Linux 6.14, SHARE buffers copied at SYNC_BO) → hardware
 //! context loaded from an artifact → START_NPU → timeline wait → results in the same pages
 //! the CPU wrote the inputs to. The emulated NPU runs onebit-kernels' GEMM for the kernel's
 //! instruction stream; the test checks the numbers against a scalar formula.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onebit_drv::buffer::SharedBuffer;
-use onebit_drv::emu::xdna::{NpuJob, XdnaEmu, XdnaEmuConfig, NODE};
+use onebit_drv::emu::xdna::{NpuJob, XdnaEmu, XdnaEmuConfig, XdnaKernel, NODE};
 use onebit_drv::emu::Emulator;
 use onebit_drv::xclbin_build::npu_xclbin;
 use onebit_drv::xdna::artifact::{Manifest, NpuKernelArtifact};
@@ -155,7 +156,22 @@ fn assert_close(got: &[f32], want: &[f32]) {
 
 #[test]
 fn prefill_gemm_round_trip_through_the_npu_path() {
-    let npu = XdnaEmu::new(XdnaEmuConfig::default()); // non-coherent: SYNC_BO is required
+    round_trip(XdnaKernel::Newer);
+}
+
+/// Linux 6.14's amdxdna has no PRIME import: the same GEMM through SHARE buffers that the
+/// kernel's syncs copy in (inputs) and out (outputs).
+#[test]
+fn prefill_gemm_round_trip_without_prime_import() {
+    round_trip(XdnaKernel::Linux6_14);
+}
+
+fn round_trip(kernel: XdnaKernel) {
+    // Non-coherent: SYNC_BO is required.
+    let npu = XdnaEmu::new(XdnaEmuConfig {
+        kernel,
+        ..Default::default()
+    });
     let emu = npu.install(Emulator::builder().with_udmabuf(64)).build();
     let io = emu.io();
     {
@@ -187,6 +203,10 @@ fn prefill_gemm_round_trip_through_the_npu_path() {
         let a_npu = dev.import_shared(&acts).unwrap();
         let s_npu = dev.import_shared(&scales).unwrap();
         let o_npu = dev.import_shared(&out).unwrap();
+        let copies = kernel == XdnaKernel::Linux6_14;
+        assert!([&w_npu, &a_npu, &s_npu, &o_npu]
+            .iter()
+            .all(|s| s.copies() == copies));
         let mut kernel = NpuKernel::load(&dev, artifact, Qos::default()).unwrap();
         assert_eq!(kernel.context().columns(), 4);
 

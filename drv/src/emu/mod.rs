@@ -92,6 +92,25 @@ pub trait DeviceEmu: Send + Sync {
     ) -> io::Result<MmapTarget> {
         Err(errno(libc::ENODEV))
     }
+    /// Resolves an mmap of `len` bytes at `offset` on `fd` as a second view of pages that
+    /// are already mapped in this process (memory the device does not own: imported
+    /// dma-bufs, pinned user pages): the (address, length) ranges to alias back to back.
+    /// `Ok(None)` (the default) sends the call on to [`DeviceEmu::mmap`]. The ranges must
+    /// be MAP_SHARED mappings, which `mremap` with an old size of 0 can alias.
+    fn mmap_alias(
+        &self,
+        _emu: &Emulator,
+        _fd: RawFd,
+        _len: usize,
+        _offset: u64,
+    ) -> io::Result<Option<Vec<(usize, usize)>>> {
+        Ok(None)
+    }
+    /// An mmap of `len` bytes at `offset` on `fd` landed at `addr` (drivers that record
+    /// where user space mapped an object, as mmu notifiers let the kernel do).
+    fn mapped(&self, _emu: &Emulator, _fd: RawFd, _offset: u64, _addr: usize, _len: usize) {}
+    /// `addr..addr+len` of this process was unmapped (any mapping, any device).
+    fn unmapped(&self, _emu: &Emulator, _addr: usize, _len: usize) {}
     /// `fd` was closed.
     fn close(&self, _emu: &Emulator, _fd: RawFd) {}
     /// Handles that were never released, as sentences.
@@ -343,6 +362,57 @@ impl Emulator {
     }
 }
 
+/// Maps `ranges` (MAP_SHARED mappings of this process) back to back at `addr` (with
+/// MAP_FIXED) or at a fresh address: `mremap` with an old size of 0 makes a second
+/// mapping of the same shared pages.
+///
+/// # Safety
+/// With MAP_FIXED, `addr..addr+len` must belong to the caller; every range must be mapped.
+unsafe fn alias(
+    addr: *mut c_void,
+    len: usize,
+    flags: i32,
+    ranges: &[(usize, usize)],
+) -> io::Result<*mut c_void> {
+    if ranges.iter().map(|r| r.1).sum::<usize>() < len {
+        return Err(errno(libc::EINVAL));
+    }
+    let reserve = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let fixed = if flags & libc::MAP_FIXED != 0 {
+        libc::MAP_FIXED
+    } else {
+        0
+    };
+    // SAFETY: a PROT_NONE reservation; MAP_FIXED only over the caller's own range.
+    let base =
+        unsafe { crate::io::RealIo.mmap(addr, len, libc::PROT_NONE, reserve | fixed, -1, 0)? };
+    let mut at = 0usize;
+    for &(start, n) in ranges {
+        let n = n.min(len - at);
+        if n == 0 {
+            break;
+        }
+        // SAFETY: the target lies in the reservation made above; the source is mapped.
+        let p = unsafe {
+            libc::mremap(
+                start as *mut c_void,
+                0,
+                n,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                base.cast::<u8>().add(at),
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: our own reservation.
+            unsafe { libc::munmap(base, len) };
+            return Err(e);
+        }
+        at += n;
+    }
+    Ok(base)
+}
+
 /// A real descriptor that only reserves a number (never read or written).
 fn placeholder(name: &str) -> io::Result<OwnedFd> {
     let fd = crate::io::RealIo.memfd_create(name, libc::MFD_CLOEXEC)?;
@@ -426,12 +496,24 @@ impl KernelIo for Emulator {
         fd: RawFd,
         offset: u64,
     ) -> io::Result<*mut c_void> {
-        let (real_fd, real_off, what) = if fd < 0 {
-            (fd, offset, "anonymous".to_owned())
-        } else if let Some(dev) = self.device_of(fd) {
+        let device = if fd < 0 { None } else { self.device_of(fd) };
+        if let Some(dev) = &device {
             if flags & libc::MAP_SHARED == 0 {
                 return Err(errno(libc::EINVAL));
             }
+            if let Some(ranges) = dev.mmap_alias(self, fd, len, offset)? {
+                // SAFETY: forwarded caller contract.
+                let p = unsafe { alias(addr, len, flags, &ranges)? };
+                let path = self.path_of(fd).unwrap_or_default();
+                let what = format!("{} offset {offset:#x}", path.display());
+                self.state().maps.insert(p as usize, len, what);
+                dev.mapped(self, fd, offset, p as usize, len);
+                return Ok(p);
+            }
+        }
+        let (real_fd, real_off, what) = if fd < 0 {
+            (fd, offset, "anonymous".to_owned())
+        } else if let Some(dev) = &device {
             let t = dev.mmap(self, fd, len, offset)?;
             let path = self.path_of(fd).unwrap_or_default();
             (
@@ -451,6 +533,9 @@ impl KernelIo for Emulator {
         // SAFETY: forwarded caller contract (MAP_FIXED targets belong to the caller).
         let p = unsafe { crate::io::RealIo.mmap(addr, len, prot, flags, real_fd, real_off)? };
         self.state().maps.insert(p as usize, len, what);
+        if let Some(dev) = device {
+            dev.mapped(self, fd, offset, p as usize, len);
+        }
         Ok(p)
     }
 
@@ -458,6 +543,14 @@ impl KernelIo for Emulator {
         // SAFETY: forwarded caller contract.
         unsafe { crate::io::RealIo.munmap(addr, len)? };
         self.state().maps.remove(addr as usize, len);
+        let mut seen: Vec<*const ()> = Vec::new();
+        for (_, dev) in &self.inner.devices {
+            let p = Arc::as_ptr(dev) as *const ();
+            if !seen.contains(&p) {
+                seen.push(p);
+                dev.unmapped(self, addr as usize, len);
+            }
+        }
         Ok(())
     }
 

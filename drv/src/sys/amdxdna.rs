@@ -150,6 +150,8 @@ pub struct amdxdna_drm_config_hwctx {
 }
 
 pub const AMDXDNA_BO_INVALID: u32 = 0;
+/// `AMDXDNA_INVALID_ADDR` (~0UL): an address GET_BO_INFO does not know (yet).
+pub const AMDXDNA_INVALID_ADDR: u64 = !0;
 /// Also called SHMEM.
 pub const AMDXDNA_BO_SHARE: u32 = 1;
 pub const AMDXDNA_BO_DEV_HEAP: u32 = 2;

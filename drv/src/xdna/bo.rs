@@ -25,6 +25,10 @@ pub enum BoKind {
     Imported,
     /// Pinned user memory (SHARE with a va table).
     UserMemory,
+    /// A SHARE BO standing in for a dma-buf the driver cannot import (Linux 6.14 has no
+    /// PRIME import): SYNC_BO to the device copies the dma-buf's bytes in first, SYNC_BO
+    /// from the device copies them back after.
+    Staged,
 }
 
 enum CpuView {
@@ -41,6 +45,8 @@ pub struct Bo {
     size: u64,
     xdna_addr: u64,
     cpu: CpuView,
+    /// For [`BoKind::Staged`]: the dma-buf's pages, as the CPU maps them.
+    stage: Option<Mapping>,
 }
 
 impl fmt::Debug for Bo {
@@ -154,7 +160,10 @@ fn map(dev: &DevInner, map_offset: u64, len: u64, what: &str) -> Result<Mapping,
 }
 
 impl Bo {
-    /// Wraps a fresh handle; closes it if GET_BO_INFO or the mapping fails.
+    /// Wraps a fresh handle; closes it if GET_BO_INFO or the mapping fails. Mapped BOs
+    /// (everything but DEV BOs and the heap's carve-outs) get their NPU address after the
+    /// mapping exists: in SVA mode the NPU reaches them at the mapping's address, and
+    /// GET_BO_INFO reports ~0 until there is one (6.14 reports ~0 even then).
     fn finish(
         dev: &Arc<DevInner>,
         handle: u32,
@@ -169,17 +178,25 @@ impl Bo {
             size,
             xdna_addr: 0,
             cpu: CpuView::None,
+            stage: None,
         };
-        let i = info(dev, handle)?;
-        bo.xdna_addr = i.xdna_addr;
+        let mut i = info(dev, handle)?;
         if map_it {
-            bo.cpu = CpuView::Own(map(
-                dev,
-                i.map_offset,
-                size,
-                &format!("{kind:?} BO {handle}"),
-            )?);
+            let m = map(dev, i.map_offset, size, &format!("{kind:?} BO {handle}"))?;
+            let at = m.ptr() as u64;
+            bo.cpu = CpuView::Own(m);
+            i = info(dev, handle)?;
+            if i.xdna_addr == AMDXDNA_INVALID_ADDR {
+                // What XRT's shim does: the NPU shares the process's page tables (SVA).
+                i.xdna_addr = at;
+            }
         }
+        if i.xdna_addr == AMDXDNA_INVALID_ADDR {
+            return Err(XdnaError::Invalid(format!(
+                "the driver reports no NPU address for {kind:?} BO {handle} (GET_BO_INFO xdna_addr is ~0)"
+            )));
+        }
+        bo.xdna_addr = i.xdna_addr;
         Ok((bo, i))
     }
 
@@ -206,7 +223,8 @@ impl Bo {
         }
     }
 
-    /// The CPU view; imported and user-memory BOs have none here (use the owner's view).
+    /// The CPU view through the accel node (for imported and user-memory BOs, a second
+    /// view of the owner's pages).
     pub fn as_slice(&self) -> Result<&[u8], XdnaError> {
         let p = self.cpu_ptr().ok_or_else(|| self.no_cpu_view())?;
         // SAFETY: `size` bytes mapped for as long as `self` lives.
@@ -220,7 +238,7 @@ impl Bo {
     }
 
     fn no_cpu_view(&self) -> XdnaError {
-        XdnaError::Invalid(format!("{self:?} has no CPU mapping through the accel node; write through the buffer it was imported from"))
+        XdnaError::Invalid(format!("{self:?} has no CPU mapping yet"))
     }
 
     /// Copies `bytes` to `offset` and flushes them to the NPU.
@@ -239,12 +257,17 @@ impl Bo {
     }
 
     /// SYNC_BO: the NPU is not cache coherent with the CPU. ToDevice after CPU writes,
-    /// FromDevice before CPU reads of what the NPU wrote.
+    /// FromDevice before CPU reads of what the NPU wrote. A [`BoKind::Staged`] BO copies
+    /// the range in from its dma-buf before a ToDevice flush and back out after a
+    /// FromDevice one, so inputs reach the NPU and outputs reach the dma-buf's pages.
     pub fn sync(&self, dir: SyncDir, offset: u64, size: u64) -> Result<(), XdnaError> {
         if offset.checked_add(size).is_none_or(|e| e > self.size) {
             return Err(XdnaError::Invalid(format!(
                 "sync of {size} bytes at {offset} overflows {self:?}"
             )));
+        }
+        if dir == SyncDir::ToDevice {
+            self.copy_stage(offset, size, true);
         }
         let direction = match dir {
             SyncDir::ToDevice => SYNC_DIRECT_TO_DEVICE,
@@ -266,7 +289,30 @@ impl Bo {
                 )
             },
         )?;
+        if dir == SyncDir::FromDevice {
+            self.copy_stage(offset, size, false);
+        }
         Ok(())
+    }
+
+    /// Copies `offset..offset+size` between a staged BO and its dma-buf (`inbound`: into
+    /// the BO). No-op for other BOs.
+    fn copy_stage(&self, offset: u64, size: u64, inbound: bool) {
+        let (Some(stage), Some(bo)) = (&self.stage, self.cpu_ptr()) else {
+            return;
+        };
+        let end = (offset + size).min(stage.len() as u64);
+        let Some(n) = end.checked_sub(offset).filter(|&n| n > 0) else {
+            return;
+        };
+        // SAFETY: both mappings hold at least `end` bytes (the BO `size`, checked by the
+        // caller; the stage clamped above) and are distinct mappings, so they never
+        // overlap. Concurrent CPU writers race as they would on the zero-copy path.
+        unsafe {
+            let (b, s) = (bo.add(offset as usize), stage.ptr().add(offset as usize));
+            let (src, dst) = if inbound { (s, b) } else { (b, s) };
+            std::ptr::copy_nonoverlapping(src, dst, n as usize);
+        }
     }
 
     /// Exports a SHARE BO as a dma-buf (PRIME_HANDLE_TO_FD), e.g. for the iGPU to import
@@ -332,7 +378,9 @@ pub enum SyncDir {
 }
 
 /// A [`SharedBuffer`] imported into the NPU: one BO per udmabuf chunk. The CPU keeps using
-/// the SharedBuffer's own mapping; these are the NPU's names for the same pages.
+/// the SharedBuffer's own mapping; these are the NPU's names for the same pages, or, on a
+/// driver without PRIME import, SHARE BOs that [`Bo::sync`] copies to and from them
+/// ([`NpuShared::copies`]).
 #[derive(Debug)]
 pub struct NpuShared {
     parts: Vec<(u64, Bo)>,
@@ -340,6 +388,13 @@ pub struct NpuShared {
 }
 
 impl NpuShared {
+    /// Whether the NPU works on copies (no PRIME import in this driver): data moves at
+    /// SYNC_BO, so every input must be flushed and every output invalidated, as
+    /// [`NpuKernel`](super::NpuKernel) does by buffer access.
+    pub fn copies(&self) -> bool {
+        self.parts.iter().any(|(_, b)| b.kind == BoKind::Staged)
+    }
+
     /// The BOs and their offsets in the buffer (for EXEC_CMD's argument handle list).
     pub fn bos(&self) -> impl Iterator<Item = &Bo> {
         self.parts.iter().map(|(_, b)| b)
@@ -479,8 +534,28 @@ impl XdnaDevice {
         Ok(Bo::finish(&self.inner, handle, BoKind::Cmd, size, true)?.0)
     }
 
-    /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes.
+    /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes, mapped through
+    /// the accel node (the NPU reaches it at that mapping in SVA mode). Where the driver
+    /// has no PRIME import (Linux 6.14 answers EINVAL), falls back to a SHARE BO that
+    /// copies through [`Bo::sync`] ([`BoKind::Staged`]).
     pub fn import_dmabuf(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
+        match self.prime_import(fd) {
+            Ok(handle) => Ok(Bo::finish(&self.inner, handle, BoKind::Imported, size, true)?.0),
+            Err(e) if e.errno() == Some(libc::EINVAL) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        node = %self.inner.target(),
+                        "the amdxdna driver cannot import dma-bufs (no PRIME import before Linux 6.15): NPU operands go through SHARE buffers with a copy in before each run and out after, instead of zero-copy"
+                    )
+                });
+                self.import_by_copy(fd, size)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn prime_import(&self, fd: RawFd) -> Result<u32, XdnaError> {
         let mut a = drm_prime_handle {
             handle: 0,
             flags: 0,
@@ -495,7 +570,48 @@ impl XdnaDevice {
                     e,
                 )
             })?;
-        Ok(Bo::finish(&self.inner, a.handle, BoKind::Imported, size, false)?.0)
+        Ok(a.handle)
+    }
+
+    /// The copy fallback: a SHARE BO plus a CPU mapping of the dma-buf's pages.
+    fn import_by_copy(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
+        // SAFETY: not MAP_FIXED: the kernel picks fresh address space.
+        let stage = unsafe {
+            Mapping::new(
+                self.inner.fd.io(),
+                std::ptr::null_mut(),
+                size as usize,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        }
+        .map_err(|e| sys("mmap", &format!("dma-buf fd {fd} ({size} bytes)"), e))?;
+        let mut bo = self.alloc_share(size)?;
+        bo.kind = BoKind::Staged;
+        bo.stage = Some(stage);
+        Ok(bo)
+    }
+
+    /// Whether the driver imports another driver's dma-buf (PRIME import, Linux 6.15+),
+    /// tried with a one-page udmabuf; `None` when there is no `/dev/udmabuf` to try with.
+    pub fn prime_import_works(&self) -> Result<Option<bool>, XdnaError> {
+        let io = self.inner.fd.io();
+        if !crate::buffer::udmabuf_present(io.as_ref()) {
+            return Ok(None);
+        }
+        let buf = SharedBuffer::new(io, "onebit-prime-probe", crate::page_size() as usize)
+            .map_err(|e| {
+                XdnaError::Invalid(format!("a one-page udmabuf to try PRIME import with: {e}"))
+            })?;
+        match self.prime_import(buf.chunks()[0].dmabuf.raw()) {
+            Ok(handle) => {
+                close(&self.inner, handle);
+                Ok(Some(true))
+            }
+            Err(e) if e.errno() == Some(libc::EINVAL) => Ok(Some(false)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Imports every dma-buf chunk of a shared buffer: CPU, iGPU and NPU then see one copy.
@@ -517,7 +633,8 @@ impl XdnaDevice {
         })
     }
 
-    /// Pins `len` bytes of this process's memory at `addr` as one NPU BO (driver
+    /// Pins `len` bytes of this process's memory at `addr` as one NPU BO, mapped again
+    /// through the accel node, whose mapping is the NPU's address in SVA mode (driver
     /// [`MINOR_USER_MEMORY_BO`](super::device::MINOR_USER_MEMORY_BO)+). Charged to
     /// RLIMIT_MEMLOCK, which is raised first if allowed.
     ///
@@ -559,7 +676,7 @@ impl XdnaDevice {
             &tbl as *const Table as u64,
             "SHARE over user memory",
         )?;
-        Ok(Bo::finish(&self.inner, handle, BoKind::UserMemory, len, false)?.0)
+        Ok(Bo::finish(&self.inner, handle, BoKind::UserMemory, len, true)?.0)
     }
 
     /// The whole CPU range of a shared buffer as one NPU BO (one contiguous NPU address

@@ -96,7 +96,7 @@ pub fn advice(op: &str, e: &io::Error) -> &'static str {
             "pinning user memory is not allowed: RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK (set LimitMEMLOCK=infinity)"
         }
         ("DRM_IOCTL_PRIME_FD_TO_HANDLE", libc::EINVAL | libc::EOPNOTSUPP) => {
-            "the driver cannot import this dma-buf (udmabuf import needs Linux 6.14+; check dmesg)"
+            "the driver cannot import this dma-buf: amdxdna has PRIME import from Linux 6.15 on (6.14 answers EINVAL, and XdnaDevice::import_dmabuf then falls back to SHARE buffers with a copy); otherwise check dmesg"
         }
         ("DRM_IOCTL_AMDXDNA_EXEC_CMD", libc::EINVAL) => "the driver rejected the command packet",
         ("DRM_IOCTL_AMDXDNA_EXEC_CMD", libc::ENODEV | libc::EIO) => {

@@ -241,19 +241,30 @@ fn cu_index(masks: &[u32]) -> Option<u32> {
         .map(|(i, m)| i as u32 * 32 + m.trailing_zeros())
 }
 
-/// The NPU's view of the command's argument BOs and of the heap's DEV BOs.
+/// The NPU's view of the command's argument BOs and of the heap's DEV BOs. In SVA mode
+/// the NPU reaches a non-DEV BO through the process's page tables, so only at the
+/// addresses where it is mapped now (amdxdna_gem_uva); an unmapped BO faults.
 fn regions(c: &Client, args: &[u32]) -> Vec<Region> {
-    c.bos
-        .iter()
-        .filter(|(h, b)| b.kind == AMDXDNA_BO_DEV || (args.contains(h) && b.kind != AMDXDNA_BO_CMD))
-        .filter_map(|(_, b)| {
-            b.dev_ptr(0, b.size).map(|ptr| Region {
+    let mut out = Vec::new();
+    for (h, b) in &c.bos {
+        if b.kind == AMDXDNA_BO_DEV {
+            out.extend(b.dev_ptr(0, b.size).map(|ptr| Region {
                 addr: b.xdna_addr,
                 len: b.size,
                 ptr,
-            })
-        })
-        .collect()
+            }));
+        } else if args.contains(h) && b.kind != AMDXDNA_BO_CMD && !b.has_dev_addr() {
+            for &(addr, len) in &b.maps {
+                let len = (len as u64).min(b.size);
+                out.extend(b.dev_ptr(0, len).map(|ptr| Region {
+                    addr: addr as u64,
+                    len,
+                    ptr,
+                }));
+            }
+        }
+    }
+    out
 }
 
 fn run_start_npu(

@@ -51,6 +51,24 @@ pub struct XdnaEmuConfig {
     pub pci_revision: u8,
     /// CPU and NPU views are always equal (no SYNC_BO needed) when true.
     pub coherent: bool,
+    /// Which kernel's amdxdna rules to follow where they changed after 6.14.
+    pub kernel: XdnaKernel,
+}
+
+/// The amdxdna generations whose buffer rules differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdnaKernel {
+    /// Linux 6.14, the first release with amdxdna: `amdxdna_drm_drv` (amdxdna_pci_drv.c)
+    /// sets neither `gem_prime_import` nor `gem_prime_import_sg_table`, so PRIME import of
+    /// another driver's dma-buf is EINVAL; GET_BO_INFO reports `xdna_addr` ~0 for every
+    /// shmem BO (only the heap and DEV BOs get a `dev_addr`) and `vaddr` from the BO's
+    /// mmap (`amdxdna_hmm_register`), one mapping per BO.
+    #[default]
+    Linux6_14,
+    /// Later kernels: `amdxdna_gem_prime_import` imports foreign dma-bufs, and
+    /// GET_BO_INFO's `xdna_addr` is `amdxdna_gem_dev_addr`, which in SVA (PASID) mode is
+    /// `amdxdna_gem_uva`: the start of the BO's first live mmap, ~0 while there is none.
+    Newer,
 }
 
 impl Default for XdnaEmuConfig {
@@ -66,6 +84,7 @@ impl Default for XdnaEmuConfig {
             pci_device: 0x17f0,
             pci_revision: 0x10,
             coherent: false,
+            kernel: XdnaKernel::default(),
         }
     }
 }
@@ -230,15 +249,27 @@ impl Store {
 struct EmuBo {
     kind: u32,
     size: u64,
+    /// The NPU address of heap and DEV BOs (`mem.dev_addr`); others are reached through
+    /// their mmaps (SVA: the NPU uses the process's page tables).
     xdna_addr: u64,
     map_offset: u64,
     store: Arc<Store>,
     store_off: u64,
     imported: Option<DmaBufRef>,
     pinned: u64,
+    /// Live mmaps of this BO through the accel fd: (address, length), oldest first.
+    maps: Vec<(usize, usize)>,
+    /// 6.14's `mem.userptr`: set by the first mmap, never cleared.
+    userptr: Option<u64>,
 }
 
 impl EmuBo {
+    /// Whether the NPU reaches this BO at a fixed device address rather than through
+    /// the process's mappings.
+    fn has_dev_addr(&self) -> bool {
+        matches!(self.kind, AMDXDNA_BO_DEV | AMDXDNA_BO_DEV_HEAP)
+    }
+
     fn dev_ptr(&self, off: u64, len: u64) -> Option<*mut u8> {
         (off + len <= self.size)
             .then(|| self.store.dev_ptr(self.store_off + off, len))
@@ -303,12 +334,13 @@ pub struct XdnaStats {
 struct DevState {
     clients: HashMap<RawFd, Client>,
     next_ctx_id: u32,
-    next_aperture: u64,
     power_mode: u8,
     hang_next: u32,
     fail_next: u32,
     stats: XdnaStats,
     closed_leaks: Vec<String>,
+    /// dma-bufs this device exported, with the (fd, handle) of the BO behind each.
+    exported: Vec<(std::sync::Weak<DmaBuf>, (RawFd, u32))>,
 }
 
 /// The emulated amdxdna device.
@@ -317,9 +349,6 @@ pub struct XdnaEmu {
     kernels: Mutex<HashMap<u64, (String, NpuFn)>>,
     state: Mutex<DevState>,
 }
-
-/// Where non-heap BOs appear to the emulated NPU (away from any real user address).
-const APERTURE_BASE: u64 = 0x1000_0000_0000;
 
 fn fault() -> io::Error {
     errno(libc::EFAULT)
@@ -406,12 +435,30 @@ impl XdnaEmu {
     fn st(&self) -> MutexGuard<'_, DevState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    fn aperture(st: &mut DevState, size: u64) -> u64 {
-        let a = APERTURE_BASE + st.next_aperture;
-        // A guard gap after each BO makes off-by-one addresses fault.
-        st.next_aperture += size.next_multiple_of(1 << 20) + (1 << 20);
-        a
+impl XdnaEmu {
+    /// The BO a mmap of `len` bytes at `offset` maps, as `drm_gem_mmap` finds it, plus
+    /// the rule of 6.14's `amdxdna_hmm_register`: a BO with a live mapping refuses a
+    /// second one with EEXIST.
+    fn mappable<'c>(
+        &self,
+        c: &'c mut Client,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<(u32, &'c EmuBo)> {
+        let (&handle, bo) = c
+            .bos
+            .iter()
+            .find(|(_, b)| b.map_offset == offset && b.kind != AMDXDNA_BO_DEV)
+            .ok_or_else(einval)?;
+        if len as u64 > bo.size {
+            return Err(einval());
+        }
+        if self.cfg.kernel == XdnaKernel::Linux6_14 && !bo.maps.is_empty() {
+            return Err(errno(libc::EEXIST));
+        }
+        Ok((handle, bo))
     }
 }
 
@@ -480,30 +527,60 @@ impl DeviceEmu for XdnaEmu {
         }
     }
 
+    fn mmap_alias(
+        &self,
+        _emu: &Emulator,
+        fd: RawFd,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<Option<Vec<(usize, usize)>>> {
+        let mut st = self.st();
+        let bo = self.mappable(client(&mut st, fd)?, len, offset)?.1;
+        // Imported dma-bufs (the exporter's pages, as `dma_buf_mmap` maps them) and user
+        // memory (`amdxdna_ubuf_mmap` maps the pinned pages) are aliased from where the
+        // emulator or the process already maps them.
+        Ok(match &bo.store.cpu {
+            CpuMem::Backing(_) => None,
+            CpuMem::Import(m, _) => Some(vec![(m.ptr() as usize + bo.store_off as usize, len)]),
+            CpuMem::User(segs) => Some(segs.clone()),
+        })
+    }
+
     fn mmap(&self, _emu: &Emulator, fd: RawFd, len: usize, offset: u64) -> io::Result<MmapTarget> {
         let mut st = self.st();
         let c = client(&mut st, fd)?;
-        let (&handle, bo) = c
-            .bos
-            .iter()
-            .find(|(_, b)| b.map_offset == offset)
-            .ok_or_else(einval)?;
-        if len as u64 > bo.size {
+        let (handle, bo) = self.mappable(c, len, offset)?;
+        let CpuMem::Backing(b) = &bo.store.cpu else {
             return Err(einval());
-        }
-        let target = match (&bo.store.cpu, bo.kind) {
-            (CpuMem::Backing(b), AMDXDNA_BO_SHARE | AMDXDNA_BO_CMD | AMDXDNA_BO_DEV_HEAP) => {
-                MmapTarget {
-                    fd: b.fd(),
-                    offset: bo.store_off,
-                }
-            }
-            _ => return Err(einval()),
+        };
+        let target = MmapTarget {
+            fd: b.fd(),
+            offset: bo.store_off,
         };
         if c.heap.as_ref().is_some_and(|(h, _)| *h == handle) {
             c.heap_mapped = true;
         }
         Ok(target)
+    }
+
+    fn mapped(&self, _emu: &Emulator, fd: RawFd, offset: u64, addr: usize, len: usize) {
+        let mut st = self.st();
+        let Ok(c) = client(&mut st, fd) else { return };
+        if let Some(bo) = c.bos.values_mut().find(|b| b.map_offset == offset) {
+            bo.maps.push((addr, len));
+            bo.userptr.get_or_insert(addr as u64);
+        }
+    }
+
+    fn unmapped(&self, _emu: &Emulator, addr: usize, len: usize) {
+        // The mmu notifier's MMU_NOTIFY_UNMAP (amdxdna_hmm_invalidate) retires a mapping
+        // that any part of the range touches.
+        let mut st = self.st();
+        for c in st.clients.values_mut() {
+            for bo in c.bos.values_mut() {
+                bo.maps.retain(|&(a, n)| a + n <= addr || addr + len <= a);
+            }
+        }
     }
 
     fn close(&self, _emu: &Emulator, fd: RawFd) {

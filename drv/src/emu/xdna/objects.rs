@@ -26,7 +26,7 @@ impl XdnaEmu {
                     size,
                     coherent,
                 );
-                (s, 0, Self::aperture(&mut st, size), None, 0)
+                (s, 0, AMDXDNA_INVALID_ADDR, None, 0)
             }
             AMDXDNA_BO_SHARE => {
                 if self.cfg.driver_minor < crate::xdna::device::MINOR_USER_MEMORY_BO {
@@ -38,7 +38,7 @@ impl XdnaEmu {
                     let buf = emu.dmabuf(head.dmabuf_fd)?;
                     let len = buf.len();
                     let s = Store::new(CpuMem::Import(buf.map()?, buf.clone()), len, coherent);
-                    (s, 0, Self::aperture(&mut st, len), Some(buf), 0)
+                    (s, 0, AMDXDNA_INVALID_ADDR, Some(buf), 0)
                 } else {
                     let mut segs = Vec::new();
                     let mut total = 0u64;
@@ -62,9 +62,8 @@ impl XdnaEmu {
                     if soft != u64::MAX && already + total > soft {
                         return Err(errno(libc::ENOMEM));
                     }
-                    let first = segs[0].0 as u64;
                     let s = Store::new(CpuMem::User(segs), total, coherent);
-                    (s, 0, first, None, total)
+                    (s, 0, AMDXDNA_INVALID_ADDR, None, total)
                 }
             }
             AMDXDNA_BO_DEV_HEAP => {
@@ -119,7 +118,7 @@ impl XdnaEmu {
                     size,
                     true,
                 );
-                (s, 0, Self::aperture(&mut st, size), None, 0)
+                (s, 0, AMDXDNA_INVALID_ADDR, None, 0)
             }
             _ => return Err(einval()),
         };
@@ -146,6 +145,8 @@ impl XdnaEmu {
                 store_off,
                 imported,
                 pinned,
+                maps: Vec::new(),
+                userptr: None,
             },
         );
         a.handle = handle;
@@ -168,10 +169,27 @@ impl XdnaEmu {
             .get(&a.handle)
             .ok_or_else(|| errno(libc::ENOENT))?;
         a.map_offset = bo.map_offset;
-        a.xdna_addr = bo.xdna_addr;
-        a.vaddr = match &bo.store.cpu {
-            CpuMem::User(segs) => segs[0].0 as u64,
-            _ => 0,
+        let uva = bo.maps.first().map_or(AMDXDNA_INVALID_ADDR, |m| m.0 as u64);
+        (a.xdna_addr, a.vaddr) = if bo.has_dev_addr() {
+            // DEV BOs and the heap have a device address; the emulator does not track
+            // the heap's CPU address for DEV BOs' vaddr (a deviation the driver checks
+            // for with `vaddr != 0`).
+            (bo.xdna_addr, 0)
+        } else {
+            match self.cfg.kernel {
+                // amdxdna_drm_get_bo_info_ioctl (6.14): xdna_addr = mem.dev_addr, which
+                // only amdxdna_drm_create_dev_heap and amdxdna_gem_insert_node_locked
+                // set; vaddr = mem.userptr, set by amdxdna_gem_obj_mmap ->
+                // amdxdna_hmm_register and not cleared at unmap.
+                XdnaKernel::Linux6_14 => (
+                    AMDXDNA_INVALID_ADDR,
+                    bo.userptr.unwrap_or(AMDXDNA_INVALID_ADDR),
+                ),
+                // Later kernels: xdna_addr = amdxdna_gem_dev_addr -> amdxdna_obj_dma_addr,
+                // which in PASID mode is amdxdna_gem_uva: the first mapping not yet
+                // unmapped, ~0 when there is none.
+                XdnaKernel::Newer => (uva, uva),
+            }
         };
         Ok(0)
     }
@@ -230,6 +248,26 @@ impl XdnaEmu {
         let a = unsafe { &mut *a };
         let buf = emu.dmabuf(a.fd)?;
         let mut st = self.st();
+        // A dma-buf this device exported comes back as the same GEM object in every kernel
+        // (drm_gem_prime_import_dev's self-import check comes first).
+        let own = st
+            .exported
+            .iter()
+            .find(|(w, _)| w.upgrade().is_some_and(|b| Arc::ptr_eq(&b, &buf)))
+            .map(|&(_, owner)| owner);
+        if let Some((owner_fd, handle)) = own {
+            if owner_fd == fd && client(&mut st, fd)?.bos.contains_key(&handle) {
+                a.handle = handle;
+                return Ok(0);
+            }
+        }
+        // 6.14's amdxdna_drm_drv sets neither gem_prime_import nor
+        // gem_prime_import_sg_table: drm_prime_fd_to_handle_ioctl ->
+        // drm_gem_prime_fd_to_handle -> drm_gem_prime_import -> drm_gem_prime_import_dev
+        // returns -EINVAL for any dma-buf another driver exported.
+        if self.cfg.kernel == XdnaKernel::Linux6_14 && own.is_none() {
+            return Err(einval());
+        }
         // Importing the same dma-buf twice gives the same GEM handle, as DRM PRIME does.
         if let Some((&h, _)) = client(&mut st, fd)?
             .bos
@@ -245,7 +283,6 @@ impl XdnaEmu {
             len,
             self.cfg.coherent,
         );
-        let xdna = Self::aperture(&mut st, len);
         let c = client(&mut st, fd)?;
         let handle = c.new_handle();
         let map_offset = u64::from(handle) << 32;
@@ -254,12 +291,14 @@ impl XdnaEmu {
             EmuBo {
                 kind: AMDXDNA_BO_SHARE,
                 size: len,
-                xdna_addr: xdna,
+                xdna_addr: AMDXDNA_INVALID_ADDR,
                 map_offset,
                 store,
                 store_off: 0,
                 imported: Some(buf),
                 pinned: 0,
+                maps: Vec::new(),
+                userptr: None,
             },
         );
         a.handle = handle;
@@ -295,6 +334,10 @@ impl XdnaEmu {
             exporter: "amdxdna",
             chunks: vec![chunk],
         })?;
+        let buf = emu.dmabuf(a.fd)?;
+        let mut st = self.st();
+        st.exported.retain(|(w, _)| w.strong_count() > 0);
+        st.exported.push((Arc::downgrade(&buf), (fd, a.handle)));
         Ok(0)
     }
 
