@@ -189,6 +189,7 @@ mod tests {
         let c = bitnet_2b();
         for m in [Machine::STRIX_HALO_IGPU, Machine::STRIX_HALO_CPU] {
             let p = plan(&c, &m);
+            eprintln!("2B-4T on {m:?}: {p:?}");
             assert!(p.min_rows >= 2, "{p:?}");
             assert!(p.min_rows < usize::MAX, "{m:?}: the NPU never pays: {p:?}");
             let at = npu_seconds(&c, &m, p.chunk, p.min_rows);
