@@ -107,31 +107,20 @@ pub struct NpuPrefill {
     timeout: Duration,
 }
 
+/// The device, the I/O it goes through, and the emulator serving it (emulated source).
+pub(super) type OpenedDevice = (
+    XdnaDevice,
+    Arc<dyn KernelIo>,
+    Option<(Emulator, Arc<XdnaEmu>)>,
+);
+
 /// The device (and the emulator serving it, for [`ArtifactSource::Emulated`]).
-pub(super) fn open_device_for_selftest(
-    source: &ArtifactSource,
-) -> Result<
-    (
-        XdnaDevice,
-        Arc<dyn KernelIo>,
-        Option<(Emulator, Arc<XdnaEmu>)>,
-    ),
-    String,
-> {
+pub(super) fn open_device_for_selftest(source: &ArtifactSource) -> Result<OpenedDevice, String> {
     open_device(source)
 }
 
 /// The emulated device, if any, is created here and lives with the projector.
-fn open_device(
-    source: &ArtifactSource,
-) -> Result<
-    (
-        XdnaDevice,
-        Arc<dyn KernelIo>,
-        Option<(Emulator, Arc<XdnaEmu>)>,
-    ),
-    String,
-> {
+fn open_device(source: &ArtifactSource) -> Result<OpenedDevice, String> {
     match source {
         ArtifactSource::Emulated => {
             let npu = XdnaEmu::new(XdnaEmuConfig::default());
