@@ -108,6 +108,13 @@ impl Session {
         self.tokens = tokens[..tokens.len().min(self.max_ctx)].to_vec();
     }
 
+    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` each (what
+    /// [`adopt`](Self::adopt) takes, for handing the cache to another surface).
+    pub fn layer_kv(&self, l: usize) -> (&[f32], &[f32]) {
+        let n = self.tokens.len() * self.kv_dim;
+        (&self.keys[l][..n], &self.values[l][..n])
+    }
+
     /// Bytes of KV cache per token of context.
     pub fn kv_bytes_per_token(model: &Model) -> usize {
         model.config.n_layers * 2 * model.config.kv_dim() * std::mem::size_of::<f32>()

@@ -18,7 +18,11 @@ API_KEY = "test-key"
 # The compute surface every daemon of this run serves on (run.sh runs the suite once per
 # surface): "cpu", or "igpu" on the in-process KFD emulator.
 SURFACE = os.environ.get("ONEBIT_TEST_SURFACE", "cpu")
-SURFACE_ARGS = {"cpu": ["--surface", "cpu"], "igpu": ["--surface", "igpu", "--emulator"]}
+SURFACE_ARGS = {
+    "cpu": ["--surface", "cpu"],
+    "igpu": ["--surface", "igpu", "--emulator"],
+    "npu+igpu": ["--surface", "npu+igpu", "--emulator"],
+}
 
 
 def free_port():

@@ -30,11 +30,11 @@ export ONEBITD ONEBIT_TEST_MODEL="$model"
 # The daemon drops to "nobody" when run as root; the model is opened before that.
 cd "$here"
 if [ $# -eq 0 ]; then set -- .; fi
-# The whole suite once per surface: the CPU, and the iGPU on the in-process KFD emulator
-# (onebitd --surface igpu --emulator). npu+igpu has no NPU kernel artifact in this build
-# (kernels/npu/README.md), which test_surfaces.py checks is said plainly.
+# The whole suite once per surface: the CPU, the iGPU on the in-process KFD emulator
+# (onebitd --surface igpu --emulator), and NPU prefill + iGPU decode on the emulated NPU and
+# iGPU (--surface npu+igpu --emulator).
 status=0
-for surface in ${ONEBIT_TEST_SURFACES:-cpu igpu}; do
+for surface in ${ONEBIT_TEST_SURFACES:-cpu igpu npu+igpu}; do
     echo "== surface $surface"
     ONEBIT_TEST_SURFACE=$surface python3 -m pytest -q -p no:cacheprovider "$@" || status=$?
 done

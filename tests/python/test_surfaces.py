@@ -102,8 +102,18 @@ def test_a_device_fault_never_reaches_the_clients(cpu_answers, fault):
         assert d.stop() == 0, d.logs()
 
 
-def test_npu_prefill_is_refused_with_the_reason():
-    d = Daemon(["--surface", "npu+igpu", "--emulator"] + root_args())
+@pytest.mark.parametrize("surface", ["npu+igpu", "npu+cpu"])
+def test_npu_prefill_streams_the_cpus_tokens(cpu_answers, surface):
+    d = start("--surface", surface, "--emulator")
+    try:
+        assert json.loads(get(d, "/health")) == {"status": "ok", "surface": surface}
+        assert stream_all(d) == cpu_answers
+    finally:
+        assert d.stop() == 0, d.logs()
+
+
+def test_npu_prefill_without_kernels_says_what_to_do():
+    d = Daemon(["--surface", "npu+cpu"] + root_args())
     code = d.proc.wait(60)
     assert code != 0
-    assert "IRON/Peano" in d.logs(), d.logs()
+    assert "kernels/npu" in d.logs(), d.logs()

@@ -73,6 +73,8 @@ fn tokens(opened: &mut Opened, prompt: &[u32], temperature: f32) -> Vec<u32> {
     match opened {
         Opened::Cpu(b) => tokens_on(b, prompt, temperature),
         Opened::Igpu(b) => tokens_on(b, prompt, temperature),
+        Opened::NpuCpu(b) => tokens_on(b, prompt, temperature),
+        Opened::NpuIgpu(b) => tokens_on(b, prompt, temperature),
     }
 }
 

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use onebit_kernels::screen::Int8Head;
 
 use super::{check_step, Backend, BackendError, Need, Output, Surface};
-use crate::forward::{forward_needs, RowResult, Session};
+use crate::forward::{forward_with, Projector, RowResult, Session};
 use crate::model::Model;
 
 /// One sequence on the CPU: its KV cache and what the last step left.
@@ -49,9 +49,45 @@ impl<M: Deref<Target = Model>> CpuBackend<M> {
         &self.model
     }
 
+    /// Another handle on the model (for a surface that shares it).
+    pub fn shared_model(&self) -> M
+    where
+        M: Clone,
+    {
+        self.model.clone()
+    }
+
     /// Default session capacity in tokens.
     pub fn ctx(&self) -> usize {
         self.ctx
+    }
+
+    /// [`Backend::step`] with the ternary projections offered to `projector` first (an
+    /// NPU prefill surface; see [`crate::forward::Projector`]).
+    pub fn step_with(
+        &mut self,
+        sessions: &mut [&mut CpuSession],
+        ids: &[&[u32]],
+        needs: &[Need],
+        projector: Option<&dyn Projector>,
+    ) -> Result<(), BackendError> {
+        check_step(sessions.len(), ids, needs)?;
+        if needs.contains(&Need::Greedy) {
+            self.screen();
+        }
+        let mut kvs: Vec<&mut Session> = sessions.iter_mut().map(|s| &mut s.kv).collect();
+        let out = forward_with(
+            &self.model,
+            &mut kvs,
+            ids,
+            needs,
+            self.screen.as_ref(),
+            projector,
+        )?;
+        for (s, r) in sessions.iter_mut().zip(out) {
+            s.result = r;
+        }
+        Ok(())
     }
 
     fn screen(&mut self) -> Option<&Int8Head> {
@@ -101,16 +137,7 @@ impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
         ids: &[&[u32]],
         needs: &[Need],
     ) -> Result<(), BackendError> {
-        check_step(sessions.len(), ids, needs)?;
-        if needs.contains(&Need::Greedy) {
-            self.screen();
-        }
-        let mut kvs: Vec<&mut Session> = sessions.iter_mut().map(|s| &mut s.kv).collect();
-        let out = forward_needs(&self.model, &mut kvs, ids, needs, self.screen.as_ref())?;
-        for (s, r) in sessions.iter_mut().zip(out) {
-            s.result = r;
-        }
-        Ok(())
+        self.step_with(sessions, ids, needs, None)
     }
 
     fn output<'a>(&'a self, s: &'a CpuSession) -> Output<'a> {

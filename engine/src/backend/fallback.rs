@@ -204,3 +204,31 @@ impl Backend for Fallback {
         }
     }
 }
+
+impl super::npu::DecodeSurface for Fallback {
+    fn cpu_session<'a>(&self, s: &'a mut FallbackSession) -> Option<&'a mut CpuSession> {
+        match s {
+            FallbackSession::Cpu(c) => Some(c),
+            FallbackSession::Device(_) => None,
+        }
+    }
+
+    fn layer_kv<'a>(&'a self, s: &'a FallbackSession, l: usize) -> (&'a [f32], &'a [f32]) {
+        match s {
+            FallbackSession::Cpu(c) => c.kv.layer_kv(l),
+            FallbackSession::Device(d) => d.seq.layer_kv(l, self.cpu.model().config.kv_dim()),
+        }
+    }
+
+    fn adopt<'k>(
+        &mut self,
+        s: &mut FallbackSession,
+        tokens: &[u32],
+        kv: &dyn Fn(usize) -> (&'k [f32], &'k [f32]),
+    ) {
+        match s {
+            FallbackSession::Cpu(c) => c.kv.adopt(tokens, kv),
+            FallbackSession::Device(d) => d.seq.adopt(tokens, &self.cpu.model().config, kv),
+        }
+    }
+}

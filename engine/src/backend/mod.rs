@@ -8,6 +8,8 @@
 //!   cache and logits in shared (zero-copy) buffers.
 //! * [`fallback::Fallback`]: a device surface with the CPU behind it; a device fault moves
 //!   the affected sessions to the CPU, with their KV cache read from the shared buffers.
+//! * [`npu::NpuSurface`]: prompt prefill with the ternary projections on the XDNA2 NPU, in
+//!   front of the CPU or the iGPU (with its fallback) for decoding.
 //!
 //! A step appends each session's new tokens and leaves, per session, what the caller
 //! asked for ([`Need`]); [`Backend::output`] then reads it where it lies (for the iGPU: in
@@ -21,6 +23,7 @@ pub mod cpu;
 pub mod fallback;
 pub mod igpu;
 pub mod jitter;
+pub mod npu;
 pub mod select;
 mod surface;
 

@@ -1,17 +1,23 @@
 //! Choosing and opening the compute surface `--surface` names, with the reasons logged.
 //!
 //! `auto` takes the iGPU when KFD reports a GPU the embedded gfx1151 code objects fit (or
-//! `--emulator` is given), else the CPU. NPU prefill needs a kernel artifact built with
-//! AMD's IRON/Peano toolchain (`kernels/npu/README.md`), which this build does not ship,
-//! so `auto` never picks `npu+*` and asking for one is an error that says so.
+//! `--emulator` is given), else the CPU; it adds NPU prefill in front of that when an NPU
+//! device exists and the artifact directory (`--npu-artifacts` or `ONEBIT_NPU_ARTIFACTS`)
+//! holds a kernel for every projection shape of the model. NPU kernels are built with
+//! AMD's IRON/Peano toolchain (`kernels/npu/build.sh`), which this build does not ship:
+//! `npu+cpu` and `npu+igpu` need either such a directory or `--emulator`, whose NPU runs
+//! kernels made in process.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::path::PathBuf;
 
 use super::cpu::CpuBackend;
 use super::fallback::Fallback;
 use super::igpu::open::open_gpu;
 use super::igpu::{emulator, FaultPlan, IgpuBackend, IgpuOptions, IgpuSurface};
+use super::npu::{self, ArtifactSource, Machine, NpuPrefill, NpuSurface};
 use super::{Backend, Surface, SurfaceChoice};
 use crate::model::Model;
 use crate::{Error, Result};
@@ -34,6 +40,9 @@ pub struct SelectOptions {
     pub device_timeout: Duration,
     /// A fault to inject through the emulator.
     pub fault: Option<FaultPlan>,
+    /// Built NPU kernel artifacts (`kernels/npu/build.sh`); `ONEBIT_NPU_ARTIFACTS` when
+    /// absent.
+    pub npu_artifacts: Option<PathBuf>,
 }
 
 impl Default for SelectOptions {
@@ -47,7 +56,24 @@ impl Default for SelectOptions {
             sparse_down: true,
             device_timeout: Duration::from_secs(30),
             fault: None,
+            npu_artifacts: None,
         }
+    }
+}
+
+/// The environment variable naming the NPU artifact directory.
+pub const NPU_ARTIFACTS_ENV: &str = "ONEBIT_NPU_ARTIFACTS";
+
+impl SelectOptions {
+    /// Where NPU kernels come from: the emulator's own, or a directory of built ones.
+    fn npu_source(&self) -> Option<ArtifactSource> {
+        if self.emulator {
+            return Some(ArtifactSource::Emulated);
+        }
+        self.npu_artifacts
+            .clone()
+            .or_else(|| std::env::var_os(NPU_ARTIFACTS_ENV).map(PathBuf::from))
+            .map(ArtifactSource::Dir)
     }
 }
 
@@ -56,6 +82,10 @@ pub enum Opened {
     Cpu(CpuBackend<Arc<Model>>),
     /// The iGPU, with the CPU behind it should the device fail.
     Igpu(Box<Fallback>),
+    /// NPU prefill, CPU decode.
+    NpuCpu(Box<NpuSurface<CpuBackend<Arc<Model>>>>),
+    /// NPU prefill, iGPU decode (with the CPU behind it).
+    NpuIgpu(Box<NpuSurface<Fallback>>),
 }
 
 impl Opened {
@@ -63,19 +93,25 @@ impl Opened {
         match self {
             Opened::Cpu(b) => b.surface(),
             Opened::Igpu(b) => b.surface(),
+            Opened::NpuCpu(b) => b.surface(),
+            Opened::NpuIgpu(b) => b.surface(),
         }
     }
 }
 
 /// Opens the surface `o.choice` names for `model`.
 pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
-    let want = resolve(o);
+    let want = resolve(o, &model);
     if want.prefills_on_npu() {
-        return Err(Error::Device(format!(
-            "--surface {want}: NPU prefill needs an XDNA2 kernel artifact built with AMD's IRON/Peano \
-             toolchain (kernels/npu/README.md), and this build has none; it cannot be compiled on a \
-             machine without that toolchain. Use --surface igpu or cpu (or auto)"
-        )));
+        let Some(source) = o.npu_source() else {
+            return Err(Error::Device(format!(
+                "--surface {want}: NPU prefill needs XDNA2 kernel artifacts built with AMD's IRON/Peano \
+                 toolchain (kernels/npu/build.sh on a Strix Halo; this build cannot compile them): pass \
+                 their directory with --npu-artifacts or {NPU_ARTIFACTS_ENV}, add --emulator to run the \
+                 emulated NPU, or use --surface igpu, cpu or auto"
+            )));
+        };
+        return open_npu(model, o, want, &source);
     }
     if want == Surface::Igpu {
         return open_igpu(model, o).map(|f| Opened::Igpu(Box::new(f)));
@@ -88,23 +124,110 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
     Ok(Opened::Cpu(cpu))
 }
 
-/// The surface `o.choice` names: itself, or what `auto` picks (logged with the reason).
-pub fn resolve(o: &SelectOptions) -> Surface {
+/// The surface `o.choice` names for `model`: itself, or what `auto` picks (logged with the
+/// reason).
+pub fn resolve(o: &SelectOptions, model: &Model) -> Surface {
     match o.choice {
         SurfaceChoice::Fixed(s) => s,
-        SurfaceChoice::Auto => auto(o),
+        SurfaceChoice::Auto => auto(o, model),
     }
 }
 
+/// NPU prefill in front of the CPU or the iGPU, planned from the roofline model.
+fn open_npu(
+    model: Model,
+    o: &SelectOptions,
+    want: Surface,
+    source: &ArtifactSource,
+) -> Result<Opened> {
+    let machine = if want.decodes_on_igpu() {
+        Machine::STRIX_HALO_IGPU
+    } else {
+        Machine::STRIX_HALO_CPU
+    };
+    let plan = npu::plan::plan(&model.config, &machine);
+    // The NPU's copy of the weights is taken from the row-major tensors, so the CPU keeps
+    // them too (no input-major down_proj copy). With the iGPU decoding, those tensors are
+    // the iGPU's shared buffer by then.
+    let (igpu, model) = if want.decodes_on_igpu() {
+        let f = open_igpu(model, o)?;
+        let m = f.cpu().shared_model();
+        (Some(f), m)
+    } else {
+        (None, Arc::new(model))
+    };
+    let prefill = NpuPrefill::open(&model, plan.chunk, source)
+        .map_err(|e| Error::Device(format!("--surface {want}: {e}")))?;
+    let prefill = Arc::new(prefill);
+    tracing::info!(surface = %want, source = ?source, ?plan, "compute surface");
+    if let Some(f) = igpu {
+        return Ok(Opened::NpuIgpu(Box::new(NpuSurface::new(
+            f, model, prefill, plan, want,
+        ))));
+    }
+    let cpu = CpuBackend::new(model.clone(), o.ctx).with_screened_head(o.screened_head);
+    Ok(Opened::NpuCpu(Box::new(NpuSurface::new(
+        cpu, model, prefill, plan, want,
+    ))))
+}
+
 /// What `auto` picks, and why (logged).
-fn auto(o: &SelectOptions) -> Surface {
+fn auto(o: &SelectOptions, model: &Model) -> Surface {
+    let decode = auto_decode(o);
+    match npu_ready(o, model) {
+        Ok(()) => {
+            let with = if decode == Surface::Igpu {
+                Surface::NpuIgpu
+            } else {
+                Surface::NpuCpu
+            };
+            tracing::info!(
+                "--surface auto: {with} (an NPU and a kernel for every projection shape)"
+            );
+            with
+        }
+        Err(why) => {
+            tracing::info!("--surface auto: no NPU prefill ({why})");
+            decode
+        }
+    }
+}
+
+/// Whether NPU prefill can run: a device and built artifacts covering the model's shapes.
+/// On the emulator `auto` keeps to the iGPU: `npu+*` are asked for by name there.
+fn npu_ready(o: &SelectOptions, model: &Model) -> std::result::Result<(), String> {
+    let Some(ArtifactSource::Dir(dir)) = o.npu_source() else {
+        return Err(format!(
+            "no NPU kernel artifacts: build them with kernels/npu/build.sh and pass --npu-artifacts or {NPU_ARTIFACTS_ENV}"
+        ));
+    };
+    let io = onebit_drv::io::real();
+    if onebit_drv::xdna::find_npus(&*io).is_empty() {
+        return Err("no XDNA NPU (amdxdna) found".into());
+    }
+    let found = npu::artifacts::load_dir(&dir)?;
+    for s in npu::prefill::model_shapes(model, 0) {
+        if !found.iter().any(|(f, _)| f.k == s.k && f.n == s.n) {
+            return Err(format!(
+                "{} has no kernel for the {}x{} projections",
+                dir.display(),
+                s.n,
+                s.k
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The decode surface `auto` picks.
+fn auto_decode(o: &SelectOptions) -> Surface {
     if o.emulator {
         tracing::info!("--surface auto: the emulated iGPU (--emulator)");
         return Surface::Igpu;
     }
     let kfd = std::path::Path::new("/dev/kfd");
     if !kfd.exists() {
-        tracing::info!("--surface auto: the CPU (no /dev/kfd: no AMD GPU driver here; NPU prefill needs an artifact this build lacks)");
+        tracing::info!("--surface auto: the CPU (no /dev/kfd: no AMD GPU driver here)");
         return Surface::Cpu;
     }
     let io = onebit_drv::io::real();

@@ -375,6 +375,8 @@ fn load(a: &Args) -> Result<Loaded, String> {
         sparse_down: !a.dense_down,
         device_timeout: Duration::from_secs_f64(a.device_timeout),
         fault: a.emulator_fault,
+        // ONEBIT_NPU_ARTIFACTS names built NPU kernels (read by the selection).
+        ..Default::default()
     };
     let backend = onebit_engine::backend::open(model, &opts).map_err(|e| e.to_string())?;
     let vocab = Arc::new(EngineVocab::new(Arc::new(tok), n_vocab));
@@ -486,6 +488,8 @@ fn run(a: Args, stop: SigSet) -> Result<(), String> {
     match backend {
         Opened::Cpu(b) => serve_on(&server, b, vocab, info, &warm)?,
         Opened::Igpu(b) => serve_on(&server, b, vocab, info, &warm)?,
+        Opened::NpuCpu(b) => serve_on(&server, b, vocab, info, &warm)?,
+        Opened::NpuIgpu(b) => serve_on(&server, b, vocab, info, &warm)?,
     }
     systemd::notify_or_log(&format!("READY=1\nSTATUS=serving {id}"));
     tracing::info!(model = id, "ready");

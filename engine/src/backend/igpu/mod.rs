@@ -180,6 +180,30 @@ impl IgpuSeq {
         (f(k), f(v))
     }
 
+    /// Takes over `tokens` whose keys and values another surface computed (an NPU prefill
+    /// on the CPU side): `layer_kv(l)` gives layer `l`'s, `[pos, kv_dim]` each, written
+    /// into this sequence's cache in the shared buffer.
+    pub fn adopt<'a>(
+        &mut self,
+        tokens: &[u32],
+        c: &Config,
+        layer_kv: impl Fn(usize) -> (&'a [f32], &'a [f32]),
+    ) {
+        let held = tokens.len().min(self.max_ctx());
+        let n = held * c.kv_dim();
+        for l in 0..c.n_layers {
+            let (k_at, v_at) = self.layout.layer(l);
+            let (k, v) = layer_kv(l);
+            for (at, src) in [(k_at, &k[..n]), (v_at, &v[..n])] {
+                let dst = &mut self.buf.as_mut_slice()[at as usize..at as usize + 4 * n];
+                for (d, x) in dst.chunks_exact_mut(4).zip(src) {
+                    d.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+        self.tokens = tokens[..held].to_vec();
+    }
+
     fn vocab(&self) -> usize {
         (self.layout.token - self.layout.logits) as usize / 4
     }

@@ -330,7 +330,7 @@ pub fn main(a: Args) -> CliResult {
         ctx: a.n_prompt.max(a.n_gen).max(16),
         ..SelectOptions::default()
     };
-    if resolve(&select) != Surface::Cpu {
+    if resolve(&select, &model) != Surface::Cpu {
         return device_bench(&a, model, &select, &budget);
     }
     let backend = format!("CPU ({})", Isa::best().name());

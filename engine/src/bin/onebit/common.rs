@@ -86,6 +86,9 @@ pub struct SurfaceArgs {
     /// Run device surfaces on the in-process KFD emulator instead of the hardware.
     #[arg(long)]
     pub emulator: bool,
+    /// Built NPU kernel artifacts (kernels/npu/build.sh) for npu+igpu / npu+cpu.
+    #[arg(long = "npu-artifacts", env = "ONEBIT_NPU_ARTIFACTS")]
+    pub npu_artifacts: Option<std::path::PathBuf>,
 }
 
 impl SurfaceArgs {
@@ -107,6 +110,7 @@ impl SurfaceArgs {
             sessions: 1,
             screened_head,
             sparse_down: !model.dense_down,
+            npu_artifacts: self.npu_artifacts.clone(),
             ..Default::default()
         };
         Ok(Loaded {
@@ -134,6 +138,8 @@ macro_rules! with_backend {
         match $opened {
             onebit_engine::backend::Opened::Cpu(mut $b) => $body,
             onebit_engine::backend::Opened::Igpu(mut $b) => $body,
+            onebit_engine::backend::Opened::NpuCpu(mut $b) => $body,
+            onebit_engine::backend::Opened::NpuIgpu(mut $b) => $body,
         }
     };
 }

@@ -1,0 +1,298 @@
+//! NPU prefill on the emulated amdxdna: whole generations with `npu+igpu` (NPU prefill,
+//! KV cache handed to the emulated iGPU, decode there) and `npu+cpu` give exactly the
+//! CPU's tokens, greedy and with seeded sampling; and the emulated NPU kernel equals the
+//! CPU GEMM bit for bit on odd sizes.
+
+use std::sync::Arc;
+
+use onebit_engine::backend::cpu::CpuBackend;
+use onebit_engine::backend::npu::selftest;
+use onebit_engine::backend::npu::{ArtifactSource, GemmShape, NpuSurface, PrefillPlan};
+use onebit_engine::backend::{
+    open, Backend, Health, Need, Opened, Output, SelectOptions, Surface, SurfaceChoice,
+};
+use onebit_engine::generate::{generate, Options};
+use onebit_engine::model::Model;
+use onebit_engine::sampler::SamplingParams;
+use onebit_tests::fixture;
+
+const CTX: usize = 256;
+
+fn tiny_a() -> Option<Model> {
+    let path = fixture("tiny-a/tiny-a.i2_s.gguf")?;
+    Some(onebit_engine::format::load(&path).expect("tiny-a loads").0)
+}
+
+fn embedded() -> Model {
+    onebit_engine::embedded::load()
+        .expect("the embedded model loads")
+        .0
+}
+
+fn prompts(model: &Model) -> [Vec<u32>; 2] {
+    let v = model.config.vocab_size as u32;
+    let first: Vec<u32> = (0..45u32).map(|i| (i * 7919 + 13) % v).collect();
+    let second: Vec<u32> = (0..9u32).map(|i| (i * 104_729 + 5) % v).collect();
+    [first, second]
+}
+
+fn options(seeded: bool) -> Options {
+    Options {
+        max_new: 20,
+        sampling: if seeded {
+            SamplingParams {
+                temperature: 0.9,
+                seed: Some(1234),
+                ..SamplingParams::default()
+            }
+        } else {
+            SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            }
+        },
+        stop_ids: Vec::new(),
+        logprobs: None,
+    }
+}
+
+/// Two turns in one session: the second prompt's prefill starts from the cache the first
+/// turn's decode left.
+fn two_turns<B: Backend>(b: &mut B, prompts: &[Vec<u32>; 2], seeded: bool) -> Vec<Vec<u32>> {
+    let mut s = b.new_session(CTX).expect("a session");
+    prompts
+        .iter()
+        .map(|p| {
+            generate(b, &mut s, p, &options(seeded), |_| true)
+                .expect("generation")
+                .tokens
+        })
+        .collect()
+}
+
+fn cpu_tokens(model: Model, seeded: bool) -> Vec<Vec<u32>> {
+    let p = prompts(&model);
+    let mut cpu = CpuBackend::new(Arc::new(model), CTX);
+    two_turns(&mut cpu, &p, seeded)
+}
+
+/// Tiny models are far too small for the NPU to pay in the roofline model (their plan
+/// keeps every chunk on the decode surface); these tests check numbers, so every prompt
+/// of two or more tokens goes to the NPU.
+fn every_prompt_on_the_npu<D: onebit_engine::backend::npu::DecodeSurface>(
+    s: NpuSurface<D>,
+) -> NpuSurface<D> {
+    let plan = s.plan();
+    eprintln!("planned: {plan:?}");
+    s.with_plan(PrefillPlan {
+        chunk: plan.chunk,
+        min_rows: 2,
+    })
+}
+
+fn npu_tokens(model: Model, surface: Surface, seeded: bool) -> Vec<Vec<u32>> {
+    let p = prompts(&model);
+    let opts = SelectOptions {
+        choice: SurfaceChoice::Fixed(surface),
+        emulator: true,
+        ctx: CTX,
+        ..SelectOptions::default()
+    };
+    match open(model, &opts).expect("the emulated NPU surface opens") {
+        Opened::NpuIgpu(b) => {
+            let mut b = every_prompt_on_the_npu(*b);
+            let out = two_turns(&mut b, &p, seeded);
+            assert!(
+                b.npu().launches() > 0,
+                "no NPU launch: the test proves nothing"
+            );
+            assert_eq!(b.health(), Health::Ok);
+            assert_eq!(b.surface(), Surface::NpuIgpu);
+            assert_eq!(
+                b.decode().surface(),
+                Surface::Igpu,
+                "decode stayed on the iGPU"
+            );
+            out
+        }
+        Opened::NpuCpu(b) => {
+            let mut b = every_prompt_on_the_npu(*b);
+            let out = two_turns(&mut b, &p, seeded);
+            assert!(
+                b.npu().launches() > 0,
+                "no NPU launch: the test proves nothing"
+            );
+            assert_eq!(b.health(), Health::Ok);
+            out
+        }
+        o => panic!("asked for {surface}, got {}", o.surface()),
+    }
+}
+
+/// Greedy and seeded generations equal the CPU's. With the iGPU decoding, seeded sampling
+/// is left out: the iGPU's own decode logits differ from the CPU's in the last bits (its
+/// attention uses the GPU's `expf`; `--surface igpu` alone samples differently too), so
+/// there the prefill's logits are compared bit for bit instead
+/// ([`prefill_logits_equal_the_cpus`]).
+fn same_as_cpu(load: impl Fn() -> Model, surface: Surface) {
+    let seeds: &[bool] = if surface.decodes_on_igpu() {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    for &seeded in seeds {
+        let want = cpu_tokens(load(), seeded);
+        let got = npu_tokens(load(), surface, seeded);
+        assert_eq!(got, want, "{surface}, seeded {seeded}");
+        assert!(want.iter().all(|t| t.len() == 20));
+    }
+    if surface.decodes_on_igpu() {
+        prefill_logits_equal_the_cpus(load, surface);
+    }
+}
+
+/// The logits a prefill leaves (every row's, and the last row's) are the CPU's, bit for
+/// bit: what the NPU computed decides them.
+fn prefill_logits_equal_the_cpus(load: impl Fn() -> Model, surface: Surface) {
+    let model = load();
+    let [prompt, _] = prompts(&model);
+    let mut cpu = CpuBackend::new(Arc::new(load()), CTX);
+    let opts = SelectOptions {
+        choice: SurfaceChoice::Fixed(surface),
+        emulator: true,
+        ctx: CTX,
+        ..SelectOptions::default()
+    };
+    let Opened::NpuIgpu(b) = open(model, &opts).unwrap() else {
+        panic!("npu+igpu expected");
+    };
+    let mut b = every_prompt_on_the_npu(*b);
+    for need in [Need::AllLogits, Need::Logits] {
+        let mut cs = cpu.new_session(CTX).unwrap();
+        cpu.step(&mut [&mut cs], &[&prompt], &[need]).unwrap();
+        let mut ns = b.new_session(CTX).unwrap();
+        let before = b.npu().launches();
+        b.step(&mut [&mut ns], &[&prompt], &[need]).unwrap();
+        assert!(b.npu().launches() > before);
+        let (Output::Logits(want), Output::Logits(got)) = (cpu.output(&cs), b.output(&ns)) else {
+            panic!("{need:?}: logits expected");
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(got), bits(want), "{need:?}");
+        // The cache went to the iGPU session: a decode step there continues from it.
+        assert_eq!(b.tokens(&ns), &prompt[..]);
+    }
+}
+
+#[test]
+fn npu_igpu_generates_the_cpus_tokens_on_tiny_a() {
+    if tiny_a().is_none() {
+        return;
+    }
+    same_as_cpu(|| tiny_a().unwrap(), Surface::NpuIgpu);
+}
+
+#[test]
+fn npu_cpu_generates_the_cpus_tokens_on_tiny_a() {
+    if tiny_a().is_none() {
+        return;
+    }
+    same_as_cpu(|| tiny_a().unwrap(), Surface::NpuCpu);
+}
+
+#[test]
+fn npu_igpu_generates_the_cpus_tokens_on_the_embedded_model() {
+    same_as_cpu(embedded, Surface::NpuIgpu);
+}
+
+#[test]
+fn npu_cpu_generates_the_cpus_tokens_on_the_embedded_model() {
+    same_as_cpu(embedded, Surface::NpuCpu);
+}
+
+#[test]
+fn a_failing_npu_hands_prefill_to_the_cpu_with_the_same_tokens() {
+    let want = cpu_tokens(embedded(), false);
+    let model = embedded();
+    let p = prompts(&model);
+    let opts = SelectOptions {
+        choice: SurfaceChoice::Fixed(Surface::NpuCpu),
+        emulator: true,
+        ctx: CTX,
+        ..SelectOptions::default()
+    };
+    let Opened::NpuCpu(b) = open(model, &opts).unwrap() else {
+        panic!("npu+cpu expected");
+    };
+    let mut b = every_prompt_on_the_npu(*b);
+    b.npu().emulator().expect("emulated").fail_next_commands(1);
+    let got = two_turns(&mut b, &p, false);
+    assert_eq!(got, want);
+    assert_eq!(
+        b.npu().launches(),
+        0,
+        "the first launch failed, none ran after"
+    );
+    match b.health() {
+        Health::Degraded {
+            failed, serving, ..
+        } => {
+            assert_eq!((failed, serving), (Surface::NpuCpu, Surface::Cpu));
+        }
+        h => panic!("health {h:?}"),
+    }
+}
+
+#[test]
+fn without_artifacts_npu_surfaces_say_what_to_do() {
+    std::env::remove_var(onebit_engine::backend::select::NPU_ARTIFACTS_ENV);
+    let opts = SelectOptions {
+        choice: SurfaceChoice::Fixed(Surface::NpuCpu),
+        ..SelectOptions::default()
+    };
+    let Err(e) = open(embedded(), &opts) else {
+        panic!("npu+cpu opened without artifacts or emulator");
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.contains("kernels/npu/build.sh") && msg.contains("--emulator"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_emulated_npu_kernel_equals_the_cpu_gemm_bit_for_bit_on_odd_sizes() {
+    let cases = [
+        (
+            GemmShape {
+                m: 5,
+                k: 256,
+                n: 37,
+            },
+            200,
+        ),
+        (GemmShape { m: 3, k: 384, n: 1 }, 300),
+        (
+            GemmShape {
+                m: 7,
+                k: 128,
+                n: 129,
+            },
+            1,
+        ),
+        (
+            GemmShape {
+                m: 33,
+                k: 640,
+                n: 61,
+            },
+            600,
+        ),
+    ];
+    let checks = selftest::run(&ArtifactSource::Emulated, &cases, 99).expect("kernels run");
+    assert_eq!(checks.len(), cases.len());
+    for c in checks {
+        assert_eq!(c.mismatches, 0, "{c:?}");
+        assert!(c.elements > 0);
+    }
+}
