@@ -104,6 +104,18 @@ pub fn npu_report(io: &Arc<dyn KernelIo>) -> NpuReport {
             r
         })
         .collect();
+    match std::env::var_os("ONEBIT_NPU_ARTIFACTS") {
+        Some(dir) if Path::new(&dir).is_dir() => advice.push(format!(
+            "NPU prefill kernels: ONEBIT_NPU_ARTIFACTS={}; `onebit selftest --surface npu` checks them against the CPU",
+            Path::new(&dir).display()
+        )),
+        _ => advice.push(
+            "NPU prefill kernels are not shipped: build them on this machine with kernels/npu/build.sh \
+             (AMD's IRON/Peano toolchain; onebit's own CI cannot compile them), pass --npu-artifacts DIR or set \
+             ONEBIT_NPU_ARTIFACTS, and run `onebit selftest --surface npu`"
+                .into(),
+        ),
+    }
     NpuReport { devices, advice }
 }
 
