@@ -14,12 +14,13 @@ use onebit_kernels::ternary::{self, padded_cols, TernaryView};
 use onebit_kernels::{parallel, quantize_row};
 
 use crate::common::CliResult;
-use crate::selftest::{open_gpu, Surface};
+use crate::selftest::open_gpu;
+use onebit_engine::backend::Surface;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// Which compute surface to measure.
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = parse_surface)]
     pub surface: Surface,
     /// Measured runs per series (after 10 % warm-up).
     #[arg(long, default_value_t = 1000)]
@@ -60,6 +61,15 @@ fn weights() -> (Vec<u8>, Vec<i8>, onebit_kernels::ActScale) {
     (w, q, act)
 }
 
+fn parse_surface(s: &str) -> Result<Surface, String> {
+    match s.parse()? {
+        onebit_engine::backend::SurfaceChoice::Fixed(x) => Ok(x),
+        onebit_engine::backend::SurfaceChoice::Auto => {
+            Err("jitter measures one named surface: cpu or igpu".into())
+        }
+    }
+}
+
 pub fn main(args: Args) -> CliResult {
     if args.runs == 0 {
         return Err("--runs must be at least 1".into());
@@ -70,8 +80,8 @@ pub fn main(args: Args) -> CliResult {
             Some(s) => s,
             None => return Ok(()),
         },
-        Surface::Npu => {
-            return Err("jitter --surface npu needs the NPU dispatch path, which this command does not drive yet".into())
+        Surface::NpuIgpu | Surface::NpuCpu => {
+            return Err("jitter --surface npu+* needs the NPU dispatch path, which this command does not drive yet".into())
         }
     };
     let policy = clock_policy(onebit_drv::io::real().as_ref());

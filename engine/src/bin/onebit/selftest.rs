@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use clap::{Args as ClapArgs, ValueEnum};
+use clap::Args as ClapArgs;
 use onebit_engine::backend::igpu::{emulator, selftest, IgpuBackend, IgpuOptions};
+use onebit_engine::backend::select::resolve;
+use onebit_engine::backend::{SelectOptions, SurfaceChoice};
 use onebit_engine::forward::{forward, LogitsMode, Session};
 use onebit_engine::model::Model;
 use onebit_kernels::act_quant::{quantize_row, quantize_row_ref};
@@ -14,18 +16,34 @@ use onebit_kernels::ternary::{self, padded_cols, TernaryView};
 
 use crate::common::{CliResult, ModelArgs};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Surface {
-    Cpu,
-    Igpu,
+/// What to test: any `--surface` name (for `npu+igpu` and `npu+cpu` the NPU kernels, then
+/// the decode surface's), or `npu` for the NPU kernels alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Surface(SurfaceChoice),
     Npu,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "npu" => Ok(Target::Npu),
+            _ => s
+                .parse()
+                .map(Target::Surface)
+                .map_err(|e| format!("{e} (or npu: the NPU kernels alone)")),
+        }
+    }
 }
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// Which compute surface to test.
-    #[arg(long, value_enum, default_value = "igpu")]
-    pub surface: Surface,
+    /// Which compute surface to test: auto, cpu, igpu, npu+igpu, npu+cpu, or npu (the NPU
+    /// kernels alone).
+    #[arg(long, default_value = "igpu")]
+    pub surface: Target,
     /// Run on the in-process KFD emulator instead of the hardware (the kernels then run
     /// as host builds of their GPU sources).
     #[arg(long)]
@@ -57,11 +75,44 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 pub fn main(args: Args) -> CliResult {
-    let ok = match args.surface {
-        Surface::Igpu => igpu(&args)?,
-        Surface::Cpu => cpu(&args)?,
-        Surface::Npu => npu(&args)?,
+    let surface = match args.surface {
+        Target::Npu => return finish(npu(&args)?),
+        Target::Surface(SurfaceChoice::Fixed(s)) => s,
+        Target::Surface(choice) => {
+            let (model, _) = args.model.load()?;
+            let o = SelectOptions {
+                choice,
+                emulator: args.emulator,
+                npu_artifacts: args.npu_artifacts.clone(),
+                ..SelectOptions::default()
+            };
+            resolve(&o, &model)
+        }
     };
+    let mut ok = None;
+    if surface.prefills_on_npu() {
+        ok = both(ok, npu(&args)?);
+    }
+    ok = both(
+        ok,
+        if surface.decodes_on_igpu() {
+            igpu(&args)?
+        } else {
+            cpu(&args)?
+        },
+    );
+    finish(ok)
+}
+
+/// Two verdicts: None (nothing ran) stays None only if both are.
+fn both(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x && y),
+        (x, None) | (None, x) => x,
+    }
+}
+
+fn finish(ok: Option<bool>) -> CliResult {
     match ok {
         Some(true) => {
             println!("selftest: all checks passed");
