@@ -6,10 +6,10 @@ use crate::chat::ChatMessage;
 
 /// The text side, shared by all connection threads.
 pub trait Vocab: Send + Sync + 'static {
-    fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, String>;
+    fn encode(&self, text: &str, add_bos: bool) -> crate::Result<Vec<u32>>;
     /// The prompt tokens of a chat, in the model's chat format.
-    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String>;
-    fn decode(&self, ids: &[u32]) -> Result<String, String>;
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> crate::Result<Vec<u32>>;
+    fn decode(&self, ids: &[u32]) -> crate::Result<String>;
     /// The raw bytes a token stands for (a piece of a UTF-8 sequence, possibly).
     fn token_bytes(&self, id: u32) -> Vec<u8>;
     fn vocab_size(&self) -> usize;

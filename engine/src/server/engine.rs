@@ -28,16 +28,16 @@ impl EngineVocab {
 }
 
 impl Vocab for EngineVocab {
-    fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, String> {
-        self.tok.encode(text, add_bos).map_err(|e| e.to_string())
+    fn encode(&self, text: &str, add_bos: bool) -> crate::Result<Vec<u32>> {
+        self.tok.encode(text, add_bos)
     }
 
-    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
-        chat_ids(&self.tok, messages).map_err(|e| e.to_string())
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> crate::Result<Vec<u32>> {
+        chat_ids(&self.tok, messages)
     }
 
-    fn decode(&self, ids: &[u32]) -> Result<String, String> {
-        self.tok.decode(ids).map_err(|e| e.to_string())
+    fn decode(&self, ids: &[u32]) -> crate::Result<String> {
+        self.tok.decode(ids)
     }
 
     fn token_bytes(&self, id: u32) -> Vec<u8> {

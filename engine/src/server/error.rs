@@ -88,3 +88,16 @@ impl ApiError {
         r
     }
 }
+
+/// The engine's typed errors as HTTP answers: the client's input is a 400, a failed
+/// compute surface a 503 (another try may land on the CPU), anything else a 500.
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Input(m) => Self::invalid(m),
+            crate::Error::Tokenizer(m) => Self::invalid(format!("tokenizer: {m}")),
+            crate::Error::Device(m) => Self::new(503, "unavailable_error", m),
+            other => Self::new(500, "server_error", other.to_string()),
+        }
+    }
+}

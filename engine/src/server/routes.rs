@@ -290,7 +290,7 @@ fn tokenize(sh: &Shared, r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
     let ids = sh
         .tokenizing
         .with(|| r.vocab.encode(&q.content, q.add_special))
-        .map_err(|e| ApiError::invalid(e).param("content"))?;
+        .map_err(|e| ApiError::from(e).param("content"))?;
     // Written out directly: a JSON value per token would cost hundreds of bytes each.
     let mut out = String::with_capacity(16 + ids.len() * if q.with_pieces { 32 } else { 7 });
     out.push_str("{\"tokens\":[");
@@ -323,7 +323,7 @@ fn detokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
     let text = r
         .vocab
         .decode(&ids)
-        .map_err(|e| ApiError::invalid(e).param("tokens"))?;
+        .map_err(|e| ApiError::from(e).param("tokens"))?;
     Ok(Response::json(200, &json!({"content": text})))
 }
 
@@ -376,7 +376,7 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
             let prompt = sh
                 .tokenizing
                 .with(|| r.vocab.chat_prompt(&msgs))
-                .map_err(|e| ApiError::invalid(e).param("messages"))?;
+                .map_err(|e| ApiError::from(e).param("messages"))?;
             (plan, prompt, q.logprobs()?, None)
         }
         Kind::Text => {
@@ -384,7 +384,7 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
             let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
             let encode = |t: &String| {
                 check_fits(r, t.len(), "prompt")?;
-                Ok((sh.tokenizing.with(|| r.vocab.encode(t, true)), t.clone()))
+                Ok::<_, ApiError>((sh.tokenizing.with(|| r.vocab.encode(t, true)), t.clone()))
             };
             let (prompt, text) = match &q.prompt {
                 Prompt::Text(t) => encode(t)?,
@@ -407,7 +407,7 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
                     (Ok(ids), text)
                 }
             };
-            let prompt = prompt.map_err(|e| ApiError::invalid(e).param("prompt"))?;
+            let prompt = prompt.map_err(|e| ApiError::from(e).param("prompt"))?;
             (plan, prompt, q.logprobs()?, q.echo.then_some(text))
         }
     };
