@@ -28,28 +28,11 @@ if [[ -d "$root/.git/info" ]]; then
     grep -qs '^bench/.cache/$' "$root/.git/info/exclude" || echo 'bench/.cache/' >>"$root/.git/info/exclude"
 fi
 
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+
 build_llama() {
-    local bin="$cache/llama-build/bin/llama-bench"
-    if [[ -x "$bin" ]]; then
-        echo "$bin"
-        return
-    fi
-    command -v cmake >/dev/null || { echo "installing cmake" >&2; apt-get install -y cmake >&2; }
-    local tarball
-    tarball="$(ls "$cache"/llama_cpp_python-*.tar.gz 2>/dev/null | head -1 || true)"
-    if [[ -z "$tarball" ]]; then
-        (cd "$cache" && pip download --no-binary :all: --no-deps llama-cpp-python -d . >&2)
-        tarball="$(ls "$cache"/llama_cpp_python-*.tar.gz | head -1)"
-    fi
-    local src="${tarball%.tar.gz}"
-    [[ -d "$src" ]] || tar -C "$cache" -xzf "$tarball"
-    echo "building llama-bench from $(basename "$src")/vendor/llama.cpp (CPU only, GGML_NATIVE)" >&2
-    cmake -S "$src/vendor/llama.cpp" -B "$cache/llama-build" -DCMAKE_BUILD_TYPE=Release \
-        -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_OPENMP=ON \
-        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-        -DLLAMA_BUILD_APP=OFF >&2
-    cmake --build "$cache/llama-build" --target llama-bench -j "$(nproc)" >&2
-    echo "$bin"
+    build_llama_target llama-bench
 }
 
 # ik_llama.cpp from PyPI's ik-llama-cpp-python sdist (it vendors ik_llama.cpp). The sdist
@@ -64,7 +47,7 @@ build_ik() {
     local tarball
     tarball="$(ls "$cache"/ik_llama_cpp_python-*.tar.gz 2>/dev/null | head -1 || true)"
     if [[ -z "$tarball" ]]; then
-        (cd "$cache" && pip download --no-binary :all: --no-deps ik-llama-cpp-python -d . >&2)
+        (cd "$cache" && pip download --no-deps --no-binary ik-llama-cpp-python ik-llama-cpp-python -d . >&2)
         tarball="$(ls "$cache"/ik_llama_cpp_python-*.tar.gz | head -1)"
     fi
     local src="${tarball%.tar.gz}"
@@ -81,11 +64,6 @@ build_ik() {
     echo "$bin"
 }
 
-build_onebit() {
-    (cd "$root" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" cargo build --release -p onebit-engine --bin onebit >&2)
-    echo "${CARGO_TARGET_DIR:-$root/target}/release/onebit"
-}
-
 if [[ "${1:-}" == "build" ]]; then
     build_llama
     [[ "${IK:-1}" == 0 ]] || build_ik
@@ -93,12 +71,12 @@ if [[ "${1:-}" == "build" ]]; then
 fi
 
 llama_bench="${LLAMA_BENCH:-$(build_llama)}"
-onebit="${ONEBIT:-$(build_onebit)}"
+onebit_dir="${ONEBIT:+$(dirname "$ONEBIT")}"
+onebit_dir="${onebit_dir:-$(build_onebit)}"
+onebit="${ONEBIT:-$onebit_dir/onebit}"
 
-i2s="$cache/$preset-i2s.gguf"
-tq2="$cache/$preset-tq2_0.gguf"
-[[ -s "$i2s" ]] || "$onebit" synth --preset "$preset" --format i2s --out "$i2s"
-[[ -s "$tq2" ]] || "$onebit" synth --preset "$preset" --format tq2_0 --out "$tq2"
+i2s="$(synth_model i2s)"
+tq2="$(synth_model tq2_0)"
 ik_bin=""
 iq2bn="$cache/ik-$preset-iq2_bn.gguf"
 if [[ "${IK:-1}" != 0 ]]; then

@@ -29,6 +29,9 @@ pub struct Params {
     pub stop: Option<Stop>,
     pub n: Option<i64>,
     pub cache_prompt: Option<bool>,
+    /// llama.cpp's `ignore_eos`: keep generating past end-of-sequence tokens (fixed-length
+    /// runs for benchmarks).
+    pub ignore_eos: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +115,7 @@ pub struct Plan {
     pub stream: bool,
     pub include_usage: bool,
     pub cache_prompt: bool,
+    pub ignore_eos: bool,
 }
 
 const MAX_STOPS: usize = 16;
@@ -264,6 +268,7 @@ impl Params {
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
             cache_prompt: self.cache_prompt.unwrap_or(true),
+            ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
 }

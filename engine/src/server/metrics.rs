@@ -9,38 +9,69 @@ use std::time::Duration;
 use crate::backend::{Health, Surface};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
-const BUCKETS: [f64; 16] = [
+const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-#[derive(Default)]
+/// Upper bounds of the batch-size histograms' buckets (rows per engine step).
+const ROWS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// A Prometheus histogram over fixed bucket bounds.
 pub struct Histogram {
+    bounds: &'static [f64],
     inner: Mutex<HistInner>,
 }
 
-#[derive(Default)]
+/// A latency histogram (seconds).
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new(SECONDS)
+    }
+}
+
 struct HistInner {
-    counts: [u64; BUCKETS.len()],
+    counts: Vec<u64>,
     count: u64,
     sum: f64,
 }
 
 impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            inner: Mutex::new(HistInner {
+                counts: vec![0; bounds.len()],
+                count: 0,
+                sum: 0.0,
+            }),
+        }
+    }
+
+    /// A histogram of row counts (batch sizes).
+    pub fn rows() -> Self {
+        Self::new(ROWS)
+    }
+
     pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
+        self.observe_value(d.as_secs_f64());
+    }
+
+    pub fn observe_value(&self, v: f64) {
         let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = BUCKETS.iter().position(|&b| s <= b) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
             h.counts[i] += 1;
         }
         h.count += 1;
-        h.sum += s;
+        h.sum += v;
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0;
-        for (b, c) in BUCKETS.iter().zip(h.counts) {
+        for (b, c) in self.bounds.iter().zip(&h.counts) {
             cum += c;
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
         }
@@ -65,7 +96,6 @@ impl Seconds {
     }
 }
 
-#[derive(Default)]
 pub struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub prompt_seconds: Seconds,
@@ -82,6 +112,13 @@ pub struct Metrics {
     pub n_tokens_max: AtomicU64,
     pub ttft: Histogram,
     pub inter_token: Histogram,
+    /// Wall time of one engine step: how long every running stream waits for its next
+    /// token, prompt chunks fed in the same step included.
+    pub step_seconds: Histogram,
+    /// Rows (prompt tokens plus decoded tokens) one engine step feeds: the batch size.
+    pub step_rows: Histogram,
+    /// Streams that decoded a token in one engine step.
+    pub step_decoding: Histogram,
     /// Which surface serves and how it is doing, as the engine thread last saw it.
     surface: Mutex<Option<SurfaceState>>,
 }
@@ -93,6 +130,31 @@ pub struct SurfaceState {
     pub health: Health,
     /// Sessions moved to another surface after a device fault.
     pub fallbacks: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            prompt_tokens: AtomicU64::default(),
+            prompt_seconds: Seconds::default(),
+            prompt_cached_tokens: AtomicU64::default(),
+            predicted_tokens: AtomicU64::default(),
+            predicted_seconds: Seconds::default(),
+            requests_processing: AtomicU64::default(),
+            requests_deferred: AtomicU64::default(),
+            requests_total: AtomicU64::default(),
+            requests_rejected: AtomicU64::default(),
+            n_decode: AtomicU64::default(),
+            busy_slot_steps: AtomicU64::default(),
+            n_tokens_max: AtomicU64::default(),
+            ttft: Histogram::default(),
+            inter_token: Histogram::default(),
+            step_seconds: Histogram::default(),
+            step_rows: Histogram::rows(),
+            step_decoding: Histogram::rows(),
+            surface: Mutex::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -220,6 +282,21 @@ impl Metrics {
             "onebit:inter_token_latency_seconds",
             "Time between consecutive generated tokens of one request.",
         );
+        self.step_seconds.render(
+            &mut o,
+            "onebit:step_seconds",
+            "Wall time of one engine step (the wait of every running stream, prompt chunks included).",
+        );
+        self.step_rows.render(
+            &mut o,
+            "onebit:step_batch_rows",
+            "Rows (prompt plus decoded tokens) fed per engine step.",
+        );
+        self.step_decoding.render(
+            &mut o,
+            "onebit:step_decoding_streams",
+            "Streams that decoded a token per engine step.",
+        );
         if let Some(st) = self.surface() {
             let (state, failed) = match &st.health {
                 Health::Ok => ("ok", String::new()),
@@ -263,7 +340,16 @@ mod tests {
         m.prompt_seconds.add(Duration::from_millis(500));
         m.ttft.observe(Duration::from_millis(3));
         m.ttft.observe(Duration::from_secs(100));
+        m.step_rows.observe_value(3.0);
+        m.step_rows.observe_value(8.0);
+        m.step_rows.observe_value(2000.0);
         let t = m.render();
+        assert!(t.contains("onebit:step_batch_rows_bucket{le=\"2\"} 0\n"));
+        assert!(t.contains("onebit:step_batch_rows_bucket{le=\"4\"} 1\n"));
+        assert!(t.contains("onebit:step_batch_rows_bucket{le=\"8\"} 2\n"));
+        assert!(t.contains("onebit:step_batch_rows_bucket{le=\"1024\"} 2\n"));
+        assert!(t.contains("onebit:step_batch_rows_bucket{le=\"+Inf\"} 3\n"));
+        assert!(t.contains("onebit:step_batch_rows_sum 2011\n"));
         assert!(t.contains("onebit:prompt_tokens_total 10\n"));
         assert!(t.contains("onebit:prompt_tokens_seconds 20\n"));
         assert!(t.contains("onebit:time_to_first_token_seconds_bucket{le=\"0.0025\"} 0\n"));

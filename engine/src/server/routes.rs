@@ -487,6 +487,7 @@ fn generate(
             .unwrap_or(r.info.n_ctx_slot - g.prompt.len()),
         logprobs: g.logprobs,
         cache_prompt: g.plan.cache_prompt,
+        ignore_eos: g.plan.ignore_eos,
         events: tx,
         cancel: cancel.clone(),
         arrived: Instant::now(),

@@ -30,6 +30,8 @@ pub struct Job {
     pub logprobs: Option<usize>,
     /// Reuse a slot's cached prefix (llama-server's `cache_prompt`, on by default).
     pub cache_prompt: bool,
+    /// Generate past end-of-sequence tokens (llama.cpp's `ignore_eos`).
+    pub ignore_eos: bool,
     pub events: Sender<Event>,
     /// Set by the connection when the client is gone or a stop string matched.
     pub cancel: Arc<AtomicBool>,
@@ -349,7 +351,11 @@ fn start<B: Backend>(
         Options {
             max_new: job.max_new,
             sampling: job.sampling.clone(),
-            stop_ids: eos.to_vec(),
+            stop_ids: if job.ignore_eos {
+                Vec::new()
+            } else {
+                eos.to_vec()
+            },
             logprobs: job.logprobs,
         },
     );
@@ -421,6 +427,10 @@ fn step<B: Backend>(
         .iter()
         .map(|a| a.prompt_read + usize::from(a.decoded))
         .sum();
+    m.step_seconds.observe(elapsed);
+    m.step_rows.observe_value(total_rows as f64);
+    m.step_decoding
+        .observe_value(advances.iter().filter(|a| a.decoded).count() as f64);
     let mut freed = 0;
     let mut ended = Vec::new();
     for (&i, adv) in busy.iter().zip(advances) {
@@ -573,6 +583,7 @@ mod tests {
             max_new,
             logprobs: None,
             cache_prompt: true,
+            ignore_eos: false,
             events: tx,
             cancel: Arc::default(),
             arrived: Instant::now(),
@@ -620,6 +631,14 @@ mod tests {
         let (j, rx) = job(&[28], 10);
         q.submit(j).unwrap();
         assert_eq!(drain(&rx), (0, vec![29, 30], Some(Finish::Stop), None));
+        // With ignore_eos the same request runs past 31 to its length limit.
+        let (mut j, rx) = job(&[28], 5);
+        j.ignore_eos = true;
+        q.submit(j).unwrap();
+        assert_eq!(
+            drain(&rx),
+            (0, vec![29, 30, 31, 0, 1], Some(Finish::Length), None)
+        );
         q.close(Duration::ZERO);
         t.join().unwrap();
     }
