@@ -276,3 +276,46 @@ fn the_cpu_reads_the_very_pages_the_igpu_reads() {
         }
     }
 }
+
+/// A step of several decoding sessions is one chain that reads every big projection once:
+/// q, o, gate, up and down run as one GEMM over all sessions' rows; only k and v (a GEMV
+/// straight into each session's own cache) and attention run per session.
+#[test]
+fn a_batched_decode_step_reads_the_big_projections_once() {
+    use onebit_engine::backend::igpu::open::open_gpu;
+    use onebit_engine::backend::igpu::{emulator, IgpuBackend, IgpuOptions};
+    let Some(model) = tiny_a("i2_s") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let gpu = open_gpu(true)
+        .expect("the emulator opens")
+        .expect("emulated");
+    let opts = IgpuOptions {
+        max_ctx: 64,
+        profile: true,
+        ..IgpuOptions::default()
+    };
+    let mut be = IgpuBackend::new(&gpu.dev, &model, &opts).expect("the backend opens");
+    emulator::bind(gpu.kfd.as_ref().expect("emulated"), &be);
+    let mut seqs: Vec<_> = (0..3)
+        .map(|_| be.new_sequence(64).expect("a sequence"))
+        .collect();
+    let mut refs: Vec<_> = seqs.iter_mut().collect();
+    let prompts: Vec<&[u32]> = PROMPTS.to_vec();
+    be.run(&mut refs, &prompts, &[true; 3]).expect("prefill");
+    let next: Vec<u32> = refs.iter().map(|s| s.token()).collect();
+    let ids: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
+    be.run(&mut refs, &ids, &[true; 3])
+        .expect("one decode step");
+    let count = |name: &str| be.profile().iter().filter(|o| o.name == name).count();
+    let layers = model.config.n_layers;
+    assert_eq!(
+        count("gemm_i2s"),
+        5 * layers,
+        "q, o, gate, up, down once per layer"
+    );
+    assert_eq!(count("gemv_i2s"), 2 * 3 * layers, "k and v per session");
+    assert_eq!(count("attn_split"), 3 * layers);
+    assert_eq!(count("argmax_final"), 3);
+}

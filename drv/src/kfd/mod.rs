@@ -27,6 +27,7 @@ pub use events::{EventKind, WaitOutcome};
 pub use memory::{AllocOptions, GpuBuffer};
 pub use queue::{AqlQueue, QueueOptions};
 pub use shared::SharedGpuBuffer;
+pub use signal::SLOTS as COMPLETION_SIGNALS;
 
 /// Oldest KFD uapi we accept: 1.14 (RUNTIME_ENABLE, `last_event_age`, EXPORT_DMABUF are
 /// all older than that, reference §1.3).

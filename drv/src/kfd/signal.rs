@@ -8,7 +8,8 @@ use super::memory::{AllocOptions, GpuBuffer};
 use super::{KfdError, Result};
 use crate::sys::hsa::{amd_signal_t, AMD_SIGNAL_KIND_USER, AMD_SIGNAL_VALUE_OFFSET};
 
-const SLOTS: u32 = 64;
+/// Completion signals one queue can have in flight at once.
+pub const SLOTS: u32 = 64;
 const SIGNAL_SIZE: u64 = std::mem::size_of::<amd_signal_t>() as u64;
 
 /// A page of signals.

@@ -2,8 +2,8 @@
 
 use onebit_drv::codeobj::load::dispatch_args;
 use onebit_drv::codeobj::Launch;
-use onebit_drv::kfd::{Batch, DispatchArgs, FenceScope};
-use onebit_kernels::gpu::{self, GEMM_TILE, GEMV_ROWS_PER_GROUP, LM_HEAD_ROWS_PER_GROUP};
+use onebit_drv::kfd::{Batch, Completion, DispatchArgs, FenceScope, COMPLETION_SIGNALS};
+use onebit_kernels::gpu::{self, GpuAct, GEMM_TILE, GEMV_ROWS_PER_GROUP, LM_HEAD_ROWS_PER_GROUP};
 use onebit_kernels::ternary::padded_cols;
 
 use super::layout::{SeqLayout, Tern, ARGMAX_PARTS};
@@ -39,12 +39,18 @@ impl Recorder<'_> {
         Ok(())
     }
 
-    /// BitLinear on quantized rows already in `q8`/`acts`: GEMV for one token, GEMM else.
+    /// BitLinear on `n` quantized rows already in `q8`/`acts`: GEMV for one token, GEMM
+    /// else.
     fn project(&mut self, t: Tern, n: usize, out: u64) -> Result<()> {
+        self.project_rows(t, 0, n, out)
+    }
+
+    /// [`project`](Self::project) on the quantized rows `row0..row0 + n`.
+    fn project_rows(&mut self, t: Tern, row0: usize, n: usize, out: u64) -> Result<()> {
         let w = self.be.weights.gpu_va() + t.off;
         let (q8, acts) = (
-            self.be.work.gpu_va() + self.be.wk.q8,
-            self.be.work.gpu_va() + self.be.wk.acts,
+            self.be.work.gpu_va() + self.be.wk.q8 + (row0 * padded_cols(t.cols as usize)) as u64,
+            self.be.work.gpu_va() + self.be.wk.acts + (row0 * size_of::<GpuAct>()) as u64,
         );
         let scale = u64::from(t.scale.to_bits());
         if n == 1 {
@@ -110,15 +116,21 @@ pub(super) struct SeqAddrs {
     pub layout: SeqLayout,
 }
 
-/// Records the dispatches of `n` new tokens (already in the sequence's id area) at
-/// position `pos0` of the sequence `seq`.
-pub(super) fn build(
-    be: &mut IgpuBackend,
-    seq: &SeqAddrs,
-    pos0: usize,
-    n: usize,
-    with_head: bool,
-) -> Result<Vec<Op>> {
+/// One sequence's share of a step: `n` new tokens (already in its id area) at position
+/// `pos0`; with `head`, the logits of the last one and their argmax are left in its buffer.
+pub(super) struct Part {
+    pub seq: SeqAddrs,
+    pub pos0: usize,
+    pub n: usize,
+    pub head: bool,
+}
+
+/// Records the dispatches of one step over `parts`, whose rows are stacked in the work
+/// buffer (at most its `n` in all). Every projection but k and v runs once over all rows,
+/// so a step of several decoding sequences reads those weights once; each part's keys and
+/// values go straight into its own cache, and rope and attention run per part, at its
+/// own position.
+pub(super) fn build(be: &mut IgpuBackend, parts: &[Part]) -> Result<Vec<Op>> {
     let c = be.cfg.clone();
     let (hidden, q_dim, kv_dim, hd, ffn) = (
         c.hidden_size,
@@ -127,6 +139,13 @@ pub(super) fn build(
         c.head_dim,
         c.intermediate_size,
     );
+    let n: usize = parts.iter().map(|p| p.n).sum();
+    if n == 0 || n > be.wk.n {
+        return Err(IgpuError::Input(format!(
+            "a step of {n} rows does not fit the work buffer's {}",
+            be.wk.n
+        )));
+    }
     let (wb, wkb) = (be.weights.gpu_va(), be.work.gpu_va());
     let wk = |off: u64| wkb + off;
     let (h, normed, q, attn, part, proj) = (
@@ -140,69 +159,92 @@ pub(super) fn build(
     let (gate, up) = (wk(be.wk.gate), wk(be.wk.up));
     let rope = wb + be.wl.rope;
     let layers = be.wl.layers.clone();
-    let n_splits = gpu::attn_splits(pos0 + n, be.split_len) as u32;
-    let split_len = be.split_len as u64;
+    let split_len = be.split_len;
     let scale = u64::from((1.0 / (hd as f32).sqrt()).to_bits());
     let rope_groups = |heads: usize| (heads * hd / 2).div_ceil(256) as u32;
     let emb = wb + be.wl.emb;
     let norm = wb + be.wl.norm;
-    let (logits, best, ids, token) = (
-        seq.base + seq.layout.logits,
-        wk(be.wk.best),
-        seq.base + seq.layout.ids,
-        seq.base + seq.layout.token,
-    );
+    let best = wk(be.wk.best);
+    // The first work-buffer row of each part.
+    let row0: Vec<usize> = parts
+        .iter()
+        .scan(0, |r, p| {
+            let at = *r;
+            *r += p.n;
+            Some(at)
+        })
+        .collect();
+    let row = |base: u64, r: usize, width: usize| base + (r * width * 4) as u64;
 
     let (embed_kernel, head_kernel) = be.embed_kernels;
     let mut r = Recorder {
         be,
         ops: Vec::new(),
     };
-    r.op(
-        embed_kernel,
-        [hidden.div_ceil(256) as u32, n as u32, 1],
-        &[emb, ids, h, hidden as u64],
-    )?;
+    for (p, &r0) in parts.iter().zip(&row0) {
+        r.op(
+            embed_kernel,
+            [hidden.div_ceil(256) as u32, p.n as u32, 1],
+            &[
+                emb,
+                p.seq.base + p.seq.layout.ids,
+                row(h, r0, hidden),
+                hidden as u64,
+            ],
+        )?;
+    }
     for (li, l) in layers.iter().enumerate() {
-        let (k_off, v_off) = seq.layout.layer(li);
-        let (kc, vc) = (seq.base + k_off, seq.base + v_off);
-        let slot = (pos0 * kv_dim * 4) as u64;
         r.norm(h, wb + l.input_norm, normed, n, hidden)?;
         r.quant(normed, n, hidden)?;
         r.project(l.q, n, q)?;
-        r.project(l.k, n, kc + slot)?;
-        r.project(l.v, n, vc + slot)?;
-        r.op(
-            "rope",
-            [rope_groups(c.n_heads), n as u32, 1],
-            &[q, rope, pos0 as u64, c.n_heads as u64, hd as u64],
-        )?;
-        r.op(
-            "rope",
-            [rope_groups(c.n_kv_heads), n as u32, 1],
-            &[kc + slot, rope, pos0 as u64, c.n_kv_heads as u64, hd as u64],
-        )?;
-        r.op(
-            "attn_split",
-            [c.n_heads as u32, n_splits, n as u32],
-            &[
-                q,
-                kc,
-                vc,
-                part,
-                c.n_heads as u64,
-                c.n_kv_heads as u64,
-                hd as u64,
-                pos0 as u64,
-                split_len,
-                scale,
-            ],
-        )?;
-        r.op(
-            "attn_combine",
-            [c.n_heads as u32, n as u32, 1],
-            &[part, attn, c.n_heads as u64, hd as u64, n_splits.into()],
-        )?;
+        for (p, &r0) in parts.iter().zip(&row0) {
+            let (k_off, v_off) = p.seq.layout.layer(li);
+            let (kc, vc) = (p.seq.base + k_off, p.seq.base + v_off);
+            let slot = (p.pos0 * kv_dim * 4) as u64;
+            let (pos0, qp) = (p.pos0 as u64, row(q, r0, q_dim));
+            let n_splits = gpu::attn_splits(p.pos0 + p.n, split_len) as u32;
+            r.project_rows(l.k, r0, p.n, kc + slot)?;
+            r.project_rows(l.v, r0, p.n, vc + slot)?;
+            r.op(
+                "rope",
+                [rope_groups(c.n_heads), p.n as u32, 1],
+                &[qp, rope, pos0, c.n_heads as u64, hd as u64],
+            )?;
+            r.op(
+                "rope",
+                [rope_groups(c.n_kv_heads), p.n as u32, 1],
+                &[kc + slot, rope, pos0, c.n_kv_heads as u64, hd as u64],
+            )?;
+            // `part` is reused by every part: the barrier bit orders each combine before
+            // the next split.
+            r.op(
+                "attn_split",
+                [c.n_heads as u32, n_splits, p.n as u32],
+                &[
+                    qp,
+                    kc,
+                    vc,
+                    part,
+                    c.n_heads as u64,
+                    c.n_kv_heads as u64,
+                    hd as u64,
+                    pos0,
+                    split_len as u64,
+                    scale,
+                ],
+            )?;
+            r.op(
+                "attn_combine",
+                [c.n_heads as u32, p.n as u32, 1],
+                &[
+                    part,
+                    row(attn, r0, q_dim),
+                    c.n_heads as u64,
+                    hd as u64,
+                    n_splits.into(),
+                ],
+            )?;
+        }
         r.norm(attn, wb + l.attn_norm, attn, n, q_dim)?;
         r.quant(attn, n, q_dim)?;
         r.project(l.o, n, proj)?;
@@ -217,9 +259,15 @@ pub(super) fn build(
         r.project(l.down, n, proj)?;
         r.elementwise("add", h, proj, n * hidden)?;
     }
-    if with_head {
-        let last = h + ((n - 1) * hidden * 4) as u64;
-        r.norm(last, norm, normed, 1, hidden)?;
+    for (p, &r0) in parts.iter().zip(&row0) {
+        if !p.head {
+            continue;
+        }
+        let (logits, token) = (
+            p.seq.base + p.seq.layout.logits,
+            p.seq.base + p.seq.layout.token,
+        );
+        r.norm(row(h, r0 + p.n - 1, hidden), norm, normed, 1, hidden)?;
         let rows = c.vocab_size as u32;
         r.op(
             head_kernel,
@@ -253,23 +301,34 @@ pub(super) fn build(
 /// all queued before the first wait.
 pub(super) fn submit(be: &mut IgpuBackend, ops: &[Op]) -> Result<()> {
     if be.profile {
-        let mut pending = Vec::with_capacity(ops.len());
-        for op in ops {
-            // each op signals the host, which may write before the next: system scope
-            let a = DispatchArgs {
-                acquire: FenceScope::System,
-                release: FenceScope::System,
-                ..op.args
-            };
-            pending.push((op.name, be.queue.dispatch(&a)?));
-        }
-        for (name, done) in pending {
+        let mut pending = std::collections::VecDeque::with_capacity(ops.len());
+        let finish = |be: &mut IgpuBackend, (name, done): (&'static str, Completion)| {
             done.wait(be.timeout)?;
             let (start, end) = done.timestamps();
             be.last_profile.push(OpTime {
                 name,
                 ticks: end.saturating_sub(start),
             });
+            Ok::<(), IgpuError>(())
+        };
+        for op in ops {
+            // A queue has a fixed number of completion signals: past that, the oldest op
+            // is waited for before the next goes out.
+            if pending.len() == COMPLETION_SIGNALS as usize {
+                if let Some(p) = pending.pop_front() {
+                    finish(be, p)?;
+                }
+            }
+            // each op signals the host, which may write before the next: system scope
+            let a = DispatchArgs {
+                acquire: FenceScope::System,
+                release: FenceScope::System,
+                ..op.args
+            };
+            pending.push_back((op.name, be.queue.dispatch(&a)?));
+        }
+        for p in pending {
+            finish(be, p)?;
         }
         return Ok(());
     }

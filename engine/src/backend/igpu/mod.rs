@@ -490,31 +490,35 @@ impl IgpuBackend {
             }
             self.kernargs.reset();
             let mut ops = Vec::new();
+            // Parts share one chain while their rows fit the work buffer: decoding
+            // sequences (one row each) then read the weights once per step, not once each.
+            // A sequence's tokens grow only once its round went through: a failed build or
+            // submission leaves half-written cache positions past them, which are forgotten.
+            let mut parts: Vec<chain::Part> = Vec::new();
+            let mut rows = 0;
             for &(i, from, to) in &round {
                 let seq = &mut *seqs[i];
-                seq.write_ids(&ids[i][from..to]);
-                let addrs = SeqAddrs {
-                    base: seq.buf.gpu_va(),
-                    layout: seq.layout,
-                };
-                let head = heads[i] && to == ids[i].len();
-                ops.extend(chain::build(
-                    self,
-                    &addrs,
-                    seq.tokens.len(),
-                    to - from,
-                    head,
-                )?);
-                seq.tokens.extend_from_slice(&ids[i][from..to]);
-            }
-            let submitted = chain::submit(self, &ops);
-            if let Err(e) = submitted {
-                // The caches of this round are half-written: forget what it added.
-                for &(i, from, to) in &round {
-                    let keep = seqs[i].tokens.len() - (to - from);
-                    seqs[i].tokens.truncate(keep);
+                if rows + (to - from) > self.wk.n {
+                    ops.extend(chain::build(self, &parts)?);
+                    parts.clear();
+                    rows = 0;
                 }
-                return Err(e);
+                seq.write_ids(&ids[i][from..to]);
+                parts.push(chain::Part {
+                    seq: SeqAddrs {
+                        base: seq.buf.gpu_va(),
+                        layout: seq.layout,
+                    },
+                    pos0: seq.tokens.len(),
+                    n: to - from,
+                    head: heads[i] && to == ids[i].len(),
+                });
+                rows += to - from;
+            }
+            ops.extend(chain::build(self, &parts)?);
+            chain::submit(self, &ops)?;
+            for &(i, from, to) in &round {
+                seqs[i].tokens.extend_from_slice(&ids[i][from..to]);
             }
             for &(i, _, to) in &round {
                 fed[i] = to;
