@@ -186,6 +186,44 @@ pub const KERNELS: &[KernelSpec] = &[
         ],
     },
     KernelSpec {
+        name: "lm_head_f16_x8",
+        workgroup: 256,
+        args: &[
+            ("emb", Ptr),
+            ("h", Ptr),
+            ("rows", U32),
+            ("cols", U32),
+            ("n", U32),
+            ("out0", Ptr),
+            ("out1", Ptr),
+            ("out2", Ptr),
+            ("out3", Ptr),
+            ("out4", Ptr),
+            ("out5", Ptr),
+            ("out6", Ptr),
+            ("out7", Ptr),
+        ],
+    },
+    KernelSpec {
+        name: "lm_head_bf16_x8",
+        workgroup: 256,
+        args: &[
+            ("emb", Ptr),
+            ("h", Ptr),
+            ("rows", U32),
+            ("cols", U32),
+            ("n", U32),
+            ("out0", Ptr),
+            ("out1", Ptr),
+            ("out2", Ptr),
+            ("out3", Ptr),
+            ("out4", Ptr),
+            ("out5", Ptr),
+            ("out6", Ptr),
+            ("out7", Ptr),
+        ],
+    },
+    KernelSpec {
         name: "argmax_partial",
         workgroup: 256,
         args: &[("x", Ptr), ("best", Ptr), ("n", U32)],
@@ -213,6 +251,9 @@ pub const GEMV_ROWS_PER_GROUP: u32 = 8;
 pub const GEMM_TILE: (u32, u32) = (32, 8);
 /// Rows of the LM head per work-group.
 pub const LM_HEAD_ROWS_PER_GROUP: u32 = 32;
+
+/// Hidden rows one `lm_head_*_x8` dispatch scores against the embedding.
+pub const LM_HEAD_BATCH: usize = 8;
 /// Longest KV slice one `attn_split` work-group handles.
 pub const ATTN_SPLIT_MAX: u32 = 256;
 /// Largest head_dim the attention kernels support.

@@ -278,8 +278,9 @@ fn the_cpu_reads_the_very_pages_the_igpu_reads() {
 }
 
 /// A step of several decoding sessions is one chain that reads every big projection once:
-/// q, o, gate, up and down run as one GEMM over all sessions' rows; only k and v (a GEMV
-/// straight into each session's own cache) and attention run per session.
+/// q, o, gate, up and down run as one GEMM over all sessions' rows, and the LM head as one
+/// pass over the embedding; only k and v (a GEMV straight into each session's own cache),
+/// attention and argmax run per session.
 #[test]
 fn a_batched_decode_step_reads_the_big_projections_once() {
     use onebit_engine::backend::igpu::open::open_gpu;
@@ -318,4 +319,10 @@ fn a_batched_decode_step_reads_the_big_projections_once() {
     assert_eq!(count("gemv_i2s"), 2 * 3 * layers, "k and v per session");
     assert_eq!(count("attn_split"), 3 * layers);
     assert_eq!(count("argmax_final"), 3);
+    assert_eq!(
+        count("lm_head_f16_x8"),
+        1,
+        "the head read once for the 3 sessions"
+    );
+    assert_eq!(count("lm_head_f16"), 0);
 }

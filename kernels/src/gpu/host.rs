@@ -139,6 +139,8 @@ host_kernels! {
     embed_bf16(emb: P, ids: P, h: M, cols: u32);
     lm_head_f16(emb: P, h: P, logits: M, rows: u32, cols: u32);
     lm_head_bf16(emb: P, h: P, logits: M, rows: u32, cols: u32);
+    lm_head_f16_x8(emb: P, h: P, rows: u32, cols: u32, n: u32, out0: M, out1: M, out2: M, out3: M, out4: M, out5: M, out6: M, out7: M);
+    lm_head_bf16_x8(emb: P, h: P, rows: u32, cols: u32, n: u32, out0: M, out1: M, out2: M, out3: M, out4: M, out5: M, out6: M, out7: M);
     argmax_partial(x: P, best: M, n: u32);
     argmax_final(best: P, token: M, n_parts: u32);
     empty();
@@ -699,6 +701,45 @@ pub fn lm_head(kind: EmbdType, emb: &[u8], h: &[f32], logits: &mut [f32]) {
             n32(cols).into(),
         ],
     );
+}
+
+/// [`lm_head`] for up to 8 hidden rows in one pass over the embedding: `logits[j]` gets
+/// row `j` of `h` (`logits.len()` rows of `h.len() / logits.len()` columns).
+pub fn lm_head_x8(kind: EmbdType, emb: &[u8], h: &[f32], logits: &mut [&mut [f32]]) {
+    let name = if half_kind(kind) == "f16" {
+        "lm_head_f16_x8"
+    } else {
+        "lm_head_bf16_x8"
+    };
+    let n = logits.len();
+    assert!(
+        (1..=super::LM_HEAD_BATCH).contains(&n),
+        "lm_head_x8: 1..=8 rows"
+    );
+    let (rows, cols) = (logits[0].len(), h.len() / n);
+    assert_eq!(h.len(), n * cols, "lm_head_x8: hidden rows");
+    assert!(
+        logits.iter().all(|l| l.len() == rows),
+        "lm_head_x8: logits lengths"
+    );
+    assert_eq!(emb.len(), rows * cols * 2, "lm_head_x8: embedding size");
+    let e = halves(emb);
+    let groups = [
+        n32(rows.div_ceil(super::LM_HEAD_ROWS_PER_GROUP as usize)),
+        1,
+        1,
+    ];
+    let mut args = vec![
+        addr(&e),
+        addr(h),
+        n32(rows).into(),
+        n32(cols).into(),
+        n32(n).into(),
+    ];
+    args.extend(logits.iter_mut().map(|l| addr_mut(l)));
+    // unused outputs are never written; they repeat a real one, as the engine passes them
+    args.resize(5 + super::LM_HEAD_BATCH, args[5]);
+    call(name, groups, &args);
 }
 
 /// Greedy argmax (lowest index on ties) in two stages over `parts` work-groups.

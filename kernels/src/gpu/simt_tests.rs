@@ -124,6 +124,10 @@ fn all_outputs(s: &Shape, seed: u64) -> Vec<(&'static str, Vec<u32>)> {
     let mut logits = vec![0f32; s.lm_rows];
     host::lm_head(EmbdType::F16, &emb, &h[..s.cols], &mut logits);
     out.push(("lm_head_f16", bits(&logits)));
+    let (mut l0, mut l1) = (vec![0f32; s.lm_rows], vec![0f32; s.lm_rows]);
+    host::lm_head_x8(EmbdType::F16, &emb, &h, &mut [&mut l0, &mut l1]);
+    l0.extend_from_slice(&l1);
+    out.push(("lm_head_f16_x8", bits(&l0)));
     let mut big = floats(s.vocab, seed ^ 9, 10.0);
     big.iter_mut().for_each(|v| *v = v.round()); // ties: the lowest index must win
     out.push(("argmax", vec![host::argmax(&big, s.parts)]));
@@ -145,9 +149,10 @@ fn simt_agrees(s: &Shape, schedules: &[Schedule]) {
 
 #[test]
 fn simt_lds_is_every_kernels_arrays() {
-    // attention 2052 + ternary 18432 + quant 2048 + norm 2048 + head 3072 bytes, each
-    // array aligned to 16 (so the whole block is poisoned, and nothing else is)
-    let declared = 2052 + 18432 + 2048 + 2048 + 3072;
+    // attention 2052 + ternary 18432 + quant 2048 + norm 2048 + head 3072 + 8192 (the
+    // 8-row head) bytes, each array aligned to 16 (so the whole block is poisoned, and
+    // nothing else is)
+    let declared = 2052 + 18432 + 2048 + 2048 + 3072 + 8192;
     let got = host::simt_lds_bytes();
     assert!(
         (declared..declared + 16 * 10).contains(&got),

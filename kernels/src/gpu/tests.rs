@@ -287,6 +287,27 @@ proptest! {
     }
 
     #[test]
+    fn lm_head_x8_matches_one_row_at_a_time(rows in 1usize..100, cols in 1usize..300, n in 1usize..=8, bf in any::<bool>(), seed in any::<u64>()) {
+        let vals = floats(rows * cols, seed, 2.0);
+        let (kind, emb): (EmbdType, Vec<u8>) = if bf {
+            (EmbdType::Bf16, vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes()).collect())
+        } else {
+            (EmbdType::F16, f16_bytes(&vals))
+        };
+        let h = floats(n * cols, seed ^ 9, 1.0);
+        let mut batched = vec![vec![0f32; rows]; n];
+        {
+            let mut outs: Vec<&mut [f32]> = batched.iter_mut().map(|v| &mut v[..]).collect();
+            host::lm_head_x8(kind, &emb, &h, &mut outs);
+        }
+        for (j, got) in batched.iter().enumerate() {
+            let mut want = vec![0f32; rows];
+            host::lm_head(kind, &emb, &h[j * cols..(j + 1) * cols], &mut want);
+            prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "row {}", j);
+        }
+    }
+
+    #[test]
     fn argmax_matches_reference(n in 1usize..5000, parts in 1usize..40, ties in any::<bool>(), seed in any::<u64>()) {
         let mut x = floats(n, seed, 10.0);
         if ties {

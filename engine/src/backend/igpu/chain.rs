@@ -3,7 +3,9 @@
 use onebit_drv::codeobj::load::dispatch_args;
 use onebit_drv::codeobj::Launch;
 use onebit_drv::kfd::{Batch, Completion, DispatchArgs, FenceScope, COMPLETION_SIGNALS};
-use onebit_kernels::gpu::{self, GpuAct, GEMM_TILE, GEMV_ROWS_PER_GROUP, LM_HEAD_ROWS_PER_GROUP};
+use onebit_kernels::gpu::{
+    self, GpuAct, GEMM_TILE, GEMV_ROWS_PER_GROUP, LM_HEAD_BATCH, LM_HEAD_ROWS_PER_GROUP,
+};
 use onebit_kernels::ternary::padded_cols;
 
 use super::layout::{SeqLayout, Tern, ARGMAX_PARTS};
@@ -176,7 +178,7 @@ pub(super) fn build(be: &mut IgpuBackend, parts: &[Part]) -> Result<Vec<Op>> {
         .collect();
     let row = |base: u64, r: usize, width: usize| base + (r * width * 4) as u64;
 
-    let (embed_kernel, head_kernel) = be.embed_kernels;
+    let (embed_kernel, head_kernel, head_x8_kernel) = be.embed_kernels;
     let mut r = Recorder {
         be,
         ops: Vec::new(),
@@ -259,31 +261,54 @@ pub(super) fn build(be: &mut IgpuBackend, parts: &[Part]) -> Result<Vec<Op>> {
         r.project(l.down, n, proj)?;
         r.elementwise("add", h, proj, n * hidden)?;
     }
-    for (p, &r0) in parts.iter().zip(&row0) {
-        if !p.head {
-            continue;
+    // The head: the final norm of each part's last row into `normed`, then one pass over
+    // the embedding for up to LM_HEAD_BATCH of them, then each part's argmax.
+    let heads: Vec<(usize, &Part)> = row0
+        .iter()
+        .zip(parts)
+        .filter(|(_, p)| p.head)
+        .map(|(&r0, p)| (r0 + p.n - 1, p))
+        .collect();
+    let rows = c.vocab_size as u32;
+    let head_groups = [rows.div_ceil(LM_HEAD_ROWS_PER_GROUP), 1, 1];
+    for batch in heads.chunks(LM_HEAD_BATCH) {
+        for (j, &(last, _)) in batch.iter().enumerate() {
+            r.norm(
+                row(h, last, hidden),
+                norm,
+                row(normed, j, hidden),
+                1,
+                hidden,
+            )?;
         }
-        let (logits, token) = (
-            p.seq.base + p.seq.layout.logits,
-            p.seq.base + p.seq.layout.token,
-        );
-        r.norm(row(h, r0 + p.n - 1, hidden), norm, normed, 1, hidden)?;
-        let rows = c.vocab_size as u32;
-        r.op(
-            head_kernel,
-            [rows.div_ceil(LM_HEAD_ROWS_PER_GROUP), 1, 1],
-            &[emb, normed, logits, rows.into(), hidden as u64],
-        )?;
-        r.op(
-            "argmax_partial",
-            [ARGMAX_PARTS as u32, 1, 1],
-            &[logits, best, rows.into()],
-        )?;
-        r.op(
-            "argmax_final",
-            [1, 1, 1],
-            &[best, token, ARGMAX_PARTS as u64],
-        )?;
+        let logits = |p: &Part| p.seq.base + p.seq.layout.logits;
+        if let [(_, p)] = batch {
+            r.op(
+                head_kernel,
+                head_groups,
+                &[emb, normed, logits(p), rows.into(), hidden as u64],
+            )?;
+        } else {
+            let mut args = vec![emb, normed, rows.into(), hidden as u64, batch.len() as u64];
+            args.extend(batch.iter().map(|(_, p)| logits(p)));
+            // Unused outputs are never written; they repeat a real buffer so that every
+            // pointer argument names mapped memory.
+            args.resize(5 + LM_HEAD_BATCH, logits(batch[0].1));
+            r.op(head_x8_kernel, head_groups, &args)?;
+        }
+        for &(_, p) in batch {
+            let token = p.seq.base + p.seq.layout.token;
+            r.op(
+                "argmax_partial",
+                [ARGMAX_PARTS as u32, 1, 1],
+                &[logits(p), best, rows.into()],
+            )?;
+            r.op(
+                "argmax_final",
+                [1, 1, 1],
+                &[best, token, ARGMAX_PARTS as u64],
+            )?;
+        }
     }
     let mut ops = r.ops;
     // The CPU wrote ids and kernargs before: the first op acquires at system scope; the CPU

@@ -237,7 +237,8 @@ pub struct IgpuBackend {
     own: Option<IgpuSeq>,
     last_profile: Vec<OpTime>,
     /// (embedding lookup, LM head) kernels for the embedding's 16-bit type.
-    embed_kernels: (&'static str, &'static str),
+    /// The embedding gather, the LM head for one row and for up to 8 rows.
+    embed_kernels: (&'static str, &'static str, &'static str),
 }
 
 impl std::fmt::Debug for IgpuBackend {
@@ -251,8 +252,8 @@ impl IgpuBackend {
     pub fn new(dev: &Device, model: &Model, opts: &IgpuOptions) -> Result<IgpuBackend> {
         let c = &model.config;
         let embed_kernels = match model.embed_tokens.kind {
-            EmbdType::F16 => ("embed_f16", "lm_head_f16"),
-            EmbdType::Bf16 => ("embed_bf16", "lm_head_bf16"),
+            EmbdType::F16 => ("embed_f16", "lm_head_f16", "lm_head_f16_x8"),
+            EmbdType::Bf16 => ("embed_bf16", "lm_head_bf16", "lm_head_bf16_x8"),
             other => {
                 return Err(IgpuError::Model(format!(
                     "the iGPU kernels read F16 or BF16 token embeddings; this model's is {} — \

@@ -373,6 +373,17 @@ fn cases(seed: u64) -> Vec<Case> {
         check: Box::new(move |b| same(&to_f32(&b[2]), &want_h, 0.0)),
     });
     let parts = 13;
+    let emb_x8 = emb.clone();
+    // The 8-row head with 3 rows: each row's logits exactly the one-row reference's.
+    let hs: Vec<f32> = r.floats(3 * hid, 1.0);
+    let want_rows: Vec<Vec<f32>> = hs
+        .chunks_exact(hid)
+        .map(|h| {
+            let mut l = vec![0f32; vocab];
+            view.matvec(h, &mut l);
+            l
+        })
+        .collect();
     out.push(Case {
         name: "lm_head_f16+argmax",
         buffers: vec![
@@ -412,6 +423,35 @@ fn cases(seed: u64) -> Vec<Case> {
                 return Err(format!("argmax {tok}, reference {want_tok}"));
             }
             Ok(format!("{vocab} logits exact, argmax {tok}"))
+        }),
+    });
+    let mut args = vec![
+        Arg::Buf(0),
+        Arg::Buf(1),
+        Arg::U32(vocab as u32),
+        Arg::U32(hid as u32),
+        Arg::U32(3),
+    ];
+    args.extend([2, 3, 4, 2, 2, 2, 2, 2].map(Arg::Buf));
+    out.push(Case {
+        name: "lm_head_f16_x8",
+        buffers: vec![
+            emb_x8,
+            f32_bytes(&hs),
+            vec![0; vocab * 4],
+            vec![0; vocab * 4],
+            vec![0; vocab * 4],
+        ],
+        steps: vec![(
+            "lm_head_f16_x8",
+            [groups(vocab, gpu::LM_HEAD_ROWS_PER_GROUP), 1, 1],
+            args,
+        )],
+        check: Box::new(move |b| {
+            for (j, want) in want_rows.iter().enumerate() {
+                same(&to_f32(&b[2 + j]), want, 0.0)?;
+            }
+            Ok(format!("3 rows of {vocab} logits exact"))
         }),
     });
     // BF16 embeddings: lookup exact, LM head within float rounding (the CPU sums BF16 rows
