@@ -8,8 +8,10 @@ use crate::common::CliResult;
 use crate::roofline::{ceiling, Budget};
 use onebit_engine::backend::cpu::CpuBackend;
 use onebit_engine::backend::select::resolve;
-use onebit_engine::backend::{open, Backend, Need, SelectOptions, Surface, SurfaceChoice};
+use onebit_engine::backend::{open, Backend, SelectOptions, Surface, SurfaceChoice};
 use onebit_engine::forward::{forward, forward_greedy, LogitsMode, Session};
+use onebit_engine::generate::{step, Options, Stream};
+use onebit_engine::sampler::SamplingParams;
 use onebit_engine::model::{Model, SPARSE_COLUMNS};
 use onebit_engine::synth::{self, Preset, Rng};
 use onebit_kernels::embd::EmbdType;
@@ -139,29 +141,51 @@ fn random_ids_of(vocab: usize, n: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| rng.below(vocab) as u32).collect()
 }
 
-/// One pp run on any surface: `n` prompt tokens from an empty cache; tokens per second.
+/// A stream of the one generation loop for `prompt`, sampling `max_new` tokens at
+/// llama.cpp's default settings (the full F16 head; the screened one has its own row)
+/// with a fixed seed and no stop token, so every run does the same work.
+fn bench_stream(prompt: Vec<u32>, max_new: usize, seed: u64) -> Stream {
+    let opts = Options {
+        max_new,
+        sampling: SamplingParams {
+            seed: Some(seed),
+            ..SamplingParams::default()
+        },
+        stop_ids: Vec::new(),
+        logprobs: None,
+    };
+    Stream::new(prompt, 0, opts)
+}
+
+/// One pp run on any surface, through the generation loop: `n` prompt tokens from an empty
+/// cache in one step, which also samples the first new token; tokens per second.
 fn run_pp<B: Backend>(b: &mut B, vocab: usize, n: usize, rep: usize) -> onebit_engine::Result<f64> {
-    let ids = random_ids_of(vocab, n, rep as u64);
-    let mut s = b.new_session(n)?;
+    let mut s = b.new_session(n + 1)?;
+    let mut stream = bench_stream(random_ids_of(vocab, n, rep as u64), 1, rep as u64);
     let t0 = Instant::now();
-    b.step(&mut [&mut s], &[&ids], &[Need::Logits])?;
+    step(b, &mut [(&mut s, &mut stream)], n)?;
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// One tg run on any surface: `n` single-token steps from an empty cache; per-token seconds.
+/// One tg run on any surface, through the generation loop: `n` steps from a one-token
+/// prompt, each feeding the token the last one sampled; per-step seconds.
 fn run_tg<B: Backend>(
     b: &mut B,
     vocab: usize,
     n: usize,
     rep: usize,
 ) -> onebit_engine::Result<Vec<f64>> {
-    let ids = random_ids_of(vocab, n, 1000 + rep as u64);
-    let mut s = b.new_session(n)?;
+    let mut s = b.new_session(n + 1)?;
+    let prompt = random_ids_of(vocab, 1, 1000 + rep as u64);
+    let mut stream = bench_stream(prompt, n, rep as u64);
     let mut times = Vec::with_capacity(n);
-    for id in ids {
+    while times.len() < n {
         let t0 = Instant::now();
-        b.step(&mut [&mut s], &[&[id]], &[Need::Logits])?;
+        let adv = step(b, &mut [(&mut s, &mut stream)], 1)?;
         times.push(t0.elapsed().as_secs_f64());
+        if adv.iter().any(|a| a.finish.is_some()) {
+            break;
+        }
     }
     Ok(times)
 }
