@@ -3,6 +3,7 @@
 
 use onebit_drv::emu::Emulator;
 use onebit_drv::kfd::{Device, DeviceOptions};
+use onebit_engine::backend::igpu::open::{open_gpu, Gpu};
 use onebit_engine::backend::igpu::{emulator, selftest};
 use onebit_tests::fixture;
 
@@ -23,6 +24,7 @@ fn every_kernel_passes_on_the_emulator() {
             "rope",
             "attention",
             "lm_head_f16+argmax",
+            "lm_head_f16_x8",
             "empty",
         ] {
             assert!(names.contains(&k), "{k} not tested: {names:?}");
@@ -59,18 +61,24 @@ fn the_model_check_agrees_with_the_cpu() {
         return;
     };
     let model = onebit_engine::format::load(&path).unwrap().0;
-    let (emu, kfd) = Emulator::strix_halo();
-    emulator::register_kernels(&kfd).unwrap();
-    {
-        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
-        let r = selftest::run_model(&dev, &model, &[0, 863, 71, 260], 8, &|be| {
-            emulator::bind(&kfd, be)
-        })
-        .unwrap();
-        assert_eq!(r.gpu_tokens, r.cpu_tokens);
-        assert!(r.ok());
-    }
-    emu.assert_no_leaks();
+    let (r, gpu) = selftest::run_model(emulated(), &model, &[0, 863, 71, 260], 8).unwrap();
+    assert_eq!(r.gpu_tokens, r.cpu_tokens);
+    assert!(r.ok());
+    no_leaks(gpu);
+}
+
+/// The emulated iGPU `onebit selftest --emulator` opens.
+fn emulated() -> Gpu {
+    open_gpu(true)
+        .unwrap()
+        .expect("the emulator is always there")
+}
+
+/// Closes the device and checks the emulator saw every fd and mapping released.
+fn no_leaks(gpu: Gpu) {
+    let Gpu { dev, kfd, emu } = gpu;
+    drop((dev, kfd));
+    emu.expect("emulated").assert_no_leaks();
 }
 
 #[test]
@@ -80,24 +88,16 @@ fn the_embedded_bf16_model_runs_on_the_emulated_igpu() {
         return;
     }
     let model = onebit_engine::embedded::load().unwrap().0;
-    let (emu, kfd) = Emulator::strix_halo();
-    emulator::register_kernels(&kfd).unwrap();
-    {
-        let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
-        let bos = model.config.bos_token_id.unwrap_or(0);
-        let r = selftest::run_model(&dev, &model, &[bos, 100, 200, 300], 8, &|be| {
-            emulator::bind(&kfd, be)
-        })
-        .unwrap();
-        // BF16 LM-head sums differ from the CPU's order in the last bits: equal tokens, or a
-        // first difference at a near tie
-        assert!(
-            r.ok(),
-            "cpu {:?} vs igpu {:?} (margin {:?})",
-            r.cpu_tokens,
-            r.gpu_tokens,
-            r.margin_at_mismatch
-        );
-    }
-    emu.assert_no_leaks();
+    let bos = model.config.bos_token_id.unwrap_or(0);
+    let (r, gpu) = selftest::run_model(emulated(), &model, &[bos, 100, 200, 300], 8).unwrap();
+    // BF16 LM-head sums differ from the CPU's order in the last bits: equal tokens, or a
+    // first difference at a near tie
+    assert!(
+        r.ok(),
+        "cpu {:?} vs igpu {:?} (margin {:?})",
+        r.cpu_tokens,
+        r.gpu_tokens,
+        r.margin_at_mismatch
+    );
+    no_leaks(gpu);
 }

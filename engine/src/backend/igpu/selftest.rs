@@ -14,9 +14,13 @@ use onebit_kernels::gpu::{self, GpuAct, GpuBest};
 use onebit_kernels::ternary::{self, padded_cols, TernaryView};
 use onebit_kernels::{float, ActScale};
 
-use super::{IgpuBackend, IgpuError, IgpuOptions, Result};
+use super::open::Gpu;
+use super::{IgpuBackend, IgpuError, IgpuOptions, IgpuSurface, Result};
+use crate::backend::Backend;
 use crate::forward::{forward, LogitsMode, Session};
+use crate::generate::{generate, Options};
 use crate::model::Model;
+use crate::sampler::SamplingParams;
 
 /// One kernel's outcome.
 #[derive(Clone, Debug)]
@@ -666,14 +670,15 @@ fn margin(logits: &[f32]) -> f32 {
     a - b
 }
 
-/// Greedy `steps` tokens after `prompt` on both backends.
+/// Greedy `steps` tokens after `prompt`: the CPU forward pass as the reference, the iGPU
+/// surface through the one generation loop (`generate`), as `onebit run` drives it.
+/// Returns the GPU for more checks.
 pub fn run_model(
-    dev: &Device,
+    gpu: Gpu,
     model: &Model,
     prompt: &[u32],
     steps: usize,
-    on_backend: &dyn Fn(&IgpuBackend),
-) -> Result<ModelReport> {
+) -> Result<(ModelReport, Gpu)> {
     let max_ctx = (prompt.len() + steps).min(model.config.max_context);
     let t0 = Instant::now();
     let mut s = Session::new(model, max_ctx);
@@ -689,30 +694,44 @@ pub fn run_model(
         next = vec![tok];
     }
     let cpu_time = t0.elapsed();
-    let mut be = IgpuBackend::new(
-        dev,
+    let be = IgpuBackend::new(
+        &gpu.dev,
         model,
         &IgpuOptions {
             max_ctx,
             ..IgpuOptions::default()
         },
     )?;
-    on_backend(&be);
+    if let Some(k) = &gpu.kfd {
+        super::emulator::bind(k, &be);
+    }
+    let mut surface = IgpuSurface::new(be, gpu);
+    let loop_error = |e: crate::Error| IgpuError::Model(format!("the generation loop: {e}"));
+    let mut session = surface
+        .new_session(max_ctx)
+        .map_err(|e| loop_error(e.into()))?;
+    let opts = Options {
+        max_new: steps,
+        sampling: SamplingParams::greedy(),
+        stop_ids: Vec::new(),
+        logprobs: None,
+    };
     let t0 = Instant::now();
     let mut gpu_tokens = Vec::new();
-    let mut next: Vec<u32> = prompt.to_vec();
-    for _ in 0..steps {
-        let tok = be.forward(&next)?;
-        gpu_tokens.push(tok);
-        next = vec![tok];
-    }
+    generate(&mut surface, &mut session, prompt, &opts, |t| {
+        gpu_tokens.push(t);
+        true
+    })
+    .map_err(loop_error)?;
     let gpu_time = t0.elapsed();
     let mismatch = cpu_tokens.iter().zip(&gpu_tokens).position(|(a, b)| a != b);
-    Ok(ModelReport {
+    let report = ModelReport {
         margin_at_mismatch: mismatch.map(|i| margins[i]),
         cpu_tokens,
         gpu_tokens,
         gpu_time,
         cpu_time,
-    })
+    };
+    drop(session);
+    Ok((report, surface.into_parts().1))
 }

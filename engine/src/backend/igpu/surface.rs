@@ -70,6 +70,11 @@ impl IgpuSurface {
         }
     }
 
+    /// The backend and the GPU back (a selftest that goes on to profile the device).
+    pub fn into_parts(self) -> (IgpuBackend, Gpu) {
+        (self.be, self.gpu)
+    }
+
     /// Injects `plan` through the emulator; an error on real hardware.
     pub fn with_fault(mut self, plan: FaultPlan) -> Result<Self, BackendError> {
         if self.gpu.emu.is_none() {

@@ -161,12 +161,7 @@ fn igpu(args: &Args) -> Result<Option<bool>, Box<dyn std::error::Error>> {
         );
     }
     if let Some(model) = load_model(args) {
-        let kfd = gpu.kfd.clone();
-        let r = selftest::run_model(&gpu.dev, &model, &prompt(&model), args.tokens, &|be| {
-            if let Some(k) = &kfd {
-                emulator::bind(k, be);
-            }
-        })?;
+        let (r, gpu) = selftest::run_model(gpu, &model, &prompt(&model), args.tokens)?;
         all &= r.ok();
         let same = r
             .cpu_tokens
