@@ -10,7 +10,7 @@ use super::device::{DevInner, XdnaDevice};
 use super::error::{sys, XdnaError};
 use super::ioctl;
 use super::memlock;
-use crate::buffer::SharedBuffer;
+use crate::buffer::{check_import, BufferDescriptor, SharedBuffer};
 use crate::flags::DmabufFdFlags;
 use crate::io::Mapping;
 use crate::sys::amdxdna::*;
@@ -48,6 +48,9 @@ impl XdnaBoType {
         }
     }
 }
+
+/// How amdxdna names itself when it refuses a buffer's descriptor.
+pub const NPU_IMPORTER: &str = "amdxdna (NPU)";
 
 /// What a BO is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -578,8 +581,16 @@ impl XdnaDevice {
     /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes, mapped through
     /// the accel node (the NPU reaches it at that mapping in SVA mode). Where the driver
     /// has no PRIME import (Linux 6.14 answers EINVAL), falls back to a SHARE BO that
-    /// copies through [`Bo::sync`] ([`BoKind::Staged`]).
-    pub fn import_dmabuf(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
+    /// copies through [`Bo::sync`] ([`BoKind::Staged`]). `descriptor` says what the
+    /// dma-buf holds; one the NPU cannot read (tiled, or a format that does not match its
+    /// elements) is refused before the driver sees the fd.
+    pub fn import_dmabuf(
+        &self,
+        fd: RawFd,
+        size: u64,
+        descriptor: &BufferDescriptor,
+    ) -> Result<Bo, XdnaError> {
+        check_import(NPU_IMPORTER, &format!("dma-buf fd {fd}"), descriptor)?;
         match self.prime_import(fd) {
             Ok(handle) => Ok(Bo::finish(&self.inner, handle, BoKind::Imported, size, true)?.0),
             Err(e) if e.errno() == Some(libc::EINVAL) => {
@@ -641,10 +652,15 @@ impl XdnaDevice {
         if !crate::buffer::udmabuf_present(io.as_ref()) {
             return Ok(None);
         }
-        let buf = SharedBuffer::new(io, "onebit-prime-probe", crate::page_size() as usize)
-            .map_err(|e| {
-                XdnaError::Invalid(format!("a one-page udmabuf to try PRIME import with: {e}"))
-            })?;
+        let buf = SharedBuffer::new(
+            io,
+            "onebit-prime-probe",
+            crate::page_size() as usize,
+            BufferDescriptor::blob(),
+        )
+        .map_err(|e| {
+            XdnaError::Invalid(format!("a one-page udmabuf to try PRIME import with: {e}"))
+        })?;
         match self.prime_import(buf.chunks()[0].dmabuf.raw()) {
             Ok(handle) => {
                 close(&self.inner, handle);
@@ -657,6 +673,7 @@ impl XdnaDevice {
 
     /// Imports every dma-buf chunk of a shared buffer: CPU, iGPU and NPU then see one copy.
     pub fn import_shared(&self, buf: &SharedBuffer) -> Result<NpuShared, XdnaError> {
+        buf.check_import(NPU_IMPORTER)?;
         if buf.chunks().is_empty() {
             return Err(XdnaError::Invalid(format!(
                 "shared buffer '{}' has no dma-buf (made with cpu_only?); create it with SharedBuffer::new",
@@ -666,7 +683,10 @@ impl XdnaDevice {
         let parts = buf
             .chunks()
             .iter()
-            .map(|c| Ok((c.offset, self.import_dmabuf(c.dmabuf.raw(), c.size)?)))
+            .map(|c| {
+                let bo = self.import_dmabuf(c.dmabuf.raw(), c.size, buf.descriptor())?;
+                Ok((c.offset, bo))
+            })
             .collect::<Result<Vec<_>, XdnaError>>()?;
         Ok(NpuShared {
             parts,
@@ -726,6 +746,7 @@ impl XdnaDevice {
     /// # Safety
     /// `buf` must outlive the returned BO.
     pub unsafe fn pin_shared(&self, buf: &SharedBuffer) -> Result<Bo, XdnaError> {
+        buf.check_import(NPU_IMPORTER)?;
         // SAFETY: the SharedBuffer's mapping is fixed for its lifetime, which the caller
         // promises covers the BO's.
         unsafe { self.user_memory_bo(buf.addr(), buf.mapped_len() as u64) }
