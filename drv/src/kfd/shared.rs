@@ -78,6 +78,7 @@ impl SharedGpuBuffer {
 
     /// Imports `buf`'s chunks at adjacent GPU addresses: at the CPU address when the GPU VM
     /// accepts it, else in a fresh range.
+    ///
     /// The buffer's descriptor must be one the GPU reads (linear; see
     /// [`crate::buffer::check_import`]): a tiled or unknown layout is refused, not guessed at.
     pub fn import(dev: &Device, buf: SharedBuffer) -> Result<SharedGpuBuffer> {
