@@ -159,9 +159,10 @@ pub struct FlagError {
     pub known: String,
 }
 
-/// Wraps a raw word read back from the kernel, keeping every bit, and refuses it when it
-/// holds bits without a name (the error shows them). Callers that can live with unknown
-/// bits use `F::from_bits_retain` directly.
+/// Wraps a raw word (read back from the kernel, or received by the emulated kernel, which
+/// refuses what the real one refuses), keeping every bit, and refuses it when it holds bits
+/// without a name (the error shows them). Callers that can live with unknown bits use
+/// `F::from_bits_retain` directly.
 pub fn known_flags<F>(word: &'static str, raw: F::Bits) -> Result<F, FlagError>
 where
     F: Flags + fmt::Display,
