@@ -43,6 +43,13 @@ impl SysError {
         self
     }
 
+    /// Adds what the call was about to the target: `/dev/kfd (buffer of 4096 bytes, flags
+    /// GTT | WRITABLE)`.
+    pub fn in_target(mut self, detail: impl std::fmt::Display) -> SysError {
+        self.target = format!("{} ({detail})", self.target);
+        self
+    }
+
     /// The errno, if it came from the kernel.
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()

@@ -151,7 +151,13 @@ mod tests {
         {
             let io = super::traced(emu.io());
             let dev = crate::kfd::Device::open(&io, &Default::default()).unwrap();
-            let b = crate::buffer::SharedBuffer::new(&io, "t", 4096).unwrap();
+            let b = crate::buffer::SharedBuffer::new(
+                &io,
+                "t",
+                4096,
+                crate::buffer::BufferDescriptor::blob(),
+            )
+            .unwrap();
             assert_eq!(dev.node().gfx_name(), "gfx1151");
             assert_eq!(b.chunks().len(), 1);
         }

@@ -9,6 +9,7 @@ pub mod codeobj;
 #[cfg(feature = "emulator")]
 pub mod emu;
 pub mod error;
+pub mod flags;
 pub mod io;
 pub mod io_trace;
 pub mod kfd;

@@ -1,6 +1,7 @@
 //! SharedBuffer and /dev/udmabuf on the emulator: chunking at the size cap, seals, limits,
 //! and that the dma-buf pages are the CPU's pages.
 
+use onebit_drv::buffer::BufferDescriptor;
 use onebit_drv::buffer::{BufferError, SharedBuffer, Udmabuf};
 use onebit_drv::emu::Emulator;
 
@@ -13,7 +14,7 @@ fn small_buffer_is_one_chunk_and_aliases_cpu_memory() {
     let emu = emu(64);
     let io = emu.io();
     {
-        let mut b = SharedBuffer::new(&io, "small", 10_000).unwrap();
+        let mut b = SharedBuffer::new(&io, "small", 10_000, BufferDescriptor::blob()).unwrap();
         assert_eq!(b.len(), 10_000);
         assert_eq!(b.mapped_len(), 12_288);
         assert_eq!(b.chunks().len(), 1);
@@ -32,7 +33,7 @@ fn large_buffer_is_chunked_at_the_size_limit() {
     let emu = emu(1);
     let io = emu.io();
     {
-        let b = SharedBuffer::new(&io, "big", (5 << 20) + 1).unwrap();
+        let b = SharedBuffer::new(&io, "big", (5 << 20) + 1, BufferDescriptor::blob()).unwrap();
         let sizes: Vec<u64> = b.chunks().iter().map(|c| c.size).collect();
         assert_eq!(
             sizes,
@@ -53,10 +54,10 @@ fn udmabuf_rejects_unsealed_unaligned_and_oversized() {
         let u = Udmabuf::open(&io).unwrap();
         assert_eq!(u.limits().size_limit, 1 << 20);
         let b = SharedBuffer::cpu_only(&io, "x", 4 << 20).unwrap();
-        let e = u.create(b.memfd(), 0, 2 << 20).unwrap_err();
+        let e = u.create(b.memfd().unwrap(), 0, 2 << 20).unwrap_err();
         assert_eq!(e.errno(), Some(libc::EINVAL));
         assert!(e.to_string().contains("size_limit_mb"), "{e}");
-        let e = u.create(b.memfd(), 100, 4096).unwrap_err();
+        let e = u.create(b.memfd().unwrap(), 100, 4096).unwrap_err();
         assert_eq!(e.errno(), Some(libc::EINVAL));
         // A memfd without F_SEAL_SHRINK.
         let raw = io
@@ -68,7 +69,10 @@ fn udmabuf_rejects_unsealed_unaligned_and_oversized() {
         assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
         // CREATE_LIST concatenates ranges into one dma-buf.
         let d = u
-            .create_list(&[(b.memfd(), 0, 4096), (b.memfd(), 8192, 4096)])
+            .create_list(&[
+                (b.memfd().unwrap(), 0, 4096),
+                (b.memfd().unwrap(), 8192, 4096),
+            ])
             .unwrap();
         assert_eq!(emu.dmabuf(d.raw()).unwrap().len(), 8192);
     }
@@ -78,7 +82,7 @@ fn udmabuf_rejects_unsealed_unaligned_and_oversized() {
 #[test]
 fn missing_udmabuf_is_a_clear_error() {
     let emu = Emulator::builder().build();
-    let e = SharedBuffer::new(&emu.io(), "x", 4096).unwrap_err();
+    let e = SharedBuffer::new(&emu.io(), "x", 4096, BufferDescriptor::blob()).unwrap_err();
     assert!(matches!(e, BufferError::Sys(_)));
     assert!(e.to_string().contains("modprobe udmabuf"), "{e}");
     assert!(matches!(
@@ -91,7 +95,7 @@ fn missing_udmabuf_is_a_clear_error() {
 #[test]
 fn leaks_are_reported() {
     let emu = emu(64);
-    let b = SharedBuffer::new(&emu.io(), "leaky", 4096).unwrap();
+    let b = SharedBuffer::new(&emu.io(), "leaky", 4096, BufferDescriptor::blob()).unwrap();
     std::mem::forget(b);
     let leaks = emu.leaks();
     assert!(
@@ -109,7 +113,7 @@ fn leaks_are_reported() {
 fn too_many_chunks_is_refused_before_any_fd_is_made() {
     let emu = emu(1);
     // 4097 one-MiB chunks: over the fd budget. (Memfd pages are never touched.)
-    let e = SharedBuffer::new(&emu.io(), "huge", 4097 << 20).unwrap_err();
+    let e = SharedBuffer::new(&emu.io(), "huge", 4097 << 20, BufferDescriptor::blob()).unwrap_err();
     assert!(
         matches!(e, BufferError::TooManyChunks { chunks: 4097, .. }),
         "{e}"

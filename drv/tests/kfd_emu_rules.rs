@@ -1,6 +1,7 @@
 //! The emulated KFD refuses, at the ioctl level, what the kernel refuses: these tests talk
 //! to it through the raw `sys` functions, as a buggy driver would.
 
+use onebit_drv::buffer::BufferDescriptor;
 use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -371,7 +372,7 @@ fn a_dmabuf_import_at_a_taken_address_fails_at_map_not_import() {
     let p = P::new(&emu, kfd.node().gpu_id);
     let (taken, _) = p.alloc(VA, 1 << 20, GTT).unwrap();
     p.map(taken, true).unwrap();
-    let buf = SharedBuffer::new(&p.io, "b", 1 << 20).unwrap();
+    let buf = SharedBuffer::new(&p.io, "b", 1 << 20, BufferDescriptor::blob()).unwrap();
     let mut a = kfd_ioctl_import_dmabuf_args {
         va_addr: VA,
         gpu_id: p.gpu,

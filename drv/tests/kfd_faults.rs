@@ -1,6 +1,7 @@
 //! Injected faults give clear errors and leak nothing; the watchdog recovers from hangs;
 //! the emulated kernel rejects what the real one rejects.
 
+use onebit_drv::buffer::BufferDescriptor;
 use std::time::Duration;
 
 use onebit_drv::emu::kfd::{KfdConfig, KfdEmu};
@@ -25,8 +26,8 @@ fn vector_copy(kfd: &KfdEmu) {
 /// The whole flow; returns the copied bytes.
 fn flow(emu: &Emulator, kfd: &KfdEmu) -> Result<Vec<u8>, KfdError> {
     let dev = Device::open(&emu.io(), &DeviceOptions::default())?;
-    let mut src = SharedGpuBuffer::new(&dev, "src", 4096)?;
-    let dst = SharedGpuBuffer::new(&dev, "dst", 4096)?;
+    let mut src = SharedGpuBuffer::new(&dev, "src", 4096, BufferDescriptor::blob())?;
+    let dst = SharedGpuBuffer::new(&dev, "dst", 4096, BufferDescriptor::blob())?;
     src.as_mut_slice()[..4].copy_from_slice(b"abcd");
     let code = GpuBuffer::alloc(&dev, 4096, AllocOptions::code())?;
     kfd.bind_symbol(code.va(), "copy");

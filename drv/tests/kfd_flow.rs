@@ -1,6 +1,7 @@
 //! The whole GPU flow on the emulated kernel: probe → acquire VM → shared buffers → queue →
 //! dispatch of a registered "vector add" → signal → results in the same memory.
 
+use onebit_drv::buffer::BufferDescriptor;
 use std::time::Duration;
 
 use onebit_drv::emu::kfd::KfdEmu;
@@ -74,9 +75,9 @@ fn vector_add_end_to_end_zero_copy() {
         .unwrap();
         assert_eq!(dev.node().cu_count(), 40);
         assert!(dev.version().at_least(1, 14));
-        let mut a = SharedGpuBuffer::new(&dev, "a", N * 4).unwrap();
-        let mut b = SharedGpuBuffer::new(&dev, "b", N * 4).unwrap();
-        let out = SharedGpuBuffer::new(&dev, "out", N * 4).unwrap();
+        let mut a = SharedGpuBuffer::new(&dev, "a", N * 4, BufferDescriptor::f32()).unwrap();
+        let mut b = SharedGpuBuffer::new(&dev, "b", N * 4, BufferDescriptor::f32()).unwrap();
+        let out = SharedGpuBuffer::new(&dev, "out", N * 4, BufferDescriptor::f32()).unwrap();
         assert!(matches!(a, SharedGpuBuffer::Udmabuf { .. }));
         assert!(a.same_va(), "GPU sees the buffer at the CPU's address");
         put_f32(a.as_mut_slice(), (0..N).map(|i| i as f32));
@@ -113,9 +114,9 @@ fn batch_of_chained_dispatches_with_one_signal() {
     register_vector_add(&kfd);
     {
         let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
-        let mut x = SharedGpuBuffer::new(&dev, "x", N * 4).unwrap();
-        let y = SharedGpuBuffer::new(&dev, "y", N * 4).unwrap();
-        let z = SharedGpuBuffer::new(&dev, "z", N * 4).unwrap();
+        let mut x = SharedGpuBuffer::new(&dev, "x", N * 4, BufferDescriptor::f32()).unwrap();
+        let y = SharedGpuBuffer::new(&dev, "y", N * 4, BufferDescriptor::f32()).unwrap();
+        let z = SharedGpuBuffer::new(&dev, "z", N * 4, BufferDescriptor::f32()).unwrap();
         put_f32(x.as_mut_slice(), (0..N).map(|_| 1.0));
         // y = x + x; z = y + x  (the second reads what the first wrote: barrier order).
         let k1 = vector_add_kernel(&dev, &kfd, x.gpu_va(), x.gpu_va(), y.gpu_va(), N as u32);
@@ -169,10 +170,10 @@ fn gtt_fallback_when_udmabuf_is_missing() {
     let emu = Emulator::builder().with_kfd(&kfd).build();
     {
         let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
-        let mut a = SharedGpuBuffer::new(&dev, "a", N * 4).unwrap();
+        let mut a = SharedGpuBuffer::new(&dev, "a", N * 4, BufferDescriptor::f32()).unwrap();
         assert!(matches!(a, SharedGpuBuffer::Gtt { .. }));
         put_f32(a.as_mut_slice(), (0..N).map(|i| i as f32));
-        let out = SharedGpuBuffer::new(&dev, "out", N * 4).unwrap();
+        let out = SharedGpuBuffer::new(&dev, "out", N * 4, BufferDescriptor::f32()).unwrap();
         let fds = out.dmabuf_fds();
         assert_eq!(fds.len(), 1);
         // The exported dma-buf is the same memory (what the NPU would import).
@@ -207,7 +208,7 @@ fn large_shared_buffer_spans_chunks_at_adjacent_gpu_addresses() {
     {
         let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
         let len = (3 << 20) + 8192;
-        let buf = SharedGpuBuffer::new(&dev, "big", len).unwrap();
+        let buf = SharedGpuBuffer::new(&dev, "big", len, BufferDescriptor::blob()).unwrap();
         assert_eq!(buf.dmabuf_fds().len(), 4);
         assert!(buf.same_va());
         let code = GpuBuffer::alloc(&dev, 4096, AllocOptions::code()).unwrap();
@@ -275,7 +276,7 @@ fn kernels_are_found_by_symbol_in_a_loaded_code_object() {
         let names = kfd.bind_code_object(code.va(), &elf).unwrap();
         assert_eq!(names, vec!["vector_add".to_owned()]);
         assert!(kfd.bind_code_object(0, b"not an elf").is_err());
-        let mut a = SharedGpuBuffer::new(&dev, "a", 64).unwrap();
+        let mut a = SharedGpuBuffer::new(&dev, "a", 64, BufferDescriptor::blob()).unwrap();
         put_f32(a.as_mut_slice(), (0..16).map(|i| i as f32));
         let mut ka = GpuBuffer::alloc(&dev, 4096, AllocOptions::gtt()).unwrap();
         let k = ka.as_mut_slice().unwrap();
@@ -308,7 +309,7 @@ fn userptr_memory_is_written_by_the_gpu_in_place() {
         assert_eq!(user.va(), mem as u64);
         // SAFETY: not page-aligned on purpose.
         assert!(unsafe { GpuBuffer::userptr(&dev, mem.wrapping_add(8), 4096) }.is_err());
-        let mut a = SharedGpuBuffer::new(&dev, "a", 64).unwrap();
+        let mut a = SharedGpuBuffer::new(&dev, "a", 64, BufferDescriptor::blob()).unwrap();
         put_f32(a.as_mut_slice(), (0..16).map(|i| i as f32));
         let k = vector_add_kernel(&dev, &kfd, a.gpu_va(), a.gpu_va(), user.va(), 16);
         let q = AqlQueue::new(&dev, QueueOptions::default()).unwrap();
@@ -360,7 +361,7 @@ fn a_cpu_address_the_gpu_vm_refuses_at_map_falls_back_to_a_separate_range() {
         let dev = Device::open(&emu.io(), &DeviceOptions::default()).unwrap();
         // amdgpu_vm_bo_map's refusal arrives through MAP_MEMORY_TO_GPU, not the import.
         emu.fail_ioctl("AMDKFD_IOC_MAP_MEMORY_TO_GPU", libc::EINVAL, 1);
-        let mut buf = SharedGpuBuffer::new(&dev, "moved", 8192).unwrap();
+        let mut buf = SharedGpuBuffer::new(&dev, "moved", 8192, BufferDescriptor::blob()).unwrap();
         assert!(matches!(buf, SharedGpuBuffer::Udmabuf { .. }), "{buf:?}");
         assert!(!buf.same_va(), "imported in a separate GPU range");
         buf.as_mut_slice()[0] = 9;

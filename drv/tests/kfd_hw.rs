@@ -1,6 +1,7 @@
 //! On a real GPU: bring-up, memory, a queue, and a barrier packet completing through the
 //! real CP (no kernel code needed). Skips with the reason when there is no /dev/kfd.
 
+use onebit_drv::buffer::BufferDescriptor;
 use std::path::Path;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ fn barrier_packet_completes_on_real_hardware() {
 #[test]
 fn shared_buffer_imports_on_real_hardware() {
     let Some(dev) = device() else { return };
-    let mut s = SharedGpuBuffer::new(&dev, "hw-shared", 3 << 20).unwrap();
+    let mut s = SharedGpuBuffer::new(&dev, "hw-shared", 3 << 20, BufferDescriptor::blob()).unwrap();
     s.as_mut_slice()[0] = 7;
     eprintln!("{s:?} same_va={}", s.same_va());
     assert_eq!(s.as_slice()[0], 7);

@@ -37,6 +37,9 @@ pub struct ProbeReport {
     pub udmabuf: UdmabufReport,
     /// RLIMIT_MEMLOCK.
     pub memlock: MemlockReport,
+    /// The shared buffers the device surfaces make, with the descriptor their importers
+    /// check.
+    pub shared_buffers: Vec<SharedBufferReport>,
     /// What to do about what is missing (empty when all is well).
     pub advice: Vec<String>,
 }
@@ -100,6 +103,43 @@ pub struct UdmabufReport {
     pub list_limit: u32,
     /// Whether the limits were read from sysfs (false: kernel defaults assumed).
     pub limits_from_sysfs: bool,
+}
+
+/// One kind of shared buffer (a dma-buf the iGPU or NPU imports).
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedBufferReport {
+    /// The name it is created with.
+    pub name: String,
+    /// The surface that makes it.
+    pub surface: String,
+    /// What is in it.
+    pub holds: String,
+    /// DRM format ("R8", "R16"; "none" where DRM has no name for the elements).
+    pub format: String,
+    /// Raw fourcc (0 = DRM_FORMAT_INVALID).
+    pub fourcc: u32,
+    /// DRM modifier ("linear").
+    pub modifier: String,
+    /// Raw modifier.
+    pub modifier_raw: u64,
+    /// Element type ("i8", "ternary2", "blob", "f32").
+    pub element: String,
+}
+
+fn shared_buffer_reports() -> Vec<SharedBufferReport> {
+    crate::backend::shared_buffers::ALL
+        .iter()
+        .map(|k| SharedBufferReport {
+            name: k.name.to_owned(),
+            surface: k.surface.to_owned(),
+            holds: k.holds.to_owned(),
+            format: k.descriptor.format_name(),
+            fourcc: k.descriptor.fourcc_raw(),
+            modifier: k.descriptor.modifier_name(),
+            modifier_raw: k.descriptor.modifier_raw(),
+            element: k.descriptor.element.to_string(),
+        })
+        .collect()
 }
 
 /// RLIMIT_MEMLOCK; `None` = unlimited.
@@ -189,6 +229,7 @@ pub fn probe_report(io: &dyn KernelIo) -> ProbeReport {
         accel_nodes,
         udmabuf,
         memlock,
+        shared_buffers: shared_buffer_reports(),
         advice,
     }
 }
@@ -536,6 +577,15 @@ impl ProbeReport {
             m(self.memlock.hard)
         )
         .ok();
+        writeln!(s, "shared buffers (dma-bufs the iGPU/NPU import):").ok();
+        for b in &self.shared_buffers {
+            writeln!(
+                s,
+                "  {:<15} {:<5} format {:<4} modifier {} element {:<8} {}",
+                b.name, b.surface, b.format, b.modifier, b.element, b.holds
+            )
+            .ok();
+        }
         if self.advice.is_empty() {
             writeln!(s, "advice:     none, all set").ok();
         } else {
@@ -552,6 +602,36 @@ impl ProbeReport {
 mod tests {
     use super::*;
     use onebit_drv::emu::Emulator;
+
+    #[test]
+    fn lists_the_shared_buffers_with_format_and_modifier() {
+        let (emu, _kfd) = Emulator::strix_halo();
+        let r = probe_report(emu.io().as_ref());
+        let find = |n: &str| {
+            let b = r
+                .shared_buffers
+                .iter()
+                .find(|b| b.name == n)
+                .unwrap_or_else(|| panic!("{n} not listed"));
+            (b.format.as_str(), b.modifier.as_str(), b.element.as_str())
+        };
+        assert_eq!(find("onebit-weights"), ("R8", "linear", "blob"));
+        assert_eq!(find("onebit-seq"), ("none", "linear", "f32"));
+        assert_eq!(find("npu-act"), ("R8", "linear", "i8"));
+        assert_eq!(find("npu-weights"), ("R8", "linear", "ternary2"));
+        let text = r.to_text();
+        assert!(
+            text.contains("shared buffers")
+                && text.contains("npu-act")
+                && text.contains("modifier linear"),
+            "{text}"
+        );
+        assert!(
+            r.to_json().contains("\"modifier_raw\": 0"),
+            "{}",
+            r.to_json()
+        );
+    }
 
     #[test]
     fn strix_halo_machine() {

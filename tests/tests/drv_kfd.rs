@@ -2,6 +2,7 @@
 //! without /dev/kfd must get a report saying so) and on the emulated Strix Halo, where the
 //! probe's answer drives device bring-up and a dispatch whose results land in CPU memory.
 
+use onebit_drv::buffer::BufferDescriptor;
 use std::path::Path;
 use std::time::Duration;
 
@@ -45,7 +46,8 @@ fn probe_then_dispatch_on_the_emulated_strix_halo() {
             .gfx
             .clone();
         let dev = Device::open(&io, &DeviceOptions { gfx: Some(gfx) }).unwrap();
-        let mut buf = SharedGpuBuffer::new(&dev, "activations", 256 * 4).unwrap();
+        let mut buf =
+            SharedGpuBuffer::new(&dev, "activations", 256 * 4, BufferDescriptor::f32()).unwrap();
         for (i, c) in buf.as_mut_slice().chunks_exact_mut(4).enumerate() {
             c.copy_from_slice(&(i as f32).to_le_bytes());
         }

@@ -1,6 +1,7 @@
 //! The amdxdna layer of onebit-drv against the emulated NPU: discovery, queries, heap and
 //! BO rules, context limits, command validation, syncobj waits, injected faults, leaks.
 
+use onebit_drv::buffer::BufferDescriptor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -827,7 +828,7 @@ fn import_shared_on(kernel: XdnaKernel) {
     let io = emu.io();
     {
         let r = rig(&io, &npu);
-        let mut buf = SharedBuffer::new(&io, "acts", 3 << 20).unwrap();
+        let mut buf = SharedBuffer::new(&io, "acts", 3 << 20, BufferDescriptor::blob()).unwrap();
         assert_eq!(buf.chunks().len(), 3);
         let imp = r.dev.import_shared(&buf).unwrap();
         assert_eq!(imp.bos().count(), 3);
@@ -887,7 +888,7 @@ fn pinning_raises_memlock_when_the_hard_limit_allows() {
     let io = emu.io();
     {
         let dev = open(&io);
-        let buf = SharedBuffer::new(&io, "w", 4 << 20).unwrap();
+        let buf = SharedBuffer::new(&io, "w", 4 << 20, BufferDescriptor::blob()).unwrap();
         // SAFETY: `buf` outlives the BO (dropped first, below).
         let bo = unsafe { dev.pin_shared(&buf) }.unwrap();
         assert_eq!(io.memlock_limit().unwrap(), (u64::MAX, u64::MAX));
@@ -935,7 +936,7 @@ fn pinning_respects_memlock() {
     let io = emu.io();
     {
         let dev = open(&io);
-        let buf = SharedBuffer::new(&io, "w", 4 << 20).unwrap();
+        let buf = SharedBuffer::new(&io, "w", 4 << 20, BufferDescriptor::blob()).unwrap();
         // SAFETY: `buf` outlives the call.
         let e = unsafe { dev.pin_shared(&buf) }.unwrap_err();
         let msg = e.to_string();

@@ -5,6 +5,7 @@
 //! the CPU wrote the inputs to. The emulated NPU runs onebit-kernels' GEMM for the kernel's
 //! instruction stream; the test checks the numbers against a scalar formula.
 
+use onebit_drv::buffer::BufferDescriptor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,14 +186,22 @@ fn round_trip(kernel: XdnaKernel) {
 
         // Inputs written once, by the CPU, into the pages every device will use.
         let k = padded_cols(COLS);
-        let mut weights = SharedBuffer::new(&io, "weights", ROWS * row_bytes(COLS)).unwrap();
+        let mut weights = SharedBuffer::new(
+            &io,
+            "weights",
+            ROWS * row_bytes(COLS),
+            BufferDescriptor::ternary(),
+        )
+        .unwrap();
         let mut rng = Lcg(7);
         let packed = ternary::pack(ROWS, COLS, |_, _| (rng.next() % 3) as u8);
         weights.as_mut_slice().copy_from_slice(&packed);
         let set = TOKENS * k;
-        let mut acts = SharedBuffer::new(&io, "acts", 2 * set).unwrap();
-        let mut scales = SharedBuffer::new(&io, "scales", 2 * 4096).unwrap();
-        let out = SharedBuffer::new(&io, "out", 2 * 4 * TOKENS * ROWS).unwrap();
+        let mut acts = SharedBuffer::new(&io, "acts", 2 * set, BufferDescriptor::int8()).unwrap();
+        let mut scales =
+            SharedBuffer::new(&io, "scales", 2 * 4096, BufferDescriptor::f32()).unwrap();
+        let out =
+            SharedBuffer::new(&io, "out", 2 * 4 * TOKENS * ROWS, BufferDescriptor::f32()).unwrap();
         let (a0, a1) = acts.as_mut_slice().split_at_mut(set);
         let (s0, s1) = scales.as_mut_slice().split_at_mut(4096);
         let sc0 = fill_acts(a0, s0, 1);

@@ -4,7 +4,12 @@
 //! The udmabuf module caps one dma-buf at `size_limit_mb` (64 MiB by default), so a large
 //! buffer becomes several chunks; the CPU mapping stays one contiguous range, and importers
 //! map chunk `i` at `base + chunk.offset` so the device sees the same contiguous bytes.
+//!
+//! Every buffer carries a [`BufferDescriptor`] (DRM format and modifier, element type) that
+//! importers check; a dma-buf made outside the engine enters with its producer's
+//! descriptor through [`SharedBuffer::from_dmabuf`].
 
+pub mod descriptor;
 pub mod udmabuf;
 
 use std::path::Path;
@@ -12,6 +17,9 @@ use std::sync::Arc;
 
 use crate::error::{Ctx, SysError};
 use crate::io::{Fd, KernelIo, Mapping};
+pub use descriptor::{
+    check_import, BufferDescriptor, DescriptorError, DrmFourcc, DrmModifier, Element,
+};
 pub use udmabuf::{Limits, Udmabuf};
 
 /// Errors of the buffer layer.
@@ -36,6 +44,17 @@ pub enum BufferError {
         /// Chunks needed.
         chunks: u64,
     },
+    /// A descriptor the importer cannot read.
+    #[error(transparent)]
+    Descriptor(#[from] DescriptorError),
+    /// A dma-buf handed over from outside is unusable as given.
+    #[error("dma-buf '{name}' from outside the engine: {problem}")]
+    Foreign {
+        /// The name given to it.
+        name: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
 }
 
 /// One dma-buf of a [`SharedBuffer`]: bytes `offset..offset+size` of the buffer.
@@ -56,14 +75,17 @@ pub const MAX_CHUNKS: u64 = 4096;
 const MAP_ALIGN: usize = 2 << 20;
 
 /// A memfd-backed buffer visible to the CPU at [`SharedBuffer::addr`] and to devices
-/// through [`SharedBuffer::chunks`] (dma-bufs of the same pages).
+/// through [`SharedBuffer::chunks`] (dma-bufs of the same pages). A buffer made from a
+/// dma-buf of another producer ([`SharedBuffer::from_dmabuf`]) has that one dma-buf as its
+/// only chunk and no memfd.
 pub struct SharedBuffer {
     // Field order is drop order: dma-bufs, then the CPU view, then the memfd.
     chunks: Vec<Chunk>,
     map: Mapping,
-    memfd: Fd,
+    memfd: Option<Fd>,
     len: usize,
     name: String,
+    descriptor: BufferDescriptor,
 }
 
 impl std::fmt::Debug for SharedBuffer {
@@ -73,6 +95,7 @@ impl std::fmt::Debug for SharedBuffer {
             .field("addr", &format_args!("{:#x}", self.map.addr()))
             .field("len", &self.len)
             .field("chunks", &self.chunks.len())
+            .field("descriptor", &format_args!("{}", self.descriptor))
             .finish()
     }
 }
@@ -82,15 +105,16 @@ fn page() -> u64 {
 }
 
 impl SharedBuffer {
-    /// A zero-filled buffer of `len` bytes, mapped on the CPU and exported as dma-bufs
-    /// (chunked to the udmabuf size limit).
+    /// A zero-filled buffer of `len` bytes holding what `descriptor` says, mapped on the
+    /// CPU and exported as dma-bufs (chunked to the udmabuf size limit).
     pub fn new(
         io: &Arc<dyn KernelIo>,
         name: &str,
         len: usize,
+        descriptor: BufferDescriptor,
     ) -> Result<SharedBuffer, BufferError> {
         let udmabuf = Udmabuf::open(io)?;
-        Self::with_udmabuf(io, &udmabuf, name, len)
+        Self::with_udmabuf(io, &udmabuf, name, len, descriptor)
     }
 
     /// Same, with an already open `/dev/udmabuf` (many buffers, one open).
@@ -99,8 +123,10 @@ impl SharedBuffer {
         udmabuf: &Udmabuf,
         name: &str,
         len: usize,
+        descriptor: BufferDescriptor,
     ) -> Result<SharedBuffer, BufferError> {
         let mut buf = Self::cpu_only(io, name, len)?;
+        buf.descriptor = descriptor;
         let limits = udmabuf.limits();
         let chunk = (limits.size_limit / page() * page()).max(page());
         let total = buf.map.len() as u64;
@@ -112,10 +138,11 @@ impl SharedBuffer {
                 chunks: n,
             });
         }
+        let memfd = buf.memfd.as_ref().expect("cpu_only makes a memfd");
         let mut offset = 0;
         while offset < total {
             let size = chunk.min(total - offset);
-            let dmabuf = udmabuf.create(&buf.memfd, offset, size)?;
+            let dmabuf = udmabuf.create(memfd, offset, size)?;
             buf.chunks.push(Chunk {
                 offset,
                 size,
@@ -127,9 +154,78 @@ impl SharedBuffer {
             name,
             len,
             chunks = buf.chunks.len(),
+            format = %descriptor.format_name(),
+            modifier = %descriptor.modifier_name(),
+            element = %descriptor.element,
             "shared buffer exported"
         );
         Ok(buf)
+    }
+
+    /// Wraps a dma-buf made outside the engine (a camera's or a video decoder's frame, a
+    /// udmabuf another process made), `len` bytes holding what its producer's `descriptor`
+    /// says. It is mapped on the CPU through the dma-buf itself; the device importers
+    /// ([`crate::kfd::SharedGpuBuffer::import`], [`crate::xdna::XdnaDevice::import_shared`])
+    /// check the descriptor and refuse a layout or format they cannot read.
+    pub fn from_dmabuf(
+        io: &Arc<dyn KernelIo>,
+        name: &str,
+        dmabuf: Fd,
+        len: usize,
+        descriptor: BufferDescriptor,
+    ) -> Result<SharedBuffer, BufferError> {
+        let foreign = |problem: String| BufferError::Foreign {
+            name: name.to_owned(),
+            problem,
+        };
+        if len == 0 || !(len as u64).is_multiple_of(page()) {
+            return Err(foreign(format!(
+                "length {len} is not a positive multiple of the {}-byte page (a dma-buf is                  whole pages): pass the dma-buf's size",
+                page()
+            )));
+        }
+        let what = || format!("dma-buf '{name}' (fd {})", dmabuf.raw());
+        let reserve = Mapping::reserve(io, len, MAP_ALIGN.min(len)).ctx("mmap", what)?;
+        let addr = reserve.ptr();
+        let (_, _) = reserve.into_raw();
+        // SAFETY: `addr..addr+len` is the reservation we own; this mapping replaces it and
+        // is the only owner from now on.
+        let map = unsafe {
+            Mapping::new(
+                io,
+                addr.cast(),
+                len,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                dmabuf.raw(),
+                0,
+            )
+        }
+        .ctx("mmap", what)
+        .map_err(|e| {
+            e.with_advice(
+                "the dma-buf must be CPU-mappable (dma_buf_mmap) and at least this long;                  check the length its producer reported",
+            )
+        })?;
+        tracing::debug!(
+            name,
+            len,
+            format = %descriptor.format_name(),
+            modifier = %descriptor.modifier_name(),
+            element = %descriptor.element,
+            "dma-buf from outside the engine wrapped"
+        );
+        Ok(SharedBuffer {
+            chunks: vec![Chunk {
+                offset: 0,
+                size: len as u64,
+                dmabuf,
+            }],
+            map,
+            memfd: None,
+            len,
+            name: name.to_owned(),
+            descriptor,
+        })
     }
 
     /// A sealed memfd mapped on the CPU, without dma-bufs (for the GTT fallback path and
@@ -176,9 +272,11 @@ impl SharedBuffer {
         Ok(SharedBuffer {
             chunks: Vec::new(),
             map,
-            memfd,
+            memfd: Some(memfd),
             len,
             name: name.to_owned(),
+            // Bytes until someone says more: a CPU-only buffer is never imported.
+            descriptor: BufferDescriptor::blob(),
         })
     }
 
@@ -207,9 +305,19 @@ impl SharedBuffer {
         &self.name
     }
 
-    /// The memfd.
-    pub fn memfd(&self) -> &Fd {
-        &self.memfd
+    /// The memfd (`None` for a dma-buf from outside the engine).
+    pub fn memfd(&self) -> Option<&Fd> {
+        self.memfd.as_ref()
+    }
+
+    /// What the buffer holds and how it is laid out.
+    pub fn descriptor(&self) -> &BufferDescriptor {
+        &self.descriptor
+    }
+
+    /// Refuses the buffer when `importer` cannot read its descriptor.
+    pub fn check_import(&self, importer: &'static str) -> Result<(), DescriptorError> {
+        check_import(importer, &self.name, &self.descriptor)
     }
 
     /// The dma-bufs covering the buffer, in order (empty for [`Self::cpu_only`]).

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Ctx, SysError};
+use crate::flags::UdmabufFlags;
 use crate::io::{Fd, KernelIo};
 use crate::sys::udmabuf as sys;
 
@@ -78,7 +79,7 @@ impl Udmabuf {
     pub fn create(&self, memfd: &Fd, offset: u64, size: u64) -> Result<Fd, SysError> {
         let mut a = sys::udmabuf_create {
             memfd: memfd.raw() as u32,
-            flags: sys::UDMABUF_FLAGS_CLOEXEC,
+            flags: UdmabufFlags::CLOEXEC.bits(),
             offset,
             size,
         };
@@ -109,7 +110,7 @@ impl Udmabuf {
             sys::udmabuf_create_list(
                 self.fd.io().as_ref(),
                 self.fd.raw(),
-                sys::UDMABUF_FLAGS_CLOEXEC,
+                UdmabufFlags::CLOEXEC.bits(),
                 &items,
             )
         };

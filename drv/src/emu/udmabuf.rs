@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::host::{dup_fd, page_size, DmaBuf, DmaChunk};
 use super::{errno, DeviceEmu, Emulator};
+use crate::flags::{known_flags, UdmabufFlags};
 use crate::sys::udmabuf::*;
 
 /// The emulated `/dev/udmabuf` (stateless: dma-bufs live in the emulator's fd table).
@@ -56,6 +57,15 @@ fn check_item(memfd: RawFd, offset: u64, size: u64) -> io::Result<DmaChunk> {
     })
 }
 
+/// `udmabuf_create()` refuses `flags & ~UDMABUF_FLAGS_CLOEXEC` with EINVAL; the log line
+/// names the bits it did not know.
+fn check_flags(ioctl: &str, raw: u32) -> io::Result<UdmabufFlags> {
+    known_flags::<UdmabufFlags>("udmabuf flags", raw).map_err(|e| {
+        tracing::debug!(ioctl, error = %e, "emulated udmabuf refuses unknown flags");
+        errno(libc::EINVAL)
+    })
+}
+
 impl DeviceEmu for UdmabufEmu {
     fn ioctl_name(&self, request: u64) -> Option<&'static str> {
         match request {
@@ -76,9 +86,7 @@ impl DeviceEmu for UdmabufEmu {
             UDMABUF_CREATE => {
                 // SAFETY: the caller passes a `udmabuf_create` for this request.
                 let a = unsafe { *(arg as *const udmabuf_create) };
-                if a.flags & !UDMABUF_FLAGS_CLOEXEC != 0 {
-                    return Err(errno(libc::EINVAL));
-                }
+                check_flags("UDMABUF_CREATE", a.flags)?;
                 vec![udmabuf_create_item {
                     memfd: a.memfd,
                     __pad: 0,
@@ -90,7 +98,8 @@ impl DeviceEmu for UdmabufEmu {
                 // SAFETY: header of a `udmabuf_create_list`, items follow.
                 let h = unsafe { *(arg as *const udmabuf_create_list) };
                 let limit = param(emu, LIST_LIMIT_PATH, DEFAULT_LIST_LIMIT as u64);
-                if h.flags & !UDMABUF_FLAGS_CLOEXEC != 0 || h.count == 0 || h.count as u64 > limit {
+                check_flags("UDMABUF_CREATE_LIST", h.flags)?;
+                if h.count == 0 || h.count as u64 > limit {
                     return Err(errno(libc::EINVAL));
                 }
                 // SAFETY: the kernel reads `count` items right after the header.

@@ -17,21 +17,134 @@ pub enum FenceScope {
 }
 
 impl FenceScope {
-    fn bits(self) -> u16 {
+    /// The 2-bit `hsa_fence_scope_t` value.
+    pub const fn bits(self) -> u16 {
         match self {
             FenceScope::None => HSA_FENCE_SCOPE_NONE,
             FenceScope::Agent => HSA_FENCE_SCOPE_AGENT,
             FenceScope::System => HSA_FENCE_SCOPE_SYSTEM,
         }
     }
+
+    /// The scope a 2-bit field names; `Err(value)` for the reserved value 3.
+    pub const fn from_bits(v: u16) -> Result<FenceScope, u16> {
+        match v {
+            HSA_FENCE_SCOPE_NONE => Ok(FenceScope::None),
+            HSA_FENCE_SCOPE_AGENT => Ok(FenceScope::Agent),
+            HSA_FENCE_SCOPE_SYSTEM => Ok(FenceScope::System),
+            other => Err(other),
+        }
+    }
+}
+
+/// Width mask of a fence-scope field.
+const SCOPE_MASK: u16 = 0b11;
+/// Bits 0..8: the packet type.
+const TYPE_MASK: u16 = 0xff;
+/// The bits `hsa.h` names (type, barrier, both scopes); bits 13..16 are reserved.
+const KNOWN_BITS: u16 = TYPE_MASK
+    | 1 << HSA_PACKET_HEADER_BARRIER
+    | SCOPE_MASK << HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE
+    | SCOPE_MASK << HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE;
+
+/// The AQL packet header (u16 at offset 0 of every packet): packet type (bits 0..8),
+/// barrier (bit 8), acquire fence scope (bits 9..11), release fence scope (bits 11..13).
+/// The scopes are 2-bit fields, not flags, so this is a typed builder with field
+/// accessors rather than a `bitflags` word. A header read back from a ring keeps every
+/// bit ([`AqlHeader::from_bits_retain`]); the accessors report reserved values instead of
+/// hiding them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AqlHeader(u16);
+
+impl AqlHeader {
+    /// A header of `packet_type` (`HSA_PACKET_TYPE_*`), no barrier, both scopes None.
+    pub const fn new(packet_type: u16) -> AqlHeader {
+        AqlHeader((packet_type & TYPE_MASK) << HSA_PACKET_HEADER_TYPE)
+    }
+
+    /// Wraps a header as read from memory, keeping bits this build has no name for.
+    pub const fn from_bits_retain(bits: u16) -> AqlHeader {
+        AqlHeader(bits)
+    }
+
+    /// The u16 the CP reads.
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// Sets or clears the barrier bit (wait for all earlier packets of the queue).
+    pub const fn with_barrier(self, on: bool) -> AqlHeader {
+        let bit = 1 << HSA_PACKET_HEADER_BARRIER;
+        AqlHeader(if on { self.0 | bit } else { self.0 & !bit })
+    }
+
+    /// Sets the acquire fence scope.
+    pub const fn with_acquire(self, s: FenceScope) -> AqlHeader {
+        self.with_field(HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE, s)
+    }
+
+    /// Sets the release fence scope.
+    pub const fn with_release(self, s: FenceScope) -> AqlHeader {
+        self.with_field(HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE, s)
+    }
+
+    const fn with_field(self, shift: u16, s: FenceScope) -> AqlHeader {
+        AqlHeader((self.0 & !(SCOPE_MASK << shift)) | s.bits() << shift)
+    }
+
+    /// `HSA_PACKET_TYPE_*` (bits 0..8).
+    pub const fn packet_type(self) -> u16 {
+        (self.0 >> HSA_PACKET_HEADER_TYPE) & TYPE_MASK
+    }
+
+    /// Whether the barrier bit is set.
+    pub const fn barrier(self) -> bool {
+        self.0 & 1 << HSA_PACKET_HEADER_BARRIER != 0
+    }
+
+    /// The acquire scope; `Err(3)` for the reserved value.
+    pub const fn acquire(self) -> Result<FenceScope, u16> {
+        FenceScope::from_bits((self.0 >> HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE) & SCOPE_MASK)
+    }
+
+    /// The release scope; `Err(3)` for the reserved value.
+    pub const fn release(self) -> Result<FenceScope, u16> {
+        FenceScope::from_bits((self.0 >> HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE) & SCOPE_MASK)
+    }
+
+    /// Bits outside every named field (bits 13..16, reserved in `hsa.h`).
+    pub const fn unknown_bits(self) -> u16 {
+        self.0 & !KNOWN_BITS
+    }
+}
+
+impl std::fmt::Debug for AqlHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("AqlHeader");
+        d.field("type", &self.packet_type())
+            .field("barrier", &self.barrier());
+        match self.acquire() {
+            Ok(s) => d.field("acquire", &s),
+            Err(v) => d.field("acquire", &format_args!("reserved({v})")),
+        };
+        match self.release() {
+            Ok(s) => d.field("release", &s),
+            Err(v) => d.field("release", &format_args!("reserved({v})")),
+        };
+        if self.unknown_bits() != 0 {
+            d.field("unknown", &format_args!("{:#06x}", self.unknown_bits()));
+        }
+        d.finish()
+    }
 }
 
 /// The packet header (u16 at offset 0).
 pub fn header(packet_type: u16, barrier: bool, acquire: FenceScope, release: FenceScope) -> u16 {
-    (packet_type << HSA_PACKET_HEADER_TYPE)
-        | ((barrier as u16) << HSA_PACKET_HEADER_BARRIER)
-        | (acquire.bits() << HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE)
-        | (release.bits() << HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE)
+    AqlHeader::new(packet_type)
+        .with_barrier(barrier)
+        .with_acquire(acquire)
+        .with_release(release)
+        .bits()
 }
 
 /// One kernel launch. Addresses are GPU VAs.
@@ -229,4 +342,66 @@ pub fn barrier_and_packet(
         reserved2: 0,
         completion_signal,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fields_sit_at_the_hsa_h_shifts() {
+        let h = AqlHeader::new(HSA_PACKET_TYPE_KERNEL_DISPATCH)
+            .with_barrier(true)
+            .with_acquire(FenceScope::Agent)
+            .with_release(FenceScope::System);
+        assert_eq!(
+            h.bits(),
+            HSA_PACKET_TYPE_KERNEL_DISPATCH << HSA_PACKET_HEADER_TYPE
+                | 1 << HSA_PACKET_HEADER_BARRIER
+                | HSA_FENCE_SCOPE_AGENT << HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE
+                | HSA_FENCE_SCOPE_SYSTEM << HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE
+        );
+        assert_eq!(h.packet_type(), HSA_PACKET_TYPE_KERNEL_DISPATCH);
+        assert!(h.barrier());
+        assert_eq!(h.acquire(), Ok(FenceScope::Agent));
+        assert_eq!(h.release(), Ok(FenceScope::System));
+        // Setting a field again replaces it rather than OR-ing into it.
+        let h = h.with_barrier(false).with_acquire(FenceScope::None);
+        assert!(!h.barrier());
+        assert_eq!(h.acquire(), Ok(FenceScope::None));
+        assert_eq!(h.release(), Ok(FenceScope::System));
+    }
+
+    #[test]
+    fn every_raw_header_round_trips_and_rebuilds_from_its_fields() {
+        for raw in 0..=u16::MAX {
+            let h = AqlHeader::from_bits_retain(raw);
+            assert_eq!(h.bits(), raw);
+            // Headers without reserved values rebuild exactly from their accessors plus
+            // the unknown bits.
+            if let (Ok(a), Ok(r)) = (h.acquire(), h.release()) {
+                let rebuilt = AqlHeader::new(h.packet_type())
+                    .with_barrier(h.barrier())
+                    .with_acquire(a)
+                    .with_release(r)
+                    .bits()
+                    | h.unknown_bits();
+                assert_eq!(rebuilt, raw, "{h:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_scope_and_unknown_bits_are_reported() {
+        let raw =
+            HSA_PACKET_TYPE_BARRIER_AND | 3 << HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE | 1 << 14;
+        let h = AqlHeader::from_bits_retain(raw);
+        assert_eq!(h.release(), Err(3));
+        assert_eq!(h.unknown_bits(), 1 << 14);
+        let shown = format!("{h:?}");
+        assert!(
+            shown.contains("reserved(3)") && shown.contains("0x4000"),
+            "{shown}"
+        );
+    }
 }

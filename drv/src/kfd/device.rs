@@ -228,7 +228,7 @@ impl Device {
             // queues work without it, so a refusal (EBUSY when another runtime in this
             // process enabled it first) is reported, not fatal.
             let mut r = sys::kfd_ioctl_runtime_enable_args {
-                mode_mask: sys::KFD_RUNTIME_ENABLE_MODE_ENABLE_MASK,
+                mode_mask: crate::flags::KfdRuntimeMode::ENABLE.bits(),
                 ..Default::default()
             };
             if let Err(e) =

@@ -10,7 +10,8 @@ use super::memory::{AllocOptions, GpuBuffer};
 use super::Result;
 use crate::sys::kfd as sys;
 
-/// Event kinds this driver creates.
+/// Event kinds this driver creates. `KFD_IOC_EVENT_*` is an enum in `kfd_ioctl.h`
+/// (`event_type` holds one value, not a bit word), so this stays an enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// Completion interrupts (signals with a mailbox).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::device::{DevCore, Device};
 use super::{KfdError, Result};
 use crate::error::{Ctx, SysError};
+use crate::flags::{DmabufFdFlags, KfdAllocFlags};
 use crate::io::{Fd, Mapping};
 use crate::sys::kfd as sys;
 
@@ -58,22 +59,22 @@ impl AllocOptions {
         }
     }
 
-    fn kfd_flags(&self) -> u32 {
-        let mut f =
-            sys::KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE | sys::KFD_IOC_ALLOC_MEM_FLAGS_NO_SUBSTITUTE;
+    /// The KFD allocation flags these options ask for.
+    pub fn kfd_flags(&self) -> KfdAllocFlags {
+        let mut f = KfdAllocFlags::WRITABLE | KfdAllocFlags::NO_SUBSTITUTE;
         f |= if self.vram {
-            sys::KFD_IOC_ALLOC_MEM_FLAGS_VRAM
+            KfdAllocFlags::VRAM
         } else {
-            sys::KFD_IOC_ALLOC_MEM_FLAGS_GTT
+            KfdAllocFlags::GTT
         };
         if self.vram && self.cpu_visible {
-            f |= sys::KFD_IOC_ALLOC_MEM_FLAGS_PUBLIC;
+            f |= KfdAllocFlags::PUBLIC;
         }
         if self.uncached {
-            f |= sys::KFD_IOC_ALLOC_MEM_FLAGS_UNCACHED | sys::KFD_IOC_ALLOC_MEM_FLAGS_COHERENT;
+            f |= KfdAllocFlags::UNCACHED | KfdAllocFlags::COHERENT;
         }
         if self.executable {
-            f |= sys::KFD_IOC_ALLOC_MEM_FLAGS_EXECUTABLE;
+            f |= KfdAllocFlags::EXECUTABLE;
         }
         f
     }
@@ -139,10 +140,11 @@ impl GpuBuffer {
             va_addr: va,
             size,
             gpu_id: core.gpu_id,
-            flags: opts.kfd_flags(),
+            flags: opts.kfd_flags().bits(),
             ..Default::default()
         };
         core.ioctl("AMDKFD_IOC_ALLOC_MEMORY_OF_GPU", sys::alloc_memory_of_gpu, &mut a).map_err(|e| {
+            let e = e.in_target(format!("{what} of {size} bytes, flags {}", opts.kfd_flags()));
             if e.errno() == Some(libc::ENOMEM) {
                 e.with_advice(format!(
                     "{size} bytes of {} did not fit: raise ttm.pages_limit / amdgpu.gttsize, or free buffers",
@@ -212,7 +214,7 @@ impl GpuBuffer {
             size: len,
             mmap_offset: ptr as u64,
             gpu_id: core.gpu_id,
-            flags: sys::KFD_IOC_ALLOC_MEM_FLAGS_USERPTR | sys::KFD_IOC_ALLOC_MEM_FLAGS_WRITABLE,
+            flags: (KfdAllocFlags::USERPTR | KfdAllocFlags::WRITABLE).bits(),
             ..Default::default()
         };
         core.ioctl(
@@ -269,7 +271,7 @@ impl GpuBuffer {
     pub fn export_dmabuf(&self) -> Result<Fd> {
         let mut a = sys::kfd_ioctl_export_dmabuf_args {
             handle: self.handle,
-            flags: (libc::O_CLOEXEC | libc::O_RDWR) as u32,
+            flags: (DmabufFdFlags::CLOEXEC | DmabufFdFlags::RDWR).bits(),
             ..Default::default()
         };
         self.core

@@ -20,13 +20,13 @@ use crate::buffer::BufferError;
 use crate::error::SysError;
 use crate::topology::TopologyError;
 
-pub use aql::{DispatchArgs, FenceScope, Packet};
+pub use aql::{AqlHeader, DispatchArgs, FenceScope, Packet};
 pub use device::{Apertures, ClockCounters, Device, DeviceOptions, KfdVersion};
 pub use dispatch::{Batch, Completion};
 pub use events::{EventKind, WaitOutcome};
 pub use memory::{AllocOptions, GpuBuffer};
 pub use queue::{AqlQueue, QueueOptions};
-pub use shared::SharedGpuBuffer;
+pub use shared::{SharedGpuBuffer, KFD_IMPORTER};
 pub use signal::SLOTS as COMPLETION_SIGNALS;
 
 /// Oldest KFD uapi we accept: 1.14 (RUNTIME_ENABLE, `last_event_age`, EXPORT_DMABUF are

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::aql::Packet;
+use super::aql::{AqlHeader, Packet};
 use super::cwsr::{CwsrSizes, EOP_BUFFER_SIZE};
 use super::device::{DevCore, Device};
 use super::events::Interrupts;
@@ -13,6 +13,7 @@ use super::memory::{AllocOptions, GpuBuffer};
 use super::signal::SignalPool;
 use super::{KfdError, Result};
 use crate::error::Ctx;
+use crate::flags::AmdQueueProperties;
 use crate::io::Mapping;
 use crate::sys::hsa::*;
 use crate::sys::kfd as sys;
@@ -93,7 +94,8 @@ fn init_ctl(ctl: &mut GpuBuffer, dev: &Device, ring: &GpuBuffer, packets: u32) -
         max_cu_id: node.cu_count().saturating_sub(1),
         max_wave_id: node.waves_per_cu().saturating_sub(1),
         read_dispatch_id_field_base_byte_offset: AMD_QUEUE_RPTR_OFFSET as u32,
-        queue_properties: AMD_QUEUE_PROPERTIES_IS_PTR64 | AMD_QUEUE_PROPERTIES_ENABLE_PROFILING,
+        queue_properties: (AmdQueueProperties::IS_PTR64 | AmdQueueProperties::ENABLE_PROFILING)
+            .bits(),
         ..Default::default()
     };
     let p = ctl.cpu_ptr()?;
@@ -104,7 +106,7 @@ fn init_ctl(ctl: &mut GpuBuffer, dev: &Device, ring: &GpuBuffer, packets: u32) -
 }
 
 fn fill_invalid(ring: &mut GpuBuffer) -> Result<()> {
-    let invalid = (HSA_PACKET_TYPE_INVALID << HSA_PACKET_HEADER_TYPE).to_le_bytes();
+    let invalid = AqlHeader::new(HSA_PACKET_TYPE_INVALID).bits().to_le_bytes();
     for pkt in ring.as_mut_slice()?.chunks_exact_mut(AQL_PACKET_SIZE) {
         pkt.fill(0);
         pkt[..2].copy_from_slice(&invalid);
@@ -156,6 +158,7 @@ impl AqlQueue {
             read_pointer_address: ctl.va() + AMD_QUEUE_RPTR_OFFSET,
             ring_size: ring_bytes as u32,
             gpu_id: core.gpu_id,
+            // A value of the KFD_IOC_QUEUE_TYPE_* enum, not a bit word: stays raw.
             queue_type: sys::KFD_IOC_QUEUE_TYPE_COMPUTE_AQL,
             queue_percentage: opts.percentage,
             queue_priority: opts.priority,

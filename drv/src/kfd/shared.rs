@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use super::device::Device;
 use super::memory::{AllocOptions, GpuBuffer};
 use super::{KfdError, Result};
-use crate::buffer::SharedBuffer;
+use crate::buffer::{BufferDescriptor, BufferError, SharedBuffer};
 use crate::error::Ctx;
 use crate::io::{Fd, Mapping};
 
@@ -29,8 +29,15 @@ pub enum SharedGpuBuffer {
         bo: GpuBuffer,
         /// Requested length.
         len: usize,
+        /// The debug name.
+        name: String,
+        /// What it holds.
+        descriptor: BufferDescriptor,
     },
 }
+
+/// How KFD names itself when it refuses a buffer's descriptor.
+pub const KFD_IMPORTER: &str = "KFD (iGPU)";
 
 impl std::fmt::Debug for SharedGpuBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,24 +53,36 @@ impl std::fmt::Debug for SharedGpuBuffer {
 }
 
 impl SharedGpuBuffer {
-    /// A shared buffer: udmabuf when available, else the GTT fallback.
-    pub fn new(dev: &Device, name: &str, len: usize) -> Result<SharedGpuBuffer> {
-        match SharedBuffer::new(dev.io(), name, len) {
+    /// A shared buffer holding what `descriptor` says: udmabuf when available, else the
+    /// GTT fallback.
+    pub fn new(
+        dev: &Device,
+        name: &str,
+        len: usize,
+        descriptor: BufferDescriptor,
+    ) -> Result<SharedGpuBuffer> {
+        // Refuse a descriptor the GPU cannot read before any fallback could hide it.
+        crate::buffer::check_import(KFD_IMPORTER, name, &descriptor).map_err(BufferError::from)?;
+        match SharedBuffer::new(dev.io(), name, len, descriptor) {
             // Kernels before the dma-buf interop rework (≈6.7) refuse foreign dma-bufs.
             Ok(buf) => Self::import(dev, buf).or_else(|e| {
                 tracing::info!(error = %e, "KFD did not import the udmabuf; falling back to a GTT buffer");
-                Self::gtt(dev, len)
+                Self::gtt(dev, name, len, descriptor)
             }),
             Err(e) => {
                 tracing::info!(error = %e, "udmabuf unavailable; falling back to a KFD GTT buffer exported as dma-buf");
-                Self::gtt(dev, len)
+                Self::gtt(dev, name, len, descriptor)
             }
         }
     }
 
     /// Imports `buf`'s chunks at adjacent GPU addresses: at the CPU address when the GPU VM
     /// accepts it, else in a fresh range.
+    ///
+    /// The buffer's descriptor must be one the GPU reads (linear; see
+    /// [`crate::buffer::check_import`]): a tiled or unknown layout is refused, not guessed at.
     pub fn import(dev: &Device, buf: SharedBuffer) -> Result<SharedGpuBuffer> {
+        buf.check_import(KFD_IMPORTER).map_err(BufferError::from)?;
         if buf.chunks().is_empty() {
             return Err(KfdError::Invalid(format!(
                 "shared buffer '{}' has no dma-bufs (made with cpu_only?)",
@@ -101,7 +120,12 @@ impl SharedGpuBuffer {
 
     /// The fallback: GTT memory the CPU maps through the render node, exported as a
     /// dma-buf (no udmabuf size limit; KFD may evict it under memory pressure).
-    pub fn gtt(dev: &Device, len: usize) -> Result<SharedGpuBuffer> {
+    pub fn gtt(
+        dev: &Device,
+        name: &str,
+        len: usize,
+        descriptor: BufferDescriptor,
+    ) -> Result<SharedGpuBuffer> {
         let bo = GpuBuffer::alloc(
             dev,
             len as u64,
@@ -111,7 +135,37 @@ impl SharedGpuBuffer {
             },
         )?;
         let dmabuf = bo.export_dmabuf()?;
-        Ok(SharedGpuBuffer::Gtt { dmabuf, bo, len })
+        tracing::debug!(
+            name,
+            len,
+            format = %descriptor.format_name(),
+            modifier = %descriptor.modifier_name(),
+            element = %descriptor.element,
+            "GTT buffer exported as a dma-buf"
+        );
+        Ok(SharedGpuBuffer::Gtt {
+            dmabuf,
+            bo,
+            len,
+            name: name.to_owned(),
+            descriptor,
+        })
+    }
+
+    /// The debug name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Udmabuf { buf, .. } => buf.name(),
+            Self::Gtt { name, .. } => name,
+        }
+    }
+
+    /// What the buffer holds and how it is laid out.
+    pub fn descriptor(&self) -> &BufferDescriptor {
+        match self {
+            Self::Udmabuf { buf, .. } => buf.descriptor(),
+            Self::Gtt { descriptor, .. } => descriptor,
+        }
     }
 
     /// GPU address of byte 0.

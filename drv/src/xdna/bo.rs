@@ -10,9 +10,47 @@ use super::device::{DevInner, XdnaDevice};
 use super::error::{sys, XdnaError};
 use super::ioctl;
 use super::memlock;
-use crate::buffer::SharedBuffer;
+use crate::buffer::{check_import, BufferDescriptor, SharedBuffer};
+use crate::flags::DmabufFdFlags;
 use crate::io::Mapping;
 use crate::sys::amdxdna::*;
+
+/// `enum amdxdna_bo_type` (`amdxdna_accel.h`): the value of `amdxdna_drm_create_bo.type`.
+/// One value per BO, not a bit word, so it stays an enum rather than a `bitflags` type.
+/// (`amdxdna_drm_create_bo.flags` is "MBZ" in the same header: no bits to name.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum XdnaBoType {
+    /// `AMDXDNA_BO_SHARE` (SHMEM): shmem pages, or user memory / a dma-buf via a va table.
+    Share = AMDXDNA_BO_SHARE,
+    /// `AMDXDNA_BO_DEV_HEAP`: the per-process device heap.
+    DevHeap = AMDXDNA_BO_DEV_HEAP,
+    /// `AMDXDNA_BO_DEV`: carved from the heap.
+    Dev = AMDXDNA_BO_DEV,
+    /// `AMDXDNA_BO_CMD`: a command BO.
+    Cmd = AMDXDNA_BO_CMD,
+}
+
+impl XdnaBoType {
+    /// The raw `type` value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The type a raw value names (`AMDXDNA_BO_INVALID` and unknown values are `None`).
+    pub const fn from_raw(v: u32) -> Option<XdnaBoType> {
+        match v {
+            AMDXDNA_BO_SHARE => Some(XdnaBoType::Share),
+            AMDXDNA_BO_DEV_HEAP => Some(XdnaBoType::DevHeap),
+            AMDXDNA_BO_DEV => Some(XdnaBoType::Dev),
+            AMDXDNA_BO_CMD => Some(XdnaBoType::Cmd),
+            _ => None,
+        }
+    }
+}
+
+/// How amdxdna names itself when it refuses a buffer's descriptor.
+pub const NPU_IMPORTER: &str = "amdxdna (NPU)";
 
 /// What a BO is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,12 +133,18 @@ impl NpuRange<'_> {
     }
 }
 
-fn create(dev: &DevInner, ty: u32, size: u64, vaddr: u64, what: &str) -> Result<u32, XdnaError> {
+fn create(
+    dev: &DevInner,
+    ty: XdnaBoType,
+    size: u64,
+    vaddr: u64,
+    what: &str,
+) -> Result<u32, XdnaError> {
     let mut a = amdxdna_drm_create_bo {
         flags: 0,
         vaddr,
         size,
-        r#type: ty,
+        r#type: ty.raw(),
         handle: 0,
     };
     // SAFETY: `vaddr` is 0 or points at a va table the caller keeps alive for the call.
@@ -325,7 +369,7 @@ impl Bo {
         }
         let mut a = drm_prime_handle {
             handle: self.handle,
-            flags: DRM_CLOEXEC | DRM_RDWR,
+            flags: (DmabufFdFlags::CLOEXEC | DmabufFdFlags::RDWR).bits(),
             fd: -1,
         };
         // SAFETY: no pointers inside.
@@ -454,7 +498,7 @@ impl XdnaDevice {
                 h.size() >> 20
             )));
         }
-        let handle = create(&self.inner, AMDXDNA_BO_DEV_HEAP, size, 0, "DEV_HEAP")?;
+        let handle = create(&self.inner, XdnaBoType::DevHeap, size, 0, "DEV_HEAP")?;
         let (bo, _) = Bo::finish(&self.inner, handle, BoKind::DevHeap, size, true)?;
         if bo.xdna_addr != AIE2_DEVM_BASE {
             tracing::warn!(
@@ -480,7 +524,7 @@ impl XdnaDevice {
     pub fn alloc_dev(&self, size: u64) -> Result<Bo, XdnaError> {
         let heap = self.heap()?;
         let size = size.max(1).next_multiple_of(AIE2_DEV_BO_ALIGN);
-        let handle = create(&self.inner, AMDXDNA_BO_DEV, size, 0, "DEV").map_err(|e| match e {
+        let handle = create(&self.inner, XdnaBoType::Dev, size, 0, "DEV").map_err(|e| match e {
             XdnaError::Sys(s) if matches!(s.errno(), Some(libc::ENOMEM | libc::EAGAIN)) => {
                 XdnaError::Sys(s.with_advice(format!(
                     "the {} MiB device heap has no room for a {size}-byte DEV BO: the heap cannot grow past the driver's {} MiB dev_mem_size, so free DEV BOs (PDIs, instruction streams) you no longer need, or create the heap at full size first (XdnaDevice::create_heap)",
@@ -518,7 +562,7 @@ impl XdnaDevice {
     /// A shmem-backed SHARE BO, mapped on the CPU.
     pub fn alloc_share(&self, size: u64) -> Result<Bo, XdnaError> {
         let size = size.max(1).next_multiple_of(crate::page_size());
-        let handle = create(&self.inner, AMDXDNA_BO_SHARE, size, 0, "SHARE")?;
+        let handle = create(&self.inner, XdnaBoType::Share, size, 0, "SHARE")?;
         Ok(Bo::finish(&self.inner, handle, BoKind::Share, size, true)?.0)
     }
 
@@ -530,15 +574,23 @@ impl XdnaDevice {
             )));
         }
         let size = size.max(1).next_multiple_of(crate::page_size());
-        let handle = create(&self.inner, AMDXDNA_BO_CMD, size, 0, "CMD")?;
+        let handle = create(&self.inner, XdnaBoType::Cmd, size, 0, "CMD")?;
         Ok(Bo::finish(&self.inner, handle, BoKind::Cmd, size, true)?.0)
     }
 
     /// Imports a dma-buf (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) of `size` bytes, mapped through
     /// the accel node (the NPU reaches it at that mapping in SVA mode). Where the driver
     /// has no PRIME import (Linux 6.14 answers EINVAL), falls back to a SHARE BO that
-    /// copies through [`Bo::sync`] ([`BoKind::Staged`]).
-    pub fn import_dmabuf(&self, fd: RawFd, size: u64) -> Result<Bo, XdnaError> {
+    /// copies through [`Bo::sync`] ([`BoKind::Staged`]). `descriptor` says what the
+    /// dma-buf holds; one the NPU cannot read (tiled, or a format that does not match its
+    /// elements) is refused before the driver sees the fd.
+    pub fn import_dmabuf(
+        &self,
+        fd: RawFd,
+        size: u64,
+        descriptor: &BufferDescriptor,
+    ) -> Result<Bo, XdnaError> {
+        check_import(NPU_IMPORTER, &format!("dma-buf fd {fd}"), descriptor)?;
         match self.prime_import(fd) {
             Ok(handle) => Ok(Bo::finish(&self.inner, handle, BoKind::Imported, size, true)?.0),
             Err(e) if e.errno() == Some(libc::EINVAL) => {
@@ -600,10 +652,15 @@ impl XdnaDevice {
         if !crate::buffer::udmabuf_present(io.as_ref()) {
             return Ok(None);
         }
-        let buf = SharedBuffer::new(io, "onebit-prime-probe", crate::page_size() as usize)
-            .map_err(|e| {
-                XdnaError::Invalid(format!("a one-page udmabuf to try PRIME import with: {e}"))
-            })?;
+        let buf = SharedBuffer::new(
+            io,
+            "onebit-prime-probe",
+            crate::page_size() as usize,
+            BufferDescriptor::blob(),
+        )
+        .map_err(|e| {
+            XdnaError::Invalid(format!("a one-page udmabuf to try PRIME import with: {e}"))
+        })?;
         match self.prime_import(buf.chunks()[0].dmabuf.raw()) {
             Ok(handle) => {
                 close(&self.inner, handle);
@@ -616,6 +673,7 @@ impl XdnaDevice {
 
     /// Imports every dma-buf chunk of a shared buffer: CPU, iGPU and NPU then see one copy.
     pub fn import_shared(&self, buf: &SharedBuffer) -> Result<NpuShared, XdnaError> {
+        buf.check_import(NPU_IMPORTER)?;
         if buf.chunks().is_empty() {
             return Err(XdnaError::Invalid(format!(
                 "shared buffer '{}' has no dma-buf (made with cpu_only?); create it with SharedBuffer::new",
@@ -625,7 +683,10 @@ impl XdnaDevice {
         let parts = buf
             .chunks()
             .iter()
-            .map(|c| Ok((c.offset, self.import_dmabuf(c.dmabuf.raw(), c.size)?)))
+            .map(|c| {
+                let bo = self.import_dmabuf(c.dmabuf.raw(), c.size, buf.descriptor())?;
+                Ok((c.offset, bo))
+            })
             .collect::<Result<Vec<_>, XdnaError>>()?;
         Ok(NpuShared {
             parts,
@@ -671,7 +732,7 @@ impl XdnaDevice {
         };
         let handle = create(
             &self.inner,
-            AMDXDNA_BO_SHARE,
+            XdnaBoType::Share,
             len,
             &tbl as *const Table as u64,
             "SHARE over user memory",
@@ -685,8 +746,29 @@ impl XdnaDevice {
     /// # Safety
     /// `buf` must outlive the returned BO.
     pub unsafe fn pin_shared(&self, buf: &SharedBuffer) -> Result<Bo, XdnaError> {
+        buf.check_import(NPU_IMPORTER)?;
         // SAFETY: the SharedBuffer's mapping is fixed for its lifetime, which the caller
         // promises covers the BO's.
         unsafe { self.user_memory_bo(buf.addr(), buf.mapped_len() as u64) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bo_type_is_the_uapi_enum_value_and_back() {
+        for (t, raw) in [
+            (XdnaBoType::Share, AMDXDNA_BO_SHARE),
+            (XdnaBoType::DevHeap, AMDXDNA_BO_DEV_HEAP),
+            (XdnaBoType::Dev, AMDXDNA_BO_DEV),
+            (XdnaBoType::Cmd, AMDXDNA_BO_CMD),
+        ] {
+            assert_eq!(t.raw(), raw);
+            assert_eq!(XdnaBoType::from_raw(raw), Some(t));
+        }
+        assert_eq!(XdnaBoType::from_raw(AMDXDNA_BO_INVALID), None);
+        assert_eq!(XdnaBoType::from_raw(5), None);
     }
 }

@@ -45,6 +45,9 @@ pub enum XdnaError {
     },
     #[error("{0}")]
     Memlock(String),
+    /// A buffer whose descriptor (DRM format, modifier) the NPU cannot read.
+    #[error(transparent)]
+    Descriptor(#[from] crate::buffer::DescriptorError),
     #[error("{0}")]
     Invalid(String),
 }

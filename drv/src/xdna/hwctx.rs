@@ -9,6 +9,7 @@ use super::device::{DevInner, XdnaDevice};
 use super::error::{sys, XdnaError};
 use super::ert::{self, CmdState};
 use super::ioctl;
+use crate::flags::SyncobjWaitFlags;
 use crate::sys::amdxdna::*;
 
 /// Scheduling priority hint.
@@ -267,7 +268,7 @@ impl HwContext {
             points: points.as_ptr() as u64,
             timeout_nsec: deadline_ns,
             count_handles: 1,
-            flags: DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
+            flags: (SyncobjWaitFlags::WAIT_ALL | SyncobjWaitFlags::WAIT_FOR_SUBMIT).bits(),
             ..Default::default()
         };
         loop {

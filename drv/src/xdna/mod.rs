@@ -21,7 +21,7 @@ pub mod kernel;
 pub mod memlock;
 
 pub use artifact::{instruction_hash, NpuKernelArtifact};
-pub use bo::{Bo, BoKind, DevHeap, NpuRange, NpuShared, SyncDir};
+pub use bo::{Bo, BoKind, DevHeap, NpuRange, NpuShared, SyncDir, XdnaBoType, NPU_IMPORTER};
 pub use device::{
     AieMetadata, Clock, DriverVersion, Features, FirmwareVersion, HwctxInfo, PowerMode, XdnaDevice,
 };

@@ -25,6 +25,7 @@ pub mod igpu;
 pub mod jitter;
 pub mod npu;
 pub mod select;
+pub mod shared_buffers;
 mod surface;
 
 pub use select::{open, Opened, SelectOptions};

@@ -28,6 +28,7 @@ use onebit_drv::kfd::{AqlQueue, Device, KfdError, QueueOptions, SharedGpuBuffer}
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::gpu::{self, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 
+use crate::backend::shared_buffers::{IGPU_SEQUENCE, IGPU_WEIGHTS, IGPU_WORK};
 use crate::model::{Bytes, Config, Model, SharedBytes};
 use chain::SeqAddrs;
 use layout::{SeqLayout, WeightLayout, WorkLayout};
@@ -288,12 +289,18 @@ impl IgpuBackend {
         let max_ctx = opts.max_ctx.clamp(1, c.max_context);
         let rope = gpu::rope_table(c.head_dim, c.rope_theta, max_ctx);
         let wl = WeightLayout::new(model, rope.len());
-        let mut weights = SharedGpuBuffer::new(dev, "onebit-weights", wl.size as usize)?;
+        let mut weights = SharedGpuBuffer::new(
+            dev,
+            IGPU_WEIGHTS.name,
+            wl.size as usize,
+            IGPU_WEIGHTS.descriptor,
+        )?;
         wl.write(model, &rope, weights.as_mut_slice());
         let weights = Arc::new(WeightBuffer(weights));
         let n_splits = gpu::attn_splits(max_ctx, opts.split_len);
         let wk = WorkLayout::new(model, opts.max_batch, n_splits);
-        let work = SharedGpuBuffer::new(dev, "onebit-work", wk.size as usize)?;
+        let work =
+            SharedGpuBuffer::new(dev, IGPU_WORK.name, wk.size as usize, IGPU_WORK.descriptor)?;
         let ops = chain::ops_per_step(c.n_layers);
         let packets = (2 * ops * opts.max_sessions)
             .next_power_of_two()
@@ -343,7 +350,12 @@ impl IgpuBackend {
     /// own shared buffer.
     pub fn new_sequence(&self, max_ctx: usize) -> Result<IgpuSeq> {
         let layout = SeqLayout::new(&self.cfg, max_ctx.clamp(1, self.max_ctx), self.wk.n);
-        let buf = SharedGpuBuffer::new(&self.dev, "onebit-seq", layout.size as usize)?;
+        let buf = SharedGpuBuffer::new(
+            &self.dev,
+            IGPU_SEQUENCE.name,
+            layout.size as usize,
+            IGPU_SEQUENCE.descriptor,
+        )?;
         tracing::debug!(bytes = layout.size, ctx = layout.max_ctx, "iGPU sequence");
         Ok(IgpuSeq {
             buf,

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use half::f16;
+use onebit_drv::buffer::BufferDescriptor;
 use onebit_drv::codeobj::load::{dispatch_args, KernargArena, Program};
 use onebit_drv::codeobj::{mach_for, CodeObject, Launch};
 use onebit_drv::kfd::{AqlQueue, Device, FenceScope, QueueOptions, SharedGpuBuffer};
@@ -589,7 +590,7 @@ fn run_case(
         .last()
         .zip(case.buffers.last())
         .map_or(256, |(o, b)| o + b.len().max(1));
-    let mut mem = SharedGpuBuffer::new(dev, "onebit-selftest", total)?;
+    let mut mem = SharedGpuBuffer::new(dev, "onebit-selftest", total, BufferDescriptor::blob())?;
     for (o, b) in offsets.iter().zip(&case.buffers) {
         mem.as_mut_slice()[*o..*o + b.len()].copy_from_slice(b);
     }

@@ -30,6 +30,9 @@ use onebit_kernels::ternary::padded_cols;
 use onebit_kernels::ActScale;
 
 use super::artifacts::{self, GemmShape};
+use crate::backend::shared_buffers::{
+    SharedBufferKind, NPU_ACTIVATIONS, NPU_OUTPUT, NPU_SCALES, NPU_WEIGHTS,
+};
 use crate::forward::Projector;
 use crate::model::{Model, TernaryTensor};
 
@@ -187,15 +190,15 @@ impl NpuPrefill {
         let udmabuf = Udmabuf::open(&io).map_err(|e| format!("/dev/udmabuf: {e}"))?;
         let chunk = (udmabuf.limits().size_limit / 4096 * 4096).max(4096) as usize;
         let (weights, placement) = copy_weights(model, &io, &udmabuf, chunk)?;
-        let share = |name: &str, len: usize| {
-            SharedBuffer::with_udmabuf(&io, &udmabuf, name, len.max(1))
-                .map_err(|e| format!("NPU buffer {name}: {e}"))
+        let share = |kind: SharedBufferKind, len: usize| {
+            SharedBuffer::with_udmabuf(&io, &udmabuf, kind.name, len.max(1), kind.descriptor)
+                .map_err(|e| format!("NPU buffer {}: {e}", kind.name))
         };
         let widest_k = shapes.iter().map(|s| s.k).max().unwrap_or(0);
         let widest_n = shapes.iter().map(|s| s.n).max().unwrap_or(0);
-        let act = share("npu-act", m * widest_k)?;
-        let scales = share("npu-scales", 8 + 8 * m)?;
-        let out = share("npu-out", 4 * m * widest_n)?;
+        let act = share(NPU_ACTIVATIONS, m * widest_k)?;
+        let scales = share(NPU_SCALES, 8 + 8 * m)?;
+        let out = share(NPU_OUTPUT, 4 * m * widest_n)?;
         let import = |b: &SharedBuffer| {
             dev.import_shared(b)
                 .map_err(|e| format!("importing {} into the NPU: {e}", b.name()))
@@ -305,9 +308,14 @@ fn copy_weights(
             .map(|(w, at)| at + w.view().data.len())
             .max()
             .unwrap_or(0);
-        let mut b =
-            SharedBuffer::with_udmabuf(io, udmabuf, &format!("npu-weights-{i}"), len.max(1))
-                .map_err(|e| format!("NPU weight buffer: {e}"))?;
+        let mut b = SharedBuffer::with_udmabuf(
+            io,
+            udmabuf,
+            &format!("{}-{i}", NPU_WEIGHTS.name),
+            len.max(1),
+            NPU_WEIGHTS.descriptor,
+        )
+        .map_err(|e| format!("NPU weight buffer: {e}"))?;
         for (w, at) in group {
             let data = w.view().data;
             b.as_mut_slice()[*at..at + data.len()].copy_from_slice(data);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use onebit_drv::buffer::SharedBuffer;
+use onebit_drv::buffer::{BufferDescriptor, SharedBuffer};
 use onebit_drv::xdna::{NpuKernel, NpuRange, NpuShared, Qos};
 use onebit_kernels::quantize_row;
 use onebit_kernels::ternary::{self, TernaryView};
@@ -62,15 +62,15 @@ pub fn run(
     let mut out = Vec::new();
     for (s, cols, a) in found {
         let name = s.name();
-        let buf = |what: &str, len: usize| {
-            SharedBuffer::new(&io, &format!("selftest-{what}"), len)
+        let buf = |what: &str, len: usize, descriptor: BufferDescriptor| {
+            SharedBuffer::new(&io, &format!("selftest-{what}"), len, descriptor)
                 .map_err(|e| format!("{name}: {what} buffer: {e}"))
         };
         let (mut act, mut w, mut sc, o) = (
-            buf("act", s.act_bytes())?,
-            buf("weights", s.weight_bytes())?,
-            buf("scales", s.scales_bytes())?,
-            buf("out", s.out_bytes())?,
+            buf("act", s.act_bytes(), BufferDescriptor::int8())?,
+            buf("weights", s.weight_bytes(), BufferDescriptor::ternary())?,
+            buf("scales", s.scales_bytes(), BufferDescriptor::f32())?,
+            buf("out", s.out_bytes(), BufferDescriptor::f32())?,
         );
         let packed = ternary::pack(s.n, cols, |_, _| (rng.next() % 3) as u8);
         w.as_mut_slice().copy_from_slice(&packed);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
+use onebit_drv::buffer::BufferDescriptor;
 use onebit_drv::codeobj::load::{dispatch_args, KernargArena, Program};
 use onebit_drv::codeobj::{mach_for, CodeObject, Launch};
 use onebit_drv::kfd::{AqlQueue, FenceScope, QueueOptions, SharedGpuBuffer};
@@ -138,7 +139,12 @@ fn igpu(runs: usize, emulator: bool) -> Result<Option<Vec<Series>>, Box<dyn std:
     let (w_off, q_off, a_off, o_off) = (0usize, w.len().next_multiple_of(256), 0, 0);
     let a_off = a_off + q_off + q.len().next_multiple_of(256);
     let o_off = o_off + a_off + 256;
-    let mut mem = SharedGpuBuffer::new(&g.dev, "onebit-jitter", o_off + ROWS * 4)?;
+    let mut mem = SharedGpuBuffer::new(
+        &g.dev,
+        "onebit-jitter",
+        o_off + ROWS * 4,
+        BufferDescriptor::blob(),
+    )?;
     mem.as_mut_slice()[w_off..w_off + w.len()].copy_from_slice(&w);
     for (i, v) in q.iter().enumerate() {
         mem.as_mut_slice()[q_off + i] = *v as u8;
