@@ -271,7 +271,8 @@ impl EmbdView<'_> {
     }
 
     /// Runs `kernel(tile_bytes, j, out_j)` over the head rows `first ..` of `parts` in tiles
-    /// of [`QUANT_TILE`] rows, every hidden row `j` against a tile before the next tile.
+    /// of [`QUANT_TILE`] rows, every hidden row `j` against a tile before the next tile (one
+    /// hidden row takes the whole range at once, as `matvec` does).
     fn quant_tiles(
         &self,
         first: usize,
@@ -279,8 +280,9 @@ impl EmbdView<'_> {
         kernel: impl Fn(&[u8], usize, &mut [f32]),
     ) {
         let len = parts[0].len();
-        for t in (0..len).step_by(QUANT_TILE) {
-            let tn = (len - t).min(QUANT_TILE);
+        let tile = if parts.len() == 1 { len } else { QUANT_TILE };
+        for t in (0..len).step_by(tile.max(1)) {
+            let tn = (len - t).min(tile);
             let tile = self.rows_data(first + t, tn);
             for (j, part) in parts.iter_mut().enumerate() {
                 kernel(tile, j, &mut part[t..t + tn]);
