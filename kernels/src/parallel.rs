@@ -352,7 +352,7 @@ pub fn for_columns<T: Send>(
     min_cols: usize,
     f: impl Fn(usize, &mut [&mut [T]]) + Sync,
 ) {
-    if row_len == 0 {
+    if row_len == 0 || out.is_empty() {
         return;
     }
     assert!(
