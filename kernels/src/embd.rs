@@ -185,7 +185,12 @@ impl EmbdView<'_> {
     /// threads. Every output is bit-identical to [`matvec`](Self::matvec) of its row: each
     /// dot product keeps the one-row kernels' lanes and order.
     pub fn matmul(&self, hs: &[f32], out: &mut [f32]) {
-        self.matmul_with(HeadKernels::detect(), hs, out);
+        // One row is the one-row head itself: a single stream runs exactly as before.
+        if hs.len() == self.cols && out.len() == self.rows {
+            self.matvec(hs, out);
+        } else {
+            self.matmul_with(HeadKernels::detect(), hs, out);
+        }
     }
 
     /// Scalar reference of [`matmul`](Self::matmul): one [`matvec_ref`](Self::matvec_ref)
