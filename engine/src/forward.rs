@@ -244,10 +244,10 @@ pub fn forward_with(
             needs.len()
         )));
     }
-    let Some((mut h, rows)) = hidden_states(model, sessions, new_ids, projector)? else {
+    let Some((h, rows)) = hidden_states(model, sessions, new_ids, projector)? else {
         return Ok(vec![RowResult::Nothing; sessions.len()]);
     };
-    Ok(lm_head(model, &mut h, &rows, needs, screen))
+    Ok(lm_head(model, &h, &rows, needs, screen))
 }
 
 /// Runs the decoder layers over the new tokens (appending them to their sessions) and
@@ -600,45 +600,83 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
     add_inplace(h, &s.proj[..n * hidden]);
 }
 
-/// Final norm and the tied LM head, for the rows each session's need asks for.
+/// Final norm and the tied LM head, for the rows each session's need asks for. The head
+/// runs once per call, not once per row: one GEMM over every row that needs logits, and one
+/// screened pass over every greedy row (each the same numbers as the one-row head).
 fn lm_head(
     model: &Model,
-    h: &mut [f32],
+    h: &[f32],
     rows: &[RowPos],
     needs: &[Need],
     screen: Option<&Int8Head>,
 ) -> Vec<RowResult> {
     let c = &model.config;
-    let mut out = vec![RowResult::Nothing; needs.len()];
     let head = model.embed_tokens.view();
+    let (full, screened) = head_rows(rows, needs, screen.is_some());
+    let mut out = vec![RowResult::Nothing; needs.len()];
+
+    // Greedy rows with the int8-screened head: the argmax without the full logits.
+    if let Some(screen) = screen.filter(|_| !screened.is_empty()) {
+        let normed = final_norm(model, h, &screened);
+        for (&t, (id, _)) in screened.iter().zip(screen.argmax_batch(&head, &normed)) {
+            out[rows[t].session] = RowResult::Token(id);
+        }
+    }
+
+    // logits = norm(h) · embed_tokensᵀ for every other row, `[full.len(), vocab]`.
+    let mut logits = vec![0f32; full.len() * c.vocab_size];
+    head.matmul(&final_norm(model, h, &full), &mut logits);
+    // Each session's rows are consecutive: hand them out from the last session back, so
+    // the first (for perplexity, the only) session takes the buffer without a copy.
+    let mut end = full.len();
+    while end > 0 {
+        let session = rows[full[end - 1]].session;
+        let start = full[..end]
+            .iter()
+            .rposition(|&t| rows[t].session != session)
+            .map_or(0, |i| i + 1);
+        let mine = if start == 0 {
+            std::mem::take(&mut logits)
+        } else {
+            logits.split_off(start * c.vocab_size)
+        };
+        out[session] = match needs[session] {
+            Need::Greedy => RowResult::Token(crate::sampler::argmax(&mine)),
+            _ => RowResult::Logits(mine),
+        };
+        end = start;
+    }
+    out
+}
+
+/// The rows (indices into `rows`) that go through the full head and those that go
+/// through the int8 screen (greedy rows, when there is a screen), in order.
+fn head_rows(rows: &[RowPos], needs: &[Need], screen: bool) -> (Vec<usize>, Vec<usize>) {
+    let (mut full, mut screened) = (Vec::new(), Vec::new());
     for (t, rp) in rows.iter().enumerate() {
         let is_last = rows
             .get(t + 1)
             .is_none_or(|next| next.session != rp.session);
-        let need = needs[rp.session];
-        if need == Need::Nothing || (need != Need::AllLogits && !is_last) {
-            continue;
-        }
-        let row = &mut h[t * c.hidden_size..(t + 1) * c.hidden_size];
-        rms_norm_inplace(row, &model.norm, c.rms_norm_eps);
-        if need == Need::Greedy {
-            let id = match screen {
-                Some(screen) => screen.argmax(&head, row).0,
-                None => {
-                    let mut logits = vec![0f32; c.vocab_size];
-                    head.matvec(row, &mut logits);
-                    crate::sampler::argmax(&logits)
-                }
-            };
-            out[rp.session] = RowResult::Token(id);
-            continue;
-        }
-        let mut logits = vec![0f32; c.vocab_size];
-        head.matvec(row, &mut logits);
-        match &mut out[rp.session] {
-            RowResult::Logits(all) => all.extend_from_slice(&logits),
-            slot => *slot = RowResult::Logits(logits),
+        match needs[rp.session] {
+            Need::AllLogits => full.push(t),
+            Need::Logits if is_last => full.push(t),
+            Need::Greedy if is_last && screen => screened.push(t),
+            Need::Greedy if is_last => full.push(t),
+            _ => {}
         }
     }
-    out
+    (full, screened)
+}
+
+/// The final `norm` of the rows `ts` of `h`, `[ts.len(), hidden]`.
+fn final_norm(model: &Model, h: &[f32], ts: &[usize]) -> Vec<f32> {
+    let c = &model.config;
+    let hidden = c.hidden_size;
+    let mut normed: Vec<f32> = ts
+        .iter()
+        .flat_map(|&t| &h[t * hidden..(t + 1) * hidden])
+        .copied()
+        .collect();
+    norm_rows(&mut normed, &model.norm, c.rms_norm_eps);
+    normed
 }

@@ -155,15 +155,7 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(&logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u32, *v))
-            .collect();
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if p.top_k > 0 {
-            cand.truncate(p.top_k);
-        }
+        let mut cand = candidates(&logits, p.top_k);
         let probs = softmax(&cand);
         if p.top_p < 1.0 {
             let mut acc = 0.0;
@@ -228,6 +220,30 @@ impl Sampler {
     }
 }
 
+/// The order candidates are ranked in: higher logit first, then lower id. A total order,
+/// so the ranking of any subset is unique.
+fn by_rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// The `top_k` best `(id, logit)` (every one for 0), best first. With a top-k the others
+/// are set aside by a linear selection and only the k are sorted, not the whole vocabulary
+/// (128k entries for 2B-4T); the ranking being total, the result is the first k of a full
+/// sort.
+fn candidates(logits: &[f32], top_k: usize) -> Vec<(u32, f32)> {
+    let mut cand: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, *v))
+        .collect();
+    if top_k > 0 && top_k < cand.len() {
+        cand.select_nth_unstable_by(top_k - 1, by_rank);
+        cand.truncate(top_k);
+    }
+    cand.sort_unstable_by(by_rank);
+    cand
+}
+
 fn softmax(cand: &[(u32, f32)]) -> Vec<f64> {
     let max = cand.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1));
     let e: Vec<f64> = cand.iter().map(|c| f64::from(c.1 - max).exp()).collect();
@@ -282,6 +298,23 @@ mod tests {
         });
         for _ in 0..10 {
             assert_eq!(s.sample(&logits, &[]), 1);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn top_k_candidates_are_the_first_k_of_a_full_sort(
+            logits in proptest::collection::vec(-4i8..4, 1..300),
+            top_k in 0usize..320,
+        ) {
+            // Few distinct values, so ties (broken by id) are everywhere.
+            let logits: Vec<f32> = logits.iter().map(|v| f32::from(*v) * 0.5).collect();
+            let mut want: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, v)| (i as u32, *v)).collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if top_k > 0 {
+                want.truncate(top_k);
+            }
+            proptest::prop_assert_eq!(candidates(&logits, top_k), want);
         }
     }
 

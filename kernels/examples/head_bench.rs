@@ -1,10 +1,14 @@
 //! LM-head microbenchmark on the 2B-4T head (128256 × 2560):
-//! `cargo run --release -p onebit-kernels --example head_bench [threads] [reps]`.
+//! `cargo run --release -p onebit-kernels --example head_bench [threads] [reps] [batch]`.
 //! Prints ms per matvec and GB/s of head bytes for F16, Q8_0 and Q6_K, and for the
 //! quantized types also the former float path (dequantize each row, f32 dot) they replace.
+//! Then, for a decode step of n = 1, 2, 4, 8, 16 rows, ms per step of n matvecs against one
+//! `matmul` (and for F16 the int8-screened argmax, n one-row calls against one batch).
+//! With `batch` as third argument only the batch part runs.
 
 use half::f16;
 use onebit_kernels::embd::{EmbdType, EmbdView};
+use onebit_kernels::screen::Int8Head;
 use onebit_kernels::{embd_quant, float, parallel};
 use std::time::Instant;
 
@@ -80,11 +84,98 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10)
         .max(1);
+    let batch_only = args.next().as_deref() == Some("batch");
     parallel::init_threads(threads);
     println!(
-        "LM head {ROWS} x {COLS}, {threads} threads, integer kernels: {}",
-        embd_quant::isa().name()
+        "LM head {ROWS} x {COLS}, {threads} threads, integer kernels: {}, CPU: {}",
+        embd_quant::isa().name(),
+        cpu_name()
     );
+    if !batch_only {
+        single_row(reps);
+    }
+    batched(reps);
+}
+
+/// The CPU's model name from /proc/cpuinfo.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Hidden rows for a batch of `n` (different per row, as in a real decode step).
+fn hidden_rows(n: usize) -> Vec<f32> {
+    (0..n * COLS)
+        .map(|i| (i as f32 * 0.37 + (i / COLS) as f32).sin() * 2.0)
+        .collect()
+}
+
+/// A decode step of n rows: n one-row calls against one batched call, per head type.
+fn batched(reps: usize) {
+    let reps = reps.clamp(1, 5);
+    println!("decode step of n rows: n x matvec vs one matmul (best of {reps}, ms per step)");
+    for kind in [EmbdType::F16, EmbdType::Q8_0, EmbdType::Q6K] {
+        let data = head(kind);
+        let v = EmbdView::new(kind, ROWS, COLS, &data).expect("head shape");
+        for n in [1, 2, 4, 8, 16] {
+            let hs = hidden_rows(n);
+            let mut out = vec![0f32; n * ROWS];
+            let (rows, _) = time(reps, || {
+                for (h, o) in hs.chunks_exact(COLS).zip(out.chunks_exact_mut(ROWS)) {
+                    v.matvec(h, o);
+                }
+            });
+            let (gemm, _) = time(reps, || v.matmul(&hs, &mut out));
+            println!(
+                "{:5} n={n:2}  {n:2} x matvec {rows:8.2} ms  matmul {gemm:8.2} ms  ({:.2}x)",
+                kind.name(),
+                rows / gemm
+            );
+            std::hint::black_box(&out);
+        }
+        if kind == EmbdType::F16 && !screen_has_kernel() {
+            println!("F16 screened argmax: skipped, the int8 screen's kernels need AVX2 or AVX-512F (its scalar reference is not worth timing)");
+        } else if kind == EmbdType::F16 {
+            let screen = Int8Head::new(&v).expect("an F16 head");
+            for n in [1, 2, 4, 8, 16] {
+                let hs = hidden_rows(n);
+                let (rows, _) = time(reps, || {
+                    for h in hs.chunks_exact(COLS) {
+                        std::hint::black_box(screen.argmax(&v, h));
+                    }
+                });
+                let (batch, _) = time(reps, || {
+                    std::hint::black_box(screen.argmax_batch(&v, &hs));
+                });
+                println!(
+                    "F16 screened argmax n={n:2}  {n:2} x argmax {rows:8.2} ms  argmax_batch {batch:8.2} ms  ({:.2}x)",
+                    rows / batch
+                );
+            }
+        }
+    }
+}
+
+fn screen_has_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") || std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One row at a time: the head types and the paths they replaced.
+fn single_row(reps: usize) {
     let h: Vec<f32> = (0..COLS).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
     let mut out = vec![0f32; ROWS];
     for kind in [EmbdType::F16, EmbdType::Q8_0, EmbdType::Q6K] {

@@ -147,6 +147,155 @@ impl<'a> EmbdView<'a> {
     }
 }
 
+/// Hidden rows that one pass over the head serves: their f32 copies (10 KB each for 2B-4T)
+/// stay in L2 while every thread streams its share of the head past them. Larger batches
+/// go through in blocks of this many rows.
+pub const HEAD_BATCH: usize = 16;
+
+/// Head rows a quantized row kernel takes at a time, for each hidden row in turn: the tile
+/// (at most 16 · 3.4 KB for 2B-4T) stays in L1/L2 between hidden rows.
+const QUANT_TILE: usize = 16;
+
+/// Which kernels the head uses: chosen once from the CPU, or forced by tests.
+#[derive(Clone, Copy, Debug)]
+struct HeadKernels {
+    /// The F16 head's AVX + F16C kernels (else the scalar reference).
+    f16c: bool,
+    /// The quantized heads' instruction set.
+    quant: crate::ternary::Isa,
+}
+
+impl HeadKernels {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let f16c = f16_simd::has_f16c();
+        #[cfg(not(target_arch = "x86_64"))]
+        let f16c = false;
+        Self {
+            f16c,
+            quant: embd_quant::isa(),
+        }
+    }
+}
+
+impl EmbdView<'_> {
+    /// `out[j] = head · hs[j]` for `n` hidden rows at once (`hs` is `[n, cols]`, `out`
+    /// `[n, rows]`): the LM head as a GEMM that reads each head row once per block of
+    /// [`HEAD_BATCH`] hidden rows instead of once per row, with the vocabulary split across
+    /// threads. Every output is bit-identical to [`matvec`](Self::matvec) of its row: each
+    /// dot product keeps the one-row kernels' lanes and order.
+    pub fn matmul(&self, hs: &[f32], out: &mut [f32]) {
+        // One row is the one-row head itself: a single stream runs exactly as before.
+        if hs.len() == self.cols && out.len() == self.rows {
+            self.matvec(hs, out);
+        } else {
+            self.matmul_with(HeadKernels::detect(), hs, out);
+        }
+    }
+
+    /// Scalar reference of [`matmul`](Self::matmul): one [`matvec_ref`](Self::matvec_ref)
+    /// per hidden row.
+    pub fn matmul_ref(&self, hs: &[f32], out: &mut [f32]) {
+        let n = self.batch_rows(hs, out);
+        for j in 0..n {
+            self.matvec_ref(
+                &hs[j * self.cols..(j + 1) * self.cols],
+                &mut out[j * self.rows..(j + 1) * self.rows],
+            );
+        }
+    }
+
+    /// The number of hidden rows of a [`matmul`](Self::matmul) call, its sizes checked.
+    fn batch_rows(&self, hs: &[f32], out: &[f32]) -> usize {
+        let n = match (self.rows, self.cols) {
+            (0, 0) => 0,
+            (0, cols) => hs.len() / cols,
+            (rows, _) => out.len() / rows,
+        };
+        assert_eq!(hs.len(), n * self.cols, "lm head matmul: hidden length");
+        assert_eq!(out.len(), n * self.rows, "lm head matmul: output length");
+        n
+    }
+
+    fn matmul_with(&self, kernels: HeadKernels, hs: &[f32], out: &mut [f32]) {
+        let n = self.batch_rows(hs, out);
+        if self.rows == 0 {
+            return;
+        }
+        let (rows, cols) = (self.rows, self.cols);
+        for first in (0..n).step_by(HEAD_BATCH) {
+            let nb = (n - first).min(HEAD_BATCH);
+            let hs = &hs[first * cols..(first + nb) * cols];
+            let out = &mut out[first * rows..(first + nb) * rows];
+            self.matmul_block(kernels, hs, out);
+        }
+    }
+
+    /// One block of at most [`HEAD_BATCH`] hidden rows.
+    fn matmul_block(&self, kernels: HeadKernels, hs: &[f32], out: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        match self.kind {
+            EmbdType::F16 => parallel::for_columns(out, rows, 256, |first, parts| {
+                let data = self.rows_data(first, parts[0].len());
+                dot_f16_rows_batch_with(kernels.f16c, data, cols, hs, parts);
+            }),
+            EmbdType::Q8_0 => {
+                let hq: Vec<_> = hs
+                    .chunks_exact(cols)
+                    .map(embd_quant::HiddenQ8::new)
+                    .collect();
+                parallel::for_columns(out, rows, 256, |first, parts| {
+                    self.quant_tiles(first, parts, |tile, j, o| {
+                        embd_quant::rows_q8_0(kernels.quant, tile, &hq[j], o);
+                    });
+                });
+            }
+            EmbdType::Q6K => {
+                let hq: Vec<_> = hs
+                    .chunks_exact(cols)
+                    .map(embd_quant::HiddenQ8K::new)
+                    .collect();
+                parallel::for_columns(out, rows, 256, |first, parts| {
+                    self.quant_tiles(first, parts, |tile, j, o| {
+                        embd_quant::rows_q6k(kernels.quant, tile, &hq[j], o);
+                    });
+                });
+            }
+            EmbdType::F32 | EmbdType::Bf16 => {
+                parallel::for_columns(out, rows, 256, |first, parts| {
+                    let mut tmp = vec![0f32; cols];
+                    for i in 0..parts[0].len() {
+                        dequant_row(self.kind, self.row_data(first + i), &mut tmp);
+                        for (part, h) in parts.iter_mut().zip(hs.chunks_exact(cols)) {
+                            part[i] = crate::float::dot_f32(&tmp, h);
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    /// Runs `kernel(tile_bytes, j, out_j)` over the head rows `first ..` of `parts` in tiles
+    /// of [`QUANT_TILE`] rows, every hidden row `j` against a tile before the next tile (one
+    /// hidden row takes the whole range at once, as `matvec` does).
+    fn quant_tiles(
+        &self,
+        first: usize,
+        parts: &mut [&mut [f32]],
+        kernel: impl Fn(&[u8], usize, &mut [f32]),
+    ) {
+        let len = parts[0].len();
+        let tile = if parts.len() == 1 { len } else { QUANT_TILE };
+        for t in (0..len).step_by(tile.max(1)) {
+            let tn = (len - t).min(tile);
+            let tile = self.rows_data(first + t, tn);
+            for (j, part) in parts.iter_mut().enumerate() {
+                kernel(tile, j, &mut part[t..t + tn]);
+            }
+        }
+    }
+}
+
 /// Σ f16(row) · h in a fixed order: 8 lanes (lane `l` sums elements ≡ `l` mod 8 in order,
 /// multiply then add, no FMA), the lanes summed in order, then the tail. The SIMD path
 /// reproduces this order bit for bit, and so does the iGPU's LM head.
@@ -187,6 +336,56 @@ pub fn dot_f16_rows(rows: &[u8], h: &[f32], out: &mut [f32]) {
     }
     for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb)) {
         *o = dot_f16_ref(row, h);
+    }
+}
+
+/// `outs[j][i] = row_i · h_j` for consecutive F16 rows (`cols` values each) and the hidden
+/// rows `hs` (`[outs.len(), cols]`): each head row is read once for all hidden rows, and
+/// every output is bit-identical to [`dot_f16_ref`].
+pub fn dot_f16_rows_batch(rows: &[u8], cols: usize, hs: &[f32], outs: &mut [&mut [f32]]) {
+    #[cfg(target_arch = "x86_64")]
+    let f16c = f16_simd::has_f16c();
+    #[cfg(not(target_arch = "x86_64"))]
+    let f16c = false;
+    dot_f16_rows_batch_with(f16c, rows, cols, hs, outs);
+}
+
+/// [`dot_f16_rows_batch`] with the AVX + F16C kernel (`f16c`, which must be available) or
+/// the scalar reference.
+fn dot_f16_rows_batch_with(
+    f16c: bool,
+    rows: &[u8],
+    cols: usize,
+    hs: &[f32],
+    outs: &mut [&mut [f32]],
+) {
+    let n = outs.first().map_or(0, |o| o.len());
+    assert!(
+        outs.iter().all(|o| o.len() == n),
+        "f16 head batch: output lengths"
+    );
+    assert_eq!(hs.len(), outs.len() * cols, "f16 head batch: hidden length");
+    assert_eq!(rows.len(), n * cols * 2, "f16 head batch: head rows");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if f16c && cols > 0 {
+            assert!(
+                f16_simd::has_f16c(),
+                "the F16 head's F16C kernel needs AVX and F16C"
+            );
+            // SAFETY: AVX+F16C are present; sizes are checked above.
+            unsafe { f16_simd::rows_f16c_batch(rows, cols, hs, outs) };
+            return;
+        }
+    }
+    let _ = f16c;
+    for (i, row) in rows.chunks_exact(cols * 2).enumerate() {
+        for (o, h) in outs.iter_mut().zip(hs.chunks_exact(cols)) {
+            o[i] = dot_f16_ref(row, h);
+        }
+    }
+    if cols == 0 {
+        outs.iter_mut().for_each(|o| o.fill(0.0));
     }
 }
 
@@ -272,6 +471,139 @@ mod f16_simd {
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
             let row = &rows[idx[i] * rb..(idx[i] + 1) * rb];
             out[i] = super::finish_f16_dot(lanes, row, h, chunks * 8);
+        }
+        out
+    }
+
+    /// Hidden rows per register tile: 4 head rows × 2 hidden rows are 8 accumulators, with
+    /// the 2 hidden vectors and one converted weight vector 11 of the 16 ymm registers.
+    const TILE_HIDDEN: usize = 2;
+
+    /// The batched form of [`rows_f16c`]: the same walk over groups of 4 head rows, and per
+    /// group every hidden row in tiles of [`TILE_HIDDEN`]; each converted weight vector
+    /// serves all hidden rows of a tile. One 8-lane accumulator per (head row, hidden row)
+    /// keeps the reference's order.
+    ///
+    /// # Safety
+    /// AVX and F16C; `cols > 0`, `rows.len() == n · 2 · cols` and `hs.len() == outs.len() ·
+    /// cols`, with `n` the length of every `outs[j]`.
+    #[target_feature(enable = "avx,f16c")]
+    pub unsafe fn rows_f16c_batch(rows: &[u8], cols: usize, hs: &[f32], outs: &mut [&mut [f32]]) {
+        let n = outs.first().map_or(0, |o| o.len());
+        let quarter = if super::head_walk_quarters() {
+            n / 4
+        } else {
+            0
+        };
+        for g in 0..quarter {
+            // SAFETY: every index is < 4·quarter ≤ n; the caller's contract covers the rest.
+            unsafe {
+                group(
+                    rows,
+                    cols,
+                    [g, g + quarter, g + 2 * quarter, g + 3 * quarter],
+                    hs,
+                    outs,
+                )
+            };
+        }
+        let mut r = 4 * quarter;
+        while r + 4 <= n {
+            // SAFETY: r + 3 < n.
+            unsafe { group(rows, cols, [r, r + 1, r + 2, r + 3], hs, outs) };
+            r += 4;
+        }
+        for r in r..n {
+            // SAFETY: r < n.
+            unsafe { group(rows, cols, [r], hs, outs) };
+        }
+    }
+
+    /// Head rows `idx` against every hidden row.
+    ///
+    /// # Safety
+    /// AVX and F16C; `idx` are rows of `rows` (`2 · cols` bytes each) and < every
+    /// `outs[j].len()`; `hs.len() == outs.len() · cols`.
+    #[inline]
+    #[target_feature(enable = "avx,f16c")]
+    unsafe fn group<const R: usize>(
+        rows: &[u8],
+        cols: usize,
+        idx: [usize; R],
+        hs: &[f32],
+        outs: &mut [&mut [f32]],
+    ) {
+        let mut j = 0;
+        while j < outs.len() {
+            let tile = (outs.len() - j).min(TILE_HIDDEN);
+            let h = &hs[j * cols..(j + tile) * cols];
+            if tile == TILE_HIDDEN {
+                // SAFETY: the caller's contract; `h` holds TILE_HIDDEN rows.
+                let d = unsafe { tile_dots::<R, TILE_HIDDEN>(rows, cols, idx, h) };
+                for (b, db) in d.iter().enumerate() {
+                    for (r, v) in idx.iter().zip(db) {
+                        outs[j + b][*r] = *v;
+                    }
+                }
+            } else {
+                for b in 0..tile {
+                    // SAFETY: as above, one hidden row.
+                    let d =
+                        unsafe { tile_dots::<R, 1>(rows, cols, idx, &h[b * cols..(b + 1) * cols]) };
+                    for (r, v) in idx.iter().zip(&d[0]) {
+                        outs[j + b][*r] = *v;
+                    }
+                }
+            }
+            j += tile;
+        }
+    }
+
+    /// `[b][i] = row idx[i] · h_b` (bit-identical to `dot_f16_ref` each) for the `B` hidden
+    /// rows of `hs`.
+    ///
+    /// # Safety
+    /// AVX and F16C; `idx` are rows of `rows` (`2 · cols` bytes each), `hs.len() == B · cols`.
+    #[inline]
+    #[target_feature(enable = "avx,f16c")]
+    unsafe fn tile_dots<const R: usize, const B: usize>(
+        rows: &[u8],
+        cols: usize,
+        idx: [usize; R],
+        hs: &[f32],
+    ) -> [[f32; R]; B] {
+        let rb = cols * 2;
+        let chunks = cols / 8;
+        assert_eq!(hs.len(), B * cols, "f16 head tile: hidden rows");
+        for &r in &idx {
+            assert!((r + 1) * rb <= rows.len(), "f16 head: row outside the rows");
+        }
+        let mut acc = [[_mm256_setzero_ps(); R]; B];
+        for c in 0..chunks {
+            let mut hv = [_mm256_setzero_ps(); B];
+            for (b, v) in hv.iter_mut().enumerate() {
+                // SAFETY: c·8 + 8 ≤ cols, inside hidden row b (checked above).
+                *v = unsafe { _mm256_loadu_ps(hs.as_ptr().add(b * cols + c * 8)) };
+            }
+            for (i, &r) in idx.iter().enumerate() {
+                // SAFETY: 16 bytes at c·16 of row r, inside the rows (checked above).
+                let w = unsafe {
+                    _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(r * rb + c * 16).cast()))
+                };
+                for (a, v) in acc.iter_mut().zip(&hv) {
+                    a[i] = _mm256_add_ps(a[i], _mm256_mul_ps(w, *v));
+                }
+            }
+        }
+        let mut out = [[0f32; R]; B];
+        for (b, (ob, ab)) in out.iter_mut().zip(&acc).enumerate() {
+            let h = &hs[b * cols..(b + 1) * cols];
+            for ((o, a), &r) in ob.iter_mut().zip(ab).zip(&idx) {
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` holds 8 floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+                *o = super::finish_f16_dot(lanes, &rows[r * rb..(r + 1) * rb], h, chunks * 8);
+            }
         }
         out
     }
@@ -492,6 +824,115 @@ mod tests {
         }
     }
 
+    /// A `rows × cols` head of `kind` with values from `seed`, or None when `cols` is not a
+    /// whole number of the type's blocks.
+    fn head_of(kind: EmbdType, rows: usize, cols: usize, seed: u32) -> Option<Vec<u8>> {
+        kind.row_bytes(cols)?;
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32 + seed as f32 * 1.7) * 0.731).sin() * 0.05)
+            .collect();
+        Some(match kind {
+            EmbdType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            EmbdType::F16 => x
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
+                .collect(),
+            EmbdType::Bf16 => x
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes())
+                .collect(),
+            EmbdType::Q8_0 => x.chunks_exact(cols).flat_map(quantize_q8_0).collect(),
+            EmbdType::Q6K => x.chunks_exact(cols).flat_map(quantize_q6k).collect(),
+        })
+    }
+
+    /// `n` hidden rows with values of mixed magnitude (so rounding differences would show).
+    fn hidden_rows(n: usize, cols: usize, seed: u32) -> Vec<f32> {
+        (0..n * cols)
+            .map(|i| {
+                let x = (i * 7 + seed as usize) as f32 * 0.013;
+                x.cos() * (1.0 + 30.0 * (x * 3.1).sin().abs().powi(4))
+            })
+            .collect()
+    }
+
+    /// Every kernel choice this CPU can run: the F16 head with and without F16C, the
+    /// quantized heads on every instruction set.
+    fn every_kernel_choice() -> Vec<HeadKernels> {
+        let best = HeadKernels::detect();
+        let f16c = [false, best.f16c];
+        let isas = crate::ternary::Isa::ALL
+            .into_iter()
+            .filter(|i| embd_quant::simd_ok(*i));
+        isas.flat_map(|quant| f16c.map(|f16c| HeadKernels { f16c, quant }))
+            .collect()
+    }
+
+    /// `matmul` on every kernel choice against one `matvec` per hidden row, bit for bit.
+    fn check_matmul(kind: EmbdType, rows: usize, cols: usize, n: usize, seed: u32) {
+        let Some(data) = head_of(kind, rows, cols, seed) else {
+            return;
+        };
+        let v = EmbdView::new(kind, rows, cols, &data).unwrap();
+        let hs = hidden_rows(n, cols, seed);
+        let mut want = vec![0f32; n * rows];
+        for (h, o) in hs
+            .chunks_exact(cols.max(1))
+            .zip(want.chunks_exact_mut(rows))
+        {
+            v.matvec(h, o);
+        }
+        let mut got = vec![f32::NAN; n * rows];
+        v.matmul(&hs, &mut got);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "{kind:?} {rows}x{cols}, n={n}: matmul"
+        );
+        v.matmul_ref(&hs, &mut got);
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "{kind:?} {rows}x{cols}, n={n}: matmul_ref"
+        );
+        for k in every_kernel_choice() {
+            got.fill(f32::NAN);
+            v.matmul_with(k, &hs, &mut got);
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{kind:?} {rows}x{cols}, n={n}: {k:?}"
+            );
+        }
+    }
+
+    const ALL_KINDS: [EmbdType; 5] = [
+        EmbdType::F32,
+        EmbdType::F16,
+        EmbdType::Bf16,
+        EmbdType::Q8_0,
+        EmbdType::Q6K,
+    ];
+
+    #[test]
+    fn matmul_splits_a_long_vocabulary_across_threads_exactly() {
+        // Long enough for several column chunks per thread, and more than one block of
+        // hidden rows.
+        for kind in ALL_KINDS {
+            check_matmul(kind, 3001, 256, HEAD_BATCH + 3, 11);
+        }
+    }
+
+    #[test]
+    fn matmul_of_no_rows_is_empty() {
+        let data = head_of(EmbdType::F16, 5, 40, 1).unwrap();
+        let v = EmbdView::new(EmbdType::F16, 5, 40, &data).unwrap();
+        let mut out: Vec<f32> = Vec::new();
+        v.matmul(&[], &mut out);
+        assert!(out.is_empty());
+    }
+
     proptest::proptest! {
         #[test]
         fn f16_rows_match_reference(rows in 1usize..70, cols in 1usize..300, seed in 0u32..1000) {
@@ -523,6 +964,17 @@ mod tests {
             for (a, b) in g3.iter().zip(&g4) {
                 proptest::prop_assert_eq!(a.to_bits(), b.to_bits());
             }
+        }
+
+        #[test]
+        fn float_head_matmul_equals_matvec_per_row(kind in 0usize..3, rows in 1usize..70, cols in 1usize..300, n in 1usize..21, seed in 0u32..1000) {
+            check_matmul([EmbdType::F16, EmbdType::F32, EmbdType::Bf16][kind], rows, cols, n, seed);
+        }
+
+        #[test]
+        fn quantized_head_matmul_equals_matvec_per_row(q6k in proptest::bool::ANY, rows in 1usize..70, blocks in 1usize..12, n in 1usize..21, seed in 0u32..1000) {
+            let (kind, cols) = if q6k { (EmbdType::Q6K, 256 * blocks.div_ceil(4)) } else { (EmbdType::Q8_0, 32 * blocks) };
+            check_matmul(kind, rows, cols, n, seed);
         }
     }
 }

@@ -341,6 +341,44 @@ pub fn for_rows2<A: Send, B: Send>(
     });
 }
 
+/// Splits the columns of a row-major `[rows, row_len]` output across threads: `f(first,
+/// parts)` gets, for chunks of at least `min_cols` columns starting at column `first`, one
+/// mutable part per row (`parts[r]` is row `r`'s columns `first .. first + len`). A GEMM over
+/// a long dimension (the LM head's vocabulary) uses it to give every thread its own slice of
+/// the weights for all rows at once.
+pub fn for_columns<T: Send>(
+    out: &mut [T],
+    row_len: usize,
+    min_cols: usize,
+    f: impl Fn(usize, &mut [&mut [T]]) + Sync,
+) {
+    if row_len == 0 || out.is_empty() {
+        return;
+    }
+    assert!(
+        out.len().is_multiple_of(row_len),
+        "for_columns: {} elements are not rows of {row_len}",
+        out.len()
+    );
+    let rows = out.len() / row_len;
+    let per = row_len.div_ceil(threads() * 4).max(min_cols.max(1));
+    let base = SendPtr(out.as_mut_ptr());
+    for_range(row_len, per, |start, end| {
+        let mut parts: Vec<&mut [T]> = (0..rows)
+            .map(|r| {
+                // SAFETY: column ranges from `for_range` are disjoint, so the parts of
+                // different chunks never overlap; within a chunk, part `r` lies in row `r`
+                // (start < end ≤ row_len) and rows do not overlap; `out` stays mutably
+                // borrowed for the whole call.
+                unsafe {
+                    std::slice::from_raw_parts_mut(base.get().add(r * row_len + start), end - start)
+                }
+            })
+            .collect();
+        f(start, &mut parts);
+    });
+}
+
 /// Runs `f(i)` for `i in 0..n` on the pool.
 pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync + Send) {
     for_range(n, 1, |s, e| (s..e).for_each(&f));
@@ -375,6 +413,21 @@ mod tests {
             .chunks_exact(3)
             .enumerate()
             .all(|(i, r)| r.iter().all(|v| *v == i as u32)));
+    }
+
+    #[test]
+    fn columns_are_visited_once_in_every_row() {
+        let (rows, row_len) = (3, 10_007);
+        let mut v = vec![0u32; rows * row_len];
+        for_columns(&mut v, row_len, 5, |first, parts| {
+            assert_eq!(parts.len(), rows);
+            for (r, part) in parts.iter_mut().enumerate() {
+                for (i, x) in part.iter_mut().enumerate() {
+                    *x += (r * row_len + first + i) as u32 + 1;
+                }
+            }
+        });
+        assert!(v.iter().enumerate().all(|(i, x)| *x == i as u32 + 1));
     }
 
     #[test]

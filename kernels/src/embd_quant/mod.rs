@@ -221,7 +221,7 @@ pub fn isa() -> Isa {
 }
 
 /// Whether the kernels of `isa` can run here.
-fn simd_ok(isa: Isa) -> bool {
+pub(crate) fn simd_ok(isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         isa.available() && (isa == Isa::Scalar || std::is_x86_feature_detected!("f16c"))
