@@ -44,10 +44,34 @@ pub enum LogitsMode {
 pub struct Session {
     max_ctx: usize,
     kv_dim: usize,
+    n_layers: usize,
     tokens: Vec<u32>,
-    /// Per layer `[max_ctx, kv_dim]`; pages are touched only as positions fill.
+    kv: Box<dyn KvMemory>,
+}
+
+/// Where a session's keys and values live: per layer `[max_ctx, kv_dim]` f32 keys and as
+/// many values. The CPU's own sessions keep them on the heap; a session a device surface
+/// hands to the CPU keeps them in the device's shared buffer, in the same layout, so the
+/// CPU continues on the very memory the device wrote.
+pub trait KvMemory: Send + Sync {
+    /// Layer `l`'s keys and values, `[max_ctx, kv_dim]` each.
+    fn layer(&self, l: usize) -> (&[f32], &[f32]);
+    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]);
+}
+
+/// Keys and values on the heap; pages are touched only as positions fill.
+struct HeapKv {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
+}
+
+impl KvMemory for HeapKv {
+    fn layer(&self, l: usize) -> (&[f32], &[f32]) {
+        (&self.keys[l], &self.values[l])
+    }
+    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
+        (&mut self.keys[l], &mut self.values[l])
+    }
 }
 
 impl Session {
@@ -64,9 +88,31 @@ impl Session {
         Self {
             max_ctx,
             kv_dim,
+            n_layers: c.n_layers,
             tokens: Vec::new(),
-            keys: make(),
-            values: make(),
+            kv: Box::new(HeapKv {
+                keys: make(),
+                values: make(),
+            }),
+        }
+    }
+
+    /// A session holding `tokens` whose keys and values are already in `kv`: no copy.
+    /// `kv` holds `[max_ctx, kv_dim]` per layer of `model` (a device surface lays its
+    /// sequences out so, from the same config).
+    pub fn on_memory(model: &Model, max_ctx: usize, tokens: &[u32], kv: Box<dyn KvMemory>) -> Self {
+        let c = &model.config;
+        let kv_dim = c.kv_dim();
+        debug_assert!((0..c.n_layers).all(|l| {
+            let (k, v) = kv.layer(l);
+            k.len() == max_ctx * kv_dim && v.len() == max_ctx * kv_dim
+        }));
+        Self {
+            max_ctx,
+            kv_dim,
+            n_layers: c.n_layers,
+            tokens: tokens[..tokens.len().min(max_ctx)].to_vec(),
+            kv,
         }
     }
 
@@ -100,7 +146,8 @@ impl Session {
         layer_kv: impl Fn(usize) -> (&'a [f32], &'a [f32]),
     ) {
         let n = tokens.len().min(self.max_ctx) * self.kv_dim;
-        for (l, (k, v)) in self.keys.iter_mut().zip(self.values.iter_mut()).enumerate() {
+        for l in 0..self.n_layers {
+            let (k, v) = self.kv.layer_mut(l);
             let (src_k, src_v) = layer_kv(l);
             k[..n].copy_from_slice(&src_k[..n]);
             v[..n].copy_from_slice(&src_v[..n]);
@@ -112,7 +159,8 @@ impl Session {
     /// [`adopt`](Self::adopt) takes, for handing the cache to another surface).
     pub fn layer_kv(&self, l: usize) -> (&[f32], &[f32]) {
         let n = self.tokens.len() * self.kv_dim;
-        (&self.keys[l][..n], &self.values[l][..n])
+        let (k, v) = self.kv.layer(l);
+        (&k[..n], &v[..n])
     }
 
     /// Bytes of KV cache per token of context.
@@ -508,9 +556,9 @@ fn self_attention(
         rope_rotate_half_cached(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hd, cos, sin);
         let sess = &mut sessions[rp.session];
         let at = rp.pos * sess.kv_dim;
-        sess.keys[layer_index][at..at + kv_dim].copy_from_slice(&s.k[t * kv_dim..(t + 1) * kv_dim]);
-        sess.values[layer_index][at..at + kv_dim]
-            .copy_from_slice(&s.v[t * kv_dim..(t + 1) * kv_dim]);
+        let (keys, values) = sess.kv.layer_mut(layer_index);
+        keys[at..at + kv_dim].copy_from_slice(&s.k[t * kv_dim..(t + 1) * kv_dim]);
+        values[at..at + kv_dim].copy_from_slice(&s.v[t * kv_dim..(t + 1) * kv_dim]);
     }
 
     attention(model, layer_index, sessions, rows, &s.q, &mut s.attn);
@@ -544,8 +592,7 @@ fn attention(
             let (t, head) = (idx / n_heads, idx % n_heads);
             let rp = rows[t];
             let sess = &sessions[rp.session];
-            let keys = &sess.keys[layer_index];
-            let values = &sess.values[layer_index];
+            let (keys, values) = sess.kv.layer(layer_index);
             let kv_off = (head / group) * hd;
             let qh = &q[t * n_heads * hd + head * hd..][..hd];
             let key = |p: usize| &keys[p * kv_dim + kv_off..][..hd];

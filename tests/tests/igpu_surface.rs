@@ -326,3 +326,51 @@ fn a_batched_decode_step_reads_the_big_projections_once() {
     );
     assert_eq!(count("lm_head_f16"), 0);
 }
+
+/// After a device fault the session continues on the CPU on the very buffer the iGPU wrote
+/// its keys and values into: nothing is copied, and the tokens stay the CPU's.
+#[test]
+fn a_session_moved_to_the_cpu_continues_on_its_shared_kv_buffer() {
+    use onebit_engine::backend::fallback::FallbackSession;
+    let (Some(model), Some(reference)) = (tiny_a("i2_s"), tiny_a("i2_s")) else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let Opened::Cpu(mut cpu) = surface(reference, Surface::Cpu, None) else {
+        unreachable!()
+    };
+    let want = tokens_on(&mut cpu, PROMPTS[0], 0.0);
+    let plan = FaultPlan {
+        kind: FaultKind::DeviceError,
+        at: 4,
+    };
+    let Opened::Igpu(mut gpu) = surface(model, Surface::Igpu, Some(plan)) else {
+        unreachable!()
+    };
+    let mut s = gpu.new_session(64).expect("a session");
+    let FallbackSession::Device(d) = &s else {
+        panic!("the session did not start on the device")
+    };
+    let device_buffer = d.seq.cpu_range();
+    let mut got = Vec::new();
+    generate(&mut gpu, &mut s, PROMPTS[0], &options(0.0), |t| {
+        got.push(t);
+        true
+    })
+    .expect("the generation survives the fault");
+    assert_eq!(got, want);
+    let FallbackSession::Cpu(c) = &s else {
+        panic!("the fault did not move the session")
+    };
+    for l in 0..2 {
+        let (k, v) = c.kv.layer_kv(l);
+        assert!(
+            device_buffer.contains(&(k.as_ptr() as usize)),
+            "layer {l} keys copied"
+        );
+        assert!(
+            device_buffer.contains(&(v.as_ptr() as usize)),
+            "layer {l} values copied"
+        );
+    }
+}

@@ -14,6 +14,16 @@ pub struct CpuSession {
     result: RowResult,
 }
 
+impl CpuSession {
+    /// A session continuing on `kv` (a cache another surface wrote).
+    pub fn on(kv: Session) -> Self {
+        Self {
+            kv,
+            result: RowResult::Nothing,
+        }
+    }
+}
+
 /// The CPU forward pass behind [`Backend`]. `M` is how the model is held: `Arc<Model>` for
 /// the daemon, `&Model` for a one-off run.
 pub struct CpuBackend<M> {

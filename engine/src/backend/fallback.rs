@@ -56,20 +56,26 @@ impl Fallback {
         }
     }
 
-    /// Moves a device session to the CPU, keeping every position it holds.
+    /// Moves a device session to the CPU, keeping every position it holds: the CPU session
+    /// reads and extends the keys and values in the sequence's shared buffer, where the
+    /// device left them.
     fn move_to_cpu(&mut self, s: &mut FallbackSession) -> Result<(), BackendError> {
-        let FallbackSession::Device(d) = s else {
+        if !matches!(s, FallbackSession::Device(_)) {
+            return Ok(());
+        }
+        // A one-token stand-in while the device session is taken apart.
+        let stand_in = FallbackSession::Cpu(self.cpu.new_session(1)?);
+        let FallbackSession::Device(d) = std::mem::replace(s, stand_in) else {
             return Ok(());
         };
-        let mut c = self.cpu.new_session(d.seq.max_ctx())?;
-        let kv_dim = self.cpu.model().config.kv_dim();
-        c.kv.adopt(d.seq.tokens(), |l| d.seq.layer_kv(l, kv_dim));
+        let tokens = d.seq.tokens().len();
+        let kv = d.seq.into_cpu_session(self.cpu.model());
         tracing::warn!(
-            tokens = d.seq.tokens().len(),
-            "a session moved from the {} to the CPU",
+            tokens,
+            "a session moved from the {} to the CPU, on its KV cache in shared memory",
             self.device.surface()
         );
-        *s = FallbackSession::Cpu(c);
+        *s = FallbackSession::Cpu(CpuSession::on(kv));
         self.fallbacks += 1;
         Ok(())
     }

@@ -125,6 +125,52 @@ impl WeightBuffer {
     }
 }
 
+/// A sequence's shared buffer serving as a CPU session's keys and values, after the
+/// sequence left the device (see [`IgpuSeq::into_cpu_kv`]).
+struct DeviceKv {
+    seq: IgpuSeq,
+}
+
+// SAFETY: `layer` only reads the buffer through `&self` (`as_slice`) and `layer_mut` needs
+// `&mut self`, so shared references never see a write; the GPU no longer runs this
+// sequence (its surface gave it up before handing the buffer over).
+unsafe impl Sync for DeviceKv {}
+
+impl DeviceKv {
+    fn range(&self, off: u64) -> std::ops::Range<usize> {
+        off as usize..off as usize + self.seq.layout.cache_bytes as usize
+    }
+}
+
+impl crate::forward::KvMemory for DeviceKv {
+    fn layer(&self, l: usize) -> (&[f32], &[f32]) {
+        let (k, v) = self.seq.layout.layer(l);
+        let bytes = self.seq.buf.as_slice();
+        let f = |r: std::ops::Range<usize>| {
+            let b = &bytes[r];
+            // SAFETY: each layer's cache starts at a multiple of `cache_bytes` (whole f32s)
+            // from the page-aligned buffer, so it is f32-aligned; the slice above checked
+            // the bounds; any bits are a valid f32; the borrow of `self` keeps it alive.
+            unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len() / 4) }
+        };
+        (f(self.range(k)), f(self.range(v)))
+    }
+
+    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
+        let (k, v) = self.seq.layout.layer(l);
+        let (rk, rv) = (self.range(k), self.range(v));
+        debug_assert!(rk.end <= rv.start, "keys precede values");
+        let bytes = self.seq.buf.as_mut_slice();
+        let (head, tail) = bytes.split_at_mut(rv.start);
+        let f = |b: &mut [u8]| {
+            // SAFETY: as in `layer`; the two ranges are disjoint halves of one `&mut`
+            // borrow (split above), so the slices never alias.
+            unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<f32>(), b.len() / 4) }
+        };
+        (f(&mut head[rk]), f(&mut tail[..rv.end - rv.start]))
+    }
+}
+
 /// One sequence on the iGPU: its shared buffer (KV cache, ids, logits, token) and the
 /// tokens it holds.
 pub struct IgpuSeq {
@@ -146,6 +192,12 @@ impl IgpuSeq {
     /// Forgets every position from `n` on (the cache is overwritten as they refill).
     pub fn truncate(&mut self, n: usize) {
         self.tokens.truncate(n);
+    }
+
+    /// The CPU address range of the sequence's shared buffer.
+    pub fn cpu_range(&self) -> std::ops::Range<usize> {
+        let s = self.buf.as_slice();
+        s.as_ptr() as usize..s.as_ptr() as usize + s.len()
     }
 
     /// The logits the last step with a head left, read in place from the shared buffer.
@@ -179,6 +231,15 @@ impl IgpuSeq {
             unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) }
         };
         (f(k), f(v))
+    }
+
+    /// The CPU session that continues this sequence on its own buffer: the keys and
+    /// values the device wrote are read where they are, not copied (the layout is the CPU
+    /// session's).
+    pub fn into_cpu_session(self, model: &Model) -> crate::forward::Session {
+        let (max_ctx, tokens) = (self.max_ctx(), self.tokens.clone());
+        let kv = DeviceKv { seq: self };
+        crate::forward::Session::on_memory(model, max_ctx, &tokens, Box::new(kv))
     }
 
     /// Takes over `tokens` whose keys and values another surface computed (an NPU prefill
