@@ -14,6 +14,21 @@ use std::sync::Arc;
 /// `open(2)` flags used by drv (a subset of `O_*`).
 pub const O_RDWR_CLOEXEC: i32 = libc::O_RDWR | libc::O_CLOEXEC;
 
+/// The `F_SEAL_*` word for seals named with the memfd crate's [`memfd::FileSeal`], for
+/// [`KernelIo::add_seals`] (the choke point keeps the kernel's raw word, as `fcntl` does).
+pub fn seal_word(seals: &[memfd::FileSeal]) -> i32 {
+    use memfd::FileSeal::*;
+    seals.iter().fold(0, |w, s| {
+        w | match s {
+            SealShrink => libc::F_SEAL_SHRINK,
+            SealGrow => libc::F_SEAL_GROW,
+            SealWrite => libc::F_SEAL_WRITE,
+            SealSeal => libc::F_SEAL_SEAL,
+            SealFutureWrite => libc::F_SEAL_FUTURE_WRITE,
+        }
+    })
+}
+
 /// The narrow interface between drv and the kernel.
 ///
 /// Implementations must behave like the Linux syscalls they are named after, including
@@ -295,6 +310,33 @@ impl Mapping {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: forwarded contract.
         let p = unsafe { io.mmap(addr, len, prot, flags, fd, offset)? };
+        Ok(Mapping {
+            io: io.clone(),
+            ptr: p.cast(),
+            len,
+        })
+    }
+
+    /// `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, offset)` owned by the result: a view
+    /// nobody writes through (map it from a read-only descriptor, and `mprotect` cannot make
+    /// it writable either: the kernel refuses with `EACCES`).
+    pub fn read_only(
+        io: &Arc<dyn KernelIo>,
+        len: usize,
+        fd: RawFd,
+        offset: u64,
+    ) -> io::Result<Mapping> {
+        // SAFETY: not MAP_FIXED, so the kernel picks fresh space nobody else owns.
+        let p = unsafe {
+            io.mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                offset,
+            )?
+        };
         Ok(Mapping {
             io: io.clone(),
             ptr: p.cast(),

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Ctx, SysError};
-use crate::io::{Fd, KernelIo, Mapping};
+use crate::io::{seal_word, Fd, KernelIo, Mapping};
+use memfd::FileSeal;
 pub use udmabuf::{Limits, Udmabuf};
 
 /// Errors of the buffer layer.
@@ -151,11 +152,9 @@ impl SharedBuffer {
         io.ftruncate(memfd.raw(), size).ctx("ftruncate", what)?;
         // SHRINK is what udmabuf requires; GROW and SEAL keep the size fixed for good.
         // WRITE must stay unsealed or udmabuf refuses the memfd.
-        io.add_seals(
-            memfd.raw(),
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-        )
-        .ctx("fcntl(F_ADD_SEALS)", what)?;
+        let seals = [FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal];
+        io.add_seals(memfd.raw(), seal_word(&seals))
+            .ctx("fcntl(F_ADD_SEALS)", what)?;
         let reserve =
             Mapping::reserve(io, size as usize, MAP_ALIGN.min(size as usize)).ctx("mmap", what)?;
         let addr = reserve.ptr();
