@@ -152,9 +152,18 @@ impl Bytes {
     /// are the only copy, so reading them again would give zeros), a file mapping's pages
     /// are released (reading them again would re-read the file). A no-op for other bytes.
     pub fn discard_pages(&self) {
+        self.discard_range(0..self.len());
+    }
+
+    /// [`discard_pages`](Self::discard_pages) for the whole pages inside `range` (offsets
+    /// into these bytes).
+    pub fn discard_range(&self, range: std::ops::Range<usize>) {
         match self {
-            Self::Sealed { file, offset, len } => file.punch(*offset, offset + len),
-            _ => self.release_pages(),
+            Self::Sealed { file, offset, len } => {
+                let (lo, hi) = (range.start.min(*len), range.end.min(*len));
+                file.punch(offset + lo, offset + hi)
+            }
+            _ => self.release_range(range),
         }
     }
 
