@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Ctx, SysError};
-use crate::io::{seal_word, Fd, KernelIo, Mapping};
+use crate::io::{Fd, KernelIo, Mapping, MemfdFlags, Seals};
 use memfd::FileSeal;
 pub use udmabuf::{Limits, Udmabuf};
 
@@ -146,14 +146,14 @@ impl SharedBuffer {
         let size = (len as u64).next_multiple_of(page());
         let what = || format!("memfd '{name}'");
         let fd = io
-            .memfd_create(name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+            .memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
             .ctx("memfd_create", what)?;
         let memfd = Fd::from_raw(io, fd);
         io.ftruncate(memfd.raw(), size).ctx("ftruncate", what)?;
         // SHRINK is what udmabuf requires; GROW and SEAL keep the size fixed for good.
         // WRITE must stay unsealed or udmabuf refuses the memfd.
         let seals = [FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal];
-        io.add_seals(memfd.raw(), seal_word(&seals))
+        io.add_seals(memfd.raw(), Seals::of(&seals))
             .ctx("fcntl(F_ADD_SEALS)", what)?;
         let reserve =
             Mapping::reserve(io, size as usize, MAP_ALIGN.min(size as usize)).ctx("mmap", what)?;

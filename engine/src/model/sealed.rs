@@ -5,7 +5,7 @@
 //! (size, seals, the CPU mapping) goes through the [`KernelIo`] it was made for.
 
 use memfd::{FileSeal, MemfdOptions};
-use onebit_drv::io::{seal_word, KernelIo, Mapping};
+use onebit_drv::io::{KernelIo, Mapping, Seals};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -82,7 +82,7 @@ impl MemfdWriter {
         } = self;
         let size = map.len();
         drop(map);
-        io.add_seals(memfd.as_raw_fd(), seal_word(&WEIGHT_SEALS))?;
+        io.add_seals(memfd.as_raw_fd(), Seals::of(&WEIGHT_SEALS))?;
         // A MAP_SHARED mapping of an O_RDWR descriptor could be mprotect'ed writable; one of
         // an O_RDONLY descriptor cannot (mprotect answers EACCES).
         let ro = std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd()))?;
