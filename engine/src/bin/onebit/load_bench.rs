@@ -53,6 +53,26 @@ fn page_cache_bytes(file: &std::fs::File, len: usize) -> std::io::Result<usize> 
     Ok(vec.iter().filter(|&&b| b & 1 != 0).count() * page)
 }
 
+/// Reads one byte of every page of the model's weights, so that every load method ends
+/// with every weight in memory (an mmap load leaves the untouched ones on disk until the
+/// first token needs them); returns a checksum so that the reads cannot be elided.
+fn touch_weights(model: &onebit_engine::model::Model) -> u64 {
+    let page = onebit_drv::page_size() as usize;
+    let mut sum = 0u64;
+    let mut touch = |b: &[u8]| {
+        for i in (0..b.len()).step_by(page) {
+            sum = sum.wrapping_add(u64::from(std::hint::black_box(b[i])));
+        }
+    };
+    touch(model.embed_tokens.data.as_slice());
+    for l in &model.layers {
+        for t in l.projections() {
+            touch(t.view().data);
+        }
+    }
+    sum
+}
+
 /// `VmHWM` (peak resident set) of this process, in bytes.
 fn peak_rss() -> Option<usize> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -78,6 +98,8 @@ pub fn main(a: Args) -> CliResult {
     }
     let t0 = Instant::now();
     let (model, _tok) = onebit_engine::format::load_with(&a.model, &load_options(a.load))?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    let checksum = touch_weights(&model);
     let secs = t0.elapsed().as_secs_f64();
     let cache = page_cache_bytes(&file, len)?;
     let hwm = peak_rss().unwrap_or(0);
@@ -86,7 +108,9 @@ pub fn main(a: Args) -> CliResult {
         "cold": a.cold,
         "cache_before_bytes": cold_cache,
         "file_bytes": len,
+        "load_seconds": load_secs,
         "seconds": secs,
+        "checksum": checksum,
         "gb_per_s": len as f64 / secs / 1e9,
         "peak_rss_bytes": hwm,
         "page_cache_after_bytes": cache,
