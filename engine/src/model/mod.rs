@@ -10,6 +10,7 @@ mod storage;
 
 pub use config::Config;
 pub use sealed::{MemfdWriter, SealedFile, WEIGHT_SEALS};
+pub(crate) use sparse::return_freed_memory;
 pub use sparse::{ColumnCounter, SparseDown, SPARSE_COLUMNS};
 pub use storage::{Bytes, SharedBytes};
 

@@ -73,10 +73,11 @@ fn touch_weights(model: &onebit_engine::model::Model) -> u64 {
     sum
 }
 
-/// `VmHWM` (peak resident set) of this process, in bytes.
-fn peak_rss() -> Option<usize> {
+/// A `/proc/self/status` field given in kB (`VmHWM`, the peak resident set; `RssAnon`,
+/// `RssShmem`), in bytes.
+fn status_bytes(field: &str) -> Option<usize> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.split(':').next() == Some(field))?;
     let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -99,10 +100,11 @@ pub fn main(a: Args) -> CliResult {
     let t0 = Instant::now();
     let (model, _tok) = onebit_engine::format::load_with(&a.model, &load_options(a.load))?;
     let load_secs = t0.elapsed().as_secs_f64();
+    let hwm_load = status_bytes("VmHWM").unwrap_or(0);
     let checksum = touch_weights(&model);
     let secs = t0.elapsed().as_secs_f64();
     let cache = page_cache_bytes(&file, len)?;
-    let hwm = peak_rss().unwrap_or(0);
+    let hwm = status_bytes("VmHWM").unwrap_or(0);
     let line = serde_json::json!({
         "method": a.load.name(),
         "cold": a.cold,
@@ -113,6 +115,10 @@ pub fn main(a: Args) -> CliResult {
         "checksum": checksum,
         "gb_per_s": len as f64 / secs / 1e9,
         "peak_rss_bytes": hwm,
+        "peak_rss_at_load_return_bytes": hwm_load,
+        "rss_anon_bytes": status_bytes("RssAnon"),
+        "rss_shmem_bytes": status_bytes("RssShmem"),
+        "rss_file_bytes": status_bytes("RssFile"),
         "page_cache_after_bytes": cache,
         "layers": model.config.n_layers,
     });
