@@ -72,8 +72,8 @@ size = rows[0]["file_bytes"] if rows else 0
 print(f"CPU: {cpu}; file system: {fs} on {dev}; kernel {kernel}")
 print(f"file: {file} ({size / 1e9:.2f} GB); io_uring fallbacks logged: {fallbacks}")
 print()
-print("| cache | load | wall s (load call) | GB/s | peak RSS MiB | page cache after MiB (% of file) | RSS + cache − file MiB |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| cache | load | wall s (load call) | GB/s | peak RSS MiB (at load return) | of which heap after MiB | page cache after MiB (% of file) | RSS + cache − file MiB |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 undropped = []
 for r in rows:
     temp = "cold" if r["cold"] else "warm"
@@ -84,7 +84,8 @@ for r in rows:
     over = (r["peak_rss_bytes"] + cache - size) / mib
     print(
         f"| {temp} | {r['method']} | {r['seconds']:.2f} ({r['load_seconds']:.2f}) | {r['gb_per_s']:.2f} | "
-        f"{r['peak_rss_bytes'] / mib:.0f} | {cache / mib:.0f} ({100 * cache / size:.1f} %) | {over:+.0f} |"
+        f"{r['peak_rss_bytes'] / mib:.0f} ({r['peak_rss_at_load_return_bytes'] / mib:.0f}) | "
+        f"{(r.get('rss_anon_bytes') or 0) / mib:.0f} | {cache / mib:.0f} ({100 * cache / size:.1f} %) | {over:+.0f} |"
     )
 print()
 print("For mmap the page cache and the resident set are the same pages, counted twice in the last column.")
