@@ -136,6 +136,7 @@ pub fn read_sealed(
                     path.display()
                 );
                 fallback = Some(why);
+                progress.restart();
                 LoadMethod::Read
             }
         }
@@ -177,6 +178,12 @@ impl<'a> Progress<'a> {
             done: 0.into(),
             shown: 0.into(),
         }
+    }
+
+    /// Starts over (the fallback reads the whole file again).
+    fn restart(&self) {
+        self.done.set(0);
+        self.shown.set(0);
     }
 
     fn add(&self, n: usize) {
@@ -313,12 +320,18 @@ fn read_uring(
             }
             in_flight += 1;
         }
-        ring.submit_and_wait(1)
-            .map_err(|e| format!("io_uring_enter failed: {e}"))?;
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            // Requests still in flight write the file's own bytes to their own offsets,
+            // which is what the pread fallback writes there too.
+            Err(e) => return Err(format!("io_uring_enter failed: {e}")),
+        }
         let done: Vec<(u64, i32)> = ring
             .completion()
             .map(|c| (c.user_data(), c.result()))
             .collect();
+        let mut failed = None;
         for (id, res) in done {
             in_flight -= 1;
             let (off, n) = pending[id as usize];
@@ -327,19 +340,28 @@ fn read_uring(
                 continue;
             }
             if res < 0 {
-                // Drain what is in flight before the caller reuses the mapping.
-                while in_flight > 0 {
-                    let _ = ring.submit_and_wait(1);
-                    in_flight -= ring.completion().count();
-                }
                 let e = std::io::Error::from_raw_os_error(-res);
-                return Err(format!("an O_DIRECT read at byte {off} failed: {e}"));
+                failed.get_or_insert(format!("an O_DIRECT read at byte {off} failed: {e}"));
+                continue;
             }
             let got = res as usize;
             progress.add(got.min(len.saturating_sub(off)));
             if got < n && off + got < len {
                 short.push((off + got, (n - got).min(len - off - got)));
             }
+        }
+        if let Some(why) = failed {
+            // The kernel may still write into the mapping until every request completes:
+            // wait for them before the caller fills it again.
+            while in_flight > 0 {
+                if let Err(e) = ring.submit_and_wait(1) {
+                    if e.raw_os_error() != Some(libc::EINTR) {
+                        tracing::warn!("waiting for io_uring reads to finish: {e}");
+                    }
+                }
+                in_flight -= ring.completion().count();
+            }
+            return Err(why);
         }
     }
     drop(ring);
