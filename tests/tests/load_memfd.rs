@@ -14,25 +14,42 @@ use onebit_tests::fixture;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The embedded model written to a real file (the temp dir; O_DIRECT where it allows).
-fn embedded_file(tag: &str) -> PathBuf {
+/// The embedded model written to a real file (the temp dir; O_DIRECT where it allows),
+/// removed when dropped.
+struct ModelFile(PathBuf);
+
+impl ModelFile {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ModelFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn embedded_file(tag: &str) -> ModelFile {
     let dir = std::env::temp_dir().join(format!("onebit-load-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("onebit-tiny.i2_s.gguf");
     std::fs::write(&p, onebit_engine::embedded::gguf_bytes()).unwrap();
-    p
+    ModelFile(p)
 }
 
-fn sealed(tag: &str, method: LoadMethod, io: &Arc<dyn KernelIo>) -> (SealedFile, PathBuf) {
-    let p = embedded_file(tag);
-    let (s, report) = read_sealed(&p, method, io).unwrap();
+fn sealed(tag: &str, method: LoadMethod, io: &Arc<dyn KernelIo>) -> SealedFile {
+    let f = embedded_file(tag);
+    let (s, report) = read_sealed(f.path(), method, io).unwrap();
     eprintln!("{tag}: loaded with {} ({:?})", report.used, report.fallback);
     assert_eq!(
         s.as_slice(),
-        std::fs::read(&p).unwrap(),
+        onebit_engine::embedded::gguf_bytes(),
         "{tag}: bytes differ"
     );
-    (s, p)
+    s
 }
 
 fn errno_of(r: libc::c_int) -> Option<i32> {
@@ -41,7 +58,7 @@ fn errno_of(r: libc::c_int) -> Option<i32> {
 
 #[test]
 fn sealed_weights_cannot_be_resized_or_resealed() {
-    let (s, _) = sealed("resize", LoadMethod::Uring, &onebit_drv::io::real());
+    let s = sealed("resize", LoadMethod::Uring, &onebit_drv::io::real());
     let fd = s.raw_fd();
     // SAFETY: plain fcntl/ftruncate on our own memfd.
     let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
@@ -69,7 +86,7 @@ fn sealed_weights_cannot_be_resized_or_resealed() {
 
 #[test]
 fn the_cpu_mapping_of_the_weights_is_read_only() {
-    let (s, _) = sealed("prot", LoadMethod::Read, &onebit_drv::io::real());
+    let s = sealed("prot", LoadMethod::Read, &onebit_drv::io::real());
     let addr = s.addr();
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let line = maps
@@ -103,7 +120,7 @@ fn the_sealed_weights_become_a_udmabuf_on_the_emulator() {
     let emu = Emulator::builder().with_udmabuf(64).build();
     let io = emu.io();
     {
-        let (s, _) = sealed("udmabuf", LoadMethod::Uring, &io);
+        let s = sealed("udmabuf", LoadMethod::Uring, &io);
         let udmabuf = Udmabuf::open(&io).unwrap();
         // SAFETY: dup of our own descriptor; the Fd owns the copy.
         let dup = unsafe { libc::dup(s.raw_fd()) };
@@ -147,7 +164,8 @@ fn trace(model: &Model) -> Vec<Vec<f32>> {
 
 #[test]
 fn uring_read_and_mmap_loads_give_the_same_logits() {
-    let mut files = vec![("embedded".to_string(), embedded_file("logits"))];
+    let embedded = embedded_file("logits");
+    let mut files = vec![("embedded".to_string(), embedded.path().to_path_buf())];
     for name in ["tiny-a.i2_s.gguf", "tiny-a.tq2_0.gguf", "tiny-a.tq1_0.gguf"] {
         if let Some(p) = fixture(&format!("tiny-a/{name}")) {
             files.push((name.to_string(), p));
@@ -241,7 +259,8 @@ fn a_refused_io_uring_falls_back_to_pread_and_says_why() {
         eprintln!("SKIP: the seccomp filter here is written for x86_64");
         return;
     }
-    let p = embedded_file("seccomp");
+    let f = embedded_file("seccomp");
+    let p = f.path().to_path_buf();
     let io = onebit_drv::io::real();
     let (bytes, report) = std::thread::spawn(move || {
         forbid_io_uring_on_this_thread();
