@@ -14,6 +14,47 @@ use std::sync::Arc;
 /// `open(2)` flags used by drv (a subset of `O_*`).
 pub const O_RDWR_CLOEXEC: i32 = libc::O_RDWR | libc::O_CLOEXEC;
 
+bitflags::bitflags! {
+    /// `memfd_create(2)` flags (`MFD_*`). Bits this type does not name are kept.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct MemfdFlags: u32 {
+        const CLOEXEC = libc::MFD_CLOEXEC;
+        const ALLOW_SEALING = libc::MFD_ALLOW_SEALING;
+        const HUGETLB = libc::MFD_HUGETLB;
+        const _ = !0;
+    }
+}
+
+bitflags::bitflags! {
+    /// File seals (`F_SEAL_*`) as `fcntl(F_ADD_SEALS / F_GET_SEALS)` take and give them.
+    /// Bits this type does not name (seals of newer kernels) are kept and shown.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Seals: i32 {
+        const SEAL = libc::F_SEAL_SEAL;
+        const SHRINK = libc::F_SEAL_SHRINK;
+        const GROW = libc::F_SEAL_GROW;
+        const WRITE = libc::F_SEAL_WRITE;
+        const FUTURE_WRITE = libc::F_SEAL_FUTURE_WRITE;
+        const _ = !0;
+    }
+}
+
+impl Seals {
+    /// The seals the memfd crate's [`memfd::FileSeal`] names.
+    pub fn of(seals: &[memfd::FileSeal]) -> Seals {
+        use memfd::FileSeal::*;
+        seals.iter().fold(Seals::empty(), |w, s| {
+            w | match s {
+                SealShrink => Seals::SHRINK,
+                SealGrow => Seals::GROW,
+                SealWrite => Seals::WRITE,
+                SealSeal => Seals::SEAL,
+                SealFutureWrite => Seals::FUTURE_WRITE,
+            }
+        })
+    }
+}
+
 /// The narrow interface between drv and the kernel.
 ///
 /// Implementations must behave like the Linux syscalls they are named after, including
@@ -50,14 +91,14 @@ pub trait KernelIo: Send + Sync {
     /// # Safety
     /// Nothing may use `addr..addr+len` afterwards.
     unsafe fn munmap(&self, addr: *mut c_void, len: usize) -> io::Result<()>;
-    /// `memfd_create(name, flags)` (`MFD_*`).
-    fn memfd_create(&self, name: &str, flags: u32) -> io::Result<RawFd>;
+    /// `memfd_create(name, flags)`.
+    fn memfd_create(&self, name: &str, flags: MemfdFlags) -> io::Result<RawFd>;
     /// `ftruncate(fd, len)`.
     fn ftruncate(&self, fd: RawFd, len: u64) -> io::Result<()>;
     /// `fcntl(fd, F_ADD_SEALS, seals)`.
-    fn add_seals(&self, fd: RawFd, seals: i32) -> io::Result<()>;
+    fn add_seals(&self, fd: RawFd, seals: Seals) -> io::Result<()>;
     /// `fcntl(fd, F_GET_SEALS)`.
-    fn get_seals(&self, fd: RawFd) -> io::Result<i32>;
+    fn get_seals(&self, fd: RawFd) -> io::Result<Seals>;
     /// Whole contents of a small (sysfs, procfs) text file.
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
     /// Entry names of a directory (no `.`/`..`), sorted.
@@ -166,11 +207,11 @@ impl KernelIo for RealIo {
         check(unsafe { libc::munmap(addr, len) }).map(|_| ())
     }
 
-    fn memfd_create(&self, name: &str, flags: u32) -> io::Result<RawFd> {
+    fn memfd_create(&self, name: &str, flags: MemfdFlags) -> io::Result<RawFd> {
         let c = CString::new(name)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
         // SAFETY: `c` is a valid NUL-terminated string.
-        check(unsafe { libc::memfd_create(c.as_ptr(), flags) })
+        check(unsafe { libc::memfd_create(c.as_ptr(), flags.bits()) })
     }
 
     fn ftruncate(&self, fd: RawFd, len: u64) -> io::Result<()> {
@@ -178,14 +219,14 @@ impl KernelIo for RealIo {
         check(unsafe { libc::ftruncate(fd, len as libc::off_t) }).map(|_| ())
     }
 
-    fn add_seals(&self, fd: RawFd, seals: i32) -> io::Result<()> {
+    fn add_seals(&self, fd: RawFd, seals: Seals) -> io::Result<()> {
         // SAFETY: no pointers involved.
-        check(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }).map(|_| ())
+        check(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals.bits()) }).map(|_| ())
     }
 
-    fn get_seals(&self, fd: RawFd) -> io::Result<i32> {
+    fn get_seals(&self, fd: RawFd) -> io::Result<Seals> {
         // SAFETY: no pointers involved.
-        check(unsafe { libc::fcntl(fd, libc::F_GET_SEALS) })
+        check(unsafe { libc::fcntl(fd, libc::F_GET_SEALS) }).map(Seals::from_bits_retain)
     }
 
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
@@ -302,6 +343,33 @@ impl Mapping {
         })
     }
 
+    /// `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, offset)` owned by the result: a view
+    /// nobody writes through (map it from a read-only descriptor, and `mprotect` cannot make
+    /// it writable either: the kernel refuses with `EACCES`).
+    pub fn read_only(
+        io: &Arc<dyn KernelIo>,
+        len: usize,
+        fd: RawFd,
+        offset: u64,
+    ) -> io::Result<Mapping> {
+        // SAFETY: not MAP_FIXED, so the kernel picks fresh space nobody else owns.
+        let p = unsafe {
+            io.mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                offset,
+            )?
+        };
+        Ok(Mapping {
+            io: io.clone(),
+            ptr: p.cast(),
+            len,
+        })
+    }
+
     /// Reserves `len` bytes of address space (PROT_NONE), to be filled with MAP_FIXED maps
     /// so that several objects sit at adjacent addresses.
     pub fn reserve(io: &Arc<dyn KernelIo>, len: usize, align: usize) -> io::Result<Mapping> {
@@ -368,5 +436,47 @@ impl Drop for Mapping {
         if let Err(e) = unsafe { self.io.munmap(self.ptr.cast(), self.len) } {
             tracing::warn!(addr = self.ptr as usize, len = self.len, error = %e, "munmap failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memfd::FileSeal;
+
+    #[test]
+    fn seals_match_the_kernel_words_and_keep_unknown_bits() {
+        assert_eq!(
+            Seals::of(&[FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal]).bits(),
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL
+        );
+        assert_eq!(Seals::of(&[FileSeal::SealWrite]).bits(), libc::F_SEAL_WRITE);
+        assert_eq!(
+            Seals::of(&[FileSeal::SealFutureWrite]).bits(),
+            libc::F_SEAL_FUTURE_WRITE
+        );
+        // F_SEAL_EXEC (0x20, Linux 6.3) has no name here: it is kept, and shown.
+        let got = Seals::from_bits_retain(libc::F_SEAL_SHRINK | 0x20);
+        assert_eq!(got.bits(), libc::F_SEAL_SHRINK | 0x20);
+        assert!(format!("{got:?}").contains("0x20"), "{got:?}");
+        assert_eq!(
+            (MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).bits(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING
+        );
+    }
+
+    #[test]
+    fn the_real_kernel_reports_the_seals_added() {
+        let io = real();
+        let fd = io
+            .memfd_create("seals", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .unwrap();
+        let fd = Fd::from_raw(&io, fd);
+        io.ftruncate(fd.raw(), 4096).unwrap();
+        let want = Seals::SHRINK | Seals::GROW | Seals::SEAL;
+        io.add_seals(fd.raw(), want).unwrap();
+        assert_eq!(io.get_seals(fd.raw()).unwrap(), want);
+        let e = io.add_seals(fd.raw(), Seals::WRITE).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
     }
 }

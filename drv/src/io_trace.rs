@@ -96,9 +96,9 @@ impl KernelIo for TracedIo {
         r
     }
 
-    fn memfd_create(&self, name: &str, flags: u32) -> io::Result<RawFd> {
+    fn memfd_create(&self, name: &str, flags: crate::io::MemfdFlags) -> io::Result<RawFd> {
         let r = self.inner.memfd_create(name, flags);
-        log(&format!("memfd_create({name}, {flags:#x})"), &r);
+        log(&format!("memfd_create({name}, {flags:?})"), &r);
         r
     }
 
@@ -108,13 +108,13 @@ impl KernelIo for TracedIo {
         r
     }
 
-    fn add_seals(&self, fd: RawFd, seals: i32) -> io::Result<()> {
+    fn add_seals(&self, fd: RawFd, seals: crate::io::Seals) -> io::Result<()> {
         let r = self.inner.add_seals(fd, seals);
-        log(&format!("F_ADD_SEALS({fd}, {seals:#x})"), &r);
+        log(&format!("F_ADD_SEALS({fd}, {seals:?})"), &r);
         r
     }
 
-    fn get_seals(&self, fd: RawFd) -> io::Result<i32> {
+    fn get_seals(&self, fd: RawFd) -> io::Result<crate::io::Seals> {
         self.inner.get_seals(fd)
     }
 

@@ -61,7 +61,7 @@ fn udmabuf_rejects_unsealed_unaligned_and_oversized() {
         assert_eq!(e.errno(), Some(libc::EINVAL));
         // A memfd without F_SEAL_SHRINK.
         let raw = io
-            .memfd_create("unsealed", libc::MFD_ALLOW_SEALING)
+            .memfd_create("unsealed", onebit_drv::io::MemfdFlags::ALLOW_SEALING)
             .unwrap();
         let unsealed = onebit_drv::io::Fd::from_raw(&io, raw);
         io.ftruncate(unsealed.raw(), 4096).unwrap();

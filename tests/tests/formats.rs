@@ -160,12 +160,22 @@ fn i2_s_projections_are_used_from_the_mapping() {
         return;
     };
     assert_eq!(m.provenance.ternary_type, "I2_S");
+    // By default the file is read into the weights' sealed memfd; its windows are used.
     assert!(
-        m.layers[0].q_proj.data.is_mapped(),
+        m.layers[0].q_proj.data.is_sealed(),
         "I2_S with cols % 128 == 0 must not be repacked"
     );
-    assert!(m.embed_tokens.data.is_mapped());
+    assert!(m.embed_tokens.data.is_sealed());
     assert_eq!(m.embed_tokens.kind, EmbdType::F16);
+    // With --load mmap, the windows are the file's own mapping.
+    let o = format::LoadOptions {
+        method: format::LoadMethod::Mmap,
+        ..Default::default()
+    };
+    let p = fixture("tiny-a/tiny-a.i2_s.gguf").unwrap();
+    let (m, _) = format::load_with(&p, &o).unwrap();
+    assert!(m.layers[0].q_proj.data.is_mapped());
+    assert!(m.embed_tokens.data.is_mapped());
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -16,10 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Ctx, SysError};
-use crate::io::{Fd, KernelIo, Mapping};
+use crate::io::{Fd, KernelIo, Mapping, MemfdFlags, Seals};
 pub use descriptor::{
     check_import, BufferDescriptor, DescriptorError, DrmFourcc, DrmModifier, Element,
 };
+use memfd::FileSeal;
 pub use udmabuf::{Limits, Udmabuf};
 
 /// Errors of the buffer layer.
@@ -241,17 +242,15 @@ impl SharedBuffer {
         let size = (len as u64).next_multiple_of(page());
         let what = || format!("memfd '{name}'");
         let fd = io
-            .memfd_create(name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+            .memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
             .ctx("memfd_create", what)?;
         let memfd = Fd::from_raw(io, fd);
         io.ftruncate(memfd.raw(), size).ctx("ftruncate", what)?;
         // SHRINK is what udmabuf requires; GROW and SEAL keep the size fixed for good.
         // WRITE must stay unsealed or udmabuf refuses the memfd.
-        io.add_seals(
-            memfd.raw(),
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-        )
-        .ctx("fcntl(F_ADD_SEALS)", what)?;
+        let seals = [FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal];
+        io.add_seals(memfd.raw(), Seals::of(&seals))
+            .ctx("fcntl(F_ADD_SEALS)", what)?;
         let reserve =
             Mapping::reserve(io, size as usize, MAP_ALIGN.min(size as usize)).ctx("mmap", what)?;
         let addr = reserve.ptr();

@@ -415,7 +415,7 @@ unsafe fn alias(
 
 /// A real descriptor that only reserves a number (never read or written).
 fn placeholder(name: &str) -> io::Result<OwnedFd> {
-    let fd = crate::io::RealIo.memfd_create(name, libc::MFD_CLOEXEC)?;
+    let fd = crate::io::RealIo.memfd_create(name, crate::io::MemfdFlags::CLOEXEC)?;
     // SAFETY: fresh descriptor that nothing else owns.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
@@ -554,7 +554,7 @@ impl KernelIo for Emulator {
         Ok(())
     }
 
-    fn memfd_create(&self, name: &str, flags: u32) -> io::Result<RawFd> {
+    fn memfd_create(&self, name: &str, flags: crate::io::MemfdFlags) -> io::Result<RawFd> {
         let fd = crate::io::RealIo.memfd_create(name, flags)?;
         let open = Open {
             _placeholder: None,
@@ -568,11 +568,11 @@ impl KernelIo for Emulator {
         crate::io::RealIo.ftruncate(fd, len)
     }
 
-    fn add_seals(&self, fd: RawFd, seals: i32) -> io::Result<()> {
+    fn add_seals(&self, fd: RawFd, seals: crate::io::Seals) -> io::Result<()> {
         crate::io::RealIo.add_seals(fd, seals)
     }
 
-    fn get_seals(&self, fd: RawFd) -> io::Result<i32> {
+    fn get_seals(&self, fd: RawFd) -> io::Result<crate::io::Seals> {
         crate::io::RealIo.get_seals(fd)
     }
 

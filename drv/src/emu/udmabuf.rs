@@ -33,6 +33,9 @@ fn check_item(memfd: RawFd, offset: u64, size: u64) -> io::Result<DmaChunk> {
         // Not a memfd (or not sealable): the kernel says EINVAL.
         return Err(errno(libc::EINVAL));
     }
+    // As `check_memfd_seals()` in drivers/dma-buf/udmabuf.c: SEALS_WANTED is F_SEAL_SHRINK,
+    // SEALS_DENIED is F_SEAL_WRITE | F_SEAL_FUTURE_WRITE (the latter since Linux 6.13); GROW
+    // and SEAL are allowed, so a memfd sealed SHRINK|GROW|SEAL still becomes a udmabuf.
     if seals & libc::F_SEAL_SHRINK == 0
         || seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0
     {

@@ -13,7 +13,8 @@ use crate::model::Model;
 
 /// A session on the device, or moved to the CPU.
 pub enum FallbackSession {
-    Device(IgpuSession),
+    /// Boxed: a device session carries its buffer handles, a CPU one a pointer or two.
+    Device(Box<IgpuSession>),
     Cpu(CpuSession),
 }
 
@@ -110,7 +111,7 @@ impl Backend for Fallback {
     fn new_session(&mut self, ctx: usize) -> Result<FallbackSession, BackendError> {
         if self.failed.is_none() {
             match self.device.new_session(ctx) {
-                Ok(s) => return Ok(FallbackSession::Device(s)),
+                Ok(s) => return Ok(FallbackSession::Device(Box::new(s))),
                 Err(BackendError::Device { message, .. }) => {
                     // Out of device memory for one more session is no reason to give up
                     // the device: this session lives on the CPU.

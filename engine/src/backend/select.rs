@@ -271,6 +271,8 @@ fn open_igpu(mut model: Model, o: &SelectOptions) -> Result<Fallback> {
             max_ctx: ctx,
             max_sessions: o.sessions.max(1),
             timeout: o.device_timeout,
+            // The model is pointed at the upload below (or dropped on failure).
+            discard_sources: true,
             ..IgpuOptions::default()
         },
     )

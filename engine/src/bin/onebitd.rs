@@ -31,6 +31,11 @@ struct Args {
     /// Model: a GGUF file or a Hugging Face model directory (default: the embedded model).
     #[arg(short = 'm', long, env = "ONEBIT_ARG_MODEL")]
     model: Option<PathBuf>,
+    /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
+    /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the
+    /// file's page cache, as mapped windows).
+    #[arg(long = "load", env = "ONEBIT_ARG_LOAD", default_value = "uring")]
+    load: onebit_engine::format::LoadMethod,
     /// Model id clients send as `model` (default: the model file's name).
     #[arg(short = 'a', long, env = "ONEBIT_ARG_ALIAS")]
     alias: Option<String>,
@@ -316,7 +321,11 @@ fn open_model(a: &Args) -> Result<(Model, Tokenizer, String), String> {
         return embedded_model();
     };
     systemd::notify_or_log(&format!("STATUS=loading {}", path.display()));
-    let (model, tok) = onebit_engine::format::load(path).map_err(|e| e.to_string())?;
+    let o = onebit_engine::format::LoadOptions {
+        method: a.load,
+        ..Default::default()
+    };
+    let (model, tok) = onebit_engine::format::load_with(path, &o).map_err(|e| e.to_string())?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -3,6 +3,7 @@
 //! the file size before anything is allocated or read, so a corrupt file gives an
 //! [`Error`] naming the byte offset, never a panic or an out-of-bounds read.
 
+use super::read_file::{read_sealed, LoadMethod, LoadOptions};
 use crate::model::Bytes;
 use crate::{Error, Result};
 use memmap2::Mmap;
@@ -426,8 +427,21 @@ impl<'a> Cursor<'a> {
 }
 
 impl GgufFile {
-    /// Memory-maps and parses a GGUF file.
+    /// Memory-maps and parses a GGUF file (the tensors are windows of its page cache).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_mapped(path)
+    }
+
+    /// Loads a GGUF file as `o` says (into a sealed memfd, or mapped) and parses it.
+    pub fn open_with(path: &Path, o: &LoadOptions) -> Result<Self> {
+        if o.method == LoadMethod::Mmap {
+            return Self::open_mapped(path);
+        }
+        let (sealed, _) = read_sealed(path, o.method, &o.io)?;
+        Self::parse(path, Bytes::sealed(Arc::new(sealed)))
+    }
+
+    fn open_mapped(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the mapping is read-only and private to this process; onebit never writes
         // model files while they are loaded. A concurrent truncation by another process

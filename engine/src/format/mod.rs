@@ -11,6 +11,7 @@ mod gguf_model;
 pub mod gguf_write;
 pub mod hf;
 pub mod layout;
+pub mod read_file;
 pub mod repack;
 
 use crate::model::{Bytes, Model};
@@ -20,19 +21,39 @@ use std::io::Read;
 use std::path::Path;
 
 pub use gguf_model::ARCHS as GGUF_ARCHS;
+pub use read_file::{LoadMethod, LoadOptions};
 
-/// Loads a model and its tokenizer from a GGUF file or an HF directory.
+/// Loads a model and its tokenizer from a GGUF file or an HF directory, reading a GGUF file
+/// into the weights' sealed memfd with io_uring (see [`read_file`]).
 pub fn load(path: &Path) -> Result<(Model, Tokenizer)> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`] with a chosen load method. HF directories are always memory-mapped (their
+/// safetensors files are read where they lie).
+pub fn load_with(path: &Path, o: &LoadOptions) -> Result<(Model, Tokenizer)> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
+        if o.method != LoadMethod::Mmap {
+            tracing::debug!(
+                "{}: a Hugging Face directory is memory-mapped (--load {} applies to GGUF files)",
+                path.display(),
+                o.method
+            );
+        }
         return hf::load_dir(path);
     }
     let mut magic = [0u8; 4];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;
     if n == 4 && &magic == gguf::MAGIC {
-        let g = gguf::GgufFile::open(path)?;
-        return gguf_model::model_from_gguf(&g);
+        let g = gguf::GgufFile::open_with(path, o)?;
+        let loaded = gguf_model::model_from_gguf(&g);
+        // The metadata (the vocabulary's strings: tens of MB on a 128k vocabulary) is freed
+        // now; hand the heap pages back so they do not sit beside the weights.
+        drop(g);
+        crate::model::return_freed_memory();
+        return loaded;
     }
     let name = path
         .file_name()

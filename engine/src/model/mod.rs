@@ -4,10 +4,13 @@
 //! the forward pass never knows which file the weights came from.
 
 mod config;
+mod sealed;
 mod sparse;
 mod storage;
 
 pub use config::Config;
+pub use sealed::{MemfdWriter, SealedFile, WEIGHT_SEALS};
+pub(crate) use sparse::return_freed_memory;
 pub use sparse::{ColumnCounter, SparseDown, SPARSE_COLUMNS};
 pub use storage::{Bytes, SharedBytes};
 
@@ -104,6 +107,14 @@ impl TernaryTensor {
     /// Hands the row-major file pages back to the kernel and keeps them out of the
     /// resident set until [`view`](Self::view) needs them; returns whether it did.
     pub(crate) fn park(&mut self) -> bool {
+        if self.data.is_sealed() && self.columns.is_some() {
+            // The memfd's pages are the only copy and cannot be made to leave and come back:
+            // free them for good; `view` rebuilds the rows from the columns if asked.
+            self.data.discard_pages();
+            self.data = Bytes::owned(Vec::new());
+            self.rebuilt_rows = OnceLock::new();
+            return true;
+        }
         if !self.data.is_mapped() {
             // An owned copy (repacked at load) can simply go: the columns hold the same codes.
             if self.columns.is_none() || !matches!(self.data, Bytes::Owned(_)) {

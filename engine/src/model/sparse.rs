@@ -104,7 +104,7 @@ impl ColumnCounter {
 
 /// Hands memory the allocator holds in its free lists back to the kernel: the dropped
 /// row-major copies were carved from the heap, and glibc keeps such chunks resident.
-fn return_freed_memory() {
+pub(crate) fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap pages; it is safe to call at any time.
     unsafe {

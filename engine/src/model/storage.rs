@@ -1,6 +1,8 @@
-//! Tensor bytes: a window of a memory-mapped file (zero-copy), owned (repacked at load),
-//! compiled in, or a window of a device's shared buffer (the one copy CPU and device read).
+//! Tensor bytes: a window of the sealed memfd the file was read into, or of a memory-mapped
+//! file (zero-copy), owned (repacked at load), compiled in, or a window of a device's shared
+//! buffer (the one copy CPU and device read).
 
+use super::sealed::SealedFile;
 use memmap2::Mmap;
 use std::sync::Arc;
 
@@ -18,6 +20,13 @@ pub enum Bytes {
         offset: usize,
         len: usize,
     },
+    /// A window of the sealed memfd the model file was read into (mapped `PROT_READ`).
+    Sealed {
+        file: Arc<SealedFile>,
+        offset: usize,
+        len: usize,
+    },
+    /// A window of the file's page cache (`--load mmap`).
     Mapped {
         map: Arc<Mmap>,
         offset: usize,
@@ -39,6 +48,16 @@ impl Bytes {
         })
     }
 
+    /// The whole of a sealed memfd's file bytes.
+    pub fn sealed(file: Arc<SealedFile>) -> Self {
+        let len = file.as_slice().len();
+        Self::Sealed {
+            file,
+            offset: 0,
+            len,
+        }
+    }
+
     pub fn owned(v: Vec<u8>) -> Self {
         Self::Owned(Arc::new(v))
     }
@@ -46,6 +65,7 @@ impl Bytes {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Self::Shared { buf, offset, len } => &buf.bytes()[*offset..*offset + *len],
+            Self::Sealed { file, offset, len } => &file.as_slice()[*offset..*offset + *len],
             Self::Mapped { map, offset, len } => &map[*offset..*offset + *len],
             Self::Owned(v) => v,
             Self::Static(s) => s,
@@ -63,6 +83,13 @@ impl Bytes {
                 buf, offset: base, ..
             } => Self::Shared {
                 buf: buf.clone(),
+                offset: base + offset,
+                len,
+            },
+            Self::Sealed {
+                file, offset: base, ..
+            } => Self::Sealed {
+                file: file.clone(),
                 offset: base + offset,
                 len,
             },
@@ -95,6 +122,10 @@ impl Bytes {
     /// Tells the kernel this process no longer needs the file pages behind a mapped
     /// window (after repacking them elsewhere), so they leave the resident set. The
     /// mapping is a read-only file mapping: touching it again re-reads the file.
+    ///
+    /// A no-op for a sealed memfd's window: its shmem pages hold the only copy of the bytes
+    /// (`MADV_DONTNEED` would only unmap them, freeing nothing), and these bytes may still be
+    /// read. Bytes nobody reads again go with [`discard_pages`](Self::discard_pages).
     pub fn release_pages(&self) {
         self.release_range(0..self.len());
     }
@@ -116,13 +147,45 @@ impl Bytes {
         }
     }
 
+    /// Frees the whole pages of a window that nobody reads again (the caller drops or
+    /// replaces every handle that reads it): a sealed memfd's pages are punched out (they
+    /// are the only copy, so reading them again would give zeros), a file mapping's pages
+    /// are released (reading them again would re-read the file). A no-op for other bytes.
+    pub fn discard_pages(&self) {
+        self.discard_range(0..self.len());
+    }
+
+    /// [`discard_pages`](Self::discard_pages) for the whole pages inside `range` (offsets
+    /// into these bytes).
+    pub fn discard_range(&self, range: std::ops::Range<usize>) {
+        match self {
+            Self::Sealed { file, offset, len } => {
+                let (lo, hi) = (range.start.min(*len), range.end.min(*len));
+                file.punch(offset + lo, offset + hi)
+            }
+            _ => self.release_range(range),
+        }
+    }
+
+    /// Whether these bytes are a window of a sealed memfd.
+    pub fn is_sealed(&self) -> bool {
+        matches!(self, Self::Sealed { .. })
+    }
+
     /// Releases the window's whole pages and makes them unreadable, so they stay out of
     /// the resident set until [`set_readable`](Self::set_readable) brings them back;
-    /// returns whether they were made unreadable.
+    /// returns whether they were made unreadable. A sealed memfd's pages cannot come back
+    /// once freed: they are punched out for good ([`discard_pages`](Self::discard_pages))
+    /// and this returns false.
     ///
     /// # Safety
-    /// As [`set_readable`](Self::set_readable) with `readable = false`.
+    /// As [`set_readable`](Self::set_readable) with `readable = false`; for a sealed memfd,
+    /// nothing may read these bytes ever again.
     pub unsafe fn retire_pages(&self) -> bool {
+        if self.is_sealed() {
+            self.discard_pages();
+            return false;
+        }
         self.release_pages();
         // SAFETY: forwarded from the caller's contract.
         unsafe { self.set_readable(false) }
@@ -190,6 +253,7 @@ impl std::fmt::Debug for Bytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
             Self::Shared { .. } => "device-shared",
+            Self::Sealed { .. } => "sealed-memfd",
             Self::Mapped { .. } => "mapped",
             Self::Owned(_) => "owned",
             Self::Static(_) => "static",

@@ -103,8 +103,10 @@ impl WeightLayout {
         }
     }
 
-    /// Copies the model into `dst` (the weight buffer's bytes).
-    pub fn write(&self, model: &Model, rope_table: &[f32], dst: &mut [u8]) {
+    /// Copies the model into `dst` (the weight buffer's bytes). With `discard_sources`, the
+    /// model's file bytes are freed for good as they are copied (a sealed memfd's pages are
+    /// punched out): the caller then reads the weights only from `dst`.
+    pub fn write(&self, model: &Model, rope_table: &[f32], dst: &mut [u8], discard_sources: bool) {
         let put = |dst: &mut [u8], off: u64, bytes: &[u8]| {
             dst[off as usize..off as usize + bytes.len()].copy_from_slice(bytes)
         };
@@ -116,14 +118,20 @@ impl WeightLayout {
         };
         // Each file window's pages are handed back as soon as they are copied, a few MiB at a
         // time, so the upload never holds the file and the buffer in memory at once (the F16
-        // head alone is 657 MB on 2B-4T).
+        // head alone is 657 MB on 2B-4T). A mapped file's pages can always go (they are
+        // re-read on demand); a sealed memfd's hold the only copy, so they go only when the
+        // caller gives up the model's bytes (`discard_sources`).
         let copy_releasing = |dst: &mut [u8], off: u64, src: &Bytes| {
             const CHUNK: usize = 8 << 20;
             let bytes = src.as_slice();
             for start in (0..bytes.len()).step_by(CHUNK) {
                 let end = (start + CHUNK).min(bytes.len());
                 put(dst, off + start as u64, &bytes[start..end]);
-                src.release_range(start..end);
+                if discard_sources {
+                    src.discard_range(start..end);
+                } else {
+                    src.release_range(start..end);
+                }
             }
         };
         copy_releasing(dst, self.emb, &model.embed_tokens.data);

@@ -67,6 +67,10 @@ pub struct IgpuOptions {
     pub profile: bool,
     /// How long one step may take before the queue is declared hung.
     pub timeout: Duration,
+    /// The caller points the model at the uploaded copy ([`IgpuBackend::share_weights_with`])
+    /// or drops it: the model's file bytes are freed as they are copied (a sealed memfd's
+    /// pages punched out), so the upload never holds two copies of the weights.
+    pub discard_sources: bool,
 }
 
 impl Default for IgpuOptions {
@@ -78,6 +82,7 @@ impl Default for IgpuOptions {
             max_sessions: 8,
             profile: false,
             timeout: Duration::from_secs(30),
+            discard_sources: false,
         }
     }
 }
@@ -356,7 +361,7 @@ impl IgpuBackend {
             wl.size as usize,
             IGPU_WEIGHTS.descriptor,
         )?;
-        wl.write(model, &rope, weights.as_mut_slice());
+        wl.write(model, &rope, weights.as_mut_slice(), opts.discard_sources);
         let weights = Arc::new(WeightBuffer(weights));
         let n_splits = gpu::attn_splits(max_ctx, opts.split_len);
         let wk = WorkLayout::new(model, opts.max_batch, n_splits);
@@ -462,7 +467,7 @@ impl IgpuBackend {
             // The layout placed each tensor at `off` with its own length; comparing the
             // bytes would page the file back in, so only the length is checked.
             if let Some(b) = Bytes::shared(&buf, off as usize, data.len()) {
-                data.release_pages();
+                data.discard_pages();
                 shared += b.len();
                 *data = b;
             }

@@ -27,6 +27,11 @@ pub struct Args {
     /// Model: a GGUF file or HF directory.
     #[arg(short = 'm', long = "model", required_unless_present = "preset")]
     pub model: Option<PathBuf>,
+    /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
+    /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the
+    /// file's page cache, as mapped windows).
+    #[arg(long = "load", default_value = "uring")]
+    pub load: onebit_engine::format::LoadMethod,
     /// Benchmark a synthetic model built in memory instead of a file (2b4t, small).
     #[arg(long, conflicts_with = "model")]
     pub preset: Option<String>,
@@ -339,7 +344,9 @@ pub fn main(a: Args) -> CliResult {
     }
     parallel::init_threads(*threads.iter().max().unwrap_or(&1));
     let mut model = match (&a.model, &a.preset) {
-        (Some(path), _) => onebit_engine::format::load(path)?.0,
+        (Some(path), _) => {
+            onebit_engine::format::load_with(path, &crate::common::load_options(a.load))?.0
+        }
         (None, Some(p)) => {
             let preset = Preset::parse(p)
                 .ok_or_else(|| format!("unknown preset {p:?}: use 2b4t or small"))?;

@@ -1,6 +1,7 @@
 //! What every subcommand shares: logging, model selection, threads.
 
 use clap::Args as ClapArgs;
+use onebit_engine::format::{LoadMethod, LoadOptions};
 use onebit_engine::model::Model;
 use onebit_engine::tokenizer::Tokenizer;
 use std::path::PathBuf;
@@ -28,6 +29,11 @@ pub struct ModelArgs {
     /// Model: a GGUF file or a Hugging Face model directory (default: the embedded model).
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
+    /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
+    /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the
+    /// file's page cache, as mapped windows).
+    #[arg(long = "load", default_value = "uring")]
+    pub load: LoadMethod,
     /// Compute threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
@@ -47,7 +53,7 @@ impl ModelArgs {
         }
         let t0 = std::time::Instant::now();
         let loaded = match &self.model {
-            Some(path) => onebit_engine::format::load(path)?,
+            Some(path) => onebit_engine::format::load_with(path, &load_options(self.load))?,
             None => load_embedded()?,
         };
         tracing::info!(
@@ -59,6 +65,14 @@ impl ModelArgs {
             t0.elapsed().as_secs_f64()
         );
         Ok(loaded)
+    }
+}
+
+/// Load options for `--load` on the real kernel.
+pub fn load_options(method: LoadMethod) -> LoadOptions {
+    LoadOptions {
+        method,
+        ..LoadOptions::default()
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod convert;
 mod info;
 mod jitter;
+mod load_bench;
 mod logits;
 mod perplexity;
 mod probe;
@@ -55,6 +56,8 @@ enum Command {
     Selftest(selftest::Args),
     /// Dispatch-to-completion latency: histogram, p50/p99/p99.9, clock policy, SVG.
     Jitter(jitter::Args),
+    /// Time one model load (uring, read or mmap) and measure the page cache it leaves.
+    LoadBench(load_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Roofline(a) => roofline::main(a),
         Command::Selftest(a) => selftest::main(a),
         Command::Jitter(a) => jitter::main(a),
+        Command::LoadBench(a) => load_bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

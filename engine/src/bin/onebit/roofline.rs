@@ -19,6 +19,11 @@ pub struct Args {
     /// Model file or HF directory whose bytes to count.
     #[arg(short = 'm', long = "model", conflicts_with = "preset")]
     pub model: Option<PathBuf>,
+    /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
+    /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the
+    /// file's page cache, as mapped windows).
+    #[arg(long = "load", default_value = "uring")]
+    pub load: onebit_engine::format::LoadMethod,
     /// A model shape instead of a file (2b4t, small).
     #[arg(long, default_value = "2b4t")]
     pub preset: String,
@@ -129,7 +134,8 @@ pub fn ceiling(bandwidth_gbs: f64, bytes: f64) -> f64 {
 pub fn main(a: Args) -> CliResult {
     let (config, own) = match &a.model {
         Some(path) => {
-            let (model, _) = onebit_engine::format::load(path)?;
+            let o = crate::common::load_options(a.load);
+            let (model, _) = onebit_engine::format::load_with(path, &o)?;
             let b = Budget::of_model(&model);
             (model.config.clone(), Some(b))
         }
