@@ -239,6 +239,12 @@ impl GpuBuffer {
 
     /// Imports a dma-buf at GPU address `va` (owned by the caller's reservation or CPU
     /// mapping) and maps it.
+    ///
+    /// The GPU mapping is always writable, even for the weights: IMPORT_DMABUF takes no
+    /// flags, and `amdgpu_amdkfd_gpuvm_import_dmabuf` gives every import
+    /// `WRITABLE | EXECUTABLE` (drivers/gpu/drm/amd/amdgpu/amdgpu_amdkfd_gpuvm.c). Only
+    /// the CPU's view of the weights is read-only (`PROT_READ`); on the GPU, no kernel
+    /// writes them because none is given their address as an output.
     pub(crate) fn import_at(
         core: &Arc<DevCore>,
         dmabuf: RawFd,
