@@ -54,6 +54,32 @@ pub struct KernelSpec {
 
 use ArgKind::{Ptr, F32, U32};
 
+/// The F16 and BF16 heads' arguments: one hidden row.
+const LM_HEAD_ARGS: &[(&str, ArgKind)] = &[
+    ("emb", Ptr),
+    ("h", Ptr),
+    ("logits", Ptr),
+    ("rows", U32),
+    ("cols", U32),
+];
+
+/// The 8-row heads' arguments: `n` hidden rows, the logits of row j to `out<j>`.
+const LM_HEAD_X8_ARGS: &[(&str, ArgKind)] = &[
+    ("emb", Ptr),
+    ("h", Ptr),
+    ("rows", U32),
+    ("cols", U32),
+    ("n", U32),
+    ("out0", Ptr),
+    ("out1", Ptr),
+    ("out2", Ptr),
+    ("out3", Ptr),
+    ("out4", Ptr),
+    ("out5", Ptr),
+    ("out6", Ptr),
+    ("out7", Ptr),
+];
+
 /// Every kernel in [`CODE_OBJECT`].
 pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
@@ -166,62 +192,22 @@ pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "lm_head_f16",
         workgroup: 256,
-        args: &[
-            ("emb", Ptr),
-            ("h", Ptr),
-            ("logits", Ptr),
-            ("rows", U32),
-            ("cols", U32),
-        ],
+        args: LM_HEAD_ARGS,
     },
     KernelSpec {
         name: "lm_head_bf16",
         workgroup: 256,
-        args: &[
-            ("emb", Ptr),
-            ("h", Ptr),
-            ("logits", Ptr),
-            ("rows", U32),
-            ("cols", U32),
-        ],
+        args: LM_HEAD_ARGS,
     },
     KernelSpec {
         name: "lm_head_f16_x8",
         workgroup: 256,
-        args: &[
-            ("emb", Ptr),
-            ("h", Ptr),
-            ("rows", U32),
-            ("cols", U32),
-            ("n", U32),
-            ("out0", Ptr),
-            ("out1", Ptr),
-            ("out2", Ptr),
-            ("out3", Ptr),
-            ("out4", Ptr),
-            ("out5", Ptr),
-            ("out6", Ptr),
-            ("out7", Ptr),
-        ],
+        args: LM_HEAD_X8_ARGS,
     },
     KernelSpec {
         name: "lm_head_bf16_x8",
         workgroup: 256,
-        args: &[
-            ("emb", Ptr),
-            ("h", Ptr),
-            ("rows", U32),
-            ("cols", U32),
-            ("n", U32),
-            ("out0", Ptr),
-            ("out1", Ptr),
-            ("out2", Ptr),
-            ("out3", Ptr),
-            ("out4", Ptr),
-            ("out5", Ptr),
-            ("out6", Ptr),
-            ("out7", Ptr),
-        ],
+        args: LM_HEAD_X8_ARGS,
     },
     KernelSpec {
         name: "argmax_partial",
