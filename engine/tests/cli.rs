@@ -389,3 +389,52 @@ fn perplexity_and_bench_run_on_the_emulated_igpu() {
     assert_eq!(bench["backend"], "igpu (emulator)");
     assert_eq!(bench["results"].as_array().unwrap().len(), 2);
 }
+
+/// `onebit jitter` writes every dispatch's latency, for experiments: each wait mode is its
+/// own series in one run, and the JSON names the conditions the samples were taken under.
+#[test]
+fn jitter_writes_raw_samples_per_wait_mode() {
+    let dir = std::env::temp_dir().join(format!("onebit-jitter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, csv) = (dir.join("j.json"), dir.join("j.csv"));
+    let out = onebit(&[
+        "jitter",
+        "--surface",
+        "igpu",
+        "--emulator",
+        "--runs",
+        "20",
+        "--wait",
+        "poll,interrupt",
+        "--json",
+        json.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let series = j["series"].as_array().unwrap();
+    assert_eq!(
+        series.len(),
+        4,
+        "empty and gemv, for each of two wait modes"
+    );
+    for s in series {
+        assert_eq!(s["samples_ns"].as_array().unwrap().len(), 20);
+        assert!(s["stats"]["p50"].as_u64().unwrap() > 0);
+    }
+    assert!(series[0]["name"].as_str().unwrap().ends_with("poll"));
+    assert_eq!(j["conditions"]["wait"], "poll,interrupt");
+    assert_eq!(j["conditions"]["sched"], "SCHED_OTHER");
+    let c = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(c.lines().count(), 1 + 4 * 20);
+    let _ = std::fs::remove_dir_all(&dir);
+    // A condition that cannot hold is an error that says why, not a silent run.
+    let bad = onebit(&["jitter", "--runs", "5", "--pin-cpu", "100000"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--pin-cpu"));
+}

@@ -47,9 +47,16 @@ impl Completion {
     /// Waits up to `budget`. On timeout the queue is destroyed (the watchdog) and
     /// [`KfdError::Hang`] reports its pointers; the device stays usable.
     pub fn wait(&self, budget: Duration) -> Result<()> {
+        self.wait_spinning(SPIN, budget)
+    }
+
+    /// [`wait`](Self::wait) that polls the signal for `spin` before it sleeps on the
+    /// queue's interrupts: `Duration::ZERO` waits on interrupts only, `spin >= budget`
+    /// polls only (driver-jitter experiments compare the two).
+    pub fn wait_spinning(&self, spin: Duration, budget: Duration) -> Result<()> {
         let start = Instant::now();
         let deadline = start + budget;
-        while start.elapsed() < SPIN.min(budget) {
+        while start.elapsed() < spin.min(budget) {
             if self.is_done() {
                 return Ok(());
             }

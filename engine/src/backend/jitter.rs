@@ -49,6 +49,43 @@ pub fn stats(samples: &[u64]) -> Option<Stats> {
     })
 }
 
+/// The raw samples as CSV (`series,run,ns`, one line per dispatch), for analysis elsewhere.
+pub fn csv(series: &[Series]) -> String {
+    let mut o = String::from("series,run,ns\n");
+    for s in series {
+        // Names are ours (no commas or quotes), but quote them so a reader never guesses.
+        let name = s.name.replace('"', "'");
+        for (i, ns) in s.samples_ns.iter().enumerate() {
+            let _ = writeln!(o, "\"{name}\",{i},{ns}");
+        }
+    }
+    o
+}
+
+/// The raw samples, their statistics and the conditions they were taken under (pinning,
+/// scheduling, locking, clock policy) as one JSON document.
+pub fn json(series: &[Series], conditions: &[(String, String)]) -> serde_json::Value {
+    let series: Vec<serde_json::Value> = series
+        .iter()
+        .map(|s| {
+            let st = stats(&s.samples_ns);
+            serde_json::json!({
+                "name": s.name,
+                "samples_ns": s.samples_ns,
+                "stats": st.map(|t| serde_json::json!({
+                    "n": t.n, "min": t.min, "p50": t.p50, "p99": t.p99,
+                    "p999": t.p999, "max": t.max, "mean": t.mean,
+                })),
+            })
+        })
+        .collect();
+    let conditions: serde_json::Map<String, serde_json::Value> = conditions
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::json!({ "conditions": conditions, "series": series })
+}
+
 /// A histogram over logarithmic bins shared by all series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Histogram {
@@ -278,6 +315,34 @@ pub fn clock_policy(io: &dyn KernelIo) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_samples_survive_csv_and_json() {
+        let s = vec![
+            Series {
+                name: "igpu empty kernel, poll".into(),
+                samples_ns: vec![1200, 900, 4000],
+            },
+            Series {
+                name: "b".into(),
+                samples_ns: vec![7],
+            },
+        ];
+        let c = csv(&s);
+        let lines: Vec<&str> = c.lines().collect();
+        assert_eq!(lines[0], "series,run,ns");
+        assert_eq!(lines.len(), 1 + 4);
+        assert_eq!(lines[3], "\"igpu empty kernel, poll\",2,4000");
+        assert_eq!(lines[4], "\"b\",0,7");
+        let j = json(&s, &[("pin_cpu".into(), "1".into())]);
+        assert_eq!(j["conditions"]["pin_cpu"], "1");
+        assert_eq!(
+            j["series"][0]["samples_ns"],
+            serde_json::json!([1200, 900, 4000])
+        );
+        assert_eq!(j["series"][0]["stats"]["p50"], 1200);
+        assert_eq!(j["series"][1]["stats"]["max"], 7);
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -1,5 +1,7 @@
 //! `onebit jitter`: dispatch-to-completion latency of an empty and of a real kernel, N
-//! runs, as percentiles + histogram text and an SVG plot, with the GPU clock policy.
+//! runs, as percentiles + histogram text and an SVG plot, with the GPU clock policy; the
+//! raw samples as JSON or CSV; under chosen conditions (pinned core, SCHED_FIFO, locked
+//! memory) and, on the iGPU, with each completion-wait mode side by side.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use onebit_drv::buffer::BufferDescriptor;
 use onebit_drv::codeobj::load::{dispatch_args, KernargArena, Program};
 use onebit_drv::codeobj::{mach_for, CodeObject, Launch};
 use onebit_drv::kfd::{AqlQueue, FenceScope, QueueOptions, SharedGpuBuffer};
-use onebit_engine::backend::jitter::{clock_policy, svg, text, Series};
+use onebit_engine::backend::jitter::{clock_policy, csv, json, svg, text, Series};
 use onebit_kernels::gpu;
 use onebit_kernels::ternary::{self, padded_cols, TernaryView};
 use onebit_kernels::{parallel, quantize_row};
@@ -32,6 +34,111 @@ pub struct Args {
     /// Measure the iGPU path on the in-process KFD emulator.
     #[arg(long)]
     pub emulator: bool,
+    /// Write every sample, its series' statistics and the run's conditions as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write every sample as CSV (`series,run,ns`) here.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Pin the measuring thread to this CPU (the CPU series' worker threads are not moved).
+    #[arg(long)]
+    pub pin_cpu: Option<usize>,
+    /// Run the measuring thread under SCHED_FIFO at this priority (1-99; needs root or
+    /// CAP_SYS_NICE).
+    #[arg(long)]
+    pub fifo: Option<i32>,
+    /// Lock all memory (mlockall) so page faults stay out of the samples.
+    #[arg(long)]
+    pub mlock: bool,
+    /// iGPU completion waits to measure, side by side (comma-separated): `default` (poll
+    /// 50 µs, then interrupts), `poll` (poll only), `interrupt` (interrupts only).
+    #[arg(long, default_value = "default", value_delimiter = ',')]
+    pub wait: Vec<WaitMode>,
+}
+
+/// How the host waits for a dispatch's completion signal.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum WaitMode {
+    Default,
+    Poll,
+    Interrupt,
+}
+
+impl WaitMode {
+    fn wait(
+        self,
+        c: &onebit_drv::kfd::Completion,
+        budget: Duration,
+    ) -> Result<(), onebit_drv::kfd::KfdError> {
+        match self {
+            WaitMode::Default => c.wait(budget),
+            WaitMode::Poll => c.wait_spinning(budget, budget),
+            WaitMode::Interrupt => c.wait_spinning(Duration::ZERO, budget),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            WaitMode::Default => "default wait",
+            WaitMode::Poll => "poll",
+            WaitMode::Interrupt => "interrupt",
+        }
+    }
+}
+
+/// Applies the requested conditions to this thread and says what holds.
+fn set_conditions(a: &Args) -> Result<Vec<(String, String)>, Box<dyn std::error::Error>> {
+    let mut held = vec![
+        ("surface".to_string(), a.surface.to_string()),
+        ("emulator".to_string(), a.emulator.to_string()),
+        ("runs".to_string(), a.runs.to_string()),
+    ];
+    if let Some(cpu) = a.pin_cpu {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(format!("--pin-cpu {cpu}: no such CPU").into());
+        }
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it (cpu was
+        // bounds-checked against CPU_SETSIZE above).
+        let set = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            set
+        };
+        // SAFETY: pid 0 is this thread; `set` is a valid cpu_set_t of the size passed.
+        let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("--pin-cpu {cpu}: sched_setaffinity failed ({e}); pick a CPU this process may run on (see `taskset -p $$`)").into());
+        }
+        held.push(("pin_cpu".into(), cpu.to_string()));
+    }
+    if let Some(prio) = a.fifo {
+        let param = libc::sched_param {
+            sched_priority: prio,
+        };
+        // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("--fifo {prio}: sched_setscheduler(SCHED_FIFO) failed ({e}); it needs root or CAP_SYS_NICE and a priority in 1..=99").into());
+        }
+        held.push(("sched".into(), format!("SCHED_FIFO {prio}")));
+    } else {
+        held.push(("sched".into(), "SCHED_OTHER".into()));
+    }
+    if a.mlock {
+        // SAFETY: mlockall takes flags only and touches no memory of ours.
+        let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!(
+                "--mlock: mlockall failed ({e}); raise RLIMIT_MEMLOCK (`ulimit -l`) or run as root"
+            )
+            .into());
+        }
+    }
+    held.push(("mlock".into(), a.mlock.to_string()));
+    Ok(held)
 }
 
 /// The "real kernel": one decode-size ternary projection (2560 × 2560, bitnet-2B's q_proj).
@@ -75,9 +182,10 @@ pub fn main(args: Args) -> CliResult {
     if args.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
+    let mut conditions = set_conditions(&args)?;
     let series = match args.surface {
         Surface::Cpu => cpu(args.runs)?,
-        Surface::Igpu => match igpu(args.runs, args.emulator)? {
+        Surface::Igpu => match igpu(args.runs, args.emulator, &args.wait)? {
             Some(s) => s,
             None => return Ok(()),
         },
@@ -87,6 +195,22 @@ pub fn main(args: Args) -> CliResult {
     };
     let policy = clock_policy(onebit_drv::io::real().as_ref());
     print!("{}", text(&series, &policy));
+    if args.surface == Surface::Igpu {
+        let waits: Vec<&str> = args.wait.iter().map(|w| w.name()).collect();
+        conditions.push(("wait".into(), waits.join(",")));
+    }
+    conditions.extend(policy.iter().cloned());
+    let write = |path: &PathBuf, what: String| {
+        std::fs::write(path, what).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    if let Some(path) = &args.json {
+        write(path, format!("{:#}\n", json(&series, &conditions)))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.csv {
+        write(path, csv(&series))?;
+        println!("wrote {}", path.display());
+    }
     if let Some(path) = &args.svg {
         let title = format!(
             "onebit jitter — {:?}{}",
@@ -125,7 +249,11 @@ fn cpu(runs: usize) -> Result<Vec<Series>, Box<dyn std::error::Error>> {
     ])
 }
 
-fn igpu(runs: usize, emulator: bool) -> Result<Option<Vec<Series>>, Box<dyn std::error::Error>> {
+fn igpu(
+    runs: usize,
+    emulator: bool,
+    waits: &[WaitMode],
+) -> Result<Option<Vec<Series>>, Box<dyn std::error::Error>> {
     let Some(g) = open_gpu(emulator)? else {
         return Ok(None);
     };
@@ -178,17 +306,24 @@ fn igpu(runs: usize, emulator: bool) -> Result<Option<Vec<Series>>, Box<dyn std:
         ],
     )?;
     let budget = Duration::from_secs(10);
-    let e = measure(runs, || Ok(queue.dispatch(&empty)?.wait(budget)?))?;
-    let r = measure(runs, || Ok(queue.dispatch(&gemv)?.wait(budget)?))?;
     let tag = if emulator { "emulated " } else { "" };
-    Ok(Some(vec![
-        Series {
-            name: format!("{tag}igpu empty kernel"),
+    let mut series = Vec::new();
+    for &mode in waits {
+        let e = measure(runs, || Ok(mode.wait(&queue.dispatch(&empty)?, budget)?))?;
+        let r = measure(runs, || Ok(mode.wait(&queue.dispatch(&gemv)?, budget)?))?;
+        let how = if waits.len() > 1 {
+            format!(", {}", mode.name())
+        } else {
+            String::new()
+        };
+        series.push(Series {
+            name: format!("{tag}igpu empty kernel{how}"),
             samples_ns: e,
-        },
-        Series {
-            name: format!("{tag}igpu gemv {ROWS}x{COLS}"),
+        });
+        series.push(Series {
+            name: format!("{tag}igpu gemv {ROWS}x{COLS}{how}"),
             samples_ns: r,
-        },
-    ]))
+        });
+    }
+    Ok(Some(series))
 }
