@@ -276,6 +276,10 @@ impl NpuPrefill {
 
 /// Packs every ternary tensor into buffers of at most `chunk` bytes (each tensor inside
 /// one udmabuf chunk, 4 KiB aligned) and copies it there.
+///
+/// These buffers are writable from the NPU: amdxdna has no read-only BO (its create and
+/// import paths take no access flags), so the weights stay unwritten only because no AIE
+/// kernel is given them as an output.
 fn copy_weights(
     model: &Model,
     io: &Arc<dyn KernelIo>,
