@@ -585,14 +585,15 @@ fn attention(
     let (hd, n_heads, kv_dim) = (c.head_dim, c.n_heads, c.kv_dim());
     let group = c.n_heads / c.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
+    // Each session's cache of this layer, looked up once rather than per (row, head).
+    let caches: Vec<(&[f32], &[f32])> = sessions.iter().map(|s| s.kv.layer(layer_index)).collect();
     parallel::for_rows_strided(out, hd, 4, |first, chunk| {
         let mut scores = Vec::new();
         for (i, o) in chunk.chunks_exact_mut(hd).enumerate() {
             let idx = first + i;
             let (t, head) = (idx / n_heads, idx % n_heads);
             let rp = rows[t];
-            let sess = &sessions[rp.session];
-            let (keys, values) = sess.kv.layer(layer_index);
+            let (keys, values) = caches[rp.session];
             let kv_off = (head / group) * hd;
             let qh = &q[t * n_heads * hd + head * hd..][..hd];
             let key = |p: usize| &keys[p * kv_dim + kv_off..][..hd];
