@@ -49,11 +49,6 @@ impl Histogram {
         }
     }
 
-    /// A histogram of row counts (batch sizes).
-    pub fn rows() -> Self {
-        Self::new(ROWS)
-    }
-
     pub fn observe(&self, d: Duration) {
         self.observe_value(d.as_secs_f64());
     }
@@ -83,6 +78,22 @@ impl Histogram {
     }
 }
 
+/// A histogram of row counts (batch sizes).
+pub struct RowsHistogram(Histogram);
+
+impl Default for RowsHistogram {
+    fn default() -> Self {
+        Self(Histogram::new(ROWS))
+    }
+}
+
+impl std::ops::Deref for RowsHistogram {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0
+    }
+}
+
 /// Seconds kept as whole microseconds so they fit an atomic.
 #[derive(Default)]
 pub struct Seconds(AtomicU64);
@@ -96,6 +107,7 @@ impl Seconds {
     }
 }
 
+#[derive(Default)]
 pub struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub prompt_seconds: Seconds,
@@ -116,9 +128,9 @@ pub struct Metrics {
     /// token, prompt chunks fed in the same step included.
     pub step_seconds: Histogram,
     /// Rows (prompt tokens plus decoded tokens) one engine step feeds: the batch size.
-    pub step_rows: Histogram,
+    pub step_rows: RowsHistogram,
     /// Streams that decoded a token in one engine step.
-    pub step_decoding: Histogram,
+    pub step_decoding: RowsHistogram,
     /// Which surface serves and how it is doing, as the engine thread last saw it.
     surface: Mutex<Option<SurfaceState>>,
 }
@@ -130,31 +142,6 @@ pub struct SurfaceState {
     pub health: Health,
     /// Sessions moved to another surface after a device fault.
     pub fallbacks: u64,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            prompt_tokens: AtomicU64::default(),
-            prompt_seconds: Seconds::default(),
-            prompt_cached_tokens: AtomicU64::default(),
-            predicted_tokens: AtomicU64::default(),
-            predicted_seconds: Seconds::default(),
-            requests_processing: AtomicU64::default(),
-            requests_deferred: AtomicU64::default(),
-            requests_total: AtomicU64::default(),
-            requests_rejected: AtomicU64::default(),
-            n_decode: AtomicU64::default(),
-            busy_slot_steps: AtomicU64::default(),
-            n_tokens_max: AtomicU64::default(),
-            ttft: Histogram::default(),
-            inter_token: Histogram::default(),
-            step_seconds: Histogram::default(),
-            step_rows: Histogram::rows(),
-            step_decoding: Histogram::rows(),
-            surface: Mutex::default(),
-        }
-    }
 }
 
 impl Metrics {
