@@ -80,6 +80,18 @@ pub struct BufferDescriptor {
 }
 
 impl BufferDescriptor {
+    /// The debug line every shared buffer gets when it becomes (or arrives as) a dma-buf.
+    pub fn log(&self, name: &str, len: usize, event: &str) {
+        tracing::debug!(
+            name,
+            len,
+            format = %self.format_name(),
+            modifier = %self.modifier_name(),
+            element = %self.element,
+            "{event}"
+        );
+    }
+
     /// A linear buffer of `element`s, in the DRM format those elements have.
     pub const fn linear(element: Element) -> BufferDescriptor {
         BufferDescriptor {

@@ -151,15 +151,7 @@ impl SharedBuffer {
             });
             offset += size;
         }
-        tracing::debug!(
-            name,
-            len,
-            chunks = buf.chunks.len(),
-            format = %descriptor.format_name(),
-            modifier = %descriptor.modifier_name(),
-            element = %descriptor.element,
-            "shared buffer exported"
-        );
+        descriptor.log(name, len, "shared buffer exported as udmabuf chunks");
         Ok(buf)
     }
 
@@ -181,40 +173,19 @@ impl SharedBuffer {
         };
         if len == 0 || !(len as u64).is_multiple_of(page()) {
             return Err(foreign(format!(
-                "length {len} is not a positive multiple of the {}-byte page (a dma-buf is                  whole pages): pass the dma-buf's size",
+                "length {len} is not a positive multiple of the {}-byte page (a dma-buf is \
+                 whole pages): pass the dma-buf's size",
                 page()
             )));
         }
         let what = || format!("dma-buf '{name}' (fd {})", dmabuf.raw());
-        let reserve = Mapping::reserve(io, len, MAP_ALIGN.min(len)).ctx("mmap", what)?;
-        let addr = reserve.ptr();
-        let (_, _) = reserve.into_raw();
-        // SAFETY: `addr..addr+len` is the reservation we own; this mapping replaces it and
-        // is the only owner from now on.
-        let map = unsafe {
-            Mapping::new(
-                io,
-                addr.cast(),
-                len,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                dmabuf.raw(),
-                0,
-            )
-        }
-        .ctx("mmap", what)
-        .map_err(|e| {
+        let map = map_shared_aligned(io, &dmabuf, len, what).map_err(|e| {
             e.with_advice(
-                "the dma-buf must be CPU-mappable (dma_buf_mmap) and at least this long;                  check the length its producer reported",
+                "the dma-buf must be CPU-mappable (dma_buf_mmap) and at least this long; \
+                 check the length its producer reported",
             )
         })?;
-        tracing::debug!(
-            name,
-            len,
-            format = %descriptor.format_name(),
-            modifier = %descriptor.modifier_name(),
-            element = %descriptor.element,
-            "dma-buf from outside the engine wrapped"
-        );
+        descriptor.log(name, len, "dma-buf from outside the engine wrapped");
         Ok(SharedBuffer {
             chunks: vec![Chunk {
                 offset: 0,
@@ -251,23 +222,7 @@ impl SharedBuffer {
         let seals = [FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal];
         io.add_seals(memfd.raw(), Seals::of(&seals))
             .ctx("fcntl(F_ADD_SEALS)", what)?;
-        let reserve =
-            Mapping::reserve(io, size as usize, MAP_ALIGN.min(size as usize)).ctx("mmap", what)?;
-        let addr = reserve.ptr();
-        let (_, _) = reserve.into_raw();
-        // SAFETY: `addr..addr+size` is the reservation we own; this mapping replaces it and
-        // is the only owner from now on.
-        let map = unsafe {
-            Mapping::new(
-                io,
-                addr.cast(),
-                size as usize,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                memfd.raw(),
-                0,
-            )
-        }
-        .ctx("mmap", what)?;
+        let map = map_shared_aligned(io, &memfd, size as usize, what)?;
         Ok(SharedBuffer {
             chunks: Vec::new(),
             map,
@@ -347,6 +302,32 @@ impl SharedBuffer {
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.ptr()
     }
+}
+
+/// Maps `len` bytes of `fd` shared, at an address aligned to [`MAP_ALIGN`] (or `len`), so a
+/// device can import the range at the same address.
+fn map_shared_aligned(
+    io: &Arc<dyn KernelIo>,
+    fd: &Fd,
+    len: usize,
+    what: impl Fn() -> String + Copy,
+) -> Result<Mapping, SysError> {
+    let reserve = Mapping::reserve(io, len, MAP_ALIGN.min(len)).ctx("mmap", what)?;
+    let addr = reserve.ptr();
+    let (_, _) = reserve.into_raw();
+    // SAFETY: `addr..addr+len` is the reservation we own; this mapping replaces it and is
+    // the only owner from now on.
+    unsafe {
+        Mapping::new(
+            io,
+            addr.cast(),
+            len,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd.raw(),
+            0,
+        )
+    }
+    .ctx("mmap", what)
 }
 
 /// Whether `/dev/udmabuf` exists.

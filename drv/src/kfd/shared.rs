@@ -135,14 +135,7 @@ impl SharedGpuBuffer {
             },
         )?;
         let dmabuf = bo.export_dmabuf()?;
-        tracing::debug!(
-            name,
-            len,
-            format = %descriptor.format_name(),
-            modifier = %descriptor.modifier_name(),
-            element = %descriptor.element,
-            "GTT buffer exported as a dma-buf"
-        );
+        descriptor.log(name, len, "GTT buffer exported as a dma-buf");
         Ok(SharedGpuBuffer::Gtt {
             dmabuf,
             bo,
@@ -208,6 +201,12 @@ impl SharedGpuBuffer {
             Self::Udmabuf { buf, .. } => buf.dmabuf_fds(),
             Self::Gtt { dmabuf, .. } => vec![dmabuf.raw()],
         }
+    }
+
+    /// The CPU address range of the bytes (to show that a view lies inside this buffer).
+    pub fn cpu_range(&self) -> std::ops::Range<usize> {
+        let s = self.as_slice();
+        s.as_ptr() as usize..s.as_ptr() as usize + s.len()
     }
 
     /// The bytes as the CPU sees them (read after the GPU's completion).

@@ -120,8 +120,7 @@ impl WeightBuffer {
 
     /// The CPU address range of the buffer (to show a CPU tensor lies inside it).
     pub fn cpu_range(&self) -> std::ops::Range<usize> {
-        let s = self.0.as_slice();
-        s.as_ptr() as usize..s.as_ptr() as usize + s.len()
+        self.0.cpu_range()
     }
 
     /// The memfds behind the buffer (one per udmabuf chunk; none on the GTT fallback).
@@ -201,8 +200,7 @@ impl IgpuSeq {
 
     /// The CPU address range of the sequence's shared buffer.
     pub fn cpu_range(&self) -> std::ops::Range<usize> {
-        let s = self.buf.as_slice();
-        s.as_ptr() as usize..s.as_ptr() as usize + s.len()
+        self.buf.cpu_range()
     }
 
     /// The logits the last step with a head left, read in place from the shared buffer.
