@@ -147,7 +147,9 @@ pub fn read_sealed(
         let p = dst.as_mut_ptr();
         pread_all(file.as_raw_fd(), p, 0, len, &progress).map_err(|e| Error::io(path, e))?;
     }
-    drop_page_cache(&file, path);
+    if let Err(e) = drop_page_cache(&file) {
+        tracing::debug!("{}: posix_fadvise(DONTNEED) failed: {e}", path.display());
+    }
     let sealed = dst.seal().map_err(|e| {
         Error::io(
             path,
@@ -242,16 +244,13 @@ fn pread_all(
     Ok(())
 }
 
-/// Drops the file's pages from the page cache (the memfd holds the bytes now).
-fn drop_page_cache(file: &std::fs::File, path: &Path) {
+/// Drops the file's pages from the page cache (after a load the memfd holds the bytes).
+pub fn drop_page_cache(file: &std::fs::File) -> std::io::Result<()> {
     // SAFETY: plain advice on an open descriptor; no memory involved.
     let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if r != 0 {
-        tracing::debug!(
-            "{}: posix_fadvise(DONTNEED) failed: {}",
-            path.display(),
-            std::io::Error::from_raw_os_error(r)
-        );
+    match r {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
     }
 }
 

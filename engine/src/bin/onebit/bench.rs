@@ -131,9 +131,15 @@ fn reset_peak_rss() {
 
 /// Peak resident set of this process (VmHWM).
 pub fn peak_rss() -> Option<u64> {
+    status_bytes("VmHWM").map(|b| b as u64)
+}
+
+/// A `/proc/self/status` field given in kB (`VmHWM`, the peak resident set; `RssAnon`,
+/// `RssShmem`), in bytes.
+pub fn status_bytes(field: &str) -> Option<usize> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let line = s.lines().find(|l| l.split(':').next() == Some(field))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
 

@@ -1,7 +1,9 @@
 //! `onebit load-bench`: one timed model load (run each in a fresh process, so that peak RSS
 //! is this load's), with the file's page cache measured after it. bench/load.sh drives it.
 
+use crate::bench::status_bytes;
 use crate::common::{load_options, CliResult};
+use onebit_engine::format::read_file::drop_page_cache;
 use onebit_engine::format::LoadMethod;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -73,27 +75,13 @@ fn touch_weights(model: &onebit_engine::model::Model) -> u64 {
     sum
 }
 
-/// A `/proc/self/status` field given in kB (`VmHWM`, the peak resident set; `RssAnon`,
-/// `RssShmem`), in bytes.
-fn status_bytes(field: &str) -> Option<usize> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.split(':').next() == Some(field))?;
-    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 pub fn main(a: Args) -> CliResult {
     let file = std::fs::File::open(&a.model).map_err(|e| format!("{}: {e}", a.model.display()))?;
     let len = file.metadata()?.len() as usize;
     let mut cold_cache = None;
     if a.cold {
-        // SAFETY: plain advice on an open descriptor.
-        let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        if r != 0 {
-            eprintln!(
-                "posix_fadvise(DONTNEED) failed ({}): the OS cannot drop the cache here",
-                std::io::Error::from_raw_os_error(r)
-            );
+        if let Err(e) = drop_page_cache(&file) {
+            eprintln!("posix_fadvise(DONTNEED) failed ({e}): the OS cannot drop the cache here");
         }
         cold_cache = Some(page_cache_bytes(&file, len)?);
     }
