@@ -17,12 +17,16 @@
 
 use crate::backend::Need;
 use crate::model::{ColumnCounter, Layer, Model, TernaryTensor, SPARSE_COLUMNS};
+
+/// Head rows the screened head scored in full, of all the rows it screened (the bytes a
+/// screened step reads of the float head; a benchmark's roofline and report read it).
+pub static SCREENED_HEAD_ROWS: ColumnCounter = ColumnCounter::new();
 use crate::{Error, Result};
 use onebit_kernels::float::{
     add_inplace, dot_f32_lanes, dot_f32_lanes_x4, relu2_mul, rms_norm_inplace, rope_cos_sin,
     rope_inv_freq, rope_rotate_half_cached,
 };
-use onebit_kernels::screen::Int8Head;
+use onebit_kernels::screen::{Int8Head, TopK};
 use onebit_kernels::ternary::colsparse::{
     gemm_sparse, gemv_sparse, sparse_gemm_threshold, sparse_gemv_threshold,
 };
@@ -224,7 +228,7 @@ pub fn forward_sessions(
         .into_iter()
         .map(|r| match r {
             RowResult::Logits(l) => l,
-            RowResult::Nothing | RowResult::Token(_) => Vec::new(),
+            RowResult::Nothing | RowResult::Token(_) | RowResult::Candidates(_) => Vec::new(),
         })
         .collect())
 }
@@ -260,11 +264,14 @@ pub enum RowResult {
     /// `[rows, vocab]`: the last new token's logits, or every new token's.
     Logits(Vec<f32>),
     Token(u32),
+    /// `(id, logit)` sorted by id ([`Need::TopK`] through the screened head).
+    Candidates(Vec<(u32, f32)>),
 }
 
 /// One forward call over several sessions where each says what it needs afterwards:
-/// [`Need::Greedy`] rows take the int8-screened head when `screen` is given (the same
-/// token as the full head's argmax), the others the full head.
+/// [`Need::Greedy`] and [`Need::TopK`] rows take the int8-screened head when `screen` is
+/// given (the same token as the full head's argmax; the same logits for every token a
+/// top-k sampler could pick), the others the full head.
 pub fn forward_needs(
     model: &Model,
     sessions: &mut [&mut Session],
@@ -295,7 +302,22 @@ pub fn forward_with(
     let Some((h, rows)) = hidden_states(model, sessions, new_ids, projector)? else {
         return Ok(vec![RowResult::Nothing; sessions.len()]);
     };
-    Ok(lm_head(model, &h, &rows, needs, screen))
+    // The history tokens each top-k row must score exactly, whatever the screen says.
+    let includes: Vec<Vec<u32>> = sessions
+        .iter()
+        .zip(needs)
+        .map(|(s, need)| match need {
+            Need::TopK { recent, .. } if *recent > 0 => {
+                let t = s.tokens();
+                let mut ids = t[t.len().saturating_sub(*recent)..].to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok(lm_head(model, &h, &rows, needs, &includes, screen))
 }
 
 /// Runs the decoder layers over the new tokens (appending them to their sessions) and
@@ -650,12 +672,13 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
 
 /// Final norm and the tied LM head, for the rows each session's need asks for. The head
 /// runs once per call, not once per row: one GEMM over every row that needs logits, and one
-/// screened pass over every greedy row (each the same numbers as the one-row head).
+/// screened pass over every greedy or top-k row (each the same numbers as the one-row head).
 fn lm_head(
     model: &Model,
     h: &[f32],
     rows: &[RowPos],
     needs: &[Need],
+    includes: &[Vec<u32>],
     screen: Option<&Int8Head>,
 ) -> Vec<RowResult> {
     let c = &model.config;
@@ -663,11 +686,33 @@ fn lm_head(
     let (full, screened) = head_rows(rows, needs, screen.is_some());
     let mut out = vec![RowResult::Nothing; needs.len()];
 
-    // Greedy rows with the int8-screened head: the argmax without the full logits.
+    // Greedy and top-k rows with the int8-screened head: the exact logits of the tokens
+    // that could matter, without the others. Greedy is top-1.
     if let Some(screen) = screen.filter(|_| !screened.is_empty()) {
+        let wishes: Vec<TopK> = screened
+            .iter()
+            .map(|&t| {
+                let s = rows[t].session;
+                match needs[s] {
+                    Need::TopK { k, .. } => TopK {
+                        k,
+                        include: &includes[s],
+                    },
+                    _ => TopK { k: 1, include: &[] },
+                }
+            })
+            .collect();
         let normed = final_norm(model, h, &screened);
-        for (&t, (id, _)) in screened.iter().zip(screen.argmax_batch(&head, &normed)) {
-            out[rows[t].session] = RowResult::Token(id);
+        for (&t, cand) in screened
+            .iter()
+            .zip(screen.top_k_batch(&head, &normed, &wishes))
+        {
+            let s = rows[t].session;
+            SCREENED_HEAD_ROWS.add(c.vocab_size, cand.len());
+            out[s] = match needs[s] {
+                Need::Greedy => RowResult::Token(crate::sampler::argmax_candidates(&cand)),
+                _ => RowResult::Candidates(cand),
+            };
         }
     }
 
@@ -698,7 +743,7 @@ fn lm_head(
 }
 
 /// The rows (indices into `rows`) that go through the full head and those that go
-/// through the int8 screen (greedy rows, when there is a screen), in order.
+/// through the int8 screen (greedy and top-k rows, when there is a screen), in order.
 fn head_rows(rows: &[RowPos], needs: &[Need], screen: bool) -> (Vec<usize>, Vec<usize>) {
     let (mut full, mut screened) = (Vec::new(), Vec::new());
     for (t, rp) in rows.iter().enumerate() {
@@ -708,8 +753,8 @@ fn head_rows(rows: &[RowPos], needs: &[Need], screen: bool) -> (Vec<usize>, Vec<
         match needs[rp.session] {
             Need::AllLogits => full.push(t),
             Need::Logits if is_last => full.push(t),
-            Need::Greedy if is_last && screen => screened.push(t),
-            Need::Greedy if is_last => full.push(t),
+            Need::Greedy | Need::TopK { .. } if is_last && screen => screened.push(t),
+            Need::Greedy | Need::TopK { .. } if is_last => full.push(t),
             _ => {}
         }
     }

@@ -130,6 +130,13 @@ impl Stream {
             Need::Nothing
         } else if self.greedy {
             Need::Greedy
+        } else if let Some((k, recent)) = self
+            .sampler
+            .screened_top_k()
+            .filter(|_| self.opts.logprobs.is_none())
+        {
+            // Logprobs normalise over every token, so they need every logit.
+            Need::TopK { k, recent }
         } else {
             Need::Logits
         }
@@ -151,6 +158,7 @@ impl Stream {
         let (id, logits) = match out {
             Output::Token(id) => (id, None),
             Output::Logits(l) => (self.sampler.sample(l, history), Some(l)),
+            Output::Candidates(c) => (self.sampler.sample_candidates(c, history), None),
             Output::Nothing => {
                 adv.finish = Some(Finish::Length);
                 return adv;

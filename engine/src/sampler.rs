@@ -1,5 +1,9 @@
 //! Token sampling with llama.cpp's chain: penalties → top-k → top-p → min-p →
 //! temperature → draw. `temperature <= 0` is greedy (argmax, lowest id on ties).
+//!
+//! The sampler reads either every token's logit or, from a screened head, the exact logits
+//! of a set of tokens that holds its top k and every token its penalties touch
+//! ([`Sampler::sample_candidates`]); both give the same distribution and the same draw.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -99,6 +103,17 @@ pub fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
+/// [`argmax`] over `(id, logit)` pairs sorted by id: the lowest id wins ties; NaN never wins.
+pub fn argmax_candidates(c: &[(u32, f32)]) -> u32 {
+    let mut best: Option<(u32, f32)> = None;
+    for &(id, v) in c {
+        if best.is_none_or(|(_, b)| v > b || b.is_nan()) {
+            best = Some((id, v));
+        }
+    }
+    best.map_or(0, |b| b.0)
+}
+
 /// `log_softmax(logits)` values of the `n` most likely tokens, most likely first.
 pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
     let lse = log_sum_exp(logits);
@@ -149,13 +164,88 @@ impl Sampler {
 
     /// Picks the next token given the logits and the tokens so far (for penalties).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        let p = &self.params;
+        let choice = self.choose(logits, history);
+        self.finish(choice)
+    }
+
+    /// [`sample`](Self::sample) from `(id, logit)` pairs sorted by id that hold, with their
+    /// full-head values, every token that can rank among the top k after penalties and every
+    /// token the penalties touch (what [`crate::backend::Need::TopK`] asks for). For a greedy
+    /// sampler k is 1; otherwise it needs a top-k. It picks what `sample` picks from the full
+    /// logits, drawing the same random number.
+    pub fn sample_candidates(&mut self, scored: &[(u32, f32)], history: &[u32]) -> u32 {
+        let choice = self.choose_candidates(scored, history);
+        self.finish(choice)
+    }
+
+    /// The tokens [`sample`](Self::sample) may draw with their probabilities, most likely
+    /// first (greedy: the argmax alone).
+    pub fn distribution(&self, logits: &[f32], history: &[u32]) -> Vec<(u32, f64)> {
+        self.probabilities(self.choose(logits, history))
+    }
+
+    /// [`distribution`](Self::distribution) from candidates, as
+    /// [`sample_candidates`](Self::sample_candidates) reads them.
+    pub fn distribution_candidates(
+        &self,
+        scored: &[(u32, f32)],
+        history: &[u32],
+    ) -> Vec<(u32, f64)> {
+        self.probabilities(self.choose_candidates(scored, history))
+    }
+
+    /// Penalties, then greedy's argmax or the top-k ranked.
+    fn choose(&self, logits: &[f32], history: &[u32]) -> Choice {
         let mut logits = logits.to_vec();
-        self.apply_penalties(&mut logits, history);
-        if p.temperature <= 0.0 {
-            return argmax(&logits);
+        self.apply_penalties(history, |id, f| {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = f(*l);
+            }
+        });
+        if self.params.temperature <= 0.0 {
+            return Choice::Greedy(argmax(&logits));
         }
-        let mut cand = candidates(&logits, p.top_k);
+        Choice::Ranked(candidates(&logits, self.params.top_k))
+    }
+
+    fn choose_candidates(&self, scored: &[(u32, f32)], history: &[u32]) -> Choice {
+        debug_assert!(self.params.temperature <= 0.0 || self.params.top_k > 0);
+        let mut cand = scored.to_vec();
+        self.apply_penalties(history, |id, f| {
+            if let Ok(i) = cand.binary_search_by_key(&id, |c| c.0) {
+                cand[i].1 = f(cand[i].1);
+            }
+        });
+        if self.params.temperature <= 0.0 {
+            return Choice::Greedy(argmax_candidates(&cand));
+        }
+        let top_k = self.params.top_k;
+        if top_k > 0 && top_k < cand.len() {
+            cand.select_nth_unstable_by(top_k - 1, by_rank);
+            cand.truncate(top_k);
+        }
+        cand.sort_unstable_by(by_rank);
+        Choice::Ranked(cand)
+    }
+
+    fn finish(&mut self, choice: Choice) -> u32 {
+        match choice {
+            Choice::Greedy(id) => id,
+            Choice::Ranked(cand) => self.draw(cand),
+        }
+    }
+
+    fn probabilities(&self, choice: Choice) -> Vec<(u32, f64)> {
+        match choice {
+            Choice::Greedy(id) => vec![(id, 1.0)],
+            Choice::Ranked(cand) => self.truncate(cand),
+        }
+    }
+
+    /// The tokens a draw can pick and their probabilities, most likely first: `cand` (ranked
+    /// by [`by_rank`], cut to the top k) after top-p, min-p and temperature.
+    fn truncate(&self, mut cand: Vec<(u32, f32)>) -> Vec<(u32, f64)> {
+        let p = &self.params;
         let probs = softmax(&cand);
         if p.top_p < 1.0 {
             let mut acc = 0.0;
@@ -178,31 +268,40 @@ impl Sampler {
             c.1 /= p.temperature;
         }
         let probs = softmax(&cand);
-        let r: f64 = self.rng.gen();
-        let mut acc = 0.0;
-        for (c, q) in cand.iter().zip(&probs) {
-            acc += q;
-            if r < acc {
-                return c.0;
-            }
-        }
-        cand.last().map_or(0, |c| c.0)
+        cand.iter().map(|c| c.0).zip(probs).collect()
     }
 
-    fn apply_penalties(&self, logits: &mut [f32], history: &[u32]) {
+    fn draw(&mut self, cand: Vec<(u32, f32)>) -> u32 {
+        let dist = self.truncate(cand);
+        let r: f64 = self.rng.gen();
+        let mut acc = 0.0;
+        for (id, q) in &dist {
+            acc += q;
+            if r < acc {
+                return *id;
+            }
+        }
+        dist.last().map_or(0, |c| c.0)
+    }
+
+    /// Calls `update(id, f)` for each penalized token, `f` mapping its logit to the
+    /// penalized one: the repeat penalty on the last `repeat_last_n` tokens, then presence
+    /// and frequency on the whole history.
+    fn apply_penalties(&self, history: &[u32], mut update: impl FnMut(u32, &dyn Fn(f32) -> f32)) {
         let p = &self.params;
         if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
             let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
             let mut seen = std::collections::HashSet::new();
+            let penalize = |l: f32| {
+                if l > 0.0 {
+                    l / p.repeat_penalty
+                } else {
+                    l * p.repeat_penalty
+                }
+            };
             for &id in recent {
                 if seen.insert(id) {
-                    if let Some(l) = logits.get_mut(id as usize) {
-                        *l = if *l > 0.0 {
-                            *l / p.repeat_penalty
-                        } else {
-                            *l * p.repeat_penalty
-                        };
-                    }
+                    update(id, &penalize);
                 }
             }
         }
@@ -212,12 +311,42 @@ impl Sampler {
                 *counts.entry(id).or_default() += 1;
             }
             for (id, n) in counts {
-                if let Some(l) = logits.get_mut(id as usize) {
-                    *l -= p.frequency_penalty * n as f32 + p.presence_penalty;
-                }
+                update(id, &|l| {
+                    l - (p.frequency_penalty * n as f32 + p.presence_penalty)
+                });
             }
         }
     }
+
+    /// What a surface must score for this sampler when it can screen its head instead of
+    /// producing every logit: `Some((k, recent))` — the top `k` and the last `recent`
+    /// history tokens (`usize::MAX`: all) — or None when the sampler needs every logit (no
+    /// top-k, so top-p, min-p or the draw normalise over the whole vocabulary).
+    pub fn screened_top_k(&self) -> Option<(usize, usize)> {
+        let p = &self.params;
+        let k = if p.temperature <= 0.0 {
+            1
+        } else if p.top_k > 0 {
+            p.top_k
+        } else {
+            return None;
+        };
+        let recent = if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            usize::MAX
+        } else if p.repeat_penalty != 1.0 {
+            p.repeat_last_n
+        } else {
+            0
+        };
+        Some((k, recent))
+    }
+}
+
+/// What the sampler settled on before any draw.
+enum Choice {
+    Greedy(u32),
+    /// Penalized, cut to the top k, best first.
+    Ranked(Vec<(u32, f32)>),
 }
 
 /// The order candidates are ranked in: higher logit first, then lower id. A total order,

@@ -116,6 +116,34 @@ impl<'a> EmbdView<'a> {
         }
     }
 
+    /// Row `r`'s logit: the very bits [`matvec`](Self::matvec) gives for it, for one row
+    /// (a screened head rescoring its survivors).
+    pub fn row_dot(&self, r: usize, h: &[f32]) -> f32 {
+        let mut out = [0f32; 1];
+        let row = self.row_data(r);
+        match self.kind {
+            EmbdType::F16 => dot_f16_rows(row, h, &mut out),
+            EmbdType::Q8_0 => embd_quant::rows_q8_0(
+                embd_quant::isa(),
+                row,
+                &embd_quant::HiddenQ8::new(h),
+                &mut out,
+            ),
+            EmbdType::Q6K => embd_quant::rows_q6k(
+                embd_quant::isa(),
+                row,
+                &embd_quant::HiddenQ8K::new(h),
+                &mut out,
+            ),
+            EmbdType::F32 | EmbdType::Bf16 => {
+                let mut tmp = vec![0f32; self.cols];
+                dequant_row(self.kind, row, &mut tmp);
+                out[0] = crate::float::dot_f32(&tmp, h);
+            }
+        }
+        out[0]
+    }
+
     /// Scalar reference of [`matvec`](Self::matvec), bit-identical to it.
     pub fn matvec_ref(&self, h: &[f32], out: &mut [f32]) {
         match self.kind {

@@ -48,8 +48,9 @@ impl<M: Deref<Target = Model>> CpuBackend<M> {
         }
     }
 
-    /// Whether [`Need::Greedy`] uses the int8-screened head (the same tokens as the full
-    /// head; it reads about half the bytes but keeps an int8 copy of the head).
+    /// Whether [`Need::Greedy`] and [`Need::TopK`] use the int8-screened head (the same
+    /// tokens as the full head; it reads about half the bytes but keeps an int8 copy of the
+    /// head).
     pub fn with_screened_head(mut self, on: bool) -> Self {
         self.screened_head = on;
         self
@@ -82,7 +83,10 @@ impl<M: Deref<Target = Model>> CpuBackend<M> {
         projector: Option<&dyn Projector>,
     ) -> Result<(), BackendError> {
         check_step(sessions.len(), ids, needs)?;
-        if needs.contains(&Need::Greedy) {
+        if needs
+            .iter()
+            .any(|n| matches!(n, Need::Greedy | Need::TopK { .. }))
+        {
             self.screen();
         }
         let mut kvs: Vec<&mut Session> = sessions.iter_mut().map(|s| &mut s.kv).collect();
@@ -155,6 +159,7 @@ impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
             RowResult::Nothing => Output::Nothing,
             RowResult::Logits(l) => Output::Logits(l),
             RowResult::Token(t) => Output::Token(*t),
+            RowResult::Candidates(c) => Output::Candidates(c),
         }
     }
 }

@@ -43,6 +43,12 @@ pub enum Need {
     Greedy,
     /// The logits of every new token, `[n_new, vocab]` (perplexity, prompt logprobs).
     AllLogits,
+    /// What a sampler that truncates to its `k` best tokens can pick from: the last new
+    /// token's logits of a set of tokens holding the `k` largest and the last `recent`
+    /// tokens of the session's history (which penalties move; `usize::MAX`: all of it),
+    /// each exactly as [`Need::Logits`] gives it. A surface without a cheaper way answers
+    /// with the full logits.
+    TopK { k: usize, recent: usize },
 }
 
 /// What a step left for one session.
@@ -54,6 +60,8 @@ pub enum Output<'a> {
     Logits(&'a [f32]),
     /// The argmax token ([`Need::Greedy`]).
     Token(u32),
+    /// `(id, logit)` sorted by id, for [`Need::TopK`].
+    Candidates(&'a [(u32, f32)]),
 }
 
 /// How a surface is doing.

@@ -62,18 +62,23 @@ impl Model {
 /// How many down_proj input columns the forward pass saw and how many of them were
 /// nonzero (and so were read), since the last [`reset`](ColumnCounter::reset). Relaxed
 /// atomics: the counts are statistics, read after the work that made them.
+#[derive(Default)]
 pub struct ColumnCounter {
     seen: AtomicU64,
     read: AtomicU64,
 }
 
 /// The process-wide counter the forward pass feeds.
-pub static SPARSE_COLUMNS: ColumnCounter = ColumnCounter {
-    seen: AtomicU64::new(0),
-    read: AtomicU64::new(0),
-};
+pub static SPARSE_COLUMNS: ColumnCounter = ColumnCounter::new();
 
 impl ColumnCounter {
+    pub const fn new() -> Self {
+        Self {
+            seen: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+        }
+    }
+
     /// The share of nonzero values in `q` (rows of `padded` values, `cols` of them real).
     pub fn nonzero_share(q: &[i8], cols: usize, padded: usize) -> f32 {
         let rows = q.len() / padded;

@@ -182,7 +182,7 @@ impl Backend for IgpuSurface {
     fn output<'a>(&'a self, s: &'a IgpuSession) -> Output<'a> {
         match s.need {
             Need::Nothing => Output::Nothing,
-            Need::Logits => Output::Logits(s.seq.logits()),
+            Need::Logits | Need::TopK { .. } => Output::Logits(s.seq.logits()),
             Need::Greedy => Output::Token(s.seq.token()),
             Need::AllLogits => Output::Logits(&s.all_logits),
         }

@@ -9,7 +9,7 @@ use crate::roofline::{ceiling, Budget};
 use onebit_engine::backend::cpu::CpuBackend;
 use onebit_engine::backend::select::resolve;
 use onebit_engine::backend::{open, Backend, SelectOptions, Surface, SurfaceChoice};
-use onebit_engine::forward::{forward, forward_greedy, LogitsMode, Session};
+use onebit_engine::forward::{forward, forward_greedy, LogitsMode, Session, SCREENED_HEAD_ROWS};
 use onebit_engine::generate::{step, Options, Stream};
 use onebit_engine::model::{Model, SPARSE_COLUMNS};
 use onebit_engine::sampler::SamplingParams;
@@ -60,6 +60,11 @@ pub struct Args {
     /// bytes), after checking it picks the F16 head's token.
     #[arg(long)]
     pub greedy_head: bool,
+    /// LM head for the sampled tg rows: `screened` (the default everywhere: the int8 copy
+    /// picks the rows that could be among the sampler's top k and only those are scored in
+    /// full, the same tokens), `full` (every row of the float head), or `both`.
+    #[arg(long, default_value = "screened", value_parser = ["screened", "full", "both"])]
+    pub head: String,
     /// down_proj: `sparse` reads only the weight columns whose input is nonzero (lossless,
     /// the default), `dense` reads them all, `both` times each on its own.
     #[arg(long, default_value = "sparse")]
@@ -153,7 +158,7 @@ fn random_ids_of(vocab: usize, n: usize, seed: u64) -> Vec<u32> {
 }
 
 /// A stream of the one generation loop for `prompt`, sampling `max_new` tokens at
-/// llama.cpp's default settings (the full F16 head; the screened one has its own row)
+/// llama.cpp's default settings
 /// with a fixed seed and no stop token, so every run does the same work.
 fn bench_stream(prompt: Vec<u32>, max_new: usize, seed: u64) -> Stream {
     let opts = Options {
@@ -244,6 +249,7 @@ fn decode_reps(
 ) -> onebit_engine::Result<(Vec<f64>, Vec<f64>)> {
     let (mut samples, mut all) = (Vec::new(), Vec::new());
     SPARSE_COLUMNS.reset();
+    SCREENED_HEAD_ROWS.reset();
     for r in 0..a.reps {
         let times = run(r)?;
         samples.push(a.n_gen as f64 / times.iter().sum::<f64>());
@@ -268,7 +274,6 @@ fn plain_rows(
     if a.n_prompt > 0 {
         run_pp(&mut cpu, vocab, a.n_prompt.min(16), 0)?;
     }
-    run_tg(&mut cpu, vocab, 2, 0)?;
     if a.n_prompt > 0 {
         SPARSE_COLUMNS.reset();
         let samples: Vec<f64> = (0..a.reps)
@@ -292,13 +297,29 @@ fn plain_rows(
                 .flatten(),
         });
     }
-    if a.n_gen > 0 {
+    let heads: &[bool] = match a.head.as_str() {
+        "full" => &[false],
+        "both" => &[true, false],
+        _ => &[true],
+    };
+    for &screened in heads.iter().filter(|_| a.n_gen > 0) {
+        let mut cpu = CpuBackend::new(model, 0).with_screened_head(screened);
+        // Warm-up, which also builds the screening copy outside the timing.
+        run_tg(&mut cpu, vocab, 2, 0)?;
         let (samples, all) = decode_reps(a, |r| run_tg(&mut cpu, vocab, a.n_gen, r))?;
         // The run averages over contexts 0..n_gen.
         let bytes = budget.decode_bytes(a.n_gen / 2);
+        let head = if screened { "" } else { ", full head" };
+        if let Some(d) = screened.then(|| SCREENED_HEAD_ROWS.density()).flatten() {
+            eprintln!(
+                "tg{}{label} ({t} threads): the screened head scored {:.2} % of its rows in full",
+                a.n_gen,
+                d * 100.0
+            );
+        }
         rows.push(decode_row(
             t,
-            format!("tg{}{label}", a.n_gen),
+            format!("tg{}{label}{head}", a.n_gen),
             samples,
             all,
             bw,
