@@ -22,9 +22,12 @@ use crate::model::{ColumnCounter, Layer, Model, TernaryTensor, SPARSE_COLUMNS};
 /// screened step reads of the float head; a benchmark's roofline and report read it).
 pub static SCREENED_HEAD_ROWS: ColumnCounter = ColumnCounter::new();
 use crate::{Error, Result};
+pub use onebit_kernels::attention::KvFormat;
+use onebit_kernels::attention::{
+    attention as flash_attention, AttnShape, KvBuf, KvRows, KvRowsMut, KvShape, Segment,
+};
 use onebit_kernels::float::{
-    add_inplace, dot_f32_lanes, dot_f32_lanes_x4, relu2_mul, rms_norm_inplace, rope_cos_sin,
-    rope_inv_freq, rope_rotate_half_cached,
+    add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_inv_freq, rope_rotate_half_cached,
 };
 use onebit_kernels::screen::{Int8Head, TopK};
 use onebit_kernels::ternary::colsparse::{
@@ -32,6 +35,7 @@ use onebit_kernels::ternary::colsparse::{
 };
 use onebit_kernels::ternary::{gemm, gemv, gemv_many, padded_cols, GemvJob, Isa};
 use onebit_kernels::{parallel, quantize_row, ActScale};
+use std::borrow::Cow;
 
 /// Which logits a forward call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,54 +48,70 @@ pub enum LogitsMode {
     All,
 }
 
-/// One sequence's state: its tokens and its KV cache (f32, exact).
+/// One sequence's state: its tokens and its KV cache (in the session's [`KvFormat`]).
 pub struct Session {
     max_ctx: usize,
-    kv_dim: usize,
+    shape: KvShape,
+    format: KvFormat,
     n_layers: usize,
     tokens: Vec<u32>,
     kv: Box<dyn KvMemory>,
 }
 
-/// Where a session's keys and values live: per layer `[max_ctx, kv_dim]` f32 keys and as
-/// many values. The CPU's own sessions keep them on the heap; a session a device surface
-/// hands to the CPU keeps them in the device's shared buffer, in the same layout, so the
-/// CPU continues on the very memory the device wrote.
+/// Where a session's keys and values live: per layer `[max_ctx, kv_dim]` keys and as many
+/// values, in one [`KvFormat`]. The CPU's own sessions keep them on the heap; a session a
+/// device surface hands to the CPU keeps them (f32) in the device's shared buffer, in the
+/// same layout, so the CPU continues on the very memory the device wrote.
 pub trait KvMemory: Send + Sync {
     /// Layer `l`'s keys and values, `[max_ctx, kv_dim]` each.
-    fn layer(&self, l: usize) -> (&[f32], &[f32]);
-    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]);
+    fn layer(&self, l: usize) -> (KvRows<'_>, KvRows<'_>);
+    fn layer_mut(&mut self, l: usize) -> (KvRowsMut<'_>, KvRowsMut<'_>);
 }
 
 /// Keys and values on the heap; pages are touched only as positions fill.
 struct HeapKv {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<KvBuf>,
+    values: Vec<KvBuf>,
 }
 
 impl KvMemory for HeapKv {
-    fn layer(&self, l: usize) -> (&[f32], &[f32]) {
-        (&self.keys[l], &self.values[l])
+    fn layer(&self, l: usize) -> (KvRows<'_>, KvRows<'_>) {
+        (self.keys[l].rows(), self.values[l].rows())
     }
-    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
-        (&mut self.keys[l], &mut self.values[l])
+    fn layer_mut(&mut self, l: usize) -> (KvRowsMut<'_>, KvRowsMut<'_>) {
+        (self.keys[l].rows_mut(), self.values[l].rows_mut())
+    }
+}
+
+fn kv_shape(model: &Model) -> KvShape {
+    KvShape {
+        n_kv_heads: model.config.n_kv_heads,
+        head_dim: model.config.head_dim,
     }
 }
 
 impl Session {
-    /// A session that can hold up to `max_ctx` tokens (capped by the model's context).
+    /// A session that can hold up to `max_ctx` tokens (capped by the model's context), its
+    /// cache exact ([`KvFormat::F32`]: what reference comparisons need). Serving takes
+    /// [`KvFormat::default`] through [`Session::with_format`].
     pub fn new(model: &Model, max_ctx: usize) -> Self {
+        Self::with_format(model, max_ctx, KvFormat::F32)
+    }
+
+    /// [`Session::new`] with the cache stored as `format`.
+    pub fn with_format(model: &Model, max_ctx: usize, format: KvFormat) -> Self {
         let c = &model.config;
         let max_ctx = max_ctx.clamp(1, c.max_context);
-        let kv_dim = c.kv_dim();
+        let shape = kv_shape(model);
         let make = || {
             (0..c.n_layers)
-                .map(|_| vec![0f32; max_ctx * kv_dim])
+                .map(|_| KvBuf::new(format, shape, max_ctx))
                 .collect()
         };
         Self {
             max_ctx,
-            kv_dim,
+            shape,
+            format,
             n_layers: c.n_layers,
             tokens: Vec::new(),
             kv: Box::new(HeapKv {
@@ -106,14 +126,16 @@ impl Session {
     /// sequences out so, from the same config).
     pub fn on_memory(model: &Model, max_ctx: usize, tokens: &[u32], kv: Box<dyn KvMemory>) -> Self {
         let c = &model.config;
-        let kv_dim = c.kv_dim();
+        let shape = kv_shape(model);
+        let format = kv.layer(0).0.format();
         debug_assert!((0..c.n_layers).all(|l| {
             let (k, v) = kv.layer(l);
-            k.len() == max_ctx * kv_dim && v.len() == max_ctx * kv_dim
+            k.positions(shape) == max_ctx && v.positions(shape) == max_ctx
         }));
         Self {
             max_ctx,
-            kv_dim,
+            shape,
+            format,
             n_layers: c.n_layers,
             tokens: tokens[..tokens.len().min(max_ctx)].to_vec(),
             kv,
@@ -137,39 +159,49 @@ impl Session {
         self.max_ctx
     }
 
+    /// How the cache stores keys and values.
+    pub fn kv_format(&self) -> KvFormat {
+        self.format
+    }
+
     /// Forgets every position from `n` on (keeps a shared prompt prefix).
     pub fn truncate(&mut self, n: usize) {
         self.tokens.truncate(n);
     }
 
     /// Takes over `tokens` whose keys and values another surface computed: `layer_kv(l)`
-    /// gives layer `l`'s keys and values, `[pos, kv_dim]` each, as this cache lays them out.
+    /// gives layer `l`'s keys and values, `[pos, kv_dim]` f32 each, stored here in this
+    /// session's format.
     pub fn adopt<'a>(
         &mut self,
         tokens: &[u32],
-        layer_kv: impl Fn(usize) -> (&'a [f32], &'a [f32]),
+        layer_kv: impl Fn(usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>),
     ) {
-        let n = tokens.len().min(self.max_ctx) * self.kv_dim;
+        let held = tokens.len().min(self.max_ctx);
+        let kv_dim = self.shape.kv_dim();
         for l in 0..self.n_layers {
-            let (k, v) = self.kv.layer_mut(l);
+            let (mut k, mut v) = self.kv.layer_mut(l);
             let (src_k, src_v) = layer_kv(l);
-            k[..n].copy_from_slice(&src_k[..n]);
-            v[..n].copy_from_slice(&src_v[..n]);
+            for p in 0..held {
+                k.store(self.shape, p, &src_k[p * kv_dim..][..kv_dim]);
+                v.store(self.shape, p, &src_v[p * kv_dim..][..kv_dim]);
+            }
         }
-        self.tokens = tokens[..tokens.len().min(self.max_ctx)].to_vec();
+        self.tokens = tokens[..held].to_vec();
     }
 
-    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` each (what
-    /// [`adopt`](Self::adopt) takes, for handing the cache to another surface).
-    pub fn layer_kv(&self, l: usize) -> (&[f32], &[f32]) {
-        let n = self.tokens.len() * self.kv_dim;
+    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` f32 each (what
+    /// [`adopt`](Self::adopt) takes, for handing the cache to another surface): the cache
+    /// itself when it is f32, a widened copy otherwise.
+    pub fn layer_kv(&self, l: usize) -> (Cow<'_, [f32]>, Cow<'_, [f32]>) {
+        let n = self.tokens.len();
         let (k, v) = self.kv.layer(l);
-        (&k[..n], &v[..n])
+        (k.to_f32(self.shape, n), v.to_f32(self.shape, n))
     }
 
-    /// Bytes of KV cache per token of context.
-    pub fn kv_bytes_per_token(model: &Model) -> usize {
-        model.config.n_layers * 2 * model.config.kv_dim() * std::mem::size_of::<f32>()
+    /// Bytes of KV cache per token of context, stored as `format`.
+    pub fn kv_bytes_per_token(model: &Model, format: KvFormat) -> usize {
+        model.config.n_layers * 2 * format.row_bytes(kv_shape(model))
     }
 }
 
@@ -577,10 +609,10 @@ fn self_attention(
         rope_rotate_half_cached(&mut s.q[t * q_dim..(t + 1) * q_dim], hd, cos, sin);
         rope_rotate_half_cached(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hd, cos, sin);
         let sess = &mut sessions[rp.session];
-        let at = rp.pos * sess.kv_dim;
-        let (keys, values) = sess.kv.layer_mut(layer_index);
-        keys[at..at + kv_dim].copy_from_slice(&s.k[t * kv_dim..(t + 1) * kv_dim]);
-        values[at..at + kv_dim].copy_from_slice(&s.v[t * kv_dim..(t + 1) * kv_dim]);
+        let shape = sess.shape;
+        let (mut keys, mut values) = sess.kv.layer_mut(layer_index);
+        keys.store(shape, rp.pos, &s.k[t * kv_dim..(t + 1) * kv_dim]);
+        values.store(shape, rp.pos, &s.v[t * kv_dim..(t + 1) * kv_dim]);
     }
 
     attention(model, layer_index, sessions, rows, &s.q, &mut s.attn);
@@ -594,7 +626,8 @@ fn self_attention(
 }
 
 /// Causal scaled-dot-product attention with GQA (kv head j serves query heads
-/// j·group .. (j+1)·group), each (row, head) pair on its own.
+/// j·group .. (j+1)·group) as flash attention over each session's cache in its own format:
+/// a session's rows (a prompt chunk, or one decode token) are one segment.
 fn attention(
     model: &Model,
     layer_index: usize,
@@ -604,37 +637,31 @@ fn attention(
     out: &mut [f32],
 ) {
     let c = &model.config;
-    let (hd, n_heads, kv_dim) = (c.head_dim, c.n_heads, c.kv_dim());
-    let group = c.n_heads / c.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    // Each session's cache of this layer, looked up once rather than per (row, head).
-    let caches: Vec<(&[f32], &[f32])> = sessions.iter().map(|s| s.kv.layer(layer_index)).collect();
-    parallel::for_rows_strided(out, hd, 4, |first, chunk| {
-        let mut scores = Vec::new();
-        for (i, o) in chunk.chunks_exact_mut(hd).enumerate() {
-            let idx = first + i;
-            let (t, head) = (idx / n_heads, idx % n_heads);
-            let rp = rows[t];
-            let (keys, values) = caches[rp.session];
-            let kv_off = (head / group) * hd;
-            let qh = &q[t * n_heads * hd + head * hd..][..hd];
-            let key = |p: usize| &keys[p * kv_dim + kv_off..][..hd];
-            scores.clear();
-            let mut p = 0;
-            while p + 4 <= rp.pos + 1 {
-                let d = dot_f32_lanes_x4(qh, [key(p), key(p + 1), key(p + 2), key(p + 3)]);
-                scores.extend(d.map(|v| v * scale));
-                p += 4;
-            }
-            scores.extend((p..=rp.pos).map(|p| dot_f32_lanes(qh, key(p)) * scale));
-            onebit_kernels::float::softmax_inplace(&mut scores);
-            o.fill(0.0);
-            for (p, w) in scores.iter().enumerate() {
-                let vr = &values[p * kv_dim + kv_off..][..hd];
-                o.iter_mut().zip(vr).for_each(|(a, b)| *a += w * b);
-            }
-        }
-    });
+    let shape = AttnShape {
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+    };
+    let q_dim = c.q_dim();
+    let mut segs = Vec::with_capacity(sessions.len());
+    let mut t0 = 0;
+    while t0 < rows.len() {
+        let session = rows[t0].session;
+        let t1 = t0
+            + rows[t0..]
+                .iter()
+                .take_while(|r| r.session == session)
+                .count();
+        let (keys, values) = sessions[session].kv.layer(layer_index);
+        segs.push(Segment {
+            q: &q[t0 * q_dim..t1 * q_dim],
+            first_pos: rows[t0].pos,
+            keys,
+            values,
+        });
+        t0 = t1;
+    }
+    flash_attention(Isa::best(), shape, &segs, &mut out[..rows.len() * q_dim]);
 }
 
 fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {

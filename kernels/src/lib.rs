@@ -4,6 +4,7 @@
 //! test compares them on random inputs, including sizes that are not multiples of a block.
 
 pub mod act_quant;
+pub mod attention;
 pub mod embd;
 pub mod embd_quant;
 pub mod float;

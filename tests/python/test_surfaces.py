@@ -60,7 +60,8 @@ def get(d, path):
 
 @pytest.fixture(scope="module")
 def cpu_answers():
-    d = start("--surface", "cpu")
+    # The device surfaces keep an f32 KV cache: the CPU's reference answers use one too.
+    d = start("--surface", "cpu", "--kv", "f32")
     try:
         return stream_all(d)
     finally:
@@ -104,7 +105,7 @@ def test_a_device_fault_never_reaches_the_clients(cpu_answers, fault):
 
 @pytest.mark.parametrize("surface", ["npu+igpu", "npu+cpu"])
 def test_npu_prefill_streams_the_cpus_tokens(cpu_answers, surface):
-    d = start("--surface", surface, "--emulator")
+    d = start("--surface", surface, "--emulator", "--kv", "f32")
     try:
         assert json.loads(get(d, "/health")) == {"status": "ok", "surface": surface}
         assert stream_all(d) == cpu_answers

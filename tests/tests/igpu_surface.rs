@@ -9,6 +9,7 @@ use onebit_engine::backend::igpu::{FaultKind, FaultPlan};
 use onebit_engine::backend::{
     open, Backend, Health, Opened, SelectOptions, Surface, SurfaceChoice,
 };
+use onebit_engine::forward::KvFormat;
 use onebit_engine::generate::{generate, step, Options, Stream};
 use onebit_engine::model::Model;
 use onebit_engine::sampler::SamplingParams;
@@ -44,6 +45,8 @@ fn surface(model: Model, s: Surface, fault: Option<FaultPlan>) -> Opened {
         sessions: 4,
         device_timeout: Duration::from_secs(2),
         fault,
+        // The CPU computes what the device does only with the device's f32 cache.
+        kv_format: KvFormat::F32,
         ..SelectOptions::default()
     };
     open(model, &o).expect("the surface opens")

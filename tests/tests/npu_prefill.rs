@@ -11,6 +11,7 @@ use onebit_engine::backend::npu::{ArtifactSource, GemmShape, NpuSurface, Prefill
 use onebit_engine::backend::{
     open, Backend, Health, Need, Opened, Output, SelectOptions, Surface, SurfaceChoice,
 };
+use onebit_engine::forward::KvFormat;
 use onebit_engine::generate::{generate, Options};
 use onebit_engine::model::Model;
 use onebit_engine::sampler::SamplingParams;
@@ -70,9 +71,10 @@ fn two_turns<B: Backend>(b: &mut B, prompts: &[Vec<u32>; 2], seeded: bool) -> Ve
         .collect()
 }
 
-fn cpu_tokens(model: Model, seeded: bool) -> Vec<Vec<u32>> {
+/// `kv`: the cache format the surface under test decodes with (the iGPU's is f32).
+fn cpu_tokens(model: Model, seeded: bool, kv: KvFormat) -> Vec<Vec<u32>> {
     let p = prompts(&model);
-    let mut cpu = CpuBackend::new(Arc::new(model), CTX);
+    let mut cpu = CpuBackend::new(Arc::new(model), CTX).with_kv_format(kv);
     two_turns(&mut cpu, &p, seeded)
 }
 
@@ -141,7 +143,12 @@ fn same_as_cpu(load: impl Fn() -> Model, surface: Surface) {
         &[false, true]
     };
     for &seeded in seeds {
-        let want = cpu_tokens(load(), seeded);
+        let kv = if surface.decodes_on_igpu() {
+            KvFormat::F32
+        } else {
+            KvFormat::default()
+        };
+        let want = cpu_tokens(load(), seeded, kv);
         let got = npu_tokens(load(), surface, seeded);
         assert_eq!(got, want, "{surface}, seeded {seeded}");
         assert!(want.iter().all(|t| t.len() == 20));
@@ -156,7 +163,7 @@ fn same_as_cpu(load: impl Fn() -> Model, surface: Surface) {
 fn prefill_logits_equal_the_cpus(load: impl Fn() -> Model, surface: Surface) {
     let model = load();
     let [prompt, _] = prompts(&model);
-    let mut cpu = CpuBackend::new(Arc::new(load()), CTX);
+    let mut cpu = CpuBackend::new(Arc::new(load()), CTX).with_kv_format(KvFormat::F32);
     let opts = SelectOptions {
         choice: SurfaceChoice::Fixed(surface),
         emulator: true,
@@ -212,7 +219,7 @@ fn npu_cpu_generates_the_cpus_tokens_on_the_embedded_model() {
 
 #[test]
 fn a_failing_npu_hands_prefill_to_the_cpu_with_the_same_tokens() {
-    let want = cpu_tokens(embedded(), false);
+    let want = cpu_tokens(embedded(), false, KvFormat::default());
     let model = embedded();
     let p = prompts(&model);
     let opts = SelectOptions {

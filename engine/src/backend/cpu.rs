@@ -5,7 +5,7 @@ use std::ops::Deref;
 use onebit_kernels::screen::Int8Head;
 
 use super::{check_step, Backend, BackendError, Need, Output, Surface};
-use crate::forward::{forward_with, Projector, RowResult, Session};
+use crate::forward::{forward_with, KvFormat, Projector, RowResult, Session};
 use crate::model::Model;
 
 /// One sequence on the CPU: its KV cache and what the last step left.
@@ -33,6 +33,8 @@ pub struct CpuBackend<M> {
     /// Plain greedy rows find their token with the int8-screened head (built on first use).
     screened_head: bool,
     screen: Option<Int8Head>,
+    /// How new sessions store their KV cache.
+    kv_format: KvFormat,
 }
 
 impl<M: Deref<Target = Model>> CpuBackend<M> {
@@ -45,7 +47,18 @@ impl<M: Deref<Target = Model>> CpuBackend<M> {
             ctx,
             screened_head: true,
             screen: None,
+            kv_format: KvFormat::default(),
         }
+    }
+
+    /// Stores the KV cache of sessions made from now on as `format`.
+    pub fn with_kv_format(mut self, format: KvFormat) -> Self {
+        self.kv_format = format;
+        self
+    }
+
+    pub fn kv_format(&self) -> KvFormat {
+        self.kv_format
     }
 
     /// Whether [`Need::Greedy`] and [`Need::TopK`] use the int8-screened head (the same
@@ -127,7 +140,7 @@ impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
     fn new_session(&mut self, ctx: usize) -> Result<CpuSession, BackendError> {
         let ctx = if ctx == 0 { self.ctx } else { ctx };
         Ok(CpuSession {
-            kv: Session::new(&self.model, ctx),
+            kv: Session::with_format(&self.model, ctx, self.kv_format),
             result: RowResult::Nothing,
         })
     }

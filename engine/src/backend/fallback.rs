@@ -4,6 +4,7 @@
 //! failed step is run again on the CPU, and the caller sees no error. From then on the
 //! device is left alone (a hung queue cannot be trusted) and [`Backend::health`] says so.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::cpu::{CpuBackend, CpuSession};
@@ -220,10 +221,17 @@ impl super::npu::DecodeSurface for Fallback {
         }
     }
 
-    fn layer_kv<'a>(&'a self, s: &'a FallbackSession, l: usize) -> (&'a [f32], &'a [f32]) {
+    fn layer_kv<'a>(
+        &'a self,
+        s: &'a FallbackSession,
+        l: usize,
+    ) -> (Cow<'a, [f32]>, Cow<'a, [f32]>) {
         match s {
             FallbackSession::Cpu(c) => c.kv.layer_kv(l),
-            FallbackSession::Device(d) => d.seq.layer_kv(l, self.cpu.model().config.kv_dim()),
+            FallbackSession::Device(d) => {
+                let (k, v) = d.seq.layer_kv(l, self.cpu.model().config.kv_dim());
+                (Cow::Borrowed(k), Cow::Borrowed(v))
+            }
         }
     }
 
@@ -231,7 +239,7 @@ impl super::npu::DecodeSurface for Fallback {
         &mut self,
         s: &mut FallbackSession,
         tokens: &[u32],
-        kv: &dyn Fn(usize) -> (&'k [f32], &'k [f32]),
+        kv: &dyn Fn(usize) -> (Cow<'k, [f32]>, Cow<'k, [f32]>),
     ) {
         match s {
             FallbackSession::Cpu(c) => c.kv.adopt(tokens, kv),

@@ -19,6 +19,7 @@ use super::igpu::open::open_gpu;
 use super::igpu::{emulator, FaultPlan, IgpuBackend, IgpuOptions, IgpuSurface};
 use super::npu::{self, ArtifactSource, Machine, NpuPrefill, NpuSurface};
 use super::{Backend, Surface, SurfaceChoice};
+use crate::forward::KvFormat;
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -43,6 +44,9 @@ pub struct SelectOptions {
     /// Built NPU kernel artifacts (`kernels/npu/build.sh`); `ONEBIT_NPU_ARTIFACTS` when
     /// absent.
     pub npu_artifacts: Option<PathBuf>,
+    /// CPU: how sessions store their KV cache (device surfaces keep f32, which their
+    /// kernels read).
+    pub kv_format: KvFormat,
 }
 
 impl Default for SelectOptions {
@@ -57,6 +61,7 @@ impl Default for SelectOptions {
             device_timeout: Duration::from_secs(30),
             fault: None,
             npu_artifacts: None,
+            kv_format: KvFormat::default(),
         }
     }
 }
@@ -119,8 +124,10 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
     if o.sparse_down {
         model.use_sparse_down();
     }
-    let cpu = CpuBackend::new(Arc::new(model), o.ctx).with_screened_head(o.screened_head);
-    tracing::info!(surface = "cpu", isa = ?onebit_kernels::ternary::Isa::best(), "compute surface");
+    let cpu = CpuBackend::new(Arc::new(model), o.ctx)
+        .with_screened_head(o.screened_head)
+        .with_kv_format(o.kv_format);
+    tracing::info!(surface = "cpu", isa = ?onebit_kernels::ternary::Isa::best(), kv = %o.kv_format, "compute surface");
     Ok(Opened::Cpu(cpu))
 }
 
@@ -165,7 +172,9 @@ fn open_npu(
             f, model, prefill, plan, want,
         ))));
     }
-    let cpu = CpuBackend::new(model.clone(), o.ctx).with_screened_head(o.screened_head);
+    let cpu = CpuBackend::new(model.clone(), o.ctx)
+        .with_screened_head(o.screened_head)
+        .with_kv_format(o.kv_format);
     Ok(Opened::NpuCpu(Box::new(NpuSurface::new(
         cpu, model, prefill, plan, want,
     ))))
@@ -293,7 +302,17 @@ fn open_igpu(mut model: Model, o: &SelectOptions) -> Result<Fallback> {
         same_va = surface.backend().same_va(),
         "compute surface (the CPU takes over should the device fail)"
     );
-    // The CPU fallback reads the row-major weights the iGPU copy came from.
-    let cpu = CpuBackend::new(model, ctx).with_screened_head(o.screened_head);
+    if o.kv_format != KvFormat::F32 {
+        tracing::info!(
+            "--kv {}: the iGPU's kernels read an f32 KV cache, so its sessions (and the CPU \
+             continuing them) keep f32",
+            o.kv_format
+        );
+    }
+    // The CPU fallback reads the row-major weights the iGPU copy came from, and continues
+    // device sessions in their f32 caches.
+    let cpu = CpuBackend::new(model, ctx)
+        .with_screened_head(o.screened_head)
+        .with_kv_format(KvFormat::F32);
     Ok(Fallback::new(surface, cpu))
 }

@@ -59,6 +59,10 @@ struct Args {
     /// Run device surfaces on the in-process KFD emulator (tests, CI).
     #[arg(long, env = "ONEBIT_ARG_EMULATOR")]
     emulator: bool,
+    /// KV cache format of CPU sessions: f32 (exact), f16 or q8_0 (half and about a quarter
+    /// of f32's bytes). Device surfaces keep f32, which their kernels read.
+    #[arg(long = "kv", env = "ONEBIT_ARG_KV", default_value = "f16")]
+    kv: onebit_engine::forward::KvFormat,
     /// Seconds one device step may take before its queue counts as hung and the CPU takes over.
     #[arg(
         long = "device-timeout",
@@ -384,6 +388,7 @@ fn load(a: &Args) -> Result<Loaded, String> {
         sparse_down: !a.dense_down,
         device_timeout: Duration::from_secs_f64(a.device_timeout),
         fault: a.emulator_fault,
+        kv_format: a.kv,
         // ONEBIT_NPU_ARTIFACTS names built NPU kernels (read by the selection).
         ..Default::default()
     };

@@ -20,11 +20,13 @@ mod surface;
 
 pub use surface::{FaultKind, FaultPlan, IgpuSession, IgpuSurface};
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use onebit_drv::codeobj::load::{KernargArena, LoadError, Program};
 use onebit_drv::codeobj::{mach_for, CodeObject, CodeObjectError};
 use onebit_drv::kfd::{AqlQueue, Device, KfdError, QueueOptions, SharedGpuBuffer};
+use onebit_kernels::attention::{KvRows, KvRowsMut};
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::gpu::{self, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 
@@ -147,7 +149,7 @@ impl DeviceKv {
 }
 
 impl crate::forward::KvMemory for DeviceKv {
-    fn layer(&self, l: usize) -> (&[f32], &[f32]) {
+    fn layer(&self, l: usize) -> (KvRows<'_>, KvRows<'_>) {
         let (k, v) = self.seq.layout.layer(l);
         let bytes = self.seq.buf.as_slice();
         let f = |r: std::ops::Range<usize>| {
@@ -157,10 +159,10 @@ impl crate::forward::KvMemory for DeviceKv {
             // the bounds; any bits are a valid f32; the borrow of `self` keeps it alive.
             unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len() / 4) }
         };
-        (f(self.range(k)), f(self.range(v)))
+        (KvRows::F32(f(self.range(k))), KvRows::F32(f(self.range(v))))
     }
 
-    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
+    fn layer_mut(&mut self, l: usize) -> (KvRowsMut<'_>, KvRowsMut<'_>) {
         let (k, v) = self.seq.layout.layer(l);
         let (rk, rv) = (self.range(k), self.range(v));
         debug_assert!(rk.end <= rv.start, "keys precede values");
@@ -171,7 +173,10 @@ impl crate::forward::KvMemory for DeviceKv {
             // borrow (split above), so the slices never alias.
             unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<f32>(), b.len() / 4) }
         };
-        (f(&mut head[rk]), f(&mut tail[..rv.end - rv.start]))
+        (
+            KvRowsMut::F32(f(&mut head[rk])),
+            KvRowsMut::F32(f(&mut tail[..rv.end - rv.start])),
+        )
     }
 }
 
@@ -252,7 +257,7 @@ impl IgpuSeq {
         &mut self,
         tokens: &[u32],
         c: &Config,
-        layer_kv: impl Fn(usize) -> (&'a [f32], &'a [f32]),
+        layer_kv: impl Fn(usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>),
     ) {
         let held = tokens.len().min(self.max_ctx());
         let n = held * c.kv_dim();

@@ -7,6 +7,7 @@
 //! over the session's cache, and its keys and values are then written into the device
 //! session's shared buffer, where decoding continues.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::plan::PrefillPlan;
@@ -21,13 +22,13 @@ pub trait DecodeSurface: Backend {
     /// The session's CPU cache, when it lives on the CPU (prefill then runs in it).
     fn cpu_session<'a>(&self, s: &'a mut Self::Session) -> Option<&'a mut CpuSession>;
     /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` each.
-    fn layer_kv<'a>(&'a self, s: &'a Self::Session, l: usize) -> (&'a [f32], &'a [f32]);
+    fn layer_kv<'a>(&'a self, s: &'a Self::Session, l: usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>);
     /// Takes over `tokens` whose keys and values `kv(l)` gives, layer by layer.
     fn adopt<'k>(
         &mut self,
         s: &mut Self::Session,
         tokens: &[u32],
-        kv: &dyn Fn(usize) -> (&'k [f32], &'k [f32]),
+        kv: &dyn Fn(usize) -> (Cow<'k, [f32]>, Cow<'k, [f32]>),
     );
 }
 
@@ -35,14 +36,14 @@ impl<M: std::ops::Deref<Target = Model> + Send> DecodeSurface for CpuBackend<M> 
     fn cpu_session<'a>(&self, s: &'a mut CpuSession) -> Option<&'a mut CpuSession> {
         Some(s)
     }
-    fn layer_kv<'a>(&'a self, s: &'a CpuSession, l: usize) -> (&'a [f32], &'a [f32]) {
+    fn layer_kv<'a>(&'a self, s: &'a CpuSession, l: usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>) {
         s.kv.layer_kv(l)
     }
     fn adopt<'k>(
         &mut self,
         s: &mut CpuSession,
         tokens: &[u32],
-        kv: &dyn Fn(usize) -> (&'k [f32], &'k [f32]),
+        kv: &dyn Fn(usize) -> (Cow<'k, [f32]>, Cow<'k, [f32]>),
     ) {
         s.kv.adopt(tokens, kv);
     }
@@ -78,7 +79,12 @@ impl<D: DecodeSurface> NpuSurface<D> {
         let ctx = model.config.max_context;
         // Greedy prefill rows take the full head: the same token as the screened one,
         // without a second int8 copy of the head beside the decode surface's.
-        let cpu = CpuBackend::new(model, ctx).with_screened_head(false);
+        // Its sessions only mirror device sessions (a CPU decode surface prefills in
+        // place), whose caches are f32: keep theirs f32 too, so nothing is rounded on the
+        // way back.
+        let cpu = CpuBackend::new(model, ctx)
+            .with_screened_head(false)
+            .with_kv_format(crate::forward::KvFormat::F32);
         tracing::info!(
             surface = %surface,
             chunk = npu.chunk(),

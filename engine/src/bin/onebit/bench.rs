@@ -9,7 +9,9 @@ use crate::roofline::{ceiling, Budget};
 use onebit_engine::backend::cpu::CpuBackend;
 use onebit_engine::backend::select::resolve;
 use onebit_engine::backend::{open, Backend, SelectOptions, Surface, SurfaceChoice};
-use onebit_engine::forward::{forward, forward_greedy, LogitsMode, Session, SCREENED_HEAD_ROWS};
+use onebit_engine::forward::{
+    forward, forward_greedy, KvFormat, LogitsMode, Session, SCREENED_HEAD_ROWS,
+};
 use onebit_engine::generate::{step, Options, Stream};
 use onebit_engine::model::{Model, SPARSE_COLUMNS};
 use onebit_engine::sampler::SamplingParams;
@@ -77,6 +79,9 @@ pub struct Args {
     /// says nothing about a GPU's).
     #[arg(long)]
     pub emulator: bool,
+    /// KV cache format on the CPU: f32 (exact), f16 or q8_0 (device surfaces keep f32).
+    #[arg(long = "kv", default_value = "f16")]
+    pub kv: KvFormat,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -212,9 +217,10 @@ fn run_tg_greedy(
     screen: &Int8Head,
     n: usize,
     rep: usize,
+    kv: KvFormat,
 ) -> onebit_engine::Result<Vec<f64>> {
     let ids = random_ids(model, n, 1000 + rep as u64);
-    let mut s = Session::new(model, n);
+    let mut s = Session::with_format(model, n, kv);
     let mut times = Vec::with_capacity(n);
     for id in ids {
         let t0 = Instant::now();
@@ -270,7 +276,7 @@ fn plain_rows(
     let mut rows = Vec::new();
     // Warm-up (page in the weights, start the threads), as llama-bench does.
     let vocab = model.config.vocab_size;
-    let mut cpu = CpuBackend::new(model, 0);
+    let mut cpu = CpuBackend::new(model, 0).with_kv_format(a.kv);
     if a.n_prompt > 0 {
         run_pp(&mut cpu, vocab, a.n_prompt.min(16), 0)?;
     }
@@ -303,7 +309,9 @@ fn plain_rows(
         _ => &[true],
     };
     for &screened in heads.iter().filter(|_| a.n_gen > 0) {
-        let mut cpu = CpuBackend::new(model, 0).with_screened_head(screened);
+        let mut cpu = CpuBackend::new(model, 0)
+            .with_kv_format(a.kv)
+            .with_screened_head(screened);
         // Warm-up, which also builds the screening copy outside the timing.
         run_tg(&mut cpu, vocab, 2, 0)?;
         let (samples, all) = decode_reps(a, |r| run_tg(&mut cpu, vocab, a.n_gen, r))?;
@@ -381,17 +389,18 @@ pub fn main(a: Args) -> CliResult {
         }
         (None, None) => return Err("give -m MODEL or --preset NAME".into()),
     };
-    let budget = Budget::of_model(&model);
+    let budget = Budget::of_model(&model, a.kv);
     let select = SelectOptions {
         choice: a.surface,
         emulator: a.emulator,
         ctx: a.n_prompt.max(a.n_gen).max(16),
+        kv_format: a.kv,
         ..SelectOptions::default()
     };
     if resolve(&select, &model) != Surface::Cpu {
         return device_bench(&a, model, &select, &budget);
     }
-    let backend = format!("CPU ({})", Isa::best().name());
+    let backend = format!("CPU ({}, {} KV)", Isa::best().name(), a.kv);
     let mut rows = Vec::new();
     let mut last_bw = None;
     let mut bws = Vec::new();
@@ -454,7 +463,8 @@ pub fn main(a: Args) -> CliResult {
     if let Some(screen) = &screen {
         for (&t, bw) in threads.iter().zip(bws) {
             let t = parallel::set_active_threads(t);
-            let (samples, all) = decode_reps(&a, |r| run_tg_greedy(&model, screen, a.n_gen, r))?;
+            let (samples, all) =
+                decode_reps(&a, |r| run_tg_greedy(&model, screen, a.n_gen, r, a.kv))?;
             let mut b = budget.clone();
             b.head = screen.bytes() as f64;
             let test = format!("tg{} greedy, int8-screened head", a.n_gen);
@@ -476,7 +486,8 @@ pub fn main(a: Args) -> CliResult {
         backend,
         bandwidth_gbs: last_bw,
         decode_bytes_per_token: budget.decode_bytes(0),
-        kv_cache_bytes: (a.n_prompt.max(a.n_gen) * Session::kv_bytes_per_token(&model)) as u64,
+        kv_cache_bytes: (a.n_prompt.max(a.n_gen) * Session::kv_bytes_per_token(&model, a.kv))
+            as u64,
         peak_rss_bytes: plain_rss,
         peak_rss_greedy_bytes: screen.as_ref().and(peak_rss()),
         results: rows,
@@ -502,7 +513,8 @@ fn device_bench(a: &Args, model: Model, select: &SelectOptions, budget: &Budget)
         model.n_params(),
     );
     let vocab = model.config.vocab_size;
-    let kv = (a.n_prompt.max(a.n_gen) * Session::kv_bytes_per_token(&model)) as u64;
+    // Device surfaces keep an f32 cache.
+    let kv = (a.n_prompt.max(a.n_gen) * Session::kv_bytes_per_token(&model, KvFormat::F32)) as u64;
     let opened = open(model, select)?;
     let label = format!(
         "{}{}",

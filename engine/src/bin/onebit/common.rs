@@ -103,6 +103,10 @@ pub struct SurfaceArgs {
     /// Built NPU kernel artifacts (kernels/npu/build.sh) for npu+igpu / npu+cpu.
     #[arg(long = "npu-artifacts", env = "ONEBIT_NPU_ARTIFACTS")]
     pub npu_artifacts: Option<std::path::PathBuf>,
+    /// KV cache format of CPU sessions: f32 (exact), f16 or q8_0 (half and about a quarter
+    /// of f32's bytes). Device surfaces keep f32, which their kernels read.
+    #[arg(long = "kv", default_value = "f16")]
+    pub kv: onebit_engine::forward::KvFormat,
 }
 
 impl SurfaceArgs {
@@ -125,6 +129,7 @@ impl SurfaceArgs {
             screened_head,
             sparse_down: !model.dense_down,
             npu_artifacts: self.npu_artifacts.clone(),
+            kv_format: self.kv,
             ..Default::default()
         };
         Ok(Loaded {

@@ -1,7 +1,7 @@
 //! `onebit info`: what a model file holds.
 
 use crate::common::{CliResult, ModelArgs};
-use onebit_engine::forward::Session;
+use onebit_engine::forward::{KvFormat, Session};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,7 +28,11 @@ pub fn main(a: Args) -> CliResult {
         "params": model.n_params(),
         "ternary_weight_bytes": ternary_bytes,
         "embedding": { "type": embd.kind.name(), "shape": [embd.rows, embd.cols], "bytes": embd.data.len(), "tied_lm_head": true },
-        "kv_cache_bytes_per_token": Session::kv_bytes_per_token(&model),
+        "kv_cache_bytes_per_token": Session::kv_bytes_per_token(&model, KvFormat::default()),
+        "kv_cache_bytes_per_token_by_format": KvFormat::ALL
+            .iter()
+            .map(|f| (f.name(), Session::kv_bytes_per_token(&model, *f)))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "tokenizer": { "vocab_size": tok.vocab_size(), "bos": tok.bos_id(), "eos": tok.eos_ids() },
         "metadata": p.metadata.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
     });
@@ -65,8 +69,10 @@ pub fn main(a: Args) -> CliResult {
         embd.data.len()
     );
     println!(
-        "kv cache     {} bytes per token",
-        Session::kv_bytes_per_token(&model)
+        "kv cache     {} bytes per token (f16, the default; f32 {}, q8_0 {})",
+        Session::kv_bytes_per_token(&model, KvFormat::F16),
+        Session::kv_bytes_per_token(&model, KvFormat::F32),
+        Session::kv_bytes_per_token(&model, KvFormat::Q8_0)
     );
     println!(
         "tokenizer    {} tokens, bos {:?}, eos {:?}",

@@ -7,7 +7,7 @@
 
 use crate::bandwidth;
 use crate::common::CliResult;
-use onebit_engine::forward::Session;
+use onebit_engine::forward::{KvFormat, Session};
 use onebit_engine::model::{Config, Model};
 use onebit_engine::synth::Preset;
 use onebit_kernels::parallel;
@@ -71,8 +71,8 @@ impl Budget {
         self.ternary + self.head + self.other + self.kv_per_pos * n as f64
     }
 
-    /// What a loaded model reads in onebit (kernel layout, its head type, f32 KV).
-    pub fn of_model(model: &Model) -> Self {
+    /// What a loaded model reads in onebit (kernel layout, its head type, `kv` cache).
+    pub fn of_model(model: &Model, kv: KvFormat) -> Self {
         let ternary: usize = model.ternary_bytes();
         let norms: usize = model
             .layers
@@ -87,14 +87,14 @@ impl Budget {
             + model.norm.len();
         Self {
             label: format!(
-                "this model: {} + {} head, f32 KV",
+                "this model: {} + {} head, {kv} KV",
                 model.provenance.ternary_type,
                 model.embed_tokens.kind.name()
             ),
             ternary: ternary as f64,
             head: model.embed_tokens.data.len() as f64,
             other: (norms * 4) as f64,
-            kv_per_pos: Session::kv_bytes_per_token(model) as f64,
+            kv_per_pos: Session::kv_bytes_per_token(model, kv) as f64,
         }
     }
 
@@ -136,7 +136,7 @@ pub fn main(a: Args) -> CliResult {
         Some(path) => {
             let o = crate::common::load_options(a.load);
             let (model, _) = onebit_engine::format::load_with(path, &o)?;
-            let b = Budget::of_model(&model);
+            let b = Budget::of_model(&model, KvFormat::default());
             (model.config.clone(), Some(b))
         }
         None => {
@@ -168,14 +168,14 @@ pub fn main(a: Args) -> CliResult {
     let i2s = i2s_bytes(c) as f64 * 8.0 / ternary_weights(c) as f64;
     rows.push(Budget::of_config(
         c,
-        "I2_S (2 bpw) + F16 head, f32 KV (onebit today)",
+        "I2_S (2 bpw) + F16 head, f32 KV (onebit --kv f32)",
         i2s,
         2.0,
         4.0,
     ));
     rows.push(Budget::of_config(
         c,
-        "I2_S + F16 head, f16 KV (bitnet.cpp)",
+        "I2_S + F16 head, f16 KV (bitnet.cpp, onebit default)",
         i2s,
         2.0,
         2.0,

@@ -1,0 +1,604 @@
+//! Causal attention over a KV cache as flash attention: no `[rows, positions]` score
+//! matrix, but tiles of keys walked with a running max and sum per query (online softmax).
+//!
+//! Work is cut into tasks of (session, block of query rows, kv head, range of keys):
+//! - the query heads sharing a kv head (GQA) and the rows of the block form one set of
+//!   query vectors that shares every key and value tile loaded (and dequantized) once;
+//! - a long key range is split between tasks when there are too few (row block, kv head)
+//!   pairs to keep the threads busy (decode: one row), each task leaving a partial
+//!   (max, sum, weighted values) that a final pass merges by log-sum-exp (flash-decoding).
+//!
+//! Inside a task, scores are a small GEMM (queries × transposed key tile) and the values
+//! are accumulated by broadcasting each probability over a value row: no horizontal sums.
+
+use super::kv::{KvRows, KvShape};
+use super::simd::{Scalar, Simd};
+use crate::parallel;
+use crate::ternary::Isa;
+
+/// Keys per tile.
+const BK: usize = 64;
+/// Query vectors (rows × heads of a group) a task aims for.
+const QUERIES: usize = 64;
+/// Register block of query vectors in the micro-kernels.
+const R: usize = 4;
+/// Keys a task walks at least when a range is split.
+const MIN_SPLIT: usize = 2 * BK;
+
+/// Heads of the attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    pub fn kv(self) -> KvShape {
+        KvShape {
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+    fn q_dim(self) -> usize {
+        self.n_heads * self.head_dim
+    }
+    fn group(self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+}
+
+/// One session's new rows: row `i` is at position `first_pos + i` and attends to the
+/// cached positions `0 ..= first_pos + i`.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// `[rows, n_heads · head_dim]` (after RoPE).
+    pub q: &'a [f32],
+    pub first_pos: usize,
+    pub keys: KvRows<'a>,
+    pub values: KvRows<'a>,
+}
+
+impl Segment<'_> {
+    fn rows(&self, shape: AttnShape) -> usize {
+        self.q.len() / shape.q_dim().max(1)
+    }
+}
+
+/// One (segment, row block, kv head): its tasks are consecutive.
+#[derive(Clone, Copy)]
+struct Group {
+    seg: usize,
+    kvh: usize,
+    r0: usize,
+    r1: usize,
+    first_task: usize,
+    n_tasks: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Task {
+    group: usize,
+    k0: usize,
+    k1: usize,
+}
+
+/// `out[row, head] = softmax(q·Kᵀ / √head_dim) · V` over each row's causal prefix, for
+/// the rows of every segment in order (`out` is `[Σ rows, n_heads · head_dim]`).
+pub fn attention(isa: Isa, shape: AttnShape, segs: &[Segment], out: &mut [f32]) {
+    let (hd, q_dim, group) = (shape.head_dim, shape.q_dim(), shape.group());
+    if hd == 0 || shape.n_kv_heads == 0 {
+        return;
+    }
+    let block = (QUERIES / group).max(1);
+    let mut groups = Vec::new();
+    let mut seg_first_group = Vec::with_capacity(segs.len());
+    for (si, s) in segs.iter().enumerate() {
+        seg_first_group.push(groups.len());
+        for r0 in (0..s.rows(shape)).step_by(block) {
+            let r1 = (r0 + block).min(s.rows(shape));
+            for kvh in 0..shape.n_kv_heads {
+                groups.push(Group {
+                    seg: si,
+                    kvh,
+                    r0,
+                    r1,
+                    first_task: 0,
+                    n_tasks: 0,
+                });
+            }
+        }
+    }
+    // Split key ranges only as far as the threads need it.
+    let want = 4 * parallel::threads();
+    let splits = want.div_ceil(groups.len().max(1));
+    let mut tasks = Vec::new();
+    for (gi, g) in groups.iter_mut().enumerate() {
+        let keys = segs[g.seg].first_pos + g.r1;
+        let n = splits.min(keys / MIN_SPLIT).max(1);
+        let per = keys.div_ceil(n).div_ceil(BK) * BK;
+        g.first_task = tasks.len();
+        for k0 in (0..keys).step_by(per) {
+            tasks.push(Task {
+                group: gi,
+                k0,
+                k1: (k0 + per).min(keys),
+            });
+        }
+        g.n_tasks = tasks.len() - g.first_task;
+    }
+
+    // Each task's partial: per query vector its max, its sum, then its weighted values.
+    let m = block * group;
+    let slot = m * (hd + 2);
+    let mut partials = vec![0f32; tasks.len() * slot];
+    parallel::for_rows_strided(&mut partials, slot, 1, |first, chunk| {
+        for (i, part) in chunk.chunks_exact_mut(slot).enumerate() {
+            let t = tasks[first + i];
+            let g = groups[t.group];
+            run_task(isa, shape, &segs[g.seg], g, t.k0, t.k1, part);
+        }
+    });
+
+    // Merge each row's partials (log-sum-exp) into the output.
+    let mut seg_first_row = Vec::with_capacity(segs.len());
+    let mut rows = 0;
+    for s in segs {
+        seg_first_row.push(rows);
+        rows += s.rows(shape);
+    }
+    let out = &mut out[..rows * q_dim];
+    parallel::for_rows_strided(out, q_dim, 16, |first, chunk| {
+        for (i, orow) in chunk.chunks_exact_mut(q_dim).enumerate() {
+            let row = first + i;
+            let si = seg_first_row.partition_point(|&f| f <= row) - 1;
+            let r = row - seg_first_row[si];
+            let g0 = seg_first_group[si] + (r / block) * shape.n_kv_heads;
+            for kvh in 0..shape.n_kv_heads {
+                let g = groups[g0 + kvh];
+                let parts = &partials[g.first_task * slot..][..g.n_tasks * slot];
+                for gh in 0..group {
+                    let qi = (r - g.r0) * group + gh;
+                    let head = kvh * group + gh;
+                    merge(parts, slot, m, hd, qi, &mut orow[head * hd..][..hd]);
+                }
+            }
+        }
+    });
+}
+
+/// Combines query vector `qi`'s partials: `Σ_t e^(m_t − M) O_t / Σ_t e^(m_t − M) l_t`.
+fn merge(parts: &[f32], slot: usize, m: usize, hd: usize, qi: usize, out: &mut [f32]) {
+    let max = parts
+        .chunks_exact(slot)
+        .fold(f32::NEG_INFINITY, |a, p| a.max(p[qi]));
+    out.fill(0.0);
+    let mut sum = 0.0;
+    for p in parts.chunks_exact(slot) {
+        let w = if p[qi] == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (p[qi] - max).exp()
+        };
+        if w == 0.0 {
+            continue;
+        }
+        sum += w * p[m + qi];
+        let o = &p[2 * m + qi * hd..][..hd];
+        out.iter_mut().zip(o).for_each(|(a, b)| *a += w * b);
+    }
+    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+    out.iter_mut().for_each(|v| *v *= inv);
+}
+
+fn run_task(
+    isa: Isa,
+    shape: AttnShape,
+    seg: &Segment,
+    g: Group,
+    k0: usize,
+    k1: usize,
+    part: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512Vnni {
+            // SAFETY: `Isa::Avx512Vnni` is only chosen where AVX-512F is present.
+            return unsafe { task_avx512(isa, shape, seg, g, k0, k1, part) };
+        }
+        if isa == Isa::Avx2 && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 (the ISA) and FMA (checked just above) are present.
+            return unsafe { task_avx2(isa, shape, seg, g, k0, k1, part) };
+        }
+    }
+    // SAFETY: the scalar "vector" needs no instruction set.
+    unsafe { task::<Scalar>(Isa::Scalar, shape, seg, g, k0, k1, part) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn task_avx512(
+    isa: Isa,
+    shape: AttnShape,
+    seg: &Segment,
+    g: Group,
+    k0: usize,
+    k1: usize,
+    part: &mut [f32],
+) {
+    // SAFETY: AVX-512F is enabled for this function.
+    unsafe { task::<super::simd::Avx512>(isa, shape, seg, g, k0, k1, part) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn task_avx2(
+    isa: Isa,
+    shape: AttnShape,
+    seg: &Segment,
+    g: Group,
+    k0: usize,
+    k1: usize,
+    part: &mut [f32],
+) {
+    // SAFETY: AVX2 and FMA are enabled for this function.
+    unsafe { task::<super::simd::Avx2>(isa, shape, seg, g, k0, k1, part) }
+}
+
+/// Vectors per register block of the micro-kernels (keys in the score GEMM, head
+/// dimensions in the value accumulation).
+const fn cols<S: Simd>() -> usize {
+    if S::W >= 16 {
+        4
+    } else {
+        2
+    }
+}
+
+/// One task: the query vectors of group `g` against keys `k0..k1`, leaving in `part` the
+/// max, the sum of e^(score − max) and the e^(score − max)-weighted sum of values of each.
+///
+/// # Safety
+/// `S`'s instruction set must be present.
+#[inline(always)]
+unsafe fn task<S: Simd>(
+    isa: Isa,
+    shape: AttnShape,
+    seg: &Segment,
+    g: Group,
+    k0: usize,
+    k1: usize,
+    part: &mut [f32],
+) {
+    let (hd, group, q_dim, kvs) = (shape.head_dim, shape.group(), shape.q_dim(), shape.kv());
+    let c = cols::<S>();
+    let cw = c * S::W;
+    let hdp = hd.div_ceil(cw) * cw;
+    let m = (g.r1 - g.r0) * group;
+    let mp = m.div_ceil(R) * R;
+    let slots = part.len() / (hd + 2);
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    // Queries, pre-scaled, zero-padded to hdp; padding rows see no keys.
+    let mut q = vec![0f32; mp * hdp];
+    let mut last = vec![0usize; mp];
+    for i in 0..m {
+        let (r, gh) = (g.r0 + i / group, i % group);
+        let src = &seg.q[r * q_dim + (g.kvh * group + gh) * hd..][..hd];
+        q[i * hdp..][..hd]
+            .iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = s * scale);
+        last[i] = seg.first_pos + r + 1;
+    }
+    let mut kt = vec![0f32; hdp * BK];
+    let mut v = vec![0f32; BK * hdp];
+    let mut row = vec![0f32; hdp];
+    let mut s = vec![0f32; mp * BK];
+    let mut mx = vec![f32::NEG_INFINITY; mp];
+    let mut l = vec![0f32; mp];
+    let mut o = vec![0f32; mp * hdp];
+    let k_end = k1.min(seg.first_pos + g.r1);
+
+    let mut j0 = k0;
+    while j0 < k_end {
+        let jn = BK.min(k_end - j0);
+        for j in 0..jn {
+            seg.keys.head_to_f32(isa, kvs, j0 + j, g.kvh, &mut row);
+            for (d, x) in row[..hd].iter().enumerate() {
+                kt[d * BK + j] = *x;
+            }
+            seg.values
+                .head_to_f32(isa, kvs, j0 + j, g.kvh, &mut v[j * hdp..][..hdp]);
+        }
+        let jv = jn.div_ceil(cw) * cw;
+        // SAFETY: every index below stays inside the buffers sized above (rows < mp,
+        // key columns < jv ≤ BK, dimensions < hdp), and S's ISA is present (caller).
+        unsafe {
+            scores::<S>(&q, &kt, &mut s, mp, hd, hdp, jv, c);
+            for i in 0..mp {
+                let valid = last[i].saturating_sub(j0).min(jn);
+                let p = &mut s[i * BK..][..BK];
+                if valid == 0 {
+                    p[..jn].fill(0.0);
+                    continue;
+                }
+                let full = valid / S::W * S::W;
+                let mut vmax = S::splat(f32::NEG_INFINITY);
+                for j in (0..full).step_by(S::W) {
+                    vmax = S::max(vmax, S::load(p.as_ptr().add(j)));
+                }
+                let tmax = p[full..valid]
+                    .iter()
+                    .fold(S::reduce_max(vmax), |a, &b| a.max(b));
+                let new = mx[i].max(tmax);
+                let alpha = (mx[i] - new).exp();
+                mx[i] = new;
+                let neg = S::splat(-new);
+                let mut sum = S::splat(0.0);
+                let vp = valid.div_ceil(S::W) * S::W;
+                for j in (0..vp).step_by(S::W) {
+                    let e = S::exp(S::add(S::load(p.as_ptr().add(j)), neg));
+                    S::store(p.as_mut_ptr().add(j), e);
+                }
+                p[valid..jv.max(vp)].fill(0.0);
+                for j in (0..vp).step_by(S::W) {
+                    sum = S::add(sum, S::load(p.as_ptr().add(j)));
+                }
+                l[i] = l[i] * alpha + S::reduce_add(sum);
+                if alpha != 1.0 {
+                    let a = S::splat(alpha);
+                    let orow = o.as_mut_ptr().add(i * hdp);
+                    for d in (0..hdp).step_by(S::W) {
+                        S::store(orow.add(d), S::mul(S::load(orow.add(d)), a));
+                    }
+                }
+            }
+            accumulate::<S>(&s, &v, &mut o, mp, hdp, jn, c);
+        }
+        j0 += jn;
+    }
+
+    let (pm, rest) = part.split_at_mut(slots);
+    let (pl, po) = rest.split_at_mut(slots);
+    pm[..m].copy_from_slice(&mx[..m]);
+    pl[..m].copy_from_slice(&l[..m]);
+    for i in 0..m {
+        po[i * hd..][..hd].copy_from_slice(&o[i * hdp..][..hd]);
+    }
+}
+
+/// `s[i, j] = q[i] · kt[:, j]` for rows `0..mp` (multiples of `R`) and key columns `0..jv`
+/// (multiples of `c · W`), accumulated over the first `hd` dimensions.
+///
+/// # Safety
+/// S's ISA present; buffers as in [`task`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores<S: Simd>(
+    q: &[f32],
+    kt: &[f32],
+    s: &mut [f32],
+    mp: usize,
+    hd: usize,
+    hdp: usize,
+    jv: usize,
+    c: usize,
+) {
+    debug_assert!(q.len() >= mp * hdp && kt.len() >= hd * BK && s.len() >= mp * BK);
+    let (qp, kp, sp) = (q.as_ptr(), kt.as_ptr(), s.as_mut_ptr());
+    for i in (0..mp).step_by(R) {
+        for j in (0..jv).step_by(c * S::W) {
+            // SAFETY: rows i..i+R < mp, columns j..j+c·W ≤ jv ≤ BK, d < hd (caller).
+            unsafe {
+                let mut acc = [[S::splat(0.0); 4]; R];
+                for d in 0..hd {
+                    let mut kv = [S::splat(0.0); 4];
+                    for (x, k) in kv.iter_mut().enumerate().take(c) {
+                        *k = S::load(kp.add(d * BK + j + x * S::W));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let qb = S::splat(*qp.add((i + r) * hdp + d));
+                        for x in 0..c {
+                            a[x] = S::fma(qb, kv[x], a[x]);
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    for (x, v) in a.iter().enumerate().take(c) {
+                        S::store(sp.add((i + r) * BK + j + x * S::W), *v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `o[i] += Σ_j p[i, j] · v[j]` for rows `0..mp` and keys `0..jn`.
+///
+/// # Safety
+/// S's ISA present; buffers as in [`task`].
+#[inline(always)]
+unsafe fn accumulate<S: Simd>(
+    p: &[f32],
+    v: &[f32],
+    o: &mut [f32],
+    mp: usize,
+    hdp: usize,
+    jn: usize,
+    c: usize,
+) {
+    debug_assert!(p.len() >= mp * BK && v.len() >= jn * hdp && o.len() >= mp * hdp);
+    let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr());
+    for i in (0..mp).step_by(R) {
+        for d in (0..hdp).step_by(c * S::W) {
+            // SAFETY: rows i..i+R < mp, dims d..d+c·W ≤ hdp, keys j < jn (caller).
+            unsafe {
+                let mut acc = [[S::splat(0.0); 4]; R];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    for (x, v) in a.iter_mut().enumerate().take(c) {
+                        *v = S::load(op.add((i + r) * hdp + d + x * S::W));
+                    }
+                }
+                for j in 0..jn {
+                    let mut vv = [S::splat(0.0); 4];
+                    for (x, w) in vv.iter_mut().enumerate().take(c) {
+                        *w = S::load(vp.add(j * hdp + d + x * S::W));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let pb = S::splat(*pp.add((i + r) * BK + j));
+                        for x in 0..c {
+                            a[x] = S::fma(pb, vv[x], a[x]);
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    for (x, v) in a.iter().enumerate().take(c) {
+                        S::store(op.add((i + r) * hdp + d + x * S::W), *v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scalar reference: each (row, head) on its own, softmax over every score in f64.
+pub fn attention_ref(shape: AttnShape, segs: &[Segment], out: &mut [f32]) {
+    let (hd, q_dim, group) = (shape.head_dim, shape.q_dim(), shape.group());
+    let kvs = shape.kv();
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut at = 0;
+    let (mut k, mut v) = (vec![0f32; hd], vec![0f32; hd]);
+    for s in segs {
+        for r in 0..s.rows(shape) {
+            let orow = &mut out[at * q_dim..][..q_dim];
+            at += 1;
+            for head in 0..shape.n_heads {
+                let kvh = head / group;
+                let qh = &s.q[r * q_dim + head * hd..][..hd];
+                let n = s.first_pos + r + 1;
+                let mut scores: Vec<f64> = (0..n)
+                    .map(|p| {
+                        s.keys.head_to_f32(Isa::Scalar, kvs, p, kvh, &mut k);
+                        qh.iter()
+                            .zip(&k)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let max = scores.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                let sum: f64 = scores
+                    .iter_mut()
+                    .map(|x| {
+                        *x = (*x - max).exp();
+                        *x
+                    })
+                    .sum();
+                let mut acc = vec![0f64; hd];
+                for (p, w) in scores.iter().enumerate() {
+                    s.values.head_to_f32(Isa::Scalar, kvs, p, kvh, &mut v);
+                    acc.iter_mut()
+                        .zip(&v)
+                        .for_each(|(a, b)| *a += w / sum * f64::from(*b));
+                }
+                for (o, a) in orow[head * hd..][..hd].iter_mut().zip(acc) {
+                    *o = a as f32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::kv::{KvBuf, KvFormat};
+    use super::*;
+
+    fn value(i: usize, seed: u32, f: f32) -> f32 {
+        ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) as f32 * 1e-9 * f).sin() * 2.0
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn flash_matches_reference(
+            hd in 1usize..72,
+            n_kv in 1usize..3,
+            group in 1usize..5,
+            rows in proptest::collection::vec((0usize..40, 0usize..150), 1..4),
+            seed in 0u32..1000,
+            fmt in 0usize..3,
+        ) {
+            let shape = AttnShape { n_heads: n_kv * group, n_kv_heads: n_kv, head_dim: hd };
+            let kvs = shape.kv();
+            let format = KvFormat::ALL[fmt];
+            // Each segment: `n` new rows after `past` cached positions.
+            let bufs: Vec<(KvBuf, KvBuf, Vec<f32>, usize)> = rows.iter().enumerate().map(|(si, &(n, past))| {
+                let total = past + n;
+                let (mut k, mut v) = (KvBuf::new(format, kvs, total), KvBuf::new(format, kvs, total));
+                for p in 0..total {
+                    let kr: Vec<f32> = (0..kvs.kv_dim()).map(|i| value(p * 977 + i, seed + si as u32, 3.0)).collect();
+                    let vr: Vec<f32> = (0..kvs.kv_dim()).map(|i| value(p * 613 + i, seed + 7 + si as u32, 5.0)).collect();
+                    k.rows_mut().store(kvs, p, &kr);
+                    v.rows_mut().store(kvs, p, &vr);
+                }
+                let q: Vec<f32> = (0..n * shape.q_dim()).map(|i| value(i, seed + 3, 4.0)).collect();
+                (k, v, q, past)
+            }).collect();
+            let segs: Vec<Segment> = bufs.iter().map(|(k, v, q, past)| Segment {
+                q, first_pos: *past, keys: k.rows(), values: v.rows(),
+            }).collect();
+            let total: usize = rows.iter().map(|r| r.0).sum();
+            let mut want = vec![0f32; total * shape.q_dim()];
+            attention_ref(shape, &segs, &mut want);
+            for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                let mut got = vec![f32::NAN; total * shape.q_dim()];
+                attention(isa, shape, &segs, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    proptest::prop_assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?} {format}: [{i}] {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_decode_row_is_split_and_merged() {
+        // One row over 1000 positions takes several key ranges; the merge must match.
+        let shape = AttnShape {
+            n_heads: 4,
+            n_kv_heads: 1,
+            head_dim: 64,
+        };
+        let kvs = shape.kv();
+        let (mut k, mut v) = (
+            KvBuf::new(KvFormat::F32, kvs, 1000),
+            KvBuf::new(KvFormat::F32, kvs, 1000),
+        );
+        for p in 0..1000 {
+            let r: Vec<f32> = (0..64).map(|i| value(p * 64 + i, 1, 2.0)).collect();
+            k.rows_mut().store(kvs, p, &r);
+            let r: Vec<f32> = (0..64).map(|i| value(p * 64 + i, 2, 2.0)).collect();
+            v.rows_mut().store(kvs, p, &r);
+        }
+        let q: Vec<f32> = (0..256).map(|i| value(i, 3, 9.0) * 4.0).collect();
+        let segs = [Segment {
+            q: &q,
+            first_pos: 999,
+            keys: k.rows(),
+            values: v.rows(),
+        }];
+        let mut want = vec![0f32; 256];
+        attention_ref(shape, &segs, &mut want);
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            let mut got = vec![0f32; 256];
+            attention(isa, shape, &segs, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{isa:?}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! How a KV cache stores its keys and values: f32 (exact), f16, or q8_0 (blocks of 32
+//! int8 with one f16 scale, GGML's layout), and the conversions to and from f32.
+//!
+//! A layer's cache is `[max_ctx, kv_dim]` values, position-major. q8_0 blocks never
+//! straddle heads: each head of a position is `ceil(head_dim / 32)` blocks, the last one
+//! zero-padded, so attention dequantizes one head's row on its own.
+
+use half::f16;
+use std::borrow::Cow;
+
+use crate::ternary::Isa;
+
+/// The storage format of a KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvFormat {
+    /// 4 bytes a value: exactly the f32 the projections produced.
+    F32,
+    /// 2 bytes a value (llama.cpp's default cache type).
+    #[default]
+    F16,
+    /// 34 bytes per 32 values: int8 with an f16 scale per block.
+    Q8_0,
+}
+
+impl KvFormat {
+    pub const ALL: [KvFormat; 3] = [KvFormat::F32, KvFormat::F16, KvFormat::Q8_0];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvFormat::F32 => "f32",
+            KvFormat::F16 => "f16",
+            KvFormat::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Bytes one position of one layer's keys (or values) takes.
+    pub fn row_bytes(self, shape: KvShape) -> usize {
+        match self {
+            KvFormat::F32 => shape.kv_dim() * 4,
+            KvFormat::F16 => shape.kv_dim() * 2,
+            KvFormat::Q8_0 => shape.q8_row_blocks() * std::mem::size_of::<BlockQ8_0>(),
+        }
+    }
+}
+
+impl std::str::FromStr for KvFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(KvFormat::F32),
+            "f16" => Ok(KvFormat::F16),
+            "q8_0" | "q8" => Ok(KvFormat::Q8_0),
+            other => Err(format!(
+                "unknown KV cache format `{other}`: use f32, f16 or q8_0"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for KvFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// GGML's q8_0 block: value `i` is `qs[i] · d`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; 32],
+}
+
+impl BlockQ8_0 {
+    pub const ZERO: BlockQ8_0 = BlockQ8_0 {
+        d: f16::ZERO,
+        qs: [0; 32],
+    };
+
+    /// Absmax quantization of up to 32 values (the rest are zero).
+    pub fn quantize(x: &[f32]) -> BlockQ8_0 {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; 32];
+        for (q, v) in qs.iter_mut().zip(x) {
+            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+        }
+        BlockQ8_0 {
+            d: f16::from_f32(d),
+            qs,
+        }
+    }
+}
+
+/// Heads of one position in the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvShape {
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl KvShape {
+    pub fn kv_dim(self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+    /// q8_0 blocks per head of one position.
+    pub fn q8_head_blocks(self) -> usize {
+        self.head_dim.div_ceil(32)
+    }
+    pub fn q8_row_blocks(self) -> usize {
+        self.n_kv_heads * self.q8_head_blocks()
+    }
+}
+
+/// One layer's keys or values, read-only, in their format.
+#[derive(Clone, Copy, Debug)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+/// One layer's keys or values, writable.
+#[derive(Debug)]
+pub enum KvRowsMut<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [f16]),
+    Q8_0(&'a mut [BlockQ8_0]),
+}
+
+impl<'a> KvRows<'a> {
+    pub fn format(&self) -> KvFormat {
+        match self {
+            KvRows::F32(_) => KvFormat::F32,
+            KvRows::F16(_) => KvFormat::F16,
+            KvRows::Q8_0(_) => KvFormat::Q8_0,
+        }
+    }
+
+    /// Positions the slice holds.
+    pub fn positions(&self, shape: KvShape) -> usize {
+        match self {
+            KvRows::F32(x) => x.len() / shape.kv_dim().max(1),
+            KvRows::F16(x) => x.len() / shape.kv_dim().max(1),
+            KvRows::Q8_0(x) => x.len() / shape.q8_row_blocks().max(1),
+        }
+    }
+
+    /// The first `n` positions as f32, `[n, kv_dim]`: borrowed when the cache is f32.
+    pub fn to_f32(&self, shape: KvShape, n: usize) -> Cow<'a, [f32]> {
+        let len = n * shape.kv_dim();
+        match *self {
+            KvRows::F32(x) => Cow::Borrowed(&x[..len]),
+            _ => {
+                let mut out = vec![0f32; len];
+                for (p, row) in out.chunks_exact_mut(shape.kv_dim().max(1)).enumerate() {
+                    for (h, dst) in row.chunks_exact_mut(shape.head_dim).enumerate() {
+                        self.head_to_f32(Isa::best(), shape, p, h, dst);
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Head `head` of position `pos` into `dst` (`head_dim` values).
+    #[inline]
+    pub fn head_to_f32(&self, isa: Isa, shape: KvShape, pos: usize, head: usize, dst: &mut [f32]) {
+        let hd = shape.head_dim;
+        match *self {
+            KvRows::F32(x) => {
+                dst[..hd].copy_from_slice(&x[pos * shape.kv_dim() + head * hd..][..hd])
+            }
+            KvRows::F16(x) => f16_to_f32(
+                isa,
+                &x[pos * shape.kv_dim() + head * hd..][..hd],
+                &mut dst[..hd],
+            ),
+            KvRows::Q8_0(x) => {
+                let hb = shape.q8_head_blocks();
+                let blocks = &x[pos * shape.q8_row_blocks() + head * hb..][..hb];
+                q8_0_to_f32(blocks, &mut dst[..hd]);
+            }
+        }
+    }
+}
+
+impl KvRowsMut<'_> {
+    /// Stores position `pos` (`kv_dim` values) in the cache's format.
+    pub fn store(&mut self, shape: KvShape, pos: usize, src: &[f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let kv_dim = shape.kv_dim();
+        match self {
+            KvRowsMut::F32(x) => x[pos * kv_dim..][..kv_dim].copy_from_slice(&src[..kv_dim]),
+            KvRowsMut::F16(x) => x[pos * kv_dim..][..kv_dim].convert_from_f32_slice(&src[..kv_dim]),
+            KvRowsMut::Q8_0(x) => {
+                let hb = shape.q8_head_blocks();
+                let row = &mut x[pos * shape.q8_row_blocks()..][..shape.q8_row_blocks()];
+                for (h, blocks) in row.chunks_exact_mut(hb.max(1)).enumerate() {
+                    let head = &src[h * shape.head_dim..][..shape.head_dim];
+                    for (b, chunk) in blocks.iter_mut().zip(head.chunks(32)) {
+                        *b = BlockQ8_0::quantize(chunk);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Storage for `positions` positions of one layer's keys or values, zeroed.
+pub enum KvBuf {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+impl KvBuf {
+    pub fn new(format: KvFormat, shape: KvShape, positions: usize) -> KvBuf {
+        match format {
+            KvFormat::F32 => KvBuf::F32(vec![0.0; positions * shape.kv_dim()]),
+            KvFormat::F16 => KvBuf::F16(vec![f16::ZERO; positions * shape.kv_dim()]),
+            KvFormat::Q8_0 => KvBuf::Q8_0(vec![BlockQ8_0::ZERO; positions * shape.q8_row_blocks()]),
+        }
+    }
+    pub fn rows(&self) -> KvRows<'_> {
+        match self {
+            KvBuf::F32(x) => KvRows::F32(x),
+            KvBuf::F16(x) => KvRows::F16(x),
+            KvBuf::Q8_0(x) => KvRows::Q8_0(x),
+        }
+    }
+    pub fn rows_mut(&mut self) -> KvRowsMut<'_> {
+        match self {
+            KvBuf::F32(x) => KvRowsMut::F32(x),
+            KvBuf::F16(x) => KvRowsMut::F16(x),
+            KvBuf::Q8_0(x) => KvRowsMut::Q8_0(x),
+        }
+    }
+}
+
+/// `dst = src` widened, with F16C/AVX-512 conversions where the ISA has them.
+#[inline]
+pub fn f16_to_f32(isa: Isa, src: &[f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512Vnni {
+            // SAFETY: `Isa::Avx512Vnni` is only chosen where AVX-512F is present.
+            return unsafe { f16_to_f32_avx512(&src[..n], &mut dst[..n]) };
+        }
+        if isa == Isa::Avx2 && std::is_x86_feature_detected!("f16c") {
+            // SAFETY: F16C was checked just above (AVX2 from the ISA).
+            return unsafe { f16_to_f32_f16c(&src[..n], &mut dst[..n]) };
+        }
+    }
+    let _ = isa;
+    f16_to_f32_ref(&src[..n], &mut dst[..n]);
+}
+
+pub fn f16_to_f32_ref(src: &[f16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn f16_to_f32_avx512(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let full = src.len() / 16 * 16;
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 ≤ full ≤ len of both slices; unaligned load/store.
+        unsafe {
+            let h = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+        }
+    }
+    f16_to_f32_ref(&src[full..], &mut dst[full..]);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn f16_to_f32_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let full = src.len() / 8 * 8;
+    for i in (0..full).step_by(8) {
+        // SAFETY: i + 8 ≤ full ≤ len of both slices; unaligned load/store.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+    }
+    f16_to_f32_ref(&src[full..], &mut dst[full..]);
+}
+
+/// Dequantizes `dst.len()` values from consecutive blocks (a loop the compiler vectorizes).
+#[inline]
+pub fn q8_0_to_f32(blocks: &[BlockQ8_0], dst: &mut [f32]) {
+    for (b, out) in blocks.iter().zip(dst.chunks_mut(32)) {
+        let d = b.d.to_f32();
+        for (o, q) in out.iter_mut().zip(&b.qs) {
+            *o = f32::from(*q) * d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn f16_widening_matches_reference(n in 0usize..100, seed in 0u32..1000) {
+            let src: Vec<f16> = (0..n).map(|i| f16::from_f32(((i as u32 * 7 + seed) as f32 * 0.31).sin() * 100.0)).collect();
+            let mut want = vec![0f32; n];
+            f16_to_f32_ref(&src, &mut want);
+            for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                let mut got = vec![0f32; n];
+                f16_to_f32(isa, &src, &mut got);
+                proptest::prop_assert_eq!(&got, &want);
+            }
+        }
+
+        #[test]
+        fn stored_rows_read_back_close(hd in 1usize..80, heads in 1usize..4, seed in 0u32..1000) {
+            let shape = KvShape { n_kv_heads: heads, head_dim: hd };
+            let row: Vec<f32> = (0..shape.kv_dim()).map(|i| ((i as u32 * 13 + seed) as f32 * 0.17).cos() * 3.0).collect();
+            for format in KvFormat::ALL {
+                let mut buf = KvBuf::new(format, shape, 3);
+                buf.rows_mut().store(shape, 1, &row);
+                let back = buf.rows().to_f32(shape, 3);
+                proptest::prop_assert!(back[..shape.kv_dim()].iter().all(|v| *v == 0.0));
+                let tol = match format { KvFormat::F32 => 0.0, KvFormat::F16 => 3.0 / 1024.0, KvFormat::Q8_0 => 3.0 / 127.0 };
+                for (b, r) in back[shape.kv_dim()..2 * shape.kv_dim()].iter().zip(&row) {
+                    proptest::prop_assert!((b - r).abs() <= tol, "{format}: {b} vs {r}");
+                }
+            }
+        }
+    }
+}
