@@ -21,6 +21,8 @@ mkdir -p "$cache"
 if [[ -d "$root/.git/info" ]]; then
     grep -qs '^bench/.cache/$' "$root/.git/info/exclude" || echo 'bench/.cache/' >>"$root/.git/info/exclude"
 fi
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 
 onebit="${ONEBIT:-}"
 if [[ -z "$onebit" ]]; then
@@ -37,7 +39,7 @@ fs="$(findmnt -no FSTYPE -T "$file" 2>/dev/null || stat -f -c %T "$file")"
 if [[ "$fs" == tmpfs ]]; then
     echo "warning: $file is on tmpfs: its pages are its page cache and cannot be dropped" >&2
 fi
-cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
+cpu="$(cpu_desc), $(nproc) cores"
 dev="$(df --output=source "$file" | tail -1)"
 
 results="$(mktemp)"

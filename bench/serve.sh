@@ -73,7 +73,7 @@ start_onebit() {
     server_pid=$!
 }
 
-echo "# $(date -u) — $(cpu_name) — $threads threads, clients $clients, $requests requests x $tokens tokens each, $rounds rounds" | tee "$out/log"
+echo "# $(date -u) — $(cpu_desc) — $threads threads, clients $clients, $requests requests x $tokens tokens each, $rounds rounds" | tee "$out/log"
 for round in $(seq 1 "$rounds"); do
     for server in llama onebit; do
         echo "## round $round: $server" | tee -a "$out/log"
@@ -90,9 +90,9 @@ for round in $(seq 1 "$rounds"); do
     done
 done
 
-python3 - "$out" "$rounds" "$(cpu_name)" "$threads" "$results" "$stamp" <<'EOF' | tee -a "$out/log"
-import json, os, re, statistics, sys
-out, rounds, cpu, threads, results, stamp = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+python3 - "$out" "$rounds" "$(cpu_desc)" "$threads" "$stamp" <<'EOF' | tee -a "$out/log"
+import json, statistics, sys
+out, rounds, cpu, threads, stamp = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rows = {}
 for server in ("llama", "onebit"):
     for r in range(1, rounds + 1):
@@ -120,14 +120,7 @@ for n in levels:
     )
 table = "\n".join(lines)
 print("\n" + table)
-if results != "-" and os.path.exists(results):
-    text = open(results).read()
-    section = f"<!-- serve:begin -->\n{table}\n<!-- serve:end -->"
-    if "<!-- serve:begin -->" in text:
-        text = re.sub(r"<!-- serve:begin -->.*?<!-- serve:end -->", lambda _: section, text, flags=re.S)
-    else:
-        text += f"\n## Serving: onebitd against llama-server (`bench/serve.sh`)\n\n{section}\n"
-    open(results, "w").write(text)
-    print(f"(written into {results})")
+open(f"{out}/table.md", "w").write(table + "\n")
 EOF
+results_section serve "## Serving: onebitd against llama-server (\`bench/serve.sh\`)" "$results" "$out/table.md"
 echo "log: $out/log"

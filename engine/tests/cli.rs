@@ -439,3 +439,88 @@ fn jitter_writes_raw_samples_per_wait_mode() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--pin-cpu"));
 }
+
+/// `onebit bench -d` runs every test after that many tokens in the KV cache and names the
+/// rows as llama-bench does; the decode rows' roofline counts the bytes they read.
+#[test]
+fn bench_runs_each_test_at_each_depth() {
+    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let out = onebit(&[
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-d",
+        "0,16",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "-o",
+        "json",
+        "--greedy-head",
+    ]);
+    let r = stdout_json(&out);
+    let tests: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            "pp8",
+            "tg4",
+            "pp8 @ d16",
+            "tg4 @ d16",
+            "tg4 greedy, int8-screened head",
+            "tg4 @ d16 greedy, int8-screened head"
+        ]
+    );
+    let rows = r["results"].as_array().unwrap();
+    assert_eq!(rows[3]["n_depth"], 16);
+    assert_eq!(rows[3]["n_gen"], 4);
+    assert_eq!(rows[5]["sampling"], "greedy-screened");
+    // At depth 16 a token reads the KV of 16 more positions than at depth 0 (+ n/2 each),
+    // and the screened head reads fewer bytes than the F16 one.
+    let bytes = |i: usize| rows[i]["bytes_per_token"].as_f64().unwrap();
+    assert!(bytes(3) > bytes(1), "{} vs {}", bytes(3), bytes(1));
+    assert!(bytes(4) < bytes(1), "{} vs {}", bytes(4), bytes(1));
+    assert!(r["bandwidth_probes"][0][1]["best_gbs"].as_f64().unwrap() > 0.0);
+    // The markdown rows carry the depth too.
+    let md = onebit(&[
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-d",
+        "16",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--no-bandwidth",
+    ]);
+    let text = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        text.contains("| pp8 @ d16 |") && text.contains("| tg4 @ d16 |"),
+        "{text}"
+    );
+    // A depth that is not a number, and nothing to run, fail with a message.
+    let bad = onebit(&["bench", "-m", m, "-d", "deep"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("deep"));
+    let none = onebit(&["bench", "-m", m, "-p", "0", "-n", "0"]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("-p and -n are both 0"));
+}

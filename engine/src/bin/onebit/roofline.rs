@@ -52,7 +52,10 @@ pub struct Args {
 #[derive(Clone, Debug)]
 pub struct Budget {
     pub label: String,
+    /// Every ternary projection, down_proj included.
     pub ternary: f64,
+    /// down_proj's part of `ternary`, in the layout the forward pass reads it from.
+    pub down: f64,
     pub head: f64,
     /// Norm weights and everything else read once per step.
     pub other: f64,
@@ -71,9 +74,36 @@ impl Budget {
         self.ternary + self.head + self.other + self.kv_per_pos * n as f64
     }
 
-    /// What a loaded model reads in onebit (kernel layout, its head type, `kv` cache).
+    /// The bytes a step reads when only `density` (0..=1) of down_proj's weight columns
+    /// are read: the rest had input 0 (see `Model::use_sparse_down`).
+    pub fn with_down_density(mut self, density: f64) -> Self {
+        let skipped = self.down * (1.0 - density.clamp(0.0, 1.0));
+        self.ternary -= skipped;
+        self.down -= skipped;
+        self
+    }
+
+    /// The bytes a step reads with a head of `bytes` instead (the int8-screened one).
+    pub fn with_head(mut self, bytes: f64) -> Self {
+        self.head = bytes;
+        self
+    }
+
+    /// What a loaded model reads in onebit: its kernel layout (down_proj column-major while
+    /// the sparse down_proj is on), its head type, its KV cache format.
     pub fn of_model(model: &Model, kv: KvFormat) -> Self {
-        let ternary: usize = model.ternary_bytes();
+        let down_rows: usize = model.layers.iter().map(|l| l.down_proj.byte_len()).sum();
+        let down: usize = model
+            .layers
+            .iter()
+            .map(|l| {
+                l.down_proj
+                    .columns
+                    .as_ref()
+                    .map_or(l.down_proj.byte_len(), |c| c.bytes())
+            })
+            .sum();
+        let ternary = model.ternary_bytes() - down_rows + down;
         let norms: usize = model
             .layers
             .iter()
@@ -85,6 +115,7 @@ impl Budget {
             })
             .sum::<usize>()
             + model.norm.len();
+        let kv_per_pos = Session::kv_bytes_per_token(model, kv) as f64;
         Self {
             label: format!(
                 "this model: {} + {} head, {kv} KV",
@@ -92,9 +123,10 @@ impl Budget {
                 model.embed_tokens.kind.name()
             ),
             ternary: ternary as f64,
+            down: down as f64,
             head: model.embed_tokens.data.len() as f64,
             other: (norms * 4) as f64,
-            kv_per_pos: Session::kv_bytes_per_token(model, kv) as f64,
+            kv_per_pos,
         }
     }
 
@@ -102,9 +134,11 @@ impl Budget {
     /// a KV cache of `kv_bpe` bytes per element.
     pub fn of_config(c: &Config, label: &str, bpw: f64, head_bpe: f64, kv_bpe: f64) -> Self {
         let weights = ternary_weights(c) as f64;
+        let down = (c.n_layers * c.hidden_size * c.intermediate_size) as f64;
         Self {
             label: label.into(),
             ternary: weights * bpw / 8.0,
+            down: down * bpw / 8.0,
             head: (c.vocab_size * c.hidden_size) as f64 * head_bpe,
             other: ((c.hidden_size * 3 + c.intermediate_size) * c.n_layers * 4 + c.hidden_size * 4)
                 as f64,
@@ -157,7 +191,11 @@ pub fn main(a: Args) -> CliResult {
                 "measuring read bandwidth with {t} threads over {} MiB ...",
                 bandwidth::buffer_bytes() >> 20
             );
-            (bandwidth::measure(5), format!("measured here, {t} threads"))
+            let p = bandwidth::measure(5);
+            (
+                p.best_gbs,
+                format!("measured here, {t} threads, best of {} GB/s", p.describe()),
+            )
         }
     };
     let c = &config;
@@ -269,7 +307,7 @@ pub fn main(a: Args) -> CliResult {
         ceiling(bw, base.ternary + base.head)
     );
     println!(
-        "- KV cache is {:.1} KB per position in f16 ({:.1} MB at 1024), not GBs; onebit keeps it in f32 ({:.1} KB).",
+        "- KV cache is {:.1} KB per position in f16 ({:.1} MB at 1024), not GBs; an f32 cache doubles it ({:.1} KB).",
         base.kv_per_pos / 1e3,
         base.kv_per_pos * 1024.0 / 1e6,
         base.kv_per_pos * 2.0 / 1e3
@@ -324,4 +362,62 @@ fn surface_projection(c: &Config, b: &Budget, igpu_gbs: f64, npu_tops: f64, ctxs
         "- prefill on the NPU and decode on the iGPU run side by side: the iGPU keeps decoding the running streams while \
          the NPU reads new prompts (reported: the iGPU is unaffected, the NPU loses about 20 % when both run)."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onebit_engine::synth::{self, Preset};
+    use onebit_kernels::embd::EmbdType;
+
+    fn budget() -> Budget {
+        Budget {
+            label: String::new(),
+            ternary: 1000.0,
+            down: 300.0,
+            head: 500.0,
+            other: 10.0,
+            kv_per_pos: 2.0,
+        }
+    }
+
+    #[test]
+    fn decode_bytes_add_the_kv_of_every_cached_position() {
+        let b = budget();
+        assert_eq!(b.decode_bytes(0), 1510.0);
+        assert_eq!(b.decode_bytes(4096), 1510.0 + 2.0 * 4096.0);
+    }
+
+    #[test]
+    fn skipped_down_columns_and_a_screened_head_leave_the_bytes_read() {
+        // A quarter of down_proj's columns read: 225 of its 300 bytes skipped.
+        let b = budget().with_down_density(0.25);
+        assert_eq!((b.ternary, b.down), (775.0, 75.0));
+        assert_eq!(b.decode_bytes(10), 775.0 + 500.0 + 10.0 + 20.0);
+        // Every column read changes nothing; a density out of range is clamped.
+        assert_eq!(budget().with_down_density(1.0).decode_bytes(0), 1510.0);
+        assert_eq!(budget().with_down_density(-1.0).ternary, 700.0);
+        assert_eq!(budget().with_head(120.0).decode_bytes(0), 1130.0);
+    }
+
+    #[test]
+    fn a_model_counts_its_own_layout_and_kv_format() {
+        let mut model = synth::model(Preset::Small, 1, EmbdType::F16).unwrap();
+        let c = model.config.clone();
+        let dense = Budget::of_model(&model, KvFormat::F32);
+        let rows: usize = model.layers.iter().map(|l| l.down_proj.byte_len()).sum();
+        assert_eq!(dense.down, rows as f64);
+        assert_eq!(dense.ternary, model.ternary_bytes() as f64);
+        assert_eq!(dense.head, (c.vocab_size * c.hidden_size * 2) as f64);
+        assert_eq!(dense.kv_per_pos, Session::kv_bytes_per_token(&model, KvFormat::F32) as f64);
+        model.use_sparse_down();
+        let sparse = Budget::of_model(&model, KvFormat::F32);
+        let cols: usize = model
+            .layers
+            .iter()
+            .map(|l| l.down_proj.columns.as_ref().unwrap().bytes())
+            .sum();
+        assert_eq!(sparse.down, cols as f64);
+        assert_eq!(sparse.ternary - sparse.down, dense.ternary - dense.down);
+    }
 }
