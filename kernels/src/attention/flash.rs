@@ -292,6 +292,7 @@ unsafe fn task<S: Simd>(
         last[i] = seg.first_pos + r + 1;
     }
     let mut kt = vec![0f32; hdp * BK];
+    let mut krows = vec![0f32; BK * hdp];
     let mut v = vec![0f32; BK * hdp];
     let mut row = vec![0f32; hdp];
     let mut s = vec![0f32; mp * BK];
@@ -300,22 +301,42 @@ unsafe fn task<S: Simd>(
     let mut o = vec![0f32; mp * hdp];
     let k_end = k1.min(seg.first_pos + g.r1);
 
+    // Few query vectors (decode): score each key row as it is, with no transposed copy.
+    let direct = mp <= R;
     let mut j0 = k0;
     while j0 < k_end {
         let jn = BK.min(k_end - j0);
+        // The next tile's rows start loading while this one is read.
+        for j in j0 + BK..(j0 + 2 * BK).min(k_end) {
+            seg.keys.prefetch(kvs, j, g.kvh);
+            seg.values.prefetch(kvs, j, g.kvh);
+        }
         for j in 0..jn {
-            seg.keys.head_to_f32(isa, kvs, j0 + j, g.kvh, &mut row);
-            for (d, x) in row[..hd].iter().enumerate() {
-                kt[d * BK + j] = *x;
-            }
             seg.values
                 .head_to_f32(isa, kvs, j0 + j, g.kvh, &mut v[j * hdp..][..hdp]);
+        }
+        if direct {
+            for j in 0..jn {
+                seg.keys
+                    .head_to_f32(isa, kvs, j0 + j, g.kvh, &mut krows[j * hdp..][..hdp]);
+            }
+        } else {
+            for j in 0..jn {
+                seg.keys.head_to_f32(isa, kvs, j0 + j, g.kvh, &mut row);
+                for (d, x) in row[..hd].iter().enumerate() {
+                    kt[d * BK + j] = *x;
+                }
+            }
         }
         let jv = jn.div_ceil(cw) * cw;
         // SAFETY: every index below stays inside the buffers sized above (rows < mp,
         // key columns < jv ≤ BK, dimensions < hdp), and S's ISA is present (caller).
         unsafe {
-            scores::<S>(&q, &kt, &mut s, mp, hd, hdp, jv, c);
+            if direct {
+                scores_direct::<S>(&q, &krows, &mut s, mp, hdp, jn);
+            } else {
+                scores::<S>(&q, &kt, &mut s, mp, hd, hdp, jv, c);
+            }
             for i in 0..mp {
                 let valid = last[i].saturating_sub(j0).min(jn);
                 let p = &mut s[i * BK..][..BK];
@@ -409,6 +430,39 @@ unsafe fn scores<S: Simd>(
                         S::store(sp.add((i + r) * BK + j + x * S::W), *v);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `s[i, j] = q[i] · k[j]` for rows `0..mp` (at most `R`) and keys `0..jn`, from the keys
+/// as rows (`[BK, hdp]`, zero-padded past the head's dimensions like `q`).
+///
+/// # Safety
+/// S's ISA present; buffers as in [`task`].
+#[inline(always)]
+unsafe fn scores_direct<S: Simd>(
+    q: &[f32],
+    k: &[f32],
+    s: &mut [f32],
+    mp: usize,
+    hdp: usize,
+    jn: usize,
+) {
+    debug_assert!(mp <= R && q.len() >= mp * hdp && k.len() >= jn * hdp && s.len() >= mp * BK);
+    let (qp, kp, sp) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
+    for j in 0..jn {
+        // SAFETY: rows < mp ≤ R, keys j < jn, dimensions d < hdp (caller).
+        unsafe {
+            let mut acc = [S::splat(0.0); R];
+            for d in (0..hdp).step_by(S::W) {
+                let kv = S::load(kp.add(j * hdp + d));
+                for (r, a) in acc.iter_mut().enumerate().take(mp) {
+                    *a = S::fma(S::load(qp.add(r * hdp + d)), kv, *a);
+                }
+            }
+            for (r, a) in acc.iter().enumerate().take(mp) {
+                *sp.add(r * BK + j) = S::reduce_add(*a);
             }
         }
     }

@@ -164,6 +164,41 @@ impl<'a> KvRows<'a> {
         }
     }
 
+    /// Asks the CPU to start loading head `head` of position `pos` (a hint: a walk over
+    /// the cache keeps several rows in flight instead of waiting for each in turn).
+    #[inline]
+    pub fn prefetch(&self, shape: KvShape, pos: usize, head: usize) {
+        let (ptr, bytes): (*const u8, usize) = match *self {
+            KvRows::F32(x) => match x.get(pos * shape.kv_dim() + head * shape.head_dim..) {
+                Some(r) => (r.as_ptr().cast(), shape.head_dim * 4),
+                None => return,
+            },
+            KvRows::F16(x) => match x.get(pos * shape.kv_dim() + head * shape.head_dim..) {
+                Some(r) => (r.as_ptr().cast(), shape.head_dim * 2),
+                None => return,
+            },
+            KvRows::Q8_0(x) => {
+                let hb = shape.q8_head_blocks();
+                match x.get(pos * shape.q8_row_blocks() + head * hb..) {
+                    Some(r) => (r.as_ptr().cast(), hb * std::mem::size_of::<BlockQ8_0>()),
+                    None => return,
+                }
+            }
+        };
+        #[cfg(target_arch = "x86_64")]
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults; the address is computed with
+            // wrapping arithmetic from a pointer into the cache and is never dereferenced.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    ptr.wrapping_add(line).cast(),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (ptr, bytes);
+    }
+
     /// Head `head` of position `pos` into `dst` (`head_dim` values).
     #[inline]
     pub fn head_to_f32(&self, isa: Isa, shape: KvShape, pos: usize, head: usize, dst: &mut [f32]) {
