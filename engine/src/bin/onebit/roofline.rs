@@ -409,7 +409,10 @@ mod tests {
         assert_eq!(dense.down, rows as f64);
         assert_eq!(dense.ternary, model.ternary_bytes() as f64);
         assert_eq!(dense.head, (c.vocab_size * c.hidden_size * 2) as f64);
-        assert_eq!(dense.kv_per_pos, Session::kv_bytes_per_token(&model, KvFormat::F32) as f64);
+        assert_eq!(
+            dense.kv_per_pos,
+            Session::kv_bytes_per_token(&model, KvFormat::F32) as f64
+        );
         model.use_sparse_down();
         let sparse = Budget::of_model(&model, KvFormat::F32);
         let cols: usize = model
