@@ -1,7 +1,8 @@
-//! NPU prefill on the emulated amdxdna: whole generations with `npu+igpu` (NPU prefill,
-//! KV cache handed to the emulated iGPU, decode there) and `npu+cpu` give exactly the
-//! CPU's tokens, greedy and with seeded sampling; and the emulated NPU kernel equals the
-//! CPU GEMM bit for bit on odd sizes.
+//! NPU prefill on the emulated amdxdna: whole generations with `npu+cpu` give exactly the
+//! CPU's tokens, greedy and with seeded sampling; with `npu+igpu` (NPU prefill, KV cache
+//! handed to the emulated iGPU, decode there) the prefill's logits are the CPU's bit for
+//! bit and every greedy pick is the CPU's best up to rounding; and the emulated NPU kernel
+//! equals the CPU GEMM bit for bit on odd sizes.
 
 use std::sync::Arc;
 
@@ -132,10 +133,11 @@ fn npu_tokens(model: Model, surface: Surface, seeded: bool) -> Vec<Vec<u32>> {
 }
 
 /// Greedy and seeded generations equal the CPU's. With the iGPU decoding, seeded sampling
-/// is left out: the iGPU's own decode logits differ from the CPU's in the last bits (its
-/// attention uses the GPU's `expf`; `--surface igpu` alone samples differently too), so
-/// there the prefill's logits are compared bit for bit instead
-/// ([`prefill_logits_equal_the_cpus`]).
+/// is left out and greedy is checked pick by pick: the iGPU's own decode logits differ
+/// from the CPU's in the last bits (its attention uses the GPU's `expf`; `--surface igpu`
+/// alone samples differently too), so there the prefill's logits are compared bit for bit
+/// ([`prefill_logits_equal_the_cpus`]) and each decode pick up to rounding
+/// ([`each_pick_is_the_cpus_best_up_to_rounding`]).
 fn same_as_cpu(load: impl Fn() -> Model, surface: Surface) {
     let seeds: &[bool] = if surface.decodes_on_igpu() {
         &[false]
@@ -150,12 +152,90 @@ fn same_as_cpu(load: impl Fn() -> Model, surface: Surface) {
         };
         let want = cpu_tokens(load(), seeded, kv);
         let got = npu_tokens(load(), surface, seeded);
-        assert_eq!(got, want, "{surface}, seeded {seeded}");
-        assert!(want.iter().all(|t| t.len() == 20));
+        assert!(want.iter().chain(&got).all(|t| t.len() == 20));
+        if surface.decodes_on_igpu() {
+            // The iGPU sums in another order: where the CPU's best two logits are within
+            // rounding, greedy may take either, and the rest of the turn follows that pick.
+            // So every token it picked must be the CPU's best up to rounding, with the
+            // CPU fed the iGPU's own tokens.
+            each_pick_is_the_cpus_best_up_to_rounding(&load, surface, &got);
+        } else {
+            assert_eq!(got, want, "{surface}, seeded {seeded}");
+        }
     }
     if surface.decodes_on_igpu() {
         prefill_logits_equal_the_cpus(load, surface);
     }
+}
+
+/// Feeds the CPU (f32 cache, like the iGPU's) and a fresh `surface` the two turns as
+/// `picked` generated them, in lockstep, and checks at every step that:
+/// - the surface's argmax is its pick (the generation took the surface's best);
+/// - the two surfaces' logits differ by no more than one int8 rounding flip does (the
+///   iGPU's attention sums in another order with another `expf`, and where an activation
+///   sits on a rounding boundary the two quantize it apart, moving logits by ~1 % of the
+///   largest on these random weights; a wrong kernel moves them by far more);
+/// - where the pick is not the CPU's best, the CPU's margin between the two is within
+///   what the logits differ by at that step: a near-tie, decided by rounding.
+fn each_pick_is_the_cpus_best_up_to_rounding(
+    load: impl Fn() -> Model,
+    surface: Surface,
+    picked: &[Vec<u32>],
+) {
+    let model = load();
+    let p = prompts(&model);
+    let mut cpu = CpuBackend::new(Arc::new(load()), CTX).with_kv_format(KvFormat::F32);
+    let opts = SelectOptions {
+        choice: SurfaceChoice::Fixed(surface),
+        emulator: true,
+        ctx: CTX,
+        ..SelectOptions::default()
+    };
+    let Opened::NpuIgpu(b) = open(model, &opts).unwrap() else {
+        panic!("npu+igpu expected");
+    };
+    let mut dev = every_prompt_on_the_npu(*b);
+    let mut cs = cpu.new_session(CTX).unwrap();
+    let mut ds = dev.new_session(CTX).unwrap();
+    let argmax = |l: &[f32]| {
+        (0..l.len())
+            .reduce(|a, b| if l[b] > l[a] { b } else { a })
+            .unwrap()
+    };
+    let (mut same, mut all) = (0, 0);
+    for (turn, (prompt, picks)) in p.iter().zip(picked).enumerate() {
+        let mut feed = prompt.clone();
+        for (i, &t) in picks.iter().enumerate() {
+            cpu.step(&mut [&mut cs], &[&feed], &[Need::Logits]).unwrap();
+            dev.step(&mut [&mut ds], &[&feed], &[Need::Logits]).unwrap();
+            let (Output::Logits(c), Output::Logits(d)) = (cpu.output(&cs), dev.output(&ds)) else {
+                panic!("logits expected");
+            };
+            let at = format!("turn {turn}, token {i}");
+            assert_eq!(argmax(d) as u32, t, "{at}: the surface repeats its pick");
+            let apart = c
+                .iter()
+                .zip(d)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            let scale = c.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            assert!(
+                apart / scale < 3e-2,
+                "{at}: logits {} (relative) apart, beyond a rounding flip",
+                apart / scale
+            );
+            let best = argmax(c);
+            let margin = c[best] - c[t as usize];
+            assert!(
+                margin <= 2.0 * apart,
+                "{at}: picked {t}, {margin} below the CPU's best {best}, logits only {apart} apart"
+            );
+            same += usize::from(best == t as usize);
+            all += 1;
+            feed = vec![t];
+        }
+    }
+    eprintln!("{same} of {all} picks are the CPU's own best");
 }
 
 /// The logits a prefill leaves (every row's, and the last row's) are the CPU's, bit for
