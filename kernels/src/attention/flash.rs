@@ -12,9 +12,10 @@
 //! are accumulated by broadcasting each probability over a value row: no horizontal sums.
 
 use super::kv::{KvRows, KvShape};
-use super::simd::{Scalar, Simd};
+use super::simd::{Elem, Scalar, Simd};
 use crate::parallel;
 use crate::ternary::Isa;
+use half::f16;
 
 /// Keys per tile.
 const BK: usize = 64;
@@ -206,8 +207,11 @@ fn run_task(
             // SAFETY: `Isa::Avx512Vnni` is only chosen where AVX-512F is present.
             return unsafe { task_avx512(isa, shape, seg, g, k0, k1, part) };
         }
-        if isa == Isa::Avx2 && std::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 (the ISA) and FMA (checked just above) are present.
+        if isa == Isa::Avx2
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX2 (the ISA), FMA and F16C (checked just above) are present.
             return unsafe { task_avx2(isa, shape, seg, g, k0, k1, part) };
         }
     }
@@ -231,7 +235,7 @@ fn task_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn task_avx2(
     isa: Isa,
     shape: AttnShape,
@@ -241,7 +245,7 @@ fn task_avx2(
     k1: usize,
     part: &mut [f32],
 ) {
-    // SAFETY: AVX2 and FMA are enabled for this function.
+    // SAFETY: AVX2, FMA and F16C are enabled for this function.
     unsafe { task::<super::simd::Avx2>(isa, shape, seg, g, k0, k1, part) }
 }
 
@@ -312,14 +316,26 @@ unsafe fn task<S: Simd>(
             seg.keys.prefetch(kvs, j, g.kvh);
             seg.values.prefetch(kvs, j, g.kvh);
         }
-        for j in 0..jn {
-            seg.values
-                .head_to_f32(isa, kvs, j0 + j, g.kvh, &mut v[j * hdp..][..hdp]);
+        // An f16 cache whose head rows fill whole register blocks is read in place.
+        let fits = hdp == hd;
+        let k16 = (fits && direct)
+            .then(|| seg.keys.f16_head_run(kvs, g.kvh, j0, jn))
+            .flatten();
+        let v16 = fits
+            .then(|| seg.values.f16_head_run(kvs, g.kvh, j0, jn))
+            .flatten();
+        if v16.is_none() {
+            for j in 0..jn {
+                seg.values
+                    .head_to_f32(isa, kvs, j0 + j, g.kvh, &mut v[j * hdp..][..hdp]);
+            }
         }
         if direct {
-            for j in 0..jn {
-                seg.keys
-                    .head_to_f32(isa, kvs, j0 + j, g.kvh, &mut krows[j * hdp..][..hdp]);
+            if k16.is_none() {
+                for j in 0..jn {
+                    seg.keys
+                        .head_to_f32(isa, kvs, j0 + j, g.kvh, &mut krows[j * hdp..][..hdp]);
+                }
             }
         } else {
             for j in 0..jn {
@@ -333,8 +349,10 @@ unsafe fn task<S: Simd>(
         // SAFETY: every index below stays inside the buffers sized above (rows < mp,
         // key columns < jv ≤ BK, dimensions < hdp), and S's ISA is present (caller).
         unsafe {
-            if direct {
-                scores_direct::<S>(&q, &krows, &mut s, mp, hdp, jn);
+            if let Some(k) = k16 {
+                scores_direct::<S, f16>(&q, k, &mut s, mp, hdp, jn);
+            } else if direct {
+                scores_direct::<S, f32>(&q, &krows, &mut s, mp, hdp, jn);
             } else {
                 scores::<S>(&q, &kt, &mut s, mp, hd, hdp, jv, c);
             }
@@ -376,7 +394,10 @@ unsafe fn task<S: Simd>(
                     }
                 }
             }
-            accumulate::<S>(&s, &v, &mut o, mp, hdp, jn, c);
+            match v16 {
+                Some(v) => accumulate::<S, f16>(&s, v, &mut o, mp, hdp, jn, c),
+                None => accumulate::<S, f32>(&s, &v, &mut o, mp, hdp, jn, c),
+            }
         }
         j0 += jn;
     }
@@ -442,9 +463,9 @@ unsafe fn scores<S: Simd>(
 /// # Safety
 /// S's ISA present; buffers as in [`task`].
 #[inline(always)]
-unsafe fn scores_direct<S: Simd>(
+unsafe fn scores_direct<S: Simd, E: Elem>(
     q: &[f32],
-    k: &[f32],
+    k: &[E],
     s: &mut [f32],
     mp: usize,
     hdp: usize,
@@ -457,7 +478,7 @@ unsafe fn scores_direct<S: Simd>(
         unsafe {
             let mut acc = [S::splat(0.0); R];
             for d in (0..hdp).step_by(S::W) {
-                let kv = S::load(kp.add(j * hdp + d));
+                let kv = E::load::<S>(kp.add(j * hdp + d));
                 for (r, a) in acc.iter_mut().enumerate().take(mp) {
                     *a = S::fma(S::load(qp.add(r * hdp + d)), kv, *a);
                 }
@@ -474,9 +495,9 @@ unsafe fn scores_direct<S: Simd>(
 /// # Safety
 /// S's ISA present; buffers as in [`task`].
 #[inline(always)]
-unsafe fn accumulate<S: Simd>(
+unsafe fn accumulate<S: Simd, E: Elem>(
     p: &[f32],
-    v: &[f32],
+    v: &[E],
     o: &mut [f32],
     mp: usize,
     hdp: usize,
@@ -498,7 +519,7 @@ unsafe fn accumulate<S: Simd>(
                 for j in 0..jn {
                     let mut vv = [S::splat(0.0); 4];
                     for (x, w) in vv.iter_mut().enumerate().take(c) {
-                        *w = S::load(vp.add(j * hdp + d + x * S::W));
+                        *w = E::load::<S>(vp.add(j * hdp + d + x * S::W));
                     }
                     for (r, a) in acc.iter_mut().enumerate() {
                         let pb = S::splat(*pp.add((i + r) * BK + j));
@@ -578,7 +599,8 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         #[test]
         fn flash_matches_reference(
-            hd in 1usize..72,
+            // Head sizes that fill whole register blocks take the in-place f16 path.
+            hd in proptest::prop_oneof![1usize..72, proptest::strategy::Just(64usize), proptest::strategy::Just(128usize)],
             n_kv in 1usize..3,
             group in 1usize..5,
             rows in proptest::collection::vec((0usize..40, 0usize..150), 1..4),
@@ -619,40 +641,40 @@ mod tests {
 
     #[test]
     fn long_decode_row_is_split_and_merged() {
-        // One row over 1000 positions takes several key ranges; the merge must match.
+        // One row over 1000 positions takes several key ranges; the merge must match, in
+        // every format (f16 with 64-wide heads is read in place).
         let shape = AttnShape {
             n_heads: 4,
             n_kv_heads: 1,
             head_dim: 64,
         };
         let kvs = shape.kv();
-        let (mut k, mut v) = (
-            KvBuf::new(KvFormat::F32, kvs, 1000),
-            KvBuf::new(KvFormat::F32, kvs, 1000),
-        );
-        for p in 0..1000 {
-            let r: Vec<f32> = (0..64).map(|i| value(p * 64 + i, 1, 2.0)).collect();
-            k.rows_mut().store(kvs, p, &r);
-            let r: Vec<f32> = (0..64).map(|i| value(p * 64 + i, 2, 2.0)).collect();
-            v.rows_mut().store(kvs, p, &r);
-        }
-        let q: Vec<f32> = (0..256).map(|i| value(i, 3, 9.0) * 4.0).collect();
-        let segs = [Segment {
-            q: &q,
-            first_pos: 999,
-            keys: k.rows(),
-            values: v.rows(),
-        }];
-        let mut want = vec![0f32; 256];
-        attention_ref(shape, &segs, &mut want);
-        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-            let mut got = vec![0f32; 256];
-            attention(isa, shape, &segs, &mut got);
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "{isa:?}: {g} vs {w}"
-                );
+        for format in KvFormat::ALL {
+            let (mut k, mut v) = (KvBuf::new(format, kvs, 1000), KvBuf::new(format, kvs, 1000));
+            for p in 0..1000 {
+                let r: Vec<f32> = (0..64).map(|i| value(p * 64 + i, 1, 2.0)).collect();
+                k.rows_mut().store(kvs, p, &r);
+                let r: Vec<f32> = (0..64).map(|i| value(p * 64 + i, 2, 2.0)).collect();
+                v.rows_mut().store(kvs, p, &r);
+            }
+            let q: Vec<f32> = (0..256).map(|i| value(i, 3, 9.0) * 4.0).collect();
+            let segs = [Segment {
+                q: &q,
+                first_pos: 999,
+                keys: k.rows(),
+                values: v.rows(),
+            }];
+            let mut want = vec![0f32; 256];
+            attention_ref(shape, &segs, &mut want);
+            for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                let mut got = vec![0f32; 256];
+                attention(isa, shape, &segs, &mut got);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{isa:?} {format}: {g} vs {w}"
+                    );
+                }
             }
         }
     }

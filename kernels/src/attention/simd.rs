@@ -1,6 +1,8 @@
 //! The vector operations flash attention needs, for AVX-512, AVX2+FMA and plain scalars:
 //! one generic kernel body instantiated per instruction set.
 
+use half::f16;
+
 /// A vector of `W` f32 lanes. Every function is `unsafe`: callers run it only where the
 /// instruction set is present, and pointers must cover `W` valid f32s.
 pub(crate) trait Simd: Copy {
@@ -8,6 +10,8 @@ pub(crate) trait Simd: Copy {
     type V: Copy;
     unsafe fn splat(x: f32) -> Self::V;
     unsafe fn load(p: *const f32) -> Self::V;
+    /// `W` f16s widened (F16C / AVX-512 conversions; the x86 impls need F16C too).
+    unsafe fn load_f16(p: *const f16) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
     /// `a · b + c`.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
@@ -32,6 +36,10 @@ impl Simd for Scalar {
     unsafe fn load(p: *const f32) -> f32 {
         // SAFETY: the caller guarantees `p` points at a valid f32.
         unsafe { *p }
+    }
+    unsafe fn load_f16(p: *const f16) -> f32 {
+        // SAFETY: the caller guarantees `p` points at a valid f16.
+        unsafe { (*p).to_f32() }
     }
     unsafe fn store(p: *mut f32, v: f32) {
         // SAFETY: the caller guarantees `p` points at a writable f32.
@@ -85,13 +93,14 @@ pub(crate) use x86::{Avx2, Avx512};
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Simd;
+    use half::f16;
     use std::arch::x86_64::*;
 
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512;
 
     // SAFETY (all methods): callers run these only with AVX-512F present (the trait's
-    // contract) and pass pointers to 16 valid f32s.
+    // contract) and pass pointers to 16 valid f32s (or f16s).
     impl Simd for Avx512 {
         const W: usize = 16;
         type V = __m512;
@@ -104,6 +113,11 @@ mod x86 {
         unsafe fn load(p: *const f32) -> __m512 {
             // SAFETY: see the impl's comment.
             unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const f16) -> __m512 {
+            // SAFETY: see the impl's comment (16 f16s: 32 bytes).
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
@@ -201,8 +215,8 @@ mod x86 {
         unsafe { _mm256_add_ps(a, b) }
     }
 
-    // SAFETY (all methods): callers run these only with AVX2 and FMA present (the trait's
-    // contract) and pass pointers to 8 valid f32s.
+    // SAFETY (all methods): callers run these only with AVX2, FMA and F16C present (the
+    // trait's contract) and pass pointers to 8 valid f32s (or f16s).
     impl Simd for Avx2 {
         const W: usize = 8;
         type V = __m256;
@@ -215,6 +229,11 @@ mod x86 {
         unsafe fn load(p: *const f32) -> __m256 {
             // SAFETY: see the impl's comment.
             unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const f16) -> __m256 {
+            // SAFETY: see the impl's comment (8 f16s: 16 bytes; F16C present too).
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {
@@ -276,5 +295,29 @@ mod x86 {
                 exp_body!(x, splat8, fma8, mul8, add8, round, pow2n)
             }
         }
+    }
+}
+
+/// An element a cache row holds, loaded `W` at a time as f32 lanes: attention reads f32
+/// tiles it widened itself, or an f16 cache in place.
+pub(crate) trait Elem: Copy {
+    /// # Safety
+    /// As [`Simd::load`]: `S`'s instruction set present, `W` valid elements at `p`.
+    unsafe fn load<S: Simd>(p: *const Self) -> S::V;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f32) -> S::V {
+        // SAFETY: the caller's contract is `S::load`'s.
+        unsafe { S::load(p) }
+    }
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f16) -> S::V {
+        // SAFETY: the caller's contract is `S::load_f16`'s.
+        unsafe { S::load_f16(p) }
     }
 }
