@@ -226,6 +226,57 @@ fn info_json_describes_the_model() {
     assert_eq!(i["embedding"]["type"], "F16");
 }
 
+/// Every `--kv` format runs and reports its size; q4_0 (`q4` for short) stays near f32, and a
+/// format that does not exist is refused with the ones that do.
+#[test]
+fn kv_formats_run_and_a_bad_one_names_the_accepted_values() {
+    let (Some(m), Some(f)) = (
+        fixture("tiny-a/tiny-a.i2_s.gguf"),
+        fixture("tiny-a/eval.txt"),
+    ) else {
+        return;
+    };
+    let (m, f) = (m.to_str().unwrap(), f.to_str().unwrap());
+    // tiny-a: 2 layers, 2 KV heads of 64 (2 blocks of 32 each).
+    let i = stdout_json(&onebit(&["info", "-m", m, "--json"]));
+    let by = &i["kv_cache_bytes_per_token_by_format"];
+    assert_eq!(by["f32"], 2 * 2 * 128 * 4);
+    assert_eq!(by["q8_0"], 2 * 2 * 4 * 34);
+    assert_eq!(by["q4_0"], 2 * 2 * 4 * 18);
+    let ppl = |kv: &str| {
+        let args = [
+            "perplexity",
+            "-m",
+            m,
+            "-f",
+            f,
+            "--ctx",
+            "128",
+            "--json",
+            "--surface",
+            "cpu",
+            "--kv",
+            kv,
+        ];
+        stdout_json(&onebit(&args))["perplexity"].as_f64().unwrap()
+    };
+    let exact = ppl("f32");
+    let (q4, q4_0) = (ppl("q4"), ppl("q4_0"));
+    assert_eq!(q4, q4_0, "q4 is q4_0");
+    assert!(
+        q4 != exact,
+        "a 4-bit cache cannot score exactly as f32: {q4}"
+    );
+    assert!(
+        (q4 - exact).abs() / exact < 0.02,
+        "q4_0 {q4} vs f32 {exact}"
+    );
+    let o = onebit(&["perplexity", "-m", m, "-f", f, "--kv", "q5_1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("f32, f16, q8_0 or q4_0"), "{err}");
+}
+
 #[test]
 fn bad_input_exits_nonzero_with_a_message() {
     let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {

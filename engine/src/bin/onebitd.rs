@@ -59,8 +59,9 @@ struct Args {
     /// Run device surfaces on the in-process KFD emulator (tests, CI).
     #[arg(long, env = "ONEBIT_ARG_EMULATOR")]
     emulator: bool,
-    /// KV cache format of CPU sessions: f32 (exact), f16 or q8_0 (half and about a quarter
-    /// of f32's bytes). Device surfaces keep f32, which their kernels read.
+    /// KV cache format of CPU sessions: f32 (exact), f16, q8_0 or q4_0 (half, about a
+    /// quarter and about an eighth of f32's bytes; `q4` for short). Device surfaces keep
+    /// f32, which their kernels read.
     #[arg(long = "kv", env = "ONEBIT_ARG_KV", default_value = "f16")]
     kv: onebit_engine::forward::KvFormat,
     /// Seconds one device step may take before its queue counts as hung and the CPU takes over.

@@ -605,7 +605,7 @@ mod tests {
             group in 1usize..5,
             rows in proptest::collection::vec((0usize..40, 0usize..150), 1..4),
             seed in 0u32..1000,
-            fmt in 0usize..3,
+            fmt in 0usize..KvFormat::ALL.len(),
         ) {
             let shape = AttnShape { n_heads: n_kv * group, n_kv_heads: n_kv, head_dim: hd };
             let kvs = shape.kv();

@@ -1,11 +1,12 @@
-//! How a KV cache stores its keys and values: f32 (exact), f16, or q8_0 (blocks of 32
-//! int8 with one f16 scale, GGML's layout), and the conversions to and from f32.
+//! How a KV cache stores its keys and values: f32 (exact), f16, q8_0 (blocks of 32 int8
+//! with one f16 scale) or q4_0 (blocks of 32 4-bit codes with one f16 scale), both GGML's
+//! layouts, and the conversions to and from f32.
 //!
 //! An f32 layer cache is `[max_ctx, kv_dim]` values, position-major (the iGPU's layout);
-//! f16 and q8_0 caches are head-major, `[n_kv_heads, max_ctx, head_dim]`, so attention
-//! streams one head's positions (see [`KvRows`]). q8_0 blocks never straddle heads: each
-//! head of a position is `ceil(head_dim / 32)` blocks, the last one zero-padded, so
-//! attention dequantizes one head's row on its own.
+//! f16, q8_0 and q4_0 caches are head-major, `[n_kv_heads, max_ctx, head_dim]`, so
+//! attention streams one head's positions (see [`KvRows`]). q8_0 and q4_0 blocks never
+//! straddle heads: each head of a position is `ceil(head_dim / 32)` blocks, the last one
+//! zero-padded, so attention dequantizes one head's row on its own.
 
 use half::f16;
 use std::borrow::Cow;
@@ -22,16 +23,19 @@ pub enum KvFormat {
     F16,
     /// 34 bytes per 32 values: int8 with an f16 scale per block.
     Q8_0,
+    /// 18 bytes per 32 values: 4-bit codes with an f16 scale per block.
+    Q4_0,
 }
 
 impl KvFormat {
-    pub const ALL: [KvFormat; 3] = [KvFormat::F32, KvFormat::F16, KvFormat::Q8_0];
+    pub const ALL: [KvFormat; 4] = [KvFormat::F32, KvFormat::F16, KvFormat::Q8_0, KvFormat::Q4_0];
 
     pub fn name(self) -> &'static str {
         match self {
             KvFormat::F32 => "f32",
             KvFormat::F16 => "f16",
             KvFormat::Q8_0 => "q8_0",
+            KvFormat::Q4_0 => "q4_0",
         }
     }
 
@@ -41,6 +45,7 @@ impl KvFormat {
             KvFormat::F32 => shape.kv_dim() * 4,
             KvFormat::F16 => shape.kv_dim() * 2,
             KvFormat::Q8_0 => shape.q8_row_blocks() * std::mem::size_of::<BlockQ8_0>(),
+            KvFormat::Q4_0 => shape.q8_row_blocks() * std::mem::size_of::<BlockQ4_0>(),
         }
     }
 }
@@ -52,8 +57,9 @@ impl std::str::FromStr for KvFormat {
             "f32" => Ok(KvFormat::F32),
             "f16" => Ok(KvFormat::F16),
             "q8_0" | "q8" => Ok(KvFormat::Q8_0),
+            "q4_0" | "q4" => Ok(KvFormat::Q4_0),
             other => Err(format!(
-                "unknown KV cache format `{other}`: use f32, f16 or q8_0"
+                "unknown KV cache format `{other}`: use f32, f16, q8_0 or q4_0"
             )),
         }
     }
@@ -95,6 +101,48 @@ impl BlockQ8_0 {
     }
 }
 
+/// GGML's q4_0 block: value `i < 16` is `(qs[i] & 15) - 8` times `d`, value `i + 16` is
+/// `(qs[i] >> 4) - 8` times `d`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ4_0 {
+    pub d: f16,
+    pub qs: [u8; 16],
+}
+
+impl BlockQ4_0 {
+    pub const ZERO: BlockQ4_0 = BlockQ4_0 {
+        d: f16::ZERO,
+        qs: [0; 16],
+    };
+
+    /// Quantization of up to 32 values (the rest are zero), GGML's `quantize_row_q4_0_ref`:
+    /// `m` is the value of largest magnitude with its sign, `d = m / -8`, and the code is
+    /// `min(15, trunc(x / d + 8.5))`, so `m` itself is exact (code 0) and `-m` takes the
+    /// top code 15 (`-7/8 · m`).
+    pub fn quantize(x: &[f32]) -> BlockQ4_0 {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        // `x · id` lies in [-8, 8], so the sum lies in [0.5, 16.5]: `as u8` truncates it.
+        let code = |i: usize| x.get(i).map_or(8, |v| ((v * id + 8.5) as u8).min(15));
+        let mut qs = [0u8; 16];
+        for (i, q) in qs.iter_mut().enumerate() {
+            *q = code(i) | (code(i + 16) << 4);
+        }
+        BlockQ4_0 {
+            d: f16::from_f32(d),
+            qs,
+        }
+    }
+}
+
 /// Heads of one position in the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvShape {
@@ -106,7 +154,7 @@ impl KvShape {
     pub fn kv_dim(self) -> usize {
         self.n_kv_heads * self.head_dim
     }
-    /// q8_0 blocks per head of one position.
+    /// q8_0 (or q4_0) blocks per head of one position: both hold 32 values a block.
     pub fn q8_head_blocks(self) -> usize {
         self.head_dim.div_ceil(32)
     }
@@ -126,7 +174,7 @@ fn head_major(len: usize, shape: KvShape, per_head: usize, pos: usize, head: usi
 /// One layer's keys or values, read-only, in their format.
 ///
 /// f32 is position-major, `[position, kv_dim]`: the layout the iGPU's kernels write and
-/// the CPU continues on in place. The CPU's own f16 and q8_0 caches are head-major,
+/// the CPU continues on in place. The CPU's own f16, q8_0 and q4_0 caches are head-major,
 /// `[head, position, head_dim]`: attention walks one head's positions in a row, and a
 /// contiguous stream is what the hardware prefetchers keep ahead of (decode attention at
 /// depth 4096 took about 1.5 times as long over the position-major f16 cache on Zen 5).
@@ -135,6 +183,7 @@ pub enum KvRows<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     Q8_0(&'a [BlockQ8_0]),
+    Q4_0(&'a [BlockQ4_0]),
 }
 
 /// One layer's keys or values, writable.
@@ -143,6 +192,7 @@ pub enum KvRowsMut<'a> {
     F32(&'a mut [f32]),
     F16(&'a mut [f16]),
     Q8_0(&'a mut [BlockQ8_0]),
+    Q4_0(&'a mut [BlockQ4_0]),
 }
 
 impl<'a> KvRows<'a> {
@@ -151,6 +201,7 @@ impl<'a> KvRows<'a> {
             KvRows::F32(_) => KvFormat::F32,
             KvRows::F16(_) => KvFormat::F16,
             KvRows::Q8_0(_) => KvFormat::Q8_0,
+            KvRows::Q4_0(_) => KvFormat::Q4_0,
         }
     }
 
@@ -160,6 +211,7 @@ impl<'a> KvRows<'a> {
             KvRows::F32(x) => x.len() / shape.kv_dim().max(1),
             KvRows::F16(x) => x.len() / shape.kv_dim().max(1),
             KvRows::Q8_0(x) => x.len() / shape.q8_row_blocks().max(1),
+            KvRows::Q4_0(x) => x.len() / shape.q8_row_blocks().max(1),
         }
     }
 
@@ -199,6 +251,13 @@ impl<'a> KvRows<'a> {
                 let hb = shape.q8_head_blocks();
                 match x.get(head_major(x.len(), shape, hb, pos, head)..) {
                     Some(r) => (r.as_ptr().cast(), hb * std::mem::size_of::<BlockQ8_0>()),
+                    None => return,
+                }
+            }
+            KvRows::Q4_0(x) => {
+                let hb = shape.q8_head_blocks();
+                match x.get(head_major(x.len(), shape, hb, pos, head)..) {
+                    Some(r) => (r.as_ptr().cast(), hb * std::mem::size_of::<BlockQ4_0>()),
                     None => return,
                 }
             }
@@ -255,6 +314,11 @@ impl<'a> KvRows<'a> {
                 let blocks = &x[head_major(x.len(), shape, hb, pos, head)..][..hb];
                 q8_0_to_f32(blocks, &mut dst[..hd]);
             }
+            KvRows::Q4_0(x) => {
+                let hb = shape.q8_head_blocks();
+                let blocks = &x[head_major(x.len(), shape, hb, pos, head)..][..hb];
+                q4_0_to_f32(blocks, &mut dst[..hd]);
+            }
         }
     }
 }
@@ -285,6 +349,18 @@ impl KvRowsMut<'_> {
                     }
                 }
             }
+            KvRowsMut::Q4_0(x) => {
+                let hb = shape.q8_head_blocks();
+                for (h, head) in src[..kv_dim]
+                    .chunks_exact(shape.head_dim.max(1))
+                    .enumerate()
+                {
+                    let at = head_major(x.len(), shape, hb, pos, h);
+                    for (b, chunk) in x[at..][..hb].iter_mut().zip(head.chunks(32)) {
+                        *b = BlockQ4_0::quantize(chunk);
+                    }
+                }
+            }
         }
     }
 }
@@ -294,6 +370,7 @@ pub enum KvBuf {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Q8_0(Vec<BlockQ8_0>),
+    Q4_0(Vec<BlockQ4_0>),
 }
 
 impl KvBuf {
@@ -302,6 +379,7 @@ impl KvBuf {
             KvFormat::F32 => KvBuf::F32(vec![0.0; positions * shape.kv_dim()]),
             KvFormat::F16 => KvBuf::F16(vec![f16::ZERO; positions * shape.kv_dim()]),
             KvFormat::Q8_0 => KvBuf::Q8_0(vec![BlockQ8_0::ZERO; positions * shape.q8_row_blocks()]),
+            KvFormat::Q4_0 => KvBuf::Q4_0(vec![BlockQ4_0::ZERO; positions * shape.q8_row_blocks()]),
         }
     }
     pub fn rows(&self) -> KvRows<'_> {
@@ -309,6 +387,7 @@ impl KvBuf {
             KvBuf::F32(x) => KvRows::F32(x),
             KvBuf::F16(x) => KvRows::F16(x),
             KvBuf::Q8_0(x) => KvRows::Q8_0(x),
+            KvBuf::Q4_0(x) => KvRows::Q4_0(x),
         }
     }
     pub fn rows_mut(&mut self) -> KvRowsMut<'_> {
@@ -316,6 +395,7 @@ impl KvBuf {
             KvBuf::F32(x) => KvRowsMut::F32(x),
             KvBuf::F16(x) => KvRowsMut::F16(x),
             KvBuf::Q8_0(x) => KvRowsMut::Q8_0(x),
+            KvBuf::Q4_0(x) => KvRowsMut::Q4_0(x),
         }
     }
 }
@@ -388,9 +468,102 @@ pub fn q8_0_to_f32(blocks: &[BlockQ8_0], dst: &mut [f32]) {
     }
 }
 
+/// Dequantizes `dst.len()` values from consecutive q4_0 blocks (a whole block is a loop the
+/// compiler vectorizes; a head's last, partial block goes value by value).
+#[inline]
+pub fn q4_0_to_f32(blocks: &[BlockQ4_0], dst: &mut [f32]) {
+    for (b, out) in blocks.iter().zip(dst.chunks_mut(32)) {
+        let d = b.d.to_f32();
+        if let Ok(out) = <&mut [f32; 32]>::try_from(&mut *out) {
+            let (lo, hi) = out.split_at_mut(16);
+            for ((l, h), q) in lo.iter_mut().zip(hi).zip(&b.qs) {
+                *l = f32::from(i16::from(q & 15) - 8) * d;
+                *h = f32::from(i16::from(q >> 4) - 8) * d;
+            }
+        } else {
+            for (i, o) in out.iter_mut().enumerate() {
+                let q = if i < 16 {
+                    b.qs[i] & 15
+                } else {
+                    b.qs[i - 16] >> 4
+                };
+                *o = f32::from(i16::from(q) - 8) * d;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How far q4_0 may move value `i` of a row of heads of `hd` values. Its block's scale is
+    /// `d = amax / 8`; a value rounds to the nearest of its 16 codes (error ≤ d/2), except
+    /// that codes stop at 7·d on the side opposite the block's signed max `m`, so values
+    /// beyond 7.5·d there clamp (error ≤ d, at `-m`). Storing `d` as f16 moves a code of at
+    /// most 8 steps by 8 · 2⁻¹¹ · d more; the rest is slack for f32 rounding.
+    fn q4_0_bound(row: &[f32], hd: usize, i: usize) -> f32 {
+        let (h, j) = (i / hd, i % hd);
+        let start = h * hd + j / 32 * 32;
+        let block = &row[start..(start + 32).min((h + 1) * hd)];
+        let m = block
+            .iter()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
+        let d = m.abs() / 8.0;
+        let clamps = row[i] * m < 0.0 && row[i].abs() > 7.5 * d;
+        d * (if clamps { 1.0 } else { 0.5 } + 1.0 / 256.0) + 1e-6
+    }
+
+    #[test]
+    fn q4_0_block_is_ggml_layout() {
+        // m = -8 gives d = 1: value i of the first half is code i, value 16 + j is 15 - j,
+        // and the block round-trips exactly.
+        let x: Vec<f32> = (0..16)
+            .map(|i| i as f32 - 8.0)
+            .chain((0..16).map(|j| 7.0 - j as f32))
+            .collect();
+        let b = BlockQ4_0::quantize(&x);
+        assert_eq!(b.d, f16::ONE);
+        for j in 0..16 {
+            assert_eq!(b.qs[j], j as u8 | ((15 - j as u8) << 4), "qs[{j}]");
+        }
+        assert_eq!(std::mem::size_of::<BlockQ4_0>(), 18);
+        let mut back = [0f32; 32];
+        q4_0_to_f32(&[b], &mut back);
+        assert_eq!(&back[..], &x[..]);
+        // The signed max is exact; its negation takes the top code, 7/8 of it; zero is code 8
+        // (values 16.. are padding, code 8, in the high nibbles).
+        let b = BlockQ4_0::quantize(&[2.0, -2.0, 0.0, 0.3]);
+        assert_eq!(b.d.to_f32(), -0.25);
+        assert_eq!(b.qs[..4], [0x80, 0x8f, 0x88, 0x87]);
+        q4_0_to_f32(&[b], &mut back[..4]);
+        assert_eq!(back[..4], [2.0, -1.75, 0.0, 0.25]);
+        // Padding (a head's partial last block) and an all-zero block read back as zero.
+        assert!(b.qs[4..].iter().all(|&q| q == 0x88));
+        assert_eq!(BlockQ4_0::quantize(&[0.0; 32]).qs, [0x88; 16]);
+    }
+
+    #[test]
+    fn formats_parse_and_print() {
+        for f in KvFormat::ALL {
+            assert_eq!(f.name().parse::<KvFormat>(), Ok(f));
+            assert_eq!(f.to_string(), f.name());
+        }
+        assert_eq!("q4".parse::<KvFormat>(), Ok(KvFormat::Q4_0));
+        assert_eq!("Q4_0".parse::<KvFormat>(), Ok(KvFormat::Q4_0));
+        let e = "q5_1".parse::<KvFormat>().unwrap_err();
+        assert!(
+            e.contains("q5_1") && e.contains("f32, f16, q8_0 or q4_0"),
+            "{e}"
+        );
+        // 2B-4T: 5 KV heads of 128 are 20 blocks a row.
+        let shape = KvShape {
+            n_kv_heads: 5,
+            head_dim: 128,
+        };
+        assert_eq!(KvFormat::Q4_0.row_bytes(shape), 360);
+        assert_eq!(KvFormat::Q8_0.row_bytes(shape), 680);
+    }
 
     proptest::proptest! {
         #[test]
@@ -419,11 +592,17 @@ mod tests {
                 }
                 let back = buf.rows().to_f32(shape, 4);
                 proptest::prop_assert!(back[..shape.kv_dim()].iter().all(|v| *v == 0.0));
-                let tol = match format { KvFormat::F32 => 0.0, KvFormat::F16 => 3.0 / 1024.0, KvFormat::Q8_0 => 3.0 / 127.0 };
                 for p in 1..4 {
+                    let want = row(p as u32);
                     let got = &back[p * shape.kv_dim()..][..shape.kv_dim()];
-                    for (b, r) in got.iter().zip(&row(p as u32)) {
-                        proptest::prop_assert!((b - r).abs() <= tol, "{format} at {p}: {b} vs {r}");
+                    for (i, (b, r)) in got.iter().zip(&want).enumerate() {
+                        let tol = match format {
+                            KvFormat::F32 => 0.0,
+                            KvFormat::F16 => 3.0 / 1024.0,
+                            KvFormat::Q8_0 => 3.0 / 127.0,
+                            KvFormat::Q4_0 => q4_0_bound(&want, hd, i),
+                        };
+                        proptest::prop_assert!((b - r).abs() <= tol, "{format} at {p}: [{i}] {b} vs {r} (tol {tol})");
                     }
                 }
             }

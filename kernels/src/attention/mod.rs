@@ -6,4 +6,4 @@ pub mod kv;
 mod simd;
 
 pub use flash::{attention, attention_ref, AttnShape, Segment};
-pub use kv::{BlockQ8_0, KvBuf, KvFormat, KvRows, KvRowsMut, KvShape};
+pub use kv::{BlockQ4_0, BlockQ8_0, KvBuf, KvFormat, KvRows, KvRowsMut, KvShape};

@@ -91,7 +91,7 @@ pub struct Args {
     /// full, the same tokens), `full` (every row of the float head), or `both`.
     #[arg(long, default_value = "screened", value_parser = ["screened", "full", "both"])]
     pub head: String,
-    /// KV cache format on the CPU: f32 (exact), f16 or q8_0 (device surfaces keep f32).
+    /// KV cache format on the CPU: f32 (exact), f16, q8_0 or q4_0 (device surfaces keep f32).
     #[arg(long = "kv", default_value = "f16")]
     pub kv: KvFormat,
     #[arg(long, default_value = "sparse")]

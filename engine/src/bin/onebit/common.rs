@@ -103,8 +103,9 @@ pub struct SurfaceArgs {
     /// Built NPU kernel artifacts (kernels/npu/build.sh) for npu+igpu / npu+cpu.
     #[arg(long = "npu-artifacts", env = "ONEBIT_NPU_ARTIFACTS")]
     pub npu_artifacts: Option<std::path::PathBuf>,
-    /// KV cache format of CPU sessions: f32 (exact), f16 or q8_0 (half and about a quarter
-    /// of f32's bytes). Device surfaces keep f32, which their kernels read.
+    /// KV cache format of CPU sessions: f32 (exact), f16, q8_0 or q4_0 (half, about a
+    /// quarter and about an eighth of f32's bytes; `q4` for short). Device surfaces keep
+    /// f32, which their kernels read.
     #[arg(long = "kv", default_value = "f16")]
     pub kv: onebit_engine::forward::KvFormat,
 }

@@ -69,10 +69,11 @@ pub fn main(a: Args) -> CliResult {
         embd.data.len()
     );
     println!(
-        "kv cache     {} bytes per token (f16, the default; f32 {}, q8_0 {})",
+        "kv cache     {} bytes per token (f16, the default; f32 {}, q8_0 {}, q4_0 {})",
         Session::kv_bytes_per_token(&model, KvFormat::F16),
         Session::kv_bytes_per_token(&model, KvFormat::F32),
-        Session::kv_bytes_per_token(&model, KvFormat::Q8_0)
+        Session::kv_bytes_per_token(&model, KvFormat::Q8_0),
+        Session::kv_bytes_per_token(&model, KvFormat::Q4_0)
     );
     println!(
         "tokenizer    {} tokens, bos {:?}, eos {:?}",
