@@ -35,6 +35,8 @@ pub fn perplexity_on<B: Backend>(
         ));
     }
     let mut session = backend.new_session(ids.len())?;
+    // The session holds at most the model's context: a longer text is scored up to it.
+    let ids = &ids[..ids.len().min(backend.capacity(&session))];
     let mut nll = 0f64;
     // Chunks bound the logits buffer for large vocabularies.
     let chunk = (1 << 22) / vocab.max(1);

@@ -168,6 +168,24 @@ fn perplexity_json_and_tokenize() {
     ]));
     assert_eq!(p["n_scored"], 63);
     assert!(p["perplexity"].as_f64().unwrap() > 1.0);
+    // Without --ctx the text is scored up to the model's context.
+    let (m_s, f_s) = (m.to_str().unwrap(), f.to_str().unwrap());
+    let whole = stdout_json(&onebit(&["perplexity", "-m", m_s, "-f", f_s, "--json"]));
+    let ctx = stdout_json(&onebit(&["info", "-m", m_s, "--json"]))["config"]["max_context"]
+        .as_u64()
+        .unwrap_or(0);
+    let capped = stdout_json(&onebit(&[
+        "perplexity",
+        "-m",
+        m_s,
+        "-f",
+        f_s,
+        "--ctx",
+        &ctx.to_string(),
+        "--json",
+    ]));
+    assert!(whole["n_scored"].as_u64().unwrap() > 63);
+    assert_eq!(whole, capped);
     let t = stdout_json(&onebit(&[
         "tokenize",
         "-m",
