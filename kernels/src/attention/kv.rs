@@ -177,7 +177,8 @@ fn head_major(len: usize, shape: KvShape, per_head: usize, pos: usize, head: usi
 /// the CPU continues on in place. The CPU's own f16, q8_0 and q4_0 caches are head-major,
 /// `[head, position, head_dim]`: attention walks one head's positions in a row, and a
 /// contiguous stream is what the hardware prefetchers keep ahead of (decode attention at
-/// depth 4096 took about 1.5 times as long over the position-major f16 cache on Zen 5).
+/// depth 4096 took about 1.5 times as long over the position-major f16 cache on a Zen 4
+/// EPYC, `examples/attn_bench`).
 #[derive(Clone, Copy, Debug)]
 pub enum KvRows<'a> {
     F32(&'a [f32]),
