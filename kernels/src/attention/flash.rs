@@ -347,7 +347,9 @@ unsafe fn task<S: Simd>(
         }
         let jv = jn.div_ceil(cw) * cw;
         // SAFETY: every index below stays inside the buffers sized above (rows < mp,
-        // key columns < jv ≤ BK, dimensions < hdp), and S's ISA is present (caller).
+        // key columns < jv ≤ BK, dimensions < hdp) or inside an in-place f16 run (`jn`
+        // rows of `hd` = `hdp` values, checked by `f16_head_run`), and S's ISA is present
+        // (caller).
         unsafe {
             if let Some(k) = k16 {
                 scores_direct::<S, f16>(&q, k, &mut s, mp, hdp, jn);
