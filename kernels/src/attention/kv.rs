@@ -171,6 +171,41 @@ fn head_major(len: usize, shape: KvShape, per_head: usize, pos: usize, head: usi
     (head * positions + pos) * per_head
 }
 
+/// Head `head` of position `pos` in a head-major cache `x`: its `per_head` units (values or
+/// blocks); `None` past the end.
+#[inline]
+fn head_units<T>(
+    x: &[T],
+    shape: KvShape,
+    per_head: usize,
+    pos: usize,
+    head: usize,
+) -> Option<&[T]> {
+    x.get(head_major(x.len(), shape, per_head, pos, head)..)?
+        .get(..per_head)
+}
+
+/// Quantizes each head of `src` (one position, `kv_dim` values) into its blocks of a
+/// head-major block cache.
+fn store_blocks<B>(
+    x: &mut [B],
+    shape: KvShape,
+    pos: usize,
+    src: &[f32],
+    quantize: fn(&[f32]) -> B,
+) {
+    let hb = shape.q8_head_blocks();
+    for (h, head) in src[..shape.kv_dim()]
+        .chunks_exact(shape.head_dim.max(1))
+        .enumerate()
+    {
+        let at = head_major(x.len(), shape, hb, pos, h);
+        for (b, chunk) in x[at..][..hb].iter_mut().zip(head.chunks(32)) {
+            *b = quantize(chunk);
+        }
+    }
+}
+
 /// One layer's keys or values, read-only, in their format.
 ///
 /// f32 is position-major, `[position, kv_dim]`: the layout the iGPU's kernels write and
@@ -237,31 +272,21 @@ impl<'a> KvRows<'a> {
     /// the cache keeps several rows in flight instead of waiting for each in turn).
     #[inline]
     pub fn prefetch(&self, shape: KvShape, pos: usize, head: usize) {
-        let (ptr, bytes): (*const u8, usize) = match *self {
-            KvRows::F32(x) => match x.get(pos * shape.kv_dim() + head * shape.head_dim..) {
-                Some(r) => (r.as_ptr().cast(), shape.head_dim * 4),
-                None => return,
-            },
-            KvRows::F16(x) => {
-                match x.get(head_major(x.len(), shape, shape.head_dim, pos, head)..) {
-                    Some(r) => (r.as_ptr().cast(), shape.head_dim * 2),
-                    None => return,
-                }
-            }
-            KvRows::Q8_0(x) => {
-                let hb = shape.q8_head_blocks();
-                match x.get(head_major(x.len(), shape, hb, pos, head)..) {
-                    Some(r) => (r.as_ptr().cast(), hb * std::mem::size_of::<BlockQ8_0>()),
-                    None => return,
-                }
-            }
-            KvRows::Q4_0(x) => {
-                let hb = shape.q8_head_blocks();
-                match x.get(head_major(x.len(), shape, hb, pos, head)..) {
-                    Some(r) => (r.as_ptr().cast(), hb * std::mem::size_of::<BlockQ4_0>()),
-                    None => return,
-                }
-            }
+        fn span<T>(r: Option<&[T]>) -> Option<(*const u8, usize)> {
+            r.map(|r| (r.as_ptr().cast(), std::mem::size_of_val(r)))
+        }
+        let (hd, hb) = (shape.head_dim, shape.q8_head_blocks());
+        let span = match *self {
+            KvRows::F32(x) => span(
+                x.get(pos * shape.kv_dim() + head * hd..)
+                    .and_then(|r| r.get(..hd)),
+            ),
+            KvRows::F16(x) => span(head_units(x, shape, hd, pos, head)),
+            KvRows::Q8_0(x) => span(head_units(x, shape, hb, pos, head)),
+            KvRows::Q4_0(x) => span(head_units(x, shape, hb, pos, head)),
+        };
+        let Some((ptr, bytes)) = span else {
+            return;
         };
         #[cfg(target_arch = "x86_64")]
         for line in (0..bytes).step_by(64) {
@@ -300,26 +325,24 @@ impl<'a> KvRows<'a> {
     /// Head `head` of position `pos` into `dst` (`head_dim` values).
     #[inline]
     pub fn head_to_f32(&self, isa: Isa, shape: KvShape, pos: usize, head: usize, dst: &mut [f32]) {
-        let hd = shape.head_dim;
+        let (hd, hb) = (shape.head_dim, shape.q8_head_blocks());
+        let dst = &mut dst[..hd];
+        let out_of_range = "a position past the cache's end";
         match *self {
-            KvRows::F32(x) => {
-                dst[..hd].copy_from_slice(&x[pos * shape.kv_dim() + head * hd..][..hd])
-            }
+            KvRows::F32(x) => dst.copy_from_slice(&x[pos * shape.kv_dim() + head * hd..][..hd]),
             KvRows::F16(x) => f16_to_f32(
                 isa,
-                &x[head_major(x.len(), shape, hd, pos, head)..][..hd],
-                &mut dst[..hd],
+                head_units(x, shape, hd, pos, head).expect(out_of_range),
+                dst,
             ),
-            KvRows::Q8_0(x) => {
-                let hb = shape.q8_head_blocks();
-                let blocks = &x[head_major(x.len(), shape, hb, pos, head)..][..hb];
-                q8_0_to_f32(blocks, &mut dst[..hd]);
-            }
-            KvRows::Q4_0(x) => {
-                let hb = shape.q8_head_blocks();
-                let blocks = &x[head_major(x.len(), shape, hb, pos, head)..][..hb];
-                q4_0_to_f32(blocks, &mut dst[..hd]);
-            }
+            KvRows::Q8_0(x) => q8_0_to_f32(
+                head_units(x, shape, hb, pos, head).expect(out_of_range),
+                dst,
+            ),
+            KvRows::Q4_0(x) => q4_0_to_f32(
+                head_units(x, shape, hb, pos, head).expect(out_of_range),
+                dst,
+            ),
         }
     }
 }
@@ -338,30 +361,8 @@ impl KvRowsMut<'_> {
                     x[at..][..hd].convert_from_f32_slice(head);
                 }
             }
-            KvRowsMut::Q8_0(x) => {
-                let hb = shape.q8_head_blocks();
-                for (h, head) in src[..kv_dim]
-                    .chunks_exact(shape.head_dim.max(1))
-                    .enumerate()
-                {
-                    let at = head_major(x.len(), shape, hb, pos, h);
-                    for (b, chunk) in x[at..][..hb].iter_mut().zip(head.chunks(32)) {
-                        *b = BlockQ8_0::quantize(chunk);
-                    }
-                }
-            }
-            KvRowsMut::Q4_0(x) => {
-                let hb = shape.q8_head_blocks();
-                for (h, head) in src[..kv_dim]
-                    .chunks_exact(shape.head_dim.max(1))
-                    .enumerate()
-                {
-                    let at = head_major(x.len(), shape, hb, pos, h);
-                    for (b, chunk) in x[at..][..hb].iter_mut().zip(head.chunks(32)) {
-                        *b = BlockQ4_0::quantize(chunk);
-                    }
-                }
-            }
+            KvRowsMut::Q8_0(x) => store_blocks(x, shape, pos, src, BlockQ8_0::quantize),
+            KvRowsMut::Q4_0(x) => store_blocks(x, shape, pos, src, BlockQ4_0::quantize),
         }
     }
 }
