@@ -17,6 +17,13 @@ fn fixture(rel: &str) -> Option<PathBuf> {
     }
 }
 
+/// tiny-a's I2_S file and its evaluation text, as path strings.
+fn tiny_a_and_eval() -> Option<(String, String)> {
+    let m = fixture("tiny-a/tiny-a.i2_s.gguf")?;
+    let f = fixture("tiny-a/eval.txt")?;
+    Some((m.to_str()?.to_owned(), f.to_str()?.to_owned()))
+}
+
 fn onebit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_onebit"))
         .args(args)
@@ -150,18 +157,16 @@ fn chat_mode_uses_the_bitnet_template() {
 
 #[test]
 fn perplexity_json_and_tokenize() {
-    let Some(m) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+    let Some((m, f)) = tiny_a_and_eval() else {
         return;
     };
-    let Some(f) = fixture("tiny-a/eval.txt") else {
-        return;
-    };
+    let (m_s, f_s) = (m.as_str(), f.as_str());
     let p = stdout_json(&onebit(&[
         "perplexity",
         "-m",
-        m.to_str().unwrap(),
+        m_s,
         "-f",
-        f.to_str().unwrap(),
+        f_s,
         "--ctx",
         "64",
         "--json",
@@ -169,7 +174,6 @@ fn perplexity_json_and_tokenize() {
     assert_eq!(p["n_scored"], 63);
     assert!(p["perplexity"].as_f64().unwrap() > 1.0);
     // Without --ctx the text is scored up to the model's context.
-    let (m_s, f_s) = (m.to_str().unwrap(), f.to_str().unwrap());
     let whole = stdout_json(&onebit(&["perplexity", "-m", m_s, "-f", f_s, "--json"]));
     let ctx = stdout_json(&onebit(&["info", "-m", m_s, "--json"]))["config"]["max_context"]
         .as_u64()
@@ -189,7 +193,7 @@ fn perplexity_json_and_tokenize() {
     let t = stdout_json(&onebit(&[
         "tokenize",
         "-m",
-        m.to_str().unwrap(),
+        m_s,
         "--json",
         "The ternary queue",
     ]));
@@ -200,7 +204,7 @@ fn perplexity_json_and_tokenize() {
     let t = stdout_json(&onebit(&[
         "tokenize",
         "-m",
-        m.to_str().unwrap(),
+        m_s,
         "--bos",
         "--json",
         "The ternary queue",
@@ -248,13 +252,10 @@ fn info_json_describes_the_model() {
 /// format that does not exist is refused with the ones that do.
 #[test]
 fn kv_formats_run_and_a_bad_one_names_the_accepted_values() {
-    let (Some(m), Some(f)) = (
-        fixture("tiny-a/tiny-a.i2_s.gguf"),
-        fixture("tiny-a/eval.txt"),
-    ) else {
+    let Some((m, f)) = tiny_a_and_eval() else {
         return;
     };
-    let (m, f) = (m.to_str().unwrap(), f.to_str().unwrap());
+    let (m, f) = (m.as_str(), f.as_str());
     // tiny-a: 2 layers, 2 KV heads of 64 (2 blocks of 32 each).
     let i = stdout_json(&onebit(&["info", "-m", m, "--json"]));
     let by = &i["kv_cache_bytes_per_token_by_format"];
@@ -421,13 +422,10 @@ fn run_on_the_emulated_igpu_gives_the_cpu_tokens() {
 
 #[test]
 fn perplexity_and_bench_run_on_the_emulated_igpu() {
-    let (Some(m), Some(f)) = (
-        fixture("tiny-a/tiny-a.i2_s.gguf"),
-        fixture("tiny-a/eval.txt"),
-    ) else {
+    let Some((m, f)) = tiny_a_and_eval() else {
         return;
     };
-    let (m, f) = (m.to_str().unwrap(), f.to_str().unwrap());
+    let (m, f) = (m.as_str(), f.as_str());
     let ppl = |surface: &[&str]| {
         let mut args = vec!["perplexity", "-m", m, "-f", f, "--ctx", "48", "--json"];
         args.extend(surface);

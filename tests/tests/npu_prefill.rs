@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use onebit_engine::backend::cpu::CpuBackend;
+use onebit_engine::backend::fallback::Fallback;
 use onebit_engine::backend::npu::selftest;
 use onebit_engine::backend::npu::{ArtifactSource, GemmShape, NpuSurface, PrefillPlan};
 use onebit_engine::backend::{
@@ -93,15 +94,28 @@ fn every_prompt_on_the_npu<D: onebit_engine::backend::npu::DecodeSurface>(
     })
 }
 
-fn npu_tokens(model: Model, surface: Surface, seeded: bool) -> Vec<Vec<u32>> {
-    let p = prompts(&model);
+/// `surface` opened on the emulators.
+fn open_emulated(model: Model, surface: Surface) -> Opened {
     let opts = SelectOptions {
         choice: SurfaceChoice::Fixed(surface),
         emulator: true,
         ctx: CTX,
         ..SelectOptions::default()
     };
-    match open(model, &opts).expect("the emulated NPU surface opens") {
+    open(model, &opts).expect("the emulated NPU surface opens")
+}
+
+/// `npu+igpu` on the emulators, every prompt on the NPU.
+fn npu_igpu(model: Model) -> NpuSurface<Fallback> {
+    let Opened::NpuIgpu(b) = open_emulated(model, Surface::NpuIgpu) else {
+        panic!("npu+igpu expected");
+    };
+    every_prompt_on_the_npu(*b)
+}
+
+fn npu_tokens(model: Model, surface: Surface, seeded: bool) -> Vec<Vec<u32>> {
+    let p = prompts(&model);
+    match open_emulated(model, surface) {
         Opened::NpuIgpu(b) => {
             let mut b = every_prompt_on_the_npu(*b);
             let out = two_turns(&mut b, &p, seeded);
@@ -158,17 +172,17 @@ fn same_as_cpu(load: impl Fn() -> Model, surface: Surface) {
             // rounding, greedy may take either, and the rest of the turn follows that pick.
             // So every token it picked must be the CPU's best up to rounding, with the
             // CPU fed the iGPU's own tokens.
-            each_pick_is_the_cpus_best_up_to_rounding(&load, surface, &got);
+            each_pick_is_the_cpus_best_up_to_rounding(&load, &got);
         } else {
             assert_eq!(got, want, "{surface}, seeded {seeded}");
         }
     }
     if surface.decodes_on_igpu() {
-        prefill_logits_equal_the_cpus(load, surface);
+        prefill_logits_equal_the_cpus(load);
     }
 }
 
-/// Feeds the CPU (f32 cache, like the iGPU's) and a fresh `surface` the two turns as
+/// Feeds the CPU (f32 cache, like the iGPU's) and a fresh `npu+igpu` the two turns as
 /// `picked` generated them, in lockstep, and checks at every step that:
 /// - the surface's argmax is its pick (the generation took the surface's best);
 /// - the two surfaces' logits differ by no more than one int8 rounding flip does (the
@@ -177,24 +191,11 @@ fn same_as_cpu(load: impl Fn() -> Model, surface: Surface) {
 ///   largest on these random weights; a wrong kernel moves them by far more);
 /// - where the pick is not the CPU's best, the CPU's margin between the two is within
 ///   what the logits differ by at that step: a near-tie, decided by rounding.
-fn each_pick_is_the_cpus_best_up_to_rounding(
-    load: impl Fn() -> Model,
-    surface: Surface,
-    picked: &[Vec<u32>],
-) {
+fn each_pick_is_the_cpus_best_up_to_rounding(load: impl Fn() -> Model, picked: &[Vec<u32>]) {
     let model = load();
     let p = prompts(&model);
     let mut cpu = CpuBackend::new(Arc::new(load()), CTX).with_kv_format(KvFormat::F32);
-    let opts = SelectOptions {
-        choice: SurfaceChoice::Fixed(surface),
-        emulator: true,
-        ctx: CTX,
-        ..SelectOptions::default()
-    };
-    let Opened::NpuIgpu(b) = open(model, &opts).unwrap() else {
-        panic!("npu+igpu expected");
-    };
-    let mut dev = every_prompt_on_the_npu(*b);
+    let mut dev = npu_igpu(model);
     let mut cs = cpu.new_session(CTX).unwrap();
     let mut ds = dev.new_session(CTX).unwrap();
     let argmax = |l: &[f32]| {
@@ -240,20 +241,11 @@ fn each_pick_is_the_cpus_best_up_to_rounding(
 
 /// The logits a prefill leaves (every row's, and the last row's) are the CPU's, bit for
 /// bit: what the NPU computed decides them.
-fn prefill_logits_equal_the_cpus(load: impl Fn() -> Model, surface: Surface) {
+fn prefill_logits_equal_the_cpus(load: impl Fn() -> Model) {
     let model = load();
     let [prompt, _] = prompts(&model);
     let mut cpu = CpuBackend::new(Arc::new(load()), CTX).with_kv_format(KvFormat::F32);
-    let opts = SelectOptions {
-        choice: SurfaceChoice::Fixed(surface),
-        emulator: true,
-        ctx: CTX,
-        ..SelectOptions::default()
-    };
-    let Opened::NpuIgpu(b) = open(model, &opts).unwrap() else {
-        panic!("npu+igpu expected");
-    };
-    let mut b = every_prompt_on_the_npu(*b);
+    let mut b = npu_igpu(model);
     for need in [Need::AllLogits, Need::Logits] {
         let mut cs = cpu.new_session(CTX).unwrap();
         cpu.step(&mut [&mut cs], &[&prompt], &[need]).unwrap();
