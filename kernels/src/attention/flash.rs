@@ -316,12 +316,13 @@ unsafe fn task<S: Simd>(
             seg.keys.prefetch(kvs, j, g.kvh);
             seg.values.prefetch(kvs, j, g.kvh);
         }
-        // An f16 cache whose head rows fill whole register blocks is read in place.
-        let fits = hdp == hd;
-        let k16 = (fits && direct)
+        // Decoding reads an f16 cache whose head rows fill whole register blocks in place;
+        // prefill's many query rows share one widened tile instead of widening it per row block.
+        let in_place = direct && hdp == hd;
+        let k16 = in_place
             .then(|| seg.keys.f16_head_run(kvs, g.kvh, j0, jn))
             .flatten();
-        let v16 = fits
+        let v16 = in_place
             .then(|| seg.values.f16_head_run(kvs, g.kvh, j0, jn))
             .flatten();
         if v16.is_none() {
