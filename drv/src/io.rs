@@ -333,7 +333,34 @@ impl Mapping {
         fd: RawFd,
         offset: u64,
     ) -> io::Result<Mapping> {
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: forwarded contract.
+        unsafe {
+            Self::with_prot(
+                io,
+                addr,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                offset,
+            )
+        }
+    }
+
+    /// Same as [`Mapping::new`] with the protection given (`PROT_READ` for a view nobody
+    /// may write through).
+    ///
+    /// # Safety
+    /// As for [`Mapping::new`].
+    pub unsafe fn with_prot(
+        io: &Arc<dyn KernelIo>,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        fd: RawFd,
+        offset: u64,
+    ) -> io::Result<Mapping> {
         // SAFETY: forwarded contract.
         let p = unsafe { io.mmap(addr, len, prot, flags, fd, offset)? };
         Ok(Mapping {

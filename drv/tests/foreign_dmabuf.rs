@@ -189,3 +189,54 @@ fn a_length_that_is_not_whole_pages_is_refused() {
     }
     emu.assert_no_leaks();
 }
+
+/// A memfd that already holds data (the model file's) is exported as it is: the CPU view
+/// is the memfd's bytes from the given page on, read-only, and the chunks are its pages;
+/// an offset inside a page is refused, as udmabuf exports whole pages.
+#[test]
+fn a_filled_memfd_is_exported_in_place_read_only() {
+    use onebit_drv::buffer::Udmabuf;
+    let emu = Emulator::builder().with_udmabuf(64).build();
+    let io = emu.io();
+    {
+        let page = onebit_drv::page_size() as usize;
+        let len = 3 * page;
+        // SAFETY: a NUL-terminated name and valid flags.
+        let memfd = unsafe { libc::memfd_create(c"model-file".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(memfd >= 0);
+        // SAFETY: `memfd` is a fresh fd this test owns.
+        let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+        let raw: RawFd = std::os::fd::AsRawFd::as_raw_fd(&memfd);
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        // SAFETY: `raw` is our memfd; `bytes` is `len` readable bytes.
+        unsafe {
+            assert_eq!(libc::ftruncate(raw, len as i64), 0);
+            assert_eq!(
+                libc::pwrite(raw, bytes.as_ptr().cast(), len, 0),
+                len as isize
+            );
+            assert_eq!(libc::fcntl(raw, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK), 0);
+        }
+        let udmabuf = Udmabuf::open(&io).expect("udmabuf");
+        let blob = BufferDescriptor::blob();
+        let buf =
+            SharedBuffer::from_memfd(&io, &udmabuf, "in-place", raw, page as u64, 2 * page, blob)
+                .expect("exported");
+        assert_eq!(
+            buf.as_slice(),
+            &bytes[page..],
+            "the memfd's own bytes, from the offset"
+        );
+        assert!(!buf.is_writable());
+        assert_eq!(buf.memfd_offset(), page as u64);
+        assert_eq!(buf.chunks().len(), 1);
+        let dmabuf = emu.dmabuf(buf.chunks()[0].dmabuf.raw()).expect("a udmabuf");
+        assert_eq!(dmabuf.len(), 2 * page as u64);
+
+        let e = SharedBuffer::from_memfd(&io, &udmabuf, "in-place", raw, 100, page, blob)
+            .expect_err("an offset inside a page");
+        assert!(matches!(e, BufferError::Foreign { .. }), "{e}");
+        drop(buf);
+    }
+    emu.assert_no_leaks();
+}

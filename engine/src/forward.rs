@@ -53,7 +53,6 @@ pub struct Session {
     max_ctx: usize,
     shape: KvShape,
     format: KvFormat,
-    n_layers: usize,
     tokens: Vec<u32>,
     kv: Box<dyn KvMemory>,
 }
@@ -62,7 +61,7 @@ pub struct Session {
 /// values, in one [`KvFormat`]. The CPU's own sessions keep them on the heap; a session a
 /// device surface hands to the CPU keeps them (f32) in the device's shared buffer, in the
 /// same layout, so the CPU continues on the very memory the device wrote.
-pub trait KvMemory: Send + Sync {
+pub trait KvMemory: Send + Sync + std::any::Any {
     /// Layer `l`'s keys and values, `[max_ctx, kv_dim]` each.
     fn layer(&self, l: usize) -> (KvRows<'_>, KvRows<'_>);
     fn layer_mut(&mut self, l: usize) -> (KvRowsMut<'_>, KvRowsMut<'_>);
@@ -112,7 +111,6 @@ impl Session {
             max_ctx,
             shape,
             format,
-            n_layers: c.n_layers,
             tokens: Vec::new(),
             kv: Box::new(HeapKv {
                 keys: make(),
@@ -136,7 +134,6 @@ impl Session {
             max_ctx,
             shape,
             format,
-            n_layers: c.n_layers,
             tokens: tokens[..tokens.len().min(max_ctx)].to_vec(),
             kv,
         }
@@ -169,30 +166,22 @@ impl Session {
         self.tokens.truncate(n);
     }
 
-    /// Takes over `tokens` whose keys and values another surface computed: `layer_kv(l)`
-    /// gives layer `l`'s keys and values, `[pos, kv_dim]` f32 each, stored here in this
-    /// session's format.
-    pub fn adopt<'a>(
-        &mut self,
-        tokens: &[u32],
-        layer_kv: impl Fn(usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>),
-    ) {
-        let held = tokens.len().min(self.max_ctx);
-        let kv_dim = self.shape.kv_dim();
-        for l in 0..self.n_layers {
-            let (mut k, mut v) = self.kv.layer_mut(l);
-            let (src_k, src_v) = layer_kv(l);
-            for p in 0..held {
-                k.store(self.shape, p, &src_k[p * kv_dim..][..kv_dim]);
-                v.store(self.shape, p, &src_v[p * kv_dim..][..kv_dim]);
-            }
+    /// The tokens held and the memory their keys and values lie in, when that memory is a
+    /// `T` (a device's shared buffer lent to the CPU, given back); the session itself
+    /// otherwise.
+    pub fn into_memory<T: KvMemory>(self) -> std::result::Result<(Vec<u32>, Box<T>), Self> {
+        if !(&*self.kv as &dyn std::any::Any).is::<T>() {
+            return Err(self);
         }
-        self.tokens = tokens[..held].to_vec();
+        let any: Box<dyn std::any::Any> = self.kv;
+        match any.downcast::<T>() {
+            Ok(kv) => Ok((self.tokens, kv)),
+            Err(_) => unreachable!("checked to be a T above"),
+        }
     }
 
-    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` f32 each (what
-    /// [`adopt`](Self::adopt) takes, for handing the cache to another surface): the cache
-    /// itself when it is f32, a widened copy otherwise.
+    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` f32 each: the
+    /// cache itself when it is f32, a widened copy otherwise.
     pub fn layer_kv(&self, l: usize) -> (Cow<'_, [f32]>, Cow<'_, [f32]>) {
         let n = self.tokens.len();
         let (k, v) = self.kv.layer(l);

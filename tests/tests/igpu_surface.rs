@@ -247,22 +247,13 @@ fn npu_surfaces_say_what_they_need() {
     assert!(err.contains("IRON/Peano"), "{err}");
 }
 
-#[test]
-fn the_cpu_reads_the_very_pages_the_igpu_reads() {
-    let Some(model) = tiny_a("i2_s") else {
-        eprintln!("SKIP: tiny-a fixture absent");
-        return;
-    };
-    let Opened::Igpu(gpu) = surface(model, Surface::Igpu, None) else {
-        unreachable!()
-    };
-    let range = gpu.device().backend().weights().cpu_range();
-    let m = gpu.cpu().model();
+/// Whether every large weight the CPU reads lies inside `range` (an address range): the
+/// token embedding (the tied head) and every projection.
+fn weights_inside(m: &Model, range: &std::ops::Range<usize>) {
     let inside = |bytes: &[u8]| {
         let p = bytes.as_ptr() as usize;
         range.contains(&p) && p + bytes.len() <= range.end
     };
-    // Every projection and the token embedding (the tied head): no second copy.
     assert!(inside(m.embed_tokens.data.as_slice()), "embedding");
     for (i, l) in m.layers.iter().enumerate() {
         for (name, t) in [
@@ -278,6 +269,107 @@ fn the_cpu_reads_the_very_pages_the_igpu_reads() {
             assert!(!t.data.is_mapped(), "layer {i} {name} still reads the file");
         }
     }
+}
+
+/// The file and inode behind the mapping that holds `addr`, from `/proc/self/maps`.
+fn mapping_inode(addr: usize) -> Option<(u64, String)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (lo, hi) = f.next()?.split_once('-')?;
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        );
+        if !(lo..hi).contains(&addr) {
+            return None;
+        }
+        let inode = f.nth(3)?.parse().ok()?;
+        Some((inode, f.collect::<Vec<_>>().join(" ")))
+    })
+}
+
+/// A model read into its sealed memfd is read in place: the GPU imports that memfd as it
+/// is, and the CPU's tensors are windows of the very mapping the GPU's addresses name, so
+/// the weights are in memory once. Only norms and the RoPE table are copied.
+#[test]
+fn the_cpu_and_the_igpu_read_the_model_files_own_pages() {
+    use onebit_engine::model::Bytes;
+    use std::os::unix::fs::MetadataExt;
+    let Some(model) = tiny_a("i2_s") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let Bytes::Sealed { file, .. } = &model.embed_tokens.data else {
+        panic!("the default load reads the file into a sealed memfd")
+    };
+    let fd = format!("/proc/self/fd/{}", file.raw_fd());
+    let inode = std::fs::metadata(&fd).expect("the memfd").ino();
+    let weight_bytes: usize = model.embed_tokens.data.len()
+        + model
+            .layers
+            .iter()
+            .map(|l| {
+                [
+                    &l.q_proj,
+                    &l.k_proj,
+                    &l.v_proj,
+                    &l.o_proj,
+                    &l.gate_proj,
+                    &l.up_proj,
+                    &l.down_proj,
+                ]
+                .iter()
+                .map(|t| t.byte_len())
+                .sum::<usize>()
+            })
+            .sum::<usize>();
+    let Opened::Igpu(gpu) = surface(model, Surface::Igpu, None) else {
+        unreachable!()
+    };
+    let be = gpu.device().backend();
+    let in_file = be
+        .file_weights()
+        .expect("the GPU imports the model file's memfd");
+    let range = in_file.cpu_range();
+    // The mapping the GPU's addresses name is the loader's memfd, not a copy of it.
+    let (maps_inode, path) = mapping_inode(range.start).expect("mapped");
+    assert_eq!(maps_inode, inode, "{path}");
+    assert!(
+        be.same_va(),
+        "the emulated GPU maps the buffers at the CPU's addresses"
+    );
+    weights_inside(gpu.cpu().model(), &range);
+    // What was copied is only what the file cannot give in place: far less than the weights.
+    let copied = be.weights().cpu_range().len();
+    assert!(
+        copied * 10 < weight_bytes,
+        "{copied} bytes copied for {weight_bytes} bytes of weights"
+    );
+}
+
+/// A model not read into a memfd (`--load mmap`) is copied once into the GPU's buffer, and
+/// the CPU then reads that copy: still one copy in memory.
+#[test]
+fn a_mapped_model_is_copied_once_and_the_cpu_reads_the_copy() {
+    use onebit_engine::format::{LoadMethod, LoadOptions};
+    let Some(path) = fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let o = LoadOptions {
+        method: LoadMethod::Mmap,
+        ..LoadOptions::default()
+    };
+    let model = onebit_engine::format::load_with(&path, &o)
+        .expect("tiny-a loads")
+        .0;
+    let Opened::Igpu(gpu) = surface(model, Surface::Igpu, None) else {
+        unreachable!()
+    };
+    let be = gpu.device().backend();
+    assert!(be.file_weights().is_none());
+    weights_inside(gpu.cpu().model(), &be.weights().cpu_range());
 }
 
 /// A step of several decoding sessions is one chain that reads every big projection once:

@@ -322,6 +322,113 @@ fn a_failing_npu_hands_prefill_to_the_cpu_with_the_same_tokens() {
     }
 }
 
+/// The file and inode behind a descriptor.
+fn inode(fd: std::os::fd::RawFd) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .expect("an open descriptor")
+        .ino()
+}
+
+/// With the iGPU decoding, the NPU reads the projections in place from the model file's
+/// memfd, the very pages the iGPU and the CPU read: nothing is copied for it.
+#[test]
+fn the_npu_reads_the_projections_in_place_from_the_model_files_memfd() {
+    let Some(model) = tiny_a() else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let Some((fd, _)) = model.embed_tokens.data.memfd_window() else {
+        panic!("the default load reads the file into a sealed memfd")
+    };
+    let file_inode = inode(fd);
+    let projections: usize = model
+        .layers
+        .iter()
+        .flat_map(|l| {
+            [
+                &l.q_proj,
+                &l.k_proj,
+                &l.v_proj,
+                &l.o_proj,
+                &l.gate_proj,
+                &l.up_proj,
+                &l.down_proj,
+            ]
+        })
+        .map(|t| t.byte_len())
+        .sum();
+    let b = npu_igpu(model);
+    let npu = b.npu();
+    assert_eq!(
+        npu.in_place_bytes(),
+        projections,
+        "every projection in place"
+    );
+    assert_eq!(npu.copied_bytes(), 0);
+    let memfds = npu.weight_memfds();
+    assert!(!memfds.is_empty());
+    for m in memfds {
+        assert_eq!(
+            inode(m),
+            file_inode,
+            "an NPU weight buffer exports another memfd"
+        );
+    }
+}
+
+/// An iGPU session prefilled on the NPU is lent to the CPU over its own shared buffer: the
+/// keys and values the prefill writes lie in that buffer, and the next decode step runs on
+/// the iGPU from the same buffer. Nothing is copied either way, and nothing counts as a
+/// fallback.
+#[test]
+fn npu_prefill_writes_the_igpu_sessions_own_kv_buffer() {
+    use onebit_engine::backend::fallback::FallbackSession;
+    let Some(model) = tiny_a() else {
+        eprintln!("SKIP: tiny-a fixture absent");
+        return;
+    };
+    let prompt = prompts(&model)[0].clone();
+    let mut b = npu_igpu(model);
+    let mut s = b.new_session(0).expect("a session");
+    let FallbackSession::Device(d) = &s.inner else {
+        panic!("a new session lives on the iGPU")
+    };
+    let buffer = d.seq.cpu_range();
+
+    b.step(&mut [&mut s], &[&prompt], &[Need::Greedy])
+        .expect("prefill");
+    assert!(b.npu().launches() > 0, "the prompt went to the NPU");
+    let token = match b.output(&s) {
+        Output::Token(t) => t,
+        o => panic!("greedy output {o:?}"),
+    };
+    let FallbackSession::Cpu(c) = &s.inner else {
+        panic!("the prefill ran in the session lent to the CPU")
+    };
+    assert_eq!(c.kv.tokens(), &prompt[..]);
+    for l in 0..b.decode().cpu().model().config.n_layers {
+        let (k, v) = c.kv.layer_kv(l);
+        for x in [&k, &v] {
+            let at = x.as_ptr() as usize;
+            assert!(
+                matches!(x, std::borrow::Cow::Borrowed(_)) && buffer.contains(&at),
+                "layer {l}: the prefill's keys and values are not in the iGPU session's buffer"
+            );
+        }
+    }
+
+    b.step(&mut [&mut s], &[&[token]], &[Need::Greedy])
+        .expect("decode");
+    let FallbackSession::Device(d) = &s.inner else {
+        panic!("decoding went back to the iGPU")
+    };
+    assert_eq!(d.seq.cpu_range(), buffer, "the same buffer");
+    assert_eq!(d.seq.tokens().len(), prompt.len() + 1);
+    assert_eq!(b.fallbacks(), 0);
+    assert_eq!(b.health(), Health::Ok);
+}
+
 #[test]
 fn without_artifacts_npu_surfaces_say_what_to_do() {
     std::env::remove_var(onebit_engine::backend::select::NPU_ARTIFACTS_ENV);

@@ -61,7 +61,7 @@ pub enum BufferError {
 /// One dma-buf of a [`SharedBuffer`]: bytes `offset..offset+size` of the buffer.
 #[derive(Debug)]
 pub struct Chunk {
-    /// Byte offset of this chunk in the buffer (and in the memfd).
+    /// Byte offset of this chunk in the buffer.
     pub offset: u64,
     /// Bytes (a page multiple).
     pub size: u64,
@@ -84,9 +84,14 @@ pub struct SharedBuffer {
     chunks: Vec<Chunk>,
     map: Mapping,
     memfd: Option<Fd>,
+    /// Where byte 0 lies in the memfd (0 but for [`SharedBuffer::from_memfd`]).
+    memfd_offset: u64,
     len: usize,
     name: String,
     descriptor: BufferDescriptor,
+    /// False for a memfd exported as it is ([`SharedBuffer::from_memfd`]): its CPU view is
+    /// `PROT_READ`.
+    writable: bool,
 }
 
 impl std::fmt::Debug for SharedBuffer {
@@ -128,6 +133,68 @@ impl SharedBuffer {
     ) -> Result<SharedBuffer, BufferError> {
         let mut buf = Self::cpu_only(io, name, len)?;
         buf.descriptor = descriptor;
+        buf.export(udmabuf)?;
+        descriptor.log(name, len, "shared buffer exported as udmabuf chunks");
+        Ok(buf)
+    }
+
+    /// Exports bytes `offset..offset + len` of a memfd that already holds data (the model
+    /// file's sealed memfd) as udmabuf chunks, mapped read-only on the CPU: devices read the
+    /// very pages the memfd's owner reads, and nothing is copied. `offset` must be a page
+    /// multiple. The memfd is duplicated, so the caller keeps its own descriptor. udmabuf
+    /// takes it only with `F_SEAL_SHRINK` and without a write seal, as
+    /// `drivers/dma-buf/udmabuf.c` `check_memfd_seals` rules.
+    pub fn from_memfd(
+        io: &Arc<dyn KernelIo>,
+        udmabuf: &Udmabuf,
+        name: &str,
+        memfd: std::os::fd::RawFd,
+        offset: u64,
+        len: usize,
+        descriptor: BufferDescriptor,
+    ) -> Result<SharedBuffer, BufferError> {
+        if len == 0 {
+            return Err(BufferError::Empty);
+        }
+        if !offset.is_multiple_of(page()) {
+            return Err(BufferError::Foreign {
+                name: name.to_owned(),
+                problem: format!(
+                    "memfd offset {offset:#x} is not a multiple of the {}-byte page: udmabuf \
+                     exports whole pages",
+                    page()
+                ),
+            });
+        }
+        let what = || format!("memfd '{name}' (fd {memfd})");
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor and touches no memory; the Fd
+        // below owns it.
+        let dup = unsafe { libc::fcntl(memfd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            Err(std::io::Error::last_os_error()).ctx("fcntl(F_DUPFD_CLOEXEC)", what)?;
+        }
+        let memfd = Fd::from_raw(io, dup);
+        let size = (len as u64).next_multiple_of(page()) as usize;
+        let map = map_aligned(io, &memfd, size, offset, libc::PROT_READ, what)?;
+        let mut buf = SharedBuffer {
+            chunks: Vec::new(),
+            map,
+            memfd_offset: offset,
+            memfd: Some(memfd),
+            len,
+            name: name.to_owned(),
+            descriptor,
+            writable: false,
+        };
+        buf.export(udmabuf)?;
+        descriptor.log(name, len, "memfd exported as udmabuf chunks, as it is");
+        Ok(buf)
+    }
+
+    /// Makes the udmabuf chunks covering the whole mapping, each at most the module's size
+    /// limit.
+    fn export(&mut self, udmabuf: &Udmabuf) -> Result<(), BufferError> {
+        let buf = self;
         let limits = udmabuf.limits();
         let chunk = (limits.size_limit / page() * page()).max(page());
         let total = buf.map.len() as u64;
@@ -139,11 +206,14 @@ impl SharedBuffer {
                 chunks: n,
             });
         }
-        let memfd = buf.memfd.as_ref().expect("cpu_only makes a memfd");
+        let memfd = buf
+            .memfd
+            .as_ref()
+            .expect("export is only called on memfd-backed buffers");
         let mut offset = 0;
         while offset < total {
             let size = chunk.min(total - offset);
-            let dmabuf = udmabuf.create(memfd, offset, size)?;
+            let dmabuf = udmabuf.create(memfd, buf.memfd_offset + offset, size)?;
             buf.chunks.push(Chunk {
                 offset,
                 size,
@@ -151,8 +221,7 @@ impl SharedBuffer {
             });
             offset += size;
         }
-        descriptor.log(name, len, "shared buffer exported as udmabuf chunks");
-        Ok(buf)
+        Ok(())
     }
 
     /// Wraps a dma-buf made outside the engine (a camera's or a video decoder's frame, a
@@ -179,7 +248,15 @@ impl SharedBuffer {
             )));
         }
         let what = || format!("dma-buf '{name}' (fd {})", dmabuf.raw());
-        let map = map_shared_aligned(io, &dmabuf, len, what).map_err(|e| {
+        let map = map_aligned(
+            io,
+            &dmabuf,
+            len,
+            0,
+            libc::PROT_READ | libc::PROT_WRITE,
+            what,
+        )
+        .map_err(|e| {
             e.with_advice(
                 "the dma-buf must be CPU-mappable (dma_buf_mmap) and at least this long; \
                  check the length its producer reported",
@@ -194,9 +271,11 @@ impl SharedBuffer {
             }],
             map,
             memfd: None,
+            memfd_offset: 0,
             len,
             name: name.to_owned(),
             descriptor,
+            writable: true,
         })
     }
 
@@ -222,15 +301,24 @@ impl SharedBuffer {
         let seals = [FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal];
         io.add_seals(memfd.raw(), Seals::of(&seals))
             .ctx("fcntl(F_ADD_SEALS)", what)?;
-        let map = map_shared_aligned(io, &memfd, size as usize, what)?;
+        let map = map_aligned(
+            io,
+            &memfd,
+            size as usize,
+            0,
+            libc::PROT_READ | libc::PROT_WRITE,
+            what,
+        )?;
         Ok(SharedBuffer {
             chunks: Vec::new(),
             map,
             memfd: Some(memfd),
+            memfd_offset: 0,
             len,
             name: name.to_owned(),
             // Bytes until someone says more: a CPU-only buffer is never imported.
             descriptor: BufferDescriptor::blob(),
+            writable: true,
         })
     }
 
@@ -264,6 +352,11 @@ impl SharedBuffer {
         self.memfd.as_ref()
     }
 
+    /// Where byte 0 lies in the memfd.
+    pub fn memfd_offset(&self) -> u64 {
+        self.memfd_offset
+    }
+
     /// What the buffer holds and how it is laid out.
     pub fn descriptor(&self) -> &BufferDescriptor {
         &self.descriptor
@@ -292,8 +385,21 @@ impl SharedBuffer {
         unsafe { std::slice::from_raw_parts(self.map.ptr(), self.len) }
     }
 
+    /// Whether the CPU may write the bytes (not for [`SharedBuffer::from_memfd`]).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// The bytes, writable.
+    ///
+    /// # Panics
+    /// On a read-only buffer ([`SharedBuffer::is_writable`]): a write would fault.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        assert!(
+            self.writable,
+            "shared buffer '{}' is a read-only view of its memfd",
+            self.name
+        );
         // SAFETY: as above, and `&mut self` gives exclusive CPU access.
         unsafe { std::slice::from_raw_parts_mut(self.map.ptr(), self.len) }
     }
@@ -304,12 +410,14 @@ impl SharedBuffer {
     }
 }
 
-/// Maps `len` bytes of `fd` shared, at an address aligned to [`MAP_ALIGN`] (or `len`), so a
+/// Maps `len` bytes of `fd` from `offset` on, shared, at an address aligned to [`MAP_ALIGN`] (or `len`), so a
 /// device can import the range at the same address.
-fn map_shared_aligned(
+fn map_aligned(
     io: &Arc<dyn KernelIo>,
     fd: &Fd,
     len: usize,
+    offset: u64,
+    prot: i32,
     what: impl Fn() -> String + Copy,
 ) -> Result<Mapping, SysError> {
     let reserve = Mapping::reserve(io, len, MAP_ALIGN.min(len)).ctx("mmap", what)?;
@@ -318,13 +426,14 @@ fn map_shared_aligned(
     // SAFETY: `addr..addr+len` is the reservation we own; this mapping replaces it and is
     // the only owner from now on.
     unsafe {
-        Mapping::new(
+        Mapping::with_prot(
             io,
             addr.cast(),
             len,
+            prot,
             libc::MAP_SHARED | libc::MAP_FIXED,
             fd.raw(),
-            0,
+            offset,
         )
     }
     .ctx("mmap", what)

@@ -203,6 +203,15 @@ impl SharedGpuBuffer {
         }
     }
 
+    /// The memfd behind the bytes and where byte 0 lies in it (none on the GTT fallback or
+    /// for a dma-buf from outside the engine).
+    pub fn memfd(&self) -> Option<(RawFd, u64)> {
+        match self {
+            Self::Udmabuf { buf, .. } => buf.memfd().map(|m| (m.raw(), buf.memfd_offset())),
+            Self::Gtt { .. } => None,
+        }
+    }
+
     /// The CPU address range of the bytes (to show that a view lies inside this buffer).
     pub fn cpu_range(&self) -> std::ops::Range<usize> {
         let s = self.as_slice();

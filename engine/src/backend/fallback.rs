@@ -4,11 +4,10 @@
 //! failed step is run again on the CPU, and the caller sees no error. From then on the
 //! device is left alone (a hung queue cannot be trusted) and [`Backend::health`] says so.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::cpu::{CpuBackend, CpuSession};
-use super::igpu::{IgpuSession, IgpuSurface};
+use super::igpu::{IgpuSeq, IgpuSession, IgpuSurface};
 use super::{check_step, Backend, BackendError, Health, Need, Output, Surface};
 use crate::model::Model;
 
@@ -41,7 +40,7 @@ impl Fallback {
         &self.device
     }
 
-    /// The CPU behind the device (its model reads the device's copy of the weights).
+    /// The CPU behind the device (its model reads the weights in the device's mapping).
     pub fn cpu(&self) -> &CpuBackend<Arc<Model>> {
         &self.cpu
     }
@@ -62,24 +61,39 @@ impl Fallback {
     /// reads and extends the keys and values in the sequence's shared buffer, where the
     /// device left them.
     fn move_to_cpu(&mut self, s: &mut FallbackSession) -> Result<(), BackendError> {
+        let tokens = self.device_tokens(s);
+        if self.put_on_cpu(s)? {
+            tracing::warn!(
+                tokens,
+                "a session moved from the {} to the CPU, on its KV cache in shared memory",
+                self.device.surface()
+            );
+            self.fallbacks += 1;
+        }
+        Ok(())
+    }
+
+    fn device_tokens(&self, s: &FallbackSession) -> usize {
+        match s {
+            FallbackSession::Device(d) => d.seq.tokens().len(),
+            FallbackSession::Cpu(_) => 0,
+        }
+    }
+
+    /// Makes a device session a CPU session on the same shared buffer (no copy); whether
+    /// it was on the device.
+    fn put_on_cpu(&mut self, s: &mut FallbackSession) -> Result<bool, BackendError> {
         if !matches!(s, FallbackSession::Device(_)) {
-            return Ok(());
+            return Ok(false);
         }
         // A one-token stand-in while the device session is taken apart.
         let stand_in = FallbackSession::Cpu(self.cpu.new_session(1)?);
         let FallbackSession::Device(d) = std::mem::replace(s, stand_in) else {
-            return Ok(());
+            return Ok(false);
         };
-        let tokens = d.seq.tokens().len();
         let kv = d.seq.into_cpu_session(self.cpu.model());
-        tracing::warn!(
-            tokens,
-            "a session moved from the {} to the CPU, on its KV cache in shared memory",
-            self.device.surface()
-        );
         *s = FallbackSession::Cpu(CpuSession::on(kv));
-        self.fallbacks += 1;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -221,29 +235,28 @@ impl super::npu::DecodeSurface for Fallback {
         }
     }
 
-    fn layer_kv<'a>(
-        &'a self,
-        s: &'a FallbackSession,
-        l: usize,
-    ) -> (Cow<'a, [f32]>, Cow<'a, [f32]>) {
-        match s {
-            FallbackSession::Cpu(c) => c.kv.layer_kv(l),
-            FallbackSession::Device(d) => {
-                let (k, v) = d.seq.layer_kv(l, self.cpu.model().config.kv_dim());
-                (Cow::Borrowed(k), Cow::Borrowed(v))
-            }
-        }
+    fn lend_to_cpu(&mut self, s: &mut FallbackSession) -> Result<bool, BackendError> {
+        self.put_on_cpu(s)
     }
 
-    fn adopt<'k>(
-        &mut self,
-        s: &mut FallbackSession,
-        tokens: &[u32],
-        kv: &dyn Fn(usize) -> (Cow<'k, [f32]>, Cow<'k, [f32]>),
-    ) {
-        match s {
-            FallbackSession::Cpu(c) => c.kv.adopt(tokens, kv),
-            FallbackSession::Device(d) => d.seq.adopt(tokens, &self.cpu.model().config, kv),
+    fn return_from_cpu(&mut self, s: &mut FallbackSession) -> Result<(), BackendError> {
+        if !matches!(s, FallbackSession::Cpu(_)) {
+            return Ok(());
         }
+        if self.failed.is_some() {
+            // The device is given up: the lent session stays where it is, on its buffer.
+            self.fallbacks += 1;
+            return Ok(());
+        }
+        let stand_in = FallbackSession::Cpu(self.cpu.new_session(1)?);
+        let FallbackSession::Cpu(c) = std::mem::replace(s, stand_in) else {
+            unreachable!("the stand-in replaced a CPU session above")
+        };
+        *s = match IgpuSeq::from_cpu_session(c.kv) {
+            Ok(seq) => FallbackSession::Device(Box::new(self.device.session_on(seq))),
+            // A session the CPU made itself stays on the CPU.
+            Err(kv) => FallbackSession::Cpu(CpuSession::on(kv)),
+        };
+        Ok(())
     }
 }

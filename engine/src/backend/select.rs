@@ -153,9 +153,9 @@ fn open_npu(
         Machine::STRIX_HALO_CPU
     };
     let plan = npu::plan::plan(&model.config, &machine);
-    // The NPU's copy of the weights is taken from the row-major tensors, so the CPU keeps
-    // them too (no input-major down_proj copy). With the iGPU decoding, those tensors are
-    // the iGPU's shared buffer by then.
+    // The NPU reads the row-major tensors in place from the memfd behind them, so the CPU
+    // keeps them too (no input-major down_proj copy). With the iGPU decoding, those tensors
+    // are windows of the iGPU's mapping of the model file's memfd by then.
     let (igpu, model) = if want.decodes_on_igpu() {
         let f = open_igpu(model, o)?;
         let m = f.cpu().shared_model();
@@ -280,7 +280,7 @@ fn open_igpu(mut model: Model, o: &SelectOptions) -> Result<Fallback> {
             max_ctx: ctx,
             max_sessions: o.sessions.max(1),
             timeout: o.device_timeout,
-            // The model is pointed at the upload below (or dropped on failure).
+            // The model is pointed at the GPU's weights below (or dropped on failure).
             discard_sources: true,
             ..IgpuOptions::default()
         },
@@ -289,7 +289,7 @@ fn open_igpu(mut model: Model, o: &SelectOptions) -> Result<Fallback> {
     if let Some(k) = &gpu.kfd {
         emulator::bind(k, &be);
     }
-    // From here on the CPU (the fallback) reads the GPU's copy of the weights.
+    // From here on the CPU (the fallback) reads the weights in the GPU's mapping.
     be.share_weights_with(&mut model);
     let model = Arc::new(model);
     let mut surface = IgpuSurface::new(be, gpu);

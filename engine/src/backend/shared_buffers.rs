@@ -18,12 +18,24 @@ pub struct SharedBufferKind {
     pub descriptor: BufferDescriptor,
 }
 
-/// The iGPU's copy of the model: packed ternary rows beside their f32 scales, norms,
-/// embeddings and the RoPE table (a blob of R8 bytes).
+/// The sealed memfd the model file was loaded into, exported as it is: the large weights
+/// (packed ternary rows, the token embedding) are read in place by the devices and the
+/// CPU alike (a blob of R8 bytes: the file's own layout).
+pub const MODEL_FILE: SharedBufferKind = SharedBufferKind {
+    name: "onebit-model-file",
+    surface: "igpu",
+    holds:
+        "the model file as loaded (sealed memfd): packed ternary rows and embeddings, read in place",
+    descriptor: BufferDescriptor::blob(),
+};
+
+/// What the iGPU copies: f32 norms and the RoPE table, and every weight of a model that
+/// was not loaded into a memfd (a blob of R8 bytes).
 pub const IGPU_WEIGHTS: SharedBufferKind = SharedBufferKind {
     name: "onebit-weights",
     surface: "igpu",
-    holds: "the model: packed ternary rows, their f32 scales, norms, embeddings, RoPE table",
+    holds:
+        "what the file cannot give in place: norms, RoPE table (all weights without a memfd load)",
     descriptor: BufferDescriptor::blob(),
 };
 
@@ -76,7 +88,8 @@ pub const NPU_OUTPUT: SharedBufferKind = SharedBufferKind {
 };
 
 /// Every kind, in the order `onebit probe` lists them.
-pub const ALL: [SharedBufferKind; 7] = [
+pub const ALL: [SharedBufferKind; 8] = [
+    MODEL_FILE,
     IGPU_WEIGHTS,
     IGPU_WORK,
     IGPU_SEQUENCE,

@@ -10,6 +10,11 @@ use std::sync::Arc;
 /// shared weight buffer — and that nobody writes any more.
 pub trait SharedBytes: Send + Sync {
     fn bytes(&self) -> &[u8];
+    /// The memfd behind [`bytes`](Self::bytes) and where byte 0 lies in it, when there is
+    /// one (so another device can import the same pages).
+    fn memfd(&self) -> Option<(std::os::fd::RawFd, u64)> {
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -164,6 +169,18 @@ impl Bytes {
                 file.punch(offset + lo, offset + hi)
             }
             _ => self.release_range(range),
+        }
+    }
+
+    /// The memfd these bytes are a window of and their offset in it: a sealed memfd's
+    /// window, or a device buffer's window over such a memfd. `None` for other bytes.
+    pub fn memfd_window(&self) -> Option<(std::os::fd::RawFd, u64)> {
+        match self {
+            Self::Sealed { file, offset, .. } => Some((file.raw_fd(), *offset as u64)),
+            Self::Shared { buf, offset, .. } => {
+                buf.memfd().map(|(fd, base)| (fd, base + *offset as u64))
+            }
+            _ => None,
         }
     }
 

@@ -49,7 +49,7 @@ impl Recorder<'_> {
 
     /// [`project`](Self::project) on the quantized rows `row0..row0 + n`.
     fn project_rows(&mut self, t: Tern, row0: usize, n: usize, out: u64) -> Result<()> {
-        let w = self.be.weights.gpu_va() + t.off;
+        let w = self.be.weight_va(t.at);
         let (q8, acts) = (
             self.be.work.gpu_va() + self.be.wk.q8 + (row0 * padded_cols(t.cols as usize)) as u64,
             self.be.work.gpu_va() + self.be.wk.acts + (row0 * size_of::<GpuAct>()) as u64,
@@ -164,7 +164,7 @@ pub(super) fn build(be: &mut IgpuBackend, parts: &[Part]) -> Result<Vec<Op>> {
     let split_len = be.split_len;
     let scale = u64::from((1.0 / (hd as f32).sqrt()).to_bits());
     let rope_groups = |heads: usize| (heads * hd / 2).div_ceil(256) as u32;
-    let emb = wb + be.wl.emb;
+    let emb = be.weight_va(be.wl.emb);
     let norm = wb + be.wl.norm;
     let best = wk(be.wk.best);
     // The first work-buffer row of each part.

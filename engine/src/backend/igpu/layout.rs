@@ -5,7 +5,9 @@
 use onebit_kernels::gpu::GpuAct;
 use onebit_kernels::ternary::padded_cols;
 
-use crate::model::{Bytes, Config, Model, TernaryTensor};
+use std::sync::Arc;
+
+use crate::model::{Bytes, Config, Model, SealedFile, TernaryTensor};
 
 /// Bump allocator of byte offsets, 256-byte aligned (a full cache line pair; the I2_S rows
 /// and the dot4 loads only need 4).
@@ -22,19 +24,52 @@ impl Arena {
     }
 }
 
-/// A ternary projection inside the weight buffer.
+/// Where a large weight lies for the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum At {
+    /// At this offset of the model file's own sealed memfd, exported to the GPU as it is:
+    /// the CPU and the GPU read the same pages, and nothing is copied.
+    File(u64),
+    /// At this offset of the backend's weight buffer, copied there at upload (the model
+    /// was not loaded into a memfd, or the tensor is not in the kernels' layout in it).
+    Side(u64),
+}
+
+/// Places a tensor whose bytes are `data`: in the file when they are a window of `file`
+/// at an offset the kernels' loads allow (4 bytes), else in the side buffer.
+fn place(a: &mut Arena, file: Option<&Arc<SealedFile>>, data: Option<&Bytes>, len: usize) -> At {
+    if let (
+        Some(file),
+        Some(Bytes::Sealed {
+            file: of,
+            offset,
+            len: l,
+        }),
+    ) = (file, data)
+    {
+        if Arc::ptr_eq(file, of) && *l == len && offset.is_multiple_of(4) {
+            return At::File(*offset as u64);
+        }
+    }
+    At::Side(a.take(len))
+}
+
+/// A ternary projection for the GPU.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Tern {
-    pub off: u64,
+    pub at: At,
     pub rows: u32,
     pub cols: u32,
     pub scale: f32,
 }
 
 impl Tern {
-    fn place(a: &mut Arena, t: &TernaryTensor) -> Tern {
+    fn place(a: &mut Arena, file: Option<&Arc<SealedFile>>, t: &TernaryTensor) -> Tern {
+        // An input-major copy (sparse down_proj) may have parked the row-major pages; the
+        // row-major bytes are then copied from its view.
+        let in_place = t.columns.is_none().then_some(&t.data);
         Tern {
-            off: a.take(t.byte_len()),
+            at: place(a, file, in_place, t.byte_len()),
             rows: t.rows as u32,
             cols: t.cols as u32,
             scale: t.scale,
@@ -61,9 +96,10 @@ pub(super) struct LayerOffsets {
     pub down: Tern,
 }
 
-/// Offsets of the weight buffer.
+/// Where the weights lie: the large tensors in the model file's memfd where it can give
+/// them in place, everything else (norms, the RoPE table) at offsets of the side buffer.
 pub(super) struct WeightLayout {
-    pub emb: u64,
+    pub emb: At,
     pub layers: Vec<LayerOffsets>,
     pub norm: u64,
     pub rope: u64,
@@ -71,25 +107,27 @@ pub(super) struct WeightLayout {
 }
 
 impl WeightLayout {
-    pub fn new(model: &Model, rope_floats: usize) -> WeightLayout {
+    /// `file`: the sealed memfd the model was loaded into, when the GPU can import it.
+    pub fn new(model: &Model, rope_floats: usize, file: Option<&Arc<SealedFile>>) -> WeightLayout {
         let mut a = Arena::default();
-        let emb = a.take(model.embed_tokens.data.len());
+        let emb_bytes = &model.embed_tokens.data;
+        let emb = place(&mut a, file, Some(emb_bytes), emb_bytes.len());
         let f32s = |a: &mut Arena, v: &[f32]| a.take(v.len() * 4);
         let layers = model
             .layers
             .iter()
             .map(|l| LayerOffsets {
                 input_norm: f32s(&mut a, &l.input_layernorm),
-                q: Tern::place(&mut a, &l.q_proj),
-                k: Tern::place(&mut a, &l.k_proj),
-                v: Tern::place(&mut a, &l.v_proj),
+                q: Tern::place(&mut a, file, &l.q_proj),
+                k: Tern::place(&mut a, file, &l.k_proj),
+                v: Tern::place(&mut a, file, &l.v_proj),
                 attn_norm: f32s(&mut a, &l.attn_sub_norm),
-                o: Tern::place(&mut a, &l.o_proj),
+                o: Tern::place(&mut a, file, &l.o_proj),
                 post_norm: f32s(&mut a, &l.post_attention_layernorm),
-                gate: Tern::place(&mut a, &l.gate_proj),
-                up: Tern::place(&mut a, &l.up_proj),
+                gate: Tern::place(&mut a, file, &l.gate_proj),
+                up: Tern::place(&mut a, file, &l.up_proj),
                 ffn_norm: f32s(&mut a, &l.ffn_sub_norm),
-                down: Tern::place(&mut a, &l.down_proj),
+                down: Tern::place(&mut a, file, &l.down_proj),
             })
             .collect();
         let norm = f32s(&mut a, &model.norm);
@@ -103,9 +141,34 @@ impl WeightLayout {
         }
     }
 
-    /// Copies the model into `dst` (the weight buffer's bytes). With `discard_sources`, the
-    /// model's file bytes are freed for good as they are copied (a sealed memfd's pages are
-    /// punched out): the caller then reads the weights only from `dst`.
+    /// Bytes of the large tensors read in place from the model file.
+    pub fn in_place_bytes(&self, model: &Model) -> usize {
+        let mut n = 0;
+        if matches!(self.emb, At::File(_)) {
+            n += model.embed_tokens.data.len();
+        }
+        for (l, o) in model.layers.iter().zip(&self.layers) {
+            for (t, at) in [
+                (&l.q_proj, o.q),
+                (&l.k_proj, o.k),
+                (&l.v_proj, o.v),
+                (&l.o_proj, o.o),
+                (&l.gate_proj, o.gate),
+                (&l.up_proj, o.up),
+                (&l.down_proj, o.down),
+            ] {
+                if matches!(at.at, At::File(_)) {
+                    n += t.byte_len();
+                }
+            }
+        }
+        n
+    }
+
+    /// Copies into `dst` (the side buffer's bytes) what the model file cannot give in
+    /// place. With `discard_sources`, the source bytes of each copy are freed for good as
+    /// they are copied (a sealed memfd's pages are punched out): the caller then reads
+    /// those weights only from `dst`. Tensors read in place are left alone.
     pub fn write(&self, model: &Model, rope_table: &[f32], dst: &mut [u8], discard_sources: bool) {
         let put = |dst: &mut [u8], off: u64, bytes: &[u8]| {
             dst[off as usize..off as usize + bytes.len()].copy_from_slice(bytes)
@@ -134,8 +197,13 @@ impl WeightLayout {
                 }
             }
         };
-        copy_releasing(dst, self.emb, &model.embed_tokens.data);
-        let tern = |dst: &mut [u8], off: u64, t: &TernaryTensor| {
+        if let At::Side(off) = self.emb {
+            copy_releasing(dst, off, &model.embed_tokens.data);
+        }
+        let tern = |dst: &mut [u8], at: At, t: &TernaryTensor| {
+            let At::Side(off) = at else {
+                return;
+            };
             if t.columns.is_none() {
                 copy_releasing(dst, off, &t.data);
             } else {
@@ -144,16 +212,16 @@ impl WeightLayout {
         };
         for (l, o) in model.layers.iter().zip(&self.layers) {
             put_f32(dst, o.input_norm, &l.input_layernorm);
-            tern(dst, o.q.off, &l.q_proj);
-            tern(dst, o.k.off, &l.k_proj);
-            tern(dst, o.v.off, &l.v_proj);
+            tern(dst, o.q.at, &l.q_proj);
+            tern(dst, o.k.at, &l.k_proj);
+            tern(dst, o.v.at, &l.v_proj);
             put_f32(dst, o.attn_norm, &l.attn_sub_norm);
-            tern(dst, o.o.off, &l.o_proj);
+            tern(dst, o.o.at, &l.o_proj);
             put_f32(dst, o.post_norm, &l.post_attention_layernorm);
-            tern(dst, o.gate.off, &l.gate_proj);
-            tern(dst, o.up.off, &l.up_proj);
+            tern(dst, o.gate.at, &l.gate_proj);
+            tern(dst, o.up.at, &l.up_proj);
             put_f32(dst, o.ffn_norm, &l.ffn_sub_norm);
-            tern(dst, o.down.off, &l.down_proj);
+            tern(dst, o.down.at, &l.down_proj);
         }
         put_f32(dst, self.norm, &model.norm);
         put_f32(dst, self.rope, rope_table);

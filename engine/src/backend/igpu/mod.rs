@@ -1,7 +1,11 @@
 //! The iGPU backend: the forward pass as a chain of AQL dispatches of the gfx1151 kernels
 //! (`onebit_kernels::gpu`) on a raw KFD queue.
 //!
-//! * Weights are copied once into a shared (zero-copy) buffer and stay there; every
+//! * The large weights (packed ternary rows, the token embedding) are read in place from
+//!   the sealed memfd the model file was loaded into, exported to the GPU as udmabuf
+//!   chunks: the CPU and the GPU read the same pages of the one copy. What the file cannot
+//!   give in place (f32 norms, the RoPE table, tensors of a model not loaded into a memfd)
+//!   is copied once into a small side buffer. Every
 //!   sequence ([`IgpuSeq`]) owns a shared buffer with its KV cache, its token ids and its
 //!   logits, so the host reads logits and writes ids in place, without transfers.
 //! * One step advances every sequence given to [`IgpuBackend::run`] in one batch of
@@ -20,9 +24,10 @@ mod surface;
 
 pub use surface::{FaultKind, FaultPlan, IgpuSession, IgpuSurface};
 
-use std::borrow::Cow;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
+use onebit_drv::buffer::{SharedBuffer, Udmabuf};
 use onebit_drv::codeobj::load::{KernargArena, LoadError, Program};
 use onebit_drv::codeobj::{mach_for, CodeObject, CodeObjectError};
 use onebit_drv::kfd::{AqlQueue, Device, KfdError, QueueOptions, SharedGpuBuffer};
@@ -30,10 +35,10 @@ use onebit_kernels::attention::{KvRows, KvRowsMut};
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::gpu::{self, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 
-use crate::backend::shared_buffers::{IGPU_SEQUENCE, IGPU_WEIGHTS, IGPU_WORK};
-use crate::model::{Bytes, Config, Model, SharedBytes};
+use crate::backend::shared_buffers::{IGPU_SEQUENCE, IGPU_WEIGHTS, IGPU_WORK, MODEL_FILE};
+use crate::model::{Bytes, Config, Model, SealedFile, SharedBytes};
 use chain::SeqAddrs;
-use layout::{SeqLayout, WeightLayout, WorkLayout};
+use layout::{At, SeqLayout, WeightLayout, WorkLayout};
 use std::sync::Arc;
 
 /// Errors of the iGPU backend.
@@ -69,9 +74,10 @@ pub struct IgpuOptions {
     pub profile: bool,
     /// How long one step may take before the queue is declared hung.
     pub timeout: Duration,
-    /// The caller points the model at the uploaded copy ([`IgpuBackend::share_weights_with`])
-    /// or drops it: the model's file bytes are freed as they are copied (a sealed memfd's
-    /// pages punched out), so the upload never holds two copies of the weights.
+    /// The caller points the model at the GPU's weights ([`IgpuBackend::share_weights_with`])
+    /// or drops it: the source bytes of whatever is copied to the side buffer are freed as
+    /// they are copied (a sealed memfd's pages punched out), so the upload never holds two
+    /// copies of the weights. Tensors read in place from the file are never freed.
     pub discard_sources: bool,
 }
 
@@ -97,7 +103,8 @@ pub struct OpTime {
     pub ticks: u64,
 }
 
-/// The weights' shared buffer once uploaded: from then on the GPU and the CPU only read it.
+/// A weight buffer of the GPU: the model file's memfd read in place, or the side buffer
+/// once filled. From then on the GPU and the CPU only read it.
 pub struct WeightBuffer(SharedGpuBuffer);
 
 // SAFETY: the buffer's pages are written once, before the Arc exists; afterwards both the
@@ -108,6 +115,9 @@ unsafe impl Sync for WeightBuffer {}
 impl SharedBytes for WeightBuffer {
     fn bytes(&self) -> &[u8] {
         self.0.as_slice()
+    }
+    fn memfd(&self) -> Option<(RawFd, u64)> {
+        self.0.memfd()
     }
 }
 
@@ -226,21 +236,6 @@ impl IgpuSeq {
         u32::from_le_bytes(self.buf.as_slice()[at..at + 4].try_into().expect("4 bytes"))
     }
 
-    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` f32 each: the
-    /// CPU session's layout.
-    pub fn layer_kv(&self, l: usize, kv_dim: usize) -> (&[f32], &[f32]) {
-        let (k, v) = self.layout.layer(l);
-        let n = self.tokens.len() * kv_dim;
-        let f = |off: u64| {
-            let bytes = &self.buf.as_slice()[off as usize..off as usize + 4 * n];
-            // SAFETY: each layer's cache starts at a multiple of `cache_bytes` (whole f32s)
-            // from the page-aligned buffer start, so it is f32-aligned; the range was
-            // bounds-checked by the slice above; any bits are a valid f32.
-            unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) }
-        };
-        (f(k), f(v))
-    }
-
     /// The CPU session that continues this sequence on its own buffer: the keys and
     /// values the device wrote are read where they are, not copied (the layout is the CPU
     /// session's).
@@ -250,28 +245,16 @@ impl IgpuSeq {
         crate::forward::Session::on_memory(model, max_ctx, &tokens, Box::new(kv))
     }
 
-    /// Takes over `tokens` whose keys and values another surface computed (an NPU prefill
-    /// on the CPU side): `layer_kv(l)` gives layer `l`'s, `[pos, kv_dim]` each, written
-    /// into this sequence's cache in the shared buffer.
-    pub fn adopt<'a>(
-        &mut self,
-        tokens: &[u32],
-        c: &Config,
-        layer_kv: impl Fn(usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>),
-    ) {
-        let held = tokens.len().min(self.max_ctx());
-        let n = held * c.kv_dim();
-        for l in 0..c.n_layers {
-            let (k_at, v_at) = self.layout.layer(l);
-            let (k, v) = layer_kv(l);
-            for (at, src) in [(k_at, &k[..n]), (v_at, &v[..n])] {
-                let dst = &mut self.buf.as_mut_slice()[at as usize..at as usize + 4 * n];
-                for (d, x) in dst.chunks_exact_mut(4).zip(src) {
-                    d.copy_from_slice(&x.to_le_bytes());
-                }
-            }
-        }
-        self.tokens = tokens[..held].to_vec();
+    /// The sequence a CPU session made by [`into_cpu_session`](Self::into_cpu_session)
+    /// continues on, holding the session's tokens (those the CPU added included); the
+    /// session itself when its cache is not a sequence's buffer.
+    pub fn from_cpu_session(
+        s: crate::forward::Session,
+    ) -> std::result::Result<IgpuSeq, crate::forward::Session> {
+        let (tokens, kv) = s.into_memory::<DeviceKv>()?;
+        let mut seq = kv.seq;
+        seq.tokens = tokens;
+        Ok(seq)
     }
 
     fn vocab(&self) -> usize {
@@ -295,6 +278,8 @@ pub struct IgpuBackend {
     program: Program,
     kernargs: KernargArena,
     weights: Arc<WeightBuffer>,
+    /// The model file's memfd, when the large weights are read in place from it.
+    file: Option<Arc<WeightBuffer>>,
     work: SharedGpuBuffer,
     wl: WeightLayout,
     wk: WorkLayout,
@@ -357,7 +342,9 @@ impl IgpuBackend {
         let program = Program::load(dev, &co)?;
         let max_ctx = opts.max_ctx.clamp(1, c.max_context);
         let rope = gpu::rope_table(c.head_dim, c.rope_theta, max_ctx);
-        let wl = WeightLayout::new(model, rope.len());
+        let file = import_model_file(dev, model);
+        let wl = WeightLayout::new(model, rope.len(), file.as_ref().map(|(f, _)| f));
+        let file = file.map(|(_, buf)| Arc::new(WeightBuffer(buf)));
         let mut weights = SharedGpuBuffer::new(
             dev,
             IGPU_WEIGHTS.name,
@@ -385,7 +372,8 @@ impl IgpuBackend {
         let arena = ops as u64 * 384 * opts.max_sessions as u64;
         let kernargs = KernargArena::new(dev, arena.next_multiple_of(4096))?;
         tracing::info!(
-            weights = wl.size,
+            in_place = wl.in_place_bytes(model),
+            copied = wl.size,
             work = wk.size,
             ops_per_step = ops,
             max_sessions = opts.max_sessions,
@@ -398,6 +386,7 @@ impl IgpuBackend {
             program,
             kernargs,
             weights,
+            file,
             work,
             wl,
             wk,
@@ -454,23 +443,48 @@ impl IgpuBackend {
         }
     }
 
-    /// The uploaded weights.
+    /// The side buffer (what was copied).
     pub fn weights(&self) -> &Arc<WeightBuffer> {
         &self.weights
     }
 
-    /// Points `model`'s ternary projections and token embedding at the uploaded copy, so
-    /// that the CPU reads the very pages the GPU reads and the file's pages can go: one copy
-    /// of the weights in memory. `model` must be the model this backend was made from.
-    /// Returns the bytes now shared.
+    /// The model file's memfd as the GPU reads it, when the large weights are read in
+    /// place.
+    pub fn file_weights(&self) -> Option<&Arc<WeightBuffer>> {
+        self.file.as_ref()
+    }
+
+    /// The GPU address of a large weight.
+    fn weight_va(&self, at: At) -> u64 {
+        match at {
+            At::Side(off) => self.weights.gpu_va() + off,
+            // `file` is Some whenever the layout placed anything in the file.
+            At::File(off) => self.file.as_ref().map_or(0, |f| f.gpu_va()) + off,
+        }
+    }
+
+    /// Points `model`'s ternary projections and token embedding at the GPU's weights, so
+    /// that the CPU reads the very mapping the GPU reads and the pages of copied tensors
+    /// can go: one copy of the weights in memory. `model` must be the model this backend
+    /// was made from. Returns the bytes now shared.
     pub fn share_weights_with(&self, model: &mut Model) -> usize {
-        let buf: Arc<dyn SharedBytes> = self.weights.clone();
+        let side: Arc<dyn SharedBytes> = self.weights.clone();
+        let file: Option<Arc<dyn SharedBytes>> =
+            self.file.clone().map(|f| f as Arc<dyn SharedBytes>);
         let mut shared = 0;
-        let mut point = |data: &mut Bytes, off: u64| {
-            // The layout placed each tensor at `off` with its own length; comparing the
-            // bytes would page the file back in, so only the length is checked.
-            if let Some(b) = Bytes::shared(&buf, off as usize, data.len()) {
-                data.discard_pages();
+        let mut point = |data: &mut Bytes, at: At| {
+            // The layout placed each tensor with its own length; comparing the bytes would
+            // page the file back in, so only the length is checked.
+            let (buf, off, copied) = match (at, &file) {
+                (At::Side(off), _) => (&side, off, true),
+                (At::File(off), Some(f)) => (f, off, false),
+                (At::File(_), None) => return,
+            };
+            if let Some(b) = Bytes::shared(buf, off as usize, data.len()) {
+                // A copied tensor's source pages go; one read in place is those very pages.
+                if copied {
+                    data.discard_pages();
+                }
                 shared += b.len();
                 *data = b;
             }
@@ -488,13 +502,13 @@ impl IgpuBackend {
             ] {
                 // An input-major copy (sparse down_proj) keeps its own row-major source.
                 if t.columns.is_none() {
-                    point(&mut t.data, at.off);
+                    point(&mut t.data, at.at);
                 }
             }
         }
         tracing::info!(
             bytes = shared,
-            "the CPU reads the weights from the iGPU's shared buffer (one copy in memory)"
+            "the CPU reads the weights in the mapping the iGPU reads (one copy in memory)"
         );
         shared
     }
@@ -502,6 +516,7 @@ impl IgpuBackend {
     /// Whether the weight and work buffers sit at the same address for CPU and GPU.
     pub fn same_va(&self) -> bool {
         self.weights.same_va()
+            && self.file.as_ref().is_none_or(|f| f.same_va())
             && self.work.same_va()
             && self.own.as_ref().is_none_or(|s| s.buf.same_va())
     }
@@ -616,5 +631,46 @@ impl IgpuBackend {
     /// The device.
     pub fn device(&self) -> &Device {
         &self.dev
+    }
+}
+
+/// The sealed memfd `model` was loaded into, exported to the GPU as it is (udmabuf chunks
+/// imported at adjacent GPU addresses); `None`, after saying why, when the model was not
+/// loaded into a memfd or the kernel cannot import it: the weights are then copied.
+fn import_model_file(dev: &Device, model: &Model) -> Option<(Arc<SealedFile>, SharedGpuBuffer)> {
+    let Bytes::Sealed { file, .. } = &model.embed_tokens.data else {
+        tracing::info!(
+            "the model was not loaded into a memfd (--load mmap, or the embedded model): \
+             the iGPU copies its weights"
+        );
+        return None;
+    };
+    let io = dev.io();
+    let imported = Udmabuf::open(io)
+        .map_err(|e| e.to_string())
+        .and_then(|udmabuf| {
+            SharedBuffer::from_memfd(
+                io,
+                &udmabuf,
+                MODEL_FILE.name,
+                file.raw_fd(),
+                0,
+                file.mapped_len(),
+                MODEL_FILE.descriptor,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .and_then(|buf| SharedGpuBuffer::import(dev, buf).map_err(|e| e.to_string()));
+    match imported {
+        Ok(buf) => Some((file.clone(), buf)),
+        Err(e) => {
+            tracing::info!(
+                error = %e,
+                "the GPU cannot read the model file's memfd in place; copying the weights \
+                 (load udmabuf, and raise /sys/module/udmabuf/parameters/size_limit_mb for \
+                 fewer chunks)"
+            );
+            None
+        }
     }
 }

@@ -71,6 +71,16 @@ impl IgpuSurface {
     }
 
     /// The backend and the GPU back (a selftest that goes on to profile the device).
+    /// A session on `seq`, a sequence of this surface's backend given back (see
+    /// [`IgpuSeq::from_cpu_session`]).
+    pub fn session_on(&self, seq: IgpuSeq) -> IgpuSession {
+        IgpuSession {
+            seq,
+            need: Need::Nothing,
+            all_logits: Vec::new(),
+        }
+    }
+
     pub fn into_parts(self) -> (IgpuBackend, Gpu) {
         (self.be, self.gpu)
     }

@@ -1,11 +1,13 @@
 //! [`NpuPrefill`]: a [`Projector`] that runs a prompt chunk's BitLinears on the NPU.
 //!
-//! At load every ternary weight is written into NPU-visible [`SharedBuffer`]s (udmabuf
-//! chunks imported into the amdxdna device), each tensor inside one chunk because the NPU
-//! sees each dma-buf at its own address. **This is a copy** of the weights the CPU reads
-//! from the model mapping, until the one-copy work makes the model file's own memfd the
-//! buffer every surface reads. Activations, their scales and the f32 outputs go through
-//! three more shared buffers sized for the largest projection.
+//! The ternary weights are read in place: the memfd the model file was loaded into (or the
+//! iGPU's buffer over it) is exported as udmabufs of whole pages, each holding whole
+//! tensors because the NPU sees each dma-buf at its own address, and imported into the
+//! amdxdna device. The CPU and the NPU read the same pages. Only a tensor without such a
+//! memfd behind it (a memory-mapped or embedded model, a down_proj kept input-major for
+//! the sparse column skip) is copied into NPU-visible buffers. Activations, their scales
+//! and the f32 outputs go through three more shared buffers sized for the largest
+//! projection.
 //!
 //! One kernel per projection shape `(m, k, n)`; a chunk of more than `m` rows takes
 //! several launches, the last padded with zero rows. The numbers are those of
@@ -108,6 +110,9 @@ pub struct NpuPrefill {
     failed: Mutex<Option<String>>,
     launches: AtomicU64,
     timeout: Duration,
+    /// Weight bytes the NPU reads in place from a memfd, and bytes it reads from copies.
+    in_place: usize,
+    copied: usize,
 }
 
 /// The device, the I/O it goes through, and the emulator serving it (emulated source).
@@ -189,7 +194,12 @@ impl NpuPrefill {
         let m = m_art.unwrap_or(m);
         let udmabuf = Udmabuf::open(&io).map_err(|e| format!("/dev/udmabuf: {e}"))?;
         let chunk = (udmabuf.limits().size_limit / 4096 * 4096).max(4096) as usize;
-        let (weights, placement) = copy_weights(model, &io, &udmabuf, chunk)?;
+        let (weights, placement, in_place) = place_weights(model, &io, &udmabuf, chunk)?;
+        let copied = weights
+            .iter()
+            .filter(|b| b.is_writable())
+            .map(SharedBuffer::len)
+            .sum::<usize>();
         let share = |kind: SharedBufferKind, len: usize| {
             SharedBuffer::with_udmabuf(&io, &udmabuf, kind.name, len.max(1), kind.descriptor)
                 .map_err(|e| format!("NPU buffer {}: {e}", kind.name))
@@ -208,9 +218,10 @@ impl NpuPrefill {
         tracing::info!(
             kernels = kernels.len(),
             m,
-            weight_bytes = weights.iter().map(SharedBuffer::len).sum::<usize>(),
+            in_place,
+            copied,
             emulated = emu.is_some(),
-            "NPU prefill ready (the weights are copied into NPU-visible buffers until the model's own memfd is shared)"
+            "NPU prefill ready (weight bytes read in place from the model's memfd, and copied)"
         );
         Ok(NpuPrefill {
             npu: Mutex::new(Npu {
@@ -231,7 +242,29 @@ impl NpuPrefill {
             failed: Mutex::new(None),
             launches: AtomicU64::new(0),
             timeout: Duration::from_secs(30),
+            in_place,
+            copied,
         })
+    }
+
+    /// Weight bytes read in place from the model's memfd (no copy).
+    pub fn in_place_bytes(&self) -> usize {
+        self.in_place
+    }
+
+    /// Weight bytes copied into NPU-visible buffers.
+    pub fn copied_bytes(&self) -> usize {
+        self.copied
+    }
+
+    /// The memfds the NPU's in-place weight buffers export (to show they are the model's).
+    pub fn weight_memfds(&self) -> Vec<std::os::fd::RawFd> {
+        self.lock()
+            ._weights
+            .iter()
+            .filter(|b| !b.is_writable())
+            .filter_map(|b| b.memfd().map(|m| m.raw()))
+            .collect()
     }
 
     /// Rows per launch.
@@ -274,21 +307,132 @@ impl NpuPrefill {
     }
 }
 
-/// Packs every ternary tensor into buffers of at most `chunk` bytes (each tensor inside
-/// one udmabuf chunk, 4 KiB aligned) and copies it there.
+/// Weight buffers for the NPU, where each tensor lies in them, and the bytes read in place.
+type Placed = (Vec<SharedBuffer>, HashMap<usize, Placement>, usize);
+
+/// Gives the NPU every ternary tensor: in place where a memfd holds it in the kernels'
+/// layout ([`export_in_place`]), copied otherwise ([`copy_weights`]).
 ///
 /// These buffers are writable from the NPU: amdxdna has no read-only BO (its create and
 /// import paths take no access flags), so the weights stay unwritten only because no AIE
 /// kernel is given them as an output.
-fn copy_weights(
+fn place_weights(
     model: &Model,
     io: &Arc<dyn KernelIo>,
     udmabuf: &Udmabuf,
     chunk: usize,
+) -> Result<Placed, String> {
+    let (in_place, rest): (Vec<_>, Vec<_>) = tensors(model).partition(|w| {
+        // An input-major copy (sparse down_proj) may have parked or rebuilt the row-major
+        // bytes; those are copied from the view.
+        w.columns.is_none() && w.data.memfd_window().is_some()
+    });
+    let (mut bufs, mut placement) = export_in_place(&in_place, io, udmabuf, chunk)?;
+    let in_place_bytes = in_place.iter().map(|w| w.byte_len()).sum();
+    let (copies, copied) = copy_weights(&rest, io, udmabuf, chunk)?;
+    let base = bufs.len();
+    placement.extend(
+        copied
+            .into_iter()
+            .map(|(k, (i, at, len))| (k, (base + i, at, len))),
+    );
+    bufs.extend(copies);
+    Ok((bufs, placement, in_place_bytes))
+}
+
+/// Exports the memfd ranges holding `tensors` as udmabufs of whole pages, each at most
+/// `chunk` bytes and holding whole tensors (neighbouring ranges may share a page: udmabuf
+/// lets several dma-bufs pin the same page).
+fn export_in_place(
+    tensors: &[&TernaryTensor],
+    io: &Arc<dyn KernelIo>,
+    udmabuf: &Udmabuf,
+    chunk: usize,
 ) -> Result<(Vec<SharedBuffer>, HashMap<usize, Placement>), String> {
+    let page = onebit_drv::page_size();
+    let mut sorted: Vec<(std::os::fd::RawFd, u64, &TernaryTensor)> = tensors
+        .iter()
+        .filter_map(|w| w.data.memfd_window().map(|(fd, off)| (fd, off, *w)))
+        .collect();
+    sorted.sort_by_key(|&(fd, off, _)| (fd, off));
+    // Groups of tensors in one memfd whose page-rounded span fits a chunk.
+    struct Group<'a> {
+        fd: std::os::fd::RawFd,
+        start: u64,
+        end: u64,
+        members: Vec<(u64, &'a TernaryTensor)>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for (fd, off, w) in sorted {
+        let end = off + w.byte_len() as u64;
+        if let Some(g) = groups.last_mut() {
+            let span = end.max(g.end).next_multiple_of(page) - g.start;
+            if g.fd == fd && span <= chunk as u64 {
+                g.end = end.max(g.end);
+                g.members.push((off, w));
+                continue;
+            }
+        }
+        if end.next_multiple_of(page) - off / page * page > chunk as u64 {
+            return Err(format!(
+                "a {}x{} ternary tensor ({} bytes) spans more than one udmabuf chunk ({chunk} \
+                 bytes); raise /sys/module/udmabuf/parameters/size_limit_mb",
+                w.rows,
+                w.cols,
+                w.byte_len()
+            ));
+        }
+        groups.push(Group {
+            fd,
+            start: off / page * page,
+            end,
+            members: vec![(off, w)],
+        });
+    }
+    let mut bufs = Vec::new();
+    let mut placement = HashMap::new();
+    for (
+        i,
+        Group {
+            fd,
+            start,
+            end,
+            members,
+        },
+    ) in groups.into_iter().enumerate()
+    {
+        let b = SharedBuffer::from_memfd(
+            io,
+            udmabuf,
+            &format!("{}-in-place-{i}", NPU_WEIGHTS.name),
+            fd,
+            start,
+            (end - start) as usize,
+            NPU_WEIGHTS.descriptor,
+        )
+        .map_err(|e| format!("NPU weights in place: {e}"))?;
+        for (off, w) in members {
+            placement.insert(key(w), (i, (off - start) as usize, w.byte_len()));
+        }
+        bufs.push(b);
+    }
+    Ok((bufs, placement))
+}
+
+/// Packs `tensors` into buffers of at most `chunk` bytes (each tensor inside one udmabuf
+/// chunk, 4 KiB aligned) and copies them there.
+fn copy_weights(
+    tensors: &[&TernaryTensor],
+    io: &Arc<dyn KernelIo>,
+    udmabuf: &Udmabuf,
+    chunk: usize,
+) -> Result<(Vec<SharedBuffer>, HashMap<usize, Placement>), String> {
+    if tensors.is_empty() {
+        return Ok((Vec::new(), HashMap::new()));
+    }
     let mut plan: Vec<Vec<(&TernaryTensor, usize)>> = vec![Vec::new()];
     let mut fill = 0usize;
-    for w in tensors(model) {
+    for &w in tensors {
         let len = w.view().data.len();
         if len > chunk {
             return Err(format!(

@@ -3,11 +3,10 @@
 //! A step's sessions with at least [`PrefillPlan::min_rows`] new tokens are prefilled on
 //! the CPU side with their projections on the NPU ([`NpuPrefill`]); the others step on the
 //! decode surface. A session the decode surface keeps on the CPU is prefilled in place. A
-//! session it keeps on a device (the iGPU) is prefilled in a CPU mirror that first takes
-//! over the session's cache, and its keys and values are then written into the device
-//! session's shared buffer, where decoding continues.
+//! session it keeps on a device (the iGPU) is lent to the CPU for the prefill, over the
+//! very shared buffer its keys and values lie in, and goes back to the device before its
+//! next decode step: nothing is copied either way.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::plan::PrefillPlan;
@@ -16,45 +15,36 @@ use crate::backend::cpu::{CpuBackend, CpuSession};
 use crate::backend::{check_step, Backend, BackendError, Health, Need, Output, Surface};
 use crate::model::Model;
 
-/// What NPU prefill needs of a decode surface: to reach a session's CPU cache, or to read
-/// and write its keys and values.
+/// What NPU prefill needs of a decode surface: a session as a CPU session over its own
+/// cache memory.
 pub trait DecodeSurface: Backend {
-    /// The session's CPU cache, when it lives on the CPU (prefill then runs in it).
+    /// The session's CPU cache, when it is on the CPU (prefill then runs in it).
     fn cpu_session<'a>(&self, s: &'a mut Self::Session) -> Option<&'a mut CpuSession>;
-    /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` each.
-    fn layer_kv<'a>(&'a self, s: &'a Self::Session, l: usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>);
-    /// Takes over `tokens` whose keys and values `kv(l)` gives, layer by layer.
-    fn adopt<'k>(
-        &mut self,
-        s: &mut Self::Session,
-        tokens: &[u32],
-        kv: &dyn Fn(usize) -> (Cow<'k, [f32]>, Cow<'k, [f32]>),
-    );
+    /// Puts a session held on a device onto the CPU over the same cache memory (no copy);
+    /// whether it was on a device.
+    fn lend_to_cpu(&mut self, s: &mut Self::Session) -> Result<bool, BackendError>;
+    /// Gives a lent session back to its device (it stays on the CPU if the device failed).
+    fn return_from_cpu(&mut self, s: &mut Self::Session) -> Result<(), BackendError>;
 }
 
 impl<M: std::ops::Deref<Target = Model> + Send> DecodeSurface for CpuBackend<M> {
     fn cpu_session<'a>(&self, s: &'a mut CpuSession) -> Option<&'a mut CpuSession> {
         Some(s)
     }
-    fn layer_kv<'a>(&'a self, s: &'a CpuSession, l: usize) -> (Cow<'a, [f32]>, Cow<'a, [f32]>) {
-        s.kv.layer_kv(l)
+    fn lend_to_cpu(&mut self, _: &mut CpuSession) -> Result<bool, BackendError> {
+        Ok(false)
     }
-    fn adopt<'k>(
-        &mut self,
-        s: &mut CpuSession,
-        tokens: &[u32],
-        kv: &dyn Fn(usize) -> (Cow<'k, [f32]>, Cow<'k, [f32]>),
-    ) {
-        s.kv.adopt(tokens, kv);
+    fn return_from_cpu(&mut self, _: &mut CpuSession) -> Result<(), BackendError> {
+        Ok(())
     }
 }
 
-/// A session of the decode surface, with the CPU mirror its prefills run in.
+/// A session of the decode surface.
 pub struct NpuSession<S> {
     pub inner: S,
-    mirror: Option<CpuSession>,
-    /// Whether the last step ran in the mirror (its output is there).
-    from_mirror: bool,
+    /// Whether the decode surface lent it to the CPU for a prefill (it goes back before the
+    /// next decode step).
+    lent: bool,
 }
 
 /// NPU prefill, decode on `D`.
@@ -79,12 +69,7 @@ impl<D: DecodeSurface> NpuSurface<D> {
         let ctx = model.config.max_context;
         // Greedy prefill rows take the full head: the same token as the screened one,
         // without a second int8 copy of the head beside the decode surface's.
-        // Its sessions only mirror device sessions (a CPU decode surface prefills in
-        // place), whose caches are f32: keep theirs f32 too, so nothing is rounded on the
-        // way back.
-        let cpu = CpuBackend::new(model, ctx)
-            .with_screened_head(false)
-            .with_kv_format(crate::forward::KvFormat::F32);
+        let cpu = CpuBackend::new(model, ctx).with_screened_head(false);
         tracing::info!(
             surface = %surface,
             chunk = npu.chunk(),
@@ -129,50 +114,23 @@ impl<D: DecodeSurface> NpuSurface<D> {
         ids: &[&[u32]],
         needs: &[Need],
     ) -> Result<(), BackendError> {
-        // Mirrors take over the caches of sessions held on a device.
         for s in sessions.iter_mut() {
-            let s = &mut **s;
-            if self.decode.cpu_session(&mut s.inner).is_some() {
-                continue;
-            }
-            let cap = self.decode.capacity(&s.inner);
-            let m = match &mut s.mirror {
-                Some(m) => m,
-                empty => empty.insert(self.cpu.new_session(cap)?),
-            };
-            let held = self.decode.tokens(&s.inner);
-            if m.kv.tokens() != held {
-                let (decode, inner) = (&self.decode, &s.inner);
-                m.kv.adopt(held, |l| decode.layer_kv(inner, l));
+            if self.decode.cpu_session(&mut s.inner).is_none() {
+                s.lent |= self.decode.lend_to_cpu(&mut s.inner)?;
             }
         }
         let mut cs: Vec<&mut CpuSession> = Vec::with_capacity(sessions.len());
-        let mut mirrored = Vec::with_capacity(sessions.len());
         for s in sessions.iter_mut() {
-            let NpuSession { inner, mirror, .. } = &mut **s;
-            match self.decode.cpu_session(inner) {
-                Some(c) => {
-                    mirrored.push(false);
-                    cs.push(c);
-                }
-                None => {
-                    mirrored.push(true);
-                    cs.push(mirror.as_mut().expect("made above"));
-                }
-            }
+            let c = self.decode.cpu_session(&mut s.inner).ok_or_else(|| {
+                BackendError::device(
+                    self.surface,
+                    "the decode surface kept a session from the CPU",
+                )
+            })?;
+            cs.push(c);
         }
         let npu = self.npu.clone();
-        self.cpu.step_with(&mut cs, ids, needs, Some(&*npu))?;
-        drop(cs);
-        for (s, m) in sessions.iter_mut().zip(mirrored) {
-            s.from_mirror = m;
-            if m {
-                let mirror = s.mirror.as_ref().expect("made above");
-                self.decode
-                    .adopt(&mut s.inner, mirror.kv.tokens(), &|l| mirror.kv.layer_kv(l));
-            }
-        }
-        Ok(())
+        self.cpu.step_with(&mut cs, ids, needs, Some(&*npu))
     }
 }
 
@@ -205,8 +163,7 @@ impl<D: DecodeSurface> Backend for NpuSurface<D> {
     fn new_session(&mut self, ctx: usize) -> Result<Self::Session, BackendError> {
         Ok(NpuSession {
             inner: self.decode.new_session(ctx)?,
-            mirror: None,
-            from_mirror: false,
+            lent: false,
         })
     }
 
@@ -216,10 +173,6 @@ impl<D: DecodeSurface> Backend for NpuSurface<D> {
 
     fn truncate(&mut self, s: &mut Self::Session, n: usize) {
         self.decode.truncate(&mut s.inner, n);
-        if let Some(m) = &mut s.mirror {
-            self.cpu.truncate(m, n);
-        }
-        s.from_mirror = false;
     }
 
     fn capacity(&self, s: &Self::Session) -> usize {
@@ -246,14 +199,11 @@ impl<D: DecodeSurface> Backend for NpuSurface<D> {
             to.2.push(need);
         }
         if !dec.0.is_empty() {
-            let mut inner: Vec<&mut D::Session> = dec
-                .0
-                .iter_mut()
-                .map(|s| {
-                    s.from_mirror = false;
-                    &mut s.inner
-                })
-                .collect();
+            for s in dec.0.iter_mut().filter(|s| s.lent) {
+                self.decode.return_from_cpu(&mut s.inner)?;
+                s.lent = false;
+            }
+            let mut inner: Vec<&mut D::Session> = dec.0.iter_mut().map(|s| &mut s.inner).collect();
             self.decode.step(&mut inner, &dec.1, &dec.2)?;
         }
         if !pre.0.is_empty() {
@@ -263,9 +213,6 @@ impl<D: DecodeSurface> Backend for NpuSurface<D> {
     }
 
     fn output<'a>(&'a self, s: &'a Self::Session) -> Output<'a> {
-        match (&s.mirror, s.from_mirror) {
-            (Some(m), true) => self.cpu.output(m),
-            _ => self.decode.output(&s.inner),
-        }
+        self.decode.output(&s.inner)
     }
 }
