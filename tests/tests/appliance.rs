@@ -92,6 +92,38 @@ fn make_root(dir: &Path, onebitd: &Path, model: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// `unshare` with the daemon under it, and the root it serves from: a failed assertion
+/// must not leave either behind (`--kill-child` takes the daemon down with `unshare`).
+struct Sandbox {
+    unshare: Option<Child>,
+    root: PathBuf,
+}
+
+impl Sandbox {
+    fn child(&self) -> &Child {
+        self.unshare.as_ref().expect("unshare is running")
+    }
+
+    /// Waits for `unshare` to exit and returns its status and the daemon's log.
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let out = self.unshare.take().unwrap().wait_with_output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.unshare.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 /// The onebitd process inside the namespace: the child of `unshare --fork`.
 fn daemon_pid(unshare: &Child) -> u32 {
     let pid = unshare.id();
@@ -152,7 +184,7 @@ fn static_onebitd_serves_from_an_empty_root() {
         .unwrap()
         .port();
 
-    let mut unshare = Command::new("unshare")
+    let unshare = Command::new("unshare")
         .args(["--mount", "--pid", "--fork", "--kill-child", "--mount-proc"])
         .arg(format!("--root={}", root.display()))
         .args([
@@ -169,6 +201,10 @@ fn static_onebitd_serves_from_an_empty_root() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start unshare");
+    let sandbox = Sandbox {
+        unshare: Some(unshare),
+        root,
+    };
 
     let mut buf = [0u8; 512];
     let ready = loop {
@@ -185,16 +221,13 @@ fn static_onebitd_serves_from_an_empty_root() {
         }
     };
     if let Err(e) = ready {
-        let _ = unshare.kill();
-        let out = unshare.wait_with_output().unwrap();
-        let _ = std::fs::remove_dir_all(&root);
-        panic!(
-            "no READY=1 from onebitd in the empty root ({e}); its log:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // SAFETY: kill(2) with the pid of this test's child; no memory is involved.
+        unsafe { libc::kill(sandbox.child().id() as i32, libc::SIGKILL) };
+        let (_, log) = sandbox.wait();
+        panic!("no READY=1 from onebitd in the empty root ({e}); its log:\n{log}");
     }
 
-    let pid = daemon_pid(&unshare);
+    let pid = daemon_pid(sandbox.child());
     assert_eq!(uid_of(pid), NOBODY, "onebitd runs as the unprivileged uid");
     let health = server_support::get(port, "/health");
     assert_eq!(health.status, 200, "{}", health.text());
@@ -215,13 +248,10 @@ fn static_onebitd_serves_from_an_empty_root() {
 
     // SAFETY: kill(2) with a pid this test's child forked; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
-    let out = unshare.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&root);
-    let log = String::from_utf8_lossy(&out.stderr);
+    let (status, log) = sandbox.wait();
     assert!(
-        out.status.success(),
-        "onebitd in the empty root exited with {}:\n{log}",
-        out.status
+        status.success(),
+        "onebitd in the empty root exited with {status}:\n{log}"
     );
 }
 
