@@ -255,6 +255,61 @@ fn static_onebitd_serves_from_an_empty_root() {
     );
 }
 
+/// Without /proc the weights cannot be sealed (the memfd is reopened read-only through
+/// /proc/self/fd): the daemon must exit saying so, not with a bare "No such file".
+#[test]
+fn static_onebitd_without_proc_says_to_mount_it() {
+    let onebitd = match static_dir() {
+        Ok(dir) => dir.join("onebitd"),
+        Err(reason) => return skip(&reason),
+    };
+    let Some(model) = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf") else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("needs root: it makes mount and PID namespaces and a device node");
+    }
+    if Command::new("unshare").arg("--version").output().is_err() {
+        return skip("util-linux's unshare is not installed");
+    }
+    let root = std::env::temp_dir().join(format!("onebit-no-proc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir(&root).unwrap();
+    make_root(&root, &onebitd, &model);
+    let out = Command::new("unshare")
+        .args(["--mount", "--pid", "--fork", "--kill-child"])
+        .arg(format!("--root={}", root.display()))
+        .args([
+            "--setgid",
+            &NOBODY.to_string(),
+            "--setuid",
+            &NOBODY.to_string(),
+        ])
+        .args([
+            "/onebitd",
+            "-m",
+            "/model.gguf",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .env_clear()
+        .output()
+        .expect("run unshare");
+    let _ = std::fs::remove_dir_all(&root);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "onebitd served without /proc:\n{log}"
+    );
+    assert!(
+        log.contains("/proc is not mounted"),
+        "the error does not say that /proc is missing:\n{log}"
+    );
+}
+
 #[test]
 fn image_recipe_stages_every_file_it_names() {
     let bins = match static_dir() {
