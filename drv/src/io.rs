@@ -175,8 +175,10 @@ impl KernelIo for RealIo {
 
     unsafe fn ioctl(&self, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32> {
         loop {
+            // The request type is the C library's (glibc: unsigned long, musl: int); the kernel
+            // reads 32 bits, so the wrapping `as` keeps every request number intact.
             // SAFETY: the caller guarantees `arg` matches `request`.
-            let r = unsafe { libc::ioctl(fd, request as libc::c_ulong, arg) };
+            let r = unsafe { libc::ioctl(fd, request as libc::Ioctl, arg) };
             match check(r) {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 other => return other,

@@ -18,3 +18,9 @@ pub mod synth;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+
+/// With the `mimalloc` feature, every binary that links the engine allocates through mimalloc:
+/// static musl builds would otherwise serialise the serving threads on musl's one malloc lock.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

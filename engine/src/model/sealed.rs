@@ -85,7 +85,14 @@ impl MemfdWriter {
         io.add_seals(memfd.as_raw_fd(), Seals::of(&WEIGHT_SEALS))?;
         // A MAP_SHARED mapping of an O_RDWR descriptor could be mprotect'ed writable; one of
         // an O_RDONLY descriptor cannot (mprotect answers EACCES).
-        let ro = std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd()))?;
+        let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+        let ro = std::fs::File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => io::Error::new(
+                e.kind(),
+                format!("cannot reopen the memfd as {path} ({e}): /proc is not mounted here; mount proc on /proc (a chroot or empty root needs it too)"),
+            ),
+            _ => e,
+        })?;
         let map = Mapping::read_only(&io, size, ro.as_raw_fd(), 0)?;
         Ok(SealedFile {
             map,

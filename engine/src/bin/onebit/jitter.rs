@@ -113,11 +113,21 @@ fn set_conditions(a: &Args) -> Result<Vec<(String, String)>, Box<dyn std::error:
         held.push(("pin_cpu".into(), cpu.to_string()));
     }
     if let Some(prio) = a.fifo {
-        let param = libc::sched_param {
-            sched_priority: prio,
+        // SAFETY: sched_param is plain integers (musl's has more of them than glibc's), for
+        // which all zeroes is a valid value.
+        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+        param.sched_priority = prio;
+        // The system call itself: musl's sched_setscheduler() always fails with ENOSYS, since
+        // the kernel's per-thread semantics differ from POSIX's per-process ones.
+        // SAFETY: pid 0 is this thread; `param` is a valid sched_param that outlives the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_sched_setscheduler,
+                0,
+                libc::SCHED_FIFO,
+                &param as *const libc::sched_param,
+            )
         };
-        // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
-        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
         if r != 0 {
             let e = std::io::Error::last_os_error();
             return Err(format!("--fifo {prio}: sched_setscheduler(SCHED_FIFO) failed ({e}); it needs root or CAP_SYS_NICE and a priority in 1..=99").into());
