@@ -1,6 +1,7 @@
 //! onebitd's listening options, end to end through the binary: the warning when it listens
-//! beyond loopback without an API key, and `--socket-mode` / `--socket-group` on a Unix
-//! socket it creates. Each test waits for the daemon's own log lines, never for time.
+//! beyond loopback without an API key, `--socket-mode` / `--socket-group` on a Unix socket
+//! it creates, and `no_new_privs` set by the daemon itself. Each test waits for the
+//! daemon's own log lines, never for time.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -105,6 +106,12 @@ fn socket_mode_and_group_shape_the_unix_socket() {
         &group,
     ]);
     d.wait_for("listening");
+    // Set in code before anything is opened, whatever the unit says.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    assert!(
+        status.lines().any(|l| l == "NoNewPrivs:\t1"),
+        "onebitd runs without no_new_privs:\n{status}"
+    );
     let m = std::fs::symlink_metadata(&sock).unwrap();
     assert_eq!(m.mode() & 0o777, 0o600);
     assert_eq!(m.gid(), gid.as_raw());
