@@ -1,0 +1,4 @@
+//! Fuzz target `gguf`: `onebit_engine::fuzz::gguf` on every input (see ../README.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| onebit_engine::fuzz::gguf(data));
