@@ -8,6 +8,8 @@ pub mod error;
 pub mod eval;
 pub mod format;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod generate;
 pub mod model;
 pub mod probe;

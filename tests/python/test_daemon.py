@@ -57,7 +57,7 @@ def test_socket_activation_and_notify():
         d.wait_ready()
         assert get_json(d.url("/health")) == {"status": "ok", "surface": SURFACE}
         # WATCHDOG_USEC=200ms: an idle engine pings every 100 ms.
-        rx.settimeout(5)
+        rx.settimeout(30)
         assert "WATCHDOG=1" in rx.recv(4096).decode()
         assert d.stop() == 0
         rest = []

@@ -51,10 +51,18 @@ def stream_once(port, i, hang_up):
 
 
 def client_loop(port, i, deadline):
+    """Streams until the deadline, and past it until this client has finished a stream
+    (and, for a client that hangs up, hung up once): what the test checks then holds on
+    a machine of any speed."""
     counts = {"ok": 0, "busy": 0, "hung-up": 0}
+    hangs_up = i % 4 == 0
     n = 0
-    while time.time() < deadline and n < 1000:
-        outcome = stream_once(port, i, hang_up=(i % 4 == 0 and n % 2 == 0))
+
+    def done():
+        return counts["ok"] > 0 and (counts["hung-up"] > 0 or not hangs_up)
+
+    while (time.time() < deadline or not done()) and n < 1000:
+        outcome = stream_once(port, i, hang_up=(hangs_up and n % 2 == 0))
         counts[outcome] += 1
         if outcome == "busy":
             time.sleep(0.2)
@@ -94,7 +102,7 @@ def test_32_streaming_clients_memory_flat(loaded_daemon):
     # Memory: slots and buffers are allocated once; allow 16 MiB of allocator noise.
     assert rss_after - rss_before < 16 * 1024, (rss_before, rss_after)
     # Everything finished: no slot is left busy by the clients that hung up.
-    deadline = time.time() + 5
+    deadline = time.time() + 60
     while d.metric("onebit:requests_processing") != 0 and time.time() < deadline:
         time.sleep(0.1)
     assert d.metric("onebit:requests_processing") == 0

@@ -43,7 +43,14 @@ fn surface(model: Model, s: Surface, fault: Option<FaultPlan>) -> Opened {
         emulator: true,
         ctx: 256,
         sessions: 4,
-        device_timeout: Duration::from_secs(2),
+        // A step counts as hung after this long: short where a hang is injected (the test
+        // waits it out; a slow step taken for a hang moves the sessions to the CPU, which the
+        // fault tests expect anyway), and out of reach of a loaded machine otherwise.
+        device_timeout: if fault.is_some_and(|f| f.kind == FaultKind::Hang) {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(300)
+        },
         fault,
         // The CPU computes what the device does only with the device's f32 cache.
         kv_format: KvFormat::F32,

@@ -1,9 +1,4 @@
-//! Fuzz target: `onebit_engine::format::fuzz::gguf` must never panic on any input.
-//! Run: `cd engine/fuzz && cargo +nightly fuzz run gguf`.
+//! Fuzz target `gguf`: `onebit_engine::fuzz::gguf` on every input (see ../README.md).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = onebit_engine::format::fuzz::gguf(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| onebit_engine::fuzz::gguf(data));

@@ -1,9 +1,4 @@
-//! Fuzz target: `onebit_engine::format::fuzz::hf_config` must never panic on any input.
-//! Run: `cd engine/fuzz && cargo +nightly fuzz run hf_config`.
+//! Fuzz target `hf_config`: `onebit_engine::fuzz::hf_config` on every input (see ../README.md).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = onebit_engine::format::fuzz::hf_config(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| onebit_engine::fuzz::hf_config(data));

@@ -1,9 +1,4 @@
-//! Fuzz target: `onebit_engine::format::fuzz::safetensors` must never panic on any input.
-//! Run: `cd engine/fuzz && cargo +nightly fuzz run safetensors`.
+//! Fuzz target `safetensors`: `onebit_engine::fuzz::safetensors` on every input (see ../README.md).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = onebit_engine::format::fuzz::safetensors(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| onebit_engine::fuzz::safetensors(data));

@@ -1,9 +1,4 @@
-//! Fuzz target: `onebit_engine::format::fuzz::tokenizer_json` must never panic on any input.
-//! Run: `cd engine/fuzz && cargo +nightly fuzz run tokenizer_json`.
+//! Fuzz target `tokenizer_json`: `onebit_engine::fuzz::tokenizer_json` on every input (see ../README.md).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = onebit_engine::format::fuzz::tokenizer_json(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| onebit_engine::fuzz::tokenizer_json(data));

@@ -97,6 +97,22 @@ pub enum Prompt {
     Texts(Vec<String>),
 }
 
+/// `POST /tokenize` (llama.cpp's route).
+#[derive(Debug, Deserialize)]
+pub struct TokenizeRequest {
+    pub content: String,
+    #[serde(default)]
+    pub add_special: bool,
+    #[serde(default)]
+    pub with_pieces: bool,
+}
+
+/// `POST /detokenize`.
+#[derive(Debug, Deserialize)]
+pub struct DetokenizeRequest {
+    pub tokens: Vec<i64>,
+}
+
 /// Defaults the daemon was started with (`--temp`, `-n`, ...).
 #[derive(Clone, Debug)]
 pub struct Defaults {

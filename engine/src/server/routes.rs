@@ -277,15 +277,7 @@ fn check_fits(r: &Ready, bytes: usize, param: &str) -> Result<(), ApiError> {
 }
 
 fn tokenize(sh: &Shared, r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
-    #[derive(serde::Deserialize)]
-    struct Req {
-        content: String,
-        #[serde(default)]
-        add_special: bool,
-        #[serde(default)]
-        with_pieces: bool,
-    }
-    let q: Req = api::parse(body)?;
+    let q: api::TokenizeRequest = api::parse(body)?;
     check_fits(r, q.content.len(), "content")?;
     let ids = sh
         .tokenizing
@@ -314,11 +306,7 @@ fn tokenize(sh: &Shared, r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
 }
 
 fn detokenize(r: &Ready, body: &[u8]) -> Result<Response, ApiError> {
-    #[derive(serde::Deserialize)]
-    struct Req {
-        tokens: Vec<i64>,
-    }
-    let q: Req = api::parse(body)?;
+    let q: api::DetokenizeRequest = api::parse(body)?;
     let ids = check_ids(r, &q.tokens, "tokens")?;
     let text = r
         .vocab

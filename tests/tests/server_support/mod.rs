@@ -22,45 +22,75 @@ pub const MODEL_ID: &str = "tiny-a.i2_s";
 /// Starts a server with `opts` on 127.0.0.1:0 with the model loaded, or None (with the
 /// reason printed) when the fixture is absent.
 pub fn start(opts: Options) -> Option<(Server, u16)> {
-    start_with_step_delay(opts, Duration::ZERO)
+    start_gated(opts, Gate::default())
 }
 
-/// The real engine, slowed down by `delay` per step, so that tests which need a request
-/// to stay in its slot for a while do not depend on how fast this machine is; and held
-/// before each step while its [`Gate`] is shut.
-pub struct Slow<B> {
+/// The real engine, held before each step by its [`Gate`], so that tests which need a
+/// request to stay in its slot for a while do not depend on how fast this machine is.
+pub struct Gated<B> {
     inner: B,
-    delay: Duration,
     gate: Gate,
 }
 
-/// Holds the engine thread before its next step until the test opens it: a test that
-/// needs "nothing happens on this stream for a while" shuts the gate instead of hoping
-/// the engine is slow enough.
-#[derive(Clone, Default)]
-pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+/// Holds the engine thread before each step until the test lets it go: a test that needs
+/// "nothing happens on this stream for a while" shuts the gate instead of hoping the
+/// engine is slow enough, and one that needs "a few steps, then wait" lets steps through
+/// one at a time.
+#[derive(Clone)]
+pub struct Gate(Arc<(Mutex<Pass>, Condvar)>);
+
+/// What the gate lets through.
+#[derive(Clone, Copy)]
+enum Pass {
+    Every,
+    /// This many more steps, then hold.
+    Steps(u64),
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self(Arc::new((Mutex::new(Pass::Every), Condvar::new())))
+    }
+}
 
 impl Gate {
     /// A gate that starts shut.
     pub fn shut() -> Self {
-        Self(Arc::new((Mutex::new(true), Condvar::new())))
+        Self(Arc::new((Mutex::new(Pass::Steps(0)), Condvar::new())))
     }
 
+    /// Lets every step through from now on.
     pub fn open(&self) {
-        *self.0 .0.lock().unwrap() = false;
+        *self.0 .0.lock().unwrap() = Pass::Every;
+        self.0 .1.notify_all();
+    }
+
+    /// Lets `n` more steps through (on a gate that is not open).
+    pub fn allow(&self, n: u64) {
+        let mut g = self.0 .0.lock().unwrap();
+        if let Pass::Steps(left) = *g {
+            *g = Pass::Steps(left + n);
+        }
         self.0 .1.notify_all();
     }
 
     fn pass(&self) {
-        let (shut, cv) = &*self.0;
-        let mut g = shut.lock().unwrap();
-        while *g {
-            g = cv.wait(g).unwrap();
+        let (state, cv) = &*self.0;
+        let mut g = state.lock().unwrap();
+        loop {
+            match *g {
+                Pass::Every => return,
+                Pass::Steps(0) => g = cv.wait(g).unwrap(),
+                Pass::Steps(n) => {
+                    *g = Pass::Steps(n - 1);
+                    return;
+                }
+            }
         }
     }
 }
 
-impl<B: Backend> Backend for Slow<B> {
+impl<B: Backend> Backend for Gated<B> {
     type Session = B::Session;
     fn surface(&self) -> Surface {
         self.inner.surface()
@@ -84,7 +114,6 @@ impl<B: Backend> Backend for Slow<B> {
         needs: &[Need],
     ) -> Result<(), BackendError> {
         self.gate.pass();
-        std::thread::sleep(self.delay);
         self.inner.step(sessions, ids, needs)
     }
     fn output<'a>(&'a self, s: &'a Self::Session) -> Output<'a> {
@@ -92,16 +121,8 @@ impl<B: Backend> Backend for Slow<B> {
     }
 }
 
-pub fn start_with_step_delay(opts: Options, delay: Duration) -> Option<(Server, u16)> {
-    start_with(opts, delay, Gate::default())
-}
-
-/// A server whose engine waits before every step while `gate` is shut.
+/// A server whose engine passes `gate` before every step.
 pub fn start_gated(opts: Options, gate: Gate) -> Option<(Server, u16)> {
-    start_with(opts, Duration::ZERO, gate)
-}
-
-fn start_with(opts: Options, delay: Duration, gate: Gate) -> Option<(Server, u16)> {
     let path = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf")?;
     let (model, tok) = onebit_engine::format::load(&path).expect("load tiny-a");
     let n_vocab = model.config.vocab_size;
@@ -111,9 +132,8 @@ fn start_with(opts: Options, delay: Duration, gate: Gate) -> Option<(Server, u16
     let server = Server::start(opts, vec![Listener::bind("127.0.0.1", 0).unwrap()]).unwrap();
     server
         .set_ready(
-            Slow {
+            Gated {
                 inner: backend,
-                delay,
                 gate,
             },
             vocab,
