@@ -75,6 +75,8 @@ impl WeightLayout {
         let mut a = Arena::default();
         let emb = a.take(model.embed_tokens.data.len());
         let f32s = |a: &mut Arena, v: &[f32]| a.take(v.len() * 4);
+        // IgpuBackend::new admits only blocks with sub-norms.
+        let sub = |v: &Option<Vec<f32>>| v.as_deref().unwrap_or_default().len();
         let layers = model
             .layers
             .iter()
@@ -83,12 +85,12 @@ impl WeightLayout {
                 q: Tern::place(&mut a, &l.q_proj),
                 k: Tern::place(&mut a, &l.k_proj),
                 v: Tern::place(&mut a, &l.v_proj),
-                attn_norm: f32s(&mut a, &l.attn_sub_norm),
+                attn_norm: a.take(sub(&l.attn_sub_norm) * 4),
                 o: Tern::place(&mut a, &l.o_proj),
                 post_norm: f32s(&mut a, &l.post_attention_layernorm),
                 gate: Tern::place(&mut a, &l.gate_proj),
                 up: Tern::place(&mut a, &l.up_proj),
-                ffn_norm: f32s(&mut a, &l.ffn_sub_norm),
+                ffn_norm: a.take(sub(&l.ffn_sub_norm) * 4),
                 down: Tern::place(&mut a, &l.down_proj),
             })
             .collect();
@@ -147,12 +149,20 @@ impl WeightLayout {
             tern(dst, o.q.off, &l.q_proj);
             tern(dst, o.k.off, &l.k_proj);
             tern(dst, o.v.off, &l.v_proj);
-            put_f32(dst, o.attn_norm, &l.attn_sub_norm);
+            put_f32(
+                dst,
+                o.attn_norm,
+                l.attn_sub_norm.as_deref().unwrap_or_default(),
+            );
             tern(dst, o.o.off, &l.o_proj);
             put_f32(dst, o.post_norm, &l.post_attention_layernorm);
             tern(dst, o.gate.off, &l.gate_proj);
             tern(dst, o.up.off, &l.up_proj);
-            put_f32(dst, o.ffn_norm, &l.ffn_sub_norm);
+            put_f32(
+                dst,
+                o.ffn_norm,
+                l.ffn_sub_norm.as_deref().unwrap_or_default(),
+            );
             tern(dst, o.down.off, &l.down_proj);
         }
         put_f32(dst, self.norm, &model.norm);
