@@ -10,7 +10,7 @@ use onebit_engine::tokenizer::Tokenizer;
 use onebit_tests::repo_fixture;
 use serde_json::Value;
 
-const FAMILIES: [&str; 3] = ["llama3", "falcon3", "falcon-e"];
+const FAMILIES: [&str; 4] = ["bitnet-2b4t", "llama3", "falcon3", "falcon-e"];
 
 fn messages(v: &Value) -> Vec<ChatMessage> {
     v.as_array()
@@ -112,4 +112,45 @@ fn a_model_without_a_template_keeps_the_builtin_format() {
     // 1bitLLM's LLaMA-2 vocabulary has no <|eot_id|>: a clear error, not a forged prompt.
     let e = chat_ids(&tok, &[ChatMessage::new("user", "hi")]).unwrap_err();
     assert!(e.to_string().contains("no chat template"), "{e}");
+}
+
+/// `/v1/chat/completions` builds its prompt through the server's vocabulary: the model's
+/// template, with the same ids `onebit run --chat` uses.
+#[test]
+fn the_server_renders_the_models_template() {
+    use onebit_engine::server::backend::Vocab;
+    use onebit_engine::server::engine::EngineVocab;
+    let Some((golden, toks)) = tokenizers("llama3") else {
+        return;
+    };
+    let msgs = messages(&golden["multi_turn"]["messages"]);
+    let want = golden["multi_turn"]["text"].as_str().unwrap();
+    for (format, tok) in toks {
+        let ids = chat_ids(&tok, &msgs).unwrap();
+        let vocab = EngineVocab::new(std::sync::Arc::new(tok.clone()), tok.vocab_size());
+        assert_eq!(vocab.chat_prompt(&msgs).unwrap(), ids, "{format}");
+        assert_eq!(tok.decode(&ids).unwrap(), want, "{format}");
+    }
+}
+
+/// BitNet's built-in format, the fallback for a model without a template, is the 2B-4T
+/// checkpoint's own template: the same text and ids.
+#[test]
+fn the_builtin_format_is_the_2b4t_template() {
+    let Some((golden, toks)) = tokenizers("bitnet-2b4t") else {
+        return;
+    };
+    let (_, tok) = &toks[0];
+    let mut builtin = tok.clone();
+    builtin.set_chat_template(None);
+    for (name, case) in golden.as_object().unwrap() {
+        let msgs = messages(&case["messages"]);
+        let want = case["text"].as_str().unwrap();
+        assert_eq!(format_chat(&builtin, &msgs).unwrap(), want, "{name}");
+        assert_eq!(
+            chat_ids(&builtin, &msgs).unwrap(),
+            chat_ids(tok, &msgs).unwrap(),
+            "{name}"
+        );
+    }
 }

@@ -13,6 +13,9 @@ For each family this writes tests/fixtures/zoo/<family>/:
   multi-turn, a message that tries to forge a turn), for the families with a template.
 
 The families and how their checkpoints store weights:
+- bitnet-2b4t: microsoft/bitnet-b1.58-2B-4T: model_type bitnet, relu², sub-norms
+  `attn_sub_norm` / `ffn_sub_norm`, uint8-packed with a multiplying `weight_scale`
+  (AutoBitLinear), tied head, its "Role: content<|eot_id|>" chat template.
 - 1bitllm (hidden 128 to keep its f16 weights small, so TQ1_0/TQ2_0's 256-wide blocks do not
   fit it; I2_S does): 1bitLLM/bitnet_b1_58-large and -3B: `BitnetForCausalLM` on model_type llama, float
   weights ternarized on the fly (absmean), sub-norms `self_attn.inner_attn_ln` and
@@ -152,7 +155,32 @@ FALCON_TEMPLATE = (
     "{% endfor %}"
 )
 
+# microsoft/bitnet-b1.58-2B-4T's template: "Role: content<|eot_id|>" turns after BOS.
+BITNET_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+
 FAMILIES = {
+    "bitnet-2b4t": dict(
+        name_or_path="microsoft/bitnet-b1.58-2B-4T",
+        config=dict(
+            architectures=["BitNetForCausalLM"], model_type="bitnet", hidden_act="relu2",
+            hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, vocab_size=640,
+            max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=500000.0,
+            tie_word_embeddings=True, torch_dtype="bfloat16", attention_bias=False,
+            quantization_config={"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                 "quantization_mode": "offline"},
+        ),
+        block="bitnet", act="relu2", sub_norms=("self_attn.attn_sub_norm", "mlp.ffn_sub_norm"),
+        storage="packed", scale="multiply", tied=True,
+        specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                  "<|end_header_id|>", "<|eot_id|>"],
+        bos="<|begin_of_text|>", eos="<|eot_id|>", template=BITNET_TEMPLATE,
+    ),
     "1bitllm": dict(
         name_or_path="1bitLLM/bitnet_b1_58-large",
         config=dict(
@@ -163,7 +191,8 @@ FAMILIES = {
             tie_word_embeddings=True, torch_dtype="float16", weight_bits=1, input_bits=8,
             attention_bias=False, pad_token_id=512,
         ),
-        block="bitnet", storage="float", tied=True,
+        block="bitnet", act="silu", sub_norms=("self_attn.inner_attn_ln", "mlp.ffn_layernorm"),
+        storage="float", tied=True,
         specials=["<unk>", "<s>", "</s>"], bos="<s>", eos="</s>", template=None,
     ),
     "llama3": dict(
@@ -177,7 +206,7 @@ FAMILIES = {
             attention_bias=False, mlp_bias=False,
             quantization_config={"quant_method": "bitnet", "modules_to_not_convert": None},
         ),
-        block="llama", storage="packed", tied=False,
+        block="llama", act="silu", sub_norms=None, storage="packed", scale="divide", tied=False,
         specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                   "<|end_header_id|>", "<|eot_id|>"],
         bos="<|begin_of_text|>", eos="<|eot_id|>", template=LLAMA3_TEMPLATE,
@@ -193,7 +222,7 @@ FAMILIES = {
             attention_bias=False, mlp_bias=False,
             quantization_config={"quant_method": "bitnet", "modules_to_not_convert": None},
         ),
-        block="llama", storage="packed", tied=False,
+        block="llama", act="silu", sub_norms=None, storage="packed", scale="divide", tied=False,
         specials=["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|pad|>"],
         bos=None, eos="<|endoftext|>", template=FALCON_TEMPLATE,
     ),
@@ -208,12 +237,16 @@ FAMILIES = {
             attention_bias=False, mlp_bias=False,
             quantization_config={"quant_method": "bitnet", "modules_to_not_convert": None},
         ),
-        block="llama", storage="packed", tied=True,
+        block="llama", act="silu", sub_norms=None, storage="packed", scale="divide", tied=True,
         specials=["<|end_of_text|>", "<|begin_of_text|>", "<|system|>", "<|user|>",
                   "<|assistant|>"],
         bos="<|begin_of_text|>", eos="<|end_of_text|>", template=FALCON_TEMPLATE,
     ),
 }
+
+# Seeds follow this order (seed + index): a family added later goes last, so that the others'
+# fixtures stay byte for byte the same.
+FAMILIES["bitnet-2b4t"] = FAMILIES.pop("bitnet-2b4t")
 
 
 # ---------------------------------------------------------------- weights
@@ -240,12 +273,17 @@ def make_weights(fam, rng):
         codes = rng.integers(0, 3, size=(rows, cols))  # w + 1
         t = codes.astype(np.float64) - 1.0
         if fam["storage"] == "packed":
-            # weight_scale divides (transformers' BitLinear: y / (input_scale * weight_scale));
-            # powers of two keep 1/scale exact in every format.
+            # weight_scale divides (transformers' BitLinear: y / (input_scale * weight_scale))
+            # or multiplies (AutoBitLinear, the 2B-4T checkpoint); powers of two keep the
+            # scale exact in every format.
             ws = float(2.0 ** rng.integers(1, 4))
             tensors[name] = ("U8", (rows // 4, cols), pack_hf(codes).tobytes())
-            tensors[name + "_scale"] = ("BF16", (1,), bf16_bytes(np.array([ws], np.float32)))
-            eff[name] = (t, 1.0 / ws)
+            if fam["scale"] == "divide":
+                tensors[name + "_scale"] = ("BF16", (1,), bf16_bytes(np.array([ws], np.float32)))
+                eff[name] = (t, 1.0 / ws)
+            else:
+                tensors[name + "_scale"] = ("BF16", (1,), bf16_bytes(np.array([1 / ws], np.float32)))
+                eff[name] = (t, 1.0 / ws)
         else:
             # Float weights that absmean-ternarize to `t` with margin: zeros stay below 0.1 a,
             # nonzeros lie in [0.9 a, 1.1 a], so |w| / mean|w| is far from the 0.5 threshold.
@@ -273,9 +311,9 @@ def make_weights(fam, rng):
         projection(p + "mlp.gate_proj.weight", f, h)
         projection(p + "mlp.up_proj.weight", f, h)
         projection(p + "mlp.down_proj.weight", h, f)
-        if fam["block"] == "bitnet":
-            norm(p + "self_attn.inner_attn_ln.weight", nh * hd)
-            norm(p + "mlp.ffn_layernorm.weight", f)
+        if fam["sub_norms"]:
+            norm(p + fam["sub_norms"][0] + ".weight", nh * hd)
+            norm(p + fam["sub_norms"][1] + ".weight", f)
     norm("model.norm.weight", h)
     if not fam["tied"]:
         bf16_tensor("lm_head.weight", (0.1 * rng.standard_normal((V, h))).astype(np.float32))
@@ -289,8 +327,8 @@ class Reference:
     """The families' forward pass in float64, from their model definitions: RMSNorm; every
     projection a BitLinear (per-token absmax int8 input, s = 127 / max(|x|, 1e-5), round half
     to even, clamp [-128, 127]; ternary weights times the per-tensor scale); rotate-half
-    RoPE; causal GQA attention; SiLU-gated MLP; the BitNet block's sub-norms before o_proj
-    and down_proj."""
+    RoPE; causal GQA attention; SiLU- or relu²-gated MLP; the BitNet block's sub-norms before
+    o_proj and down_proj."""
 
     def __init__(self, fam, eff):
         self.c = c = fam["config"]
@@ -346,15 +384,18 @@ class Reference:
             att = np.exp(att - att.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)
             o = np.einsum("hqk,khd->qhd", att, v).reshape(n, nh * hd)
-            if self.fam["block"] == "bitnet":
-                o = self.norm(o, p + "self_attn.inner_attn_ln.weight")
+            if self.fam["sub_norms"]:
+                o = self.norm(o, p + self.fam["sub_norms"][0] + ".weight")
             x = x + self.linear(o, p + "self_attn.o_proj.weight")
             m = self.norm(x, p + "post_attention_layernorm.weight")
             gate = self.linear(m, p + "mlp.gate_proj.weight")
             up = self.linear(m, p + "mlp.up_proj.weight")
-            hmid = gate / (1.0 + np.exp(-gate)) * up
-            if self.fam["block"] == "bitnet":
-                hmid = self.norm(hmid, p + "mlp.ffn_layernorm.weight")
+            if self.fam["act"] == "silu":
+                hmid = gate / (1.0 + np.exp(-gate)) * up
+            else:
+                hmid = np.maximum(gate, 0.0) ** 2 * up
+            if self.fam["sub_norms"]:
+                hmid = self.norm(hmid, p + self.fam["sub_norms"][1] + ".weight")
             x = x + self.linear(hmid, p + "mlp.down_proj.weight")
         return self.norm(x, "model.norm.weight") @ self.head.T
 
