@@ -697,3 +697,85 @@ impl Source for HfSource<'_> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_act": "silu",
+            "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 131072,
+            "quantization_config": {"quant_method": "bitnet"},
+        })
+    }
+
+    fn parse(v: &Value) -> Result<HfConfig> {
+        parse_config(Path::new("config.json"), v)
+    }
+
+    #[test]
+    fn families_are_told_apart() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.config.block, Block::LlamaBitLinear);
+        assert_eq!(c.config.family, Family::Falcon3, "by vocabulary");
+        assert!(!c.tied, "LlamaConfig's default head is untied");
+        let mut v = base();
+        v["_name_or_path"] = "tiiuae/Falcon-E-3B-Instruct".into();
+        assert_eq!(parse(&v).unwrap().config.family, Family::FalconE, "by name");
+        let mut v = base();
+        v["architectures"] = json!(["BitnetForCausalLM"]);
+        v.as_object_mut().unwrap().remove("quantization_config");
+        let c = parse(&v).unwrap().config;
+        assert_eq!(
+            (c.block, c.family),
+            (Block::BitNet(Activation::Silu), Family::OneBitLlm)
+        );
+        let mut v = base();
+        v["model_type"] = "bitnet".into();
+        v["hidden_act"] = "relu2".into();
+        let c = parse(&v).unwrap();
+        assert_eq!(c.config.block, Block::BitNet(Activation::Relu2));
+        assert!(c.tied, "BitNet 2B-4T ties its head");
+    }
+
+    #[test]
+    fn what_onebit_cannot_run_is_refused_with_the_reason() {
+        let refused = |edit: &dyn Fn(&mut Value), needle: &str| {
+            let mut v = base();
+            edit(&mut v);
+            let e = parse(&v).err().expect("refused").to_string();
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        };
+        refused(&|v| v["model_type"] = "mistral".into(), "\"mistral\"");
+        refused(
+            &|v| {
+                v.as_object_mut().unwrap().remove("quantization_config");
+            },
+            "not a ternary model",
+        );
+        refused(&|v| v["hidden_act"] = "gelu".into(), "gelu");
+        refused(
+            &|v| v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0}),
+            "yarn",
+        );
+        refused(
+            &|v| v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0}),
+            "low_freq_factor",
+        );
+    }
+
+    #[test]
+    fn rope_scaling_is_read() {
+        let mut v = base();
+        v["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+        let c = parse(&v).unwrap().config;
+        assert_eq!(c.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+        v["rope_scaling"] = json!({"rope_type": "default"});
+        assert_eq!(parse(&v).unwrap().config.rope_scaling, None);
+    }
+}
