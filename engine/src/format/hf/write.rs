@@ -200,6 +200,15 @@ pub fn config_json(model: &Model, opts: &HfWriteOptions) -> serde_json::Value {
     if c.head_dim * c.n_heads != c.hidden_size {
         v["head_dim"] = c.head_dim.into();
     }
+    // The checkpoint's own name tells a LLaMA-layout family apart when read back.
+    if let Some((_, name)) = model
+        .provenance
+        .metadata
+        .iter()
+        .find(|(k, _)| k == super::NAME_KEY || k == "general.name")
+    {
+        v["_name_or_path"] = name.trim_matches('"').into();
+    }
     if let Some(r) = c.rope_scaling {
         v["rope_scaling"] = serde_json::to_value(r).unwrap_or_default();
     }
