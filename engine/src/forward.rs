@@ -1,13 +1,17 @@
-//! The BitNet b1.58 forward pass, block by block as the paper and the HF model define it:
+//! The forward pass of a ternary model, block by block as the paper and the HF model
+//! define BitNet b1.58's:
 //!
 //! ```text
 //! h = embed_tokens[ids]
 //! per layer:  a = input_layernorm(h);  q,k,v = BitLinear(a);  RoPE(q,k);  o = attn(q,k,v)
 //!             h += o_proj(attn_sub_norm(o))
 //!             f = post_attention_layernorm(h)
-//!             h += down_proj(ffn_sub_norm(relu(gate_proj(f))² · up_proj(f)))
-//! logits = norm(h) · embed_tokensᵀ
+//!             h += down_proj(ffn_sub_norm(act(gate_proj(f)) · up_proj(f)))
+//! logits = norm(h) · headᵀ          (head = embed_tokens when tied)
 //! ```
+//! `act` is relu² (2B-4T) or SiLU (1bitLLM). The LLaMA-BitLinear block (Llama3-8B-1.58,
+//! Falcon3, Falcon-E) has no sub-norms and SiLU; it lives in [`llama_block`], sharing the
+//! attention and the FFN's input projections defined here.
 //! Every BitLinear quantizes its input per token to int8 (absmax) and multiplies by the
 //! ternary weights in integers; q/k/v share one quantized input, gate/up another.
 //!
@@ -15,8 +19,10 @@
 //! with many tokens, batched decode is many sessions with one token each. The projections
 //! then run as one GEMM over all rows, so each weight is read once per call.
 
+mod llama_block;
+
 use crate::backend::Need;
-use crate::model::{ColumnCounter, Layer, Model, TernaryTensor, SPARSE_COLUMNS};
+use crate::model::{Activation, Block, ColumnCounter, Layer, Model, TernaryTensor, SPARSE_COLUMNS};
 
 /// Head rows the screened head scored in full, of all the rows it screened (the bytes a
 /// screened step reads of the float head; a benchmark's roofline and report read it).
@@ -27,7 +33,7 @@ use onebit_kernels::attention::{
     attention as flash_attention, AttnShape, KvBuf, KvRows, KvRowsMut, KvShape, Segment,
 };
 use onebit_kernels::float::{
-    add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_inv_freq, rope_rotate_half_cached,
+    add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_rotate_half_cached, silu_mul,
 };
 use onebit_kernels::screen::{Int8Head, TopK};
 use onebit_kernels::ternary::colsparse::{
@@ -384,7 +390,7 @@ fn hidden_states(
     {
         embd.row_to_f32(*id as usize, row);
     }
-    let inv_freq = rope_inv_freq(c.head_dim, c.rope_theta);
+    let inv_freq = c.rope_inv_freq();
     // cos/sin per row, shared by every head of every layer.
     let half = c.head_dim / 2;
     let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
@@ -399,17 +405,19 @@ fn hidden_states(
     let rope = Rope { cos, sin, half };
     let mut scratch = Scratch::new(model, n, projector);
     for (li, layer) in model.layers.iter().enumerate() {
-        self_attention(
+        let at = LayerAt {
             model,
-            li,
+            index: li,
             layer,
-            sessions,
-            &rows,
-            &rope,
-            &mut h,
-            &mut scratch,
-        );
-        feed_forward(model, layer, &mut h, &mut scratch);
+        };
+        match c.block {
+            Block::BitNet(act) => {
+                bitnet_block(&at, act, sessions, &rows, &rope, &mut h, &mut scratch)
+            }
+            Block::LlamaBitLinear => {
+                llama_block::block(&at, sessions, &rows, &rope, &mut h, &mut scratch)
+            }
+        }
     }
     for (session, ids) in sessions.iter_mut().zip(new_ids) {
         session.tokens.extend_from_slice(ids);
@@ -565,22 +573,77 @@ fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-fn self_attention(
-    model: &Model,
-    layer_index: usize,
-    layer: &Layer,
+/// One decoder layer of the model, where the block functions read it.
+struct LayerAt<'m> {
+    model: &'m Model,
+    index: usize,
+    layer: &'m Layer,
+}
+
+/// BitNet b1.58's block: an RMSNorm before `o_proj` and before `down_proj`.
+fn bitnet_block(
+    at: &LayerAt,
+    act: Activation,
     sessions: &mut [&mut Session],
     rows: &[RowPos],
     rope: &Rope,
     h: &mut [f32],
     s: &mut Scratch,
 ) {
+    let (c, layer) = (&at.model.config, at.layer);
+    let (hidden, q_dim, ffn, n) = (c.hidden_size, c.q_dim(), c.intermediate_size, s.n);
+
+    attend(at, sessions, rows, rope, h, s);
+    let o = &mut s.attn[..n * q_dim];
+    // A layer loaded for this block has its sub-norms (layout::build_layers).
+    if let Some(w) = &layer.attn_sub_norm {
+        norm_rows(o, w, c.rms_norm_eps);
+    }
+    quantize_rows(o, q_dim, &mut s.quant, &mut s.acts);
+    bitlinear(s.projector, &layer.o_proj, &s.quant, &s.acts, &mut s.proj);
+    add_inplace(h, &s.proj[..n * hidden]);
+
+    gate_up(at, h, s);
+    let g = &mut s.gate[..n * ffn];
+    activate(act, g, &s.up[..n * ffn]);
+    if let Some(w) = &layer.ffn_sub_norm {
+        norm_rows(g, w, c.rms_norm_eps);
+    }
+    quantize_rows(g, ffn, &mut s.quant, &mut s.acts);
+    bitlinear(
+        s.projector,
+        &layer.down_proj,
+        &s.quant,
+        &s.acts,
+        &mut s.proj,
+    );
+    add_inplace(h, &s.proj[..n * hidden]);
+}
+
+/// `gate = act(gate) · up`.
+fn activate(act: Activation, gate: &mut [f32], up: &[f32]) {
+    match act {
+        Activation::Relu2 => relu2_mul(gate, up),
+        Activation::Silu => silu_mul(gate, up),
+    }
+}
+
+/// The attention half every block shares, up to the attention output in `s.attn`:
+/// `input_layernorm`, q/k/v from one int8 input, RoPE, the new keys and values into each
+/// session's cache, causal attention.
+fn attend(
+    at: &LayerAt,
+    sessions: &mut [&mut Session],
+    rows: &[RowPos],
+    rope: &Rope,
+    h: &[f32],
+    s: &mut Scratch,
+) {
+    let (model, layer) = (at.model, at.layer);
     let c = &model.config;
     let (hidden, q_dim, kv_dim, hd) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.head_dim);
     let n = s.n;
 
-    // input_layernorm, then one shared int8 input for q/k/v
     let normed = &mut s.normed[..n * hidden];
     normed.copy_from_slice(h);
     norm_rows(normed, &layer.input_layernorm, c.rms_norm_eps);
@@ -599,19 +662,12 @@ fn self_attention(
         rope_rotate_half_cached(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hd, cos, sin);
         let sess = &mut sessions[rp.session];
         let shape = sess.shape;
-        let (mut keys, mut values) = sess.kv.layer_mut(layer_index);
+        let (mut keys, mut values) = sess.kv.layer_mut(at.index);
         keys.store(shape, rp.pos, &s.k[t * kv_dim..(t + 1) * kv_dim]);
         values.store(shape, rp.pos, &s.v[t * kv_dim..(t + 1) * kv_dim]);
     }
 
-    attention(model, layer_index, sessions, rows, &s.q, &mut s.attn);
-
-    // attn_sub_norm before o_proj
-    let o = &mut s.attn[..n * q_dim];
-    norm_rows(o, &layer.attn_sub_norm, c.rms_norm_eps);
-    quantize_rows(o, q_dim, &mut s.quant, &mut s.acts);
-    bitlinear(s.projector, &layer.o_proj, &s.quant, &s.acts, &mut s.proj);
-    add_inplace(h, &s.proj[..n * hidden]);
+    attention(model, at.index, sessions, rows, &s.q, &mut s.attn);
 }
 
 /// Causal scaled-dot-product attention with GQA (kv head j serves query heads
@@ -653,12 +709,11 @@ fn attention(
     flash_attention(Isa::best(), shape, &segs, &mut out[..rows.len() * q_dim]);
 }
 
-fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
-    let c = &model.config;
-    let (hidden, ffn) = (c.hidden_size, c.intermediate_size);
-    let n = s.n;
-
-    // post_attention_layernorm, then one shared int8 input for gate/up
+/// The FFN's input half every block shares: `post_attention_layernorm`, then gate and up
+/// from one int8 input into `s.gate` and `s.up`.
+fn gate_up(at: &LayerAt, h: &[f32], s: &mut Scratch) {
+    let (c, layer) = (&at.model.config, at.layer);
+    let (hidden, n) = (c.hidden_size, s.n);
     let normed = &mut s.normed[..n * hidden];
     normed.copy_from_slice(h);
     norm_rows(normed, &layer.post_attention_layernorm, c.rms_norm_eps);
@@ -670,23 +725,9 @@ fn feed_forward(model: &Model, layer: &Layer, h: &mut [f32], s: &mut Scratch) {
         &s.acts,
         &mut [&mut s.gate, &mut s.up],
     );
-    let g = &mut s.gate[..n * ffn];
-    relu2_mul(g, &s.up[..n * ffn]);
-
-    // ffn_sub_norm before down_proj
-    norm_rows(g, &layer.ffn_sub_norm, c.rms_norm_eps);
-    quantize_rows(g, ffn, &mut s.quant, &mut s.acts);
-    bitlinear(
-        s.projector,
-        &layer.down_proj,
-        &s.quant,
-        &s.acts,
-        &mut s.proj,
-    );
-    add_inplace(h, &s.proj[..n * hidden]);
 }
 
-/// Final norm and the tied LM head, for the rows each session's need asks for. The head
+/// Final norm and the LM head, for the rows each session's need asks for. The head
 /// runs once per call, not once per row: one GEMM over every row that needs logits, and one
 /// screened pass over every greedy or top-k row (each the same numbers as the one-row head).
 fn lm_head(
@@ -698,7 +739,7 @@ fn lm_head(
     screen: Option<&Int8Head>,
 ) -> Vec<RowResult> {
     let c = &model.config;
-    let head = model.embed_tokens.view();
+    let head = model.head().view();
     let (full, screened) = head_rows(rows, needs, screen.is_some());
     let mut out = vec![RowResult::Nothing; needs.len()];
 
@@ -732,7 +773,7 @@ fn lm_head(
         }
     }
 
-    // logits = norm(h) · embed_tokensᵀ for every other row, `[full.len(), vocab]`.
+    // logits = norm(h) · headᵀ for every other row, `[full.len(), vocab]`.
     let mut logits = vec![0f32; full.len() * c.vocab_size];
     head.matmul(&final_norm(model, h, &full), &mut logits);
     // Each session's rows are consecutive: hand them out from the last session back, so

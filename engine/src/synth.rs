@@ -5,7 +5,9 @@
 //! Values are chosen to look like a trained model to the kernels: ternary weights with
 //! about 40 % zeros, per-tensor scales in 0.5–2, norm weights around 1, small embeddings.
 
-use crate::model::{Bytes, Config, Embedding, Layer, Model, Provenance, TernaryTensor};
+use crate::model::{
+    Activation, Block, Bytes, Config, Embedding, Family, Layer, Model, Provenance, TernaryTensor,
+};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use half::f16;
@@ -59,6 +61,9 @@ impl Preset {
             rms_norm_eps: 1e-5,
             bos_token_id: Some(specials as u32),
             eos_token_ids: vec![specials as u32 + 1, specials as u32 + 9],
+            block: Block::BitNet(Activation::Relu2),
+            family: Family::BitNetB158,
+            rope_scaling: None,
         }
     }
 }
@@ -201,12 +206,12 @@ pub fn model(preset: Preset, seed: u64, embd: EmbdType) -> Result<Model> {
                 q_proj: ternary(seed, s(1), q, h),
                 k_proj: ternary(seed, s(2), kv, h),
                 v_proj: ternary(seed, s(3), kv, h),
-                attn_sub_norm: norm_weight(seed, s(4), q),
+                attn_sub_norm: Some(norm_weight(seed, s(4), q)),
                 o_proj: ternary(seed, s(5), h, q),
                 post_attention_layernorm: norm_weight(seed, s(6), h),
                 gate_proj: ternary(seed, s(7), f, h),
                 up_proj: ternary(seed, s(8), f, h),
-                ffn_sub_norm: norm_weight(seed, s(9), f),
+                ffn_sub_norm: Some(norm_weight(seed, s(9), f)),
                 down_proj: ternary(seed, s(10), h, f),
             }
         })
@@ -226,6 +231,7 @@ pub fn model(preset: Preset, seed: u64, embd: EmbdType) -> Result<Model> {
     Ok(Model {
         config: c,
         embed_tokens,
+        lm_head: None,
         layers,
         norm,
         provenance,

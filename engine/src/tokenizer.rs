@@ -1,6 +1,7 @@
 //! Tokenizer: HF `tokenizer.json`, or the same byte-level BPE rebuilt from GGUF metadata
 //! (`tokenizer.ggml.*`), both run by the `tokenizers` crate so encoding matches HF.
 
+use crate::chat::ChatTemplate;
 use crate::format::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -47,6 +48,9 @@ pub struct Tokenizer {
     /// A copy of `inner` that reads special-token text as plain text, made on first use
     /// (only chat prompts need it).
     plain: std::sync::OnceLock<tokenizers::Tokenizer>,
+    /// The model's own chat template (HF `tokenizer_config.json`, GGUF
+    /// `tokenizer.chat_template`); `None` means BitNet's built-in chat format.
+    chat_template: Option<std::sync::Arc<ChatTemplate>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -114,7 +118,28 @@ impl Tokenizer {
             eos,
             vocab_size,
             plain: std::sync::OnceLock::new(),
+            chat_template: None,
         }
+    }
+
+    /// The added tokens (specials and user-defined) as (id, text): the strings that
+    /// [`encode`](Self::encode) turns into single ids.
+    pub fn added_tokens(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.added.iter().map(|(&id, t)| (id, t.as_str()))
+    }
+
+    /// The model's chat template, if it has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_deref()
+    }
+
+    pub fn set_chat_template(&mut self, t: Option<ChatTemplate>) {
+        self.chat_template = t.map(std::sync::Arc::new);
+    }
+
+    /// The token's text, or "" (how a template sees a model without that token).
+    pub fn token_text(&self, id: Option<u32>) -> String {
+        id.and_then(|i| self.id_to_token(i)).unwrap_or_default()
     }
 
     /// Rebuilds the byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata.
@@ -184,6 +209,14 @@ impl Tokenizer {
         .collect();
         eos.extend(tok.eos.iter().copied());
         tok.eos = dedup(eos);
+        if let Some(source) = g.get("tokenizer.chat_template").and_then(Value::as_str) {
+            let eos_token = tok.token_text(id_key("tokenizer.ggml.eos_token_id"));
+            tok.set_chat_template(Some(ChatTemplate {
+                source: source.to_string(),
+                bos_token: tok.token_text(tok.bos),
+                eos_token,
+            }));
+        }
         Ok(tok)
     }
 

@@ -90,6 +90,14 @@ pub fn relu2_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `gate = silu(gate) · up` (`silu(x) = x / (1 + e^-x)`), in place in `gate`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 /// `acc += x`.
 pub fn add_inplace(acc: &mut [f32], x: &[f32]) {
     assert_eq!(acc.len(), x.len(), "add: length mismatch");
@@ -232,6 +240,26 @@ pub fn dot_f32_lanes_ref(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silu_mul_matches_its_definition_in_f64() {
+        let gate: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 0.7).collect();
+        let up: Vec<f32> = (0..37).map(|i| 1.0 + (i % 5) as f32 * 0.25).collect();
+        let mut out = gate.clone();
+        silu_mul(&mut out, &up);
+        for ((g, u), o) in gate.iter().zip(&up).zip(&out) {
+            let (g, u) = (f64::from(*g), f64::from(*u));
+            let want = g / (1.0 + (-g).exp()) * u;
+            assert!(
+                (f64::from(*o) - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{o} vs {want}"
+            );
+        }
+        // Large negative inputs go to zero, not NaN.
+        let mut big = vec![-200.0f32, 200.0];
+        silu_mul(&mut big, &[1.0, 1.0]);
+        assert_eq!(big, [0.0, 200.0]);
+    }
 
     #[test]
     fn rope_at_zero_is_identity_and_preserves_norm() {

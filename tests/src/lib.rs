@@ -27,3 +27,20 @@ pub fn fixture(rel: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// A fixture committed under `tests/fixtures` (made by the repository's own tools, such as
+/// `tools/zoo/make_fixtures.py`), or prints why the test is skipped and returns None.
+pub fn repo_fixture(rel: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIP: fixture {} not found (make it with tools/zoo/make_fixtures.py)",
+            p.display()
+        );
+        None
+    }
+}

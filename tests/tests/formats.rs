@@ -144,7 +144,11 @@ fn all_tiny_a_variants_hold_the_same_weights() {
         tok.eos_ids()
     );
     // The norms are not all ones, so a swapped norm would show.
-    assert!(base.layers[0].attn_sub_norm.iter().any(|&v| v != 1.0));
+    assert!(base.layers[0]
+        .attn_sub_norm
+        .iter()
+        .flatten()
+        .any(|&v| v != 1.0));
     for rel in &VARIANTS[1..] {
         let Some((m, t)) = load(rel) else { continue };
         assert_same(rel, &base, &m, 1e-3);
@@ -484,7 +488,10 @@ fn gguf_v2_loads() {
 /// TQ writers, which need multiples of 256, refuse it with a clear message.
 #[test]
 fn odd_shapes_round_trip() {
-    use onebit_engine::model::{Bytes, Config, Embedding, Layer, Model, Provenance, TernaryTensor};
+    use onebit_engine::model::{
+        Activation, Block, Bytes, Config, Embedding, Family, Layer, Model, Provenance,
+        TernaryTensor,
+    };
     let Some(tp) = fixture("tiny-a/hf/tokenizer.json") else {
         return;
     };
@@ -520,12 +527,12 @@ fn odd_shapes_round_trip() {
             q_proj: tern(heads * hd, h),
             k_proj: tern(kv * hd, h),
             v_proj: tern(kv * hd, h),
-            attn_sub_norm: norm(heads * hd, i + 1),
+            attn_sub_norm: Some(norm(heads * hd, i + 1)),
             o_proj: tern(h, heads * hd),
             post_attention_layernorm: norm(h, i + 2),
             gate_proj: tern(f, h),
             up_proj: tern(f, h),
-            ffn_sub_norm: norm(f, i + 3),
+            ffn_sub_norm: Some(norm(f, i + 3)),
             down_proj: tern(h, f),
         })
         .collect();
@@ -545,6 +552,9 @@ fn odd_shapes_round_trip() {
         rms_norm_eps: 1e-6,
         bos_token_id: tok.bos_id(),
         eos_token_ids: tok.eos_ids(),
+        block: Block::BitNet(Activation::Relu2),
+        family: Family::BitNetB158,
+        rope_scaling: None,
     };
     let model = Model {
         config,
@@ -554,6 +564,7 @@ fn odd_shapes_round_trip() {
             cols: h,
             data: Bytes::owned(embd),
         },
+        lm_head: None,
         layers,
         norm: norm(h, 9),
         provenance: Provenance::default(),

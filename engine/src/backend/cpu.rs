@@ -120,9 +120,8 @@ impl<M: Deref<Target = Model>> CpuBackend<M> {
     fn screen(&mut self) -> Option<&Int8Head> {
         if self.screened_head && self.screen.is_none() {
             let m = &*self.model;
-            self.screen = Int8Head::new_releasing(&m.embed_tokens.view(), &|r| {
-                m.embed_tokens.data.release_range(r)
-            });
+            self.screen =
+                Int8Head::new_releasing(&m.head().view(), &|r| m.head().data.release_range(r));
             // A head the screen cannot read (not F16) is scored in full from now on.
             self.screened_head = self.screen.is_some();
         }

@@ -20,7 +20,7 @@ use super::igpu::{emulator, FaultPlan, IgpuBackend, IgpuOptions, IgpuSurface};
 use super::npu::{self, ArtifactSource, Machine, NpuPrefill, NpuSurface};
 use super::{Backend, Surface, SurfaceChoice};
 use crate::forward::KvFormat;
-use crate::model::Model;
+use crate::model::{Activation, Model};
 use crate::{Error, Result};
 
 /// How to open a surface.
@@ -121,7 +121,9 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
     if want == Surface::Igpu {
         return open_igpu(model, o).map(|f| Opened::Igpu(Box::new(f)));
     }
-    if o.sparse_down {
+    // Only relu² leaves down_proj's input mostly zero; SiLU's is dense, so the
+    // column-major copy would never be read.
+    if o.sparse_down && model.config.block.activation() == Activation::Relu2 {
         model.use_sparse_down();
     }
     let cpu = CpuBackend::new(Arc::new(model), o.ctx)
@@ -182,7 +184,16 @@ fn open_npu(
 
 /// What `auto` picks, and why (logged).
 fn auto(o: &SelectOptions, model: &Model) -> Surface {
-    let decode = auto_decode(o);
+    let decode = match auto_decode(o) {
+        Surface::Igpu => match crate::backend::igpu::model_supported(model) {
+            Ok(()) => Surface::Igpu,
+            Err(why) => {
+                tracing::info!("--surface auto: the CPU after all ({why})");
+                Surface::Cpu
+            }
+        },
+        other => other,
+    };
     match npu_ready(o, model) {
         Ok(()) => {
             let with = if decode == Surface::Igpu {

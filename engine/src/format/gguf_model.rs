@@ -1,19 +1,25 @@
-//! GGUF → [`Model`]: bitnet.cpp's `bitnet-b1.58` / `bitnet-25` (I2_S) and llama.cpp's
-//! `bitnet` (TQ1_0 / TQ2_0, or I2_S) files.
+//! GGUF → [`Model`]: bitnet.cpp's `bitnet-b1.58` / `bitnet-25` (I2_S), `bitnet`
+//! (1bitLLM's models or BitNet 2B-4T, TQ1_0 / TQ2_0 / I2_S) and `llama` with ternary
+//! projections (HF1BitLLM's Llama3-8B-1.58, Falcon3 1.58-bit, Falcon-E, as bitnet.cpp and
+//! llama.cpp convert them).
 
 use super::codec;
 use super::gguf::{ty, GgufFile, TensorInfo, Value};
 use super::layout::{self, Names, Source};
 use super::repack;
-use crate::model::{Bytes, Config, Embedding, Model, Provenance, TernaryTensor};
+use crate::model::{
+    Activation, Block, Bytes, Config, Embedding, Family, Model, Provenance, RopeScaling,
+    TernaryTensor,
+};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use half::{bf16, f16};
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::ternary;
 
-/// Architectures whose graph is BitNet b1.58 (ReLU², sub-norms, tied head).
-pub const ARCHS: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet"];
+/// Architectures onebit runs: BitNet b1.58's block (sub-norms) under its three names, and
+/// LLaMA's block when its projections are ternary.
+pub const ARCHS: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet", "llama"];
 
 /// Builds the model and tokenizer from a parsed GGUF file.
 pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
@@ -22,32 +28,30 @@ pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
         return Err(Error::unsupported(
             &g.path,
             format!(
-                "general.architecture is {arch:?}; onebit runs BitNet b1.58 models ({}): convert a BitNet checkpoint instead",
+                "general.architecture is {arch:?}; onebit runs ternary models ({}): convert a 1.58-bit checkpoint instead",
                 ARCHS.join(", ")
             ),
         ));
     }
     let tokenizer = Tokenizer::from_gguf(g)?;
     let config = config_from_gguf(g, arch, &tokenizer)?;
-    let embed_tokens = embedding(g, &config)?;
-    if let Some(t) = g.tensor(layout::GGUF_OUTPUT) {
+    let embed_tokens = embedding(g, &config, layout::GGUF_EMBD)?;
+    let lm_head = match g.tensor(layout::GGUF_OUTPUT) {
         // A head that is a byte-for-byte copy of token_embd is the tied head written out.
-        let e = g
-            .tensor(layout::GGUF_EMBD)
-            .filter(|e| e.ggml_type == t.ggml_type && e.dims == t.dims);
-        let same = e.is_some() && g.tensor_data(t)?.as_slice() == embed_tokens.data.as_slice();
-        if !same {
-            return Err(Error::tensor(
-                &g.path,
-                &t.name,
-                "the file has an untied output head; BitNet b1.58 ties it to token_embd and onebit has no separate head — remove output.weight when converting",
-            ));
+        Some(t)
+            if g.tensor(layout::GGUF_EMBD)
+                .is_some_and(|e| e.ggml_type == t.ggml_type && e.dims == t.dims)
+                && g.tensor_data(t)?.as_slice() == embed_tokens.data.as_slice() =>
+        {
+            tracing::debug!(
+                "{}: output.weight duplicates token_embd; using the tied head",
+                g.path.display()
+            );
+            None
         }
-        tracing::warn!(
-            "{}: output.weight duplicates token_embd; using the tied head",
-            g.path.display()
-        );
-    }
+        Some(_) => Some(embedding(g, &config, layout::GGUF_OUTPUT)?),
+        None => None,
+    };
     let mut src = GgufSource {
         g,
         ternary_types: Vec::new(),
@@ -108,6 +112,7 @@ pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
         Model {
             config,
             embed_tokens,
+            lm_head,
             layers,
             norm,
             provenance,
@@ -180,16 +185,27 @@ fn config_from_gguf(g: &GgufFile, arch: &str, tok: &Tokenizer) -> Result<Config>
         Some(v) => v as f32,
         None => 1e-5,
     };
-    if let Some(act) = g.get(&k("hidden_activation")).and_then(Value::as_str) {
-        if act != "relu2" && act != "relu_squared" {
+    let (block, family) = block_of(g, arch, vocab_size)?;
+    let rope_scaling = match g.get(&k("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") => None,
+        Some("linear") => Some(RopeScaling::Linear {
+            factor: g.f64_key(&k("rope.scaling.factor"))?.unwrap_or(1.0) as f32,
+        }),
+        Some(other) => {
             return Err(Error::unsupported(
                 &g.path,
                 format!(
-                    "{} is {act:?}; the BitNet b1.58 graph uses relu2",
-                    k("hidden_activation")
+                    "{} is {other:?}; onebit implements linear RoPE scaling in GGUF files",
+                    k("rope.scaling.type")
                 ),
-            ));
+            ))
         }
+    };
+    if g.tensor("rope_freqs.weight").is_some() {
+        return Err(Error::unsupported(
+            &g.path,
+            "the file carries rope_freqs.weight (per-frequency RoPE factors, as llama.cpp stores llama3 scaling); onebit reads that scaling from config.json only: run the HF directory",
+        ));
     }
     let config = Config {
         hidden_size,
@@ -204,6 +220,9 @@ fn config_from_gguf(g: &GgufFile, arch: &str, tok: &Tokenizer) -> Result<Config>
         rms_norm_eps,
         bos_token_id: tok.bos_id(),
         eos_token_ids: tok.eos_ids(),
+        block,
+        family,
+        rope_scaling,
     };
     config
         .validate()
@@ -211,8 +230,55 @@ fn config_from_gguf(g: &GgufFile, arch: &str, tok: &Tokenizer) -> Result<Config>
     Ok(config)
 }
 
-fn embedding(g: &GgufFile, c: &Config) -> Result<Embedding> {
-    let name = layout::GGUF_EMBD;
+/// `token_embd.weight` or an untied `output.weight` (`name`).
+/// The block and family of a file of architecture `arch`. `bitnet` is both 1bitLLM's
+/// models (SiLU; llama.cpp's default) and BitNet 2B-4T (relu²): `bitnet.hidden_activation`
+/// says which when present; without it, a SentencePiece vocabulary (`tokenizer.ggml.model`
+/// `llama`, as 1bitLLM ships) means 1bitLLM and a byte-level BPE one the 2B-4T layout.
+fn block_of(g: &GgufFile, arch: &str, vocab_size: usize) -> Result<(Block, Family)> {
+    let key = format!("{arch}.hidden_activation");
+    let act = match g.get(&key).and_then(Value::as_str) {
+        None => None,
+        Some(name) => Some(Activation::parse(name).ok_or_else(|| {
+            Error::unsupported(
+                &g.path,
+                format!("{key} is {name:?}; onebit implements relu2 and silu"),
+            )
+        })?),
+    };
+    let family_of = |a: Activation| match a {
+        Activation::Relu2 => Family::BitNetB158,
+        Activation::Silu => Family::OneBitLlm,
+    };
+    Ok(match arch {
+        "bitnet" => {
+            let sentencepiece =
+                g.get("tokenizer.ggml.model").and_then(Value::as_str) == Some("llama");
+            let a = act.unwrap_or(if sentencepiece {
+                Activation::Silu
+            } else {
+                Activation::Relu2
+            });
+            (Block::BitNet(a), family_of(a))
+        }
+        "llama" => {
+            if act.is_some_and(|a| a != Activation::Silu) {
+                return Err(Error::unsupported(
+                    &g.path,
+                    format!("{key} must be silu for a LLaMA block"),
+                ));
+            }
+            let name = g.get("general.name").and_then(Value::as_str);
+            (Block::LlamaBitLinear, Family::of_llama(name, vocab_size))
+        }
+        _ => {
+            let a = act.unwrap_or(Activation::Relu2);
+            (Block::BitNet(a), family_of(a))
+        }
+    })
+}
+
+fn embedding(g: &GgufFile, c: &Config, name: &str) -> Result<Embedding> {
     let t = g
         .tensor(name)
         .ok_or_else(|| Error::tensor(&g.path, name, "missing from the file"))?;

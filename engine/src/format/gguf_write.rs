@@ -1,13 +1,16 @@
-//! GGUF v3 writer: a [`Model`] and its [`Tokenizer`] as bitnet.cpp's `bitnet-b1.58` with
-//! I2_S projections, or llama.cpp's `bitnet` with TQ2_0 / TQ1_0. The key set mirrors what
-//! those tools write (see the tiny-a fixtures): hyperparameters under the arch prefix,
-//! the full `tokenizer.ggml.*` set, F32 norms, the embedding in the model's own type and
-//! no `output.weight` (the head is tied).
+//! GGUF v3 writer: a [`Model`] and its [`Tokenizer`] under the architecture name the
+//! reference tools give its family: BitNet 2B-4T as bitnet.cpp's `bitnet-b1.58` with I2_S
+//! projections or llama.cpp's `bitnet` with TQ2_0 / TQ1_0; 1bitLLM's models as `bitnet`;
+//! LLaMA-BitLinear models (Llama3-8B-1.58, Falcon3 1.58-bit, Falcon-E) as `llama`, as
+//! bitnet.cpp's converter writes them. The key set mirrors what those tools write (see the
+//! tiny-a fixtures): hyperparameters under the arch prefix, the full `tokenizer.ggml.*`
+//! set, F32 norms, the embedding in the model's own type, and `output.weight` only for an
+//! untied head.
 
 use super::gguf::{ty, Value, DEFAULT_ALIGNMENT, MAGIC};
 use super::layout::{self, LayerTensor};
 use super::{codec, repack};
-use crate::model::{Model, TernaryTensor};
+use crate::model::{Activation, Block, Model, RopeScaling, TernaryTensor};
 use crate::tokenizer::{token_type, Tokenizer, LLAMA3_PATTERN};
 use crate::{Error, Result};
 use half::f16;
@@ -19,7 +22,7 @@ use std::path::Path;
 /// Ternary storage type of the projections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TernaryType {
-    /// bitnet.cpp's I2_S (arch `bitnet-b1.58`).
+    /// bitnet.cpp's I2_S (arch `bitnet-b1.58` for the 2B-4T block).
     #[default]
     I2S,
     /// llama.cpp TQ2_0 (arch `bitnet`).
@@ -63,10 +66,12 @@ impl TernaryType {
         }
     }
 
-    pub fn arch(self) -> &'static str {
-        match self {
-            Self::I2S => "bitnet-b1.58",
-            Self::Tq2_0 | Self::Tq1_0 => "bitnet",
+    /// The `general.architecture` a model of `block` gets in this type's files.
+    pub fn arch(self, block: Block) -> &'static str {
+        match (block, self) {
+            (Block::BitNet(Activation::Relu2), Self::I2S) => "bitnet-b1.58",
+            (Block::BitNet(_), _) => "bitnet",
+            (Block::LlamaBitLinear, _) => "llama",
         }
     }
 }
@@ -439,8 +444,16 @@ pub fn model_contents<'a>(
 ) -> Result<Contents<'a>> {
     let c = &model.config;
     let tt = opts.ternary;
-    let arch = tt.arch();
-    let name = opts.name.clone().unwrap_or_else(|| {
+    let arch = tt.arch(c.block);
+    // The checkpoint's own name where it has one (it also tells a LLaMA-layout family),
+    // else the file's.
+    let own_name = model
+        .provenance
+        .metadata
+        .iter()
+        .find(|(k, _)| k == super::hf::NAME_KEY || k == "general.name")
+        .map(|(_, v)| v.trim_matches('"').to_string());
+    let name = opts.name.clone().or(own_name).unwrap_or_else(|| {
         model
             .provenance
             .path
@@ -470,10 +483,24 @@ pub fn model_contents<'a>(
             Value::F32(c.rms_norm_eps),
         ),
         (a("vocab_size"), u(c.vocab_size)),
+    ];
+    if let Block::BitNet(act) = c.block {
         // Upstream llama.cpp defaults `bitnet` to SiLU without this hint; readers that
         // do not know the key ignore it.
-        (a("hidden_activation"), Value::String("relu2".into())),
-    ];
+        kv.push((a("hidden_activation"), Value::String(act.name().into())));
+    }
+    match c.rope_scaling {
+        None => {}
+        Some(RopeScaling::Linear { factor }) => {
+            kv.push((a("rope.scaling.type"), Value::String("linear".into())));
+            kv.push((a("rope.scaling.factor"), Value::F32(factor)));
+        }
+        Some(RopeScaling::Llama3 { .. }) => {
+            return Err(Error::Input(
+                "llama3 RoPE scaling is stored in GGUF as a rope_freqs tensor, which onebit does not write; keep the model as an HF directory".into(),
+            ))
+        }
+    }
     if c.head_dim * c.n_heads != c.hidden_size {
         kv.push((a("attention.key_length"), u(c.head_dim)));
         kv.push((a("attention.value_length"), u(c.head_dim)));
@@ -491,6 +518,12 @@ pub fn model_contents<'a>(
         )));
     }
     kv.extend(tkv);
+    if let Some(t) = tok.chat_template() {
+        kv.push((
+            "tokenizer.chat_template".into(),
+            Value::String(t.source.clone()),
+        ));
+    }
     kv.push(("general.quantization_version".into(), Value::U32(2)));
 
     let e = &model.embed_tokens;
@@ -508,6 +541,14 @@ pub fn model_contents<'a>(
             f32_bytes(&model.norm).into(),
         ),
     ];
+    if let Some(head) = &model.lm_head {
+        tensors.push(OutTensor::from_bytes(
+            layout::GGUF_OUTPUT,
+            vec![head.cols as u64, head.rows as u64],
+            embd_type(head.kind),
+            head.data.as_slice().into(),
+        ));
+    }
     for (i, l) in model.layers.iter().enumerate() {
         let parts = layout::layer_tensors(l);
         // Norms first, then projections, as bitnet.cpp and gguf-py order them.

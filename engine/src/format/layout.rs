@@ -34,6 +34,24 @@ pub const HF_EMBD: &str = "model.embed_tokens.weight";
 pub const HF_NORM: &str = "model.norm.weight";
 pub const HF_HEAD: &str = "lm_head.weight";
 
+/// Older HF spellings of the sub-norms: 1bitLLM's `BitnetForCausalLM` checkpoints name
+/// them `inner_attn_ln` and `ffn_layernorm` (as gguf-py's tensor map does).
+pub const HF_ALIASES: [(&str, &str); 2] = [
+    (
+        "self_attn.attn_sub_norm.weight",
+        "self_attn.inner_attn_ln.weight",
+    ),
+    ("mlp.ffn_sub_norm.weight", "mlp.ffn_layernorm.weight"),
+];
+
+/// `name` in its older spelling, if it has one.
+pub fn hf_alias(name: &str) -> Option<String> {
+    HF_ALIASES
+        .iter()
+        .find(|(new, _)| name.ends_with(new))
+        .map(|(new, old)| format!("{}{old}", &name[..name.len() - new.len()]))
+}
+
 /// Names of tensor `k` (index into [`LAYER_NAMES`]) of layer `i`.
 pub fn names(i: usize, k: usize) -> Names {
     let (g, h) = LAYER_NAMES[k];
@@ -49,22 +67,25 @@ pub trait Source {
     fn ternary(&mut self, names: &Names, rows: usize, cols: usize) -> Result<TernaryTensor>;
 }
 
-/// Loads every layer through `src`, checking each tensor against the shapes `c` implies.
+/// Loads every layer through `src`, checking each tensor against the shapes `c` implies;
+/// the sub-norms only where the block has them.
 pub fn build_layers(c: &Config, src: &mut impl Source) -> Result<Vec<Layer>> {
     let (h, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let sub = c.block.has_sub_norms();
     (0..c.n_layers)
         .map(|i| {
+            // Fetched in field order, so that the first bad tensor is the one reported.
             Ok(Layer {
                 input_layernorm: src.norm(&names(i, 0), h)?,
                 q_proj: src.ternary(&names(i, 1), q, h)?,
                 k_proj: src.ternary(&names(i, 2), kv, h)?,
                 v_proj: src.ternary(&names(i, 3), kv, h)?,
-                attn_sub_norm: src.norm(&names(i, 4), q)?,
+                attn_sub_norm: sub.then(|| src.norm(&names(i, 4), q)).transpose()?,
                 o_proj: src.ternary(&names(i, 5), h, q)?,
                 post_attention_layernorm: src.norm(&names(i, 6), h)?,
                 gate_proj: src.ternary(&names(i, 7), f, h)?,
                 up_proj: src.ternary(&names(i, 8), f, h)?,
-                ffn_sub_norm: src.norm(&names(i, 9), f)?,
+                ffn_sub_norm: sub.then(|| src.norm(&names(i, 9), f)).transpose()?,
                 down_proj: src.ternary(&names(i, 10), h, f)?,
             })
         })
@@ -75,21 +96,26 @@ pub fn build_layers(c: &Config, src: &mut impl Source) -> Result<Vec<Layer>> {
 pub enum LayerTensor<'a> {
     Norm(&'a [f32]),
     Ternary(&'a TernaryTensor),
+    /// A sub-norm the block does not have.
+    Absent,
 }
 
 pub fn layer_tensors(l: &Layer) -> [LayerTensor<'_>; 11] {
-    use LayerTensor::{Norm, Ternary};
+    use LayerTensor::{Absent, Norm, Ternary};
+    fn optional(v: &Option<Vec<f32>>) -> LayerTensor<'_> {
+        v.as_deref().map_or(Absent, Norm)
+    }
     [
         Norm(&l.input_layernorm),
         Ternary(&l.q_proj),
         Ternary(&l.k_proj),
         Ternary(&l.v_proj),
-        Norm(&l.attn_sub_norm),
+        optional(&l.attn_sub_norm),
         Ternary(&l.o_proj),
         Norm(&l.post_attention_layernorm),
         Ternary(&l.gate_proj),
         Ternary(&l.up_proj),
-        Norm(&l.ffn_sub_norm),
+        optional(&l.ffn_sub_norm),
         Ternary(&l.down_proj),
     ]
 }

@@ -1,14 +1,15 @@
-//! A loaded BitNet b1.58 model: configuration and weights in the kernels' layouts.
+//! A loaded ternary model: configuration and weights in the kernels' layouts.
 //!
-//! Every format loader (GGUF I2_S/TQ2_0/TQ1_0, HF packed safetensors) produces a [`Model`];
-//! the forward pass never knows which file the weights came from.
+//! Every format loader (GGUF I2_S/TQ2_0/TQ1_0, HF packed or float safetensors) produces a
+//! [`Model`]; the forward pass never knows which file the weights came from. Its
+//! [`Block`] says which decoder block the layers form.
 
 mod config;
 mod sealed;
 mod sparse;
 mod storage;
 
-pub use config::Config;
+pub use config::{Activation, Block, Config, Family, RopeScaling};
 pub use sealed::{MemfdWriter, SealedFile, WEIGHT_SEALS};
 pub(crate) use sparse::return_freed_memory;
 pub use sparse::{ColumnCounter, SparseDown, SPARSE_COLUMNS};
@@ -132,7 +133,8 @@ impl TernaryTensor {
     }
 }
 
-/// The token embedding, which is also the (tied) LM head.
+/// The token embedding, which is also the LM head when the head is tied; an untied head
+/// is stored the same way.
 #[derive(Debug)]
 pub struct Embedding {
     pub kind: EmbdType,
@@ -159,12 +161,14 @@ pub struct Layer {
     pub q_proj: TernaryTensor,
     pub k_proj: TernaryTensor,
     pub v_proj: TernaryTensor,
-    pub attn_sub_norm: Vec<f32>,
+    /// BitNet's RMSNorm before `o_proj`; `None` in a LLaMA-BitLinear block.
+    pub attn_sub_norm: Option<Vec<f32>>,
     pub o_proj: TernaryTensor,
     pub post_attention_layernorm: Vec<f32>,
     pub gate_proj: TernaryTensor,
     pub up_proj: TernaryTensor,
-    pub ffn_sub_norm: Vec<f32>,
+    /// BitNet's RMSNorm before `down_proj`; `None` in a LLaMA-BitLinear block.
+    pub ffn_sub_norm: Option<Vec<f32>>,
     pub down_proj: TernaryTensor,
 }
 
@@ -185,6 +189,9 @@ pub struct Provenance {
 pub struct Model {
     pub config: Config,
     pub embed_tokens: Embedding,
+    /// The untied LM head (`lm_head` / `output.weight`); `None` when tied to
+    /// `embed_tokens`.
+    pub lm_head: Option<Embedding>,
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,
     pub provenance: Provenance,
@@ -206,6 +213,11 @@ impl Layer {
 }
 
 impl Model {
+    /// The LM head: the untied head if there is one, else the embedding.
+    pub fn head(&self) -> &Embedding {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
     /// Bytes of all ternary weights in the kernels' layout (read once per decoded token).
     pub fn ternary_bytes(&self) -> usize {
         self.layers
@@ -218,11 +230,21 @@ impl Model {
     /// Number of parameters (ternary + float), as HF counts them.
     pub fn n_params(&self) -> u64 {
         let c = &self.config;
+        let sub_norms = if c.block.has_sub_norms() {
+            c.q_dim() + c.intermediate_size
+        } else {
+            0
+        };
         let per_layer = (c.q_dim() * c.hidden_size * 2
             + c.kv_dim() * c.hidden_size * 2
             + c.intermediate_size * c.hidden_size * 3
-            + c.hidden_size * 3
-            + c.intermediate_size) as u64;
-        per_layer * c.n_layers as u64 + (c.vocab_size * c.hidden_size + c.hidden_size) as u64
+            + c.hidden_size * 2
+            + sub_norms) as u64;
+        let head = if self.lm_head.is_some() {
+            c.vocab_size * c.hidden_size
+        } else {
+            0
+        };
+        per_layer * c.n_layers as u64 + (c.vocab_size * c.hidden_size + head + c.hidden_size) as u64
     }
 }

@@ -113,6 +113,8 @@ impl WeightLayout {
         let emb_bytes = &model.embed_tokens.data;
         let emb = place(&mut a, file, Some(emb_bytes), emb_bytes.len());
         let f32s = |a: &mut Arena, v: &[f32]| a.take(v.len() * 4);
+        // IgpuBackend::new admits only blocks with sub-norms.
+        let sub = |v: &Option<Vec<f32>>| v.as_deref().unwrap_or_default().len();
         let layers = model
             .layers
             .iter()
@@ -121,12 +123,12 @@ impl WeightLayout {
                 q: Tern::place(&mut a, file, &l.q_proj),
                 k: Tern::place(&mut a, file, &l.k_proj),
                 v: Tern::place(&mut a, file, &l.v_proj),
-                attn_norm: f32s(&mut a, &l.attn_sub_norm),
+                attn_norm: a.take(sub(&l.attn_sub_norm) * 4),
                 o: Tern::place(&mut a, file, &l.o_proj),
                 post_norm: f32s(&mut a, &l.post_attention_layernorm),
                 gate: Tern::place(&mut a, file, &l.gate_proj),
                 up: Tern::place(&mut a, file, &l.up_proj),
-                ffn_norm: f32s(&mut a, &l.ffn_sub_norm),
+                ffn_norm: a.take(sub(&l.ffn_sub_norm) * 4),
                 down: Tern::place(&mut a, file, &l.down_proj),
             })
             .collect();
@@ -215,12 +217,20 @@ impl WeightLayout {
             tern(dst, o.q.at, &l.q_proj);
             tern(dst, o.k.at, &l.k_proj);
             tern(dst, o.v.at, &l.v_proj);
-            put_f32(dst, o.attn_norm, &l.attn_sub_norm);
+            put_f32(
+                dst,
+                o.attn_norm,
+                l.attn_sub_norm.as_deref().unwrap_or_default(),
+            );
             tern(dst, o.o.at, &l.o_proj);
             put_f32(dst, o.post_norm, &l.post_attention_layernorm);
             tern(dst, o.gate.at, &l.gate_proj);
             tern(dst, o.up.at, &l.up_proj);
-            put_f32(dst, o.ffn_norm, &l.ffn_sub_norm);
+            put_f32(
+                dst,
+                o.ffn_norm,
+                l.ffn_sub_norm.as_deref().unwrap_or_default(),
+            );
             tern(dst, o.down.at, &l.down_proj);
         }
         put_f32(dst, self.norm, &model.norm);

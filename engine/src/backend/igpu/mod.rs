@@ -36,7 +36,7 @@ use onebit_kernels::embd::EmbdType;
 use onebit_kernels::gpu::{self, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 
 use crate::backend::shared_buffers::{IGPU_SEQUENCE, IGPU_WEIGHTS, IGPU_WORK, MODEL_FILE};
-use crate::model::{Bytes, Config, Model, SealedFile, SharedBytes};
+use crate::model::{Activation, Block, Bytes, Config, Model, SealedFile, SharedBytes};
 use chain::SeqAddrs;
 use layout::{At, SeqLayout, WeightLayout, WorkLayout};
 use std::sync::Arc;
@@ -302,10 +302,36 @@ impl std::fmt::Debug for IgpuBackend {
     }
 }
 
+/// Whether the iGPU kernels can run `model`'s graph: they chain BitNet 2B-4T's block
+/// (relu², sub-norms, a tied head, unscaled RoPE); other families run on the CPU. The
+/// error names the family and what differs.
+pub fn model_supported(model: &Model) -> std::result::Result<(), String> {
+    let c = &model.config;
+    let mut differs = Vec::new();
+    if c.block != Block::BitNet(Activation::Relu2) {
+        differs.push(format!("{:?} block", c.block));
+    }
+    if model.lm_head.is_some() {
+        differs.push("untied head".to_string());
+    }
+    if c.rope_scaling.is_some() {
+        differs.push("scaled RoPE".to_string());
+    }
+    if differs.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the iGPU kernels run BitNet b1.58's block (relu², sub-norms, tied head, unscaled RoPE); this model is {} ({}): use the CPU",
+        c.family.name(),
+        differs.join(", ")
+    ))
+}
+
 impl IgpuBackend {
     /// Loads the kernels and uploads `model` to `dev`.
     pub fn new(dev: &Device, model: &Model, opts: &IgpuOptions) -> Result<IgpuBackend> {
         let c = &model.config;
+        model_supported(model).map_err(IgpuError::Model)?;
         let embed_kernels = match model.embed_tokens.kind {
             EmbdType::F16 => ("embed_f16", "lm_head_f16", "lm_head_f16_x8"),
             EmbdType::Bf16 => ("embed_bf16", "lm_head_bf16", "lm_head_bf16_x8"),

@@ -663,8 +663,8 @@ pub fn main(mut a: Args) -> CliResult {
     }
     let screen = if a.greedy_head && a.gens().next().is_some() {
         let t0 = Instant::now();
-        let s = Int8Head::new_releasing(&model.embed_tokens.view(), &|r| {
-            model.embed_tokens.data.release_range(r)
+        let s = Int8Head::new_releasing(&model.head().view(), &|r| {
+            model.head().data.release_range(r)
         })
         .ok_or("--greedy-head needs an F16 embedding (the int8 copy screens an F16 head)")?;
         let (same, n) = check_greedy(&model, &s, 8)?;
@@ -677,7 +677,7 @@ pub fn main(mut a: Args) -> CliResult {
             return Err("the int8-screened head picked a different token than the F16 head".into());
         }
         // The check read the whole F16 head; greedy decoding reads only rescored rows.
-        model.embed_tokens.data.release_pages();
+        model.head().data.release_pages();
         reset_peak_rss();
         Some(s)
     } else {

@@ -109,9 +109,9 @@ impl Budget {
             .iter()
             .map(|l| {
                 l.input_layernorm.len()
-                    + l.attn_sub_norm.len()
+                    + l.attn_sub_norm.as_ref().map_or(0, Vec::len)
                     + l.post_attention_layernorm.len()
-                    + l.ffn_sub_norm.len()
+                    + l.ffn_sub_norm.as_ref().map_or(0, Vec::len)
             })
             .sum::<usize>()
             + model.norm.len();
@@ -120,11 +120,11 @@ impl Budget {
             label: format!(
                 "this model: {} + {} head, {kv} KV",
                 model.provenance.ternary_type,
-                model.embed_tokens.kind.name()
+                model.head().kind.name()
             ),
             ternary: ternary as f64,
             down: down as f64,
-            head: model.embed_tokens.data.len() as f64,
+            head: model.head().data.len() as f64,
             other: (norms * 4) as f64,
             kv_per_pos,
         }

@@ -11,7 +11,10 @@ pub use write::{config_json, tensors, write_dir, HfWriteOptions, ScaleDtype};
 
 use super::layout::{self, Names, Source};
 use super::{codec, repack};
-use crate::model::{Config, Embedding, Model, Provenance, TernaryTensor};
+use crate::chat::ChatTemplate;
+use crate::model::{
+    Activation, Block, Config, Embedding, Family, Model, Provenance, RopeScaling, TernaryTensor,
+};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use onebit_kernels::embd::EmbdType;
@@ -25,6 +28,9 @@ pub const GENERATION_CONFIG: &str = "generation_config.json";
 pub const WEIGHTS: &str = "model.safetensors";
 pub const INDEX: &str = "model.safetensors.index.json";
 pub const TOKENIZER: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// Provenance metadata key of the checkpoint's own name (`_name_or_path`).
+pub const NAME_KEY: &str = "_name_or_path";
 
 /// How the stored `weight_scale` relates to the effective weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,28 +180,8 @@ pub fn parse_config(path: &Path, v: &Value) -> Result<HfConfig> {
                 .ok_or_else(|| err(format!("\"{k}\" should be a number, is {x}"))),
         }
     };
-    if let Some(mt) = v.get("model_type").and_then(Value::as_str) {
-        if mt != "bitnet" {
-            return Err(Error::unsupported(
-                path,
-                format!("model_type is {mt:?}; onebit runs BitNet b1.58 (\"bitnet\") models"),
-            ));
-        }
-    }
-    if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
-        if act != "relu2" {
-            return Err(Error::unsupported(
-                path,
-                format!("hidden_act is {act:?}; the BitNet b1.58 graph uses relu2"),
-            ));
-        }
-    }
-    if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
-        return Err(Error::unsupported(
-            path,
-            "rope_scaling is set; BitNet b1.58 uses plain RoPE and onebit implements only that",
-        ));
-    }
+    let (block, family) = block_of(path, v)?;
+    let rope_scaling = rope_scaling(path, v.get("rope_scaling"))?;
     let hidden_size = req("hidden_size")?;
     let n_heads = req("num_attention_heads")?;
     if n_heads == 0 {
@@ -212,7 +198,7 @@ pub fn parse_config(path: &Path, v: &Value) -> Result<HfConfig> {
     } else {
         ScaleRule::Divide
     };
-    if q.is_some() && linear_class.is_none() {
+    if q.is_some() && linear_class.is_none() && family == Family::BitNetB158 {
         tracing::warn!(
             "{}: quantization_config has no linear_class; treating weight_scale as transformers' BitLinear does (effective weight = ternary / weight_scale)",
             path.display()
@@ -231,20 +217,176 @@ pub fn parse_config(path: &Path, v: &Value) -> Result<HfConfig> {
         rms_norm_eps: float("rms_norm_eps", 1e-5)?,
         bos_token_id: num("bos_token_id")?.map(|b| b as u32),
         eos_token_ids: ids(v.get("eos_token_id")),
+        block,
+        family,
+        rope_scaling,
     };
     config
         .validate()
         .map_err(|e| err(format!("hyperparameters: {e}")))?;
+    // transformers' default differs by class: BitNet 2B-4T's checkpoints tie, LlamaConfig
+    // defaults to an untied head.
     let tied = v
         .get("tie_word_embeddings")
         .and_then(Value::as_bool)
-        .unwrap_or(true);
+        .unwrap_or(family == Family::BitNetB158);
     Ok(HfConfig {
         config,
         scale_rule,
         tied,
         raw: v.clone(),
     })
+}
+
+/// The block structure and family `config.json` describes: `model_type` `bitnet` is
+/// BitNet b1.58 (relu² unless `hidden_act` says otherwise), `BitnetForCausalLM` on
+/// `llama` is 1bitLLM's (sub-norms, SiLU), and any other `llama` with
+/// `quantization_config.quant_method` `bitnet` is LLaMA with BitLinear layers.
+fn block_of(path: &Path, v: &Value) -> Result<(Block, Family)> {
+    let model_type = v
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("bitnet");
+    let act = match v.get("hidden_act").and_then(Value::as_str) {
+        None => None,
+        Some(name) => Some(Activation::parse(name).ok_or_else(|| {
+            Error::unsupported(
+                path,
+                format!("hidden_act is {name:?}; onebit implements relu2 and silu"),
+            )
+        })?),
+    };
+    let is_arch = |name: &str| {
+        v.get("architectures")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(name)))
+    };
+    let quant_method = v
+        .pointer("/quantization_config/quant_method")
+        .and_then(Value::as_str);
+    match model_type {
+        "bitnet" => Ok((
+            Block::BitNet(act.unwrap_or(Activation::Relu2)),
+            Family::BitNetB158,
+        )),
+        "llama" if is_arch("BitnetForCausalLM") => Ok((
+            Block::BitNet(act.unwrap_or(Activation::Silu)),
+            Family::OneBitLlm,
+        )),
+        "llama" if quant_method == Some("bitnet") => {
+            if act.is_some_and(|a| a != Activation::Silu) {
+                return Err(Error::unsupported(
+                    path,
+                    "a LLaMA model with BitLinear layers uses hidden_act silu",
+                ));
+            }
+            let name = v.get("_name_or_path").and_then(Value::as_str);
+            let vocab = v.get("vocab_size").and_then(Value::as_u64).unwrap_or(0);
+            Ok((
+                Block::LlamaBitLinear,
+                Family::of_llama(name, vocab as usize),
+            ))
+        }
+        "llama" => Err(Error::unsupported(
+            path,
+            "a LLaMA model without quantization_config.quant_method \"bitnet\" is not a ternary model; onebit runs 1.58-bit checkpoints (BitNet b1.58, 1bitLLM, HF1BitLLM, Falcon3 1.58-bit, Falcon-E)",
+        )),
+        other => Err(Error::unsupported(
+            path,
+            format!("model_type is {other:?}; onebit runs \"bitnet\" and ternary \"llama\" (quant_method bitnet) models"),
+        )),
+    }
+}
+
+/// `rope_scaling`: absent, null or `default` means none; `linear` and `llama3` are
+/// implemented; any other kind is refused rather than run wrong.
+fn rope_scaling(path: &Path, v: Option<&Value>) -> Result<Option<RopeScaling>> {
+    let Some(r) = v.filter(|r| !r.is_null()) else {
+        return Ok(None);
+    };
+    let kind = r
+        .get("rope_type")
+        .or_else(|| r.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let f = |k: &str| -> Result<f32> {
+        r.get(k)
+            .and_then(Value::as_f64)
+            .map(|x| x as f32)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    path,
+                    0,
+                    format!("rope_scaling ({kind}) has no number \"{k}\""),
+                )
+            })
+    };
+    Ok(match kind {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear {
+            factor: f("factor")?,
+        }),
+        "llama3" => Some(RopeScaling::Llama3 {
+            factor: f("factor")?,
+            low_freq_factor: f("low_freq_factor")?,
+            high_freq_factor: f("high_freq_factor")?,
+            original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
+        }),
+        other => {
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "rope_scaling type {other:?} is not implemented (onebit has linear and llama3)"
+                ),
+            ))
+        }
+    })
+}
+
+/// The chat template of `tokenizer_config.json` (`v`): a string, or a list of named
+/// templates of which onebit takes `default`; with the `bos_token` / `eos_token` texts it
+/// refers to (a string or an added-token object).
+fn chat_template(path: &Path, v: &Value, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    let source = match v.get("chat_template") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(named)) => named
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template").and_then(Value::as_str))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    path,
+                    0,
+                    "chat_template is a list without a \"default\" template",
+                )
+            })?
+            .to_string(),
+        Some(other) => {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!("chat_template should be a string, is {other}"),
+            ))
+        }
+    };
+    let token = |key: &str, fallback: Option<u32>| -> String {
+        match v.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Object(o)) => o
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            Some(Value::Null) => String::new(),
+            _ => tok.token_text(fallback),
+        }
+    };
+    Ok(Some(ChatTemplate {
+        source,
+        bos_token: token("bos_token", tok.bos_id()),
+        eos_token: token("eos_token", tok.eos_ids().first().copied()),
+    }))
 }
 
 /// Loads an HF model directory.
@@ -283,6 +425,11 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
             .and_then(|g| ids(g.get("bos_token_id")).first().copied())
     });
     tokenizer.set_special_ids(bos, &eos);
+    let tok_config_path = dir.join(TOKENIZER_CONFIG);
+    if tok_config_path.exists() {
+        let v = read_json(&tok_config_path)?;
+        tokenizer.set_chat_template(chat_template(&tok_config_path, &v, &tokenizer)?);
+    }
     config.bos_token_id = tokenizer.bos_id();
     config.eos_token_ids = tokenizer.eos_ids();
     if tokenizer.vocab_size() > config.vocab_size {
@@ -297,20 +444,24 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
     }
 
     let weights = Weights::open(dir)?;
-    if let Some((f, _)) = weights.get(layout::HF_HEAD) {
-        if !hf.tied {
-            return Err(Error::tensor(
-                &f.path,
-                layout::HF_HEAD,
-                "the model has an untied LM head (tie_word_embeddings false); onebit supports BitNet b1.58's tied head only",
-            ));
+    let lm_head = match weights.get(layout::HF_HEAD) {
+        Some(_) if !hf.tied => Some(embedding(&weights, &config, layout::HF_HEAD)?),
+        Some((f, _)) => {
+            tracing::warn!(
+                "{}: ignoring lm_head.weight (tie_word_embeddings is true)",
+                f.path.display()
+            );
+            None
         }
-        tracing::warn!(
-            "{}: ignoring lm_head.weight (tie_word_embeddings is true)",
-            f.path.display()
-        );
-    }
-    let embed_tokens = embedding(&weights, &config)?;
+        None if !hf.tied => {
+            return Err(Error::unsupported(
+                dir,
+                "tie_word_embeddings is false but the checkpoint has no lm_head.weight",
+            ))
+        }
+        None => None,
+    };
+    let embed_tokens = embedding(&weights, &config, layout::HF_EMBD)?;
     let mut src = HfSource {
         w: &weights,
         rule: hf.scale_rule,
@@ -330,7 +481,7 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
     } else {
         "uint8-packed"
     };
-    let metadata = vec![
+    let mut metadata = vec![
         (
             "linear_class".into(),
             hf.raw
@@ -348,6 +499,9 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
         ("embed_tokens dtype".into(), embed_tokens.kind.name().into()),
         ("shards".into(), weights.files.len().to_string()),
     ];
+    if let Some(name) = hf.raw.get("_name_or_path").and_then(Value::as_str) {
+        metadata.push((NAME_KEY.into(), name.into()));
+    }
     let provenance = Provenance {
         format: "hf".into(),
         ternary_type: ternary_type.into(),
@@ -359,6 +513,7 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
         Model {
             config,
             embed_tokens,
+            lm_head,
             layers,
             norm,
             provenance,
@@ -367,8 +522,8 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
     ))
 }
 
-fn embedding(w: &Weights, c: &Config) -> Result<Embedding> {
-    let name = layout::HF_EMBD;
+/// The embedding or an untied head (`name`), `[vocab_size, hidden_size]`.
+fn embedding(w: &Weights, c: &Config, name: &str) -> Result<Embedding> {
     let (f, e) = w.get(name).ok_or_else(|| {
         Error::unsupported(
             PathBuf::from(WEIGHTS),
@@ -416,7 +571,11 @@ struct HfSource<'a> {
 
 impl HfSource<'_> {
     fn find(&self, name: &str) -> Result<(&SafeTensors, &Entry)> {
-        self.w.get(name).ok_or_else(|| {
+        let found = self
+            .w
+            .get(name)
+            .or_else(|| layout::hf_alias(name).and_then(|old| self.w.get(&old)));
+        found.ok_or_else(|| {
             let file = self
                 .w
                 .files
@@ -536,5 +695,87 @@ impl Source for HfSource<'_> {
             scale,
             crate::model::Bytes::owned(data),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_act": "silu",
+            "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 131072,
+            "quantization_config": {"quant_method": "bitnet"},
+        })
+    }
+
+    fn parse(v: &Value) -> Result<HfConfig> {
+        parse_config(Path::new("config.json"), v)
+    }
+
+    #[test]
+    fn families_are_told_apart() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.config.block, Block::LlamaBitLinear);
+        assert_eq!(c.config.family, Family::Falcon3, "by vocabulary");
+        assert!(!c.tied, "LlamaConfig's default head is untied");
+        let mut v = base();
+        v["_name_or_path"] = "tiiuae/Falcon-E-3B-Instruct".into();
+        assert_eq!(parse(&v).unwrap().config.family, Family::FalconE, "by name");
+        let mut v = base();
+        v["architectures"] = json!(["BitnetForCausalLM"]);
+        v.as_object_mut().unwrap().remove("quantization_config");
+        let c = parse(&v).unwrap().config;
+        assert_eq!(
+            (c.block, c.family),
+            (Block::BitNet(Activation::Silu), Family::OneBitLlm)
+        );
+        let mut v = base();
+        v["model_type"] = "bitnet".into();
+        v["hidden_act"] = "relu2".into();
+        let c = parse(&v).unwrap();
+        assert_eq!(c.config.block, Block::BitNet(Activation::Relu2));
+        assert!(c.tied, "BitNet 2B-4T ties its head");
+    }
+
+    #[test]
+    fn what_onebit_cannot_run_is_refused_with_the_reason() {
+        let refused = |edit: &dyn Fn(&mut Value), needle: &str| {
+            let mut v = base();
+            edit(&mut v);
+            let e = parse(&v).err().expect("refused").to_string();
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        };
+        refused(&|v| v["model_type"] = "mistral".into(), "\"mistral\"");
+        refused(
+            &|v| {
+                v.as_object_mut().unwrap().remove("quantization_config");
+            },
+            "not a ternary model",
+        );
+        refused(&|v| v["hidden_act"] = "gelu".into(), "gelu");
+        refused(
+            &|v| v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0}),
+            "yarn",
+        );
+        refused(
+            &|v| v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0}),
+            "low_freq_factor",
+        );
+    }
+
+    #[test]
+    fn rope_scaling_is_read() {
+        let mut v = base();
+        v["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+        let c = parse(&v).unwrap().config;
+        assert_eq!(c.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+        v["rope_scaling"] = json!({"rope_type": "default"});
+        assert_eq!(parse(&v).unwrap().config.rope_scaling, None);
     }
 }

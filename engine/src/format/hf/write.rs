@@ -4,10 +4,10 @@
 //! exact (f32 otherwise).
 
 use super::safetensors::{self, Dtype, OutTensor};
-use super::{CONFIG, GENERATION_CONFIG, INDEX, TOKENIZER, WEIGHTS};
+use super::{CONFIG, GENERATION_CONFIG, INDEX, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS};
 use crate::format::layout::{self, LayerTensor};
 use crate::format::repack;
-use crate::model::{Model, TernaryTensor};
+use crate::model::{Activation, Block, Embedding, Model, TernaryTensor};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use half::bf16;
@@ -110,28 +110,18 @@ fn projection(
     ])
 }
 
-/// All tensors of `model` in HF names, embedding first.
-pub fn tensors<'a>(model: &'a Model, opts: &HfWriteOptions) -> Result<Vec<OutTensor<'a>>> {
-    let e = &model.embed_tokens;
-    let embd = match e.kind {
-        EmbdType::F32 => OutTensor {
-            name: layout::HF_EMBD.into(),
-            dtype: Dtype::F32,
-            shape: vec![e.rows, e.cols],
-            data: e.data.as_slice().into(),
-        },
-        EmbdType::F16 => OutTensor {
-            name: layout::HF_EMBD.into(),
-            dtype: Dtype::F16,
-            shape: vec![e.rows, e.cols],
-            data: e.data.as_slice().into(),
-        },
-        EmbdType::Bf16 => OutTensor {
-            name: layout::HF_EMBD.into(),
-            dtype: Dtype::Bf16,
-            shape: vec![e.rows, e.cols],
-            data: e.data.as_slice().into(),
-        },
+/// An embedding-shaped tensor (the embedding or an untied head) under `name`.
+fn embedding_tensor<'a>(name: &str, e: &'a Embedding) -> OutTensor<'a> {
+    let stored = |dtype| OutTensor {
+        name: name.into(),
+        dtype,
+        shape: vec![e.rows, e.cols],
+        data: e.data.as_slice().into(),
+    };
+    match e.kind {
+        EmbdType::F32 => stored(Dtype::F32),
+        EmbdType::F16 => stored(Dtype::F16),
+        EmbdType::Bf16 => stored(Dtype::Bf16),
         EmbdType::Q8_0 | EmbdType::Q6K => {
             // safetensors has no block-quantized dtypes: store the dequantized values exactly.
             let v = e.view();
@@ -140,13 +130,18 @@ pub fn tensors<'a>(model: &'a Model, opts: &HfWriteOptions) -> Result<Vec<OutTen
                 v.row_to_f32(r, row);
             }
             OutTensor {
-                name: layout::HF_EMBD.into(),
+                name: name.into(),
                 dtype: Dtype::F32,
                 shape: vec![e.rows, e.cols],
                 data: Cow::Owned(f32_bytes(&vals)),
             }
         }
-    };
+    }
+}
+
+/// All tensors of `model` in HF names, embedding first.
+pub fn tensors<'a>(model: &'a Model, opts: &HfWriteOptions) -> Result<Vec<OutTensor<'a>>> {
+    let embd = embedding_tensor(layout::HF_EMBD, &model.embed_tokens);
     let mut out = vec![embd];
     for (i, l) in model.layers.iter().enumerate() {
         for (k, p) in layout::layer_tensors(l).iter().enumerate() {
@@ -154,10 +149,14 @@ pub fn tensors<'a>(model: &'a Model, opts: &HfWriteOptions) -> Result<Vec<OutTen
             match p {
                 LayerTensor::Norm(v) => out.push(float_tensor(name, v)),
                 LayerTensor::Ternary(t) => out.extend(projection(&name, t, opts)?),
+                LayerTensor::Absent => {}
             }
         }
     }
     out.push(float_tensor(layout::HF_NORM.into(), &model.norm));
+    if let Some(head) = &model.lm_head {
+        out.push(embedding_tensor(layout::HF_HEAD, head));
+    }
     Ok(out)
 }
 
@@ -169,10 +168,17 @@ pub fn config_json(model: &Model, opts: &HfWriteOptions) -> serde_json::Value {
         EmbdType::F32 | EmbdType::Q8_0 | EmbdType::Q6K => "float32",
         EmbdType::Bf16 => "bfloat16",
     };
+    // The families' own config.json spellings: BitNet 2B-4T is `bitnet`, 1bitLLM's
+    // reproductions are `BitnetForCausalLM` on model_type `llama`, the rest plain LLaMA.
+    let (architecture, model_type) = match (c.block, c.family) {
+        (Block::BitNet(Activation::Relu2), _) => ("BitNetForCausalLM", "bitnet"),
+        (Block::BitNet(_), _) => ("BitnetForCausalLM", "llama"),
+        (Block::LlamaBitLinear, _) => ("LlamaForCausalLM", "llama"),
+    };
     let mut v = serde_json::json!({
-        "architectures": ["BitNetForCausalLM"],
-        "model_type": "bitnet",
-        "hidden_act": "relu2",
+        "architectures": [architecture],
+        "model_type": model_type,
+        "hidden_act": c.block.activation().name(),
         "hidden_size": c.hidden_size,
         "intermediate_size": c.intermediate_size,
         "num_hidden_layers": c.n_layers,
@@ -182,7 +188,7 @@ pub fn config_json(model: &Model, opts: &HfWriteOptions) -> serde_json::Value {
         "max_position_embeddings": c.max_context,
         "rms_norm_eps": c.rms_norm_eps,
         "rope_theta": c.rope_theta,
-        "tie_word_embeddings": true,
+        "tie_word_embeddings": model.lm_head.is_none(),
         "torch_dtype": torch_dtype,
         "attention_bias": false,
         "quantization_config": {
@@ -193,6 +199,18 @@ pub fn config_json(model: &Model, opts: &HfWriteOptions) -> serde_json::Value {
     });
     if c.head_dim * c.n_heads != c.hidden_size {
         v["head_dim"] = c.head_dim.into();
+    }
+    // The checkpoint's own name tells a LLaMA-layout family apart when read back.
+    if let Some((_, name)) = model
+        .provenance
+        .metadata
+        .iter()
+        .find(|(k, _)| k == super::NAME_KEY || k == "general.name")
+    {
+        v["_name_or_path"] = name.trim_matches('"').into();
+    }
+    if let Some(r) = c.rope_scaling {
+        v["rope_scaling"] = serde_json::to_value(r).unwrap_or_default();
     }
     if let Some(b) = c.bos_token_id {
         v["bos_token_id"] = b.into();
@@ -219,6 +237,16 @@ pub fn write_dir(dir: &Path, model: &Model, tok: &Tokenizer, opts: &HfWriteOptio
     write_json(GENERATION_CONFIG, &gen)?;
     let tp = dir.join(TOKENIZER);
     std::fs::write(&tp, tok.to_json()?).map_err(|e| Error::io(&tp, e))?;
+    if let Some(t) = tok.chat_template() {
+        write_json(
+            TOKENIZER_CONFIG,
+            &serde_json::json!({
+                "chat_template": t.source,
+                "bos_token": t.bos_token,
+                "eos_token": t.eos_token,
+            }),
+        )?;
+    }
 
     let all = tensors(model, opts)?;
     let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
