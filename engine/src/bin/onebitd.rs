@@ -112,6 +112,13 @@ struct Args {
     /// Serve Prometheus metrics at GET /metrics.
     #[arg(long, env = "ONEBIT_ARG_METRICS")]
     metrics: bool,
+    /// Do not serve the chat page at GET / (the API is unchanged).
+    #[arg(long = "no-webui", env = "ONEBIT_ARG_NO_WEBUI")]
+    no_webui: bool,
+    /// Answer a request naming another `model` with 404, instead of serving it with the
+    /// model loaded here (llama-server's behaviour, the default).
+    #[arg(long = "strict-model", env = "ONEBIT_ARG_STRICT_MODEL")]
+    strict_model: bool,
     /// Default new-token limit per request (-1: until the context is full).
     #[arg(short = 'n', long = "predict", env = "ONEBIT_ARG_PREDICT", default_value_t = -1, allow_negative_numbers = true)]
     predict: i64,
@@ -310,6 +317,8 @@ fn options(a: &Args) -> Result<Options, String> {
             sampling,
             max_tokens: usize::try_from(a.predict).ok().filter(|&n| n > 0),
         },
+        webui: !a.no_webui,
+        strict_model: a.strict_model,
     })
 }
 
