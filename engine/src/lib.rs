@@ -9,6 +9,7 @@ pub mod eval;
 pub mod format;
 pub mod forward;
 pub mod generate;
+pub mod hub;
 pub mod model;
 pub mod probe;
 pub mod probe_npu;

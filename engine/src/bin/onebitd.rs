@@ -28,8 +28,9 @@ use std::time::Duration;
     about = "OpenAI-compatible BitNet b1.58 inference daemon"
 )]
 struct Args {
-    /// Model: a GGUF file or a Hugging Face model directory (default: the embedded model).
-    #[arg(short = 'm', long, env = "ONEBIT_ARG_MODEL")]
+    /// Model: a GGUF file, a Hugging Face model directory, or OWNER/NAME[:FILE] fetched
+    /// by `onebit pull` (default: the embedded model).
+    #[arg(short = 'm', long, env = "ONEBIT_ARG_MODEL", value_parser = onebit_engine::hub::model_arg)]
     model: Option<PathBuf>,
     /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
     /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the
@@ -340,10 +341,14 @@ fn open_model(a: &Args) -> Result<(Model, Tokenizer, String), String> {
         ..Default::default()
     };
     let (model, tok) = onebit_engine::format::load_with(path, &o).map_err(|e| e.to_string())?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // A pulled HF directory is a snapshot named by its commit: the repo names it better.
+    let name = match onebit_engine::hub::repo_of(path) {
+        Some(repo) if path.is_dir() => repo,
+        _ => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
     let id = name
         .strip_suffix(".gguf")
         .map(str::to_string)
