@@ -350,3 +350,79 @@ fn onebitd_takes_a_pulled_reference_and_names_what_to_do_when_absent() {
     );
     assert!(failed(&out).contains("onebit pull nobody/nothing"));
 }
+
+/// huggingface_hub itself (the Python package behind `huggingface-cli`), or None with the
+/// reason printed; under `CI=true` its absence fails.
+fn huggingface_hub_python() -> Option<()> {
+    let found = Command::new("python3")
+        .args(["-c", "import huggingface_hub"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(());
+    }
+    let msg = "the huggingface_hub Python package is not installed (pip install huggingface_hub; .ci/run installs it)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("SKIP: {msg}");
+    None
+}
+
+/// `hf_hub_download` of the I2_S file with `env`, printing the path it returns.
+fn hf_hub_download(env: &[(&str, &str)]) -> String {
+    let script = "import huggingface_hub as h; print(h.hf_hub_download('test/tiny', 'onebit-tiny-i2_s.gguf'))";
+    let mut c = Command::new("python3");
+    c.args(["-c", script])
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_CACHE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    ok(&c.output().expect("run python3"))
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn huggingface_hub_and_onebit_find_each_others_downloads() {
+    if huggingface_hub_python().is_none() {
+        return;
+    }
+    let hub = MockHub::start(vec![("test/tiny", gguf_repo())], &[]);
+    let endpoint = hub.endpoint();
+    let file = &gguf_repo()[2];
+    let cdn_gets = || {
+        hub.seen("/cdn/")
+            .iter()
+            .filter(|s| s.method == "GET")
+            .count()
+    };
+    // huggingface_hub downloads; onebit runs it with no network and a pull fetches nothing.
+    let home = hf_home("from-python");
+    let path = hf_hub_download(&env(&endpoint, &home));
+    assert_eq!(std::fs::read(&path).unwrap(), file.bytes);
+    let offline = [
+        ("HF_ENDPOINT", "http://127.0.0.1:9"),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
+    assert_eq!(greedy(Some("test/tiny"), &offline), greedy(None, &offline));
+    let before = cdn_gets();
+    let out = ok(&onebit(&["pull", "test/tiny"], &env(&endpoint, &home)));
+    assert_eq!(out.trim(), path);
+    assert_eq!(
+        cdn_gets(),
+        before,
+        "onebit fetched again what huggingface_hub had"
+    );
+    // onebit downloads; huggingface_hub finds it offline.
+    let home = hf_home("to-python");
+    let pulled = ok(&onebit(&["pull", "test/tiny"], &env(&endpoint, &home)));
+    let found = hf_hub_download(&[
+        ("HF_HOME", home.to_str().unwrap()),
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_ENDPOINT", "http://127.0.0.1:9"),
+    ]);
+    assert_eq!(found, pulled.trim());
+}

@@ -1,7 +1,8 @@
 //! A local stand-in for the Hugging Face Hub, on 127.0.0.1 with a free port: the repo
 //! listing (`/api/models/{repo}/revision/{rev}?blobs=true`), `/{repo}/resolve/{rev}/{file}`
-//! (small files directly with their git sha1 as ETag; LFS files as a 302 to a CDN path with
-//! `X-Linked-Etag`, as the Hub does) and the CDN with `Range` support. Faults on demand:
+//! (small files directly with their git sha1 as ETag; LFS files as a 302 to a CDN on
+//! another host, 127.0.0.2, with `X-Linked-Etag` and `X-Linked-Size`, as the Hub does) and
+//! the CDN with `Range` support; HEAD as huggingface_hub sends it. Faults on demand:
 //! transfers cut off half-way, corrupted bytes, a repo that wants a token.
 
 #![allow(dead_code)]
@@ -60,6 +61,7 @@ fn hex(b: &[u8]) -> String {
 /// One request the mock saw.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     pub range: Option<String>,
     pub auth: Option<String>,
@@ -79,6 +81,8 @@ struct State {
     gated: HashMap<String, String>,
     faults: Arc<Faults>,
     seen: Mutex<Vec<Seen>>,
+    /// The CDN's `host:port`.
+    cdn: String,
 }
 
 pub struct MockHub {
@@ -91,6 +95,7 @@ impl MockHub {
     pub fn start(repos: Vec<(&str, Vec<File>)>, gated: &[(&str, &str)]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let cdn = TcpListener::bind("127.0.0.2:0").unwrap();
         let state = Arc::new(State {
             repos: repos.into_iter().map(|(r, f)| (r.to_string(), f)).collect(),
             gated: gated
@@ -99,14 +104,17 @@ impl MockHub {
                 .collect(),
             faults: Arc::default(),
             seen: Mutex::default(),
+            cdn: cdn.local_addr().unwrap().to_string(),
         });
-        let st = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let st = st.clone();
-                std::thread::spawn(move || serve(&st, conn));
-            }
-        });
+        for l in [listener, cdn] {
+            let st = state.clone();
+            std::thread::spawn(move || {
+                for conn in l.incoming().flatten() {
+                    let st = st.clone();
+                    std::thread::spawn(move || serve(&st, conn));
+                }
+            });
+        }
         Self { port, state }
     }
 
@@ -134,6 +142,7 @@ fn serve(st: &State, conn: TcpStream) {
     if r.read_line(&mut line).is_err() {
         return;
     }
+    let method = line.split_whitespace().next().unwrap_or("GET").to_string();
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut headers = HashMap::new();
     loop {
@@ -147,13 +156,14 @@ fn serve(st: &State, conn: TcpStream) {
     }
     let path = target.split('?').next().unwrap_or("").to_string();
     st.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
         path: path.clone(),
         range: headers.get("range").cloned(),
         auth: headers.get("authorization").cloned(),
     });
     let mut out = conn;
     let reply = route(st, &path, &headers);
-    let _ = reply.write(&mut out, &st.faults);
+    let _ = reply.write(&mut out, &st.faults, method == "HEAD");
 }
 
 struct Reply {
@@ -174,7 +184,12 @@ impl Reply {
         }
     }
 
-    fn write(mut self, out: &mut TcpStream, faults: &Faults) -> std::io::Result<()> {
+    fn write(
+        mut self,
+        out: &mut TcpStream,
+        faults: &Faults,
+        head_only: bool,
+    ) -> std::io::Result<()> {
         if self.cdn && faults.corrupt.load(SeqCst) && !self.body.is_empty() {
             let mid = self.body.len() / 2;
             self.body[mid] ^= 0x5a;
@@ -198,6 +213,9 @@ impl Reply {
         }
         head.push_str("\r\n");
         out.write_all(head.as_bytes())?;
+        if head_only {
+            return out.flush();
+        }
         let cut = self.cdn
             && faults
                 .cut
@@ -283,7 +301,10 @@ fn route(st: &State, path: &str, headers: &HashMap<String, String>) -> Reply {
             return Reply {
                 status: 302,
                 headers: vec![
-                    ("Location".into(), format!("/cdn/{}", f.sha256())),
+                    (
+                        "Location".into(),
+                        format!("http://{}/cdn/{}", st.cdn, f.sha256()),
+                    ),
                     ("X-Linked-Etag".into(), format!("\"{}\"", f.sha256())),
                     ("X-Linked-Size".into(), f.bytes.len().to_string()),
                     ("X-Repo-Commit".into(), COMMIT.into()),
