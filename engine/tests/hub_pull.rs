@@ -426,3 +426,59 @@ fn huggingface_hub_and_onebit_find_each_others_downloads() {
     ]);
     assert_eq!(found, pulled.trim());
 }
+
+/// The pid in a `/proc/locks` line of a process waiting for a lock (`N: -> FLOCK ...`).
+fn flock_waiters() -> Vec<u32> {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("->") && l.contains("FLOCK"))
+        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+        .collect()
+}
+
+/// While huggingface_hub's lock on the blob is held (as by a `huggingface-cli download` in
+/// progress), a pull waits; when the holder has put the blob in place, the pull uses it.
+#[test]
+fn a_pull_waits_for_the_blob_lock_and_uses_what_the_holder_fetched() {
+    use nix::fcntl::{Flock, FlockArg};
+    let hub = MockHub::start(vec![("test/tiny", gguf_repo())], &[]);
+    let home = hf_home("lock");
+    let endpoint = hub.endpoint();
+    let file = &gguf_repo()[2];
+    let locks = home.join("hub/.locks/models--test--tiny");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock_file = std::fs::File::create(locks.join(format!("{}.lock", file.sha256()))).unwrap();
+    let held = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onebit"))
+        .args(["pull", "test/tiny", "--json"])
+        .env("HF_ENDPOINT", &endpoint)
+        .env("HF_HOME", &home)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the kernel lists the pull as waiting on a lock (bounded: 120 s).
+    let pid = child.id();
+    let mut waited = 0;
+    while !flock_waiters().contains(&pid) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended without waiting for the lock"
+        );
+        waited += 1;
+        assert!(waited < 12_000, "the pull never waited for the lock");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The holder finishes its download, then lets go.
+    let repo = home.join("hub/models--test--tiny");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::write(repo.join("blobs").join(file.sha256()), &file.bytes).unwrap();
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["files"][0]["downloaded"], false, "{v}");
+    assert!(hub.seen("/cdn/").iter().all(|s| s.method != "GET"));
+}

@@ -16,6 +16,7 @@ use super::{cache_dir, io_err, resolve, HubError, Reference};
 use hf_hub::api::sync::{Api, ApiBuilder};
 use hf_hub::{Cache, Repo, RepoType};
 use indicatif::{ProgressBar, ProgressStyle};
+use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -279,6 +280,26 @@ impl Client {
     }
 }
 
+/// Holds huggingface_hub's lock for one blob (`.locks/models--OWNER--NAME/<hash>.lock`
+/// under the cache, taken with flock as its filelock does), so that two pulls, or a pull
+/// and `huggingface-cli download`, never append to the same partial file at once.
+fn lock(cache: &Path, repo_dir: &Path, hash: &str) -> Result<Flock<std::fs::File>, HubError> {
+    let folder = repo_dir.file_name().unwrap_or_default();
+    let locks = cache.join(".locks").join(folder);
+    std::fs::create_dir_all(&locks).map_err(io_err(&locks))?;
+    let path = locks.join(format!("{hash}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| HubError::Io {
+        path,
+        source: errno.into(),
+    })
+}
+
 /// One file to bring into `blobs/`.
 struct Fetch<'a> {
     repo: &'a str,
@@ -293,13 +314,25 @@ impl Fetch<'_> {
         let blobs = dir.join("blobs");
         let blob = blobs.join(self.digest.hex());
         let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-        if let Some(have) = len(&blob).filter(|&n| self.size.is_none_or(|s| s == n)) {
-            tracing::info!(file = self.name, "already in the cache");
-            return Ok(PulledFile {
-                name: self.name.to_string(),
-                bytes: have,
-                downloaded: false,
-            });
+        let cached = || {
+            len(&blob)
+                .filter(|&n| self.size.is_none_or(|s| s == n))
+                .map(|bytes| {
+                    tracing::info!(file = self.name, "already in the cache");
+                    PulledFile {
+                        name: self.name.to_string(),
+                        bytes,
+                        downloaded: false,
+                    }
+                })
+        };
+        if let Some(done) = cached() {
+            return Ok(done);
+        }
+        let _lock = lock(&opts.cache, dir, self.digest.hex())?;
+        // Another pull (or huggingface_hub) may have finished it while this one waited.
+        if let Some(done) = cached() {
+            return Ok(done);
         }
         std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
         let part = blobs.join(format!("{}.incomplete", self.digest.hex()));
