@@ -134,11 +134,14 @@ impl std::fmt::Display for Reference {
 }
 
 /// The value of `-m`: an existing file or directory as it is, else `OWNER/NAME[:FILE]`
-/// found in the Hugging Face cache. Anything else is returned as a path, for the loader
-/// to report as missing.
+/// found in the Hugging Face cache. Anything else, including `DIR/NAME.gguf` (a file name,
+/// not a repo), is returned as a path, for the loader to report as missing.
 pub fn model_arg(s: &str) -> Result<PathBuf, HubError> {
     let path = Path::new(s);
-    if path.exists() {
+    let file_name = [".gguf", ".safetensors", ".json"]
+        .iter()
+        .any(|ext| s.to_ascii_lowercase().ends_with(ext));
+    if path.exists() || file_name && !s.contains(':') {
         return Ok(path.to_path_buf());
     }
     match Reference::parse(s) {
@@ -193,5 +196,14 @@ mod tests {
             model_arg("no/such/file.gguf").unwrap(),
             PathBuf::from("no/such/file.gguf")
         );
+        // A file name, not a repo.
+        assert_eq!(
+            model_arg("models/x.gguf").unwrap(),
+            PathBuf::from("models/x.gguf")
+        );
+        // A reference that was never pulled says how to pull it.
+        let empty = std::env::temp_dir().join("onebit-empty-hub-cache");
+        let e = resolve(&Reference::parse("nobody/nothing").unwrap(), &empty).unwrap_err();
+        assert!(e.to_string().contains("onebit pull nobody/nothing"), "{e}");
     }
 }
