@@ -1,5 +1,7 @@
-//! The routes: health, models, metrics, tokenize/detokenize, and the two generation
-//! routes with and without SSE.
+//! The routes: one table ([`ROUTES`]: method, path, who may call it, handler) from which
+//! dispatch, 404, 405 with `Allow` and the API-key exemptions all come; and the handlers:
+//! health, models, props, metrics, tokenize/detokenize, the chat page's files, and the two
+//! generation routes with and without SSE.
 
 use super::api::{self, ChatRequest, CompletionRequest, Prompt};
 use super::error::ApiError;
