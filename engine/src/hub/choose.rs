@@ -38,7 +38,7 @@ pub enum Pick {
 }
 
 /// Chooses from the repo's `files`: the GGUF whose encoding ranks first in
-/// [`GGUF_RANKING`] (ties: the shorter, then the first name), else the safetensors model
+/// `GGUF_RANKING` (ties: the shorter, then the first name), else the safetensors model
 /// directory. The error says what the repo holds instead.
 pub fn pick(files: &[String]) -> Result<Pick, String> {
     let ggufs: Vec<&String> = files
