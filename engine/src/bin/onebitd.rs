@@ -28,7 +28,7 @@ use std::time::Duration;
     about = "OpenAI-compatible BitNet b1.58 inference daemon"
 )]
 struct Args {
-    /// Model: a GGUF file, a Hugging Face model directory, or OWNER/NAME[:FILE] fetched
+    /// Model: a GGUF file, a Hugging Face model directory, or `OWNER/NAME[:FILE]` fetched
     /// by `onebit pull` (default: the embedded model).
     #[arg(short = 'm', long, env = "ONEBIT_ARG_MODEL", value_parser = onebit_engine::hub::model_arg)]
     model: Option<PathBuf>,

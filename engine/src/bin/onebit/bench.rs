@@ -28,7 +28,7 @@ use std::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
-    /// Model: a GGUF file, HF directory or pulled OWNER/NAME[:FILE].
+    /// Model: a GGUF file, HF directory or pulled `OWNER/NAME[:FILE]`.
     #[arg(short = 'm', long = "model", required_unless_present = "preset", value_parser = onebit_engine::hub::model_arg)]
     pub model: Option<PathBuf>,
     /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed

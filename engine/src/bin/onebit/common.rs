@@ -26,7 +26,7 @@ pub fn init_logging() {
 
 #[derive(ClapArgs, Clone, Debug)]
 pub struct ModelArgs {
-    /// Model: a GGUF file, a Hugging Face model directory, or OWNER/NAME[:FILE] fetched
+    /// Model: a GGUF file, a Hugging Face model directory, or `OWNER/NAME[:FILE]` fetched
     /// by `onebit pull` (default: the embedded model).
     #[arg(short = 'm', long = "model", value_parser = onebit_engine::hub::model_arg)]
     pub model: Option<PathBuf>,

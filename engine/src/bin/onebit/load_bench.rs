@@ -11,7 +11,7 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// GGUF model file (or pulled OWNER/NAME[:FILE]) to load.
+    /// GGUF model file (or pulled `OWNER/NAME[:FILE]`) to load.
     #[arg(short = 'm', long = "model", value_parser = onebit_engine::hub::model_arg)]
     pub model: PathBuf,
     /// Load method: uring, read or mmap.

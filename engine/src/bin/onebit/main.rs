@@ -45,7 +45,7 @@ enum Command {
     Info(info::Args),
     /// Rewrite a model in another format (GGUF I2_S / TQ2_0 / TQ1_0, HF packed).
     Convert(convert::Args),
-    /// Fetch a model from the Hugging Face Hub (OWNER/NAME[:FILE]) into its cache.
+    /// Fetch a model from the Hugging Face Hub (`OWNER/NAME[:FILE]`) into its cache.
     Pull(pull::Args),
     /// What this machine has: KFD, GPUs, render nodes, udmabuf, memlock, NPU.
     Probe(probe::Args),
