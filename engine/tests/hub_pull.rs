@@ -330,6 +330,58 @@ fn a_cache_written_by_huggingface_cli_is_reused() {
     assert!(hub.seen("/cdn/").is_empty());
 }
 
+/// onebitd serving `-m test/tiny-hf` once pulled: the model id it reports.
+#[test]
+fn onebitd_serves_a_pulled_reference_under_the_repo_name() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let hub = MockHub::start(vec![("test/tiny-hf", hf_repo())], &[]);
+    let home = hf_home("daemon-serves");
+    let endpoint = hub.endpoint();
+    ok(&onebit(&["pull", "test/tiny-hf"], &env(&endpoint, &home)));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onebitd"))
+        .args([
+            "-m",
+            "test/tiny-hf",
+            "--port",
+            "0",
+            "--allow-root",
+            "--surface",
+            "cpu",
+        ])
+        .env("HF_HOME", &home)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_HUB_CACHE")
+        .env("ONEBIT_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log says where it listens, then that it is ready.
+    let mut address = None;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(a) = line.split("address=http://").nth(1) {
+            address = Some(a.trim().to_string());
+        }
+        if line.contains(" ready ") {
+            break;
+        }
+    }
+    let address = address.expect("onebitd said where it listens");
+    let mut s = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        s,
+        "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#""id":"test/tiny-hf""#), "{resp}");
+}
+
 #[test]
 fn onebitd_takes_a_pulled_reference_and_names_what_to_do_when_absent() {
     let home = hf_home("daemon");
