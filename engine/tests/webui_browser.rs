@@ -94,6 +94,7 @@ fn launch(bin: &PathBuf, profile: &std::path::Path) -> (Browser, String) {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--no-default-browser-check",
             "--remote-debugging-port=0",
