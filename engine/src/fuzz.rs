@@ -124,12 +124,14 @@ pub fn json_bodies(data: &[u8]) {
         max_tokens: None,
     };
     if let Ok(c) = api::parse::<api::ChatRequest>(data) {
-        let _ = c.params.plan("m", 512, &defaults);
+        let _ = c.params.check_model("m");
+        let _ = c.params.plan(512, &defaults);
         let _ = c.chat_messages();
         let _ = c.logprobs();
     }
     if let Ok(c) = api::parse::<api::CompletionRequest>(data) {
-        if let Ok(plan) = c.params.plan("m", 512, &defaults) {
+        let _ = c.params.check_model("m");
+        if let Ok(plan) = c.params.plan(512, &defaults) {
             assert!(plan.max_tokens.is_none_or(|n| n > 0));
             plan.sampling
                 .validate()

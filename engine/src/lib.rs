@@ -11,6 +11,7 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod generate;
+pub mod hub;
 pub mod model;
 pub mod probe;
 pub mod probe_npu;

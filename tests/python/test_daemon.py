@@ -106,6 +106,21 @@ def test_flags_win_over_env_twins():
         assert d.stop() == 0
 
 
+def test_strict_model_and_no_webui_from_their_env_twins():
+    import openai
+    d = Daemon(root_args(), env={"ONEBIT_ARG_STRICT_MODEL": "true", "ONEBIT_ARG_NO_WEBUI": "true"}).wait_ready()
+    try:
+        client = openai.OpenAI(base_url=d.url("/v1"), api_key="none", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as e:
+            client.chat.completions.create(model="gpt-nonexistent", messages=[{"role": "user", "content": "hi"}])
+        assert "gpt-nonexistent" in str(e.value)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(d.url("/"), timeout=10)
+        assert e.value.code == 404
+    finally:
+        assert d.stop() == 0
+
+
 @pytest.mark.skipif(not as_root(), reason="privilege drop needs root")
 def test_root_drops_privileges_or_refuses():
     d = Daemon(["--user", "nobody"]).wait_ready()

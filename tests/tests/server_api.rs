@@ -299,6 +299,8 @@ fn api_key_guards_everything_but_health() {
 fn malformed_requests_get_openai_errors() {
     let mut o = opts();
     o.limits.max_body = 4096;
+    // An unknown model is one of the errors only under --strict-model.
+    o.strict_model = true;
     let (srv, port) = server!(o);
     let json_ct = [("Content-Type", "application/json")];
     let post_raw = |path: &str, body: &str| request(port, "POST", path, &json_ct, body.as_bytes());

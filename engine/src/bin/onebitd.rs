@@ -28,8 +28,9 @@ use std::time::Duration;
     about = "OpenAI-compatible BitNet b1.58 inference daemon"
 )]
 struct Args {
-    /// Model: a GGUF file or a Hugging Face model directory (default: the embedded model).
-    #[arg(short = 'm', long, env = "ONEBIT_ARG_MODEL")]
+    /// Model: a GGUF file, a Hugging Face model directory, or `OWNER/NAME[:FILE]` fetched
+    /// by `onebit pull` (default: the embedded model).
+    #[arg(short = 'm', long, env = "ONEBIT_ARG_MODEL", value_parser = onebit_engine::hub::model_arg)]
     model: Option<PathBuf>,
     /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
     /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the
@@ -112,6 +113,13 @@ struct Args {
     /// Serve Prometheus metrics at GET /metrics.
     #[arg(long, env = "ONEBIT_ARG_METRICS")]
     metrics: bool,
+    /// Do not serve the chat page at GET / (the API is unchanged).
+    #[arg(long = "no-webui", env = "ONEBIT_ARG_NO_WEBUI")]
+    no_webui: bool,
+    /// Answer a request naming another `model` with 404, instead of serving it with the
+    /// model loaded here (llama-server's behaviour, the default).
+    #[arg(long = "strict-model", env = "ONEBIT_ARG_STRICT_MODEL")]
+    strict_model: bool,
     /// Default new-token limit per request (-1: until the context is full).
     #[arg(short = 'n', long = "predict", env = "ONEBIT_ARG_PREDICT", default_value_t = -1, allow_negative_numbers = true)]
     predict: i64,
@@ -310,6 +318,8 @@ fn options(a: &Args) -> Result<Options, String> {
             sampling,
             max_tokens: usize::try_from(a.predict).ok().filter(|&n| n > 0),
         },
+        webui: !a.no_webui,
+        strict_model: a.strict_model,
     })
 }
 
@@ -331,10 +341,14 @@ fn open_model(a: &Args) -> Result<(Model, Tokenizer, String), String> {
         ..Default::default()
     };
     let (model, tok) = onebit_engine::format::load_with(path, &o).map_err(|e| e.to_string())?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // A pulled HF directory is a snapshot named by its commit: the repo names it better.
+    let name = match onebit_engine::hub::repo_of(path) {
+        Some(repo) if path.is_dir() => repo,
+        _ => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
     let id = name
         .strip_suffix(".gguf")
         .map(str::to_string)

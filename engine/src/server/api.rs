@@ -143,13 +143,17 @@ fn invalid(param: &str, msg: String) -> ApiError {
 }
 
 impl Params {
-    /// Checks every parameter against `model_id` and the limits; `n_ctx` is a slot's context.
-    pub fn plan(&self, model_id: &str, n_ctx: usize, d: &Defaults) -> Result<Plan, ApiError> {
-        if let Some(m) = &self.model {
-            if !m.is_empty() && m != model_id {
-                return Err(ApiError::model_not_found(m, model_id));
-            }
+    /// Refuses a `model` other than `served` (for `--strict-model`; otherwise any name is
+    /// served by the one model there is).
+    pub fn check_model(&self, served: &str) -> Result<(), ApiError> {
+        match &self.model {
+            Some(m) if !m.is_empty() && m != served => Err(ApiError::model_not_found(m, served)),
+            _ => Ok(()),
         }
+    }
+
+    /// Checks every parameter against the limits; `n_ctx` is a slot's context.
+    pub fn plan(&self, n_ctx: usize, d: &Defaults) -> Result<Plan, ApiError> {
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(invalid("n", format!("n = {n}: onebitd returns one choice per request; send n = 1 or several requests")));
@@ -395,7 +399,7 @@ mod tests {
     fn plan(json: &str) -> Result<Plan, ApiError> {
         parse::<CompletionRequest>(json.as_bytes())?
             .params
-            .plan("m", 512, &d())
+            .plan(512, &d())
     }
 
     #[test]
@@ -434,7 +438,10 @@ mod tests {
             assert_eq!(e.status, 400, "{json}");
             assert_eq!(e.param.as_deref(), Some(param), "{json}: {}", e.message);
         }
-        let e = plan(r#"{"prompt":"x","model":"gpt-9"}"#).unwrap_err();
+        let q: CompletionRequest = parse(br#"{"prompt":"x","model":"gpt-9"}"#).unwrap();
+        assert!(q.params.plan(512, &d()).is_ok(), "any model name plans");
+        q.params.check_model("gpt-9").unwrap();
+        let e = q.params.check_model("m").unwrap_err();
         assert_eq!(e.status, 404);
         assert!(
             e.message.contains("gpt-9") && e.message.contains("'m'"),
@@ -458,11 +465,11 @@ mod tests {
         #[test]
         fn arbitrary_bodies_never_panic(body in r#"\{("(prompt|messages|max_tokens|temperature|top_k|top_p|min_p|seed|stop|n|logprobs|top_logprobs|stream|stream_options|repeat_last_n|role|content)":(-?[0-9]{1,12}(\.[0-9])?|"[a-z]{0,3}"|\[[0-9,]{0,6}\]|true|null|\{\}),?){0,6}\}"#) {
             if let Ok(r) = parse::<CompletionRequest>(body.as_bytes()) {
-                let _ = r.params.plan("m", 512, &d());
+                let _ = r.params.plan(512, &d());
                 let _ = r.logprobs();
             }
             if let Ok(r) = parse::<ChatRequest>(body.as_bytes()) {
-                let _ = r.params.plan("m", 512, &d());
+                let _ = r.params.plan(512, &d());
                 let _ = r.chat_messages();
                 let _ = r.logprobs();
             }

@@ -27,6 +27,7 @@ mod routes;
 pub mod scheduler;
 pub mod systemd;
 pub mod text;
+pub mod webui;
 
 use crate::backend::Backend;
 use backend::{ModelInfo, Vocab};
@@ -64,6 +65,11 @@ pub struct Options {
     /// How long in-flight requests may run on after SIGTERM before they are cut.
     pub grace: Duration,
     pub defaults: api::Defaults,
+    /// Serve the chat page at `GET /` (`--no-webui` turns it off).
+    pub webui: bool,
+    /// Refuse requests that name another `model` with 404 (`--strict-model`); by default
+    /// any name is accepted and this server's model answers, as llama-server does.
+    pub strict_model: bool,
 }
 
 impl Default for Options {
@@ -84,6 +90,8 @@ impl Default for Options {
                 sampling: crate::sampler::SamplingParams::default(),
                 max_tokens: None,
             },
+            webui: true,
+            strict_model: false,
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The routes: health, models, metrics, tokenize/detokenize, and the two generation
-//! routes with and without SSE.
+//! The routes: one table ([`ROUTES`]: method, path, who may call it, handler) from which
+//! dispatch, 404, 405 with `Allow` and the API-key exemptions all come; and the handlers:
+//! health, models, props, metrics, tokenize/detokenize, the chat page's files, and the two
+//! generation routes with and without SSE.
 
 use super::api::{self, ChatRequest, CompletionRequest, Prompt};
 use super::error::ApiError;
@@ -7,7 +9,7 @@ use super::http::{Chunked, Request, Response};
 use super::listen::Conn;
 use super::scheduler::{Event, Finish, Job, Rejected, TokenLogprob, Usage};
 use super::text::TextStream;
-use super::{Ready, Shared};
+use super::{webui, Ready, Shared};
 use crate::backend::Health;
 use serde_json::{json, Value};
 use std::io::BufReader;
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Answers one request; returns whether the connection can serve another.
 pub fn handle(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> bool {
-    let result = route(sh, req, conn);
+    let result = dispatch(sh, req, conn);
     let keep = req.keep_alive && !sh.closing.load(Relaxed);
     match result {
         Ok(Reply::Done(keep_stream)) => keep_stream && keep,
@@ -37,81 +39,136 @@ pub fn handle(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> bool {
     }
 }
 
-enum Reply {
+pub(super) enum Reply {
     Send(Response),
     /// The handler wrote the response itself (a stream); the flag says whether the
     /// connection is still usable.
     Done(bool),
 }
 
-fn route(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply, ApiError> {
-    let p = req.path.as_str();
-    let allowed: &[&str] = match p {
-        "/health" | "/v1/health" | "/v1/models" | "/models" | "/metrics" | "/props" => &["GET"],
-        "/v1/chat/completions"
-        | "/chat/completions"
-        | "/v1/completions"
-        | "/completions"
-        | "/tokenize"
-        | "/detokenize" => &["POST"],
-        _ => {
-            return Err(ApiError::new(
-                404,
-                "not_found_error",
-                format!(
-                "no route {} {p}; see /v1/models, /v1/chat/completions, /v1/completions, /health",
-                req.method
-            ),
-            ))
-        }
-    };
-    if !allowed.contains(&req.method.as_str()) {
-        return Ok(Reply::Send(
-            ApiError::new(
-                405,
-                "invalid_request_error",
-                format!("{p} takes {}, not {}", allowed.join(", "), req.method),
-            )
-            .response()
-            .with_header("Allow", allowed.join(", ")),
-        ));
-    }
-    if is_open(p) {
-        return Ok(Reply::Send(match sh.ready.get() {
-            Some(_) => Response::json(200, &health(sh)),
-            None => ApiError::loading().response(),
-        }));
-    }
-    if p == "/metrics" {
-        if !sh.opts.metrics {
-            return Err(ApiError::new(
-                404,
-                "not_found_error",
-                "metrics are off; start onebitd with --metrics",
-            ));
-        }
-        return Ok(Reply::Send(Response::text(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            sh.metrics.render(),
-        )));
-    }
-    let ready = sh.ready.get().ok_or_else(ApiError::loading)?;
-    match p {
-        "/v1/models" | "/models" => Ok(Reply::Send(Response::json(200, &models(sh, ready)))),
-        "/props" => Ok(Reply::Send(Response::json(200, &props(sh, ready)))),
-        "/tokenize" => tokenize(sh, ready, &req.body).map(Reply::Send),
-        "/detokenize" => detokenize(ready, &req.body).map(Reply::Send),
-        "/v1/chat/completions" | "/chat/completions" => {
-            generate(sh, ready, Kind::Chat, &req.body, conn, req.http11)
-        }
-        _ => generate(sh, ready, Kind::Text, &req.body, conn, req.http11),
+/// Runs one route: the request and its connection (streaming handlers write to it
+/// themselves).
+type Handler = fn(&Shared, &Request, &mut BufReader<Conn>) -> Result<Reply, ApiError>;
+
+/// Who may call a route.
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    /// Anyone who reaches the socket: liveness probes and the chat page's static files,
+    /// which hold no data and send the key themselves on API calls.
+    Open,
+    /// Only with the API key, when one is set.
+    Key,
+}
+
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    handler: Handler,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    handler: Handler,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        handler,
     }
 }
 
-/// Routes that need no API key.
+/// Every route onebitd answers. Dispatch, 404, 405 (with `Allow`) and which routes need the
+/// API key all come from this table: a new route is one line here.
+#[rustfmt::skip]
+const ROUTES: &[Route] = &[
+    route("GET",  "/",                    Access::Open, |sh, _, _| webui::page(sh, webui::Asset::Page)),
+    route("GET",  "/webui/chat.js",       Access::Open, |sh, _, _| webui::page(sh, webui::Asset::Script)),
+    route("GET",  "/webui/chat.css",      Access::Open, |sh, _, _| webui::page(sh, webui::Asset::Style)),
+    route("GET",  "/health",              Access::Open, |sh, _, _| health_route(sh)),
+    route("GET",  "/v1/health",           Access::Open, |sh, _, _| health_route(sh)),
+    route("GET",  "/metrics",             Access::Key,  |sh, _, _| metrics_route(sh)),
+    route("GET",  "/v1/models",           Access::Key,  |sh, _, _| Ok(Reply::Send(Response::json(200, &models(sh, ready(sh)?))))),
+    route("GET",  "/models",              Access::Key,  |sh, _, _| Ok(Reply::Send(Response::json(200, &models(sh, ready(sh)?))))),
+    route("GET",  "/props",               Access::Key,  |sh, _, _| Ok(Reply::Send(Response::json(200, &props(sh, ready(sh)?))))),
+    route("POST", "/tokenize",            Access::Key,  |sh, req, _| tokenize(sh, ready(sh)?, &req.body).map(Reply::Send)),
+    route("POST", "/detokenize",          Access::Key,  |sh, req, _| detokenize(ready(sh)?, &req.body).map(Reply::Send)),
+    route("POST", "/v1/chat/completions", Access::Key,  |sh, req, conn| generate(sh, ready(sh)?, Kind::Chat, &req.body, conn, req.http11)),
+    route("POST", "/chat/completions",    Access::Key,  |sh, req, conn| generate(sh, ready(sh)?, Kind::Chat, &req.body, conn, req.http11)),
+    route("POST", "/v1/completions",      Access::Key,  |sh, req, conn| generate(sh, ready(sh)?, Kind::Text, &req.body, conn, req.http11)),
+    route("POST", "/completions",         Access::Key,  |sh, req, conn| generate(sh, ready(sh)?, Kind::Text, &req.body, conn, req.http11)),
+];
+
+/// The table's answer to `method path`: its handler, or the 404 / 405 that the table
+/// implies.
+fn find(method: &str, path: &str) -> Result<&'static Route, Response> {
+    let mut on_path = ROUTES.iter().filter(|r| r.path == path).peekable();
+    if on_path.peek().is_none() {
+        return Err(ApiError::new(
+            404,
+            "not_found_error",
+            format!("no route {method} {path}; see /v1/models, /v1/chat/completions, /v1/completions, /health"),
+        )
+        .response());
+    }
+    let mut allowed = Vec::new();
+    for r in on_path {
+        if r.method == method {
+            return Ok(r);
+        }
+        allowed.push(r.method);
+    }
+    let allowed = allowed.join(", ");
+    Err(ApiError::new(
+        405,
+        "invalid_request_error",
+        format!("{path} takes {allowed}, not {method}"),
+    )
+    .response()
+    .with_header("Allow", allowed))
+}
+
+fn dispatch(sh: &Shared, req: &Request, conn: &mut BufReader<Conn>) -> Result<Reply, ApiError> {
+    match find(&req.method, &req.path) {
+        Ok(r) => (r.handler)(sh, req, conn),
+        Err(answer) => Ok(Reply::Send(answer)),
+    }
+}
+
+/// The loaded model, or 503 "Loading model" until it is.
+fn ready(sh: &Shared) -> Result<&Ready, ApiError> {
+    sh.ready.get().ok_or_else(ApiError::loading)
+}
+
+fn health_route(sh: &Shared) -> Result<Reply, ApiError> {
+    ready(sh)?;
+    Ok(Reply::Send(Response::json(200, &health(sh))))
+}
+
+fn metrics_route(sh: &Shared) -> Result<Reply, ApiError> {
+    if !sh.opts.metrics {
+        return Err(ApiError::new(
+            404,
+            "not_found_error",
+            "metrics are off; start onebitd with --metrics",
+        ));
+    }
+    Ok(Reply::Send(Response::text(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        sh.metrics.render(),
+    )))
+}
+
+/// Routes that need no API key (any method: a wrong method on them gets its 405 without
+/// the key, as a missing route gets its 401 without it).
 fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/v1/health")
+    ROUTES
+        .iter()
+        .any(|r| r.path == path && r.access == Access::Open)
 }
 
 /// Checks a request from its head alone, before its body is read: the `Host` it names
@@ -358,7 +415,8 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
     let (plan, prompt, logprobs, echo) = match kind {
         Kind::Chat => {
             let q: ChatRequest = api::parse(body)?;
-            let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
+            check_model(sh, r, &q.params)?;
+            let plan = q.params.plan(n_ctx, &sh.opts.defaults)?;
             let msgs = q.chat_messages()?;
             check_fits(r, msgs.iter().map(|m| m.content.len()).sum(), "messages")?;
             let prompt = sh
@@ -369,7 +427,8 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
         }
         Kind::Text => {
             let q: CompletionRequest = api::parse(body)?;
-            let plan = q.params.plan(&r.info.id, n_ctx, &sh.opts.defaults)?;
+            check_model(sh, r, &q.params)?;
+            let plan = q.params.plan(n_ctx, &sh.opts.defaults)?;
             let encode = |t: &String| {
                 check_fits(r, t.len(), "prompt")?;
                 Ok::<_, ApiError>((sh.tokenizing.with(|| r.vocab.encode(t, true)), t.clone()))
@@ -438,6 +497,15 @@ fn prepare(sh: &Shared, r: &Ready, kind: Kind, body: &[u8]) -> Result<Gen, ApiEr
         logprobs,
         echo,
     })
+}
+
+/// Under `--strict-model`, a request for another model gets 404; otherwise whatever name it
+/// gives, the model loaded here answers (and the response names it).
+fn check_model(sh: &Shared, r: &Ready, params: &api::Params) -> Result<(), ApiError> {
+    if sh.opts.strict_model {
+        params.check_model(&r.info.id)?;
+    }
+    Ok(())
 }
 
 fn too_long(tokens: usize, n_ctx: usize, param: &str) -> ApiError {

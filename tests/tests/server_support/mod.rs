@@ -144,6 +144,23 @@ pub fn start_gated(opts: Options, gate: Gate) -> Option<(Server, u16)> {
     Some((server, port))
 }
 
+/// The model id [`start_embedded`] serves.
+pub const EMBEDDED_ID: &str = "onebit-tiny";
+
+/// A server on the model compiled into onebit (no fixture needed), with `ctx` tokens per
+/// slot.
+pub fn start_embedded(opts: Options, ctx: usize) -> (Server, u16) {
+    let (model, tok) = onebit_engine::embedded::load().expect("load the embedded model");
+    let n_vocab = model.config.vocab_size;
+    let info = ModelInfo::new(&model, EMBEDDED_ID.into(), ctx, n_vocab);
+    let backend = CpuBackend::new(Arc::new(model), 0);
+    let vocab = Arc::new(EngineVocab::new(Arc::new(tok), n_vocab));
+    let server = Server::start(opts, vec![Listener::bind("127.0.0.1", 0).unwrap()]).unwrap();
+    server.set_ready(backend, vocab, info).unwrap();
+    let port = server.ports()[0];
+    (server, port)
+}
+
 /// The tiny fixture model, for tests that build their own backend.
 pub fn tiny_model() -> Option<(Model, onebit_engine::tokenizer::Tokenizer)> {
     let path = onebit_tests::fixture("tiny-a/tiny-a.i2_s.gguf")?;

@@ -28,8 +28,8 @@ use std::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
-    /// Model: a GGUF file or HF directory.
-    #[arg(short = 'm', long = "model", required_unless_present = "preset")]
+    /// Model: a GGUF file, HF directory or pulled `OWNER/NAME[:FILE]`.
+    #[arg(short = 'm', long = "model", required_unless_present = "preset", value_parser = onebit_engine::hub::model_arg)]
     pub model: Option<PathBuf>,
     /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
     /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the

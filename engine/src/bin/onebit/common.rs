@@ -26,8 +26,9 @@ pub fn init_logging() {
 
 #[derive(ClapArgs, Clone, Debug)]
 pub struct ModelArgs {
-    /// Model: a GGUF file or a Hugging Face model directory (default: the embedded model).
-    #[arg(short = 'm', long = "model")]
+    /// Model: a GGUF file, a Hugging Face model directory, or `OWNER/NAME[:FILE]` fetched
+    /// by `onebit pull` (default: the embedded model).
+    #[arg(short = 'm', long = "model", value_parser = onebit_engine::hub::model_arg)]
     pub model: Option<PathBuf>,
     /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
     /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the

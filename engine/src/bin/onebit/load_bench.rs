@@ -11,8 +11,8 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// GGUF model file to load.
-    #[arg(short = 'm', long = "model")]
+    /// GGUF model file (or pulled `OWNER/NAME[:FILE]`) to load.
+    #[arg(short = 'm', long = "model", value_parser = onebit_engine::hub::model_arg)]
     pub model: PathBuf,
     /// Load method: uring, read or mmap.
     #[arg(long = "load", default_value = "uring")]

@@ -10,6 +10,7 @@ mod load_bench;
 mod logits;
 mod perplexity;
 mod probe;
+mod pull;
 mod roofline;
 mod run;
 mod selftest;
@@ -44,6 +45,8 @@ enum Command {
     Info(info::Args),
     /// Rewrite a model in another format (GGUF I2_S / TQ2_0 / TQ1_0, HF packed).
     Convert(convert::Args),
+    /// Fetch a model from the Hugging Face Hub (`OWNER/NAME[:FILE]`) into its cache.
+    Pull(pull::Args),
     /// What this machine has: KFD, GPUs, render nodes, udmabuf, memlock, NPU.
     Probe(probe::Args),
     /// Write a deterministic random ternary model (2b4t or small) as GGUF or HF.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Info(a) => info::main(a),
         Command::Convert(a) => convert::main(a),
         Command::Probe(a) => probe::main(a),
+        Command::Pull(a) => pull::main(a),
         Command::Synth(a) => synth::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Roofline(a) => roofline::main(a),

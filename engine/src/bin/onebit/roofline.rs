@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model file or HF directory whose bytes to count.
-    #[arg(short = 'm', long = "model", conflicts_with = "preset")]
+    /// Model file, HF directory or pulled `OWNER/NAME[:FILE]` whose bytes to count.
+    #[arg(short = 'm', long = "model", conflicts_with = "preset", value_parser = onebit_engine::hub::model_arg)]
     pub model: Option<PathBuf>,
     /// How a GGUF file gets into memory: uring (io_uring O_DIRECT reads into a sealed
     /// memfd, falling back to read where refused), read (pread into the memfd) or mmap (the
