@@ -42,7 +42,7 @@ pub(super) fn sherry_weights(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
             let zero_at = (v >> 8) as usize % 4;
             if i % 4 == zero_at {
                 0
-            } else if v % 2 == 0 {
+            } else if v.is_multiple_of(2) {
                 1
             } else {
                 -1
