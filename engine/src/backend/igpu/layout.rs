@@ -29,6 +29,8 @@ pub(super) struct Tern {
     pub rows: u32,
     pub cols: u32,
     pub scale: f32,
+    /// Sherry 3:4 weights (the `*_sherry` kernels) rather than I2_S.
+    pub sherry: bool,
 }
 
 impl Tern {
@@ -38,11 +40,16 @@ impl Tern {
             rows: t.rows as u32,
             cols: t.cols as u32,
             scale: t.scale,
+            sherry: t.sherry_view().is_some(),
         }
     }
-    /// u32 words per packed row.
+    /// u32 words per packed I2_S row.
     pub fn kwords(&self) -> u32 {
         (padded_cols(self.cols as usize) / 16) as u32
+    }
+    /// 128-weight groups per packed Sherry row.
+    pub fn groups(&self) -> u32 {
+        (padded_cols(self.cols as usize) / 128) as u32
     }
 }
 
@@ -138,6 +145,9 @@ impl WeightLayout {
         let tern = |dst: &mut [u8], off: u64, t: &TernaryTensor| {
             if t.columns.is_none() {
                 copy_releasing(dst, off, &t.data);
+            } else if let Some(s) = t.sherry_view() {
+                // Sherry rows stay beside their input-major copy (never parked).
+                put(dst, off, s.data);
             } else {
                 put(dst, off, t.view().data);
             }
