@@ -45,15 +45,13 @@ pub fn main(a: Args) -> CliResult {
     let embd =
         parse_embd(&a.embd).ok_or_else(|| format!("--embd {:?}: use f16, q8_0 or q6_k", a.embd))?;
     let fmt = a.format.to_ascii_lowercase();
-    let ternary = match fmt.as_str() {
-        "hf" => None,
-        other => Some(
-            TernaryType::parse(other)
-                .ok_or_else(|| {
-                    format!("--format {other:?}: use i2s, tq2_0, tq1_0, sherry or hf")
-                })?,
-        ),
-    };
+    let ternary =
+        match fmt.as_str() {
+            "hf" => None,
+            other => Some(TernaryType::parse(other).ok_or_else(|| {
+                format!("--format {other:?}: use i2s, tq2_0, tq1_0, sherry or hf")
+            })?),
+        };
     if ternary.is_none() && embd != EmbdType::F16 {
         return Err(
             "--format hf stores the embedding in bf16: a quantized --embd needs a GGUF format"
