@@ -51,14 +51,21 @@ fn sherry_tiny(tag: &str) -> (Model, Tokenizer, PathBuf) {
     (loaded, tok, path)
 }
 
+/// The logits of `ids`: the first 8 as one prefill step (the GEMM path), then one token at
+/// a time (the decode GEMV path).
 fn logits(model: &Model, ids: &[u32]) -> Vec<f32> {
     let mut s = Session::new(model, ids.len());
-    let out =
-        forward_needs(model, &mut [&mut s], &[ids], &[Need::AllLogits], None).expect("forward");
-    match out.into_iter().next() {
-        Some(RowResult::Logits(l)) => l,
-        other => panic!("no logits: {other:?}"),
+    let (prompt, rest) = ids.split_at(8);
+    let mut all = Vec::new();
+    for chunk in std::iter::once(prompt).chain(rest.chunks(1)) {
+        let out = forward_needs(model, &mut [&mut s], &[chunk], &[Need::AllLogits], None)
+            .expect("forward");
+        match out.into_iter().next() {
+            Some(RowResult::Logits(l)) => all.extend(l),
+            other => panic!("no logits: {other:?}"),
+        }
     }
+    all
 }
 
 #[test]
