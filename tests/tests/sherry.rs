@@ -209,3 +209,28 @@ fn the_igpu_dispatches_the_sherry_kernels_for_sherry_weights() {
     assert_eq!(count(&be, "gemv_i2s") + count(&be, "gemm_i2s"), 0);
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_sherry_tensor_with_a_broken_scale_or_size_is_refused_by_name() {
+    let (_, _, path) = sherry_tiny("corrupt");
+    let g = onebit_engine::format::gguf::GgufFile::open(&path).expect("parses");
+    let t = g.tensor("blk.0.ffn_up.weight").expect("the tensor").clone();
+    let (rows, cols) = (t.dims[1] as usize, t.dims[0] as usize);
+    let scale_at = t.offset as usize + rows * onebit_kernels::sherry::row_bytes(cols);
+    drop(g);
+    let mut data = std::fs::read(&path).expect("reads");
+    data[scale_at..scale_at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let bad = temp("corrupt.nan.gguf");
+    std::fs::write(&bad, &data).expect("writes");
+    let msg = onebit_engine::format::load(&bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("blk.0.ffn_up.weight") && msg.contains("not finite"),
+        "{msg}"
+    );
+    // A file cut inside the last tensor's groups.
+    std::fs::write(&bad, &data[..data.len() - 100]).expect("writes");
+    let msg = onebit_engine::format::load(&bad).unwrap_err().to_string();
+    assert!(msg.contains(&*bad.to_string_lossy()), "{msg}");
+    let _ = std::fs::remove_file(bad);
+    let _ = std::fs::remove_file(path);
+}
