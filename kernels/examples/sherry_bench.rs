@@ -31,7 +31,15 @@ fn main() {
             .flat_map(|_| {
                 let v = next();
                 let z = (v % 4) as usize;
-                (0..4).map(move |p| if p == z { 0 } else if v >> (8 + p) & 1 == 1 { 1 } else { -1 })
+                (0..4).map(move |p| {
+                    if p == z {
+                        0
+                    } else if v >> (8 + p) & 1 == 1 {
+                        1
+                    } else {
+                        -1
+                    }
+                })
             })
             .collect();
         let packed = sherry::pack(rows, cols, |r, c| w[r * cols + c]).expect("3:4");
@@ -45,7 +53,10 @@ fn main() {
         .map(|t| quantize_row(&x[t * cols..(t + 1) * cols], &mut q[t * k..(t + 1) * k]))
         .collect();
     let mut out = vec![0f32; 128 * rows];
-    for isa in Isa::ALL.into_iter().filter(|i| i.available() && *i != Isa::Scalar) {
+    for isa in Isa::ALL
+        .into_iter()
+        .filter(|i| i.available() && *i != Isa::Scalar)
+    {
         for (what, n_mats) in [("decode GEMV, DRAM", copies), ("decode GEMV, cached", 1)] {
             let (mut ti, mut ts) = (0.0, 0.0);
             for _ in 0..5 {
