@@ -1,8 +1,8 @@
 //! GGUF v3 writer: a [`Model`] and its [`Tokenizer`] as bitnet.cpp's `bitnet-b1.58` with
 //! I2_S projections (or onebit's SHERRY 3:4 ones), or llama.cpp's `bitnet` with TQ2_0 /
-//! TQ1_0. The key set mirrors what those tools write (see the tiny-a fixtures): hyperparameters under the arch prefix,
-//! the full `tokenizer.ggml.*` set, F32 norms, the embedding in the model's own type and
-//! no `output.weight` (the head is tied).
+//! TQ1_0. The key set mirrors what those tools write (see the tiny-a fixtures):
+//! hyperparameters under the arch prefix, the full `tokenizer.ggml.*` set, F32 norms, the
+//! embedding in the model's own type and no `output.weight` (the head is tied).
 
 use super::gguf::{ty, Value, DEFAULT_ALIGNMENT, MAGIC};
 use super::layout::{self, LayerTensor};
