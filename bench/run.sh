@@ -92,6 +92,8 @@ onebit="${ONEBIT:-$onebit_dir/onebit}"
 
 i2s="$(synth_model i2s)"
 tq2="$(synth_model tq2_0)"
+# Sherry 3:4 (the same random weights projected onto 3:4), 1.25 bits per weight.
+sherry="$(synth_model sherry)"
 ik_bench=""
 iq2bn="$cache/ik-$preset-iq2_bn.gguf"
 if [[ "${IK:-1}" != 0 ]]; then
@@ -150,7 +152,7 @@ for round in $(seq 1 "$rounds"); do
             peer_lines ik_llama.cpp "$out/ik-depth-r$round.json" | tee -a "$log"
         fi
     fi
-    for f in "$i2s" "$tq2"; do
+    for f in "$i2s" "$tq2" "$sherry"; do
         name="$(basename "$f" .gguf)"
         echo "## round $round: onebit ($name)" | tee -a "$log"
         p="$pp"

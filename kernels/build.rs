@@ -24,6 +24,7 @@ fn main() {
         "onebit.c",
         "onebit_gpu.h",
         "ternary.c",
+        "sherry.c",
         "quant.c",
         "norm.c",
         "rope.c",

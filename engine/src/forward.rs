@@ -36,6 +36,7 @@ use onebit_kernels::float::{
     add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_rotate_half_cached, silu_mul,
 };
 use onebit_kernels::screen::{Int8Head, TopK};
+use onebit_kernels::sherry;
 use onebit_kernels::ternary::colsparse::{
     gemm_sparse, gemv_sparse, sparse_gemm_threshold, sparse_gemv_threshold,
 };
@@ -503,7 +504,21 @@ fn bitlinear_shared(
     acts: &[ActScale],
     outs: &mut [&mut [f32]],
 ) {
-    if acts.len() == 1 && proj.is_none() {
+    if acts.len() == 1 && proj.is_none() && ws.iter().all(|w| w.sherry_view().is_some()) {
+        let k = padded_cols(ws[0].cols);
+        let mut jobs: Vec<sherry::GemvJob> = ws
+            .iter()
+            .zip(outs.iter_mut())
+            .filter_map(|(w, out)| {
+                Some(sherry::GemvJob {
+                    w: w.sherry_view()?,
+                    scale: w.scale,
+                    out: &mut out[..w.rows],
+                })
+            })
+            .collect();
+        sherry::gemv_many(&quant[..k], acts[0], &mut jobs);
+    } else if acts.len() == 1 && proj.is_none() && ws.iter().all(|w| w.sherry_view().is_none()) {
         let k = padded_cols(ws[0].cols);
         let mut jobs: Vec<GemvJob> = ws
             .iter()
@@ -551,6 +566,14 @@ fn bitlinear(
             return gemm_sparse(columns, q, acts, w.scale, &mut out[..n * w.rows]);
         }
         SPARSE_COLUMNS.add(seen, seen);
+    }
+    if let Some(sw) = w.sherry_view() {
+        if n == 1 {
+            sherry::gemv(sw, &quant[..k], acts[0], w.scale, &mut out[..w.rows]);
+        } else {
+            sherry::gemm(sw, &quant[..n * k], acts, w.scale, &mut out[..n * w.rows]);
+        }
+        return;
     }
     if n == 1 {
         gemv(w.view(), &quant[..k], acts[0], w.scale, &mut out[..w.rows]);

@@ -591,3 +591,41 @@ fn bench_runs_each_test_at_each_depth() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("-p and -n are both 0"));
 }
+
+#[test]
+fn convert_to_sherry_reports_the_projection_and_the_perplexity_it_measured() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/onebit-tiny");
+    let (m, text) = (root.join("onebit-tiny.i2_s.gguf"), root.join("heldout.txt"));
+    let (m, text) = (m.to_str().unwrap(), text.to_str().unwrap());
+    let out = std::env::temp_dir().join(format!("onebit-cli-sherry-{}.gguf", std::process::id()));
+    let out_s = out.to_str().unwrap();
+    let o = onebit(&[
+        "convert", "-m", m, "--format", "sherry", "--calib", text, "--eval", text, "--out", out_s,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("% of") && err.contains("blocks changed"),
+        "{err}"
+    );
+    // "perplexity on FILE (N tokens): BEFORE -> AFTER (+D %)": AFTER is what the written
+    // file scores.
+    let after = err
+        .lines()
+        .find(|l| l.starts_with("perplexity on"))
+        .and_then(|l| l.split("-> ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("no perplexity line: {err}"))
+        .to_owned();
+    let p = stdout_json(&onebit(&["perplexity", "-m", out_s, "-f", text, "--json"]));
+    assert_eq!(format!("{:.4}", p["perplexity"].as_f64().unwrap()), after);
+    let info = String::from_utf8_lossy(&onebit(&["info", "-m", out_s]).stdout).into_owned();
+    assert!(info.contains("SHERRY"), "{info}");
+    // --calib and --eval belong to --format sherry.
+    let o = onebit(&[
+        "convert", "-m", m, "--format", "i2s", "--eval", text, "--out", out_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--format sherry"));
+    std::fs::remove_file(out).ok();
+}

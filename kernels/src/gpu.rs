@@ -110,6 +110,33 @@ pub const KERNELS: &[KernelSpec] = &[
         ],
     },
     KernelSpec {
+        name: "gemv_sherry",
+        workgroup: 256,
+        args: &[
+            ("w", Ptr),
+            ("q", Ptr),
+            ("act", Ptr),
+            ("w_scale", F32),
+            ("out", Ptr),
+            ("rows", U32),
+            ("groups", U32),
+        ],
+    },
+    KernelSpec {
+        name: "gemm_sherry",
+        workgroup: 256,
+        args: &[
+            ("w", Ptr),
+            ("q", Ptr),
+            ("acts", Ptr),
+            ("w_scale", F32),
+            ("out", Ptr),
+            ("rows", U32),
+            ("n", U32),
+            ("groups", U32),
+        ],
+    },
+    KernelSpec {
         name: "act_quant",
         workgroup: 256,
         args: &[

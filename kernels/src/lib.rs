@@ -11,6 +11,7 @@ pub mod float;
 pub mod gpu;
 pub mod parallel;
 pub mod screen;
+pub mod sherry;
 pub mod ternary;
 
 pub use act_quant::{quantize_row, quantize_row_ref, ActScale};

@@ -19,6 +19,8 @@ fn every_kernel_passes_on_the_emulator() {
         for k in [
             "gemv_i2s",
             "gemm_i2s",
+            "gemv_sherry",
+            "gemm_sherry",
             "act_quant",
             "rms_norm",
             "rope",

@@ -24,6 +24,16 @@ def ternarize(w):
     return t, gamma
 
 
+def ternarize_sherry(w):
+    """The same for 3:4 sparse ternary (model.weight_quant_sherry's hard form)."""
+    from model import sherry_mask
+
+    mask = sherry_mask(w.float())
+    gamma = ((w.float().abs() * mask).sum() / mask.sum()).clamp(min=1e-5).to(torch.bfloat16)
+    t = (torch.sign(w.float()) * mask).to(torch.int8)
+    return t, gamma
+
+
 def pack_rows(t):
     out = t.shape[0]
     if out % 4:
@@ -72,13 +82,13 @@ def hf_config(cfg, bos=0, eos=1):
     }
 
 
-def export(model, tokenizer_json, out_dir):
+def export(model, tokenizer_json, out_dir, sherry=False):
     os.makedirs(out_dir, exist_ok=True)
     tensors = {}
     for name, w in model.hf_state().items():
         w = w.detach().cpu()
         if name.endswith(PROJ_SUFFIXES):
-            t, gamma = ternarize(w)
+            t, gamma = ternarize_sherry(w) if sherry else ternarize(w)
             tensors[name] = pack_rows(t).contiguous()
             tensors[name + "_scale"] = gamma.reshape(1)
         elif name.endswith("embed_tokens.weight"):

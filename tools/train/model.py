@@ -50,15 +50,50 @@ def weight_quant_ternary(w):
     return wg + (t - wg).detach(), gamma
 
 
+def sherry_mask(w):
+    """3:4 sparsity: per block of four consecutive input weights, False at the one with the
+    smallest magnitude (the one whose zeroing moves the weights least), True elsewhere."""
+    out, inp = w.shape
+    blocks = w.detach().abs().view(out, inp // 4, 4)
+    smallest = blocks.argmin(dim=-1, keepdim=True)
+    return torch.ones_like(blocks, dtype=torch.bool).scatter_(-1, smallest, False).view(out, inp)
+
+
+def weight_quant_sherry(w, anneal=1.0):
+    """3:4 sparse ternary (Sherry): returns (w/gamma with STE to the quantized value, gamma).
+
+    Hard form (anneal = 1): per block of four the smallest-magnitude weight is 0 and the other
+    three are sign(w); gamma is the mean magnitude of the kept weights (the L2-optimal scale
+    for that sign pattern). While anneal < 1 the forward value is the blend
+    anneal * sherry + (1 - anneal) * dense absmean ternary, in sherry's units: the dense path
+    is a residual that fades out, so early on the weights that the 3:4 mask zeroes still shape
+    the loss and can grow past a neighbour and swap places, instead of being trapped at zero
+    by a mask fixed too early. The gradient reaches every latent weight (STE) throughout.
+    """
+    mask = sherry_mask(w)
+    gamma = (w.abs() * mask).sum().div(mask.sum()).clamp(min=1e-5).detach()
+    wg = w / gamma
+    t = torch.sign(wg) * mask
+    if anneal < 1.0:
+        dense, gamma_d = weight_quant_ternary(w)
+        t = anneal * t + (1.0 - anneal) * dense.detach() * (gamma_d / gamma)
+    return wg + (t - wg).detach(), gamma
+
+
 class BitLinear(nn.Module):
     def __init__(self, in_features, out_features, std):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.normal_(self.weight, std=std)
+        # None: dense ternary (BitNet b1.58); a float in [0, 1]: Sherry 3:4 with that anneal.
+        self.sherry = None
 
     def forward(self, x):
         xq, s = act_quant_int(x)
-        wt, gamma = weight_quant_ternary(self.weight)
+        if self.sherry is None:
+            wt, gamma = weight_quant_ternary(self.weight)
+        else:
+            wt, gamma = weight_quant_sherry(self.weight, self.sherry)
         dt = torch.bfloat16 if x.is_cuda else torch.float32
         y = F.linear(xq.to(dt), wt.to(dt)).float()
         return y * (gamma / s)
@@ -164,6 +199,12 @@ class BitNet(nn.Module):
         h = self.norm(h)
         # Tied embeddings: the LM head is the embedding matrix.
         return F.linear(h, self.embed_tokens.weight.float())
+
+    def set_sherry(self, anneal):
+        """Every projection to Sherry 3:4 with this anneal (None: back to dense ternary)."""
+        for m in self.modules():
+            if isinstance(m, BitLinear):
+                m.sherry = anneal
 
     def hf_state(self):
         """Parameters under their Hugging Face names (`model.` prefix, no lm_head: tied)."""

@@ -81,6 +81,11 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--tiny", action="store_true", help="a toy config for a CPU smoke test")
+    ap.add_argument("--sherry", action="store_true", help="3:4 sparse ternary QAT (Sherry), annealed")
+    ap.add_argument("--anneal-start", type=float, default=0.1,
+                    help="Sherry: fraction of the steps after which the dense residual starts to fade")
+    ap.add_argument("--anneal-end", type=float, default=0.5,
+                    help="Sherry: fraction of the steps from which the 3:4 masks are hard")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -115,8 +120,20 @@ def main():
     log, best = [], (float("inf"), -1, None)
     t0 = time.time()
     step = 0
+    def anneal_at(step):
+        """Sherry's blend factor: 0 (dense ternary) until anneal_start, then a cosine ramp to
+        1 (hard 3:4) at anneal_end, 1 after."""
+        a, b = args.anneal_start * total, args.anneal_end * total
+        if step <= a:
+            return 0.0
+        if step >= b:
+            return 1.0
+        return 0.5 * (1 - math.cos(math.pi * (step - a) / (b - a)))
+
     while step < total:
         lr = lr_at(step, total, args.lr, args.warmup, args.final_lr_frac)
+        anneal = anneal_at(step) if args.sherry else None
+        model.set_sherry(anneal)
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = batch(train, args.batch, ctx, bos, gen, device)
@@ -137,21 +154,25 @@ def main():
         if step % 25 == 0 or step == total:
             el = time.time() - t0
             print(f"step {step}/{total} loss {loss.item():.4f} lr {lr:.2e} gnorm {gnorm:.2f} "
+                  + (f"anneal {anneal:.3f} " if args.sherry else "") +
                   f"{step * args.batch * ctx / el / 1e3:.0f} ktok/s {el:.0f}s", flush=True)
         if step % args.eval_every == 0 or step == total:
             vl = val_loss(model, vx, vy)
             entry = {"step": step, "train_loss": loss.item(), "val_loss": vl, "val_ppl": math.exp(vl),
                      "lr": lr, "seconds": time.time() - t0}
+            if args.sherry:
+                entry["anneal"] = anneal
             log.append(entry)
             print("  val", json.dumps(entry), flush=True)
-            if vl < best[0]:
+            # A Sherry checkpoint counts only once its masks are hard: that is what ships.
+            if vl < best[0] and (not args.sherry or anneal == 1.0):
                 best = (vl, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
     train_seconds = time.time() - t0
 
     print(f"best val loss {best[0]:.4f} at step {best[1]}; training took {train_seconds:.0f}s")
     model.load_state_dict(best[2])
     hf_dir = os.path.join(args.out, "hf")
-    export_hf.export(model, os.path.join(args.data, "tokenizer.json"), hf_dir)
+    export_hf.export(model, os.path.join(args.data, "tokenizer.json"), hf_dir, sherry=args.sherry)
 
     hp = dict(vars(args), steps_scheduled=total, steps_taken=step, best_step=best[1], best_val_loss=best[0],
               train_seconds=train_seconds, params=n_params, ternary_params=n_ternary,

@@ -44,6 +44,11 @@ pub mod ty {
     pub const TQ2_0: u32 = 35;
     /// bitnet.cpp's fork: 2-bit codes in 128-element blocks plus one f32 tensor scale.
     pub const I2_S: u32 = 36;
+    /// onebit's Sherry 3:4 sparse ternary (`onebit_kernels::sherry`): rows of 20-byte
+    /// groups per 128 weights, then the f32 tensor scale padded to 32 bytes, as I2_S. The id
+    /// ("SH" in ASCII) lies far above every id ggml (0–39), bitnet.cpp (36–38) and
+    /// ik_llama.cpp (below 1000) assign, so no other reader mistakes it for its own type.
+    pub const SHERRY: u32 = 0x5348;
 }
 
 /// Name of a ggml type id (for messages), `None` if unknown.
@@ -72,6 +77,7 @@ pub fn type_name(t: u32) -> Option<&'static str> {
         ty::TQ1_0 => "TQ1_0",
         ty::TQ2_0 => "TQ2_0",
         ty::I2_S => "I2_S",
+        ty::SHERRY => "SHERRY",
         _ => return None,
     })
 }
@@ -110,6 +116,16 @@ pub fn tensor_bytes(t: u32, ne0: u64, n: u64) -> std::result::Result<u64, String
             return Err(format!("I2_S needs a multiple of 128 elements, has {n}"));
         }
         return Ok(n / 4 + 32);
+    }
+    if t == ty::SHERRY {
+        if ne0 == 0 || !n.is_multiple_of(ne0) {
+            return Err(format!("SHERRY: {n} elements are not whole rows of {ne0}"));
+        }
+        let row = onebit_kernels::sherry::row_bytes(ne0 as usize) as u64;
+        return (n / ne0)
+            .checked_mul(row)
+            .and_then(|b| b.checked_add(32))
+            .ok_or_else(|| "tensor size overflows".to_string());
     }
     let Some((be, bb)) = block_size(t) else {
         return Err(format!("unknown ggml tensor type id {t}"));

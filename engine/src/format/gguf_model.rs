@@ -441,6 +441,21 @@ impl Source for GgufSource<'_> {
                 };
                 (packed, s)
             }
+            ty::SHERRY => {
+                // Every 5-bit pattern is a valid block, so there is nothing to validate but
+                // the size (checked by the parser); the file's layout is the kernels'.
+                let len = rows * onebit_kernels::sherry::row_bytes(cols);
+                let raw = data.as_slice();
+                let s = f32::from_le_bytes([raw[len], raw[len + 1], raw[len + 2], raw[len + 3]]);
+                if !s.is_finite() {
+                    return Err(bad(format!("the weight scale {s} is not finite")));
+                }
+                let packed = data
+                    .slice(0, len)
+                    .ok_or_else(|| bad("SHERRY groups lie outside the tensor".into()))?;
+                self.ternary_types.push(t.type_name());
+                return Ok(TernaryTensor::sherry(rows, cols, s, packed));
+            }
             ty::TQ2_0 | ty::TQ1_0 => {
                 let raw = data.as_slice();
                 let (packed, s) = if t.ggml_type == ty::TQ2_0 {
@@ -460,7 +475,7 @@ impl Source for GgufSource<'_> {
             }
             _ => {
                 return Err(bad(format!(
-                "type {} is not a ternary type (I2_S, TQ2_0 or TQ1_0); re-quantize the projections",
+                "type {} is not a ternary type (I2_S, TQ2_0, TQ1_0 or SHERRY); re-quantize the projections",
                 t.type_name()
             )))
             }

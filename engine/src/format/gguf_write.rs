@@ -1,11 +1,11 @@
 //! GGUF v3 writer: a [`Model`] and its [`Tokenizer`] under the architecture name the
 //! reference tools give its family: BitNet 2B-4T as bitnet.cpp's `bitnet-b1.58` with I2_S
-//! projections or llama.cpp's `bitnet` with TQ2_0 / TQ1_0; 1bitLLM's models as `bitnet`;
-//! LLaMA-BitLinear models (Llama3-8B-1.58, Falcon3 1.58-bit, Falcon-E) as `llama`, as
-//! bitnet.cpp's converter writes them. The key set mirrors what those tools write (see the
-//! tiny-a fixtures): hyperparameters under the arch prefix, the full `tokenizer.ggml.*`
-//! set, F32 norms, the embedding in the model's own type, and `output.weight` only for an
-//! untied head.
+//! projections (or onebit's SHERRY 3:4 ones) or llama.cpp's `bitnet` with TQ2_0 / TQ1_0;
+//! 1bitLLM's models as `bitnet`; LLaMA-BitLinear models (Llama3-8B-1.58, Falcon3 1.58-bit,
+//! Falcon-E) as `llama`, as bitnet.cpp's converter writes them. The key set mirrors what
+//! those tools write (see the tiny-a fixtures): hyperparameters under the arch prefix, the
+//! full `tokenizer.ggml.*` set, F32 norms, the embedding in the model's own type, and
+//! `output.weight` only for an untied head.
 
 use super::gguf::{ty, Value, DEFAULT_ALIGNMENT, MAGIC};
 use super::layout::{self, LayerTensor};
@@ -15,7 +15,7 @@ use crate::tokenizer::{token_type, Tokenizer, LLAMA3_PATTERN};
 use crate::{Error, Result};
 use half::f16;
 use onebit_kernels::embd::EmbdType;
-use onebit_kernels::ternary;
+use onebit_kernels::{sherry, ternary};
 use std::io::Write;
 use std::path::Path;
 
@@ -29,6 +29,9 @@ pub enum TernaryType {
     Tq2_0,
     /// llama.cpp TQ1_0 (arch `bitnet`).
     Tq1_0,
+    /// onebit's Sherry 3:4 sparse ternary (arch `bitnet-b1.58`); the weights must already
+    /// be 3:4 (`onebit convert --format sherry` projects them).
+    Sherry,
 }
 
 impl TernaryType {
@@ -37,6 +40,7 @@ impl TernaryType {
             Self::I2S => "I2_S",
             Self::Tq2_0 => "TQ2_0",
             Self::Tq1_0 => "TQ1_0",
+            Self::Sherry => "SHERRY",
         }
     }
 
@@ -45,6 +49,7 @@ impl TernaryType {
             "I2_S" | "I2S" => Some(Self::I2S),
             "TQ2_0" => Some(Self::Tq2_0),
             "TQ1_0" => Some(Self::Tq1_0),
+            "SHERRY" => Some(Self::Sherry),
             _ => None,
         }
     }
@@ -54,6 +59,7 @@ impl TernaryType {
             Self::I2S => ty::I2_S,
             Self::Tq2_0 => ty::TQ2_0,
             Self::Tq1_0 => ty::TQ1_0,
+            Self::Sherry => ty::SHERRY,
         }
     }
 
@@ -63,13 +69,15 @@ impl TernaryType {
             Self::I2S => 40,
             Self::Tq1_0 => 36,
             Self::Tq2_0 => 37,
+            // No llama_ftype names it; the type id again, so it cannot alias one that does.
+            Self::Sherry => ty::SHERRY,
         }
     }
 
     /// The `general.architecture` a model of `block` gets in this type's files.
     pub fn arch(self, block: Block) -> &'static str {
         match (block, self) {
-            (Block::BitNet(Activation::Relu2), Self::I2S) => "bitnet-b1.58",
+            (Block::BitNet(Activation::Relu2), Self::I2S | Self::Sherry) => "bitnet-b1.58",
             (Block::BitNet(_), _) => "bitnet",
             (Block::LlamaBitLinear, _) => "llama",
         }
@@ -370,6 +378,26 @@ fn ternary_tensor<'a>(
     let code = move |i: usize| v.code(i / cols, i % cols);
     let bad = |what: String| Error::tensor(Path::new("<gguf writer>"), &name, what);
     match tt {
+        TernaryType::Sherry => {
+            let size = (rows * sherry::row_bytes(cols) + codec::I2S_TAIL) as u64;
+            let scale = t.scale;
+            let packed: std::borrow::Cow<'a, [u8]> = match t.sherry_view() {
+                Some(s) => std::borrow::Cow::Borrowed(s.data),
+                None => {
+                    let v = t.view();
+                    let w = |r, c| v.code(r, c) as i8 - 1;
+                    std::borrow::Cow::Owned(
+                        sherry::pack(rows, cols, w).map_err(|e| bad(e.to_string()))?,
+                    )
+                }
+            };
+            Ok(OutTensor::lazy(name, dims, ty::SHERRY, size, move |w| {
+                w.write_all(&packed)?;
+                let mut tail = [0u8; codec::I2S_TAIL];
+                tail[..4].copy_from_slice(&scale.to_le_bytes());
+                w.write_all(&tail)
+            }))
+        }
         TernaryType::I2S => {
             if n % codec::I2S_BLOCK_ELEMS != 0 {
                 return Err(bad(format!(

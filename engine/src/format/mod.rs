@@ -1,7 +1,8 @@
 //! Model file formats. `-m` takes a GGUF file or a Hugging Face model directory; each
 //! format has one loader, memory-maps its file and validates every offset and shape.
 //!
-//! - [`gguf`]: GGUF reader; [`gguf_write`]: GGUF writer (I2_S, TQ2_0, TQ1_0).
+//! - [`gguf`]: GGUF reader; [`gguf_write`]: GGUF writer (I2_S, TQ2_0, TQ1_0, SHERRY).
+//! - [`sherry`]: projecting dense ternary weights onto Sherry's 3:4 sparsity.
 //! - [`hf`]: HF directory loader and writer (uint8-packed ternary safetensors).
 
 pub mod codec;
@@ -13,6 +14,7 @@ pub mod hf;
 pub mod layout;
 pub mod read_file;
 pub mod repack;
+pub mod sherry;
 
 use crate::model::{Bytes, Model};
 use crate::tokenizer::Tokenizer;

@@ -16,11 +16,22 @@ pub use sparse::{ColumnCounter, SparseDown, SPARSE_COLUMNS};
 pub use storage::{Bytes, SharedBytes};
 
 use onebit_kernels::embd::{EmbdType, EmbdView};
+use onebit_kernels::sherry::{self, SherryView};
 use onebit_kernels::ternary::colsparse::ColumnTernary;
 use onebit_kernels::ternary::{pack, row_bytes};
 use onebit_kernels::TernaryView;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+
+/// How a projection's weights are packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TernaryLayout {
+    /// 2-bit codes in 128-element blocks (I2_S; every loader's dense ternary).
+    #[default]
+    I2s,
+    /// 3:4 sparse ternary, 5 bits per block of four (`onebit_kernels::sherry`).
+    Sherry,
+}
 
 /// One ternary projection in the kernels' block layout with its per-tensor scale
 /// (effective weight = code − 1 times `scale`).
@@ -29,6 +40,10 @@ pub struct TernaryTensor {
     pub cols: usize,
     pub scale: f32,
     pub data: Bytes,
+    pub layout: TernaryLayout,
+    /// The I2_S copy of Sherry weights, made the first time something that reads only I2_S
+    /// (the NPU, a device layout without a Sherry kernel) asks for [`view`](Self::view).
+    decoded: OnceLock<Vec<u8>>,
     /// The same weights input-channel-major, when the forward pass should skip the
     /// columns whose input is zero (see [`Model::use_sparse_down`]).
     pub columns: Option<Arc<ColumnTernary>>,
@@ -46,6 +61,7 @@ impl std::fmt::Debug for TernaryTensor {
             .field("rows", &self.rows)
             .field("cols", &self.cols)
             .field("scale", &self.scale)
+            .field("layout", &self.layout)
             .field("data", &self.data)
             .field("columns", &self.columns.as_ref().map(|c| c.bytes()))
             .finish()
@@ -60,20 +76,68 @@ impl TernaryTensor {
             cols,
             scale,
             data,
+            layout: TernaryLayout::I2s,
+            decoded: OnceLock::new(),
             columns: None,
             parked: AtomicBool::new(false),
             rebuilt_rows: OnceLock::new(),
         }
     }
 
-    /// Bytes of the row-major packed weights (whether or not they are resident).
-    pub fn byte_len(&self) -> usize {
-        self.rows * row_bytes(self.cols)
+    /// A Sherry (3:4 sparse ternary) tensor; `data` holds `rows × sherry::row_bytes(cols)`.
+    pub fn sherry(rows: usize, cols: usize, scale: f32, data: Bytes) -> Self {
+        Self {
+            layout: TernaryLayout::Sherry,
+            ..Self::new(rows, cols, scale, data)
+        }
     }
 
-    /// The row-major weights (unparking their pages first if they were parked). Read the
-    /// weights through this, not through `data` directly.
+    /// Bytes of the row-major packed weights (whether or not they are resident).
+    pub fn byte_len(&self) -> usize {
+        match self.layout {
+            TernaryLayout::I2s => self.rows * row_bytes(self.cols),
+            TernaryLayout::Sherry => self.rows * sherry::row_bytes(self.cols),
+        }
+    }
+
+    /// The Sherry weights, for the Sherry kernels; `None` for I2_S weights.
+    pub fn sherry_view(&self) -> Option<SherryView<'_>> {
+        (self.layout == TernaryLayout::Sherry).then(|| SherryView {
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.as_slice(),
+        })
+    }
+
+    /// The weights in the I2_S layout without keeping a copy: borrowed for I2_S weights,
+    /// decoded for Sherry (for one-off repacking at load).
+    pub fn i2s_rows(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.sherry_view() {
+            Some(s) => std::borrow::Cow::Owned(s.to_i2s()),
+            None => std::borrow::Cow::Borrowed(self.view().data),
+        }
+    }
+
+    /// The row-major weights in the I2_S layout (unparking their pages first if they were
+    /// parked). Read the weights through this, not through `data` directly. Sherry weights
+    /// are decoded into a kept I2_S copy the first time: their own kernels read
+    /// [`sherry_view`](Self::sherry_view) instead.
     pub fn view(&self) -> TernaryView<'_> {
+        if let Some(s) = self.sherry_view() {
+            let data = self.decoded.get_or_init(|| {
+                tracing::debug!(
+                    "decoding a {}x{} Sherry tensor to I2_S for a reader without Sherry kernels",
+                    self.rows,
+                    self.cols
+                );
+                s.to_i2s()
+            });
+            return TernaryView {
+                rows: self.rows,
+                cols: self.cols,
+                data,
+            };
+        }
         if self.parked.load(Ordering::Acquire) {
             // SAFETY: making pages readable again cannot invalidate any reader.
             unsafe { self.data.set_readable(true) };
@@ -94,6 +158,9 @@ impl TernaryTensor {
 
     /// Makes the row-major weights resident again for good (before `columns` goes).
     pub(crate) fn restore_rows(&mut self) {
+        if self.layout == TernaryLayout::Sherry {
+            return; // never parked
+        }
         self.view();
         if let Some(rows) = self.rebuilt_rows.take() {
             self.data = Bytes::owned(rows);
@@ -108,6 +175,11 @@ impl TernaryTensor {
     /// Hands the row-major file pages back to the kernel and keeps them out of the
     /// resident set until [`view`](Self::view) needs them; returns whether it did.
     pub(crate) fn park(&mut self) -> bool {
+        if self.layout == TernaryLayout::Sherry {
+            // The Sherry rows stay: they are the dense fallback's weights, and the 1.25-bit
+            // rows cost less than rebuilding them would.
+            return false;
+        }
         if self.data.is_sealed() && self.columns.is_some() {
             // The memfd's pages are the only copy and cannot be made to leave and come back:
             // free them for good; `view` rebuilds the rows from the columns if asked.

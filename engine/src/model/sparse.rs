@@ -8,6 +8,7 @@
 
 use super::Model;
 use onebit_kernels::ternary::colsparse::{nonzero_fraction, ColumnTernary};
+use onebit_kernels::TernaryView;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -31,7 +32,15 @@ impl Model {
         for layer in &mut self.layers {
             let down = &mut layer.down_proj;
             if down.columns.is_none() {
-                let columns = ColumnTernary::from_rows(down.view());
+                // Sherry weights repack from a transient I2_S decoding: the column walk
+                // sums the same integers whatever the row format was.
+                let rows = down.i2s_rows();
+                let view = TernaryView {
+                    rows: down.rows,
+                    cols: down.cols,
+                    data: &rows,
+                };
+                let columns = ColumnTernary::from_rows(view);
                 done.column_bytes += columns.bytes();
                 down.columns = Some(Arc::new(columns));
             }

@@ -12,6 +12,7 @@
 
 use super::{spec, GpuAct, GpuBest, ATTN_HEAD_DIM_MAX, ATTN_SPLIT_MAX};
 use crate::embd::EmbdType;
+use crate::sherry::SherryView;
 use crate::ternary::{padded_cols, TernaryView};
 use crate::ActScale;
 use std::cell::Cell;
@@ -128,6 +129,8 @@ macro_rules! host_kernels {
 host_kernels! {
     gemv_i2s(w: P, q: P, act: P, w_scale: f32, out: M, rows: u32, kwords: u32);
     gemm_i2s(w: P, q: P, acts: P, w_scale: f32, out: M, rows: u32, n: u32, kwords: u32);
+    gemv_sherry(w: P, q: P, act: P, w_scale: f32, out: M, rows: u32, groups: u32);
+    gemm_sherry(w: P, q: P, acts: P, w_scale: f32, out: M, rows: u32, n: u32, groups: u32);
     act_quant(x: P, q: M, act: M, cols: u32, kpad: u32);
     rms_norm(x: P, weight: P, out: M, n: u32, eps: f32);
     rope(x: M, table: P, pos0: u32, n_heads: u32, head_dim: u32);
@@ -483,6 +486,50 @@ pub fn gemm_i2s(w: TernaryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, o
         n32(k / 16).into(),
     ];
     call("gemm_i2s", groups, &args);
+}
+
+/// Sherry decode GEMV; same contract as [`crate::sherry::gemv_ref`].
+pub fn gemv_sherry(w: SherryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
+    assert_eq!(out.len(), w.rows, "gemv: output length");
+    let (wd, qd, a) = (words(w.data), i8_words(q), [GpuAct::from(act)]);
+    let groups = n32(w.rows.div_ceil(super::GEMV_ROWS_PER_GROUP as usize));
+    let args = [
+        addr(&wd),
+        addr(&qd),
+        addr(&a),
+        u64::from(w_scale.to_bits()),
+        addr_mut(out),
+        n32(w.rows).into(),
+        n32(padded_cols(w.cols) / 128).into(),
+    ];
+    call("gemv_sherry", [groups, 1, 1], &args);
+}
+
+/// Sherry prefill GEMM; same contract as [`crate::sherry::gemm`] (`out` is `[n, rows]`).
+pub fn gemm_sherry(w: SherryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, out: &mut [f32]) {
+    let (k, n) = (padded_cols(w.cols), acts.len());
+    assert_eq!(q.len(), n * k, "gemm: activation length");
+    assert_eq!(out.len(), n * w.rows, "gemm: output length");
+    let (wd, qd) = (words(w.data), i8_words(q));
+    let a: Vec<GpuAct> = acts.iter().map(|a| GpuAct::from(*a)).collect();
+    let (tr, tt) = super::GEMM_TILE;
+    let groups = [
+        n32(w.rows.div_ceil(tr as usize)),
+        n32(n.div_ceil(tt as usize)),
+        1,
+    ];
+    let args = [
+        addr(&wd),
+        addr(&qd),
+        addr(&a),
+        u64::from(w_scale.to_bits()),
+        addr_mut(out),
+        n32(w.rows).into(),
+        n32(n).into(),
+        n32(k / 128).into(),
+    ];
+    call("gemm_sherry", groups, &args);
 }
 
 /// Quantizes `x` (`[rows, cols]`) into `q` (`[rows, padded_cols(cols)]`); returns the scales.

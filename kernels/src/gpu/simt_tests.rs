@@ -4,9 +4,10 @@
 //! deleting a barrier the data flow needs (by fault injection) is caught.
 
 use super::host::{self, AttnShape, Mode, Schedule};
-use super::tests::{f16_bytes, floats, ternary};
+use super::tests::{f16_bytes, floats, sherry_weights, ternary};
 use crate::act_quant::quantize_row_ref;
 use crate::embd::EmbdType;
+use crate::sherry::SherryView;
 use crate::ternary::{padded_cols, TernaryView};
 
 /// Problem sizes for one pass over every kernel.
@@ -94,6 +95,14 @@ fn all_outputs(s: &Shape, seed: u64) -> Vec<(&'static str, Vec<u32>)> {
         .collect();
     host::gemm_i2s(gw, &q, &qs, 1.25, &mut y);
     out.push(("gemm_i2s", bits(&y)));
+    let sd = sherry_weights(gemm_rows, s.cols, seed ^ 7);
+    let sw = SherryView::new(gemm_rows, s.cols, &sd).expect("packed Sherry");
+    let mut y = vec![0f32; gemm_rows];
+    host::gemv_sherry(sw, &q[..k], acts[0], 0.37, &mut y);
+    out.push(("gemv_sherry", bits(&y)));
+    let mut y = vec![0f32; s.tokens * gemm_rows];
+    host::gemm_sherry(sw, &q, &qs, 1.25, &mut y);
+    out.push(("gemm_sherry", bits(&y)));
     let nw = floats(s.cols, seed ^ 2, 1.5);
     let mut y = vec![0f32; x.len()];
     host::rms_norm(&x, &nw, 1e-5, &mut y);
@@ -149,10 +158,10 @@ fn simt_agrees(s: &Shape, schedules: &[Schedule]) {
 
 #[test]
 fn simt_lds_is_every_kernels_arrays() {
-    // attention 2052 + ternary 18432 + quant 2048 + norm 2048 + head 3072 + 8192 (the
-    // 8-row head) bytes, each array aligned to 16 (so the whole block is poisoned, and
-    // nothing else is)
-    let declared = 2052 + 18432 + 2048 + 2048 + 3072 + 8192;
+    // attention 2052 + ternary 18432 + sherry 15360 + quant 2048 + norm 2048 + head 3072 +
+    // 8192 (the 8-row head) bytes, each array aligned to 16 (so the whole block is
+    // poisoned, and nothing else is)
+    let declared = 2052 + 18432 + 15360 + 2048 + 2048 + 3072 + 8192;
     let got = host::simt_lds_bytes();
     assert!(
         (declared..declared + 16 * 10).contains(&got),

@@ -5,6 +5,7 @@ use super::host;
 use crate::act_quant::quantize_row_ref;
 use crate::embd::{EmbdType, EmbdView};
 use crate::float;
+use crate::sherry::{self, SherryView};
 use crate::ternary::{self, padded_cols, TernaryView};
 use proptest::prelude::*;
 
@@ -29,6 +30,41 @@ pub(super) fn ternary(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     let mut r = rng(seed);
     let codes: Vec<u8> = (0..rows * cols).map(|_| (r() % 3) as u8).collect();
     ternary::pack(rows, cols, |i, j| codes[i * cols + j])
+}
+
+/// Random 3:4 sparse ternary weights, packed as Sherry.
+pub(super) fn sherry_weights(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut r = rng(seed);
+    let w: Vec<i8> = (0..rows * cols)
+        .map(|i| {
+            let v = r();
+            // position (i % 4) is the zero when it equals the block's draw
+            let zero_at = (v >> 8) as usize % 4;
+            if i % 4 == zero_at {
+                0
+            } else if v.is_multiple_of(2) {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    // each block needs exactly one zero: keep the first, fill the others, add one if none
+    let mut w = w;
+    for b in w.chunks_mut(cols).flat_map(|row| row.chunks_mut(4)) {
+        let mut seen = false;
+        for v in b.iter_mut() {
+            if *v == 0 && seen {
+                *v = 1;
+            }
+            seen |= *v == 0;
+        }
+        if !seen && b.len() == 4 {
+            b[0] = 0;
+        }
+    }
+    let w = w;
+    sherry::pack(rows, cols, |i, j| w[i * cols + j]).expect("3:4 weights")
 }
 
 pub(super) fn f16_bytes(x: &[f32]) -> Vec<u8> {
@@ -168,6 +204,37 @@ proptest! {
         let (mut a, mut b) = (vec![0f32; n * rows], vec![0f32; n * rows]);
         ternary::gemm(w, &q, &acts, 1.25, &mut a);
         host::gemm_i2s(w, &q, &acts, 1.25, &mut b);
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn gemv_sherry_matches_reference(rows in 1usize..70, cols in 1usize..700, seed in any::<u64>()) {
+        let data = sherry_weights(rows, cols, seed);
+        let w = SherryView::new(rows, cols, &data).unwrap();
+        let x = floats(cols, seed ^ 5, 4.0);
+        let mut q = vec![0i8; padded_cols(cols)];
+        let act = quantize_row_ref(&x, &mut q);
+        let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+        sherry::gemv_ref(w, &q, act, 0.37, &mut a);
+        host::gemv_sherry(w, &q, act, 0.37, &mut b);
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn gemm_sherry_matches_reference(rows in 1usize..80, cols in 1usize..600, n in 1usize..20, seed in any::<u64>()) {
+        let data = sherry_weights(rows, cols, seed);
+        let w = SherryView::new(rows, cols, &data).unwrap();
+        let k = padded_cols(cols);
+        let mut q = vec![0i8; n * k];
+        let acts: Vec<_> = (0..n)
+            .map(|t| quantize_row_ref(&floats(cols, seed.wrapping_add(t as u64), 2.0), &mut q[t * k..(t + 1) * k]))
+            .collect();
+        let mut a = vec![0f32; n * rows];
+        for t in 0..n {
+            sherry::gemv_ref(w, &q[t * k..(t + 1) * k], acts[t], 1.25, &mut a[t * rows..(t + 1) * rows]);
+        }
+        let mut b = vec![0f32; n * rows];
+        host::gemm_sherry(w, &q, &acts, 1.25, &mut b);
         prop_assert_eq!(a, b);
     }
 

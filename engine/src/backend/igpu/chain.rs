@@ -55,12 +55,18 @@ impl Recorder<'_> {
             self.be.work.gpu_va() + self.be.wk.acts + (row0 * size_of::<GpuAct>()) as u64,
         );
         let scale = u64::from(t.scale.to_bits());
+        // Both formats take the same arguments but the last: I2_S words or Sherry groups.
+        let (gemv, gemm, k) = if t.sherry {
+            ("gemv_sherry", "gemm_sherry", t.groups())
+        } else {
+            ("gemv_i2s", "gemm_i2s", t.kwords())
+        };
         if n == 1 {
             let groups = t.rows.div_ceil(GEMV_ROWS_PER_GROUP);
             self.op(
-                "gemv_i2s",
+                gemv,
                 [groups, 1, 1],
-                &[w, q8, acts, scale, out, t.rows.into(), t.kwords().into()],
+                &[w, q8, acts, scale, out, t.rows.into(), k.into()],
             )
         } else {
             let groups = [
@@ -69,18 +75,9 @@ impl Recorder<'_> {
                 1,
             ];
             self.op(
-                "gemm_i2s",
+                gemm,
                 groups,
-                &[
-                    w,
-                    q8,
-                    acts,
-                    scale,
-                    out,
-                    t.rows.into(),
-                    n as u64,
-                    t.kwords().into(),
-                ],
+                &[w, q8, acts, scale, out, t.rows.into(), n as u64, k.into()],
             )
         }
     }

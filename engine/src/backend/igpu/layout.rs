@@ -61,23 +61,31 @@ pub(super) struct Tern {
     pub rows: u32,
     pub cols: u32,
     pub scale: f32,
+    /// Sherry 3:4 weights (the `*_sherry` kernels) rather than I2_S.
+    pub sherry: bool,
 }
 
 impl Tern {
     fn place(a: &mut Arena, file: Option<&Arc<SealedFile>>, t: &TernaryTensor) -> Tern {
-        // An input-major copy (sparse down_proj) may have parked the row-major pages; the
-        // row-major bytes are then copied from its view.
-        let in_place = t.columns.is_none().then_some(&t.data);
+        // An input-major copy (sparse down_proj) may have parked the I2_S row-major pages;
+        // those bytes are then copied from its view.
+        // Sherry rows are never parked, so they are read in place either way.
+        let in_place = (t.columns.is_none() || t.sherry_view().is_some()).then_some(&t.data);
         Tern {
             at: place(a, file, in_place, t.byte_len()),
             rows: t.rows as u32,
             cols: t.cols as u32,
             scale: t.scale,
+            sherry: t.sherry_view().is_some(),
         }
     }
-    /// u32 words per packed row.
+    /// u32 words per packed I2_S row.
     pub fn kwords(&self) -> u32 {
         (padded_cols(self.cols as usize) / 16) as u32
+    }
+    /// 128-weight groups per packed Sherry row.
+    pub fn groups(&self) -> u32 {
+        (padded_cols(self.cols as usize) / 128) as u32
     }
 }
 
@@ -208,6 +216,9 @@ impl WeightLayout {
             };
             if t.columns.is_none() {
                 copy_releasing(dst, off, &t.data);
+            } else if let Some(s) = t.sherry_view() {
+                // Sherry rows stay beside their input-major copy (never parked).
+                put(dst, off, s.data);
             } else {
                 put(dst, off, t.view().data);
             }

@@ -526,8 +526,9 @@ impl IgpuBackend {
                 (&mut l.up_proj, o.up),
                 (&mut l.down_proj, o.down),
             ] {
-                // An input-major copy (sparse down_proj) keeps its own row-major source.
-                if t.columns.is_none() {
+                // An input-major copy (sparse down_proj) keeps its own row-major source,
+                // except Sherry's, whose rows are never parked and may move like the rest.
+                if t.columns.is_none() || t.sherry_view().is_some() {
                     point(&mut t.data, at.at);
                 }
             }

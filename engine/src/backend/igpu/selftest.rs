@@ -12,6 +12,7 @@ use onebit_drv::kfd::{AqlQueue, Device, FenceScope, QueueOptions, SharedGpuBuffe
 use onebit_kernels::act_quant::quantize_row_ref;
 use onebit_kernels::embd::{EmbdType, EmbdView};
 use onebit_kernels::gpu::{self, GpuAct, GpuBest};
+use onebit_kernels::sherry::{self, SherryView};
 use onebit_kernels::ternary::{self, padded_cols, TernaryView};
 use onebit_kernels::{float, ActScale};
 
@@ -184,6 +185,74 @@ fn cases(seed: u64) -> Vec<Case> {
                 Arg::U32(rows as u32),
                 Arg::U32(n as u32),
                 Arg::U32((k / 16) as u32),
+            ],
+        )],
+        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
+    });
+
+    // Sherry 3:4 GEMV / GEMM (exact integer math): one zero per block at a random place
+    let sw: Vec<i8> = (0..rows * cols)
+        .map(|_| r.next())
+        .collect::<Vec<_>>()
+        .chunks(4)
+        .flat_map(|c| {
+            let z = (c[0] % 4) as usize;
+            (0..c.len()).map(move |p| match (p == z, c[p] >> 9 & 1) {
+                (true, _) => 0,
+                (false, 1) => 1,
+                _ => -1,
+            })
+        })
+        .collect();
+    // whole blocks per row (cols is a multiple of 4), so each block has exactly one zero
+    let sp = sherry::pack(rows, cols, |i, j| sw[i * cols + j]).expect("3:4 weights");
+    let sv = SherryView::new(rows, cols, &sp).expect("packed");
+    let mut want = vec![0f32; rows];
+    sherry::gemv_ref(sv, &q, act, 0.61, &mut want);
+    out.push(Case {
+        name: "gemv_sherry",
+        buffers: vec![
+            sp.clone(),
+            i8_bytes(&q),
+            act_bytes(&[act]),
+            vec![0; rows * 4],
+        ],
+        steps: vec![(
+            "gemv_sherry",
+            [groups(rows, gpu::GEMV_ROWS_PER_GROUP), 1, 1],
+            vec![
+                Arg::Buf(0),
+                Arg::Buf(1),
+                Arg::Buf(2),
+                Arg::F32(0.61),
+                Arg::Buf(3),
+                Arg::U32(rows as u32),
+                Arg::U32((k / 128) as u32),
+            ],
+        )],
+        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
+    });
+    let mut want = vec![0f32; n * rows];
+    sherry::gemm(sv, &qn, &acts, 1.3, &mut want);
+    out.push(Case {
+        name: "gemm_sherry",
+        buffers: vec![sp, i8_bytes(&qn), act_bytes(&acts), vec![0; n * rows * 4]],
+        steps: vec![(
+            "gemm_sherry",
+            [
+                groups(rows, gpu::GEMM_TILE.0),
+                groups(n, gpu::GEMM_TILE.1),
+                1,
+            ],
+            vec![
+                Arg::Buf(0),
+                Arg::Buf(1),
+                Arg::Buf(2),
+                Arg::F32(1.3),
+                Arg::Buf(3),
+                Arg::U32(rows as u32),
+                Arg::U32(n as u32),
+                Arg::U32((k / 128) as u32),
             ],
         )],
         check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),

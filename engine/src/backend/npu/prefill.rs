@@ -324,8 +324,9 @@ fn place_weights(
 ) -> Result<Placed, String> {
     let (in_place, rest): (Vec<_>, Vec<_>) = tensors(model).partition(|w| {
         // An input-major copy (sparse down_proj) may have parked or rebuilt the row-major
-        // bytes; those are copied from the view.
-        w.columns.is_none() && w.data.memfd_window().is_some()
+        // bytes, and Sherry rows are not the I2_S rows the NPU kernels read: those are
+        // copied from the (I2_S) view.
+        w.columns.is_none() && w.sherry_view().is_none() && w.data.memfd_window().is_some()
     });
     let (mut bufs, mut placement) = export_in_place(&in_place, io, udmabuf, chunk)?;
     let in_place_bytes = in_place.iter().map(|w| w.byte_len()).sum();

@@ -2,10 +2,16 @@
 //! TQ1_0). The ternary codes and scales carry over exactly; the embedding keeps its type
 //! unless `--embd` asks for another (f16 is lossless for bf16 values in f16's range;
 //! q8_0 / q6_k are lossy, like bitnet.cpp's `--quant-embd`).
+//!
+//! `--format sherry` is the one lossy ternary target: dense ternary weights are projected
+//! onto 3:4 sparsity (`onebit_engine::format::sherry` says how), optionally guided by the
+//! input energies of a calibration text (`--calib`); it prints the share of blocks changed
+//! and, with `--eval`, the perplexity before and after.
 
 use crate::common::{CliResult, ModelArgs};
 use onebit_engine::format::gguf_write::{self, GgufWriteOptions, TernaryType};
 use onebit_engine::format::hf::{self, HfWriteOptions};
+use onebit_engine::format::sherry::{project_model, Calibration};
 use onebit_engine::model::{Bytes, Embedding};
 use onebit_kernels::embd::{quantize_q6k, quantize_q8_0, EmbdType};
 use std::path::PathBuf;
@@ -14,9 +20,16 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Output format: i2s, tq2_0, tq1_0 (GGUF files) or hf (a directory).
+    /// Output format: i2s, tq2_0, tq1_0, sherry (GGUF files) or hf (a directory).
     #[arg(long)]
     pub format: String,
+    /// sherry: a text whose activations decide which weight of a block to zero (without
+    /// it, ties go to the lowest column).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// sherry: a text to score before and after the projection (perplexity delta).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
     /// Output path (a file for GGUF, a directory for hf).
     #[arg(long)]
     pub out: PathBuf,
@@ -92,13 +105,16 @@ fn convert_embedding(e: &Embedding, kind: EmbdType) -> Result<Embedding, String>
 pub fn main(a: Args) -> CliResult {
     let embd = parse_embd(&a.embd)?;
     let fmt = a.format.to_ascii_lowercase();
-    let ternary = match fmt.as_str() {
-        "hf" => None,
-        other => Some(
-            TernaryType::parse(other)
-                .ok_or_else(|| format!("--format {other:?}: use i2s, tq2_0, tq1_0 or hf"))?,
-        ),
-    };
+    let ternary =
+        match fmt.as_str() {
+            "hf" => None,
+            other => Some(TernaryType::parse(other).ok_or_else(|| {
+                format!("--format {other:?}: use i2s, tq2_0, tq1_0, sherry or hf")
+            })?),
+        };
+    if ternary != Some(TernaryType::Sherry) && (a.calib.is_some() || a.eval.is_some()) {
+        return Err("--calib and --eval apply to --format sherry only".into());
+    }
     let (mut model, tok) = a.model.load()?;
     if let Some(kind) = embd {
         if ternary.is_none() && !matches!(kind, EmbdType::F32 | EmbdType::F16 | EmbdType::Bf16) {
@@ -107,6 +123,56 @@ pub fn main(a: Args) -> CliResult {
             );
         }
         model.embed_tokens = convert_embedding(&model.embed_tokens, kind)?;
+    }
+    if ternary == Some(TernaryType::Sherry) {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let eval_ids = a
+            .eval
+            .as_ref()
+            .map(read)
+            .transpose()?
+            .map(|t| tok.encode(&t, true))
+            .transpose()?;
+        let score = |m: &onebit_engine::model::Model, ids: &[u32]| {
+            onebit_engine::eval::perplexity(m, ids, m.config.max_context)
+        };
+        let before = eval_ids
+            .as_deref()
+            .map(|ids| score(&model, ids))
+            .transpose()?;
+        let calibration = match &a.calib {
+            Some(p) => Some(Calibration::measure(&model, &tok.encode(&read(p)?, true)?)?),
+            None => None,
+        };
+        let stats = project_model(&mut model, calibration.as_ref());
+        eprintln!(
+            "3:4 projection: {:.2} % of {} blocks changed ({} had no zero, {} more than one){}",
+            100.0 * stats.changed_share(),
+            stats.blocks,
+            stats.zeroed,
+            stats.filled,
+            if calibration.is_some() {
+                ", by calibration energies"
+            } else {
+                ", ties to the lowest column"
+            }
+        );
+        if let (Some(ids), Some(before)) = (eval_ids.as_deref(), before) {
+            let after = score(&model, ids)?;
+            eprintln!(
+                "perplexity on {} ({} tokens): {:.4} -> {:.4} ({:+.2} %)",
+                a.eval
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                after.n_scored,
+                before.perplexity,
+                after.perplexity,
+                100.0 * (after.perplexity / before.perplexity - 1.0)
+            );
+        }
     }
     match ternary {
         Some(tt) => gguf_write::write_file(

@@ -1,9 +1,11 @@
 //! `onebit synth`: a deterministic random BitNet b1.58 model of a real shape, written in
-//! the format bitnet.cpp (I2_S) or llama.cpp (TQ2_0 / TQ1_0) or transformers (HF) loads.
+//! the format bitnet.cpp (I2_S) or llama.cpp (TQ2_0 / TQ1_0) or transformers (HF) loads, or
+//! onebit's Sherry 3:4 (the same random weights projected onto 3:4).
 
 use crate::common::CliResult;
 use onebit_engine::format::gguf_write::{self, GgufWriteOptions, TernaryType};
 use onebit_engine::format::hf::{self, HfWriteOptions};
+use onebit_engine::format::sherry::project_model;
 use onebit_engine::synth::{self, Preset};
 use onebit_kernels::embd::EmbdType;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ pub struct Args {
     /// Model shape: 2b4t (microsoft/bitnet-b1.58-2B-4T) or small.
     #[arg(long)]
     pub preset: String,
-    /// Output format: i2s, tq2_0, tq1_0 (GGUF files) or hf (a directory).
+    /// Output format: i2s, tq2_0, tq1_0, sherry (GGUF files) or hf (a directory).
     #[arg(long)]
     pub format: String,
     /// Output path (a file for GGUF, a directory for hf).
@@ -43,13 +45,13 @@ pub fn main(a: Args) -> CliResult {
     let embd =
         parse_embd(&a.embd).ok_or_else(|| format!("--embd {:?}: use f16, q8_0 or q6_k", a.embd))?;
     let fmt = a.format.to_ascii_lowercase();
-    let ternary = match fmt.as_str() {
-        "hf" => None,
-        other => Some(
-            TernaryType::parse(other)
-                .ok_or_else(|| format!("--format {other:?}: use i2s, tq2_0, tq1_0 or hf"))?,
-        ),
-    };
+    let ternary =
+        match fmt.as_str() {
+            "hf" => None,
+            other => Some(TernaryType::parse(other).ok_or_else(|| {
+                format!("--format {other:?}: use i2s, tq2_0, tq1_0, sherry or hf")
+            })?),
+        };
     if ternary.is_none() && embd != EmbdType::F16 {
         return Err(
             "--format hf stores the embedding in bf16: a quantized --embd needs a GGUF format"
@@ -58,7 +60,14 @@ pub fn main(a: Args) -> CliResult {
     }
     let t0 = Instant::now();
     let (tok, vocab_source) = synth::tokenizer(preset, a.seed)?;
-    let model = synth::model(preset, a.seed, embd)?;
+    let mut model = synth::model(preset, a.seed, embd)?;
+    if ternary == Some(TernaryType::Sherry) {
+        let stats = project_model(&mut model, None);
+        tracing::info!(
+            "projected onto 3:4: {:.1} % of blocks changed",
+            100.0 * stats.changed_share()
+        );
+    }
     tracing::info!(
         "synthesized {} (seed {}, {} params, vocabulary: {vocab_source}) in {:.1} s",
         preset.name(),

@@ -1,0 +1,453 @@
+//! Sherry: 3:4 sparse ternary weights × int8 activations, 1.25 bits per weight.
+//!
+//! In every block of four consecutive weights of a row exactly one is 0 and three are ±1
+//! (the format of "Sherry", arXiv 2601.07892). A block has 4 × 8 = 32 states, so it packs
+//! into 5 bits:
+//!
+//! - a 4-bit **index**: bits 1:0 the position `z` of the zero; bit 2 set when the second
+//!   nonzero weight (in column order) has the opposite sign of the first, bit 3 the same for
+//!   the third;
+//! - a **sign bit**: set when the first nonzero weight is −1 (it flips all three).
+//!
+//! So a block is a 16-entry table lookup plus a sign: exactly what one `vpermd`
+//! (`_mm512_permutexvar_epi32`: 16 dword entries, one per block) or four `vpshufb` decode.
+//!
+//! **Layout.** A row is cut into groups of 128 weights (32 blocks), 20 bytes each: bytes
+//! 0..16 hold the indices, byte `j` the index of block `j` in bits 3:0 and of block `j + 16`
+//! in bits 7:4; bytes 16..20 are a little-endian u32 whose bit `b` is the sign bit of block
+//! `b`. Rows whose length is not a multiple of 128 are padded like the I2_S layout: padding
+//! weights may be anything (the packer writes index 0, sign 0) because the activations are
+//! padded with zeros. One f32 scale per tensor, as I2_S.
+//!
+//! **Numerics.** The kernels compute `Σ code·q` with `code = w + 1 ∈ {0, 1, 2}`, exactly the
+//! integer the I2_S kernels compute for the same ternary weights, and share their epilogue,
+//! so a Sherry matrix gives the same f32 outputs bit for bit as the I2_S packing of the same
+//! weights (the property tests check both).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod codec;
+
+pub use codec::{decode_block, encode_block, BlockError};
+
+use crate::act_quant::ActScale;
+use crate::parallel;
+use crate::ternary::{self, epilogue, padded_cols, Isa, BLOCK_ELEMS};
+
+/// Weights per group (the unit of the row layout); equal to the I2_S block so both formats
+/// pad rows, and therefore activations, alike.
+pub const GROUP_ELEMS: usize = BLOCK_ELEMS;
+/// Bytes per group: 32 blocks × 5 bits.
+pub const GROUP_BYTES: usize = 20;
+/// Bytes of the index nibbles of a group.
+const INDEX_BYTES: usize = 16;
+
+/// Bytes of one packed row.
+pub const fn row_bytes(cols: usize) -> usize {
+    padded_cols(cols) / GROUP_ELEMS * GROUP_BYTES
+}
+
+/// The codes (`w + 1`) of the four weights of every index, unflipped: little-endian bytes
+/// of one u32 per index, weight 0 in the low byte.
+pub const CODES: [u32; 16] = codes_table(false);
+/// The same with the sign bit set (every nonzero weight negated).
+pub const CODES_FLIPPED: [u32; 16] = codes_table(true);
+
+const fn codes_table(flip: bool) -> [u32; 16] {
+    let mut t = [0u32; 16];
+    let mut idx = 0;
+    while idx < 16 {
+        let w = codec::weights_of(idx as u8, flip);
+        let mut word = 0u32;
+        let mut p = 0;
+        while p < 4 {
+            word |= ((w[p] + 1) as u32) << (8 * p);
+            p += 1;
+        }
+        t[idx] = word;
+        idx += 1;
+    }
+    t
+}
+
+/// A packed Sherry matrix `[rows, cols]` borrowed from its storage.
+#[derive(Clone, Copy, Debug)]
+pub struct SherryView<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> SherryView<'a> {
+    /// Checks that `data` holds exactly `rows` packed rows.
+    pub fn new(rows: usize, cols: usize, data: &'a [u8]) -> Option<Self> {
+        (data.len() == rows * row_bytes(cols)).then_some(Self { rows, cols, data })
+    }
+
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = row_bytes(self.cols);
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// The weight (−1, 0 or +1) at `(r, c)`.
+    pub fn weight(&self, r: usize, c: usize) -> i8 {
+        let (index, sign) = block_bits(self.row(r), c / 4);
+        codec::weights_of(index, sign)[c % 4]
+    }
+
+    /// The same weights in the I2_S layout (for consumers that read only I2_S).
+    pub fn to_i2s(&self) -> Vec<u8> {
+        let rb = row_bytes(self.cols);
+        let ib = ternary::row_bytes(self.cols);
+        let mut out = vec![0u8; self.rows * ib];
+        for (r, dst) in out.chunks_exact_mut(ib.max(1)).enumerate().take(self.rows) {
+            let row = &self.data[r * rb..(r + 1) * rb];
+            let mut block = [0i8; 4];
+            ternary::pack_row(dst, self.cols, |c| {
+                if c % 4 == 0 {
+                    let (index, sign) = block_bits(row, c / 4);
+                    block = codec::weights_of(index, sign);
+                }
+                (block[c % 4] + 1) as u8
+            });
+        }
+        out
+    }
+}
+
+/// Index and sign bit of block `b` of a packed row.
+#[inline]
+fn block_bits(row: &[u8], b: usize) -> (u8, bool) {
+    let (g, j) = (b / 32, b % 32);
+    let group = &row[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
+    let index = (group[j % 16] >> (4 * (j / 16))) & 15;
+    let signs = u32::from_le_bytes([group[16], group[17], group[18], group[19]]);
+    (index, signs >> j & 1 == 1)
+}
+
+/// Where a matrix breaks the 3:4 rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackError {
+    pub row: usize,
+    pub col: usize,
+    pub error: BlockError,
+}
+
+impl std::fmt::Display for PackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (row, col) = (self.row, self.col);
+        write!(f, "row {row}, columns {col}..{}: {}", col + 4, self.error)
+    }
+}
+
+impl std::error::Error for PackError {}
+
+/// Packs ternary weights given by `weight(r, c)` (each −1, 0 or +1, exactly one zero per
+/// block of four; a last, partial block of a row may have no zero: the padding takes it).
+pub fn pack(
+    rows: usize,
+    cols: usize,
+    mut weight: impl FnMut(usize, usize) -> i8,
+) -> Result<Vec<u8>, PackError> {
+    let rb = row_bytes(cols);
+    let mut out = vec![0u8; rows * rb];
+    for r in 0..rows {
+        let row = &mut out[r * rb..(r + 1) * rb];
+        for b in 0..padded_cols(cols) / 4 {
+            let c0 = 4 * b;
+            let (index, sign) = if c0 >= cols {
+                (0, false)
+            } else {
+                let mut w = [0i8; 4];
+                let real = (cols - c0).min(4);
+                for (p, v) in w.iter_mut().enumerate().take(real) {
+                    *v = weight(r, c0 + p);
+                }
+                // A partial block: the first padding position takes the zero if no real
+                // weight is zero, the others are +1.
+                if real < 4 {
+                    let has_zero = w[..real].contains(&0);
+                    for (p, v) in w.iter_mut().enumerate().skip(real) {
+                        *v = if !has_zero && p == real { 0 } else { 1 };
+                    }
+                }
+                encode_block(w).map_err(|error| PackError {
+                    row: r,
+                    col: c0,
+                    error,
+                })?
+            };
+            let (g, j) = (b / 32, b % 32);
+            let group = &mut row[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
+            group[j % 16] |= index << (4 * (j / 16));
+            group[INDEX_BYTES + j / 8] |= u8::from(sign) << (j % 8);
+        }
+    }
+    Ok(out)
+}
+
+/// Scalar reference: Σ code·q over one packed row (`q.len() == padded_cols`).
+pub fn dot_codes_ref(row: &[u8], q: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for b in 0..q.len() / 4 {
+        let (index, sign) = block_bits(row, b);
+        let w = codec::weights_of(index, sign);
+        for p in 0..4 {
+            acc += i32::from(w[p] + 1) * i32::from(q[4 * b + p]);
+        }
+    }
+    acc
+}
+
+/// Scalar reference GEMV: `out[r] = W[r]·x` for one quantized activation row.
+pub fn gemv_ref(w: SherryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
+    assert_eq!(out.len(), w.rows, "gemv: output length");
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = epilogue(dot_codes_ref(w.row(r), q), act, w_scale);
+    }
+}
+
+/// The activations an ISA's tiles read: AVX2 wants each group's 128 values transposed
+/// (`[position in block][block]`), so that one `vpshufb` per position decodes 32 blocks.
+fn prepare(isa: Isa, q: &[i8]) -> std::borrow::Cow<'_, [i8]> {
+    if isa != Isa::Avx2 {
+        return std::borrow::Cow::Borrowed(q);
+    }
+    let mut t = vec![0i8; q.len()];
+    for (src, dst) in q
+        .chunks_exact(GROUP_ELEMS)
+        .zip(t.chunks_exact_mut(GROUP_ELEMS))
+    {
+        for (i, &v) in src.iter().enumerate() {
+            dst[(i % 4) * 32 + i / 4] = v;
+        }
+    }
+    std::borrow::Cow::Owned(t)
+}
+
+/// Integer dots of weight rows `rows` against `n` prepared activation rows `k` apart,
+/// handed to `sink(row, token, dot)`: tiles of up to 4 rows (a quarter of the range apart
+/// when decoding, so each streams its own pages) × 4 tokens.
+#[allow(clippy::too_many_arguments)]
+fn dots(
+    isa: Isa,
+    w: &[u8],
+    rb: usize,
+    rows: std::ops::Range<usize>,
+    q: &[i8],
+    k: usize,
+    n: usize,
+    sink: &mut impl FnMut(usize, usize, i32),
+) {
+    assert_eq!(
+        k / GROUP_ELEMS * GROUP_BYTES,
+        rb,
+        "activation stride vs packed row"
+    );
+    assert!(rows.end * rb <= w.len(), "rows outside the weights");
+    assert!(n * k <= q.len(), "activations shorter than {n} rows");
+    let groups = rb / GROUP_BYTES;
+    let len = rows.len();
+    let quarter = if n == 1 { len / 4 } else { 1 };
+    let mut acc = [[0i32; 4]; 4];
+    let mut tile = |rt: usize, first: usize, stride: usize, t: usize, tt: usize| {
+        // SAFETY: rows first + i·stride (i < rt) lie inside `rows`, hence inside `w`, and
+        // tokens t..t+tt inside `q` (asserted above); the ISA was checked by the caller.
+        unsafe {
+            let wp = w.as_ptr().add(first * rb);
+            let qp = q.as_ptr().add(t * k);
+            let s = stride * rb;
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni => avx512::tile(rt, tt, wp, s, qp, k, groups, &mut acc),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => avx2::tile(rt, tt, wp, s, qp, k, groups, &mut acc),
+                _ => tile_ref(rt, tt, wp, s, qp, k, groups, &mut acc),
+            }
+        }
+        for (i, row) in acc.iter().enumerate().take(rt) {
+            for (j, &d) in row.iter().enumerate().take(tt) {
+                sink(first + i * stride, t + j, d);
+            }
+        }
+    };
+    if n == 1 {
+        for g in 0..quarter {
+            tile(4, rows.start + g, quarter, 0, 1);
+        }
+        for r in rows.start + 4 * quarter..rows.end {
+            tile(1, r, 1, 0, 1);
+        }
+        return;
+    }
+    let mut r = rows.start;
+    while r < rows.end {
+        let rt = if rows.end - r >= 4 { 4 } else { 1 };
+        let mut t = 0;
+        while t < n {
+            let tt = (n - t).min(4);
+            tile(rt, r, 1, t, tt);
+            t += tt;
+        }
+        r += rt;
+    }
+}
+
+/// Portable tile (the scalar reference per element).
+///
+/// # Safety
+/// `w` must hold `rt` rows `rb` bytes apart and `q` `tt` rows `k` apart, `groups` groups each.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_ref(
+    rt: usize,
+    tt: usize,
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    groups: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    for (i, row_acc) in acc.iter_mut().enumerate().take(rt) {
+        // SAFETY: the caller guarantees these ranges are inside the buffers.
+        let row = unsafe { std::slice::from_raw_parts(w.add(i * rb), groups * GROUP_BYTES) };
+        for (j, a) in row_acc.iter_mut().enumerate().take(tt) {
+            // SAFETY: as above.
+            let qr = unsafe { std::slice::from_raw_parts(q.add(j * k), groups * GROUP_ELEMS) };
+            *a = dot_codes_ref(row, qr);
+        }
+    }
+}
+
+/// Rows per work item of a decode GEMV: two items per thread, at least 64 rows.
+fn gemv_chunk(rows: usize) -> usize {
+    rows.div_ceil(parallel::threads() * 2).max(64)
+}
+
+/// GEMV over all rows, split across the thread pool.
+pub fn gemv(w: SherryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
+    gemv_with(Isa::best(), w, q, act, w_scale, out)
+}
+
+/// [`gemv`] on a chosen instruction set (tests and benchmarks; panics if the CPU lacks it).
+pub fn gemv_with(
+    isa: Isa,
+    w: SherryView<'_>,
+    q: &[i8],
+    act: ActScale,
+    w_scale: f32,
+    out: &mut [f32],
+) {
+    assert!(isa.available(), "{isa:?} is not available on this CPU");
+    assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
+    assert_eq!(out.len(), w.rows, "gemv: output length");
+    let rb = row_bytes(w.cols);
+    let q = prepare(isa, q);
+    parallel::for_rows(out, gemv_chunk(w.rows), |first, chunk| {
+        let rows = first..first + chunk.len();
+        dots(isa, w.data, rb, rows, &q, q.len(), 1, &mut |r, _, d| {
+            chunk[r - first] = epilogue(d, act, w_scale)
+        });
+    });
+}
+
+/// One projection of a [`gemv_many`] call.
+pub struct GemvJob<'a, 'o> {
+    pub w: SherryView<'a>,
+    pub scale: f32,
+    pub out: &'o mut [f32],
+}
+
+/// Several GEMVs sharing one quantized input (q/k/v, gate/up) in one parallel region.
+pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
+    let isa = Isa::best();
+    let mut starts = Vec::with_capacity(jobs.len() + 1);
+    let mut total = 0;
+    for j in jobs.iter() {
+        assert_eq!(
+            q.len(),
+            padded_cols(j.w.cols),
+            "gemv_many: activation length"
+        );
+        assert_eq!(j.out.len(), j.w.rows, "gemv_many: output length");
+        starts.push(total);
+        total += j.w.rows;
+    }
+    starts.push(total);
+    let outs: Vec<OutPtr> = jobs
+        .iter_mut()
+        .map(|j| OutPtr(j.out.as_mut_ptr()))
+        .collect();
+    let jobs = &*jobs;
+    let q = prepare(isa, q);
+    parallel::for_range(total, gemv_chunk(total), |start, end| {
+        // A chunk may straddle two projections: split it at their borders.
+        let mut s = start;
+        while s < end {
+            let ji = starts.partition_point(|&x| x <= s) - 1;
+            let e = end.min(starts[ji + 1]);
+            let j = &jobs[ji];
+            let out = outs[ji];
+            let rb = row_bytes(j.w.cols);
+            let rows = s - starts[ji]..e - starts[ji];
+            dots(isa, j.w.data, rb, rows, &q, q.len(), 1, &mut |r, _, d| {
+                // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
+                unsafe { *out.get().add(r) = epilogue(d, act, j.scale) };
+            });
+            s = e;
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: threads write disjoint elements (each row index is handed out once).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// GEMM for prefill: `n` activation rows (each `padded_cols` long) against all weight rows;
+/// `out` is `[n, rows]`. Each tile decodes 4 weight rows once per 4 activation rows.
+pub fn gemm(w: SherryView<'_>, q: &[i8], acts: &[ActScale], w_scale: f32, out: &mut [f32]) {
+    gemm_with(Isa::best(), w, q, acts, w_scale, out)
+}
+
+/// [`gemm`] on a chosen instruction set (tests and benchmarks; panics if the CPU lacks it).
+pub fn gemm_with(
+    isa: Isa,
+    w: SherryView<'_>,
+    q: &[i8],
+    acts: &[ActScale],
+    w_scale: f32,
+    out: &mut [f32],
+) {
+    assert!(isa.available(), "{isa:?} is not available on this CPU");
+    let k = padded_cols(w.cols);
+    let n = acts.len();
+    assert_eq!(q.len(), n * k, "gemm: activation length");
+    assert_eq!(out.len(), n * w.rows, "gemm: output length");
+    let rb = row_bytes(w.cols);
+    let rows = w.rows;
+    let q = prepare(isa, q);
+    let o = OutPtr(out.as_mut_ptr());
+    parallel::for_range(rows, 16, |r0, r1| {
+        dots(isa, w.data, rb, r0..r1, &q, k, n, &mut |r, t, d| {
+            // SAFETY: t < n and r < rows, so the index is inside `out`; each weight row is
+            // handed to exactly one thread, so no two threads write the same element.
+            unsafe { *o.get().add(t * rows + r) = epilogue(d, acts[t], w_scale) };
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests;
