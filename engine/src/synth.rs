@@ -228,6 +228,7 @@ pub fn model(preset: Preset, seed: u64, embd: EmbdType) -> Result<Model> {
         embed_tokens,
         layers,
         norm,
+        medusa: None,
         provenance,
     })
 }

@@ -64,6 +64,10 @@ struct Args {
     /// f32, which their kernels read.
     #[arg(long = "kv", env = "ONEBIT_ARG_KV", default_value = "f16")]
     kv: onebit_engine::forward::KvFormat,
+    /// Speculative decoding per slot: lookup (prompt n-grams), medusa (the model's Medusa
+    /// heads), auto (either, only while it is faster than plain decoding) or off.
+    #[arg(long, env = "ONEBIT_ARG_SPECULATE", default_value = "auto")]
+    speculate: onebit_engine::speculate::Mode,
     /// Seconds one device step may take before its queue counts as hung and the CPU takes over.
     #[arg(
         long = "device-timeout",
@@ -310,6 +314,7 @@ fn options(a: &Args) -> Result<Options, String> {
             sampling,
             max_tokens: usize::try_from(a.predict).ok().filter(|&n| n > 0),
         },
+        speculate: onebit_engine::speculate::SpecOptions::new(a.speculate),
     })
 }
 

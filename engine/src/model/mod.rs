@@ -187,6 +187,8 @@ pub struct Model {
     pub embed_tokens: Embedding,
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,
+    /// Medusa heads for speculative decoding, where the file carries them.
+    pub medusa: Option<crate::speculate::medusa::MedusaHeads>,
     pub provenance: Provenance,
 }
 

@@ -64,6 +64,8 @@ pub struct Options {
     /// How long in-flight requests may run on after SIGTERM before they are cut.
     pub grace: Duration,
     pub defaults: api::Defaults,
+    /// How each slot speculates (`--speculate`).
+    pub speculate: crate::speculate::SpecOptions,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
                 sampling: crate::sampler::SamplingParams::default(),
                 max_tokens: None,
             },
+            speculate: crate::speculate::SpecOptions::new(crate::speculate::Mode::Auto),
         }
     }
 }
@@ -179,6 +182,7 @@ impl Server {
             queue: o.queue,
             chunk: o.chunk,
             eos: vocab.eos_ids(),
+            speculate: o.speculate,
         };
         // Known before the first request: /health and /v1/models say which surface serves.
         self.shared.metrics.set_surface(metrics::SurfaceState {

@@ -348,6 +348,7 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
         ("embed_tokens dtype".into(), embed_tokens.kind.name().into()),
         ("shards".into(), weights.files.len().to_string()),
     ];
+    let medusa = super::medusa::from_hf_dir(dir, config.hidden_size)?;
     let provenance = Provenance {
         format: "hf".into(),
         ternary_type: ternary_type.into(),
@@ -361,6 +362,7 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
             embed_tokens,
             layers,
             norm,
+            medusa,
             provenance,
         },
         tokenizer,
