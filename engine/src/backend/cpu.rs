@@ -222,7 +222,11 @@ impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
         let heads = self.model.medusa.as_ref()?;
         let n = self.model.config.hidden_size;
         let h = s.hidden.as_ref()?.get(row * n..(row + 1) * n)?;
-        Some(heads.candidates(&self.model.embed_tokens.view(), h, top))
+        let head = self.model.embed_tokens.view();
+        Some(match &self.screen {
+            Some(screen) => heads.candidates_screened(screen, &head, h, top),
+            None => heads.candidates(&head, h, top),
+        })
     }
 
     fn output<'a>(&'a self, s: &'a CpuSession) -> Output<'a> {

@@ -18,6 +18,7 @@
 
 use super::tree::DraftTree;
 use onebit_kernels::embd::EmbdView;
+use onebit_kernels::screen::{Int8Head, TopK};
 
 /// What `medusa.kind` names (the only kind there is).
 pub const KIND: &str = "residual_silu";
@@ -124,6 +125,39 @@ impl MedusaHeads {
             }
         }
         out
+    }
+
+    /// Each head's `top` most likely tokens, best first, with their probabilities among
+    /// those `top` (what ranking a tree needs), through an int8-screened head: it finds the
+    /// same top tokens as the full head reading half its bytes.
+    pub fn candidates_screened(
+        &self,
+        screen: &Int8Head,
+        head: &EmbdView<'_>,
+        h: &[f32],
+        top: usize,
+    ) -> Vec<Vec<(u32, f32)>> {
+        let states = self.states(h);
+        let wishes = vec![
+            TopK {
+                k: top.max(1),
+                include: &[]
+            };
+            self.count()
+        ];
+        screen
+            .top_k_batch(head, &states, &wishes)
+            .into_iter()
+            .map(|mut c| {
+                c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                c.truncate(top.max(1));
+                let max = c.first().map_or(0.0, |x| x.1);
+                let sum: f32 = c.iter().map(|x| (x.1 - max).exp()).sum();
+                c.into_iter()
+                    .map(|(id, l)| (id, (l - max).exp() / sum))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Each head's `top` most likely tokens with their probabilities, best first.

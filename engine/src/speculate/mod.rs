@@ -92,8 +92,8 @@ impl SpecOptions {
         Self {
             mode,
             max_draft: 6,
-            tree_nodes: 16,
-            head_top_k: 3,
+            tree_nodes: 6,
+            head_top_k: 2,
             always: false,
         }
     }

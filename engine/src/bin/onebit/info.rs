@@ -34,6 +34,9 @@ pub fn main(a: Args) -> CliResult {
             .map(|f| (f.name(), Session::kv_bytes_per_token(&model, *f)))
             .collect::<std::collections::BTreeMap<_, _>>(),
         "tokenizer": { "vocab_size": tok.vocab_size(), "bos": tok.bos_id(), "eos": tok.eos_ids() },
+        "medusa": model.medusa.as_ref().map(|m| serde_json::json!({
+            "head_count": m.count(), "kind": onebit_engine::speculate::medusa::KIND, "params": m.n_params(),
+        })),
         "metadata": p.metadata.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
     });
     if a.json {
@@ -81,6 +84,15 @@ pub fn main(a: Args) -> CliResult {
         tok.bos_id(),
         tok.eos_ids()
     );
+    if let Some(m) = &model.medusa {
+        println!(
+            "medusa       {} heads ({}, hidden {}), {} params: speculative drafting (--speculate medusa)",
+            m.count(),
+            onebit_engine::speculate::medusa::KIND,
+            m.hidden,
+            m.n_params()
+        );
+    }
     for (k, v) in &p.metadata {
         println!("  {k} = {v}");
     }
