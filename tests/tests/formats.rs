@@ -556,6 +556,7 @@ fn odd_shapes_round_trip() {
         },
         layers,
         norm: norm(h, 9),
+        medusa: None,
         provenance: Provenance::default(),
     };
     let dir = tmp_dir("odd");

@@ -217,6 +217,32 @@ fn the_igpu_emulator_verifies_drafts_to_the_cpus_greedy_tokens() {
     }
 }
 
+/// The exact probability of every `n_new`-token continuation of `prompt` under `sampler`,
+/// from full forward passes.
+fn exact_distribution(
+    model: &Model,
+    prompt: &[u32],
+    n_new: usize,
+    sampler: &Sampler,
+) -> HashMap<Vec<u32>, f64> {
+    let mut frontier = vec![(Vec::<u32>::new(), 1.0f64)];
+    for _ in 0..n_new {
+        let mut next = Vec::new();
+        for (seq, p) in frontier {
+            let mut s = Session::new(model, 64);
+            let ids: Vec<u32> = prompt.iter().chain(&seq).copied().collect();
+            let logits = forward(model, &mut s, &ids, LogitsMode::Last).unwrap();
+            for (id, q) in sampler.distribution(&logits, &ids) {
+                let mut longer = seq.clone();
+                longer.push(id);
+                next.push((longer, p * q));
+            }
+        }
+        frontier = next;
+    }
+    frontier.into_iter().collect()
+}
+
 /// The chi-square quantile at upper tail 1e-4 (Wilson–Hilferty).
 fn chi2_limit(df: usize) -> f64 {
     let (d, z) = (df as f64, 3.719);
@@ -241,40 +267,26 @@ fn sampled_speculation_keeps_the_models_distribution() {
         seed: Some(seed),
         ..SamplingParams::default()
     };
-    // The prompt holds its own greedy continuation once, so that prompt lookup finds a
-    // draft whenever the first draw is the greedy token (and a rejection when it is not).
+    // Lookup drafts from a prompt that holds its own greedy continuation once (a draft
+    // whenever the first draw is the greedy token, a rejection otherwise); the Medusa heads
+    // from a line of text.
     let mut cpu = CpuBackend::new(&model, 64).with_kv_format(KvFormat::F32);
     let (cont, _) = run(&mut cpu, PROMPTS[1], &greedy(6), None);
-    let prompt: Vec<u32> = PROMPTS[1]
+    let repeated: Vec<u32> = PROMPTS[1]
         .iter()
         .chain(&cont)
         .chain(PROMPTS[1])
         .copied()
         .collect();
-    let prompt = prompt.as_slice();
+    let (_, tok) = onebit_engine::embedded::load().expect("embedded model");
+    let text = tok.encode("And God said unto Moses,", true).unwrap();
     let n_new = 3;
 
-    // The exact probability of every 3-token continuation, from full forward passes.
-    let sampler = Sampler::new(params(0));
-    let mut exact: HashMap<Vec<u32>, f64> = HashMap::new();
-    let mut frontier = vec![(Vec::<u32>::new(), 1.0f64)];
-    for _ in 0..n_new {
-        let mut next = Vec::new();
-        for (seq, p) in frontier {
-            let mut s = Session::new(&model, 64);
-            let ids: Vec<u32> = prompt.iter().chain(&seq).copied().collect();
-            let logits = forward(&model, &mut s, &ids, LogitsMode::Last).unwrap();
-            for (id, q) in sampler.distribution(&logits, &ids) {
-                let mut longer = seq.clone();
-                longer.push(id);
-                next.push((longer, p * q));
-            }
-        }
-        frontier = next;
-    }
-    exact.extend(frontier);
-
-    for mode in [Mode::Lookup, Mode::Medusa] {
+    for (mode, prompt) in [
+        (Mode::Lookup, repeated.as_slice()),
+        (Mode::Medusa, text.as_slice()),
+    ] {
+        let exact = exact_distribution(&model, prompt, n_new, &Sampler::new(params(0)));
         let mut cpu = CpuBackend::new(&model, 64).with_kv_format(KvFormat::F32);
         let draws = 1200u64;
         let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();

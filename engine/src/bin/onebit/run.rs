@@ -145,6 +145,8 @@ fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -
             "text": text,
             "finish_reason": generated.finish.as_openai(),
             "surface": backend.surface().as_str(),
+            "prefill_seconds": generated.prefill_seconds,
+            "decode_seconds": generated.decode_seconds,
             "speculate": generated.spec.as_ref().map(|s| serde_json::json!({
                 "mode": a.speculate.as_str(),
                 "passes": s.steps,
@@ -152,6 +154,8 @@ fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -
                 "accepted": s.accepted,
                 "acceptance_rate": s.acceptance(),
                 "tokens_per_pass": s.tokens_per_pass(),
+                "offered_at": s.offered_at,
+                "accepted_at": s.accepted_at,
             })),
         });
         writeln!(out, "{v}")?;
