@@ -65,7 +65,7 @@ struct Args {
     #[arg(long = "kv", env = "ONEBIT_ARG_KV", default_value = "f16")]
     kv: onebit_engine::forward::KvFormat,
     /// Speculative decoding per slot: lookup (prompt n-grams), medusa (the model's Medusa
-    /// heads), auto (either, only while it is faster than plain decoding) or off.
+    /// heads) or auto (prompt lookup, only while it is measured faster than plain decoding) or off.
     #[arg(long, env = "ONEBIT_ARG_SPECULATE", default_value = "auto")]
     speculate: onebit_engine::speculate::Mode,
     /// Seconds one device step may take before its queue counts as hung and the CPU takes over.
