@@ -30,7 +30,7 @@ pub static SCREENED_HEAD_ROWS: ColumnCounter = ColumnCounter::new();
 use crate::{Error, Result};
 pub use onebit_kernels::attention::KvFormat;
 use onebit_kernels::attention::{
-    attention as flash_attention, AttnShape, KvBuf, KvRows, KvRowsMut, KvShape, Segment,
+    attention as flash_attention, AttnShape, KvBuf, KvRows, KvRowsMut, KvShape, Segment, TREE_ROWS,
 };
 use onebit_kernels::float::{
     add_inplace, relu2_mul, rms_norm_inplace, rope_cos_sin, rope_rotate_half_cached, silu_mul,
@@ -60,6 +60,7 @@ pub struct Session {
     max_ctx: usize,
     shape: KvShape,
     format: KvFormat,
+    n_layers: usize,
     tokens: Vec<u32>,
     kv: Box<dyn KvMemory>,
 }
@@ -118,6 +119,7 @@ impl Session {
             max_ctx,
             shape,
             format,
+            n_layers: c.n_layers,
             tokens: Vec::new(),
             kv: Box::new(HeapKv {
                 keys: make(),
@@ -141,6 +143,7 @@ impl Session {
             max_ctx,
             shape,
             format,
+            n_layers: c.n_layers,
             tokens: tokens[..tokens.len().min(max_ctx)].to_vec(),
             kv,
         }
@@ -185,6 +188,34 @@ impl Session {
             Ok(kv) => Ok((self.tokens, kv)),
             Err(_) => unreachable!("checked to be a T above"),
         }
+    }
+
+    /// Keeps one path of the draft tree held from position `first` on: node `path[j]`
+    /// (ascending, `path[0] = 0`, each node a child of the one before) moves to position
+    /// `first + j`, its keys and values copied as stored; every other node is forgotten.
+    /// The tree's nodes were rotated for their depth, which is the position they land on.
+    pub fn keep_path(&mut self, first: usize, path: &[usize]) -> Result<()> {
+        let held = self.tokens.len().saturating_sub(first);
+        if path.first().is_some_and(|&p| p != 0)
+            || path.windows(2).any(|w| w[1] <= w[0])
+            || path.last().is_some_and(|&p| p >= held)
+        {
+            return Err(Error::Input(format!(
+                "keep_path: {path:?} is not an ascending path from the root of the {held} draft positions held"
+            )));
+        }
+        for l in 0..self.n_layers {
+            let (mut k, mut v) = self.kv.layer_mut(l);
+            for (j, &node) in path.iter().enumerate() {
+                k.copy_position(self.shape, first + node, first + j);
+                v.copy_position(self.shape, first + node, first + j);
+            }
+        }
+        for (j, &node) in path.iter().enumerate() {
+            self.tokens[first + j] = self.tokens[first + node];
+        }
+        self.tokens.truncate(first + path.len());
+        Ok(())
     }
 
     /// Layer `l`'s keys and values for the positions held, `[pos, kv_dim]` f32 each: the
@@ -235,7 +266,11 @@ pub fn decode_batch(
 #[derive(Clone, Copy)]
 struct RowPos {
     session: usize,
+    /// The cache position it is stored at.
     pos: usize,
+    /// The position it is rotated for: `pos`, except in a draft tree, where siblings share
+    /// a depth and so a rotation.
+    rope: usize,
 }
 
 /// The general entry: `new_ids[s]` is appended to `sessions[s]`.
@@ -256,7 +291,10 @@ pub fn forward_sessions(
         .into_iter()
         .map(|r| match r {
             RowResult::Logits(l) => l,
-            RowResult::Nothing | RowResult::Token(_) | RowResult::Candidates(_) => Vec::new(),
+            RowResult::Nothing
+            | RowResult::Token(_)
+            | RowResult::Candidates(_)
+            | RowResult::Tokens(_) => Vec::new(),
         })
         .collect())
 }
@@ -294,6 +332,8 @@ pub enum RowResult {
     Token(u32),
     /// `(id, logit)` sorted by id ([`Need::TopK`] through the screened head).
     Candidates(Vec<(u32, f32)>),
+    /// The argmax after every new token ([`Need::AllGreedy`]).
+    Tokens(Vec<u32>),
 }
 
 /// One forward call over several sessions where each says what it needs afterwards:
@@ -319,17 +359,55 @@ pub fn forward_with(
     screen: Option<&Int8Head>,
     projector: Option<&dyn Projector>,
 ) -> Result<Vec<RowResult>> {
-    if new_ids.len() != sessions.len() || needs.len() != sessions.len() {
+    let trees = vec![None; sessions.len()];
+    Ok(forward_trees(model, sessions, new_ids, needs, &trees, screen, projector)?.0)
+}
+
+/// [`forward_with`] where a session's new ids may be a draft tree (speculative
+/// verification): `trees[s] = Some(parents)` gives each new row's parent among the new rows
+/// (`parents[0]` is ignored: row 0, the root, follows the cached tokens; `parents[i] < i`).
+/// Each row sees the cache and its ancestors, and is rotated for its depth. Returns, beside
+/// the results, the final normed hidden states `[n_new, hidden]` of each tree session (what
+/// drafting heads read).
+#[allow(clippy::type_complexity)]
+pub fn forward_trees(
+    model: &Model,
+    sessions: &mut [&mut Session],
+    new_ids: &[&[u32]],
+    needs: &[Need],
+    trees: &[Option<&[usize]>],
+    screen: Option<&Int8Head>,
+    projector: Option<&dyn Projector>,
+) -> Result<(Vec<RowResult>, Vec<Option<Vec<f32>>>)> {
+    if new_ids.len() != sessions.len()
+        || needs.len() != sessions.len()
+        || trees.len() != sessions.len()
+    {
         return Err(Error::Input(format!(
-            "forward: {} sessions, {} id lists, {} needs",
+            "forward: {} sessions, {} id lists, {} needs, {} trees",
             sessions.len(),
             new_ids.len(),
-            needs.len()
+            needs.len(),
+            trees.len()
         )));
     }
-    let Some((h, rows)) = hidden_states(model, sessions, new_ids, projector)? else {
-        return Ok(vec![RowResult::Nothing; sessions.len()]);
+    let masks = tree_masks(new_ids, trees)?;
+    let Some((h, rows)) = hidden_states(model, sessions, new_ids, &masks, projector)? else {
+        return Ok((
+            vec![RowResult::Nothing; sessions.len()],
+            vec![None; sessions.len()],
+        ));
     };
+    let hidden: Vec<Option<Vec<f32>>> = masks
+        .iter()
+        .enumerate()
+        .map(|(s, m)| {
+            m.as_ref().map(|_| {
+                let mine: Vec<usize> = (0..rows.len()).filter(|&t| rows[t].session == s).collect();
+                final_norm(model, &h, &mine)
+            })
+        })
+        .collect();
     // The history tokens each top-k row must score exactly, whatever the screen says.
     let includes: Vec<Vec<u32>> = sessions
         .iter()
@@ -345,7 +423,46 @@ pub fn forward_with(
             _ => Vec::new(),
         })
         .collect();
-    Ok(lm_head(model, &h, &rows, needs, &includes, screen))
+    Ok((lm_head(model, &h, &rows, needs, &includes, screen), hidden))
+}
+
+/// A draft tree's attention masks and depths: per tree session, for each new row, the
+/// bits of the new rows it sees (itself and its ancestors) and its depth.
+pub(super) type TreeMask = (Vec<u64>, Vec<usize>);
+
+fn tree_masks(new_ids: &[&[u32]], trees: &[Option<&[usize]>]) -> Result<Vec<Option<TreeMask>>> {
+    new_ids
+        .iter()
+        .zip(trees)
+        .map(|(ids, tree)| {
+            let Some(parents) = tree else {
+                return Ok(None);
+            };
+            if parents.len() != ids.len() || ids.len() > TREE_ROWS {
+                return Err(Error::Input(format!(
+                    "a draft tree of {} nodes for {} ids: give one parent per id, at most {TREE_ROWS}",
+                    parents.len(),
+                    ids.len()
+                )));
+            }
+            let (mut masks, mut depths) = (Vec::<u64>::new(), Vec::new());
+            for (i, &p) in parents.iter().enumerate() {
+                if i == 0 {
+                    masks.push(1);
+                    depths.push(0);
+                    continue;
+                }
+                if p >= i {
+                    return Err(Error::Input(format!(
+                        "draft tree node {i} has parent {p}: a parent comes before its child"
+                    )));
+                }
+                masks.push(masks[p] | 1 << i);
+                depths.push(depths[p] + 1);
+            }
+            Ok(Some((masks, depths)))
+        })
+        .collect()
 }
 
 /// Runs the decoder layers over the new tokens (appending them to their sessions) and
@@ -354,6 +471,7 @@ fn hidden_states(
     model: &Model,
     sessions: &mut [&mut Session],
     new_ids: &[&[u32]],
+    masks: &[Option<TreeMask>],
     projector: Option<&dyn Projector>,
 ) -> Result<Option<(Vec<f32>, Vec<RowPos>)>> {
     let c = &model.config;
@@ -373,9 +491,11 @@ fn hidden_states(
                 c.vocab_size
             )));
         }
+        let depth = |t: usize| masks[s].as_ref().map_or(t, |m| m.1[t]);
         rows.extend((0..ids.len()).map(|t| RowPos {
             session: s,
             pos: session.len() + t,
+            rope: session.len() + depth(t),
         }));
     }
     let n = rows.len();
@@ -397,7 +517,7 @@ fn hidden_states(
     let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
     for (t, rp) in rows.iter().enumerate() {
         rope_cos_sin(
-            rp.pos,
+            rp.rope,
             &inv_freq,
             &mut cos[t * half..(t + 1) * half],
             &mut sin[t * half..(t + 1) * half],
@@ -412,11 +532,17 @@ fn hidden_states(
             layer,
         };
         match c.block {
-            Block::BitNet(act) => {
-                bitnet_block(&at, act, sessions, &rows, &rope, &mut h, &mut scratch)
-            }
+            Block::BitNet(act) => bitnet_block(
+                &at,
+                act,
+                sessions,
+                (&rows, masks),
+                &rope,
+                &mut h,
+                &mut scratch,
+            ),
             Block::LlamaBitLinear => {
-                llama_block::block(&at, sessions, &rows, &rope, &mut h, &mut scratch)
+                llama_block::block(&at, sessions, (&rows, masks), &rope, &mut h, &mut scratch)
             }
         }
     }
@@ -608,7 +734,7 @@ fn bitnet_block(
     at: &LayerAt,
     act: Activation,
     sessions: &mut [&mut Session],
-    rows: &[RowPos],
+    (rows, masks): (&[RowPos], &[Option<TreeMask>]),
     rope: &Rope,
     h: &mut [f32],
     s: &mut Scratch,
@@ -616,7 +742,7 @@ fn bitnet_block(
     let (c, layer) = (&at.model.config, at.layer);
     let (hidden, q_dim, ffn, n) = (c.hidden_size, c.q_dim(), c.intermediate_size, s.n);
 
-    attend(at, sessions, rows, rope, h, s);
+    attend(at, sessions, (rows, masks), rope, h, s);
     let o = &mut s.attn[..n * q_dim];
     // A layer loaded for this block has its sub-norms (layout::build_layers).
     if let Some(w) = &layer.attn_sub_norm {
@@ -657,7 +783,7 @@ fn activate(act: Activation, gate: &mut [f32], up: &[f32]) {
 fn attend(
     at: &LayerAt,
     sessions: &mut [&mut Session],
-    rows: &[RowPos],
+    (rows, masks): (&[RowPos], &[Option<TreeMask>]),
     rope: &Rope,
     h: &[f32],
     s: &mut Scratch,
@@ -690,18 +816,33 @@ fn attend(
         values.store(shape, rp.pos, &s.v[t * kv_dim..(t + 1) * kv_dim]);
     }
 
-    attention(model, at.index, sessions, rows, &s.q, &mut s.attn);
+    attention(
+        model,
+        at.index,
+        sessions,
+        (rows, masks),
+        (&s.q, &s.k, &s.v),
+        &mut s.attn,
+    );
 }
 
 /// Causal scaled-dot-product attention with GQA (kv head j serves query heads
 /// j·group .. (j+1)·group) as flash attention over each session's cache in its own format:
 /// a session's rows (a prompt chunk, or one decode token) are one segment.
+///
+/// A draft tree's rows are verified one by one, each exactly as a decode step at its
+/// depth would see the cache: its ancestors' keys and values are laid out contiguously
+/// after the prefix (as decoding them one at a time would have stored them) and the row
+/// attends like a single decode row. The float sums then run in the order plain decoding
+/// runs them, so greedy speculation keeps plain decoding's tokens bit for bit (one call
+/// with [`Segment::tree`]'s mask would read the same keys but sum them in another order).
+/// Afterwards every node sits at its own position again, for `keep_path`.
 fn attention(
     model: &Model,
     layer_index: usize,
-    sessions: &[&mut Session],
-    rows: &[RowPos],
-    q: &[f32],
+    sessions: &mut [&mut Session],
+    (rows, masks): (&[RowPos], &[Option<TreeMask>]),
+    (q, k, v): (&[f32], &[f32], &[f32]),
     out: &mut [f32],
 ) {
     let c = &model.config;
@@ -710,8 +851,9 @@ fn attention(
         n_kv_heads: c.n_kv_heads,
         head_dim: c.head_dim,
     };
-    let q_dim = c.q_dim();
-    let mut segs = Vec::with_capacity(sessions.len());
+    let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+    // Each session's rows, as (session, first row, end row).
+    let mut runs = Vec::with_capacity(sessions.len());
     let mut t0 = 0;
     while t0 < rows.len() {
         let session = rows[t0].session;
@@ -720,16 +862,87 @@ fn attention(
                 .iter()
                 .take_while(|r| r.session == session)
                 .count();
-        let (keys, values) = sessions[session].kv.layer(layer_index);
-        segs.push(Segment {
-            q: &q[t0 * q_dim..t1 * q_dim],
-            first_pos: rows[t0].pos,
-            keys,
-            values,
-        });
+        runs.push((session, t0, t1));
         t0 = t1;
     }
-    flash_attention(Isa::best(), shape, &segs, &mut out[..rows.len() * q_dim]);
+    let plain: Vec<(usize, usize, usize)> = runs
+        .iter()
+        .copied()
+        .filter(|&(s, _, _)| masks[s].is_none())
+        .collect();
+    if !plain.is_empty() {
+        let segs: Vec<Segment> = plain
+            .iter()
+            .map(|&(session, t0, t1)| {
+                let (keys, values) = sessions[session].kv.layer(layer_index);
+                Segment {
+                    q: &q[t0 * q_dim..t1 * q_dim],
+                    first_pos: rows[t0].pos,
+                    keys,
+                    values,
+                    tree: None,
+                }
+            })
+            .collect();
+        if plain.len() == runs.len() {
+            flash_attention(Isa::best(), shape, &segs, &mut out[..rows.len() * q_dim]);
+        } else {
+            let n: usize = plain.iter().map(|r| r.2 - r.1).sum();
+            let mut tmp = vec![0f32; n * q_dim];
+            flash_attention(Isa::best(), shape, &segs, &mut tmp);
+            let mut at = 0;
+            for &(_, t0, t1) in &plain {
+                let len = (t1 - t0) * q_dim;
+                out[t0 * q_dim..t1 * q_dim].copy_from_slice(&tmp[at..at + len]);
+                at += len;
+            }
+        }
+    }
+    for &(session, t0, t1) in runs.iter().filter(|r| masks[r.0].is_some()) {
+        let Some((tree, depths)) = &masks[session] else {
+            continue;
+        };
+        let sess = &mut *sessions[session];
+        let kv_shape = sess.shape;
+        let base = rows[t0].pos;
+        let chain = tree
+            .iter()
+            .enumerate()
+            .all(|(i, m)| *m == (1u64 << (i + 1)) - 1);
+        for i in 0..t1 - t0 {
+            if !chain {
+                let (mut keys, mut values) = sess.kv.layer_mut(layer_index);
+                let path = (0..=i).filter(|j| tree[i] >> j & 1 == 1);
+                for (depth, j) in path.enumerate() {
+                    let t = t0 + j;
+                    keys.store(kv_shape, base + depth, &k[t * kv_dim..(t + 1) * kv_dim]);
+                    values.store(kv_shape, base + depth, &v[t * kv_dim..(t + 1) * kv_dim]);
+                }
+            }
+            let (keys, values) = sess.kv.layer(layer_index);
+            let t = t0 + i;
+            let seg = Segment {
+                q: &q[t * q_dim..(t + 1) * q_dim],
+                first_pos: base + depths[i],
+                keys,
+                values,
+                tree: None,
+            };
+            flash_attention(
+                Isa::best(),
+                shape,
+                &[seg],
+                &mut out[t * q_dim..(t + 1) * q_dim],
+            );
+        }
+        if !chain {
+            let (mut keys, mut values) = sess.kv.layer_mut(layer_index);
+            for t in t0..t1 {
+                keys.store(kv_shape, rows[t].pos, &k[t * kv_dim..(t + 1) * kv_dim]);
+                values.store(kv_shape, rows[t].pos, &v[t * kv_dim..(t + 1) * kv_dim]);
+            }
+        }
+    }
 }
 
 /// The FFN's input half every block shares: `post_attention_layernorm`, then gate and up
@@ -789,10 +1002,13 @@ fn lm_head(
         {
             let s = rows[t].session;
             SCREENED_HEAD_ROWS.add(c.vocab_size, cand.len());
-            out[s] = match needs[s] {
-                Need::Greedy => RowResult::Token(crate::sampler::argmax_candidates(&cand)),
-                _ => RowResult::Candidates(cand),
-            };
+            let best = crate::sampler::argmax_candidates(&cand);
+            match (&mut out[s], needs[s]) {
+                (RowResult::Tokens(ts), _) => ts.push(best),
+                (slot, Need::AllGreedy) => *slot = RowResult::Tokens(vec![best]),
+                (slot, Need::Greedy) => *slot = RowResult::Token(best),
+                (slot, _) => *slot = RowResult::Candidates(cand),
+            }
         }
     }
 
@@ -815,6 +1031,11 @@ fn lm_head(
         };
         out[session] = match needs[session] {
             Need::Greedy => RowResult::Token(crate::sampler::argmax(&mine)),
+            Need::AllGreedy => RowResult::Tokens(
+                mine.chunks_exact(c.vocab_size)
+                    .map(crate::sampler::argmax)
+                    .collect(),
+            ),
             _ => RowResult::Logits(mine),
         };
         end = start;
@@ -832,6 +1053,8 @@ fn head_rows(rows: &[RowPos], needs: &[Need], screen: bool) -> (Vec<usize>, Vec<
             .is_none_or(|next| next.session != rp.session);
         match needs[rp.session] {
             Need::AllLogits => full.push(t),
+            Need::AllGreedy if screen => screened.push(t),
+            Need::AllGreedy => full.push(t),
             Need::Logits if is_last => full.push(t),
             Need::Greedy | Need::TopK { .. } if is_last && screen => screened.push(t),
             Need::Greedy | Need::TopK { .. } if is_last => full.push(t),

@@ -3,9 +3,16 @@
 //! any number of streams by one batched step of any [`Backend`]; [`generate`] runs one
 //! stream to its end (`onebit run`, bench, the selftest), and the daemon's scheduler runs
 //! its slots through the same [`step`].
+//!
+//! A stream may speculate ([`Stream::with_speculation`], [`crate::speculate`]): its decode
+//! step then feeds a tree of draft tokens under its last token, the step verifies them all,
+//! and the stream takes every token the model agrees with (several per step).
 
 use crate::backend::{Backend, BackendError, Need, Output};
 use crate::sampler::{logprob, top_logprobs, Sampler, SamplingParams};
+use crate::speculate::accept::{accept, Verdicts};
+use crate::speculate::tree::DraftTree;
+use crate::speculate::{Mode, SpecOptions, SpecStats, Speculator};
 use crate::{Error, Result};
 
 /// Why a generation ended.
@@ -70,6 +77,10 @@ pub struct Stream {
     generated: usize,
     opts: Options,
     greedy: bool,
+    /// Speculation, when on.
+    spec: Option<Speculator>,
+    /// The draft tree fed in the current step.
+    draft: Option<DraftTree>,
 }
 
 /// What one step did for one stream.
@@ -79,10 +90,15 @@ pub struct Advance {
     pub prompt_read: usize,
     /// Whether a token was decoded (fed) in this step.
     pub decoded: bool,
-    /// The new token, unless the step only read prompt or the token ended the stream.
-    pub token: Option<u32>,
-    pub logprob: Option<TokenLogprob>,
+    /// The new tokens (several when a draft was verified), without a token that ended the
+    /// stream; empty when the step only read prompt.
+    pub tokens: Vec<u32>,
+    /// One per new token, when logprobs were asked for.
+    pub logprobs: Vec<TokenLogprob>,
     pub finish: Option<Finish>,
+    /// Draft tokens verified in this step, and how many of them the model kept.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 impl Stream {
@@ -97,9 +113,41 @@ impl Stream {
             generated: 0,
             opts,
             greedy,
+            spec: None,
+            draft: None,
         }
     }
 
+    /// Speculates as `spec` says from the next decode step on ([`Mode::Off`]: never).
+    pub fn with_speculation(mut self, spec: SpecOptions) -> Self {
+        self.spec = (spec.mode != Mode::Off).then(|| Speculator::new(spec));
+        self
+    }
+
+    /// What speculation did so far (None: the stream does not speculate).
+    pub fn spec_stats(&self) -> Option<&SpecStats> {
+        self.spec.as_ref().map(Speculator::stats)
+    }
+
+    /// Before a decode step: asks the speculator for a draft under the pending token.
+    fn plan_draft<B: Backend>(&mut self, backend: &B, session: &B::Session) {
+        self.draft = None;
+        if !self.prompt_done() || self.opts.max_new == 0 {
+            return;
+        }
+        let (Some(spec), Some(root)) = (self.spec.as_mut(), self.pending) else {
+            return;
+        };
+        let history = backend.tokens(session);
+        let room = backend.capacity(session).saturating_sub(history.len());
+        self.draft = spec.plan(
+            history,
+            root,
+            backend.draft_support(),
+            backend.medusa_heads(),
+            room,
+        );
+    }
     /// Whether the whole prompt has been read.
     pub fn prompt_done(&self) -> bool {
         self.fed >= self.prompt.len()
@@ -119,6 +167,14 @@ impl Stream {
                 self.need()
             };
             return Some((&self.prompt[self.fed..end], need));
+        }
+        if let Some(tree) = &self.draft {
+            let need = if self.greedy {
+                Need::AllGreedy
+            } else {
+                Need::AllLogits
+            };
+            return Some((&tree.tokens, need));
         }
         self.pending
             .as_ref()
@@ -159,6 +215,14 @@ impl Stream {
             Output::Token(id) => (id, None),
             Output::Logits(l) => (self.sampler.sample(l, history), Some(l)),
             Output::Candidates(c) => (self.sampler.sample_candidates(c, history), None),
+            // Only a draft step asks for every row's argmax; its last row is this step's.
+            Output::Tokens(t) => match t.last() {
+                Some(&id) => (id, None),
+                None => {
+                    adv.finish = Some(Finish::Length);
+                    return adv;
+                }
+            },
             Output::Nothing => {
                 adv.finish = Some(Finish::Length);
                 return adv;
@@ -169,9 +233,9 @@ impl Stream {
             adv.finish = Some(Finish::Stop);
             return adv;
         }
-        adv.token = Some(id);
+        adv.tokens.push(id);
         if let (Some(n), Some(l)) = (self.opts.logprobs, logits) {
-            adv.logprob = Some(TokenLogprob {
+            adv.logprobs.push(TokenLogprob {
                 logprob: logprob(l, id),
                 top: top_logprobs(l, n),
             });
@@ -185,6 +249,90 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Takes a verified draft step's output: keeps the tokens the model agrees with (and
+    /// their keys and values), then one the model chose itself.
+    fn advance_draft<B: Backend>(
+        &mut self,
+        backend: &mut B,
+        session: &mut B::Session,
+        seconds: f64,
+    ) -> std::result::Result<Advance, BackendError> {
+        let Some(tree) = self.draft.take() else {
+            return Ok(Advance::default());
+        };
+        let held = backend.tokens(session).len();
+        let base = held - tree.len();
+        let history = backend.tokens(session)[..base].to_vec();
+        let verdicts = match backend.output(session) {
+            Output::Logits(logits) => Verdicts::Logits {
+                logits,
+                vocab: logits.len() / tree.len(),
+            },
+            Output::Tokens(t) if t.len() == tree.len() => Verdicts::Tokens(t),
+            _ => {
+                return Err(BackendError::device(
+                    backend.surface(),
+                    "a draft step left no verdict for every node of its tree",
+                ))
+            }
+        };
+        let kept = accept(&tree, verdicts, &history, &mut self.sampler);
+        let mut adv = Advance {
+            decoded: true,
+            drafted: tree.drafted(),
+            accepted: kept.path.len() - 1,
+            ..Advance::default()
+        };
+        let mut keep = kept.path.len();
+        for (j, &id) in kept.tokens.iter().enumerate() {
+            self.generated += 1;
+            if self.opts.stop_ids.contains(&id) {
+                adv.finish = Some(Finish::Stop);
+                keep = j + 1;
+                break;
+            }
+            adv.tokens.push(id);
+            if let (Some(n), Verdicts::Logits { logits, vocab }) = (self.opts.logprobs, verdicts) {
+                let row = &logits[kept.path[j] * vocab..][..vocab];
+                adv.logprobs.push(TokenLogprob {
+                    logprob: logprob(row, id),
+                    top: top_logprobs(row, n),
+                });
+            }
+            if self.generated >= self.opts.max_new {
+                adv.finish = Some(Finish::Length);
+                keep = j + 1;
+                break;
+            }
+        }
+        let spec = self
+            .spec
+            .as_mut()
+            .expect("a draft comes from the speculator");
+        if adv.finish.is_none() && spec.wants_heads(backend.draft_support(), backend.medusa_heads())
+        {
+            let last = kept.path[kept.path.len() - 1];
+            let top = spec.options().head_top_k;
+            spec.set_heads(backend.head_drafts(session, last, top));
+        }
+        spec.record(Some(&tree), Some(&kept), adv.tokens.len());
+        if tree.drafted() > 0 {
+            spec.timing(true, seconds, adv.tokens.len());
+        }
+        backend.keep_path(session, base, &kept.path[..keep])?;
+        self.pending = None;
+        if adv.finish.is_none() {
+            if base + keep >= backend.capacity(session) {
+                adv.finish = Some(Finish::Length);
+            } else {
+                self.pending = kept.tokens.last().copied();
+            }
+        }
+        Ok(adv)
+    }
+}
+
 /// One batched step of `backend` over the streams that have something to feed: a prompt
 /// chunk of at most `chunk` tokens, or the last token chosen. Returns one [`Advance`] per
 /// row, in order (a row with nothing to feed gets an empty one).
@@ -193,29 +341,47 @@ pub fn step<B: Backend>(
     rows: &mut [(&mut B::Session, &mut Stream)],
     chunk: usize,
 ) -> std::result::Result<Vec<Advance>, BackendError> {
+    for (session, stream) in rows.iter_mut() {
+        stream.plan_draft(backend, session);
+    }
     let mut fed = Vec::with_capacity(rows.len());
     let mut sessions = Vec::with_capacity(rows.len());
     let mut ids: Vec<&[u32]> = Vec::with_capacity(rows.len());
     let mut needs = Vec::with_capacity(rows.len());
+    let mut trees = Vec::with_capacity(rows.len());
     for (i, (session, stream)) in rows.iter_mut().enumerate() {
+        let tree = stream.draft.as_ref().map(|t| t.parents.as_slice());
         if let Some((feed, need)) = stream.next_feed(chunk) {
             fed.push(i);
             sessions.push(&mut **session);
             ids.push(feed);
             needs.push(need);
+            trees.push(tree);
         }
     }
+    let started = std::time::Instant::now();
     if !sessions.is_empty() {
-        backend.step(&mut sessions, &ids, &needs)?;
+        backend.step_drafts(&mut sessions, &ids, &needs, &trees)?;
     }
+    let seconds = started.elapsed().as_secs_f64();
     let counts: Vec<usize> = ids.iter().map(|f| f.len()).collect();
     drop(sessions);
     let mut out = vec![Advance::default(); rows.len()];
     for (&i, n) in fed.iter().zip(counts) {
         let (session, stream) = &mut rows[i];
+        if stream.draft.is_some() {
+            out[i] = stream.advance_draft(backend, session, seconds)?;
+            continue;
+        }
+        let decoding = stream.prompt_done();
         let history = backend.tokens(session);
         let full = history.len() >= backend.capacity(session);
         out[i] = stream.advance(n, backend.output(session), history, full);
+        if let Some(spec) = stream.spec.as_mut().filter(|_| decoding) {
+            spec.set_heads(None);
+            spec.record(None, None, out[i].tokens.len());
+            spec.timing(false, seconds, out[i].tokens.len());
+        }
     }
     Ok(out)
 }
@@ -227,6 +393,8 @@ pub struct Generated {
     /// Seconds spent in prefill and in decode.
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
+    /// What speculation did (None: off).
+    pub spec: Option<SpecStats>,
 }
 
 /// Generates after `prompt` (appended to what `session` holds); `on_token(id)` sees each
@@ -236,6 +404,25 @@ pub fn generate<B: Backend>(
     session: &mut B::Session,
     prompt: &[u32],
     opts: &Options,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<Generated> {
+    generate_speculating(
+        backend,
+        session,
+        prompt,
+        opts,
+        SpecOptions::new(Mode::Off),
+        on_token,
+    )
+}
+
+/// [`generate`] speculating as `spec` says.
+pub fn generate_speculating<B: Backend>(
+    backend: &mut B,
+    session: &mut B::Session,
+    prompt: &[u32],
+    opts: &Options,
+    spec: SpecOptions,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generated> {
     if prompt.is_empty() {
@@ -252,7 +439,7 @@ pub fn generate<B: Backend>(
         )));
     }
     opts.sampling.validate().map_err(Error::Input)?;
-    let mut stream = Stream::new(prompt.to_vec(), 0, opts.clone());
+    let mut stream = Stream::new(prompt.to_vec(), 0, opts.clone()).with_speculation(spec);
     let mut tokens = Vec::new();
     let t0 = std::time::Instant::now();
     let mut prefill_seconds = None;
@@ -261,11 +448,11 @@ pub fn generate<B: Backend>(
         if stream.prompt_done() && prefill_seconds.is_none() {
             prefill_seconds = Some(t0.elapsed().as_secs_f64());
         }
-        if let Some(id) = adv.token {
+        if adv.tokens.iter().any(|&id| {
             tokens.push(id);
-            if !on_token(id) {
-                break Finish::Cancelled;
-            }
+            !on_token(id)
+        }) {
+            break Finish::Cancelled;
         }
         if let Some(f) = adv.finish {
             break f;
@@ -277,5 +464,6 @@ pub fn generate<B: Backend>(
         finish,
         prefill_seconds: prefill,
         decode_seconds: t0.elapsed().as_secs_f64() - prefill,
+        spec: stream.spec_stats().cloned(),
     })
 }

@@ -17,6 +17,7 @@ pub mod probe;
 pub mod probe_npu;
 pub mod sampler;
 pub mod server;
+pub mod speculate;
 pub mod synth;
 pub mod tokenizer;
 

@@ -194,6 +194,30 @@ impl Sampler {
         self.probabilities(self.choose_candidates(scored, history))
     }
 
+    /// A uniform draw in [0, 1) from this sampler's generator (speculative acceptance tests
+    /// draft tokens with it, so a fixed seed reproduces those runs too).
+    pub fn uniform(&mut self) -> f64 {
+        self.rng.gen()
+    }
+
+    /// Draws from `dist` (`(id, probability)` summing to 1) with this sampler's generator.
+    pub fn draw_from(&mut self, dist: &[(u32, f64)]) -> u32 {
+        let r: f64 = self.rng.gen();
+        let mut acc = 0.0;
+        for (id, q) in dist {
+            acc += q;
+            if r < acc {
+                return *id;
+            }
+        }
+        dist.iter().rev().find(|c| c.1 > 0.0).map_or(0, |c| c.0)
+    }
+
+    /// Whether the sampler always takes the (penalised) argmax.
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0
+    }
+
     /// Penalties, then greedy's argmax or the top-k ranked.
     fn choose(&self, logits: &[f32], history: &[u32]) -> Choice {
         let mut logits = logits.to_vec();

@@ -234,6 +234,7 @@ pub fn model(preset: Preset, seed: u64, embd: EmbdType) -> Result<Model> {
         lm_head: None,
         layers,
         norm,
+        medusa: None,
         provenance,
     })
 }

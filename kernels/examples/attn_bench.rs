@@ -60,6 +60,7 @@ fn main() {
                     first_pos: depth,
                     keys: k.rows(),
                     values: v.rows(),
+                    tree: None,
                 };
                 attention(isa, shape, &[seg], &mut out);
             }

@@ -176,7 +176,7 @@ fn a_batch_of_seeded_requests_generates_what_each_does_alone() {
                 .into_iter()
                 .enumerate()
             {
-                together[i].extend(adv.token);
+                together[i].extend(adv.tokens);
                 finished[i] |= adv.finish.is_some();
             }
         }

@@ -567,6 +567,7 @@ fn odd_shapes_round_trip() {
         lm_head: None,
         layers,
         norm: norm(h, 9),
+        medusa: None,
         provenance: Provenance::default(),
     };
     let dir = tmp_dir("odd");

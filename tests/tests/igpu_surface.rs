@@ -144,7 +144,7 @@ fn together<B: Backend>(b: &mut B, prompts: &[&[u32]], chunk: usize) -> Vec<Vec<
         let live: Vec<usize> = (0..prompts.len()).filter(|&i| !done[i]).collect();
         let adv = step(b, &mut rows, chunk).unwrap();
         for (i, a) in live.into_iter().zip(adv) {
-            out[i].extend(a.token);
+            out[i].extend(a.tokens);
             done[i] |= a.finish.is_some();
         }
     }

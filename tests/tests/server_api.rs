@@ -682,3 +682,46 @@ fn text_that_cannot_fit_is_refused_before_tokenizing() {
     assert_eq!(String::from_utf8(bytes).unwrap(), "héllo wörld 🦀");
     srv.shutdown();
 }
+
+#[test]
+fn speculating_slots_report_drafted_and_accepted_tokens() {
+    use onebit_engine::speculate::{Mode, SpecOptions};
+    let plain = {
+        let (srv, port) = server!(opts());
+        let body = json!({"prompt": [0, 71, 87, 71, 553, 71, 87, 71, 553, 71], "max_tokens": 24, "temperature": 0});
+        let r = post(port, "/v1/completions", &body).json();
+        srv.shutdown();
+        r
+    };
+    let mut o = opts();
+    o.speculate = SpecOptions {
+        always: true,
+        ..SpecOptions::new(Mode::Lookup)
+    };
+    let (srv, port) = server!(o);
+    let body = json!({"prompt": [0, 71, 87, 71, 553, 71, 87, 71, 553, 71], "max_tokens": 24, "temperature": 0});
+    let r = post(port, "/v1/completions", &body).json();
+    // Greedy speculation gives the same text.
+    assert_eq!(r["choices"][0]["text"], plain["choices"][0]["text"]);
+    let d = &r["usage"]["completion_tokens_details"];
+    let (drafted, accepted) = (
+        d["drafted_tokens"].as_u64().unwrap(),
+        d["accepted_prediction_tokens"].as_u64().unwrap(),
+    );
+    assert!(drafted > 0, "{r}");
+    assert_eq!(
+        d["rejected_prediction_tokens"].as_u64().unwrap(),
+        drafted - accepted
+    );
+    assert_eq!(r["timings"]["draft_n"].as_u64().unwrap(), drafted);
+    let metrics = get(port, "/metrics").text();
+    assert!(
+        metrics.contains(&format!("\nonebit:draft_tokens_total {drafted}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "\nonebit:draft_tokens_accepted_total {accepted}\n"
+    )));
+    assert!(metrics.contains("\nonebit:draft_acceptance_rate "));
+    srv.shutdown();
+}

@@ -4,14 +4,16 @@ use std::ops::Deref;
 
 use onebit_kernels::screen::Int8Head;
 
-use super::{check_step, Backend, BackendError, Need, Output, Surface};
-use crate::forward::{forward_with, KvFormat, Projector, RowResult, Session};
+use super::{check_step, Backend, BackendError, DraftSupport, Need, Output, Surface};
+use crate::forward::{forward_trees, KvFormat, Projector, RowResult, Session};
 use crate::model::Model;
 
 /// One sequence on the CPU: its KV cache and what the last step left.
 pub struct CpuSession {
     pub kv: Session,
     result: RowResult,
+    /// The final normed hidden states of the last draft step's rows.
+    hidden: Option<Vec<f32>>,
 }
 
 impl CpuSession {
@@ -20,6 +22,7 @@ impl CpuSession {
         Self {
             kv,
             result: RowResult::Nothing,
+            hidden: None,
         }
     }
 }
@@ -95,24 +98,39 @@ impl<M: Deref<Target = Model>> CpuBackend<M> {
         needs: &[Need],
         projector: Option<&dyn Projector>,
     ) -> Result<(), BackendError> {
+        let trees = vec![None; sessions.len()];
+        self.step_trees_with(sessions, ids, needs, &trees, projector)
+    }
+
+    /// [`Backend::step_drafts`] with the ternary projections offered to `projector` first.
+    pub fn step_trees_with(
+        &mut self,
+        sessions: &mut [&mut CpuSession],
+        ids: &[&[u32]],
+        needs: &[Need],
+        trees: &[Option<&[usize]>],
+        projector: Option<&dyn Projector>,
+    ) -> Result<(), BackendError> {
         check_step(sessions.len(), ids, needs)?;
         if needs
             .iter()
-            .any(|n| matches!(n, Need::Greedy | Need::TopK { .. }))
+            .any(|n| matches!(n, Need::Greedy | Need::AllGreedy | Need::TopK { .. }))
         {
             self.screen();
         }
         let mut kvs: Vec<&mut Session> = sessions.iter_mut().map(|s| &mut s.kv).collect();
-        let out = forward_with(
+        let (out, hidden) = forward_trees(
             &self.model,
             &mut kvs,
             ids,
             needs,
+            trees,
             self.screen.as_ref(),
             projector,
         )?;
-        for (s, r) in sessions.iter_mut().zip(out) {
+        for ((s, r), h) in sessions.iter_mut().zip(out).zip(hidden) {
             s.result = r;
+            s.hidden = h;
         }
         Ok(())
     }
@@ -141,6 +159,7 @@ impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
         Ok(CpuSession {
             kv: Session::with_format(&self.model, ctx, self.kv_format),
             result: RowResult::Nothing,
+            hidden: None,
         })
     }
 
@@ -151,6 +170,7 @@ impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
     fn truncate(&mut self, s: &mut CpuSession, n: usize) {
         s.kv.truncate(n);
         s.result = RowResult::Nothing;
+        s.hidden = None;
     }
 
     fn capacity(&self, s: &CpuSession) -> usize {
@@ -166,12 +186,55 @@ impl<M: Deref<Target = Model> + Send> Backend for CpuBackend<M> {
         self.step_with(sessions, ids, needs, None)
     }
 
+    fn draft_support(&self) -> DraftSupport {
+        DraftSupport {
+            tree: true,
+            hidden: true,
+        }
+    }
+
+    fn step_drafts(
+        &mut self,
+        sessions: &mut [&mut CpuSession],
+        ids: &[&[u32]],
+        needs: &[Need],
+        trees: &[Option<&[usize]>],
+    ) -> Result<(), BackendError> {
+        self.step_trees_with(sessions, ids, needs, trees, None)
+    }
+
+    fn keep_path(
+        &mut self,
+        s: &mut CpuSession,
+        first: usize,
+        path: &[usize],
+    ) -> Result<(), BackendError> {
+        s.kv.keep_path(first, path)?;
+        Ok(())
+    }
+
+    fn medusa_heads(&self) -> usize {
+        self.model.medusa.as_ref().map_or(0, |m| m.count())
+    }
+
+    fn head_drafts(&self, s: &CpuSession, row: usize, top: usize) -> Option<Vec<Vec<(u32, f32)>>> {
+        let heads = self.model.medusa.as_ref()?;
+        let n = self.model.config.hidden_size;
+        let h = s.hidden.as_ref()?.get(row * n..(row + 1) * n)?;
+        let head = self.model.embed_tokens.view();
+        Some(match &self.screen {
+            Some(screen) => heads.candidates_screened(screen, &head, h, top),
+            None => heads.candidates(&head, h, top),
+        })
+    }
+
     fn output<'a>(&'a self, s: &'a CpuSession) -> Output<'a> {
         match &s.result {
             RowResult::Nothing => Output::Nothing,
             RowResult::Logits(l) => Output::Logits(l),
             RowResult::Token(t) => Output::Token(*t),
             RowResult::Candidates(c) => Output::Candidates(c),
+            RowResult::Tokens(t) => Output::Tokens(t),
         }
     }
 }

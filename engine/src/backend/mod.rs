@@ -43,6 +43,9 @@ pub enum Need {
     Greedy,
     /// The logits of every new token, `[n_new, vocab]` (perplexity, prompt logprobs).
     AllLogits,
+    /// The most likely next token after every new token (verifying a greedy draft); a
+    /// surface without a cheaper way answers with every logit, as [`Need::AllLogits`].
+    AllGreedy,
     /// What a sampler that truncates to its `k` best tokens can pick from: the last new
     /// token's logits of a set of tokens holding the `k` largest and the last `recent`
     /// tokens of the session's history (which penalties move; `usize::MAX`: all of it),
@@ -62,6 +65,8 @@ pub enum Output<'a> {
     Token(u32),
     /// `(id, logit)` sorted by id, for [`Need::TopK`].
     Candidates(&'a [(u32, f32)]),
+    /// The argmax after every new token ([`Need::AllGreedy`]).
+    Tokens(&'a [u32]),
 }
 
 /// How a surface is doing.
@@ -117,6 +122,23 @@ impl From<BackendError> for crate::Error {
     }
 }
 
+/// What a surface offers speculative decoding ([`Backend::step_drafts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DraftSupport {
+    /// Draft trees verified in one pass with a tree attention mask; without it, chains
+    /// (each node the child of the one before), which any surface verifies as plain new
+    /// tokens.
+    pub tree: bool,
+    /// The final normed hidden states of a draft step's rows are kept for drafting heads
+    /// ([`Backend::head_drafts`]).
+    pub hidden: bool,
+}
+
+/// Whether `parents` describes a chain: node i's parent is i − 1.
+pub fn is_chain(parents: &[usize]) -> bool {
+    parents.iter().enumerate().skip(1).all(|(i, &p)| p + 1 == i)
+}
+
 /// A compute surface with sessions (sequences with their KV caches).
 pub trait Backend: Send {
     type Session: Send;
@@ -149,6 +171,64 @@ pub trait Backend: Send {
     ) -> Result<(), BackendError>;
     /// What the last step left for `s`.
     fn output<'a>(&'a self, s: &'a Self::Session) -> Output<'a>;
+    /// What this surface offers speculative decoding.
+    fn draft_support(&self) -> DraftSupport {
+        DraftSupport::default()
+    }
+    /// [`step`](Self::step) where `trees[i] = Some(parents)` makes `ids[i]` a draft tree
+    /// to verify: node 0 follows the session's tokens, node j's parent is `parents[j] < j`;
+    /// each node sees only its ancestors and sits, for its rotation, at its depth. The
+    /// nodes take positions in order (then [`keep_path`](Self::keep_path) keeps the
+    /// accepted ones). A surface without [`DraftSupport::tree`] takes chains only.
+    fn step_drafts(
+        &mut self,
+        sessions: &mut [&mut Self::Session],
+        ids: &[&[u32]],
+        needs: &[Need],
+        trees: &[Option<&[usize]>],
+    ) -> Result<(), BackendError> {
+        if let Some(tree) = trees.iter().flatten().find(|t| !is_chain(t)) {
+            return Err(BackendError::Input(format!(
+                "the {} surface verifies draft chains, not trees ({} nodes given)",
+                self.surface().as_str(),
+                tree.len()
+            )));
+        }
+        self.step(sessions, ids, needs)
+    }
+    /// Keeps the accepted path of the draft tree held from position `first` on (`path`
+    /// ascending from node 0, each node a child of the one before): node `path[j]` moves to
+    /// `first + j`, the rest is forgotten.
+    fn keep_path(
+        &mut self,
+        s: &mut Self::Session,
+        first: usize,
+        path: &[usize],
+    ) -> Result<(), BackendError> {
+        if !path.iter().enumerate().all(|(j, &p)| p == j) {
+            return Err(BackendError::Input(format!(
+                "the {} surface keeps draft chains only, not the path {path:?}",
+                self.surface().as_str()
+            )));
+        }
+        self.truncate(s, first + path.len());
+        Ok(())
+    }
+    /// Medusa heads the surface can run (the model's, where the surface keeps hidden
+    /// states: [`DraftSupport::hidden`]).
+    fn medusa_heads(&self) -> usize {
+        0
+    }
+    /// The Medusa heads' guesses from node `row` of the last draft step of `s`: per head,
+    /// its `top` tokens with their probabilities, best first.
+    fn head_drafts(
+        &self,
+        _s: &Self::Session,
+        _row: usize,
+        _top: usize,
+    ) -> Option<Vec<Vec<(u32, f32)>>> {
+        None
+    }
 }
 
 /// Checks a step's arguments line up; every backend calls it first.
@@ -200,5 +280,36 @@ impl<B: Backend> Backend for Box<B> {
     }
     fn output<'a>(&'a self, s: &'a Self::Session) -> Output<'a> {
         (**self).output(s)
+    }
+    fn draft_support(&self) -> DraftSupport {
+        (**self).draft_support()
+    }
+    fn step_drafts(
+        &mut self,
+        sessions: &mut [&mut Self::Session],
+        ids: &[&[u32]],
+        needs: &[Need],
+        trees: &[Option<&[usize]>],
+    ) -> Result<(), BackendError> {
+        (**self).step_drafts(sessions, ids, needs, trees)
+    }
+    fn keep_path(
+        &mut self,
+        s: &mut Self::Session,
+        first: usize,
+        path: &[usize],
+    ) -> Result<(), BackendError> {
+        (**self).keep_path(s, first, path)
+    }
+    fn medusa_heads(&self) -> usize {
+        (**self).medusa_heads()
+    }
+    fn head_drafts(
+        &self,
+        s: &Self::Session,
+        row: usize,
+        top: usize,
+    ) -> Option<Vec<Vec<(u32, f32)>>> {
+        (**self).head_drafts(s, row, top)
     }
 }

@@ -65,6 +65,10 @@ struct Args {
     /// f32, which their kernels read.
     #[arg(long = "kv", env = "ONEBIT_ARG_KV", default_value = "f16")]
     kv: onebit_engine::forward::KvFormat,
+    /// Speculative decoding per slot: lookup (prompt n-grams), medusa (the model's Medusa
+    /// heads) or auto (prompt lookup, only while it is measured faster than plain decoding) or off.
+    #[arg(long, env = "ONEBIT_ARG_SPECULATE", default_value = "auto")]
+    speculate: onebit_engine::speculate::Mode,
     /// Seconds one device step may take before its queue counts as hung and the CPU takes over.
     #[arg(
         long = "device-timeout",
@@ -320,6 +324,7 @@ fn options(a: &Args) -> Result<Options, String> {
         },
         webui: !a.no_webui,
         strict_model: a.strict_model,
+        speculate: onebit_engine::speculate::SpecOptions::new(a.speculate),
     })
 }
 

@@ -69,7 +69,8 @@ pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
     types.dedup();
     let ternary_type = types.join("+");
     for t in g.tensors() {
-        let known = t.name == layout::GGUF_EMBD
+        let known = t.name.starts_with("medusa.")
+            || t.name == layout::GGUF_EMBD
             || t.name == layout::GGUF_OUTPUT
             || t.name == layout::GGUF_NORM
             || (0..config.n_layers).any(|i| {
@@ -101,6 +102,7 @@ pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
             metadata.push((key.to_string(), v.summary()));
         }
     }
+    let medusa = super::medusa::from_gguf(g, config.hidden_size)?;
     let provenance = Provenance {
         format: "gguf".into(),
         ternary_type,
@@ -115,6 +117,7 @@ pub fn model_from_gguf(g: &GgufFile) -> Result<(Model, Tokenizer)> {
             lm_head,
             layers,
             norm,
+            medusa,
             provenance,
         },
         tokenizer,

@@ -597,6 +597,11 @@ pub fn model_contents<'a>(
             }
         }
     }
+    if let Some(heads) = &model.medusa {
+        let (mkv, mt) = super::medusa::gguf_contents(heads);
+        kv.extend(mkv);
+        tensors.extend(mt);
+    }
     Ok((kv, tensors))
 }
 

@@ -4,6 +4,7 @@
 //! - [`gguf`]: GGUF reader; [`gguf_write`]: GGUF writer (I2_S, TQ2_0, TQ1_0, SHERRY).
 //! - [`sherry`]: projecting dense ternary weights onto Sherry's 3:4 sparsity.
 //! - [`hf`]: HF directory loader and writer (uint8-packed ternary safetensors).
+//! - [`medusa`]: Medusa heads (speculative decoding) in either.
 
 pub mod codec;
 pub mod fuzz;
@@ -12,6 +13,7 @@ mod gguf_model;
 pub mod gguf_write;
 pub mod hf;
 pub mod layout;
+pub mod medusa;
 pub mod read_file;
 pub mod repack;
 pub mod sherry;

@@ -9,13 +9,13 @@
 
 use super::{
     add_inplace, attend, bitlinear, gate_up, quantize_rows, silu_mul, LayerAt, Rope, RowPos,
-    Scratch, Session,
+    Scratch, Session, TreeMask,
 };
 
 pub(super) fn block(
     at: &LayerAt,
     sessions: &mut [&mut Session],
-    rows: &[RowPos],
+    rows: (&[RowPos], &[Option<TreeMask>]),
     rope: &Rope,
     h: &mut [f32],
     s: &mut Scratch,

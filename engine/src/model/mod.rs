@@ -266,6 +266,8 @@ pub struct Model {
     pub lm_head: Option<Embedding>,
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,
+    /// Medusa heads for speculative decoding, where the file carries them.
+    pub medusa: Option<crate::speculate::medusa::MedusaHeads>,
     pub provenance: Provenance,
 }
 

@@ -122,6 +122,9 @@ pub struct Metrics {
     /// Sum over decode calls of the sessions in each, for the busy-slots average.
     pub busy_slot_steps: AtomicU64,
     pub n_tokens_max: AtomicU64,
+    /// Speculative decoding: draft tokens verified, and those the model kept.
+    pub drafted_tokens: AtomicU64,
+    pub accepted_tokens: AtomicU64,
     pub ttft: Histogram,
     pub inter_token: Histogram,
     /// Wall time of one engine step: how long every running stream waits for its next
@@ -240,6 +243,25 @@ impl Metrics {
             "counter",
             "Generation requests refused with 503 because the queue was full.",
             ld(&self.requests_rejected) as f64,
+        );
+        let (drafted, accepted) = (ld(&self.drafted_tokens), ld(&self.accepted_tokens));
+        put(
+            "draft_tokens_total",
+            "counter",
+            "Speculative draft tokens verified.",
+            drafted as f64,
+        );
+        put(
+            "draft_tokens_accepted_total",
+            "counter",
+            "Speculative draft tokens the model accepted.",
+            accepted as f64,
+        );
+        put(
+            "draft_acceptance_rate",
+            "gauge",
+            "Accepted per verified speculative draft token.",
+            rate(accepted, drafted as f64),
         );
         put(
             "n_decode_total",

@@ -70,6 +70,8 @@ pub struct Options {
     /// Refuse requests that name another `model` with 404 (`--strict-model`); by default
     /// any name is accepted and this server's model answers, as llama-server does.
     pub strict_model: bool,
+    /// How each slot speculates (`--speculate`).
+    pub speculate: crate::speculate::SpecOptions,
 }
 
 impl Default for Options {
@@ -92,6 +94,7 @@ impl Default for Options {
             },
             webui: true,
             strict_model: false,
+            speculate: crate::speculate::SpecOptions::new(crate::speculate::Mode::Auto),
         }
     }
 }
@@ -187,6 +190,7 @@ impl Server {
             queue: o.queue,
             chunk: o.chunk,
             eos: vocab.eos_ids(),
+            speculate: o.speculate,
         };
         // Known before the first request: /health and /v1/models say which surface serves.
         self.shared.metrics.set_surface(metrics::SurfaceState {

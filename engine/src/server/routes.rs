@@ -666,6 +666,7 @@ impl<'a> Reader<'a> {
                 "prompt_n": e.prompt_tokens - e.cached_tokens, "prompt_ms": e.prompt_ms, "cache_n": e.cached_tokens,
                 "predicted_n": e.completion_tokens, "predicted_ms": e.predicted_ms,
                 "predicted_per_second": if e.predicted_ms > 0.0 { e.completion_tokens as f64 * 1e3 / e.predicted_ms } else { 0.0 },
+                "draft_n": e.drafted_tokens, "draft_n_accepted": e.accepted_tokens,
             })
         })
     }
@@ -673,11 +674,20 @@ impl<'a> Reader<'a> {
     fn usage(&self, g: &Gen, engine: Option<&Usage>) -> Value {
         let completion = engine.map_or(self.got.completion_tokens, |u| u.completion_tokens);
         let cached = engine.map_or(self.got.cached, |u| u.cached_tokens);
+        let (drafted, accepted) = engine.map_or((0, 0), |u| (u.drafted_tokens, u.accepted_tokens));
         json!({
             "prompt_tokens": g.prompt.len(),
             "completion_tokens": completion,
             "total_tokens": g.prompt.len() + completion,
             "prompt_tokens_details": {"cached_tokens": cached},
+            // OpenAI's names for predicted-output tokens: the speculative drafts kept and
+            // thrown away, with onebit's own totals beside them.
+            "completion_tokens_details": {
+                "accepted_prediction_tokens": accepted,
+                "rejected_prediction_tokens": drafted - accepted,
+                "drafted_tokens": drafted,
+                "acceptance_rate": if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
+            },
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::backend::Backend;
 use crate::generate::{self, Advance, Options, Stream};
 pub use crate::generate::{Finish, TokenLogprob};
 use crate::sampler::SamplingParams;
+use crate::speculate::SpecOptions;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
@@ -45,6 +46,9 @@ pub struct Usage {
     pub completion_tokens: usize,
     pub prompt_ms: f64,
     pub predicted_ms: f64,
+    /// Speculative decoding: draft tokens verified, and how many the model kept.
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 #[derive(Debug)]
@@ -82,6 +86,8 @@ pub struct SchedConfig {
     /// Prompt tokens one slot feeds per step.
     pub chunk: usize,
     pub eos: Vec<u32>,
+    /// How each slot speculates.
+    pub speculate: SpecOptions,
 }
 
 #[derive(Default)]
@@ -209,7 +215,7 @@ pub fn run<B: Backend + 'static>(mut backend: B, queue: Arc<Queue>, cfg: SchedCo
         fallbacks: backend.fallbacks(),
     });
     loop {
-        if !admit(&mut backend, &queue, &mut slots, &cfg.eos) {
+        if !admit(&mut backend, &queue, &mut slots, &cfg) {
             break;
         }
         drop_cancelled(&queue, &mut slots);
@@ -255,7 +261,7 @@ fn admit<B: Backend>(
     backend: &mut B,
     queue: &Queue,
     slots: &mut [Slot<B::Session>],
-    eos: &[u32],
+    cfg: &SchedConfig,
 ) -> bool {
     let mut st = queue.lock();
     loop {
@@ -274,7 +280,7 @@ fn admit<B: Backend>(
             let Some(job) = st.jobs.pop_front() else {
                 break;
             };
-            start(backend, &mut slots[free], job, eos, &queue.metrics);
+            start(backend, &mut slots[free], job, cfg, &queue.metrics);
             st.active += 1;
         }
         queue
@@ -328,9 +334,10 @@ fn start<B: Backend>(
     backend: &mut B,
     slot: &mut Slot<B::Session>,
     job: Job,
-    eos: &[u32],
+    cfg: &SchedConfig,
     m: &Metrics,
 ) {
+    let eos = &cfg.eos;
     let shared = if job.cache_prompt {
         common_prefix(backend.tokens(&slot.session), &job.prompt)
     } else {
@@ -358,7 +365,8 @@ fn start<B: Backend>(
             },
             logprobs: job.logprobs,
         },
-    );
+    )
+    .with_speculation(cfg.speculate);
     let _ = job.events.send(Event::Started { cached: reuse });
     slot.active = Some(Active {
         job,
@@ -450,7 +458,13 @@ fn step<B: Backend>(
             a.usage.predicted_ms += t.as_secs_f64() * 1e3;
             m.predicted_seconds.add(t);
         }
-        if adv.token.is_none() && adv.finish.is_none() {
+        if adv.drafted > 0 {
+            a.usage.drafted_tokens += adv.drafted;
+            a.usage.accepted_tokens += adv.accepted;
+            m.drafted_tokens.fetch_add(adv.drafted as u64, Relaxed);
+            m.accepted_tokens.fetch_add(adv.accepted as u64, Relaxed);
+        }
+        if adv.tokens.is_empty() && adv.finish.is_none() {
             continue;
         }
         let len = backend.tokens(&slot.session).len();
@@ -462,19 +476,23 @@ fn step<B: Backend>(
         }
         a.last = Some(now);
         a.usage.completion_tokens = a.stream.generated();
-        m.predicted_tokens.fetch_add(1, Relaxed);
+        m.predicted_tokens
+            .fetch_add(adv.tokens.len().max(1) as u64, Relaxed);
         let Advance {
-            token,
-            logprob,
+            tokens,
+            logprobs,
             finish,
             ..
         } = adv;
-        if let Some(id) = token {
-            if a.job.events.send(Event::Token { id, logprob }).is_err() {
-                slot.active = None;
-                freed += 1;
-                continue;
-            }
+        let mut logprobs = logprobs.into_iter();
+        let gone = tokens.into_iter().any(|id| {
+            let logprob = logprobs.next();
+            a.job.events.send(Event::Token { id, logprob }).is_err()
+        });
+        if gone {
+            slot.active = None;
+            freed += 1;
+            continue;
         }
         if let Some(r) = finish {
             if let Some(a) = slot.active.take() {
@@ -612,6 +630,7 @@ mod tests {
             queue: waiting,
             chunk: 2,
             eos: vec![31],
+            speculate: SpecOptions::new(crate::speculate::Mode::Off),
         };
         let q2 = q.clone();
         (q, std::thread::spawn(move || run(Toy, q2, cfg)))

@@ -50,7 +50,8 @@ impl AttnShape {
 }
 
 /// One session's new rows: row `i` is at position `first_pos + i` and attends to the
-/// cached positions `0 ..= first_pos + i`.
+/// cached positions `0 ..= first_pos + i`, of which, with a `tree` mask, the new rows' own
+/// positions only where the mask lets it.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment<'a> {
     /// `[rows, n_heads · head_dim]` (after RoPE).
@@ -58,6 +59,25 @@ pub struct Segment<'a> {
     pub first_pos: usize,
     pub keys: KvRows<'a>,
     pub values: KvRows<'a>,
+    /// A tree attention mask (speculative verification: the new rows are a tree of draft
+    /// tokens): bit `j` of `tree[i]` lets row `i` see new row `j` (its ancestors and
+    /// itself, `j ≤ i`); everything before `first_pos` stays visible. At most
+    /// [`TREE_ROWS`] rows.
+    pub tree: Option<&'a [u64]>,
+}
+
+/// The most rows a [`Segment::tree`] mask describes.
+pub const TREE_ROWS: usize = 64;
+
+impl Segment<'_> {
+    /// Whether row `r` may see the key at `pos` (below its causal end).
+    #[inline(always)]
+    fn sees(&self, r: usize, pos: usize) -> bool {
+        match self.tree {
+            Some(mask) if pos >= self.first_pos => mask[r] >> (pos - self.first_pos) & 1 == 1,
+            _ => true,
+        }
+    }
 }
 
 impl Segment<'_> {
@@ -360,8 +380,21 @@ unsafe fn task<S: Simd>(
                 scores::<S>(&q, &kt, &mut s, mp, hd, hdp, jv, c);
             }
             for i in 0..mp {
-                let valid = last[i].saturating_sub(j0).min(jn);
+                let mut valid = last[i].saturating_sub(j0).min(jn);
                 let p = &mut s[i * BK..][..BK];
+                if seg.tree.is_some() && valid > 0 {
+                    let r = g.r0 + i / group;
+                    for (j, x) in p[..valid].iter_mut().enumerate() {
+                        if !seg.sees(r, j0 + j) {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                    // A tile whose every key is hidden adds nothing (and must not turn
+                    // the running max into NaN).
+                    if p[..valid].iter().all(|x| *x == f32::NEG_INFINITY) {
+                        valid = 0;
+                    }
+                }
                 if valid == 0 {
                     p[..jn].fill(0.0);
                     continue;
@@ -558,6 +591,9 @@ pub fn attention_ref(shape: AttnShape, segs: &[Segment], out: &mut [f32]) {
                 let n = s.first_pos + r + 1;
                 let mut scores: Vec<f64> = (0..n)
                     .map(|p| {
+                        if !s.sees(r, p) {
+                            return f64::NEG_INFINITY;
+                        }
                         s.keys.head_to_f32(Isa::Scalar, kvs, p, kvh, &mut k);
                         qh.iter()
                             .zip(&k)
@@ -627,7 +663,7 @@ mod tests {
                 (k, v, q, past)
             }).collect();
             let segs: Vec<Segment> = bufs.iter().map(|(k, v, q, past)| Segment {
-                q, first_pos: *past, keys: k.rows(), values: v.rows(),
+                q, first_pos: *past, keys: k.rows(), values: v.rows(), tree: None,
             }).collect();
             let total: usize = rows.iter().map(|r| r.0).sum();
             let mut want = vec![0f32; total * shape.q_dim()];
@@ -635,6 +671,79 @@ mod tests {
             for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
                 let mut got = vec![f32::NAN; total * shape.q_dim()];
                 attention(isa, shape, &segs, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    proptest::prop_assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?} {format}: [{i}] {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    /// Tree masks from parent lists: row `i` sees itself and its ancestors.
+    fn tree_masks(parents: &[usize]) -> Vec<u64> {
+        let mut masks: Vec<u64> = Vec::with_capacity(parents.len());
+        for (i, &p) in parents.iter().enumerate() {
+            let up = if i == 0 { 0 } else { masks[p] };
+            masks.push(up | 1 << i);
+        }
+        masks
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn tree_masked_flash_matches_reference(
+            hd in proptest::prop_oneof![1usize..72, proptest::strategy::Just(64usize)],
+            group in 1usize..4,
+            // Parent of node i + 1 as a fraction of i + 1 (any earlier node).
+            shape_seed in proptest::collection::vec(0.0f64..1.0, 0..40),
+            past in 0usize..300,
+            seed in 0u32..1000,
+            fmt in 0usize..KvFormat::ALL.len(),
+        ) {
+            let shape = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: hd };
+            let kvs = shape.kv();
+            let format = KvFormat::ALL[fmt];
+            let mut parents = vec![0usize];
+            for (i, f) in shape_seed.iter().enumerate() {
+                parents.push(((i + 1) as f64 * f) as usize);
+            }
+            let n = parents.len();
+            let masks = tree_masks(&parents);
+            let total = past + n;
+            let (mut k, mut v) = (KvBuf::new(format, kvs, total), KvBuf::new(format, kvs, total));
+            for p in 0..total {
+                let kr: Vec<f32> = (0..kvs.kv_dim()).map(|i| value(p * 977 + i, seed, 3.0)).collect();
+                let vr: Vec<f32> = (0..kvs.kv_dim()).map(|i| value(p * 613 + i, seed + 7, 5.0)).collect();
+                k.rows_mut().store(kvs, p, &kr);
+                v.rows_mut().store(kvs, p, &vr);
+            }
+            let q: Vec<f32> = (0..n * shape.q_dim()).map(|i| value(i, seed + 3, 4.0)).collect();
+            let seg = Segment { q: &q, first_pos: past, keys: k.rows(), values: v.rows(), tree: Some(&masks) };
+            let mut want = vec![0f32; n * shape.q_dim()];
+            attention_ref(shape, &[seg], &mut want);
+            // Each row alone against only its visible keys, laid out as a plain causal
+            // segment, must give the same: the mask is exactly "ancestors and prefix".
+            for r in 0..n {
+                let visible: Vec<usize> = (0..past).chain((0..=r).filter(|j| masks[r] >> j & 1 == 1).map(|j| past + j)).collect();
+                let (mut k2, mut v2) = (KvBuf::new(KvFormat::F32, kvs, visible.len()), KvBuf::new(KvFormat::F32, kvs, visible.len()));
+                let mut row = vec![0f32; kvs.kv_dim()];
+                for (dst, &src) in visible.iter().enumerate() {
+                    k.rows().head_to_f32(Isa::Scalar, kvs, src, 0, &mut row);
+                    k2.rows_mut().store(kvs, dst, &row);
+                    v.rows().head_to_f32(Isa::Scalar, kvs, src, 0, &mut row);
+                    v2.rows_mut().store(kvs, dst, &row);
+                }
+                let qr = &q[r * shape.q_dim()..][..shape.q_dim()];
+                let plain = Segment { q: qr, first_pos: visible.len() - 1, keys: k2.rows(), values: v2.rows(), tree: None };
+                let mut alone = vec![0f32; shape.q_dim()];
+                attention_ref(shape, &[plain], &mut alone);
+                for (a, w) in alone.iter().zip(&want[r * shape.q_dim()..][..shape.q_dim()]) {
+                    proptest::prop_assert!((a - w).abs() <= 1e-4 * (1.0 + w.abs()), "row {r}: {a} vs {w}");
+                }
+            }
+            for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                let mut got = vec![f32::NAN; n * shape.q_dim()];
+                attention(isa, shape, &[seg], &mut got);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     proptest::prop_assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?} {format}: [{i}] {g} vs {w}");
                 }
@@ -666,6 +775,7 @@ mod tests {
                 first_pos: 999,
                 keys: k.rows(),
                 values: v.rows(),
+                tree: None,
             }];
             let mut want = vec![0f32; 256];
             attention_ref(shape, &segs, &mut want);

@@ -365,6 +365,28 @@ impl KvRowsMut<'_> {
             KvRowsMut::Q4_0(x) => store_blocks(x, shape, pos, src, BlockQ4_0::quantize),
         }
     }
+
+    /// Copies position `from` to position `to` as stored (no requantization: the copy reads
+    /// back bit for bit what was stored at `from`).
+    pub fn copy_position(&mut self, shape: KvShape, from: usize, to: usize) {
+        fn heads<T: Copy>(x: &mut [T], shape: KvShape, per_head: usize, from: usize, to: usize) {
+            for h in 0..shape.n_kv_heads {
+                let a = head_major(x.len(), shape, per_head, from, h);
+                let b = head_major(x.len(), shape, per_head, to, h);
+                x.copy_within(a..a + per_head, b);
+            }
+        }
+        if from == to {
+            return;
+        }
+        let kv_dim = shape.kv_dim();
+        match self {
+            KvRowsMut::F32(x) => x.copy_within(from * kv_dim..(from + 1) * kv_dim, to * kv_dim),
+            KvRowsMut::F16(x) => heads(x, shape, shape.head_dim, from, to),
+            KvRowsMut::Q8_0(x) => heads(x, shape, shape.q8_head_blocks(), from, to),
+            KvRowsMut::Q4_0(x) => heads(x, shape, shape.q8_head_blocks(), from, to),
+        }
+    }
 }
 
 /// Storage for `positions` positions of one layer's keys or values, zeroed.
@@ -498,6 +520,36 @@ pub fn q4_0_to_f32(blocks: &[BlockQ4_0], dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn copy_position_reads_back_what_was_stored(
+            n_kv in 1usize..4,
+            hd in 1usize..80,
+            positions in 2usize..12,
+            from_to in (0usize..100, 0usize..100),
+            seed in 0u32..1000,
+        ) {
+            let shape = KvShape { n_kv_heads: n_kv, head_dim: hd };
+            let (from, to) = (from_to.0 % positions, from_to.1 % positions);
+            for format in KvFormat::ALL {
+                let mut buf = KvBuf::new(format, shape, positions);
+                for p in 0..positions {
+                    let row: Vec<f32> = (0..shape.kv_dim())
+                        .map(|i| ((i * 31 + p * 7) as f32 + seed as f32).sin() * 3.0)
+                        .collect();
+                    buf.rows_mut().store(shape, p, &row);
+                }
+                let before: Vec<Vec<f32>> = (0..positions).map(|p| buf.rows().to_f32(shape, positions)[p * shape.kv_dim()..][..shape.kv_dim()].to_vec()).collect();
+                buf.rows_mut().copy_position(shape, from, to);
+                let after = buf.rows().to_f32(shape, positions).into_owned();
+                for (p, want) in before.iter().enumerate() {
+                    let src = if p == to { &before[from] } else { want };
+                    proptest::prop_assert_eq!(&after[p * shape.kv_dim()..][..shape.kv_dim()], &src[..], "{} position {}", format, p);
+                }
+            }
+        }
+    }
 
     /// How far q4_0 may move value `i` of a row of heads of `hd` values. Its block's scale is
     /// `d = amax / 8`; a value rounds to the nearest of its 16 codes (error ≤ d/2), except

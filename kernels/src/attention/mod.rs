@@ -5,5 +5,5 @@ pub mod flash;
 pub mod kv;
 mod simd;
 
-pub use flash::{attention, attention_ref, AttnShape, Segment};
+pub use flash::{attention, attention_ref, AttnShape, Segment, TREE_ROWS};
 pub use kv::{BlockQ4_0, BlockQ8_0, KvBuf, KvFormat, KvRows, KvRowsMut, KvShape};

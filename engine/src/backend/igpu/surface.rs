@@ -194,7 +194,7 @@ impl Backend for IgpuSurface {
             Need::Nothing => Output::Nothing,
             Need::Logits | Need::TopK { .. } => Output::Logits(s.seq.logits()),
             Need::Greedy => Output::Token(s.seq.token()),
-            Need::AllLogits => Output::Logits(&s.all_logits),
+            Need::AllLogits | Need::AllGreedy => Output::Logits(&s.all_logits),
         }
     }
 }
@@ -211,7 +211,7 @@ impl IgpuSurface {
         let mut heads = Vec::new();
         for ((s, ids), &need) in sessions.iter_mut().zip(ids).zip(needs) {
             s.need = need;
-            if need == Need::AllLogits {
+            if matches!(need, Need::AllLogits | Need::AllGreedy) {
                 // The GPU chain scores the last row only: one token at a time, each row's
                 // logits gathered as it comes.
                 s.all_logits.clear();

@@ -17,6 +17,7 @@ use onebit_engine::forward::{
 use onebit_engine::generate::{step, Options, Stream};
 use onebit_engine::model::{Model, SPARSE_COLUMNS};
 use onebit_engine::sampler::SamplingParams;
+use onebit_engine::speculate::{Mode, SpecOptions, SpecStats};
 use onebit_engine::synth::{self, Preset, Rng};
 use onebit_kernels::embd::EmbdType;
 use onebit_kernels::parallel;
@@ -104,6 +105,10 @@ pub struct Args {
     /// says nothing about a GPU's).
     #[arg(long)]
     pub emulator: bool,
+    /// Also time each tg test speculating (lookup, medusa or auto; off: no such rows), and
+    /// report the tokens each pass over the weights produced.
+    #[arg(long, default_value = "off")]
+    pub speculate: onebit_engine::speculate::Mode,
 }
 
 impl Args {
@@ -151,6 +156,10 @@ pub struct Row {
     pub roofline_probe_error: Option<f64>,
     /// The fraction of down_proj weight columns read (sparse down_proj only).
     pub down_columns_read: Option<f64>,
+    /// Speculating tg rows: tokens produced per pass over the weights, and the share of
+    /// draft tokens accepted.
+    pub tokens_per_pass: Option<f64>,
+    pub acceptance: Option<f64>,
 }
 
 /// What a row measured, before any roofline.
@@ -201,6 +210,8 @@ impl Test {
             roofline_fraction: None,
             roofline_probe_error: None,
             down_columns_read: None,
+            tokens_per_pass: None,
+            acceptance: None,
         }
     }
 }
@@ -370,6 +381,32 @@ fn run_tg<B: Backend>(
     Ok(times)
 }
 
+/// [`run_tg`] speculating as `spec` says: `n` tokens, each step's time shared by the
+/// tokens it produced; per-token seconds and what speculation did.
+fn run_tg_spec<B: Backend>(
+    b: &mut B,
+    s: &mut B::Session,
+    vocab: usize,
+    (n, rep): (usize, usize),
+    spec: SpecOptions,
+) -> onebit_engine::Result<(Vec<f64>, SpecStats)> {
+    let prompt = random_ids_of(vocab, 1, 1000 + rep as u64);
+    let mut stream = bench_stream(prompt, n, rep as u64).with_speculation(spec);
+    let mut times = Vec::with_capacity(n);
+    while times.len() < n {
+        let t0 = Instant::now();
+        let adv = step(b, &mut [(&mut *s, &mut stream)], 1)?.remove(0);
+        let dt = t0.elapsed().as_secs_f64();
+        let k = adv.tokens.len().max(1);
+        times.extend(std::iter::repeat_n(dt / k as f64, k));
+        if adv.finish.is_some() {
+            break;
+        }
+    }
+    let stats = stream.spec_stats().cloned().unwrap_or_default();
+    Ok((times, stats))
+}
+
 /// Like [`run_tg`], through the int8-screened greedy head, after what `s` holds.
 fn run_tg_greedy(
     model: &Model,
@@ -465,6 +502,28 @@ fn timed_rows<B: Backend>(
             })?;
             let row = test(0, n, depth).row(samples);
             rows.push(decode_row(row, all, roof, depth + n / 2));
+            if a.speculate != Mode::Off {
+                let stats = std::cell::RefCell::new(SpecStats::default());
+                let (samples, all) = decode_reps(a.reps, |r| {
+                    let s = depths.at(b, vocab, depth)?;
+                    let (times, st) =
+                        run_tg_spec(b, s, vocab, (n, r), SpecOptions::new(a.speculate))?;
+                    stats.borrow_mut().add(&st);
+                    Ok(times)
+                })?;
+                let stats = stats.into_inner();
+                let mut row = test(0, n, depth).row(samples);
+                row.test = format!(
+                    "{} speculate {} ({:.2} tok/pass, {:.0} % accepted)",
+                    row.test,
+                    a.speculate,
+                    stats.tokens_per_pass(),
+                    100.0 * stats.acceptance()
+                );
+                row.tokens_per_pass = Some(stats.tokens_per_pass());
+                row.acceptance = Some(stats.acceptance());
+                rows.push(decode_row(row, all, roof, depth + n / 2));
+            }
         }
     }
     Ok(rows)

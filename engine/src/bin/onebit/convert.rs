@@ -1,7 +1,8 @@
 //! `onebit convert`: rewrite a model in another format (HF packed ↔ GGUF I2_S / TQ2_0 /
 //! TQ1_0). The ternary codes and scales carry over exactly; the embedding keeps its type
 //! unless `--embd` asks for another (f16 is lossless for bf16 values in f16's range;
-//! q8_0 / q6_k are lossy, like bitnet.cpp's `--quant-embd`).
+//! q8_0 / q6_k are lossy, like bitnet.cpp's `--quant-embd`). Medusa heads carry over, and
+//! `--medusa` adds them to a model that has none.
 //!
 //! `--format sherry` is the one lossy ternary target: dense ternary weights are projected
 //! onto 3:4 sparsity (`onebit_engine::format::sherry` says how), optionally guided by the
@@ -39,6 +40,11 @@ pub struct Args {
     /// `general.name` of a GGUF output.
     #[arg(long)]
     pub name: Option<String>,
+    /// Add (or replace) Medusa heads for speculative decoding from a `medusa.safetensors`
+    /// (`medusa.{k}.weight` / `.bias`, as `tools/train/train_medusa.py` writes them);
+    /// `none` drops the model's heads.
+    #[arg(long)]
+    pub medusa: Option<PathBuf>,
 }
 
 fn parse_embd(s: &str) -> Result<Option<EmbdType>, String> {
@@ -116,6 +122,16 @@ pub fn main(a: Args) -> CliResult {
         return Err("--calib and --eval apply to --format sherry only".into());
     }
     let (mut model, tok) = a.model.load()?;
+    match a.medusa.as_deref() {
+        Some(p) if p.as_os_str() == "none" => model.medusa = None,
+        Some(p) => {
+            let heads =
+                onebit_engine::format::medusa::from_safetensors(p, model.config.hidden_size)?;
+            eprintln!("adding {} Medusa heads from {}", heads.count(), p.display());
+            model.medusa = Some(heads);
+        }
+        None => {}
+    }
     if let Some(kind) = embd {
         if ternary.is_none() && !matches!(kind, EmbdType::F32 | EmbdType::F16 | EmbdType::Bf16) {
             return Err(

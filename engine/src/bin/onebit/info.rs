@@ -39,6 +39,9 @@ pub fn main(a: Args) -> CliResult {
             .collect::<std::collections::BTreeMap<_, _>>(),
         "tokenizer": { "vocab_size": tok.vocab_size(), "bos": tok.bos_id(), "eos": tok.eos_ids() },
         "chat_template": tok.chat_template().map(|t| t.source.clone()),
+        "medusa": model.medusa.as_ref().map(|m| serde_json::json!({
+            "head_count": m.count(), "kind": onebit_engine::speculate::medusa::KIND, "params": m.n_params(),
+        })),
         "metadata": p.metadata.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
     });
     if a.json {
@@ -118,6 +121,15 @@ pub fn main(a: Args) -> CliResult {
             t.source.len()
         ),
         None => println!("chat         BitNet's built-in format (the model has no template)"),
+    }
+    if let Some(m) = &model.medusa {
+        println!(
+            "medusa       {} heads ({}, hidden {}), {} params: speculative drafting (--speculate medusa)",
+            m.count(),
+            onebit_engine::speculate::medusa::KIND,
+            m.hidden,
+            m.n_params()
+        );
     }
     for (k, v) in &p.metadata {
         println!("  {k} = {v}");

@@ -3,8 +3,9 @@
 use crate::common::{CliResult, ModelArgs, SurfaceArgs};
 use onebit_engine::backend::Backend;
 use onebit_engine::chat::{chat_ids, ChatMessage};
-use onebit_engine::generate::{generate, Options};
+use onebit_engine::generate::{generate_speculating, Options};
 use onebit_engine::sampler::SamplingParams;
+use onebit_engine::speculate::{Mode, SpecOptions};
 use onebit_engine::tokenizer::{StreamDecoder, Tokenizer};
 use std::io::Write;
 
@@ -50,6 +51,15 @@ pub struct Args {
     /// but holds an int8 copy of the head in memory).
     #[arg(long)]
     pub no_screened_head: bool,
+    /// Speculative decoding: lookup (draft from n-grams of the text so far), medusa (draft
+    /// with the model's Medusa heads, on the CPU), auto (either, only while it beats plain
+    /// decoding) or off. The tokens are the same as plain decoding's (greedy) or drawn from
+    /// the same distribution (sampling).
+    #[arg(long, default_value = "auto")]
+    pub speculate: Mode,
+    /// Most draft tokens per step (a lookup chain's length, a Medusa tree's depth).
+    #[arg(long = "draft-max", default_value_t = 6)]
+    pub draft_max: usize,
 }
 
 pub fn main(a: Args) -> CliResult {
@@ -105,7 +115,11 @@ fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -
         out.flush()?;
     }
     let mut write_err = None;
-    let generated = generate(backend, &mut session, &prompt_ids, &opts, |id| {
+    let spec = SpecOptions {
+        max_draft: a.draft_max.max(1),
+        ..SpecOptions::new(a.speculate)
+    };
+    let generated = generate_speculating(backend, &mut session, &prompt_ids, &opts, spec, |id| {
         let piece = decoder.push(&tok.token_bytes(id).unwrap_or_default());
         text.push_str(&piece);
         if stream {
@@ -131,6 +145,18 @@ fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -
             "text": text,
             "finish_reason": generated.finish.as_openai(),
             "surface": backend.surface().as_str(),
+            "prefill_seconds": generated.prefill_seconds,
+            "decode_seconds": generated.decode_seconds,
+            "speculate": generated.spec.as_ref().map(|s| serde_json::json!({
+                "mode": a.speculate.as_str(),
+                "passes": s.steps,
+                "drafted": s.drafted,
+                "accepted": s.accepted,
+                "acceptance_rate": s.acceptance(),
+                "tokens_per_pass": s.tokens_per_pass(),
+                "offered_at": s.offered_at,
+                "accepted_at": s.accepted_at,
+            })),
         });
         writeln!(out, "{v}")?;
     } else {
@@ -147,5 +173,15 @@ fn run_on<B: Backend>(a: &Args, backend: &mut B, tok: &Tokenizer, eos: &[u32]) -
         generated.decode_seconds,
         n as f64 / generated.decode_seconds.max(1e-9)
     );
+    if let Some(s) = &generated.spec {
+        tracing::info!(
+            "speculate {}: {} drafted, {} accepted ({:.0} %), {:.2} tokens per pass",
+            a.speculate,
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance(),
+            s.tokens_per_pass()
+        );
+    }
     Ok(())
 }

@@ -502,6 +502,7 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
     if let Some(name) = hf.raw.get("_name_or_path").and_then(Value::as_str) {
         metadata.push((NAME_KEY.into(), name.into()));
     }
+    let medusa = super::medusa::from_hf_dir(dir, config.hidden_size)?;
     let provenance = Provenance {
         format: "hf".into(),
         ternary_type: ternary_type.into(),
@@ -516,6 +517,7 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
             lm_head,
             layers,
             norm,
+            medusa,
             provenance,
         },
         tokenizer,

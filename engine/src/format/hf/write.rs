@@ -247,6 +247,12 @@ pub fn write_dir(dir: &Path, model: &Model, tok: &Tokenizer, opts: &HfWriteOptio
             }),
         )?;
     }
+    match &model.medusa {
+        Some(heads) => crate::format::medusa::write_hf(dir, heads)?,
+        None => {
+            let _ = std::fs::remove_file(dir.join(crate::format::medusa::HF_FILE));
+        }
+    }
 
     let all = tensors(model, opts)?;
     let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
