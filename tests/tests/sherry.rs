@@ -234,3 +234,46 @@ fn a_sherry_tensor_with_a_broken_scale_or_size_is_refused_by_name() {
     let _ = std::fs::remove_file(bad);
     let _ = std::fs::remove_file(path);
 }
+
+/// The Sherry model trained with 3:4 QAT (`tools/train/runs/h200-sherry-seed1234`, same data,
+/// steps and seed as the embedded onebit-tiny): every block of every projection is 3:4 as
+/// trained, and its held-out perplexity, measured by onebit, is within 5 % of the ternary
+/// onebit-tiny's (or better).
+#[test]
+fn the_trained_sherry_model_keeps_onebit_tinys_perplexity() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/sherry/onebit-tiny-sherry.gguf");
+    let heldout =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../engine/models/onebit-tiny/heldout.txt");
+    let (sherry, tok) = onebit_engine::format::load(&path).expect("the Sherry model loads");
+    assert!(sherry
+        .layers
+        .iter()
+        .flat_map(|l| [
+            &l.q_proj,
+            &l.k_proj,
+            &l.v_proj,
+            &l.o_proj,
+            &l.gate_proj,
+            &l.up_proj,
+            &l.down_proj
+        ])
+        .all(|t| t.layout == TernaryLayout::Sherry));
+    let (ternary, _) = onebit_engine::embedded::load().expect("the embedded model loads");
+    let text = std::fs::read_to_string(&heldout).expect("the held-out text");
+    let ids = tok.encode(&text, true).expect("tokenized");
+    let ctx = 1024;
+    let s = onebit_engine::eval::perplexity(&sherry, &ids, ctx).expect("scored");
+    let t = onebit_engine::eval::perplexity(&ternary, &ids, ctx).expect("scored");
+    eprintln!(
+        "held-out perplexity: Sherry {:.3}, ternary {:.3}",
+        s.perplexity, t.perplexity
+    );
+    assert_eq!(s.n_scored, t.n_scored);
+    assert!(
+        s.perplexity <= 1.05 * t.perplexity,
+        "Sherry {} against ternary {}",
+        s.perplexity,
+        t.perplexity
+    );
+}
