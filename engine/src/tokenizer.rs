@@ -59,6 +59,58 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Any JSON value, checked and dropped. Unlike `serde::de::IgnoredAny`, which skips a
+/// string's escapes without decoding them, every string is decoded, so a lone surrogate
+/// (`"\udc00"`) is an error here rather than a panic in `tokenizers` (found by the
+/// `tokenizer_json` fuzz target). Strings without escapes are borrowed, not copied.
+struct CheckedJson;
+
+impl<'de> serde::Deserialize<'de> for CheckedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(CheckedJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CheckedJson {
+    type Value = CheckedJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while seq.next_element::<CheckedJson>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while map.next_entry::<CheckedJson, CheckedJson>()?.is_some() {}
+        Ok(self)
+    }
+}
+
 fn tok_err(what: impl std::fmt::Display) -> Error {
     Error::Tokenizer(what.to_string())
 }
@@ -79,8 +131,9 @@ impl Tokenizer {
     /// Parses an HF `tokenizer.json` held in memory.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
         // `tokenizers` panics (instead of erroring) on some malformed JSON, e.g. a truncated
-        // decoder: check the syntax first, and contain any panic left in its deserializers.
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| {
+        // decoder or a `\u` escape that is no code point: check the syntax first, and
+        // contain any panic left in its deserializers.
+        serde_json::from_slice::<CheckedJson>(bytes).map_err(|e| {
             tok_err(format!(
                 "not a valid tokenizer.json: {e} (at line {}, column {})",
                 e.line(),
@@ -469,6 +522,15 @@ impl StreamDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `\u` escape that is no code point inside the decoder made `tokenizers` panic (its
+    /// decoder deserializer unwraps); the syntax check names it instead.
+    #[test]
+    fn a_lone_surrogate_escape_is_a_syntax_error() {
+        let json = br#"{"version":"1.0","decoder":{"type":"ByteLevel","x":"\udc00"},"model":{"type":"BPE","vocab":{},"merges":[]}}"#;
+        let e = Tokenizer::from_json_bytes(json).unwrap_err().to_string();
+        assert!(e.contains("surrogate") && e.contains("column 58"), "{e}");
+    }
 
     #[test]
     fn byte_map_is_gpt2() {
