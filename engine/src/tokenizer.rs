@@ -145,6 +145,16 @@ impl Tokenizer {
                 tok_err("not a valid tokenizer.json: the tokenizer library rejected its structure")
             })?;
         let inner = parsed.map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
+        // A single text has one sequence: a `single` template naming the second ($B) makes
+        // every encode panic inside `tokenizers` (found by the tokenizer_json fuzz target).
+        // The template's pieces are only visible through its Debug form.
+        if let Some(tokenizers::PostProcessorWrapper::Template(t)) = inner.get_post_processor() {
+            if t.get_single().contains("id: B") {
+                return Err(tok_err(
+                    "not a valid tokenizer.json: post_processor.single uses the second sequence ($B), which a single text does not have; use $A",
+                ));
+            }
+        }
         Ok(Self::wrap(inner))
     }
 
@@ -530,6 +540,15 @@ mod tests {
         let json = br#"{"version":"1.0","decoder":{"type":"ByteLevel","x":"\udc00"},"model":{"type":"BPE","vocab":{},"merges":[]}}"#;
         let e = Tokenizer::from_json_bytes(json).unwrap_err().to_string();
         assert!(e.contains("surrogate") && e.contains("column 58"), "{e}");
+    }
+
+    /// Found by the `tokenizer_json` fuzz target: every encode panicked (an index out of
+    /// bounds in `tokenizers`) when the single-text template named the second sequence.
+    #[test]
+    fn a_single_template_naming_the_second_sequence_is_refused() {
+        let json = br#"{"version":"1.0","post_processor":{"type":"TemplateProcessing","single":[{"Sequence":{"id":"B","type_id":0}}],"pair":[{"Sequence":{"id":"A","type_id":0}},{"Sequence":{"id":"B","type_id":1}}],"special_tokens":{}},"model":{"type":"BPE","vocab":{"a":0},"merges":[]}}"#;
+        let e = Tokenizer::from_json_bytes(json).unwrap_err().to_string();
+        assert!(e.contains("post_processor.single"), "{e}");
     }
 
     #[test]
