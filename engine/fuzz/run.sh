@@ -9,6 +9,9 @@
 #   RUNS=10000000  executions per target (libFuzzer -runs)
 #   MAX_TIME=600   seconds per target at most (0: no limit), whichever comes first
 #   PARALLEL=1     targets fuzzed at once
+#   MAX_LEN=       longest input in bytes (default: libFuzzer's, the larger of 4096 and the
+#                  largest corpus file); also applied when minimizing, which keeps a corpus
+#                  of large files (code objects) small
 #
 # Each target starts from its committed corpus (corpus/TARGET) plus what earlier runs
 # found (work/TARGET, not committed); afterwards the union is minimized back into
@@ -20,6 +23,8 @@ cd "$(dirname "$0")"
 RUNS=${RUNS:-10000000}
 MAX_TIME=${MAX_TIME:-600}
 PARALLEL=${PARALLEL:-1}
+len=()
+[ -z "${MAX_LEN:-}" ] || len=(-max_len="$MAX_LEN")
 all=(http_request json_bodies text_stream gguf safetensors tokenizer_json hf_config xclbin code_object)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
@@ -39,7 +44,7 @@ one() {
     local log=logs/$t.log
     local start=$SECONDS
     set +e
-    "$bin/$t" "work/$t" "corpus/$t" -runs="$RUNS" -max_total_time="$MAX_TIME" -timeout=10 \
+    "$bin/$t" "work/$t" "corpus/$t" "${len[@]}" -runs="$RUNS" -max_total_time="$MAX_TIME" -timeout=10 \
         -rss_limit_mb=2048 -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$log" 2>&1
     local rc=$?
     set -e
@@ -49,7 +54,7 @@ one() {
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     # Minimize work + corpus into a fresh corpus, then replace the committed one.
     rm -rf "corpus/$t.new" && mkdir -p "corpus/$t.new"
-    "$bin/$t" -merge=1 "corpus/$t.new" "corpus/$t" "work/$t" >"logs/$t.merge.log" 2>&1
+    "$bin/$t" -merge=1 "${len[@]}" "corpus/$t.new" "corpus/$t" "work/$t" >"logs/$t.merge.log" 2>&1
     rm -rf "corpus/$t" && mv "corpus/$t.new" "corpus/$t"
     local files bytes crashes
     files=$(find "corpus/$t" -type f | wc -l)

@@ -63,6 +63,58 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Any JSON value, checked and dropped. Unlike `serde::de::IgnoredAny`, which skips a
+/// string's escapes without decoding them, every string is decoded, so a lone surrogate
+/// (`"\udc00"`) is an error here rather than a panic in `tokenizers` (found by the
+/// `tokenizer_json` fuzz target). Strings without escapes are borrowed, not copied.
+struct CheckedJson;
+
+impl<'de> serde::Deserialize<'de> for CheckedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(CheckedJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CheckedJson {
+    type Value = CheckedJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while seq.next_element::<CheckedJson>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while map.next_entry::<CheckedJson, CheckedJson>()?.is_some() {}
+        Ok(self)
+    }
+}
+
 fn tok_err(what: impl std::fmt::Display) -> Error {
     Error::Tokenizer(what.to_string())
 }
@@ -83,8 +135,9 @@ impl Tokenizer {
     /// Parses an HF `tokenizer.json` held in memory.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
         // `tokenizers` panics (instead of erroring) on some malformed JSON, e.g. a truncated
-        // decoder: check the syntax first, and contain any panic left in its deserializers.
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| {
+        // decoder or a `\u` escape that is no code point: check the syntax first, and
+        // contain any panic left in its deserializers.
+        serde_json::from_slice::<CheckedJson>(bytes).map_err(|e| {
             tok_err(format!(
                 "not a valid tokenizer.json: {e} (at line {}, column {})",
                 e.line(),
@@ -96,6 +149,16 @@ impl Tokenizer {
                 tok_err("not a valid tokenizer.json: the tokenizer library rejected its structure")
             })?;
         let inner = parsed.map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
+        // A single text has one sequence: a `single` template naming the second ($B) makes
+        // every encode panic inside `tokenizers` (found by the tokenizer_json fuzz target).
+        // The template's pieces are only visible through its Debug form.
+        if let Some(tokenizers::PostProcessorWrapper::Template(t)) = inner.get_post_processor() {
+            if t.get_single().contains("id: B") {
+                return Err(tok_err(
+                    "not a valid tokenizer.json: post_processor.single uses the second sequence ($B), which a single text does not have; use $A",
+                ));
+            }
+        }
         Ok(Self::wrap(inner))
     }
 
@@ -502,6 +565,24 @@ impl StreamDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `\u` escape that is no code point inside the decoder made `tokenizers` panic (its
+    /// decoder deserializer unwraps); the syntax check names it instead.
+    #[test]
+    fn a_lone_surrogate_escape_is_a_syntax_error() {
+        let json = br#"{"version":"1.0","decoder":{"type":"ByteLevel","x":"\udc00"},"model":{"type":"BPE","vocab":{},"merges":[]}}"#;
+        let e = Tokenizer::from_json_bytes(json).unwrap_err().to_string();
+        assert!(e.contains("surrogate") && e.contains("column 58"), "{e}");
+    }
+
+    /// Found by the `tokenizer_json` fuzz target: every encode panicked (an index out of
+    /// bounds in `tokenizers`) when the single-text template named the second sequence.
+    #[test]
+    fn a_single_template_naming_the_second_sequence_is_refused() {
+        let json = br#"{"version":"1.0","post_processor":{"type":"TemplateProcessing","single":[{"Sequence":{"id":"B","type_id":0}}],"pair":[{"Sequence":{"id":"A","type_id":0}},{"Sequence":{"id":"B","type_id":1}}],"special_tokens":{}},"model":{"type":"BPE","vocab":{"a":0},"merges":[]}}"#;
+        let e = Tokenizer::from_json_bytes(json).unwrap_err().to_string();
+        assert!(e.contains("post_processor.single"), "{e}");
+    }
 
     #[test]
     fn byte_map_is_gpt2() {

@@ -2,9 +2,11 @@
 //! once crashed a target (`engine/fuzz/regressions/TARGET/*`) through the same entry
 //! points the fuzz targets call, on stable Rust and without the fuzzer: every input the
 //! campaign kept must still parse or fail cleanly, and every fixed crash stays fixed.
+//! One test only: the panic hook it installs is process-wide.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/fuzz")
@@ -37,16 +39,29 @@ fn inputs(dir: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// Runs every input; collects the ones that panic, so one run names all of them.
+/// Panics seen by the hook [`replay`] installs, caught ones included.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs every input; collects the ones that panic, so one run names all of them. A panic
+/// that the code under test catches counts too, as it does under libFuzzer (whose hook
+/// aborts on any panic): a parser that panics and is rescued is still a finding.
 fn replay(list: &[(String, PathBuf)]) -> Vec<String> {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        default(info);
+    }));
     let mut failed = Vec::new();
     for (target, path) in list {
         let f = onebit_engine::fuzz::target(target).unwrap();
         let data = std::fs::read(path).unwrap();
-        if catch_unwind(AssertUnwindSafe(|| f(&data))).is_err() {
+        let before = PANICS.load(Ordering::Relaxed);
+        let unwound = catch_unwind(AssertUnwindSafe(|| f(&data))).is_err();
+        if unwound || PANICS.load(Ordering::Relaxed) != before {
             failed.push(format!("{target}: {}", path.display()));
         }
     }
+    let _ = std::panic::take_hook();
     failed
 }
 

@@ -143,19 +143,23 @@ impl CodeObject {
             raw.extend(kernels);
         }
         let target = target.unwrap_or_default();
-        let image_size = elf
+        // Each segment's end was checked not to overflow; rounding the last one up to a
+        // page can (an end in the top page of the address space), so it is checked too.
+        let end = elf
             .segments
             .iter()
             .filter(|s| s.p_type == elf::PT_LOAD)
             .map(|s| s.vaddr + s.memsz)
             .max()
-            .ok_or_else(|| CodeObjectError::Malformed("no PT_LOAD segment".into()))?
-            .next_multiple_of(4096);
-        if image_size > 1 << 30 {
-            return Err(CodeObjectError::Malformed(format!(
-                "image of {image_size:#x} bytes is implausibly large"
-            )));
-        }
+            .ok_or_else(|| CodeObjectError::Malformed("no PT_LOAD segment".into()))?;
+        let image_size = end
+            .checked_next_multiple_of(4096)
+            .filter(|&n| n <= 1 << 30)
+            .ok_or_else(|| {
+                CodeObjectError::Malformed(format!(
+                    "image ending at {end:#x} is implausibly large (at most 1 GiB)"
+                ))
+            })?;
         let mut co = CodeObject {
             bytes: bytes.to_vec(),
             elf,

@@ -221,6 +221,30 @@ fn relocations_are_applied_or_refused() {
         .contains("undefined symbol"));
 }
 
+/// Found by the `code_object` fuzz target: a PT_LOAD ending in the top page of the
+/// address space overflowed when the image size was rounded up to a page.
+#[test]
+fn a_segment_ending_in_the_last_page_is_refused() {
+    let mut co = CO.to_vec();
+    let rd = |b: &[u8], at: usize, n: usize| {
+        b[at..at + n]
+            .iter()
+            .rev()
+            .fold(0u64, |v, &x| v << 8 | u64::from(x))
+    };
+    let (phoff, phnum) = (rd(&co, 32, 8) as usize, rd(&co, 56, 2) as usize);
+    let load = (0..phnum)
+        .map(|i| phoff + i * 56)
+        .find(|&ph| rd(&co, ph, 4) == u64::from(elf::PT_LOAD))
+        .expect("a PT_LOAD");
+    let memsz = rd(&co, load + 40, 8);
+    co[load + 16..load + 24].copy_from_slice(&(u64::MAX - 100 - memsz).to_le_bytes());
+    let e = CodeObject::parse(&co, EF_AMDGPU_MACH_GFX1151)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("implausibly large"), "{e}");
+}
+
 #[test]
 fn truncated_objects_fail_cleanly() {
     let mut len = 0;
