@@ -452,3 +452,20 @@ mod tests {
         assert_eq!(total.load(Ordering::Relaxed), 200_000);
     }
 }
+
+/// An output buffer that the threads of one parallel region write at disjoint indices
+/// (each row or tile is handed to one thread only).
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: threads write disjoint elements (each index is handed out once), so sending the
+// pointer to another thread cannot make two writers of one element.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above: shared references only hand out the pointer, never read through it.
+unsafe impl Sync for OutPtr {}

@@ -34,6 +34,7 @@ pub use codec::{decode_block, encode_block, BlockError};
 
 use crate::act_quant::ActScale;
 use crate::parallel;
+use crate::parallel::OutPtr;
 use crate::ternary::{self, epilogue, padded_cols, Isa, BLOCK_ELEMS};
 
 /// Weights per group (the unit of the row layout); equal to the I2_S block so both formats
@@ -401,20 +402,6 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
         }
     });
 }
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: threads write disjoint elements (each row index is handed out once).
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
 
 /// GEMM for prefill: `n` activation rows (each `padded_cols` long) against all weight rows;
 /// `out` is `[n, rows]`. Each tile decodes 4 weight rows once per 4 activation rows.

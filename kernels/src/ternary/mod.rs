@@ -25,6 +25,7 @@ pub use isa::Isa;
 
 use crate::act_quant::ActScale;
 use crate::parallel;
+use crate::parallel::OutPtr;
 
 pub const BLOCK_ELEMS: usize = 128;
 pub const BLOCK_BYTES: usize = 32;
@@ -420,20 +421,6 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
         }
     });
 }
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: threads write disjoint elements (each row index is handed out once).
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
 
 /// GEMM for prefill: the tiles unpack each weight block in registers once per 4 tokens.
 /// (Unpacking 4 rows to code bytes in a per-thread buffer first, so the shifts leave the

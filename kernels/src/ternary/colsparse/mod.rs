@@ -27,6 +27,7 @@ mod walk;
 use super::{epilogue, padded_cols, Isa, TernaryView};
 use crate::act_quant::ActScale;
 use crate::parallel;
+use crate::parallel::OutPtr;
 use walk::{groups, tiles_dots, Ahead, Group};
 
 /// Rows per tile: one 64-byte line of 2-bit codes per column.
@@ -258,20 +259,6 @@ pub fn gemv_sparse_ref(w: &ColumnTernary, q: &[i8], act: ActScale, w_scale: f32,
         *o = epilogue(d, act, w_scale);
     }
 }
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not its field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: threads write disjoint elements (each tile is handed out once).
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
 
 #[cfg(test)]
 mod tests;
