@@ -479,16 +479,6 @@ fn huggingface_hub_and_onebit_find_each_others_downloads() {
     assert_eq!(found, pulled.trim());
 }
 
-/// The pid in a `/proc/locks` line of a process waiting for a lock (`N: -> FLOCK ...`).
-fn flock_waiters() -> Vec<u32> {
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("->") && l.contains("FLOCK"))
-        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
-        .collect()
-}
-
 /// While huggingface_hub's lock on the blob is held (as by a `huggingface-cli download` in
 /// progress), a pull waits; when the holder has put the blob in place, the pull uses it.
 #[test]
@@ -512,24 +502,34 @@ fn a_pull_waits_for_the_blob_lock_and_uses_what_the_holder_fetched() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the kernel lists the pull as waiting on a lock (bounded: 120 s).
-    let pid = child.id();
-    let mut waited = 0;
-    while !flock_waiters().contains(&pid) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the pull ended without waiting for the lock"
+    // Wait until the pull says it waits for the lock (the line comes just before it blocks).
+    let stderr = child.stderr.take().expect("piped");
+    let (said, waiting) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let line = line.unwrap_or_default();
+            if line.contains("waiting for it") {
+                let _ = said.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if waiting.recv().is_err() {
+        panic!(
+            "the pull ended without waiting for the lock: {}",
+            log.join().unwrap()
         );
-        waited += 1;
-        assert!(waited < 12_000, "the pull never waited for the lock");
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     // The holder finishes its download, then lets go.
     let repo = home.join("hub/models--test--tiny");
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
     std::fs::write(repo.join("blobs").join(file.sha256()), &file.bytes).unwrap();
     drop(held);
-    let out = child.wait_with_output().unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = log.join().unwrap().into_bytes();
     let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(v["files"][0]["downloaded"], false, "{v}");
     assert!(hub.seen("/cdn/").iter().all(|s| s.method != "GET"));

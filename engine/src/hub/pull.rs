@@ -294,10 +294,21 @@ fn lock(cache: &Path, repo_dir: &Path, hash: &str) -> Result<Flock<std::fs::File
         .write(true)
         .open(&path)
         .map_err(io_err(&path))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| HubError::Io {
+    let io = |path: PathBuf, errno: nix::errno::Errno| HubError::Io {
         path,
         source: errno.into(),
-    })
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(held),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            tracing::info!(
+                "another download of this file is running (it holds {}); waiting for it",
+                path.display()
+            );
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io(path, e))
+        }
+        Err((_, e)) => Err(io(path, e)),
+    }
 }
 
 /// One file to bring into `blobs/`.
