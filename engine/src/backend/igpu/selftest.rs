@@ -112,7 +112,6 @@ fn same(got: &[f32], want: &[f32], rel: f32) -> std::result::Result<String, Stri
 fn cases(seed: u64) -> Vec<Case> {
     let mut r = Rng(seed | 1);
     let mut out = Vec::new();
-    let groups = |n: usize, per: u32| (n as u32).div_ceil(per);
 
     // ternary GEMV / GEMM (exact integer math)
     let (rows, cols) = (301, 700);
@@ -130,29 +129,7 @@ fn cases(seed: u64) -> Vec<Case> {
         0.61,
         &mut want,
     );
-    out.push(Case {
-        name: "gemv_i2s",
-        buffers: vec![
-            w.clone(),
-            i8_bytes(&q),
-            act_bytes(&[act]),
-            vec![0; rows * 4],
-        ],
-        steps: vec![(
-            "gemv_i2s",
-            [groups(rows, gpu::GEMV_ROWS_PER_GROUP), 1, 1],
-            vec![
-                Arg::Buf(0),
-                Arg::Buf(1),
-                Arg::Buf(2),
-                Arg::F32(0.61),
-                Arg::Buf(3),
-                Arg::U32(rows as u32),
-                Arg::U32((k / 16) as u32),
-            ],
-        )],
-        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
-    });
+    out.push(gemv_case("gemv_i2s", w.clone(), &q, act, k / 16, want));
     let n = 11;
     let mut qn = vec![0i8; n * k];
     let acts: Vec<ActScale> = (0..n)
@@ -166,29 +143,7 @@ fn cases(seed: u64) -> Vec<Case> {
         1.3,
         &mut want,
     );
-    out.push(Case {
-        name: "gemm_i2s",
-        buffers: vec![w, i8_bytes(&qn), act_bytes(&acts), vec![0; n * rows * 4]],
-        steps: vec![(
-            "gemm_i2s",
-            [
-                groups(rows, gpu::GEMM_TILE.0),
-                groups(n, gpu::GEMM_TILE.1),
-                1,
-            ],
-            vec![
-                Arg::Buf(0),
-                Arg::Buf(1),
-                Arg::Buf(2),
-                Arg::F32(1.3),
-                Arg::Buf(3),
-                Arg::U32(rows as u32),
-                Arg::U32(n as u32),
-                Arg::U32((k / 16) as u32),
-            ],
-        )],
-        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
-    });
+    out.push(gemm_case("gemm_i2s", w, &qn, &acts, rows, k / 16, want));
 
     // Sherry 3:4 GEMV / GEMM (exact integer math): one zero per block at a random place
     let sw: Vec<i8> = (0..rows * cols)
@@ -209,54 +164,18 @@ fn cases(seed: u64) -> Vec<Case> {
     let sv = SherryView::new(rows, cols, &sp).expect("packed");
     let mut want = vec![0f32; rows];
     sherry::gemv_ref(sv, &q, act, 0.61, &mut want);
-    out.push(Case {
-        name: "gemv_sherry",
-        buffers: vec![
-            sp.clone(),
-            i8_bytes(&q),
-            act_bytes(&[act]),
-            vec![0; rows * 4],
-        ],
-        steps: vec![(
-            "gemv_sherry",
-            [groups(rows, gpu::GEMV_ROWS_PER_GROUP), 1, 1],
-            vec![
-                Arg::Buf(0),
-                Arg::Buf(1),
-                Arg::Buf(2),
-                Arg::F32(0.61),
-                Arg::Buf(3),
-                Arg::U32(rows as u32),
-                Arg::U32((k / 128) as u32),
-            ],
-        )],
-        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
-    });
+    out.push(gemv_case("gemv_sherry", sp.clone(), &q, act, k / 128, want));
     let mut want = vec![0f32; n * rows];
     sherry::gemm(sv, &qn, &acts, 1.3, &mut want);
-    out.push(Case {
-        name: "gemm_sherry",
-        buffers: vec![sp, i8_bytes(&qn), act_bytes(&acts), vec![0; n * rows * 4]],
-        steps: vec![(
-            "gemm_sherry",
-            [
-                groups(rows, gpu::GEMM_TILE.0),
-                groups(n, gpu::GEMM_TILE.1),
-                1,
-            ],
-            vec![
-                Arg::Buf(0),
-                Arg::Buf(1),
-                Arg::Buf(2),
-                Arg::F32(1.3),
-                Arg::Buf(3),
-                Arg::U32(rows as u32),
-                Arg::U32(n as u32),
-                Arg::U32((k / 128) as u32),
-            ],
-        )],
-        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
-    });
+    out.push(gemm_case(
+        "gemm_sherry",
+        sp,
+        &qn,
+        &acts,
+        rows,
+        k / 128,
+        want,
+    ));
 
     // activation quantization (exact)
     let (qr, qc) = (3, 999);
@@ -804,4 +723,77 @@ pub fn run_model(
     };
     drop(session);
     Ok((report, surface.into_parts().1))
+}
+
+/// A GEMV case: `kernel` over the packed rows `w` (`words` units of its layout per row,
+/// `want.len()` rows) times one quantized activation row, scale 0.61, exact.
+fn gemv_case(
+    kernel: &'static str,
+    w: Vec<u8>,
+    q: &[i8],
+    act: ActScale,
+    words: usize,
+    want: Vec<f32>,
+) -> Case {
+    let rows = want.len();
+    Case {
+        name: kernel,
+        buffers: vec![w, i8_bytes(q), act_bytes(&[act]), vec![0; rows * 4]],
+        steps: vec![(
+            kernel,
+            [groups(rows, gpu::GEMV_ROWS_PER_GROUP), 1, 1],
+            vec![
+                Arg::Buf(0),
+                Arg::Buf(1),
+                Arg::Buf(2),
+                Arg::F32(0.61),
+                Arg::Buf(3),
+                Arg::U32(rows as u32),
+                Arg::U32(words as u32),
+            ],
+        )],
+        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
+    }
+}
+
+/// A GEMM case: `kernel` over the packed rows `w` (`rows` rows of `words` units) times the
+/// quantized activation rows `q`, scale 1.3, exact.
+fn gemm_case(
+    kernel: &'static str,
+    w: Vec<u8>,
+    q: &[i8],
+    acts: &[ActScale],
+    rows: usize,
+    words: usize,
+    want: Vec<f32>,
+) -> Case {
+    let n = acts.len();
+    Case {
+        name: kernel,
+        buffers: vec![w, i8_bytes(q), act_bytes(acts), vec![0; n * rows * 4]],
+        steps: vec![(
+            kernel,
+            [
+                groups(rows, gpu::GEMM_TILE.0),
+                groups(n, gpu::GEMM_TILE.1),
+                1,
+            ],
+            vec![
+                Arg::Buf(0),
+                Arg::Buf(1),
+                Arg::Buf(2),
+                Arg::F32(1.3),
+                Arg::Buf(3),
+                Arg::U32(rows as u32),
+                Arg::U32(n as u32),
+                Arg::U32(words as u32),
+            ],
+        )],
+        check: Box::new(move |b| same(&to_f32(&b[3]), &want, 0.0)),
+    }
+}
+
+/// Work-groups covering `n` items at `per` each.
+fn groups(n: usize, per: u32) -> u32 {
+    (n as u32).div_ceil(per)
 }
