@@ -469,3 +469,30 @@ impl OutPtr {
 unsafe impl Send for OutPtr {}
 // SAFETY: as above: shared references only hand out the pointer, never read through it.
 unsafe impl Sync for OutPtr {}
+
+/// Several outputs' rows in one parallel region: job `j` has `lens[j]` rows, the rows of all
+/// jobs are split into chunks of `chunk` across the threads, and `f(j, rows)` runs for each
+/// piece (a chunk straddling two jobs is cut at their border), so the threads meet once
+/// instead of once per job.
+pub(crate) fn for_job_rows(
+    lens: &[usize],
+    chunk: usize,
+    f: impl Fn(usize, std::ops::Range<usize>) + Sync,
+) {
+    let mut starts = Vec::with_capacity(lens.len() + 1);
+    let mut total = 0;
+    for &n in lens {
+        starts.push(total);
+        total += n;
+    }
+    starts.push(total);
+    for_range(total, chunk, |start, end| {
+        let mut s = start;
+        while s < end {
+            let j = starts.partition_point(|&x| x <= s) - 1;
+            let e = end.min(starts[j + 1]);
+            f(j, s - starts[j]..e - starts[j]);
+            s = e;
+        }
+    });
+}

@@ -365,41 +365,40 @@ pub struct GemvJob<'a, 'o> {
 /// Several GEMVs sharing one quantized input (q/k/v, gate/up) in one parallel region.
 pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
     let isa = Isa::best();
-    let mut starts = Vec::with_capacity(jobs.len() + 1);
-    let mut total = 0;
-    for j in jobs.iter() {
-        assert_eq!(
-            q.len(),
-            padded_cols(j.w.cols),
-            "gemv_many: activation length"
-        );
-        assert_eq!(j.out.len(), j.w.rows, "gemv_many: output length");
-        starts.push(total);
-        total += j.w.rows;
-    }
-    starts.push(total);
+    let lens: Vec<usize> = jobs
+        .iter()
+        .map(|j| {
+            assert_eq!(
+                q.len(),
+                padded_cols(j.w.cols),
+                "gemv_many: activation length"
+            );
+            assert_eq!(j.out.len(), j.w.rows, "gemv_many: output length");
+            j.w.rows
+        })
+        .collect();
     let outs: Vec<OutPtr> = jobs
         .iter_mut()
         .map(|j| OutPtr(j.out.as_mut_ptr()))
         .collect();
     let jobs = &*jobs;
     let q = prepare(isa, q);
-    parallel::for_range(total, gemv_chunk(total), |start, end| {
-        // A chunk may straddle two projections: split it at their borders.
-        let mut s = start;
-        while s < end {
-            let ji = starts.partition_point(|&x| x <= s) - 1;
-            let e = end.min(starts[ji + 1]);
-            let j = &jobs[ji];
-            let out = outs[ji];
-            let rb = row_bytes(j.w.cols);
-            let rows = s - starts[ji]..e - starts[ji];
-            dots(isa, j.w.data, rb, rows, &q, q.len(), 1, &mut |r, _, d| {
+    let total = lens.iter().sum();
+    parallel::for_job_rows(&lens, gemv_chunk(total), |ji, rows| {
+        let (j, out) = (&jobs[ji], outs[ji]);
+        dots(
+            isa,
+            j.w.data,
+            row_bytes(j.w.cols),
+            rows,
+            &q,
+            q.len(),
+            1,
+            &mut |r, _, d| {
                 // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
                 unsafe { *out.get().add(r) = epilogue(d, act, j.scale) };
-            });
-            s = e;
-        }
+            },
+        );
     });
 }
 
