@@ -1,9 +1,13 @@
 //! The LLaMA-3 tokenizer against tiktoken's own ids (fixtures/llama3-tokenizer), from
-//! tokenizer.json and rebuilt from GGUF metadata; tiny-a's tokenizer in every format.
+//! tokenizer.json and rebuilt from GGUF metadata; tiny-a's tokenizer in every format; a
+//! SentencePiece vocabulary set up as LLaMA-2's (1bitLLM's) against SentencePiece's own ids
+//! (tests/fixtures/spm, made by tools/zoo/make_spm.py), from llama.cpp's GGUF layout, from
+//! transformers' tokenizer.json and through onebit's GGUF writer.
 
 use onebit_engine::format::{self, gguf::GgufFile, gguf_write};
+use onebit_engine::tokenizer::Pieces;
 use onebit_engine::tokenizer::{StreamDecoder, Tokenizer};
-use onebit_tests::fixture;
+use onebit_tests::{fixture, repo_fixture};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -229,4 +233,115 @@ fn chat_messages_cannot_forge_template_tokens() {
     );
     // The text survives as text.
     assert!(vocab.decode(&ids).unwrap().contains(forged));
+}
+
+/// SentencePiece's ids and decoding of each text, and transformers' ids (which read `<s>` in
+/// text as the special token, where SentencePiece reads it as text).
+struct SpmCase {
+    text: String,
+    ids: Vec<u32>,
+    decoded: String,
+    transformers_ids: Vec<u32>,
+}
+
+fn spm_cases() -> Option<Vec<SpmCase>> {
+    let p = repo_fixture("spm/cases.json")?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    let ids = |x: &serde_json::Value| -> Vec<u32> {
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect()
+    };
+    Some(
+        v["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| SpmCase {
+                text: c["text"].as_str().unwrap().into(),
+                ids: ids(&c["ids"]),
+                decoded: c["decoded"].as_str().unwrap().into(),
+                transformers_ids: ids(&c["transformers_ids"]),
+            })
+            .collect(),
+    )
+}
+
+fn check_spm_cases(tok: &Tokenizer, cases: &[SpmCase], what: &str) {
+    assert_eq!(tok.pieces(), Pieces::SentencePiece, "{what}");
+    assert_eq!(tok.bos_id(), Some(1), "{what}: <s>");
+    assert!(tok.eos_ids().contains(&2), "{what}: </s>");
+    for c in cases {
+        let short: String = c.text.chars().take(24).collect();
+        assert_eq!(
+            tok.encode_plain(&c.text).unwrap(),
+            c.ids,
+            "{what}: {short:?} as text"
+        );
+        assert_eq!(
+            tok.encode(&c.text, false).unwrap(),
+            c.transformers_ids,
+            "{what}: {short:?} with special tokens"
+        );
+        assert_eq!(
+            tok.decode(&c.ids).unwrap(),
+            c.decoded,
+            "{what}: decode {short:?}"
+        );
+        // Streamed token by token, the text keeps the space SentencePiece put in front.
+        let mut d = StreamDecoder::new();
+        let mut streamed = String::new();
+        for &id in &c.ids {
+            streamed.push_str(&d.push(&tok.token_bytes(id).unwrap()));
+        }
+        streamed.push_str(&d.finish());
+        let streamed = streamed.strip_prefix(' ').unwrap_or(&streamed);
+        assert_eq!(streamed, c.decoded, "{what}: streamed {short:?}");
+    }
+}
+
+#[test]
+fn a_sentencepiece_vocabulary_in_gguf_encodes_as_sentencepiece() {
+    let (Some(cases), Some(gguf)) = (spm_cases(), repo_fixture("spm/vocab.gguf")) else {
+        return;
+    };
+    let g = GgufFile::open(&gguf).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    check_spm_cases(&tok, &cases, "vocab.gguf");
+}
+
+#[test]
+fn llama2s_tokenizer_json_encodes_as_sentencepiece_and_survives_the_gguf_writer() {
+    let (Some(cases), Some(json)) = (spm_cases(), repo_fixture("spm/tokenizer.json")) else {
+        return;
+    };
+    let tok = Tokenizer::from_file(&json).unwrap();
+    check_spm_cases(&tok, &cases, "tokenizer.json");
+    // onebit's writer stores it as llama.cpp's SentencePiece layout, scores ordering merges.
+    let back = via_gguf(&tok, "spm");
+    check_spm_cases(&back, &cases, "tokenizer.json through GGUF");
+}
+
+#[test]
+fn a_sentencepiece_gguf_without_scores_is_refused_by_name() {
+    let Some(gguf) = repo_fixture("spm/vocab.gguf") else {
+        return;
+    };
+    let g = GgufFile::open(&gguf).unwrap();
+    let kv: Vec<(String, format::gguf::Value)> = g
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k != "tokenizer.ggml.scores")
+        .cloned()
+        .collect();
+    let path =
+        std::env::temp_dir().join(format!("onebit-spm-noscores-{}.gguf", std::process::id()));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    gguf_write::write_gguf(&mut f, &kv, &[]).unwrap();
+    drop(f);
+    let err = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err();
+    let _ = std::fs::remove_file(&path);
+    assert!(err.to_string().contains("tokenizer.ggml.scores"), "{err}");
 }

@@ -11,7 +11,7 @@ use super::gguf::{ty, Value, DEFAULT_ALIGNMENT, MAGIC};
 use super::layout::{self, LayerTensor};
 use super::{codec, repack};
 use crate::model::{Activation, Block, Model, RopeScaling, TernaryTensor};
-use crate::tokenizer::{token_type, Tokenizer, LLAMA3_PATTERN};
+use crate::tokenizer::{spm, token_type, Pieces, Tokenizer, LLAMA3_PATTERN};
 use crate::{Error, Result};
 use half::f16;
 use onebit_kernels::embd::EmbdType;
@@ -250,9 +250,14 @@ pub fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>> {
     if model["type"].as_str() != Some("BPE") {
         return Err(err(format!("model type {} is not BPE", model["type"])));
     }
-    let pre = pre_name(&json["pre_tokenizer"]).ok_or_else(|| {
-        err("its pre-tokenizer is neither the LLaMA-3 split nor GPT-2 byte-level, which GGUF readers could not reproduce".into())
-    })?;
+    let sentencepiece = tok.pieces() == Pieces::SentencePiece;
+    let pre = if sentencepiece {
+        None
+    } else {
+        Some(pre_name(&json["pre_tokenizer"]).ok_or_else(|| {
+            err("its pre-tokenizer is neither the LLaMA-3 split nor GPT-2 byte-level, which GGUF readers could not reproduce".into())
+        })?)
+    };
     let n = tok.vocab_size();
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![token_type::NORMAL; n];
@@ -276,6 +281,19 @@ pub fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>> {
             };
         }
     }
+    if sentencepiece {
+        let unk = model["unk_token"].as_str();
+        for (i, t) in tokens.iter().enumerate() {
+            let Some(t) = t.as_deref() else { continue };
+            if spm::byte_piece(t).is_some() {
+                types[i] = token_type::BYTE;
+            } else if Some(t) == unk {
+                types[i] = token_type::UNKNOWN;
+            }
+        }
+    }
+    let merge_pairs = bpe_merges(&model["merges"]).map_err(err)?;
+    let scores = spm::scores_from_merges(&tokens, &merge_pairs);
     let tokens: Vec<Value> = tokens
         .into_iter()
         .enumerate()
@@ -286,33 +304,44 @@ pub fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>> {
             }))
         })
         .collect();
-    let merges: Vec<Value> = model["merges"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| match m {
-            serde_json::Value::String(s) => Ok(Value::String(s.clone())),
-            serde_json::Value::Array(p) if p.len() == 2 => Ok(Value::String(format!(
-                "{} {}",
-                p[0].as_str().unwrap_or(""),
-                p[1].as_str().unwrap_or("")
-            ))),
-            other => Err(err(format!("merge {other} is not a pair"))),
-        })
-        .collect::<Result<_>>()?;
-    let mut kv = vec![
-        (
-            "tokenizer.ggml.model".to_string(),
-            Value::String("gpt2".into()),
-        ),
-        ("tokenizer.ggml.pre".to_string(), Value::String(pre.into())),
-        ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
-        (
-            "tokenizer.ggml.token_type".to_string(),
-            Value::Array(types.into_iter().map(Value::I32).collect()),
-        ),
-        ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
-    ];
+    let types = Value::Array(types.into_iter().map(Value::I32).collect());
+    let mut kv = match pre {
+        // llama.cpp's SentencePiece reader merges by score: scores that keep the merge order.
+        None => vec![
+            (
+                "tokenizer.ggml.model".to_string(),
+                Value::String("llama".into()),
+            ),
+            ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
+            (
+                "tokenizer.ggml.scores".to_string(),
+                Value::Array(scores.into_iter().map(Value::F32).collect()),
+            ),
+            ("tokenizer.ggml.token_type".to_string(), types),
+            (
+                "tokenizer.ggml.add_space_prefix".to_string(),
+                Value::Bool(prepends_a_space(&json)),
+            ),
+        ],
+        Some(pre) => vec![
+            (
+                "tokenizer.ggml.model".to_string(),
+                Value::String("gpt2".into()),
+            ),
+            ("tokenizer.ggml.pre".to_string(), Value::String(pre.into())),
+            ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
+            ("tokenizer.ggml.token_type".to_string(), types),
+            (
+                "tokenizer.ggml.merges".to_string(),
+                Value::Array(
+                    merge_pairs
+                        .into_iter()
+                        .map(|(l, r)| Value::String(format!("{l} {r}")))
+                        .collect(),
+                ),
+            ),
+        ],
+    };
     if let Some(b) = tok.bos_id() {
         kv.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
     }
@@ -332,6 +361,45 @@ pub fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>> {
         Value::Bool(tok.bos_id().is_some()),
     ));
     Ok(kv)
+}
+
+/// An HF BPE's merges, written as strings ("a b") or pairs (["a", "b"]).
+fn bpe_merges(merges: &serde_json::Value) -> std::result::Result<Vec<(String, String)>, String> {
+    merges
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| match m {
+            serde_json::Value::String(s) => s
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map(|(i, _)| (s[..i].to_string(), s[i + 1..].to_string()))
+                .ok_or_else(|| format!("merge {s:?} is not two tokens separated by a space")),
+            serde_json::Value::Array(p) if p.len() == 2 => Ok((
+                p[0].as_str().unwrap_or("").to_string(),
+                p[1].as_str().unwrap_or("").to_string(),
+            )),
+            other => Err(format!("merge {other} is not a pair")),
+        })
+        .collect()
+}
+
+/// Whether a SentencePiece tokenizer.json puts "▁" in front of the text: a Prepend
+/// normalizer (LLaMA-2's legacy form) or a Metaspace pre-tokenizer that prepends.
+fn prepends_a_space(json: &serde_json::Value) -> bool {
+    let normalizers = match json["normalizer"]["type"].as_str() {
+        Some("Sequence") => json["normalizer"]["normalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        Some(_) => vec![json["normalizer"].clone()],
+        None => vec![],
+    };
+    let prepend = normalizers.iter().any(|n| n["type"] == "Prepend");
+    let metaspace = json["pre_tokenizer"]["type"] == "Metaspace"
+        && json["pre_tokenizer"]["prepend_scheme"].as_str() != Some("never");
+    prepend || metaspace
 }
 
 /// `tokenizer.ggml.pre` for an HF pre-tokenizer, if GGUF readers know it.

@@ -1,5 +1,8 @@
-//! Tokenizer: HF `tokenizer.json`, or the same byte-level BPE rebuilt from GGUF metadata
-//! (`tokenizer.ggml.*`), both run by the `tokenizers` crate so encoding matches HF.
+//! Tokenizer: HF `tokenizer.json`, or the same tokenizer rebuilt from GGUF metadata
+//! (`tokenizer.ggml.*`: a byte-level BPE, or a SentencePiece vocabulary in `spm`), all run by
+//! the `tokenizers` crate so encoding matches HF.
+
+pub mod spm;
 
 use crate::chat::ChatTemplate;
 use crate::format::gguf::{GgufFile, Value};
@@ -22,8 +25,20 @@ const LLAMA3_PRE: &[&str] = &["llama-bpe", "llama3", "llama-v3", "smaug-bpe", "f
 /// GGUF token types.
 pub mod token_type {
     pub const NORMAL: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
     pub const CONTROL: i32 = 3;
     pub const USER_DEFINED: i32 = 4;
+    pub const UNUSED: i32 = 5;
+    pub const BYTE: i32 = 6;
+}
+
+/// How a token's piece spells its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pieces {
+    /// GPT-2's byte-level alphabet (BitNet 2B-4T, Llama 3, Falcon).
+    ByteLevel,
+    /// SentencePiece: "▁" for a space, `<0xNN>` byte pieces (LLaMA-2, 1bitLLM).
+    SentencePiece,
 }
 
 const BOS_NAMES: &[&str] = &["<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>"];
@@ -45,6 +60,7 @@ pub struct Tokenizer {
     eos: Vec<u32>,
     /// Cached: `tokenizers` recounts the whole vocabulary on every call.
     vocab_size: usize,
+    pieces: Pieces,
     /// A copy of `inner` that reads special-token text as plain text, made on first use
     /// (only chat prompts need it).
     plain: std::sync::OnceLock<tokenizers::Tokenizer>,
@@ -174,8 +190,10 @@ impl Tokenizer {
             .filter_map(|n| inner.token_to_id(n))
             .collect();
         let vocab_size = inner.get_vocab_size(true);
+        let pieces = pieces_of(&inner);
         Self {
             inner,
+            pieces,
             added,
             bos,
             eos,
@@ -213,9 +231,9 @@ impl Tokenizer {
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(err(format!(
-                "tokenizer.ggml.model is {model:?}; onebit reads byte-level BPE (\"gpt2\") tokenizers, as BitNet models use"
+                "tokenizer.ggml.model is {model:?}; onebit reads byte-level BPE (\"gpt2\") and SentencePiece (\"llama\") tokenizers"
             )));
         }
         let strings = |key: &str| -> Result<Vec<&str>> {
@@ -248,11 +266,33 @@ impl Tokenizer {
             }
             None => vec![token_type::NORMAL; tokens.len()],
         };
-        let pre = g
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let mut tok = build_bpe(&tokens, &merges, &types, pre).map_err(|e| err(e.to_string()))?;
+        let mut tok = if model == "llama" {
+            let scores: Vec<f32> = g
+                .get("tokenizer.ggml.scores")
+                .and_then(Value::as_array)
+                .ok_or_else(|| err("tokenizer.ggml.scores is missing or not an array: a SentencePiece vocabulary needs a score per piece".into()))?
+                .iter()
+                .map(|v| v.as_f64().map(|x| x as f32))
+                .collect::<Option<_>>()
+                .ok_or_else(|| err("tokenizer.ggml.scores holds a non-number".into()))?;
+            let add_space_prefix = g
+                .get("tokenizer.ggml.add_space_prefix")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            let vocab = spm::Vocab {
+                pieces: &tokens,
+                scores: &scores,
+                types: &types,
+                add_space_prefix,
+            };
+            Self::wrap(vocab.build().map_err(|e| err(e.to_string()))?)
+        } else {
+            let pre = g
+                .get("tokenizer.ggml.pre")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            build_bpe(&tokens, &merges, &types, pre).map_err(|e| err(e.to_string()))?
+        };
         let id_key = |k: &str| {
             g.get(k)
                 .and_then(Value::as_u64)
@@ -332,15 +372,29 @@ impl Tokenizer {
         for &id in ids {
             bytes.extend(self.token_bytes(id).unwrap_or_default());
         }
+        // SentencePiece put a space in front of the text (its dummy prefix): a text's decoding
+        // drops it, as SentencePiece and HF's decoder do.
+        if self.pieces == Pieces::SentencePiece && bytes.first() == Some(&b' ') {
+            bytes.remove(0);
+        }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// Raw bytes of one token (byte-level inverse map); added tokens give their text.
+    /// How this tokenizer's pieces spell bytes.
+    pub fn pieces(&self) -> Pieces {
+        self.pieces
+    }
+
+    /// Raw bytes of one token (byte-level inverse map, or SentencePiece's "▁" and byte
+    /// pieces); added tokens give their text.
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
         if let Some(s) = self.added.get(&id) {
             return Some(s.as_bytes().to_vec());
         }
         let s = self.inner.id_to_token(id)?;
+        if self.pieces == Pieces::SentencePiece {
+            return Some(spm::piece_bytes(&s));
+        }
         let map = byte_decoder();
         let mut out = Vec::with_capacity(s.len());
         for ch in s.chars() {
@@ -395,6 +449,24 @@ impl Tokenizer {
     /// The `tokenizers` crate object, for callers needing more than this API.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+}
+
+/// A BPE with byte fallback, or a decoder that turns "▁" into spaces, is SentencePiece's.
+fn pieces_of(inner: &tokenizers::Tokenizer) -> Pieces {
+    use tokenizers::DecoderWrapper as D;
+    let sentencepiece_decoder = |d: &D| matches!(d, D::Metaspace(_) | D::ByteFallback(_));
+    let byte_fallback =
+        matches!(inner.get_model(), tokenizers::ModelWrapper::BPE(b) if b.byte_fallback);
+    let decoder = match inner.get_decoder() {
+        Some(D::Sequence(s)) => s.get_decoders().iter().any(sentencepiece_decoder),
+        Some(d) => sentencepiece_decoder(d),
+        None => false,
+    };
+    if byte_fallback || decoder {
+        Pieces::SentencePiece
+    } else {
+        Pieces::ByteLevel
     }
 }
 
