@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("gguf", gguf),
     ("safetensors", safetensors),
     ("tokenizer_json", tokenizer_json),
+    ("sentencepiece", sentencepiece),
     ("hf_config", hf_config),
     ("xclbin", xclbin),
     ("code_object", code_object),
@@ -178,6 +179,10 @@ pub fn safetensors(data: &[u8]) {
 
 pub fn tokenizer_json(data: &[u8]) {
     crate::format::fuzz::tokenizer_json(data);
+}
+
+pub fn sentencepiece(data: &[u8]) {
+    crate::format::fuzz::sentencepiece(data);
 }
 
 pub fn hf_config(data: &[u8]) {

@@ -325,6 +325,61 @@ fn llama2s_tokenizer_json_encodes_as_sentencepiece_and_survives_the_gguf_writer(
 }
 
 #[test]
+fn sentencepieces_own_model_file_encodes_as_sentencepiece() {
+    let (Some(cases), Some(model)) = (spm_cases(), repo_fixture("spm/tokenizer.model")) else {
+        return;
+    };
+    let tok = Tokenizer::from_sentencepiece_file(&model).unwrap();
+    check_spm_cases(&tok, &cases, "tokenizer.model");
+    // Not a SentencePiece model: an error naming the file.
+    let bad = std::env::temp_dir().join(format!("onebit-bad-{}.model", std::process::id()));
+    std::fs::write(&bad, b"\xff\xff\xff not protobuf").unwrap();
+    let err = Tokenizer::from_sentencepiece_file(&bad)
+        .unwrap_err()
+        .to_string();
+    let _ = std::fs::remove_file(&bad);
+    assert!(
+        err.contains("not a SentencePiece model") && err.contains(".model"),
+        "{err}"
+    );
+}
+
+/// An HF folder with only SentencePiece's model (no tokenizer.json) loads, reading it.
+#[test]
+fn an_hf_folder_with_only_tokenizer_model_loads() {
+    let (Some(cases), Some(model)) = (spm_cases(), repo_fixture("spm/tokenizer.model")) else {
+        return;
+    };
+    let Some(src) = repo_fixture("zoo/1bitllm/hf") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("onebit-spm-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::copy(&model, dir.join("tokenizer.model")).unwrap();
+    // make_spm.py sizes the vocabulary to the 1bitllm fixture's 514 rows.
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    config["bos_token_id"] = serde_json::json!(1);
+    config["eos_token_id"] = serde_json::json!(2);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let loaded = format::load(&dir);
+    let (model, tok) = loaded.unwrap();
+    assert_eq!(model.config.family, onebit_engine::model::Family::OneBitLlm);
+    check_spm_cases(&tok, &cases, "HF folder");
+    // Converted to GGUF, as bitnet.cpp writes 1bitLLM (arch bitnet, a "llama" vocabulary), it
+    // reads back as the same family with the same tokenizer.
+    let gguf = dir.join("model.gguf");
+    gguf_write::write_file(&gguf, &model, &tok, &Default::default()).unwrap();
+    let (m, t) = format::load(&gguf).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(m.config.family, onebit_engine::model::Family::OneBitLlm);
+    check_spm_cases(&t, &cases, "HF folder through GGUF");
+}
+
+#[test]
 fn a_sentencepiece_gguf_without_scores_is_refused_by_name() {
     let Some(gguf) = repo_fixture("spm/vocab.gguf") else {
         return;

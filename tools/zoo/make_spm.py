@@ -66,7 +66,7 @@ def token_type(sp, i):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/spm")
-    ap.add_argument("--vocab-size", type=int, default=600)
+    ap.add_argument("--vocab-size", type=int, default=514)  # the 1bitllm fixture's vocabulary
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 

@@ -47,6 +47,23 @@ pub fn hf_config(data: &[u8]) -> bool {
 }
 
 /// `tokenizer.json` parse over `data`, then a short encode/decode.
+/// A SentencePiece `tokenizer.model`, then an encode and decode.
+pub fn sentencepiece(data: &[u8]) -> bool {
+    match crate::tokenizer::spm::from_model_file(data) {
+        Ok(inner) => {
+            let t = Tokenizer::from_inner(inner);
+            if let Ok(ids) = t.encode("Hello, world! </s> 123 日本", true) {
+                let _ = t.decode(&ids);
+                for id in ids {
+                    let _ = t.token_bytes(id);
+                }
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 pub fn tokenizer_json(data: &[u8]) -> bool {
     match Tokenizer::from_json_bytes(data) {
         Ok(t) => {

@@ -23,6 +23,7 @@ const HF_DIR_FILES: &[&str] = &[
     "config.json",
     "generation_config.json",
     "tokenizer.json",
+    "tokenizer.model",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "model.safetensors.index.json",
@@ -80,10 +81,12 @@ pub fn pick(files: &[String]) -> Result<Pick, String> {
         .iter()
         .filter(|f| !f.contains('/') && f.ends_with(".safetensors"))
         .collect();
-    if has("config.json") && has("tokenizer.json") && !weights.is_empty() {
+    let tokenizer = has("tokenizer.json") || has("tokenizer.model");
+    if has("config.json") && tokenizer && !weights.is_empty() {
         let mut want: Vec<String> = HF_DIR_FILES
             .iter()
-            .filter(|f| has(f))
+            // SentencePiece's model only where there is no tokenizer.json to read.
+            .filter(|f| has(f) && !(**f == "tokenizer.model" && has("tokenizer.json")))
             .map(|f| f.to_string())
             .collect();
         want.extend(weights.into_iter().cloned());
@@ -91,7 +94,7 @@ pub fn pick(files: &[String]) -> Result<Pick, String> {
     }
     let tags: Vec<&str> = GGUF_RANKING.iter().map(|(t, _)| *t).collect();
     Err(if ggufs.is_empty() {
-        "no GGUF file, and no config.json + tokenizer.json + *.safetensors model directory".into()
+        "no GGUF file, and no config.json + tokenizer.json (or tokenizer.model) + *.safetensors model directory".into()
     } else {
         format!(
             "its GGUF files ({}) are not ternary ({}) or are split into parts; name one as REPO:FILE to try it anyway",
@@ -152,6 +155,29 @@ mod tests {
                     "tokenizer_config.json",
                     "model.safetensors"
                 ])
+            }
+        );
+    }
+
+    #[test]
+    fn a_sentencepiece_folder_brings_its_tokenizer_model_only_when_it_lacks_tokenizer_json() {
+        let files = names(&["config.json", "tokenizer.model", "model.safetensors"]);
+        assert_eq!(
+            pick(&files).unwrap(),
+            Pick::HfDir {
+                files: names(&["config.json", "tokenizer.model", "model.safetensors"])
+            }
+        );
+        let files = names(&[
+            "config.json",
+            "tokenizer.json",
+            "tokenizer.model",
+            "model.safetensors",
+        ]);
+        assert_eq!(
+            pick(&files).unwrap(),
+            Pick::HfDir {
+                files: names(&["config.json", "tokenizer.json", "model.safetensors"])
             }
         );
     }

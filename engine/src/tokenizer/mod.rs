@@ -148,6 +148,20 @@ impl Tokenizer {
         })
     }
 
+    /// Loads a SentencePiece `tokenizer.model` (what LLaMA-2-style HF folders ship beside, or
+    /// instead of, `tokenizer.json`).
+    pub fn from_sentencepiece_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let inner = spm::from_model_file(&bytes).map_err(|e| {
+            Error::Tokenizer(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().trim_start_matches("tokenizer: ")
+            ))
+        })?;
+        Ok(Self::wrap(inner))
+    }
+
     /// Parses an HF `tokenizer.json` held in memory.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
         // `tokenizers` panics (instead of erroring) on some malformed JSON, e.g. a truncated
@@ -176,6 +190,11 @@ impl Tokenizer {
             }
         }
         Ok(Self::wrap(inner))
+    }
+
+    /// Wraps a `tokenizers` tokenizer built elsewhere (the SentencePiece builder).
+    pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+        Self::wrap(inner)
     }
 
     fn wrap(inner: tokenizers::Tokenizer) -> Self {

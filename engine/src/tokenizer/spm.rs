@@ -137,6 +137,91 @@ impl Vocab<'_> {
     }
 }
 
+/// SentencePiece's `ModelProto` (its `tokenizer.model` file): the fields a tokenizer needs.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ModelProto {
+    #[prost(message, repeated, tag = "1")]
+    pieces: Vec<PieceProto>,
+    #[prost(message, optional, tag = "2")]
+    trainer_spec: Option<TrainerSpec>,
+    #[prost(message, optional, tag = "3")]
+    normalizer_spec: Option<NormalizerSpec>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PieceProto {
+    #[prost(string, optional, tag = "1")]
+    piece: Option<String>,
+    #[prost(float, optional, tag = "2")]
+    score: Option<f32>,
+    /// NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6: GGUF's numbering.
+    #[prost(int32, optional, tag = "3")]
+    kind: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TrainerSpec {
+    /// UNIGRAM 1 (the default), BPE 2, WORD 3, CHAR 4.
+    #[prost(int32, optional, tag = "3")]
+    model_type: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NormalizerSpec {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(bool, optional, tag = "3")]
+    add_dummy_prefix: Option<bool>,
+}
+
+/// Builds the tokenizer of a SentencePiece `tokenizer.model` (a BPE one, as LLaMA-2's is).
+pub fn from_model_file(bytes: &[u8]) -> Result<tokenizers::Tokenizer> {
+    use prost::Message;
+    let proto = ModelProto::decode(bytes)
+        .map_err(|e| tok_err(format!("not a SentencePiece model: {e}")))?;
+    if proto.pieces.is_empty() {
+        return Err(tok_err("a SentencePiece model with no pieces"));
+    }
+    let model_type = proto
+        .trainer_spec
+        .as_ref()
+        .and_then(|t| t.model_type)
+        .unwrap_or(1);
+    if model_type != 2 {
+        return Err(tok_err(format!(
+            "a SentencePiece model of type {model_type} (1 unigram, 3 word, 4 char); onebit reads BPE ones (2), as LLaMA-2's is: convert it to tokenizer.json with transformers"
+        )));
+    }
+    let normalizer = proto.normalizer_spec.unwrap_or_default();
+    if let Some(name) = normalizer.name.as_deref().filter(|n| *n != "identity") {
+        tracing::warn!(
+            "tokenizer.model: normalization {name:?} is not applied (LLaMA-2's is \"identity\")"
+        );
+    }
+    let pieces: Vec<&str> = proto
+        .pieces
+        .iter()
+        .map(|p| p.piece.as_deref().unwrap_or(""))
+        .collect();
+    let scores: Vec<f32> = proto
+        .pieces
+        .iter()
+        .map(|p| p.score.unwrap_or(0.0))
+        .collect();
+    let types: Vec<i32> = proto
+        .pieces
+        .iter()
+        .map(|p| p.kind.unwrap_or(token_type::NORMAL))
+        .collect();
+    Vocab {
+        pieces: &pieces,
+        scores: &scores,
+        types: &types,
+        add_space_prefix: normalizer.add_dummy_prefix.unwrap_or(true),
+    }
+    .build()
+}
+
 /// Scores that make a SentencePiece reader (llama.cpp, or [`Vocab::build`]) merge in the
 /// order of a BPE's merge list: a piece scores minus the rank of the first merge that makes
 /// it; pieces no merge makes score 0, since they are never the product of a merge.

@@ -29,6 +29,8 @@ pub const WEIGHTS: &str = "model.safetensors";
 pub const INDEX: &str = "model.safetensors.index.json";
 pub const TOKENIZER: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// SentencePiece's model file, read when a folder has no `tokenizer.json`.
+pub const SENTENCEPIECE: &str = "tokenizer.model";
 /// Provenance metadata key of the checkpoint's own name (`_name_or_path`).
 pub const NAME_KEY: &str = "_name_or_path";
 
@@ -406,14 +408,23 @@ pub fn load_dir(dir: &Path) -> Result<(Model, Tokenizer)> {
     } else {
         None
     };
-    let tok_path = dir.join(TOKENIZER);
-    if !tok_path.exists() {
+    // tokenizer.json first; LLaMA-2-style folders may ship only SentencePiece's model.
+    let json_path = dir.join(TOKENIZER);
+    let spm_path = dir.join(SENTENCEPIECE);
+    let (tok_path, mut tokenizer) = if json_path.exists() {
+        let t = Tokenizer::from_file(&json_path)?;
+        (json_path, t)
+    } else if spm_path.exists() {
+        let t = Tokenizer::from_sentencepiece_file(&spm_path)?;
+        (spm_path, t)
+    } else {
         return Err(Error::unsupported(
             dir,
-            format!("no {TOKENIZER}: copy the model's tokenizer.json into the directory"),
+            format!(
+                "no {TOKENIZER} or {SENTENCEPIECE}: copy the model's tokenizer into the directory"
+            ),
         ));
-    }
-    let mut tokenizer = Tokenizer::from_file(&tok_path)?;
+    };
     let mut eos = generation
         .as_ref()
         .map(|g| ids(g.get("eos_token_id")))
