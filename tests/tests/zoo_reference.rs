@@ -191,6 +191,33 @@ fn check_logits(
     (nmse, max_abs)
 }
 
+/// `n` greedy tokens after `prompt` on the CPU with an exact (f32) cache, as the reference
+/// keeps.
+fn greedy_tokens(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let opts = Options {
+        max_new: n,
+        sampling: SamplingParams::greedy(),
+        stop_ids: vec![],
+        logprobs: None,
+    };
+    let mut cpu = CpuBackend::new(model, 0).with_kv_format(KvFormat::F32);
+    let mut session = cpu.new_session(0).unwrap();
+    generate(&mut cpu, &mut session, prompt, &opts, |_| true)
+        .unwrap()
+        .tokens
+}
+
+/// How many of a greedy case's steps come before its first indecisive margin.
+fn decisive_steps(spec: &Value) -> usize {
+    let margins = floats(&spec["margins"]);
+    let ambiguous_from = spec["ambiguous_from"].as_u64().unwrap() as usize;
+    margins
+        .iter()
+        .enumerate()
+        .position(|(step, m)| *m <= decisive_margin(step, ambiguous_from))
+        .unwrap_or(margins.len())
+}
+
 /// Each row's argmax and the gap between its two largest logits.
 fn top_two(logits: &[f32], vocab: usize) -> (Vec<u32>, Vec<f64>) {
     logits
@@ -308,24 +335,8 @@ fn greedy_tokens_match_the_reference() {
                     "{name}/{format}/{case}: prompt tokens"
                 );
                 let want = ids(&spec["new_ids"]);
-                let margins = floats(&spec["margins"]);
-                let opts = Options {
-                    max_new: want.len(),
-                    sampling: SamplingParams::greedy(),
-                    stop_ids: vec![],
-                    logprobs: None,
-                };
-                let mut cpu = CpuBackend::new(&model, 0).with_kv_format(KvFormat::F32);
-                let mut session = cpu.new_session(0).unwrap();
-                let got = generate(&mut cpu, &mut session, &prompt_ids, &opts, |_| true)
-                    .unwrap()
-                    .tokens;
-                let ambiguous_from = spec["ambiguous_from"].as_u64().unwrap() as usize;
-                let decisive = margins
-                    .iter()
-                    .enumerate()
-                    .position(|(step, m)| *m <= decisive_margin(step, ambiguous_from))
-                    .unwrap_or(want.len());
+                let got = greedy_tokens(&model, &prompt_ids, want.len());
+                let decisive = decisive_steps(spec);
                 assert_eq!(
                     got[..decisive],
                     want[..decisive],
@@ -419,24 +430,9 @@ fn logits_greedy_tokens_and_perplexity_match_transformers() {
         let greedy = &reference.json["greedy"]["greedy_prompt"];
         let prompt_ids = ids(&greedy["prompt_ids"]);
         let want = ids(&run["greedy"]["new_ids"]);
-        let opts = Options {
-            max_new: want.len(),
-            sampling: SamplingParams::greedy(),
-            stop_ids: vec![],
-            logprobs: None,
-        };
-        let mut cpu = CpuBackend::new(&model, 0).with_kv_format(KvFormat::F32);
-        let mut session = cpu.new_session(0).unwrap();
-        let got = generate(&mut cpu, &mut session, &prompt_ids, &opts, |_| true)
-            .unwrap()
-            .tokens;
-        let margins = floats(&greedy["margins"]);
-        let ambiguous_from = greedy["ambiguous_from"].as_u64().unwrap() as usize;
-        let decisive = margins
-            .iter()
-            .enumerate()
-            .position(|(step, m)| *m <= decisive_margin(step, ambiguous_from))
-            .unwrap_or(want.len());
+        let got = greedy_tokens(&model, &prompt_ids, want.len());
+        // transformers' greedy tokens are the reference's: the same margins decide.
+        let decisive = decisive_steps(greedy);
         assert_eq!(
             got[..decisive],
             want[..decisive],
@@ -451,6 +447,7 @@ fn logits_greedy_tokens_and_perplexity_match_transformers() {
             "{name}: onebit and transformers tokenize eval.txt alike"
         );
         let want = run["perplexity"]["perplexity"].as_f64().unwrap();
+        let mut cpu = CpuBackend::new(&model, 0).with_kv_format(KvFormat::F32);
         let p =
             onebit_engine::eval::perplexity_on(&mut cpu, vocab, &eval_ids, eval_ids.len()).unwrap();
         let rel = (p.perplexity - want).abs() / want;

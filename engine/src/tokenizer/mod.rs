@@ -558,21 +558,28 @@ fn build_bpe(tokens: &[&str], merges: &[&str], types: &[i32], pre: &str) -> Resu
     let mut inner = tokenizers::Tokenizer::new(bpe);
     inner.with_pre_tokenizer(Some(pre_tok));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
-    let special: Vec<AddedToken> = tokens
-        .iter()
-        .zip(types)
-        .filter(|(_, &t)| t == token_type::CONTROL)
-        .map(|(s, _)| AddedToken::from(s.to_string(), true).normalized(false))
-        .collect();
-    let user: Vec<AddedToken> = tokens
-        .iter()
-        .zip(types)
-        .filter(|(_, &t)| t == token_type::USER_DEFINED)
-        .map(|(s, _)| AddedToken::from(s.to_string(), false).normalized(false))
-        .collect();
-    inner.add_special_tokens(&special);
-    inner.add_tokens(&user);
+    add_typed_tokens(&mut inner, tokens, types, &[token_type::CONTROL]);
     Ok(Tokenizer::wrap(inner))
+}
+
+/// Adds a GGUF vocabulary's tokens of the `special` types as special tokens, and its
+/// user-defined ones as added tokens, so that their text encodes to them whole.
+fn add_typed_tokens(
+    inner: &mut tokenizers::Tokenizer,
+    tokens: &[&str],
+    types: &[i32],
+    special: &[i32],
+) {
+    let of = |want: &[i32], is_special: bool| -> Vec<AddedToken> {
+        tokens
+            .iter()
+            .zip(types)
+            .filter(|(_, t)| want.contains(t))
+            .map(|(s, _)| AddedToken::from(s.to_string(), is_special).normalized(false))
+            .collect()
+    };
+    inner.add_special_tokens(&of(special, true));
+    inner.add_tokens(&of(&[token_type::USER_DEFINED], false));
 }
 
 /// GPT-2 byte-level alphabet: printable bytes map to themselves, the rest to U+0100 + n.

@@ -14,7 +14,7 @@ use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper};
+use tokenizers::{DecoderWrapper, NormalizerWrapper};
 
 /// The piece that spells a space.
 pub const SPACE: &str = "\u{2581}";
@@ -123,16 +123,12 @@ impl Vocab<'_> {
         }
         inner.with_decoder(Some(DecoderSequence::new(decoders)));
 
-        let added = |want: &[i32], special: bool| -> Vec<AddedToken> {
-            self.pieces
-                .iter()
-                .zip(self.types)
-                .filter(|(_, t)| want.contains(t))
-                .map(|(p, _)| AddedToken::from(p.to_string(), special).normalized(false))
-                .collect()
-        };
-        inner.add_special_tokens(&added(&[token_type::CONTROL, token_type::UNKNOWN], true));
-        inner.add_tokens(&added(&[token_type::USER_DEFINED], false));
+        super::add_typed_tokens(
+            &mut inner,
+            self.pieces,
+            self.types,
+            &[token_type::CONTROL, token_type::UNKNOWN],
+        );
         Ok(inner)
     }
 }
