@@ -128,7 +128,14 @@ unsafe fn tile_n<const R: usize, const T: usize>(
 ) {
     let (sh_lo, sh_hi, mask) = shifts();
     let mut a = [[_mm512_setzero_si512(); T]; R];
+    let pf = prefetch_distance();
     for b in 0..blocks {
+        if pf > 0 && b % 2 == 0 {
+            for r in 0..R {
+                // A prefetch of any address is harmless, even past the end of `w`.
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(r * rb + b * BLOCK_BYTES + pf).cast());
+            }
+        }
         let mut c = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
         for (r, c) in c.iter_mut().enumerate() {
             // SAFETY: block b of row r is inside `w`.
@@ -179,4 +186,20 @@ pub unsafe fn rows8_gemv(w: *const u8, stride: usize, q: *const i8, blocks: usiz
         }
     }
     a.map(|v| _mm512_reduce_add_epi32(v))
+}
+
+/// How far ahead (bytes) the tiles prefetch each weight row: `ONEBIT_TILE_PREFETCH`, for
+/// measuring; 0 turns it off. In decode batches and speculative passes (2–16 activation
+/// rows) the tiles stall on their weight loads, which the decode GEMV's eight streams do
+/// not; 512 bytes measured best on a 2-thread Xeon slice (family 6, model 207): pp2 / pp4 /
+/// pp8 / pp16 of the 2B-4T shape +3 / +6 / +8 / +14 % over none, means of three
+/// interleaved rounds (256, 1024 and 2048 did no better).
+fn prefetch_distance() -> usize {
+    static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var("ONEBIT_TILE_PREFETCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
+    })
 }
