@@ -356,8 +356,11 @@ fn unknown_arch_and_bad_hyperparameters() {
     expect_err("ffn.gguf", d, &["ffn.gguf", "blk.0.ffn_gate.weight"]);
     let d = rewrite_kv(&g, "bitnet-b1.58.attention.head_count_kv", Value::U32(3));
     expect_err("kv.gguf", d, &["kv.gguf", "num_key_value_heads"]);
+    let d = rewrite_kv(&g, "tokenizer.ggml.model", Value::String("t5".into()));
+    expect_err("t5.gguf", d, &["t5.gguf", "tokenizer.ggml.model", "\"t5\""]);
+    // A SentencePiece vocabulary without its scores cannot order its merges.
     let d = rewrite_kv(&g, "tokenizer.ggml.model", Value::String("llama".into()));
-    expect_err("spm.gguf", d, &["spm.gguf", "tokenizer.ggml.model"]);
+    expect_err("spm.gguf", d, &["spm.gguf", "tokenizer.ggml.scores"]);
     // The unmodified rewrite loads: the damage above is what the errors are about.
     let d = rewrite_kv(&g, "general.name", Value::String("same".into()));
     format::load_gguf_bytes("same.gguf", onebit_engine::model::Bytes::owned(d)).unwrap();
