@@ -25,7 +25,7 @@ MAX_TIME=${MAX_TIME:-600}
 PARALLEL=${PARALLEL:-1}
 len=()
 [ -z "${MAX_LEN:-}" ] || len=(-max_len="$MAX_LEN")
-all=(http_request json_bodies text_stream gguf safetensors tokenizer_json hf_config xclbin code_object)
+all=(http_request json_bodies text_stream gguf safetensors tokenizer_json sentencepiece hf_config xclbin code_object)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 
