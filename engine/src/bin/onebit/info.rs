@@ -109,8 +109,12 @@ pub fn main(a: Args) -> CliResult {
         Session::kv_bytes_per_token(&model, KvFormat::Q8_0),
         Session::kv_bytes_per_token(&model, KvFormat::Q4_0)
     );
+    let kind = match tok.pieces() {
+        onebit_engine::tokenizer::Pieces::ByteLevel => "byte-level BPE",
+        onebit_engine::tokenizer::Pieces::SentencePiece => "SentencePiece",
+    };
     println!(
-        "tokenizer    {} tokens, bos {:?}, eos {:?}",
+        "tokenizer    {kind}, {} tokens, bos {:?}, eos {:?}",
         tok.vocab_size(),
         tok.bos_id(),
         tok.eos_ids()
