@@ -2,8 +2,10 @@
 //! spell a space as "▁", `<0xNN>` pieces carry the bytes no piece covers, and each piece's
 //! score orders the merges (the highest-scoring pair of neighbours joins first). GGUF stores
 //! such a vocabulary as `tokenizer.ggml.model = "llama"` with `tokens`, `scores` and
-//! `token_type`; an HF `tokenizer.json` holds the same tokenizer as a BPE with byte fallback
-//! whose merges are ordered by those scores. Both are run here as that BPE, by `tokenizers`.
+//! `token_type`; SentencePiece's own `tokenizer.model` (a protobuf, read with `prost`) holds
+//! the same three lists; an HF `tokenizer.json` holds the same tokenizer as a BPE with byte
+//! fallback whose merges are ordered by those scores. All are run here as that BPE, by
+//! `tokenizers`.
 
 use super::{tok_err, token_type};
 use crate::Result;
