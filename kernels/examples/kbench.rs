@@ -79,6 +79,35 @@ fn main() {
             );
         }
     }
+    // Decode batches and speculative passes: 1–16 activation rows against weights from DRAM.
+    for n in [1usize, 2, 4, 8, 16] {
+        let mut qs = vec![0i8; n * k];
+        let acts: Vec<_> = (0..n)
+            .map(|t| {
+                let x: Vec<f32> = (0..cols).map(|i| ((i + t) as f32 * 0.37).sin()).collect();
+                quantize_row(&x, &mut qs[t * k..(t + 1) * k])
+            })
+            .collect();
+        let mut out = vec![0f32; n * rows];
+        for rep in 0..2 {
+            let t0 = Instant::now();
+            for c in 0..copies {
+                let w = TernaryView::new(rows, cols, &data[c * rows * rb..(c + 1) * rows * rb])
+                    .unwrap();
+                gemm_with(Isa::best(), w, &qs, &acts, 1.0, &mut out);
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            println!(
+                "batch n={n:>2} rep {rep}: {:.1} GB/s, {:.1} GMAC/s ({:.2} ms per {}x{}, {:.2}x one row's bytes time)",
+                (data.len() as f64) / dt / 1e9,
+                (n * rows * cols * copies) as f64 / dt / 1e9,
+                dt * 1e3 / copies as f64,
+                rows,
+                cols,
+                dt / copies as f64 / (rows * rb) as f64 * 20e9,
+            );
+        }
+    }
     // Prefill: 128 tokens against one matrix (weights re-read from cache per tile).
     let n = 128;
     let mut qs = vec![0i8; n * k];

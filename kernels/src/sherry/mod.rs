@@ -426,7 +426,7 @@ pub fn gemm_with(
     let rows = w.rows;
     let q = prepare(isa, q);
     let o = OutPtr(out.as_mut_ptr());
-    parallel::for_range(rows, 16, |r0, r1| {
+    parallel::for_range(rows, crate::ternary::gemm_chunk(rows, n), |r0, r1| {
         dots(isa, w.data, rb, r0..r1, &q, k, n, &mut |r, t, d| {
             // SAFETY: t < n and r < rows, so the index is inside `out`; each weight row is
             // handed to exactly one thread, so no two threads write the same element.

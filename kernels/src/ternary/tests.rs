@@ -138,6 +138,31 @@ proptest! {
         }
     }
 
+    /// Both AVX-512 unpackings (shifts, and GFNI where the CPU has it) against the scalar
+    /// tile, whichever one `Isa::best` picked for the tests above.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_tiles_match_reference_with_either_unpacking(blocks in 1usize..9, rt in prop::sample::select(vec![1usize, 4]), tt in 2usize..5, seed in any::<u64>(), extreme in any::<bool>()) {
+        if !Isa::Avx512Vnni.available() {
+            return Ok(());
+        }
+        let cols = blocks * BLOCK_ELEMS;
+        let codes = random_codes(rt, cols, seed);
+        let data = pack(rt, cols, |r, c| codes[r * cols + c]);
+        let (q, _) = random_acts(tt, cols, seed, extreme);
+        let rb = row_bytes(cols);
+        let mut want = [[0i32; 4]; 4];
+        // SAFETY: `data` holds rt rows of rb bytes and `q` tt rows of `cols`.
+        unsafe { tile_ref(rt, tt, data.as_ptr(), rb, q.as_ptr(), cols, blocks, &mut want) };
+        let unpackings = [false, true];
+        for gfni in unpackings.into_iter().filter(|g| !g || std::is_x86_feature_detected!("gfni")) {
+            let mut got = [[0i32; 4]; 4];
+            // SAFETY: as above; GFNI only where the CPU has it.
+            unsafe { avx512::tile_unpacked_by(gfni, rt, tt, data.as_ptr(), rb, q.as_ptr(), cols, blocks, &mut got) };
+            prop_assert_eq!(got, want, "gfni {}", gfni);
+        }
+    }
+
     #[test]
     fn gemv_many_matches_separate_gemvs(r1 in 1usize..90, r2 in 1usize..50, r3 in 1usize..70, cols in 1usize..300, seed in any::<u64>()) {
         let shapes = [r1, r2, r3];
