@@ -253,28 +253,32 @@ impl Int8Head {
         } else {
             Vec::new()
         };
+        let pairs: Vec<(&[u8], &[u8])> = bytes.iter().map(|b| (&b.hi[..], &b.lo[..])).collect();
         parallel::for_columns(&mut approx, self.rows, 1024, |first, parts| {
             let len = parts[0].len();
-            let mut dots = vec![(0i32, 0i32); SCREEN_TILE];
+            let mut dots = vec![(0i32, 0i32); SCREEN_TILE * n];
             for t in (0..len).step_by(SCREEN_TILE) {
                 let tn = (len - t).min(SCREEN_TILE);
                 let q = &self.q[(first + t) * cols..(first + t + tn) * cols];
                 let scale = &self.scale[first + t..first + t + tn];
-                for (i, (part, h)) in parts.iter_mut().zip(hs.chunks_exact(cols)).enumerate() {
-                    let out = &mut part[t..t + tn];
-                    if self.integer {
-                        let hb = &bytes[i];
-                        let dots = &mut dots[..tn];
-                        int8::dots_u8_pair(q, &hb.hi, &hb.lo, dots);
-                        let sums = &self.q_sum[first + t..first + t + tn];
+                if self.integer {
+                    let dots = &mut dots[..tn * n];
+                    int8::dots_u8_pairs(q, &pairs, dots);
+                    let sums = &self.q_sum[first + t..first + t + tn];
+                    for ((part, hb), dots) in
+                        parts.iter_mut().zip(&bytes).zip(dots.chunks_exact(tn))
+                    {
                         for (((a, (hi, lo)), s), sum) in
-                            out.iter_mut().zip(&*dots).zip(scale).zip(sums)
+                            part[t..t + tn].iter_mut().zip(dots).zip(scale).zip(sums)
                         {
                             let exact =
                                 256 * (i64::from(*hi) - 128 * i64::from(*sum)) + i64::from(*lo);
                             *a = exact as f32 * (s * hb.t);
                         }
-                    } else {
+                    }
+                } else {
+                    for (part, h) in parts.iter_mut().zip(hs.chunks_exact(cols)) {
+                        let out = &mut part[t..t + tn];
                         int8::rows(q, h, out);
                         for (a, s) in out.iter_mut().zip(scale) {
                             *a *= s;
