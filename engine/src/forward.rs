@@ -687,7 +687,7 @@ fn bitlinear(
             SPARSE_COLUMNS.add(seen, (share * seen as f32).round() as usize);
             return gemv_sparse(columns, q, acts[0], w.scale, &mut out[..w.rows]);
         }
-        if n > 1 && share < sparse_gemm_threshold(isa) {
+        if n > 1 && (share < sparse_gemm_threshold(isa, n) || !w.rows_resident()) {
             SPARSE_COLUMNS.add(seen, (share * seen as f32).round() as usize);
             return gemm_sparse(columns, q, acts, w.scale, &mut out[..n * w.rows]);
         }

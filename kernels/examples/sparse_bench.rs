@@ -7,7 +7,7 @@
 //! positions (no runs, the worst case for skipping). Prints µs per matrix, the sparse/dense
 //! ratio per zero share, and where the sparse kernel starts to win. `REPS` passes (default
 //! 25, best taken), `ISA=avx512|avx2|scalar` for one instruction set, `GEMM=0` to skip the
-//! GEMM part.
+//! GEMM part (n = 2, 4, 8, 16 and 128 rows).
 
 use onebit_kernels::act_quant::ActScale;
 use onebit_kernels::parallel;
@@ -147,10 +147,14 @@ fn main() {
     if std::env::var("GEMM").as_deref() == Ok("0") {
         return;
     }
-    let n = 128;
-    let reps = copies.min(4);
     let k = padded_cols(COLS);
-    for &isa in &isas {
+    // Decode batches and speculative passes (n ≤ 16, weights from memory: every copy) and
+    // prefill (n = 128, weights in cache).
+    for (n, isa) in [2usize, 4, 8, 16, 128]
+        .into_iter()
+        .flat_map(|n| isas.iter().map(move |&i| (n, i)))
+    {
+        let reps = if n <= 16 { copies } else { copies.min(4) };
         println!(
             "\ngemm n={n} {} (ms per matrix, best of 3 over {reps})",
             isa.name()
@@ -160,7 +164,7 @@ fn main() {
             "zeros", "dense", "sparse", "ratio"
         );
         let mut ratios = Vec::new();
-        for &z in &[0u64, 50, 70, 80, 90] {
+        for &z in &[0u64, 50, 60, 70, 80, 90] {
             let mut q = vec![0i8; n * k];
             let mut acts = Vec::new();
             for t in 0..n {

@@ -71,6 +71,18 @@ fn check(what: &str, mut model: Model, prompt: &[u32]) {
     );
     assert_bit_equal(&format!("{what} prefill+decode"), &dense.0, &sparse.0);
     assert_bit_equal(&format!("{what} batched decode"), &dense.1, &sparse.1);
+    // A daemon with several slots keeps the rows too, and its batched steps take the dense
+    // tiles for down_proj wherever they beat the column walk: the same bits.
+    assert!(model.keep_down_rows() > 0, "{what}: no down_proj rows kept");
+    assert!(
+        model.layers.iter().all(|l| l.down_proj.rows_resident()),
+        "{what}: a down_proj is still not resident"
+    );
+    assert_bit_equal(
+        &format!("{what} batched decode with the rows kept"),
+        &dense.1,
+        &batched(&model),
+    );
     model.use_dense_down();
     assert!(!model.has_sparse_down());
     assert_bit_equal(

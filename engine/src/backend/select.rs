@@ -125,6 +125,13 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
     // column-major copy would never be read.
     if o.sparse_down && model.config.block.activation() == Activation::Relu2 {
         model.use_sparse_down();
+        if o.sessions > 1 {
+            let bytes = model.keep_down_rows();
+            tracing::info!(
+                mib = bytes >> 20,
+                "down_proj kept row-major too, for batched steps of several sessions"
+            );
+        }
     }
     let cpu = CpuBackend::new(Arc::new(model), o.ctx)
         .with_screened_head(o.screened_head)

@@ -156,6 +156,14 @@ impl TernaryTensor {
         }
     }
 
+    /// Whether [`view`](Self::view) can hand out the row-major weights without first
+    /// rebuilding them from the column-major copy or faulting parked pages back in.
+    pub fn rows_resident(&self) -> bool {
+        self.layout == TernaryLayout::Sherry
+            || (!self.parked.load(Ordering::Acquire)
+                && (!self.rows_dropped() || self.rebuilt_rows.get().is_some()))
+    }
+
     /// Makes the row-major weights resident again for good (before `columns` goes).
     pub(crate) fn restore_rows(&mut self) {
         if self.layout == TernaryLayout::Sherry {

@@ -63,6 +63,25 @@ impl Model {
         }
     }
 
+    /// Brings down_proj's row-major weights back beside the column-major copy (rebuilt on
+    /// the thread pool where they were dropped) and returns their bytes. Batched steps of
+    /// 2–16 rows (a daemon's decode batch, a speculative pass) read them: the dense tiles
+    /// beat the per-row column walk there (see `sparse_gemm_threshold`), while one row and
+    /// long prompts keep walking the columns. Rebuilding in the middle of a request would
+    /// stall it for seconds, so the forward pass walks the columns while the rows are not
+    /// resident and the daemon calls this at start when it has several slots.
+    pub fn keep_down_rows(&self) -> usize {
+        let layers = &self.layers;
+        onebit_kernels::parallel::for_each_index(layers.len(), |i| {
+            layers[i].down_proj.view();
+        });
+        layers
+            .iter()
+            .filter(|l| l.down_proj.columns.is_some())
+            .map(|l| l.down_proj.byte_len())
+            .sum()
+    }
+
     pub fn has_sparse_down(&self) -> bool {
         self.layers.iter().any(|l| l.down_proj.columns.is_some())
     }

@@ -131,16 +131,21 @@ pub fn sparse_gemv_threshold(isa: Isa) -> f32 {
     }
 }
 
-/// Like [`sparse_gemv_threshold`] for [`gemm_sparse`] against [`super::gemm`] (n = 128,
-/// weights in cache, compute-bound: the dense tiles unpack each weight once per 4 tokens,
-/// the sparse walk once per token): sparse/dense 1.95 at 0 % zeros, 1.11 at 50 %, 0.79 at
-/// 70 % (AVX-512); 1.51, 0.83, 0.60 (AVX2); 2.72, 0.98, 0.57 (scalar). Compare it with the
-/// mean nonzero share of the tokens.
-pub fn sparse_gemm_threshold(isa: Isa) -> f32 {
-    match isa {
-        Isa::Avx512Vnni => 0.45,
-        Isa::Avx2 => 0.65,
-        Isa::Scalar => 0.5,
+/// Like [`sparse_gemv_threshold`] for [`gemm_sparse`] over `n` rows against [`super::gemm`]:
+/// the dense tiles unpack each weight once per 4 rows and read it from memory once per
+/// call, the sparse walk goes once per row. From `sparse_bench` (2 Xeon threads, family 6
+/// model 207, zeros at random positions; the zero share where sparse starts to win), AVX-512
+/// with GFNI: n = 2 at 82 %, n = 4, 8, 16 not even at 90 % (sparse/dense 1.2–1.5 there),
+/// n = 128 at 68 %; AVX2: n = 2 at 60 %, 4 at 78 %, 8 at 70 %, 16 at 63 %, 128 at 56 %.
+/// Compare it with the mean nonzero share of the rows.
+pub fn sparse_gemm_threshold(isa: Isa, n: usize) -> f32 {
+    match (isa, n) {
+        (Isa::Avx512Vnni, 0..=2) => 0.18,
+        (Isa::Avx512Vnni, 3..=16) => 0.05,
+        (Isa::Avx512Vnni, _) => 0.32,
+        (Isa::Avx2, 0..=16) => 0.3,
+        (Isa::Avx2, _) => 0.44,
+        (Isa::Scalar, _) => 0.5,
     }
 }
 
