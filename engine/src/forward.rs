@@ -830,10 +830,10 @@ fn attend(
 /// j·group .. (j+1)·group) as flash attention over each session's cache in its own format:
 /// a session's rows (a prompt chunk, or one decode token) are one segment.
 ///
-/// A draft tree's rows are verified one by one, each exactly as a decode step at its
-/// depth would see the cache: its ancestors' keys and values are laid out contiguously
-/// after the prefix (as decoding them one at a time would have stored them) and the row
-/// attends like a single decode row. The float sums then run in the order plain decoding
+/// A draft tree's rows are verified each exactly as a decode step at its depth would see
+/// the cache: its ancestors' keys and values are laid out contiguously after the prefix (as
+/// decoding them one at a time would have stored them) and the row attends like a single
+/// decode row (one call per root-to-leaf path). The float sums then run in the order plain decoding
 /// runs them, so greedy speculation keeps plain decoding's tokens bit for bit (one call
 /// with [`Segment::tree`]'s mask would read the same keys but sum them in another order).
 /// Afterwards every node sits at its own position again, for `keep_path`.
@@ -909,31 +909,42 @@ fn attention(
             .iter()
             .enumerate()
             .all(|(i, m)| *m == (1u64 << (i + 1)) - 1);
-        for i in 0..t1 - t0 {
+        let n = t1 - t0;
+        // One call per root-to-leaf path (a chain is one path): the path's keys and values
+        // are laid out after the prefix, then every node on it not yet done attends as a
+        // decode row at its depth. The flash kernel splits each row's keys as it would
+        // alone, so batching the nodes changes no bit.
+        let is_parent = |j: usize| (0..n).any(|i| i != j && tree[i] >> j & 1 == 1);
+        let mut done = vec![false; n];
+        let mut tmp = vec![0f32; n * q_dim];
+        for leaf in (0..n).filter(|&j| !is_parent(j)) {
+            let path: Vec<usize> = (0..=leaf).filter(|j| tree[leaf] >> j & 1 == 1).collect();
             if !chain {
                 let (mut keys, mut values) = sess.kv.layer_mut(layer_index);
-                let path = (0..=i).filter(|j| tree[i] >> j & 1 == 1);
-                for (depth, j) in path.enumerate() {
+                for (depth, &j) in path.iter().enumerate() {
                     let t = t0 + j;
                     keys.store(kv_shape, base + depth, &k[t * kv_dim..(t + 1) * kv_dim]);
                     values.store(kv_shape, base + depth, &v[t * kv_dim..(t + 1) * kv_dim]);
                 }
             }
+            let todo: Vec<usize> = path.into_iter().filter(|&j| !done[j]).collect();
             let (keys, values) = sess.kv.layer(layer_index);
-            let t = t0 + i;
-            let seg = Segment {
-                q: &q[t * q_dim..(t + 1) * q_dim],
-                first_pos: base + depths[i],
-                keys,
-                values,
-                tree: None,
-            };
-            flash_attention(
-                Isa::best(),
-                shape,
-                &[seg],
-                &mut out[t * q_dim..(t + 1) * q_dim],
-            );
+            let segs: Vec<Segment> = todo
+                .iter()
+                .map(|&i| Segment {
+                    q: &q[(t0 + i) * q_dim..(t0 + i + 1) * q_dim],
+                    first_pos: base + depths[i],
+                    keys,
+                    values,
+                    tree: None,
+                })
+                .collect();
+            flash_attention(Isa::best(), shape, &segs, &mut tmp[..todo.len() * q_dim]);
+            for (slot, &i) in todo.iter().enumerate() {
+                out[(t0 + i) * q_dim..(t0 + i + 1) * q_dim]
+                    .copy_from_slice(&tmp[slot * q_dim..(slot + 1) * q_dim]);
+                done[i] = true;
+            }
         }
         if !chain {
             let (mut keys, mut values) = sess.kv.layer_mut(layer_index);

@@ -4,9 +4,10 @@
 //! Work is cut into tasks of (session, block of query rows, kv head, range of keys):
 //! - the query heads sharing a kv head (GQA) and the rows of the block form one set of
 //!   query vectors that shares every key and value tile loaded (and dequantized) once;
-//! - a long key range is split between tasks when there are too few (row block, kv head)
-//!   pairs to keep the threads busy (decode: one row), each task leaving a partial
+//! - a long key range is split between tasks when a segment has too few (row block, kv
+//!   head) pairs to keep the threads busy (decode: one row), each task leaving a partial
 //!   (max, sum, weighted values) that a final pass merges by log-sum-exp (flash-decoding).
+//!   The split depends only on the segment itself, so its numbers do too.
 //!
 //! Inside a task, scores are a small GEMM (queries × transposed key tile) and the values
 //! are accumulated by broadcasting each probability over a value row: no horizontal sums.
@@ -130,12 +131,19 @@ pub fn attention(isa: Isa, shape: AttnShape, segs: &[Segment], out: &mut [f32]) 
             }
         }
     }
-    // Split key ranges only as far as the threads need it.
+    // Split key ranges only as far as the threads need it, counting each segment's groups
+    // as if it were alone in the call: a segment's sums then run in the same order whatever
+    // else the call holds (a session decoded in a batch, a draft node verified beside
+    // others, gets the very bits it gets alone).
     let want = 4 * parallel::threads();
-    let splits = want.div_ceil(groups.len().max(1));
+    let mut seg_groups = vec![0usize; segs.len()];
+    for g in &groups {
+        seg_groups[g.seg] += 1;
+    }
     let mut tasks = Vec::new();
     for (gi, g) in groups.iter_mut().enumerate() {
         let keys = segs[g.seg].first_pos + g.r1;
+        let splits = want.div_ceil(seg_groups[g.seg].max(1));
         let n = splits.min(keys / MIN_SPLIT).max(1);
         let per = keys.div_ceil(n).div_ceil(BK) * BK;
         g.first_task = tasks.len();
@@ -788,6 +796,54 @@ mod tests {
                         "{isa:?} {format}: {g} vs {w}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_gets_the_same_bits_alone_and_beside_others() {
+        // Decode rows at depth split their keys; the split must not depend on the other
+        // segments of the call (batched decode, draft nodes verified together).
+        let shape = AttnShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+        };
+        let kvs = shape.kv();
+        let (mut k, mut v) = (
+            KvBuf::new(KvFormat::F32, kvs, 1200),
+            KvBuf::new(KvFormat::F32, kvs, 1200),
+        );
+        for p in 0..1200 {
+            let r: Vec<f32> = (0..128).map(|i| value(p * 128 + i, 1, 2.0)).collect();
+            k.rows_mut().store(kvs, p, &r);
+            let r: Vec<f32> = (0..128).map(|i| value(p * 128 + i, 2, 2.0)).collect();
+            v.rows_mut().store(kvs, p, &r);
+        }
+        let qs: Vec<Vec<f32>> = (0..4)
+            .map(|s| (0..256).map(|i| value(i, 3 + s, 9.0) * 4.0).collect())
+            .collect();
+        let seg = |s: usize, first_pos: usize| Segment {
+            q: &qs[s],
+            first_pos,
+            keys: k.rows(),
+            values: v.rows(),
+            tree: None,
+        };
+        let depths = [1199, 700, 300, 1000];
+        let together: Vec<Segment> = (0..4).map(|s| seg(s, depths[s])).collect();
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            let mut all = vec![0f32; 4 * 256];
+            attention(isa, shape, &together, &mut all);
+            for s in 0..4 {
+                let mut alone = vec![0f32; 256];
+                attention(isa, shape, &[seg(s, depths[s])], &mut alone);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&alone),
+                    bits(&all[s * 256..][..256]),
+                    "{isa:?} segment {s}"
+                );
             }
         }
     }
