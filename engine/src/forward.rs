@@ -833,9 +833,10 @@ fn attend(
 /// A draft tree's rows are verified each exactly as a decode step at its depth would see
 /// the cache: its ancestors' keys and values are laid out contiguously after the prefix (as
 /// decoding them one at a time would have stored them) and the row attends like a single
-/// decode row (one call per root-to-leaf path). The float sums then run in the order plain decoding
-/// runs them, so greedy speculation keeps plain decoding's tokens bit for bit (one call
-/// with [`Segment::tree`]'s mask would read the same keys but sum them in another order).
+/// decode row (one call per root-to-leaf path). The float sums then run in the order plain
+/// decoding runs them, so greedy speculation keeps plain decoding's tokens bit for bit (one
+/// call with [`Segment::tree`]'s mask would read the same keys but sum them in another
+/// order).
 /// Afterwards every node sits at its own position again, for `keep_path`.
 fn attention(
     model: &Model,
