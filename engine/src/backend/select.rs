@@ -126,9 +126,11 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
     if o.sparse_down && model.config.block.activation() == Activation::Relu2 {
         model.use_sparse_down();
         if o.sessions > 1 {
+            let started = std::time::Instant::now();
             let bytes = model.keep_down_rows();
             tracing::info!(
                 mib = bytes >> 20,
+                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                 "down_proj kept row-major too, for batched steps of several sessions"
             );
         }

@@ -18,7 +18,7 @@ pub use storage::{Bytes, SharedBytes};
 use onebit_kernels::embd::{EmbdType, EmbdView};
 use onebit_kernels::sherry::{self, SherryView};
 use onebit_kernels::ternary::colsparse::ColumnTernary;
-use onebit_kernels::ternary::{pack, row_bytes};
+use onebit_kernels::ternary::row_bytes;
 use onebit_kernels::TernaryView;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -144,9 +144,9 @@ impl TernaryTensor {
             self.parked.store(false, Ordering::Release);
         }
         let data = match &self.columns {
-            Some(columns) if self.rows_dropped() => self
-                .rebuilt_rows
-                .get_or_init(|| pack(self.rows, self.cols, |r, c| columns.code(r, c))),
+            Some(columns) if self.rows_dropped() => {
+                self.rebuilt_rows.get_or_init(|| columns.to_rows())
+            }
             _ => self.data.as_slice(),
         };
         TernaryView {

@@ -73,6 +73,12 @@ impl ColumnTernary {
         }
     }
 
+    /// The row-major I2_S blocks again, exactly the bytes [`from_rows`](Self::from_rows)
+    /// was given (on the thread pool).
+    pub fn to_rows(&self) -> Vec<u8> {
+        pack::unpack(self.lines(), self.rows, self.cols, self.pcols)
+    }
+
     /// Memory it holds.
     pub fn bytes(&self) -> usize {
         self.data.len()

@@ -55,6 +55,48 @@ pub(super) fn repack(w: TernaryView<'_>, pcols: usize, data: &mut [u8]) {
     });
 }
 
+/// The inverse of [`repack`]: the row-major I2_S blocks of the `rows` rows (`row_bytes(cols)`
+/// each) from `data`, the same 4 × 4 squares transposed back (the transpose is its own
+/// inverse). Parallel over tiles; each tile writes only its own rows.
+pub(super) fn unpack(data: &[u8], rows: usize, cols: usize, pcols: usize) -> Vec<u8> {
+    let rb = row_bytes(cols);
+    let tile_bytes = pcols * LINE;
+    if tile_bytes == 0 || rb == 0 {
+        return vec![0u8; rows * rb];
+    }
+    // Whole tiles (the last one's padding rows are cut off at the end), so that the pool
+    // hands out whole tiles.
+    let mut out = vec![0u8; rows.div_ceil(TILE_ROWS) * TILE_ROWS * rb];
+    let mut rows_of = [[0usize; 4]; LINE];
+    for r in 0..TILE_ROWS {
+        let (b, shift) = location(r);
+        rows_of[b][shift as usize / 2] = r;
+    }
+    parallel::for_rows_strided(&mut out, TILE_ROWS * rb, 1, |first, chunk| {
+        for (i, dst) in chunk.chunks_exact_mut(TILE_ROWS * rb).enumerate() {
+            let t = first + i;
+            let lines = &data[t * tile_bytes..(t + 1) * tile_bytes];
+            for blk in 0..pcols / BLOCK_ELEMS {
+                for (b, rows) in rows_of.iter().enumerate() {
+                    for j in 0..BLOCK_BYTES {
+                        let mut y = 0u32;
+                        for g in 0..4 {
+                            let c = blk * BLOCK_ELEMS + j + 32 * (3 - g);
+                            y |= u32::from(lines[c * LINE + b]) << (8 * g);
+                        }
+                        let x = transpose4x4(y).to_le_bytes();
+                        for (&r, &byte) in rows.iter().zip(&x) {
+                            dst[r * rb + blk * BLOCK_BYTES + j] = byte;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out.truncate(rows * rb);
+    out
+}
+
 /// Transposes a 4 × 4 matrix of 2-bit fields, field (k, g) at bits `8k + 2g` → `8g + 2k`:
 /// swap the off-diagonal 2 × 2 blocks (12 bits apart), then the off-diagonal fields inside
 /// each block (6 bits apart).

@@ -86,6 +86,22 @@ fn from_rows_keeps_every_code() {
 }
 
 #[test]
+fn to_rows_gives_back_the_row_major_bytes() {
+    for (rows, cols) in [
+        (1, 1),
+        (255, 129),
+        (256, 128),
+        (257, 300),
+        (600, 1000),
+        (3, 0),
+    ] {
+        let data = random_matrix(rows, cols, rows as u64 * 17 + cols as u64);
+        let w = ColumnTernary::from_rows(TernaryView::new(rows, cols, &data).unwrap());
+        assert_eq!(w.to_rows(), data, "{rows}x{cols}");
+    }
+}
+
+#[test]
 fn location_is_a_permutation_of_the_line() {
     let mut seen = [false; TILE_ROWS];
     for r in 0..TILE_ROWS {
