@@ -219,7 +219,7 @@ impl Int8Head {
         hs: &[f32],
         wishes: &[TopK<'_>],
     ) -> Vec<Vec<(u32, f32)>> {
-        let approx = self.approx_batch(head, hs);
+        let (approx, steps) = self.approx_batch(head, hs);
         assert_eq!(
             wishes.len(),
             approx.len() / self.rows,
@@ -227,15 +227,16 @@ impl Int8Head {
         );
         hs.chunks_exact(self.cols)
             .zip(approx.chunks_exact(self.rows))
-            .zip(wishes)
-            .map(|((h, approx), wish)| self.rescore(head, h, approx, wish))
+            .zip(wishes.iter().zip(&steps))
+            .map(|((h, approx), (wish, t))| self.rescore(head, h, *t, approx, wish))
             .collect()
     }
 
     /// The screened logits `s · Σ q·h` of every row for each hidden row of `hs`,
     /// `[n, rows]`: each thread screens its tiles of [`SCREEN_TILE`] int8 rows against every
-    /// hidden row before the next tile.
-    fn approx_batch(&self, head: &EmbdView<'_>, hs: &[f32]) -> Vec<f32> {
+    /// hidden row before the next tile. Beside them, each hidden row's fixed-point step `t`
+    /// (0 for the float screen), which its bound needs.
+    fn approx_batch(&self, head: &EmbdView<'_>, hs: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let cols = self.cols;
         assert!(
             cols > 0 && !hs.is_empty() && hs.len().is_multiple_of(cols),
@@ -287,22 +288,22 @@ impl Int8Head {
                 }
             }
         });
-        approx
+        let steps = if self.integer {
+            bytes.iter().map(|b| b.t).collect()
+        } else {
+            vec![0.0; n]
+        };
+        (approx, steps)
     }
 
     /// `B(r, a)`: how far the head's f32 logit of row `r` can lie from its screened logit `a`
-    /// for the hidden row `h` (the module's bound).
-    fn bound_of(&self, h: &[f32]) -> impl Fn(usize, f32) -> f32 + '_ {
+    /// for the hidden row `h`, screened with fixed-point step `t` (the module's bound).
+    fn bound_of(&self, h: &[f32], t: f32) -> impl Fn(usize, f32) -> f32 + '_ {
         let l1: f32 = h.iter().map(|v| v.abs()).sum();
         // Round the bound's factor up generously: it is itself computed in f32.
         let gamma = self.cols as f32 * f32::EPSILON;
         let factor = l1 * (1.0 / 254.0 + 2.0 * gamma) * 1.001 + f32::MIN_POSITIVE;
         // The integer screen's extra terms: the hidden row's rounding and that of `a`.
-        let t = if self.integer {
-            HiddenBytes::step(h)
-        } else {
-            0.0
-        };
         move |r: usize, a: f32| -> f32 {
             let b = self.max_abs[r] * factor;
             if self.integer {
@@ -314,16 +315,17 @@ impl Int8Head {
         }
     }
 
-    /// The exact logits of the rows that `approx` (the screened logits of `h`) cannot rule
-    /// out for `wish`.
+    /// The exact logits of the rows that `approx` (the screened logits of `h`, fixed-point
+    /// step `t`) cannot rule out for `wish`.
     fn rescore(
         &self,
         head: &EmbdView<'_>,
         h: &[f32],
+        t: f32,
         approx: &[f32],
         wish: &TopK<'_>,
     ) -> Vec<(u32, f32)> {
-        let bound = self.bound_of(h);
+        let bound = self.bound_of(h, t);
         let mut include = wish.include.to_vec();
         include.sort_unstable();
         include.dedup();
@@ -436,8 +438,8 @@ mod tests {
             Int8Head::new(&view).unwrap(),
             Int8Head::new(&view).unwrap().float_only(),
         ] {
-            let approx = screen.approx_batch(&view, &h);
-            let bound = screen.bound_of(&h);
+            let (approx, steps) = screen.approx_batch(&view, &h);
+            let bound = screen.bound_of(&h, steps[0]);
             let t = HiddenBytes::step(&h);
             for (r, a) in approx.iter().enumerate() {
                 let exact = f64::from(dot_f16_ref(&data[r * cols * 2..(r + 1) * cols * 2], &h));
