@@ -283,6 +283,7 @@ pub fn for_rows<T: Send>(out: &mut [T], min_chunk: usize, f: impl Fn(usize, &mut
 }
 
 /// Like [`for_rows`], where each logical row is `stride` elements of `out`; `first` counts rows.
+/// A last row shorter than `stride` goes, shortened, to the chunk that holds it.
 pub fn for_rows_strided<T: Send>(
     out: &mut [T],
     stride: usize,
@@ -290,7 +291,8 @@ pub fn for_rows_strided<T: Send>(
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let stride = stride.max(1);
-    let rows = out.len() / stride;
+    let len = out.len();
+    let rows = len.div_ceil(stride);
     let t = threads();
     if t <= 1 || rows <= min_rows {
         f(0, out);
@@ -300,10 +302,14 @@ pub fn for_rows_strided<T: Send>(
     let per = rows.div_ceil(t * 4).max(min_rows);
     let base = SendPtr(out.as_mut_ptr());
     for_range(rows, per, |start, end| {
-        // SAFETY: chunks [start, end) handed out by `for_range` never overlap and lie inside
-        // `out` (end ≤ rows), and `out` stays borrowed mutably for the whole call.
+        // SAFETY: chunks [start, end) handed out by `for_range` never overlap, and their
+        // elements [start·stride, min(end·stride, len)) lie inside `out` (start < rows), which
+        // stays borrowed mutably for the whole call.
         let chunk = unsafe {
-            std::slice::from_raw_parts_mut(base.get().add(start * stride), (end - start) * stride)
+            std::slice::from_raw_parts_mut(
+                base.get().add(start * stride),
+                (end * stride).min(len) - start * stride,
+            )
         };
         f(start, chunk);
     });
@@ -397,6 +403,17 @@ mod tests {
             }
         });
         assert!(v.iter().enumerate().all(|(i, x)| *x == i as u32 + 1));
+    }
+
+    #[test]
+    fn a_short_last_strided_row_is_handed_out_too() {
+        let mut v = vec![0u32; 7 * 300 + 5];
+        for_rows_strided(&mut v, 7, 2, |first, chunk| {
+            for (i, row) in chunk.chunks_mut(7).enumerate() {
+                row.fill((first + i) as u32 + 1);
+            }
+        });
+        assert!(v.iter().enumerate().all(|(i, x)| *x == (i / 7) as u32 + 1));
     }
 
     #[test]

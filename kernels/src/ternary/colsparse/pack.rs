@@ -64,18 +64,19 @@ pub(super) fn unpack(data: &[u8], rows: usize, cols: usize, pcols: usize) -> Vec
     if tile_bytes == 0 || rb == 0 {
         return vec![0u8; rows * rb];
     }
-    // Whole tiles (the last one's padding rows are cut off at the end), so that the pool
-    // hands out whole tiles.
-    let mut out = vec![0u8; rows.div_ceil(TILE_ROWS) * TILE_ROWS * rb];
+    let mut out = vec![0u8; rows * rb];
     let mut rows_of = [[0usize; 4]; LINE];
     for r in 0..TILE_ROWS {
         let (b, shift) = location(r);
         rows_of[b][shift as usize / 2] = r;
     }
     parallel::for_rows_strided(&mut out, TILE_ROWS * rb, 1, |first, chunk| {
-        for (i, dst) in chunk.chunks_exact_mut(TILE_ROWS * rb).enumerate() {
+        // The last tile may hold fewer than TILE_ROWS rows (its lines' padding rows are
+        // skipped).
+        for (i, dst) in chunk.chunks_mut(TILE_ROWS * rb).enumerate() {
             let t = first + i;
             let lines = &data[t * tile_bytes..(t + 1) * tile_bytes];
+            let here = dst.len() / rb;
             for blk in 0..pcols / BLOCK_ELEMS {
                 for (b, rows) in rows_of.iter().enumerate() {
                     for j in 0..BLOCK_BYTES {
@@ -85,7 +86,7 @@ pub(super) fn unpack(data: &[u8], rows: usize, cols: usize, pcols: usize) -> Vec
                             y |= u32::from(lines[c * LINE + b]) << (8 * g);
                         }
                         let x = transpose4x4(y).to_le_bytes();
-                        for (&r, &byte) in rows.iter().zip(&x) {
+                        for (&r, &byte) in rows.iter().zip(&x).filter(|(r, _)| **r < here) {
                             dst[r * rb + blk * BLOCK_BYTES + j] = byte;
                         }
                     }
@@ -93,7 +94,6 @@ pub(super) fn unpack(data: &[u8], rows: usize, cols: usize, pcols: usize) -> Vec
             }
         }
     });
-    out.truncate(rows * rb);
     out
 }
 
