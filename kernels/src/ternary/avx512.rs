@@ -51,7 +51,8 @@ pub fn gfni() -> bool {
 /// `gfni` is set (the CPU must have it), shifts otherwise, so that tests check both.
 ///
 /// # Safety
-/// As [`tile`]; `gfni` only on a CPU with GFNI; `tt >= 2` or `rt == 4`.
+/// As [`tile`]; `gfni` only on a CPU with GFNI; `tt >= 2` (one activation row takes the
+/// GEMV tiles).
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn tile_unpacked_by(
@@ -94,7 +95,6 @@ macro_rules! tiles_unpacked_by {
             // SAFETY: forwarded from the caller's contract (see `tile`).
             unsafe {
                 match (rt, tt) {
-                    (4, 1) => $body::<4, 1>(w, rb, q, k, blocks, acc),
                     (4, 2) => $body::<4, 2>(w, rb, q, k, blocks, acc),
                     (4, 3) => $body::<4, 3>(w, rb, q, k, blocks, acc),
                     (4, 4) => $body::<4, 4>(w, rb, q, k, blocks, acc),
