@@ -123,7 +123,8 @@ pub fn dots_u8_pairs(q: &[i8], pairs: &[(&[u8], &[u8])], out: &mut [(i32, i32)])
     );
     #[cfg(target_arch = "x86_64")]
     if cols.is_multiple_of(64) && crate::ternary::Isa::Avx512Vnni.available() {
-        // SAFETY: AVX-512 VNNI present; sizes checked above, cols % 64 == 0.
+        // SAFETY: AVX-512 VNNI present; `q` is whole rows of `cols`, every byte row is `cols`
+        // long and `out` has one entry per (pair, row), as asserted above; cols % 64 == 0.
         unsafe { dots_u8_pairs_vnni(q, pairs, out) };
         return;
     }
@@ -306,7 +307,8 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if crate::ternary::Isa::Avx512Vnni.available() {
                 let mut got = vec![(0i32, 0i32); rows * pairs.len()];
-                // SAFETY: AVX-512 VNNI present; sizes match, cols % 64 == 0.
+                // SAFETY: AVX-512 VNNI present; `q` is `rows` rows of `cols`, every byte row
+                // is `cols` long, `got` has rows × pairs entries, and cols % 64 == 0.
                 unsafe { dots_u8_pairs_vnni(&q, &pairs, &mut got) };
                 prop_assert_eq!(got, want);
             }
