@@ -333,17 +333,61 @@ impl Stream {
     }
 }
 
+/// How many prompt tokens one step feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Feed {
+    /// Prompt tokens one stream feeds per step at most.
+    pub chunk: usize,
+    /// While any stream decodes, the tokens the whole step feeds (0: no limit). Decoding
+    /// rows (their drafts included) come first; prompt chunks share the rest in row order,
+    /// at least [`Feed::MIN_PROMPT`] so that prompts always advance. This bounds how long
+    /// new prompts stall the streams that decode, at the price of their time to first
+    /// token.
+    pub step_tokens: usize,
+}
+
+impl Feed {
+    /// Prompt tokens a step feeds while streams decode, however many rows decode.
+    pub const MIN_PROMPT: usize = 4;
+
+    /// The prompt tokens a step may feed beside `decoding` rows that decode.
+    pub fn prompt_budget(&self, decoding: usize) -> usize {
+        if decoding == 0 || self.step_tokens == 0 {
+            return usize::MAX;
+        }
+        (self.step_tokens.saturating_sub(decoding)).max(Self::MIN_PROMPT)
+    }
+}
+
+impl From<usize> for Feed {
+    /// At most `chunk` prompt tokens per stream, no limit per step.
+    fn from(chunk: usize) -> Self {
+        Self {
+            chunk,
+            step_tokens: 0,
+        }
+    }
+}
+
 /// One batched step of `backend` over the streams that have something to feed: a prompt
-/// chunk of at most `chunk` tokens, or the last token chosen. Returns one [`Advance`] per
-/// row, in order (a row with nothing to feed gets an empty one).
+/// chunk (see [`Feed`]), the last token chosen, or a draft to verify. Returns one
+/// [`Advance`] per row, in order (a row with nothing to feed gets an empty one).
 pub fn step<B: Backend>(
     backend: &mut B,
     rows: &mut [(&mut B::Session, &mut Stream)],
-    chunk: usize,
+    feed: impl Into<Feed>,
 ) -> std::result::Result<Vec<Advance>, BackendError> {
+    let feed = feed.into();
     for (session, stream) in rows.iter_mut() {
         stream.plan_draft(backend, session);
     }
+    let decoding: usize = rows
+        .iter()
+        .filter(|(_, s)| s.prompt_done())
+        .filter_map(|(_, s)| s.next_feed(0))
+        .map(|(tokens, _)| tokens.len())
+        .sum();
+    let mut prompt_budget = feed.prompt_budget(decoding);
     let mut fed = Vec::with_capacity(rows.len());
     let mut sessions = Vec::with_capacity(rows.len());
     let mut ids: Vec<&[u32]> = Vec::with_capacity(rows.len());
@@ -351,10 +395,17 @@ pub fn step<B: Backend>(
     let mut trees = Vec::with_capacity(rows.len());
     for (i, (session, stream)) in rows.iter_mut().enumerate() {
         let tree = stream.draft.as_ref().map(|t| t.parents.as_slice());
-        if let Some((feed, need)) = stream.next_feed(chunk) {
+        let prefilling = !stream.prompt_done();
+        if prefilling && prompt_budget == 0 {
+            continue;
+        }
+        if let Some((tokens, need)) = stream.next_feed(feed.chunk.min(prompt_budget)) {
+            if prefilling {
+                prompt_budget -= tokens.len();
+            }
             fed.push(i);
             sessions.push(&mut **session);
-            ids.push(feed);
+            ids.push(tokens);
             needs.push(need);
             trees.push(tree);
         }

@@ -101,6 +101,17 @@ struct Args {
         default_value_t = 128
     )]
     batch_size: usize,
+    /// Tokens one engine step feeds in all while any stream decodes: decoding rows first,
+    /// prompt chunks share the rest (at least 4), oldest request first. Bounds how long
+    /// new prompts stall the running streams, at the price of their time to first token
+    /// (see the README's serving section). 0: no limit; each prompt then feeds up to
+    /// `--batch-size` tokens a step.
+    #[arg(
+        long = "step-tokens",
+        env = "ONEBIT_ARG_STEP_TOKENS",
+        default_value_t = 0
+    )]
+    step_tokens: usize,
     /// Address to listen on; a path ending in .sock (or containing /) is a Unix socket.
     /// Ignored when systemd passes sockets (socket activation).
     #[arg(long, env = "ONEBIT_ARG_HOST", default_value = "127.0.0.1")]
@@ -309,7 +320,10 @@ fn options(a: &Args) -> Result<Options, String> {
     Ok(Options {
         slots: a.parallel,
         queue: a.queue,
-        chunk: a.batch_size.max(1),
+        feed: onebit_engine::generate::Feed {
+            chunk: a.batch_size.max(1),
+            step_tokens: a.step_tokens,
+        },
         limits,
         api_key,
         allowed_hosts: a.allowed_host.clone(),
@@ -443,6 +457,7 @@ fn serve_on<B: Backend + 'static>(
 
 fn run(a: Args, stop: SigSet) -> Result<(), String> {
     let opts = options(&a)?;
+    let (slots, feed) = (opts.slots, opts.feed);
     if let Some(t) = a.threads {
         if t == 0 {
             return Err("-t/--threads must be at least 1".into());
@@ -526,7 +541,13 @@ fn run(a: Args, stop: SigSet) -> Result<(), String> {
         Opened::NpuIgpu(b) => serve_on(&server, b, vocab, info, &warm)?,
     }
     systemd::notify_or_log(&format!("READY=1\nSTATUS=serving {id}"));
-    tracing::info!(model = id, "ready");
+    tracing::info!(
+        model = id,
+        slots,
+        prompt_chunk = feed.chunk,
+        step_tokens = feed.step_tokens,
+        "ready (while streams decode, a step feeds at most step_tokens tokens; 0: no limit)"
+    );
 
     let _ = sig_rx.recv();
     systemd::notify_or_log("STOPPING=1\nSTATUS=finishing in-flight requests");

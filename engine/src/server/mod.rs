@@ -48,8 +48,9 @@ pub struct Options {
     pub slots: usize,
     /// Requests that may wait for a free slot before new ones get a 503.
     pub queue: usize,
-    /// Prompt tokens a slot feeds per engine step (`-b`).
-    pub chunk: usize,
+    /// Prompt tokens a slot feeds per engine step (`-b`), and a step in all while streams
+    /// decode (`--step-tokens`).
+    pub feed: crate::generate::Feed,
     pub limits: http::Limits,
     pub api_key: Option<String>,
     /// Host names (besides localhost and IP addresses of this machine) that requests may
@@ -79,7 +80,10 @@ impl Default for Options {
         Self {
             slots: 4,
             queue: 64,
-            chunk: 128,
+            feed: crate::generate::Feed {
+                chunk: 128,
+                step_tokens: 0,
+            },
             limits: http::Limits::default(),
             api_key: None,
             allowed_hosts: Vec::new(),
@@ -188,7 +192,7 @@ impl Server {
         let cfg = SchedConfig {
             slots: o.slots.max(1),
             queue: o.queue,
-            chunk: o.chunk,
+            feed: o.feed,
             eos: vocab.eos_ids(),
             speculate: o.speculate,
         };

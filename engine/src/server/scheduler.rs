@@ -1,7 +1,9 @@
 //! The slot scheduler: one engine thread owns the model and N slots (each a session with
 //! its KV cache). Every step feeds all busy slots through one batched forward pass: one
-//! token for each decoding slot, a bounded chunk for each slot still reading its prompt,
-//! so a long prompt never stalls the others for more than one chunk. Requests beyond the
+//! token (or a draft) for each decoding slot, a bounded chunk for each slot still reading
+//! its prompt. While any slot decodes, the prompt chunks of a step share a budget
+//! ([`generate::Feed::step_tokens`]), oldest request first, so new prompts stall the
+//! running streams by a bounded amount however many arrive together. Requests beyond the
 //! slots wait in a bounded queue; past that the caller gets [`Rejected::Busy`] (a 503).
 //!
 //! A slot keeps its tokens after its request ends, and a new request goes to the free slot
@@ -83,8 +85,8 @@ pub struct SchedConfig {
     pub slots: usize,
     /// Requests that may wait for a slot.
     pub queue: usize,
-    /// Prompt tokens one slot feeds per step.
-    pub chunk: usize,
+    /// Prompt tokens one slot feeds per step, and the whole step while streams decode.
+    pub feed: generate::Feed,
     pub eos: Vec<u32>,
     /// How each slot speculates.
     pub speculate: SpecOptions,
@@ -410,19 +412,24 @@ fn step<B: Backend>(
     queue: &Queue,
     slots: &mut [Slot<B::Session>],
 ) {
-    let busy: Vec<usize> = (0..slots.len())
+    // Oldest request first: when the step's prompt budget runs short, the prompt that has
+    // waited longest gets it.
+    let mut busy: Vec<usize> = (0..slots.len())
         .filter(|&i| slots[i].active.is_some())
         .collect();
+    busy.sort_by_key(|&i| slots[i].active.as_ref().map(|a| a.job.arrived));
     let started = Instant::now();
     let result = {
-        let mut rows: Vec<(&mut B::Session, &mut Stream)> = slots
+        let mut by_slot: Vec<Option<(&mut B::Session, &mut Stream)>> = slots
             .iter_mut()
-            .filter_map(|s| {
+            .map(|s| {
                 let a = s.active.as_mut()?;
                 Some((&mut s.session, &mut a.stream))
             })
             .collect();
-        generate::step(backend, &mut rows, cfg.chunk)
+        let mut rows: Vec<(&mut B::Session, &mut Stream)> =
+            busy.iter().filter_map(|&i| by_slot[i].take()).collect();
+        generate::step(backend, &mut rows, cfg.feed)
     };
     let elapsed = started.elapsed();
     m.n_decode.fetch_add(1, Relaxed);
@@ -435,10 +442,16 @@ fn step<B: Backend>(
         .iter()
         .map(|a| a.prompt_read + usize::from(a.decoded))
         .sum();
+    let decoding = advances.iter().filter(|a| a.decoded).count();
     m.step_seconds.observe(elapsed);
     m.step_rows.observe_value(total_rows as f64);
-    m.step_decoding
-        .observe_value(advances.iter().filter(|a| a.decoded).count() as f64);
+    m.step_decoding.observe_value(decoding as f64);
+    tracing::trace!(
+        rows = total_rows,
+        decoding,
+        ms = elapsed.as_secs_f64() * 1e3,
+        "step"
+    );
     let mut freed = 0;
     let mut ended = Vec::new();
     for (&i, adv) in busy.iter().zip(advances) {
@@ -628,12 +641,88 @@ mod tests {
         let cfg = SchedConfig {
             slots,
             queue: waiting,
-            chunk: 2,
+            feed: 2.into(),
             eos: vec![31],
             speculate: SpecOptions::new(crate::speculate::Mode::Off),
         };
         let q2 = q.clone();
         (q, std::thread::spawn(move || run(Toy, q2, cfg)))
+    }
+
+    /// While a stream decodes, waiting prompts share the step's budget, oldest first, and
+    /// a prompt read while nothing decodes is read in one chunk.
+    #[test]
+    fn prompts_share_a_bounded_budget_while_streams_decode() {
+        let feed = generate::Feed {
+            chunk: 128,
+            step_tokens: 6,
+        };
+        assert_eq!(feed.prompt_budget(0), usize::MAX);
+        assert_eq!(feed.prompt_budget(1), 5);
+        assert_eq!(feed.prompt_budget(4), generate::Feed::MIN_PROMPT);
+        assert_eq!(feed.prompt_budget(20), generate::Feed::MIN_PROMPT);
+        assert_eq!(generate::Feed::from(7).prompt_budget(3), usize::MAX);
+
+        let opts = |max_new| Options {
+            max_new,
+            sampling: SamplingParams::greedy(),
+            stop_ids: Vec::new(),
+            logprobs: None,
+        };
+        let mut toy = Toy;
+        let (mut sa, mut sb, mut sc) = (
+            ToySession::default(),
+            ToySession::default(),
+            ToySession::default(),
+        );
+        let mut a = Stream::new(vec![14], 0, opts(12));
+        let mut older = Stream::new(vec![20; 30], 0, opts(1));
+        let mut newer = Stream::new(vec![21; 9], 0, opts(1));
+        generate::step(&mut toy, &mut [(&mut sa, &mut a)], feed).unwrap();
+        assert!(a.prompt_done());
+        let mut steps = Vec::new();
+        while !newer.prompt_done() {
+            let before = (sb.tokens.len(), sc.tokens.len());
+            generate::step(
+                &mut toy,
+                &mut [
+                    (&mut sa, &mut a),
+                    (&mut sb, &mut older),
+                    (&mut sc, &mut newer),
+                ],
+                feed,
+            )
+            .unwrap();
+            steps.push((sb.tokens.len() - before.0, sc.tokens.len() - before.1));
+        }
+        // The older prompt's 30 tokens in chunks of 5 (its one new token ends it), the
+        // newer one's 9 only after it: 5 and 4.
+        assert_eq!(
+            steps,
+            [
+                (5, 0),
+                (5, 0),
+                (5, 0),
+                (5, 0),
+                (5, 0),
+                (5, 0),
+                (0, 5),
+                (0, 4)
+            ]
+        );
+        assert_eq!(sa.tokens.len(), 1 + steps.len());
+
+        // Nothing decodes: every prompt is read in one chunk.
+        let (mut sb, mut sc) = (ToySession::default(), ToySession::default());
+        let mut older = Stream::new(vec![20; 30], 0, opts(1));
+        let mut newer = Stream::new(vec![21; 9], 0, opts(1));
+        generate::step(
+            &mut toy,
+            &mut [(&mut sb, &mut older), (&mut sc, &mut newer)],
+            feed,
+        )
+        .unwrap();
+        assert_eq!((sb.tokens.len(), sc.tokens.len()), (30, 9));
     }
 
     #[test]
