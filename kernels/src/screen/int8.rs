@@ -148,6 +148,73 @@ pub fn dots_u8_pairs_ref(q: &[i8], pairs: &[(&[u8], &[u8])], out: &mut [(i32, i3
     }
 }
 
+/// `out[j] = Σ q_r·u` (exact) for each job `(r, u)`: int8 row `r` of `q` (rows of `u.len()`)
+/// and an unsigned byte row `u`; with `vpdpbusd` where available (AVX-512 VNNI, widths a
+/// multiple of 64). The coarse screen's survivors, scattered over a tile, each need one.
+pub fn dots_u8_gathered(q: &[i8], jobs: &[(usize, &[u8])], out: &mut [i32]) {
+    assert_eq!(out.len(), jobs.len(), "gathered byte dots: output");
+    let Some(cols) = jobs.first().map(|j| j.1.len()) else {
+        return;
+    };
+    assert!(
+        cols > 0
+            && jobs
+                .iter()
+                .all(|(r, u)| u.len() == cols && (r + 1) * cols <= q.len()),
+        "gathered byte dots: the rows"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if cols.is_multiple_of(64) && crate::ternary::Isa::Avx512Vnni.available() {
+        // SAFETY: AVX-512 VNNI present; every job's byte row is `cols` long and its int8 row
+        // lies inside `q`, `out` has one entry per job, as asserted above; cols % 64 == 0.
+        unsafe { dots_u8_gathered_vnni(q, jobs, out) };
+        return;
+    }
+    dots_u8_gathered_ref(q, jobs, out);
+}
+
+/// Scalar reference of [`dots_u8_gathered`].
+pub fn dots_u8_gathered_ref(q: &[i8], jobs: &[(usize, &[u8])], out: &mut [i32]) {
+    for ((r, u), o) in jobs.iter().zip(out.iter_mut()) {
+        let row = &q[r * u.len()..(r + 1) * u.len()];
+        *o = row
+            .iter()
+            .zip(*u)
+            .map(|(x, y)| i32::from(*x) * i32::from(*y))
+            .sum();
+    }
+}
+
+/// [`dots_u8_gathered_ref`] with `vpdpbusd`, four jobs at a time so that four independent
+/// accumulators hide the instruction's latency (one job alone waits on it every 64 bytes).
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; the sizes [`dots_u8_gathered`] asserts, and the width a multiple of 64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn dots_u8_gathered_vnni(q: &[i8], jobs: &[(usize, &[u8])], out: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let cols = jobs[0].1.len();
+    for (group, out) in jobs.chunks(4).zip(out.chunks_mut(4)) {
+        let mut acc = [_mm512_setzero_si512(); 4];
+        let mut c = 0;
+        while c < cols {
+            for ((r, u), a) in group.iter().zip(acc.iter_mut()) {
+                // SAFETY: c + 64 ≤ cols; row `r` (r + 1 ≤ rows) and `u` are `cols` long.
+                unsafe {
+                    let qv = _mm512_loadu_si512(q.as_ptr().add(r * cols + c).cast());
+                    let uv = _mm512_loadu_si512(u.as_ptr().add(c).cast());
+                    *a = _mm512_dpbusd_epi32(*a, uv, qv);
+                }
+            }
+            c += 64;
+        }
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = _mm512_reduce_add_epi32(*a);
+        }
+    }
+}
+
 /// [`dots_u8_pairs_ref`] with `vpdpbusd`: 64 products an instruction, accumulated exactly in
 /// i32 lanes (|Σ| ≤ 255 · 128 · cols, inside i32 for any head width below 65,000). A block of
 /// 4 int8 rows meets 2 hidden rows at a time, so each 64-byte load feeds 4 or 8
@@ -312,6 +379,30 @@ mod tests {
                 unsafe { dots_u8_pairs_vnni(&q, &pairs, &mut got) };
                 prop_assert_eq!(got, want);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn gathered_byte_dots_equal_the_reference_exactly(rows in 1usize..12, c64 in 1usize..5, picks in proptest::collection::vec((0usize..12, 0usize..3), 0..11), seed in any::<u64>()) {
+            let cols = c64 * 64;
+            let mix = |i: usize| (i as u64).wrapping_mul(2654435761).wrapping_add(seed) >> 7;
+            let q: Vec<i8> = (0..rows * cols).map(|i| (mix(i) % 256) as u8 as i8).collect();
+            let bytes: Vec<Vec<u8>> = (0..3)
+                .map(|b| (0..cols).map(|i| (mix(i + 7_919 * (b + 1)) % 256) as u8).collect())
+                .collect();
+            // Any number of jobs (groups of four and a short last one), rows repeated.
+            let jobs: Vec<(usize, &[u8])> = picks.iter().map(|(r, b)| (r % rows, &bytes[*b][..])).collect();
+            let mut want = vec![0i32; jobs.len()];
+            dots_u8_gathered_ref(&q, &jobs, &mut want);
+            for ((r, u), w) in jobs.iter().zip(&want) {
+                let row = &q[r * cols..(r + 1) * cols];
+                let dot: i32 = row.iter().zip(*u).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+                prop_assert_eq!(*w, dot);
+            }
+            let mut got = vec![0i32; jobs.len()];
+            dots_u8_gathered(&q, &jobs, &mut got);
+            prop_assert_eq!(got, want);
         }
     }
 
