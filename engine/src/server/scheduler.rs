@@ -275,6 +275,9 @@ fn admit<B: Backend>(
                 }
             }
         }
+        if st.active == 0 && !st.jobs.is_empty() && !st.closing {
+            st = gather_burst(queue, st, slots.len());
+        }
         // A job whose client left while it waited is dropped unstarted: starting it would
         // cost a step and truncate a slot's cached prefix for nothing.
         st.jobs.retain(|j| !j.cancel.load(Relaxed));
@@ -308,6 +311,41 @@ fn admit<B: Backend>(
             .unwrap_or_else(|p| p.into_inner().0);
     }
 }
+
+/// Requests that come in a burst to an idle engine (clients that start together, or that
+/// all finished in one step and send their next requests) arrive over a millisecond or
+/// two. Started in one step, their streams decode in lockstep; started as they trickle in,
+/// each later prompt's prefill would stall the streams already running, one stall per
+/// request. So an idle engine waits for the burst to end: until no request has come for
+/// [`BURST_QUIET`], [`BURST_MAX`] at most, or until the slots are full.
+fn gather_burst<'a>(
+    queue: &'a Queue,
+    mut st: MutexGuard<'a, QueueState>,
+    slots: usize,
+) -> MutexGuard<'a, QueueState> {
+    let deadline = Instant::now() + BURST_MAX;
+    while st.jobs.len() < slots && !st.closing {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let seen = st.jobs.len();
+        st = queue
+            .wake
+            .wait_timeout(st, (deadline - now).min(BURST_QUIET))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+        if st.jobs.len() == seen {
+            break;
+        }
+    }
+    st
+}
+
+/// How long an idle engine waits after a request for the next one of a burst.
+const BURST_QUIET: Duration = Duration::from_millis(3);
+/// The longest an idle engine gathers a burst (a delay of the first token, at most).
+const BURST_MAX: Duration = Duration::from_millis(15);
 
 /// The free slot sharing the longest prefix with `job`'s prompt (ties: the emptiest).
 fn best_free_slot<B: Backend>(
