@@ -34,9 +34,9 @@
 //! screen (`ONEBIT_SCREEN=fine` turns the pass off). On the 2B-4T-shaped model's hidden
 //! states at top-k 40 (onebitd, 8 streams), the high bytes rule out 83 % of the rows with
 //! the `‖q‖₁` bound alone and 89 % with the Cauchy–Schwarz one beside it; `head_bench 2 3
-//! batch` (2-vCPU Xeon, family 6 model 207): the screened argmax of 4 / 8 / 16 rows took
-//! 24.1 / 36.6–44.4 / 65.3–68.9 ms without the pass and 19.4 / 26.4–26.7 / 41.8–42.9 ms
-//! with it.
+//! batch` (2-vCPU Xeon, family 6 model 207, four runs of each, interleaved): the screened
+//! argmax of 4 / 8 / 16 rows took 22.8–24.4 / 35.8–44.4 / 61.9–69.0 ms without the pass
+//! and 18.7–23.8 / 26.4–31.0 / 40.1–42.9 ms with it.
 //!
 //! A 4-bit screen (the high nibbles of `q`, then the low ones for the rows they keep) was
 //! tried: its rigorous bound, `8/127` instead of `1/254`, kept every row of the 2B-4T-shaped
