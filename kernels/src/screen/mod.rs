@@ -836,13 +836,7 @@ mod tests {
             };
             let view = EmbdView::new(kind, rows, cols, &data).unwrap();
             let screen = pick(Int8Head::new(&view).unwrap(), float);
-            // Hidden states have a few large features: with `outliers`, every 37th is 40×.
-            let hs: Vec<f32> = (0..n * cols)
-                .map(|i| {
-                    let big = if outliers && i % 37 == 5 { 40.0 } else { 1.0 };
-                    ((i as u64 * 7 + seed % 1000) as f32 * 0.013).cos() * (1.0 + (i / cols) as f32) * big
-                })
-                .collect();
+            let hs = hidden(n, cols, seed, outliers);
             let wishes = vec![TopK { k, include: &include }; n];
             let got = screen.top_k_batch(&view, &hs, &wishes);
             for (h, got) in hs.chunks_exact(cols).zip(&got) {
