@@ -5,6 +5,11 @@
 use onebit_engine::forward::{decode_batch, forward, LogitsMode, Session};
 use onebit_engine::model::{Model, SPARSE_COLUMNS};
 use onebit_tests::fixture;
+use std::sync::Mutex;
+
+/// `SPARSE_COLUMNS` is one counter for the whole process: the checks that reset and read it
+/// take turns, so that one test's reset never lands between another's run and its read.
+static COUNTER_TURN: Mutex<()> = Mutex::new(());
 
 /// Logits of a prefill of `prompt`, then of `steps` decode steps feeding back the argmax.
 fn trace(model: &Model, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
@@ -51,6 +56,7 @@ fn assert_bit_equal(what: &str, dense: &[Vec<f32>], sparse: &[Vec<f32>]) {
 }
 
 fn check(what: &str, mut model: Model, prompt: &[u32]) {
+    let _turn = COUNTER_TURN.lock().unwrap_or_else(|p| p.into_inner());
     let dense = (trace(&model, prompt, 6), batched(&model));
     let done = model.use_sparse_down();
     assert!(
@@ -66,7 +72,7 @@ fn check(what: &str, mut model: Model, prompt: &[u32]) {
         "{what}: every down_proj column had a nonzero input ({read})"
     );
     eprintln!(
-        "{what}: down_proj read {:.1} % of its columns (counts shared with tests running alongside)",
+        "{what}: down_proj read {:.1} % of its columns",
         read * 100.0
     );
     assert_bit_equal(&format!("{what} prefill+decode"), &dense.0, &sparse.0);
