@@ -80,10 +80,7 @@ impl Default for Options {
         Self {
             slots: 4,
             queue: 64,
-            feed: crate::generate::Feed {
-                chunk: 128,
-                step_tokens: 0,
-            },
+            feed: crate::generate::Feed::from(128),
             limits: http::Limits::default(),
             api_key: None,
             allowed_hosts: Vec::new(),

@@ -61,6 +61,8 @@ pub struct Int8Head {
     q_l1: Vec<f32>,
     /// Per row, for the coarse pass: `‖q‖₂`, rounded up.
     q_l2: Vec<f32>,
+    /// The largest `scale`, for the coarse pass's overflow guard.
+    max_scale: f32,
     /// Whether hidden rows are quantized and screened with `vpdpbusd` (AVX-512 VNNI and a
     /// width that is a multiple of 64).
     integer: bool,
@@ -121,6 +123,14 @@ pub struct TopK<'a> {
     pub k: usize,
     /// Rows scored whatever their screen says (tokens a sampler's penalties may move).
     pub include: &'a [u32],
+}
+
+/// A [`TopK`] as the screen uses it: `include` sorted and without repeats, and the hidden
+/// row's bound factor ([`Int8Head::bound_factor`]).
+struct Wish {
+    k: usize,
+    include: Vec<u32>,
+    factor: f32,
 }
 
 /// Above `rows / RESCORE_ALL_SHARE` survivors, one row at a time loses to the full head.
@@ -190,11 +200,12 @@ impl Int8Head {
             rows,
             cols,
             q,
-            scale,
             max_abs,
             q_sum,
             q_l1,
             q_l2,
+            max_scale: scale.iter().fold(0f32, |m, s| m.max(*s)),
+            scale,
             integer,
             coarse: asked != "fine",
         })
@@ -264,11 +275,30 @@ impl Int8Head {
             hs.len() / self.cols.max(1),
             "screen: one wish per hidden row"
         );
-        let (approx, steps) = self.approx_batch(head, hs, wishes);
+        let wishes = self.prepare(hs, wishes);
+        let (approx, steps) = self.approx_batch(head, hs, &wishes);
         hs.chunks_exact(self.cols)
             .zip(approx.chunks_exact(self.rows))
             .zip(wishes.iter().zip(&steps))
             .map(|((h, approx), (wish, t))| self.rescore(head, h, *t, approx, wish))
+            .collect()
+    }
+
+    /// Each hidden row's wish as the screen uses it, computed once per step for the
+    /// screen and the rescoring alike.
+    fn prepare(&self, hs: &[f32], wishes: &[TopK<'_>]) -> Vec<Wish> {
+        hs.chunks_exact(self.cols.max(1))
+            .zip(wishes)
+            .map(|(h, w)| {
+                let mut include = w.include.to_vec();
+                include.sort_unstable();
+                include.dedup();
+                Wish {
+                    k: w.k,
+                    include,
+                    factor: self.bound_factor(h),
+                }
+            })
             .collect()
     }
 
@@ -283,7 +313,7 @@ impl Int8Head {
         &self,
         head: &EmbdView<'_>,
         hs: &[f32],
-        wishes: &[TopK<'_>],
+        wishes: &[Wish],
     ) -> (Vec<Option<f32>>, Vec<f32>) {
         let cols = self.cols;
         assert!(
@@ -308,7 +338,7 @@ impl Int8Head {
             vec![0.0; n]
         };
         if self.integer && self.coarse_pass(wishes, &steps) {
-            self.screen_coarse_then_fine(hs, &bytes, wishes, &mut approx);
+            self.screen_coarse_then_fine(&bytes, wishes, &mut approx);
             return (approx, steps);
         }
         let pairs: Vec<(&[u8], &[u8])> = bytes.iter().map(|b| (&b.hi[..], &b.lo[..])).collect();
@@ -360,9 +390,8 @@ impl Int8Head {
     /// exactly cannot pass the exact screen either (that running floor only rises to the
     /// final one); every other row gets its low-byte dot at once, while it is in L1. The
     /// rows kept, and their logits, are those of the exact screen.
-    fn coarse_pass(&self, wishes: &[TopK<'_>], steps: &[f32]) -> bool {
+    fn coarse_pass(&self, wishes: &[Wish], steps: &[f32]) -> bool {
         const SAFE: f32 = 1e30 / (127.0 * 65536.0 * 65536.0);
-        let max_scale = self.scale.iter().fold(0f32, |m, s| m.max(*s));
         // One hidden row has no partner for its high bytes: nothing to save.
         self.coarse
             && wishes.len() >= 2
@@ -371,15 +400,14 @@ impl Int8Head {
                 .all(|w| w.k > 0 && w.k <= self.rows / RESCORE_ALL_SHARE)
             && steps
                 .iter()
-                .all(|t| *t > 0.0 && t * max_scale < SAFE / self.cols as f32)
+                .all(|t| *t > 0.0 && t * self.max_scale < SAFE / self.cols as f32)
     }
 
     /// The coarse-then-fine integer screen of [`coarse_pass`](Self::coarse_pass).
     fn screen_coarse_then_fine(
         &self,
-        hs: &[f32],
         bytes: &[HiddenBytes],
-        wishes: &[TopK<'_>],
+        wishes: &[Wish],
         approx: &mut [Option<f32>],
     ) {
         let cols = self.cols;
@@ -394,23 +422,10 @@ impl Int8Head {
                 _ => unreachable!("chunks of 1 or 2"),
             })
             .collect();
-        let bounds: Vec<_> = hs
-            .chunks_exact(cols)
-            .zip(bytes)
-            .map(|(h, b)| self.bound_of(h, b.t))
-            .collect();
-        let factors: Vec<f64> = hs
-            .chunks_exact(cols)
-            .map(|h| f64::from(self.bound_factor(h)))
-            .collect();
-        let includes: Vec<Vec<u32>> = wishes
+        let bounds: Vec<_> = wishes
             .iter()
-            .map(|w| {
-                let mut v = w.include.to_vec();
-                v.sort_unstable();
-                v.dedup();
-                v
-            })
+            .zip(bytes)
+            .map(|(w, b)| self.bound_of(w.factor, b.t))
             .collect();
         parallel::for_columns(approx, self.rows, 1024, |first, parts| {
             let len = parts[0].len();
@@ -442,7 +457,7 @@ impl Int8Head {
                         let st = self.scale[r] * hb.t;
                         let a = fixed_point(high(j), self.q_sum[r], low) as f32 * st;
                         part[t + j] = Some(a);
-                        if includes[i].binary_search(&(r as u32)).is_err() {
+                        if wishes[i].include.binary_search(&(r as u32)).is_err() {
                             floor.push(a - bound(r, a));
                         }
                     };
@@ -460,7 +475,7 @@ impl Int8Head {
                     for (j, h) in highs[..tn].iter_mut().enumerate() {
                         *h = high(j);
                     }
-                    let (t64, factor) = (f64::from(hb.t), factors[i]);
+                    let (t64, factor) = (f64::from(hb.t), f64::from(wishes[i].factor));
                     for ((((((re, h), sum), l1), l2), s), m) in reach[..tn]
                         .iter_mut()
                         .zip(&highs[..tn])
@@ -500,9 +515,9 @@ impl Int8Head {
     }
 
     /// `B(r, a)`: how far the head's f32 logit of row `r` can lie from its screened logit `a`
-    /// for the hidden row `h`, screened with fixed-point step `t` (the module's bound).
-    fn bound_of(&self, h: &[f32], t: f32) -> impl Fn(usize, f32) -> f32 + '_ {
-        let factor = self.bound_factor(h);
+    /// for a hidden row with bound factor `factor` ([`Int8Head::bound_factor`]), screened
+    /// with fixed-point step `t` (the module's bound).
+    fn bound_of(&self, factor: f32, t: f32) -> impl Fn(usize, f32) -> f32 + '_ {
         // The integer screen's extra terms: the hidden row's rounding and that of `a`.
         move |r: usize, a: f32| -> f32 {
             let b = self.max_abs[r] * factor;
@@ -531,12 +546,10 @@ impl Int8Head {
         h: &[f32],
         t: f32,
         approx: &[Option<f32>],
-        wish: &TopK<'_>,
+        wish: &Wish,
     ) -> Vec<(u32, f32)> {
-        let bound = self.bound_of(h, t);
-        let mut include = wish.include.to_vec();
-        include.sort_unstable();
-        include.dedup();
+        let bound = self.bound_of(wish.factor, t);
+        let include = &wish.include;
         let included = |r: usize| include.binary_search(&(r as u32)).is_ok();
         // A row the coarse pass ruled out lies below the floor of rows screened exactly (at
         // least k of them), so leaving it out changes neither the floor nor the set.
@@ -717,8 +730,9 @@ mod tests {
             Int8Head::new(&view).unwrap().float_only(),
         ] {
             let every_row = [TopK { k: 0, include: &[] }];
-            let (approx, steps) = screen.approx_batch(&view, &h, &every_row);
-            let bound = screen.bound_of(&h, steps[0]);
+            let wishes = screen.prepare(&h, &every_row);
+            let (approx, steps) = screen.approx_batch(&view, &h, &wishes);
+            let bound = screen.bound_of(wishes[0].factor, steps[0]);
             let t = HiddenBytes::step(&h);
             for (r, a) in approx.iter().enumerate() {
                 let a = &a.expect("k = 0 screens every row exactly");
@@ -773,7 +787,7 @@ mod tests {
         }
         let hs = hidden(3, cols, 5, true);
         let wishes = [TopK { k: 1, include: &[] }; 3];
-        let (approx, _) = screen.approx_batch(&view, &hs, &wishes);
+        let (approx, _) = screen.approx_batch(&view, &hs, &screen.prepare(&hs, &wishes));
         let ruled_out = approx.iter().filter(|a| a.is_none()).count();
         assert!(
             ruled_out > approx.len() / 4,
