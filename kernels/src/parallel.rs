@@ -480,6 +480,16 @@ impl OutPtr {
     pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
+
+    /// The elements `range` as a slice.
+    ///
+    /// # Safety
+    /// `range` lies inside the output, and no other thread touches those elements while the
+    /// slice lives.
+    pub(crate) unsafe fn rows<'a>(self, range: std::ops::Range<usize>) -> &'a mut [f32] {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
+    }
 }
 // SAFETY: threads write disjoint elements (each index is handed out once), so sending the
 // pointer to another thread cannot make two writers of one element.

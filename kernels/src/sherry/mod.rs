@@ -35,7 +35,7 @@ pub use codec::{decode_block, encode_block, BlockError};
 use crate::act_quant::ActScale;
 use crate::parallel;
 use crate::parallel::OutPtr;
-use crate::ternary::{self, epilogue, padded_cols, Isa, BLOCK_ELEMS};
+use crate::ternary::{self, epilogue, finish_parked, padded_cols, park, Isa, BLOCK_ELEMS};
 
 /// Weights per group (the unit of the row layout); equal to the I2_S block so both formats
 /// pad rows, and therefore activations, alike.
@@ -350,8 +350,9 @@ pub fn gemv_with(
     parallel::for_rows(out, gemv_chunk(w.rows), |first, chunk| {
         let rows = first..first + chunk.len();
         dots(isa, w.data, rb, rows, &q, q.len(), 1, &mut |r, _, d| {
-            chunk[r - first] = epilogue(d, act, w_scale)
+            chunk[r - first] = park(d)
         });
+        finish_parked(chunk, act, w_scale);
     });
 }
 
@@ -390,15 +391,18 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
             isa,
             j.w.data,
             row_bytes(j.w.cols),
-            rows,
+            rows.clone(),
             &q,
             q.len(),
             1,
             &mut |r, _, d| {
                 // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
-                unsafe { *out.get().add(r) = epilogue(d, act, j.scale) };
+                unsafe { *out.get().add(r) = park(d) };
             },
         );
+        // SAFETY: these rows of job ji's output were written above by this thread alone.
+        let parked = unsafe { out.rows(rows) };
+        finish_parked(parked, act, j.scale);
     });
 }
 
@@ -430,8 +434,13 @@ pub fn gemm_with(
         dots(isa, w.data, rb, r0..r1, &q, k, n, &mut |r, t, d| {
             // SAFETY: t < n and r < rows, so the index is inside `out`; each weight row is
             // handed to exactly one thread, so no two threads write the same element.
-            unsafe { *o.get().add(t * rows + r) = epilogue(d, acts[t], w_scale) };
+            unsafe { *o.get().add(t * rows + r) = park(d) };
         });
+        for (t, act) in acts.iter().enumerate() {
+            // SAFETY: rows r0..r1 of token t were written above by this thread alone.
+            let parked = unsafe { o.rows(t * rows + r0..t * rows + r1) };
+            finish_parked(parked, *act, w_scale);
+        }
     });
 }
 

@@ -111,6 +111,22 @@ pub fn epilogue(dot: i32, act: ActScale, w_scale: f32) -> f32 {
     (dot - act.sum) as f32 / act.scale * w_scale
 }
 
+/// An integer dot parked in its output's f32 slot (as bits) until [`finish_parked`] runs the
+/// epilogue over the whole run: one scalar division per dot cost the decode-batch tiles 7 %
+/// (`tilebench`, 256×2560, n = 4 and 8, on a Xeon of family 6, model 207).
+#[inline]
+pub(crate) fn park(dot: i32) -> f32 {
+    f32::from_bits(dot as u32)
+}
+
+/// The epilogue over a run of parked dots. The loop vectorizes, and a vector division rounds
+/// exactly as the scalar one, so each float is [`epilogue`]'s bit for bit.
+pub(crate) fn finish_parked(out: &mut [f32], act: ActScale, w_scale: f32) {
+    for o in out {
+        *o = epilogue(o.to_bits() as i32, act, w_scale);
+    }
+}
+
 /// Scalar reference GEMV: `out[r] = W[r]·x` for one quantized activation row.
 pub fn gemv_ref(w: TernaryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &mut [f32]) {
     assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
@@ -389,8 +405,9 @@ pub fn gemv_with(
     parallel::for_rows(out, gemv_chunk(w.rows), |first, chunk| {
         let rows = first..first + chunk.len();
         dots(isa, w.data, rb, rows, q, q.len(), 1, &mut |r, _, d| {
-            chunk[r - first] = epilogue(d, act, w_scale)
+            chunk[r - first] = park(d)
         });
+        finish_parked(chunk, act, w_scale);
     });
 }
 
@@ -429,15 +446,18 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
             isa,
             j.w.data,
             row_bytes(j.w.cols),
-            rows,
+            rows.clone(),
             q,
             q.len(),
             1,
             &mut |r, _, d| {
                 // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
-                unsafe { *out.get().add(r) = epilogue(d, act, j.scale) };
+                unsafe { *out.get().add(r) = park(d) };
             },
         );
+        // SAFETY: these rows of job ji's output were written above by this thread alone.
+        let parked = unsafe { out.rows(rows) };
+        finish_parked(parked, act, j.scale);
     });
 }
 
@@ -475,8 +495,13 @@ pub fn gemm_with(
         dots(isa, w.data, rb, r0..r1, q, k, n, &mut |r, t, d| {
             // SAFETY: t < n and r < rows, so the index is inside `out`; each weight row is
             // handed to exactly one thread, so no two threads write the same element.
-            unsafe { *o.get().add(t * rows + r) = epilogue(d, acts[t], w_scale) };
+            unsafe { *o.get().add(t * rows + r) = park(d) };
         });
+        for (t, act) in acts.iter().enumerate() {
+            // SAFETY: rows r0..r1 of token t were written above by this thread alone.
+            let parked = unsafe { o.rows(t * rows + r0..t * rows + r1) };
+            finish_parked(parked, *act, w_scale);
+        }
     });
 }
 
