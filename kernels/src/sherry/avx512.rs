@@ -116,9 +116,16 @@ unsafe fn tile_n<const R: usize, const T: usize>(
             }
         }
     }
+    let mut all = [_mm512_setzero_si512(); 16];
     for r in 0..R {
         for t in 0..T {
-            acc[r][t] = _mm512_reduce_add_epi32(a[r][t]);
+            all[4 * r + t] = a[r][t];
+        }
+    }
+    let sums = crate::ternary::lane_sums16(all);
+    for r in 0..R {
+        for t in 0..T {
+            acc[r][t] = sums[4 * r + t];
         }
     }
 }

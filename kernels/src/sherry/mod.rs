@@ -284,16 +284,20 @@ fn dots(
         }
         return;
     }
-    let mut r = rows.start;
-    while r < rows.end {
-        let rt = if rows.end - r >= 4 { 4 } else { 1 };
-        let mut t = 0;
-        while t < n {
-            let tt = (n - t).min(4);
-            tile(rt, r, 1, t, tt);
-            t += tt;
+    // Tokens go 4 at a time over a block of tiles, as in the I2_S GEMM: the activations in
+    // use stay in L1 while the block's weights stay in L1/L2.
+    let tiles = len / 4;
+    for g0 in (0..tiles).step_by(ternary::TILE_BLOCK) {
+        for t in (0..n).step_by(4) {
+            for g in g0..(g0 + ternary::TILE_BLOCK).min(tiles) {
+                tile(4, rows.start + 4 * g, 1, t, (n - t).min(4));
+            }
         }
-        r += rt;
+    }
+    for r in rows.start + 4 * tiles..rows.end {
+        for t in (0..n).step_by(4) {
+            tile(1, r, 1, t, (n - t).min(4));
+        }
     }
 }
 

@@ -21,6 +21,8 @@ mod avx512;
 pub mod colsparse;
 mod isa;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::lane_sums16;
 pub use isa::Isa;
 
 use crate::act_quant::ActScale;
@@ -178,36 +180,44 @@ fn dots(
     // Tiles of 4 rows a quarter of the range apart, as the decode GEMV walks (four
     // sequential streams in four different pages, which the L2 streamer prefetches; four
     // consecutive rows read at about half the bandwidth), then the rows left over one by one.
+    // Tokens go 4 at a time over a block of tiles, so that the activations in use stay in L1
+    // (all of a prefill's rows, up to 1.5 MB, do not) while the block's weights stay in L1/L2.
     let len = rows.len();
     let quarter = len / 4;
-    let tiles = (0..quarter).map(|g| (rows.start + g, 4, quarter));
-    let rest = (rows.start + 4 * quarter..rows.end).map(|r| (r, 1, 1));
-    for (first, rt, stride) in tiles.chain(rest) {
-        let mut t = 0;
-        while t < n {
-            let tt = (n - t).min(4);
-            let mut acc = [[0i32; 4]; 4];
-            // SAFETY: rows first + i·stride (i < rt) lie inside `rows`, hence inside `w`, and
-            // tokens t..t+tt inside `q` (asserted above); each row is `blocks` whole blocks;
-            // the ISA was checked by `Isa::best` or by the caller of `*_with`.
-            unsafe {
-                let wp = w.as_ptr().add(first * rb);
-                let qp = q.as_ptr().add(t * k);
-                let rs = stride * rb;
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512Vnni => avx512::tile(rt, tt, wp, rs, qp, k, blocks, &mut acc),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => avx2::tile(rt, tt, wp, rs, qp, k, blocks, &mut acc),
-                    _ => tile_ref(rt, tt, wp, rs, qp, k, blocks, &mut acc),
-                }
+    let mut tile = |first: usize, rt: usize, stride: usize, t: usize| {
+        let tt = (n - t).min(4);
+        let mut acc = [[0i32; 4]; 4];
+        // SAFETY: rows first + i·stride (i < rt) lie inside `rows`, hence inside `w`, and
+        // tokens t..t+tt inside `q` (asserted above); each row is `blocks` whole blocks;
+        // the ISA was checked by `Isa::best` or by the caller of `*_with`.
+        unsafe {
+            let wp = w.as_ptr().add(first * rb);
+            let qp = q.as_ptr().add(t * k);
+            let rs = stride * rb;
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni => avx512::tile(rt, tt, wp, rs, qp, k, blocks, &mut acc),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => avx2::tile(rt, tt, wp, rs, qp, k, blocks, &mut acc),
+                _ => tile_ref(rt, tt, wp, rs, qp, k, blocks, &mut acc),
             }
-            for (i, row) in acc.iter().enumerate().take(rt) {
-                for (j, &d) in row.iter().enumerate().take(tt) {
-                    sink(first + i * stride, t + j, d);
-                }
+        }
+        for (i, row) in acc.iter().enumerate().take(rt) {
+            for (j, &d) in row.iter().enumerate().take(tt) {
+                sink(first + i * stride, t + j, d);
             }
-            t += tt;
+        }
+    };
+    for g0 in (0..quarter).step_by(TILE_BLOCK) {
+        for t in (0..n).step_by(4) {
+            for g in g0..(g0 + TILE_BLOCK).min(quarter) {
+                tile(rows.start + g, 4, quarter, t);
+            }
+        }
+    }
+    for r in rows.start + 4 * quarter..rows.end {
+        for t in (0..n).step_by(4) {
+            tile(r, 1, 1, t);
         }
     }
 }
@@ -348,6 +358,12 @@ unsafe fn tile_ref(
         }
     }
 }
+
+/// Tiles whose weights (at most 55 KB at k = 6912) are reused by every 4-token panel of the
+/// activations. On one Xeon thread (family 6, model 207), 224 tokens against 3456×2560 /
+/// 1280×6912 from DRAM (`tilebench`) ran 180 / 200 GMAC/s when each tile took all tokens in
+/// turn and 244 / 257 GMAC/s in panels; decode batches (n ≤ 16) did not change.
+pub(crate) const TILE_BLOCK: usize = 8;
 
 /// Rows per work item handed to a thread: big enough to amortize the hand-off, small
 /// enough to balance two threads on the smallest projection (k/v, 640 rows).

@@ -121,7 +121,7 @@ proptest! {
     }
 
     #[test]
-    fn gemm_matches_reference(rows in 1usize..20, cols in 1usize..400, n in 1usize..11, seed in any::<u64>(), extreme in any::<bool>()) {
+    fn gemm_matches_reference(rows in 1usize..150, cols in 1usize..400, n in 1usize..40, seed in any::<u64>(), extreme in any::<bool>()) {
         let codes = random_codes(rows, cols, seed);
         let data = pack(rows, cols, |r, c| codes[r * cols + c]);
         let w = TernaryView::new(rows, cols, &data).unwrap();
@@ -183,5 +183,25 @@ proptest! {
             gemv_ref(TernaryView::new(r, cols, d).unwrap(), &q, acts[0], 0.5 + i as f32, &mut want);
             prop_assert_eq!(&outs[i], &want);
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+proptest! {
+    /// The transposing tree against 16 plain sums, with values near i32's ends (the sums
+    /// wrap exactly as the tiles' i32 additions do).
+    #[test]
+    fn lane_sums16_matches_plain_sums(values in prop::collection::vec(any::<i32>(), 256)) {
+        if !Isa::Avx512Vnni.available() {
+            return Ok(());
+        }
+        use std::arch::x86_64::*;
+        let want: Vec<i32> = values.chunks(16).map(|c| c.iter().fold(0i32, |a, &b| a.wrapping_add(b))).collect();
+        // SAFETY: the CPU has AVX-512 F (checked above) and each chunk is 16 i32.
+        let got = unsafe {
+            let v: [__m512i; 16] = std::array::from_fn(|i| _mm512_loadu_si512(values[16 * i..].as_ptr().cast()));
+            avx512::lane_sums16(v)
+        };
+        prop_assert_eq!(got.to_vec(), want);
     }
 }
