@@ -35,12 +35,19 @@ def as_root():
     return os.geteuid() == 0
 
 
+# The daemons' logs live in one directory that is removed when the test session ends (a
+# failing test prints the log it needs in its message).
+LOG_DIR = tempfile.TemporaryDirectory(prefix="onebitd-logs-")
+
+
 class Daemon:
     """One onebitd child. Traffic stays on loopback; every wait is bounded."""
 
     def __init__(self, args=(), env=None, prefix=(), port=None):
         self.port = port or free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="onebitd-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="onebitd-", suffix=".log", dir=LOG_DIR.name, delete=False
+        )
         surface = [] if "--surface" in args else SURFACE_ARGS[SURFACE]
         cmd = list(prefix) + [BIN, "-m", MODEL, "--host", "127.0.0.1", "--port", str(self.port)] + surface + list(args)
         full_env = dict(os.environ)

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, MODEL, SURFACE, Daemon, as_root, free_port, root_args
+from conftest import BIN, LOG_DIR, MODEL, SURFACE, Daemon, as_root, free_port, root_args
 
 pytestmark = pytest.mark.skipif(not BIN or not MODEL, reason="ONEBITD and ONEBIT_TEST_MODEL are not set (run tests/python/run.sh)")
 
@@ -27,7 +27,7 @@ def get_json(url):
 def test_socket_activation_and_notify():
     if not shutil.which("systemd-socket-activate"):
         pytest.skip("systemd-socket-activate is not installed")
-    notify_dir = tempfile.mkdtemp()
+    notify_dir = tempfile.mkdtemp(dir=LOG_DIR.name)
     notify_path = os.path.join(notify_dir, "notify")
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(notify_path)
