@@ -161,8 +161,14 @@ pub fn attention(isa: Isa, shape: AttnShape, segs: &[Segment], out: &mut [f32]) 
         g.n_tasks = tasks.len() - g.first_task;
     }
 
-    // Each task's partial: per query vector its max, its sum, then its weighted values.
-    let m = block * group;
+    // Each task's partial: per query vector its max, its sum, then its weighted values,
+    // sized for the largest group in the call (a decode batch's groups hold one row each,
+    // 4 query vectors of 2B-4T: slots for full 256-vector blocks zeroed 64 times the memory).
+    let m = groups
+        .iter()
+        .map(|g| (g.r1 - g.r0) * group)
+        .max()
+        .unwrap_or(0);
     let slot = m * (hd + 2);
     let mut partials = vec![0f32; tasks.len() * slot];
     parallel::for_rows_strided(&mut partials, slot, 1, |first, chunk| {
