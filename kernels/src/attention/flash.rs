@@ -22,7 +22,7 @@ use half::f16;
 const BK: usize = 64;
 /// Query vectors (rows × heads of a group) a task aims for. Each task widens (and, for
 /// prefill, transposes) every key and value tile it reads, so more query vectors per task
-/// share that work: 512 new rows after 3584 on the 2B-4T heads (`attn_prefill`, a Xeon of
+/// share that work: 512 new rows after 3584 on the 2B-4T heads (`attn_bench … 512`, a Xeon of
 /// family 6, model 207) ran 86 / 108 / 121 / 127 GFLOP/s on one thread with 64 / 128 / 256 /
 /// 512, and 177 / 244 / 237 on two with 64 / 256 / 512.
 const QUERIES: usize = 256;
