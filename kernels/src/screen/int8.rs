@@ -223,6 +223,8 @@ pub(super) unsafe fn dots_u8_gathered_vnni(q: &[i8], jobs: &[(usize, &[u8])], ou
 /// (family 6, model 207, `head_bench 2 3 batch`) the screened argmax of 4 / 8 / 16 rows took
 /// 31.7 / 52.9 / 81.2 ms that way and 22.9 / 35.5 / 61.4 ms this way.
 ///
+/// The 4 rows of a block are a quarter of the tile apart ([`spread_rows`]).
+///
 /// # Safety
 /// AVX-512 F/BW/VNNI; the sizes [`dots_u8_pairs`] asserts, and the width a multiple of 64.
 #[cfg(target_arch = "x86_64")]
@@ -232,47 +234,78 @@ pub(super) unsafe fn dots_u8_pairs_vnni(
     pairs: &[(&[u8], &[u8])],
     out: &mut [(i32, i32)],
 ) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { dots_u8_pairs_vnni_walk(q, pairs, out, spread_rows()) }
+}
+
+/// Whether a block's 4 int8 rows are a quarter of the tile apart rather than consecutive:
+/// 4 streams in 4 pages, which the hardware prefetchers follow at once, where one stream of
+/// consecutive rows left the screen waiting on memory. On a 2-vCPU AMD EPYC (family 25,
+/// model 17), `head_bench 2 3 batch`, the screened argmax of 1 row took 14.4–15.2 ms with
+/// consecutive rows and 9.0–9.5 ms spread (1 thread: 27.3–28.1 and 16.1–18.2 ms); 8 rows
+/// spread did no better than 4. `ONEBIT_SCREEN_WALK=rows` walks consecutive rows, for
+/// measuring.
+fn spread_rows() -> bool {
+    static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *S.get_or_init(|| std::env::var("ONEBIT_SCREEN_WALK").as_deref() != Ok("rows"))
+}
+
+/// [`dots_u8_pairs_vnni`] with the walk chosen by the caller, so that tests check both.
+///
+/// # Safety
+/// As [`dots_u8_pairs_vnni`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn dots_u8_pairs_vnni_walk(
+    q: &[i8],
+    pairs: &[(&[u8], &[u8])],
+    out: &mut [(i32, i32)],
+    spread: bool,
+) {
     let cols = pairs[0].0.len();
     let rows = q.len() / cols;
     let n = pairs.len();
-    let mut r = 0;
-    while r < rows {
-        let rt = if rows - r >= 4 { 4 } else { 1 };
+    // Blocks of 4 rows `first + j·stride`, then the last rows one at a time.
+    let groups = rows / 4;
+    let stride = if spread { groups } else { 1 };
+    let blocks = (0..groups).map(|g| (if spread { g } else { 4 * g }, stride, 4));
+    let singles = (4 * groups..rows).map(|r| (r, 1, 1));
+    for (r, stride, rt) in blocks.chain(singles) {
         let mut i = 0;
         while i < n {
             let pt = if n - i >= 2 { 2 } else { 1 };
-            // SAFETY: rows r..r+rt and pairs i..i+pt exist; each row is `cols` long; the
-            // caller guarantees the CPU features and cols % 64 == 0.
+            // SAFETY: rows r + j·stride (j < rt) and pairs i..i+pt exist; each row is `cols`
+            // long; the caller guarantees the CPU features and cols % 64 == 0.
             let d = unsafe {
                 match (rt, pt) {
-                    (4, 2) => block::<4, 2>(q, r, &pairs[i..], cols),
-                    (4, 1) => block::<4, 1>(q, r, &pairs[i..], cols),
-                    (1, 2) => block::<1, 2>(q, r, &pairs[i..], cols),
-                    _ => block::<1, 1>(q, r, &pairs[i..], cols),
+                    (4, 2) => block::<4, 2>(q, r, stride, &pairs[i..], cols),
+                    (4, 1) => block::<4, 1>(q, r, stride, &pairs[i..], cols),
+                    (1, 2) => block::<1, 2>(q, r, stride, &pairs[i..], cols),
+                    _ => block::<1, 1>(q, r, stride, &pairs[i..], cols),
                 }
             };
             for (dr, row) in d.iter().enumerate().take(rt) {
                 for (dp, v) in row.iter().enumerate().take(pt) {
-                    out[(i + dp) * rows + r + dr] = *v;
+                    out[(i + dp) * rows + r + dr * stride] = *v;
                 }
             }
             i += pt;
         }
-        r += rt;
     }
 }
 
-/// `R` int8 rows from row `r` against the first `P` pairs; `[[(a, b); 2]; 4]` with only
+/// `R` int8 rows `r + j·stride` against the first `P` pairs; `[[(a, b); 2]; 4]` with only
 /// `[..R][..P]` set.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI; rows `r..r + R` of `q` and `P` pairs exist, all `cols` long, and
+/// AVX-512 F/BW/VNNI; rows `r + j·stride` (j < R) of `q` and `P` pairs exist, all `cols` long, and
 /// cols % 64 == 0.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn block<const R: usize, const P: usize>(
     q: &[i8],
     r: usize,
+    stride: usize,
     pairs: &[(&[u8], &[u8])],
     cols: usize,
 ) -> [[(i32, i32); 2]; 4] {
@@ -280,7 +313,7 @@ unsafe fn block<const R: usize, const P: usize>(
     let mut acc = [[(_mm512_setzero_si512(), _mm512_setzero_si512()); P]; R];
     let mut c = 0;
     while c < cols {
-        // SAFETY: c + 64 ≤ cols; rows r..r+R are inside `q`; pairs 0..P are `cols` long.
+        // SAFETY: c + 64 ≤ cols; rows r + j·stride (j < R) are inside `q`; pairs 0..P are `cols` long.
         unsafe {
             let mut hv = [(_mm512_setzero_si512(), _mm512_setzero_si512()); P];
             for (h, (a, b)) in hv.iter_mut().zip(pairs) {
@@ -290,7 +323,7 @@ unsafe fn block<const R: usize, const P: usize>(
                 );
             }
             for (j, row) in acc.iter_mut().enumerate() {
-                let qv = _mm512_loadu_si512(q.as_ptr().add((r + j) * cols + c).cast());
+                let qv = _mm512_loadu_si512(q.as_ptr().add((r + j * stride) * cols + c).cast());
                 for ((x, y), (av, bv)) in row.iter_mut().zip(&hv) {
                     *x = _mm512_dpbusd_epi32(*x, *av, qv);
                     *y = _mm512_dpbusd_epi32(*y, *bv, qv);
@@ -377,6 +410,12 @@ mod tests {
                 // SAFETY: AVX-512 VNNI present; `q` is `rows` rows of `cols`, every byte row
                 // is `cols` long, `got` has rows × pairs entries, and cols % 64 == 0.
                 unsafe { dots_u8_pairs_vnni(&q, &pairs, &mut got) };
+                for spread in [false, true] {
+                    let mut walked = vec![(0i32, 0i32); rows * pairs.len()];
+                    // SAFETY: as above; either walk reads only rows inside `q`.
+                    unsafe { dots_u8_pairs_vnni_walk(&q, &pairs, &mut walked, spread) };
+                    prop_assert_eq!(&walked, &want, "spread {}", spread);
+                }
                 prop_assert_eq!(got, want);
             }
         }
