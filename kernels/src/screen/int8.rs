@@ -241,9 +241,10 @@ pub(super) unsafe fn dots_u8_pairs_vnni(
 /// Whether a block's 4 int8 rows are a quarter of the tile apart rather than consecutive:
 /// 4 streams in 4 pages, which the hardware prefetchers follow at once, where one stream of
 /// consecutive rows left the screen waiting on memory. On a 2-vCPU AMD EPYC (family 25,
-/// model 17), `head_bench 2 3 batch`, the screened argmax of 1 row took 14.4–15.2 ms with
-/// consecutive rows and 9.0–9.5 ms spread (1 thread: 27.3–28.1 and 16.1–18.2 ms); 8 rows
-/// spread did no better than 4. `ONEBIT_SCREEN_WALK=rows` walks consecutive rows, for
+/// model 17), `head_bench 2 3 batch`, two interleaved runs of each walk: the screened argmax
+/// of 1 / 2 / 4 / 8 / 16 rows took 13.0 / 13.8–14.0 / 17.4 / 23.2–23.6 / 35.3–35.8 ms with
+/// consecutive rows and 7.7–8.3 / 8.7–9.1 / 10.8–11.4 / 18.3–18.5 / 30.9–31.3 ms spread; 8
+/// rows spread did no better than 4. `ONEBIT_SCREEN_WALK=rows` walks consecutive rows, for
 /// measuring.
 fn spread_rows() -> bool {
     static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
