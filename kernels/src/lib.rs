@@ -13,6 +13,7 @@ pub mod parallel;
 pub mod screen;
 pub mod sherry;
 pub mod ternary;
+pub mod walk;
 
 pub use act_quant::{quantize_row, quantize_row_ref, ActScale};
 pub use ternary::{TernaryView, BLOCK_BYTES, BLOCK_ELEMS};

@@ -1,5 +1,8 @@
 //! Int8 rows times a float vector: the screen's inner loop.
 
+#[cfg(target_arch = "x86_64")]
+use crate::walk::{self, RowGroup, Walk};
+
 /// `out[i] = Σ q_i · h` (f32) for consecutive int8 rows; scalar reference.
 pub fn rows_ref(q: &[i8], h: &[f32], out: &mut [f32]) {
     for (o, row) in out.iter_mut().zip(q.chunks_exact(h.len())) {
@@ -37,7 +40,6 @@ pub(super) unsafe fn rows_avx2(q: &[i8], h: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let cols = h.len();
     let n = out.len();
-    let quarter = n / 4;
     let one = |r: usize, stride: usize, rt: usize, out: &mut [f32]| {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut c = 0;
@@ -60,11 +62,8 @@ pub(super) unsafe fn rows_avx2(q: &[i8], h: &[f32], out: &mut [f32]) {
             out[r + j * stride] = lanes.iter().sum();
         }
     };
-    for r in 0..quarter {
-        one(r, quarter, 4, out);
-    }
-    for r in 4 * quarter..n {
-        one(r, 1, 1, out);
+    for g in walk::groups(0..n, Walk::Quarters) {
+        one(g.first, g.stride, g.count, out);
     }
 }
 
@@ -78,7 +77,6 @@ pub(super) unsafe fn rows_avx512(q: &[i8], h: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let cols = h.len();
     let n = out.len();
-    let quarter = n / 4;
     let one = |r: usize, stride: usize, rt: usize, out: &mut [f32]| {
         let mut acc = [_mm512_setzero_ps(); 4];
         let mut c = 0;
@@ -98,11 +96,8 @@ pub(super) unsafe fn rows_avx512(q: &[i8], h: &[f32], out: &mut [f32]) {
             out[r + j * stride] = _mm512_reduce_add_ps(*a);
         }
     };
-    for r in 0..quarter {
-        one(r, quarter, 4, out);
-    }
-    for r in 4 * quarter..n {
-        one(r, 1, 1, out);
+    for g in walk::groups(0..n, Walk::Quarters) {
+        one(g.first, g.stride, g.count, out);
     }
 }
 
@@ -223,7 +218,7 @@ pub(super) unsafe fn dots_u8_gathered_vnni(q: &[i8], jobs: &[(usize, &[u8])], ou
 /// (family 6, model 207, `head_bench 2 3 batch`) the screened argmax of 4 / 8 / 16 rows took
 /// 31.7 / 52.9 / 81.2 ms that way and 22.9 / 35.5 / 61.4 ms this way.
 ///
-/// The 4 rows of a block are a quarter of the tile apart ([`spread_rows`]).
+/// The 4 rows of a block are a quarter of the tile apart ([`screen_walk`]).
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI; the sizes [`dots_u8_pairs`] asserts, and the width a multiple of 64.
@@ -235,10 +230,10 @@ pub(super) unsafe fn dots_u8_pairs_vnni(
     out: &mut [(i32, i32)],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { dots_u8_pairs_vnni_walk(q, pairs, out, spread_rows()) }
+    unsafe { dots_u8_pairs_vnni_walk(q, pairs, out, screen_walk()) }
 }
 
-/// Whether a block's 4 int8 rows are a quarter of the tile apart rather than consecutive:
+/// How blocks take their 4 int8 rows: a quarter of the tile apart rather than consecutive:
 /// 4 streams in 4 pages, which the hardware prefetchers follow at once, where one stream of
 /// consecutive rows left the screen waiting on memory. On a 2-vCPU AMD EPYC (family 25,
 /// model 17), `head_bench 2 3 batch`, two interleaved runs of each walk: the screened argmax
@@ -246,9 +241,13 @@ pub(super) unsafe fn dots_u8_pairs_vnni(
 /// consecutive rows and 7.7–8.3 / 8.7–9.1 / 10.8–11.4 / 18.3–18.5 / 30.9–31.3 ms spread; 8
 /// rows spread did no better than 4. `ONEBIT_SCREEN_WALK=rows` walks consecutive rows, for
 /// measuring.
-fn spread_rows() -> bool {
-    static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *S.get_or_init(|| std::env::var("ONEBIT_SCREEN_WALK").as_deref() != Ok("rows"))
+#[cfg(target_arch = "x86_64")]
+fn screen_walk() -> Walk {
+    static S: std::sync::OnceLock<Walk> = std::sync::OnceLock::new();
+    *S.get_or_init(|| match std::env::var("ONEBIT_SCREEN_WALK").as_deref() {
+        Ok("rows") => Walk::Fours,
+        _ => Walk::Quarters,
+    })
 }
 
 /// [`dots_u8_pairs_vnni`] with the walk chosen by the caller, so that tests check both.
@@ -261,17 +260,17 @@ unsafe fn dots_u8_pairs_vnni_walk(
     q: &[i8],
     pairs: &[(&[u8], &[u8])],
     out: &mut [(i32, i32)],
-    spread: bool,
+    order: Walk,
 ) {
     let cols = pairs[0].0.len();
     let rows = q.len() / cols;
     let n = pairs.len();
-    // Blocks of 4 rows `first + j·stride`, then the last rows one at a time.
-    let groups = rows / 4;
-    let stride = if spread { groups } else { 1 };
-    let blocks = (0..groups).map(|g| (if spread { g } else { 4 * g }, stride, 4));
-    let singles = (4 * groups..rows).map(|r| (r, 1, 1));
-    for (r, stride, rt) in blocks.chain(singles) {
+    for RowGroup {
+        first: r,
+        stride,
+        count: rt,
+    } in walk::groups(0..rows, order)
+    {
         let mut i = 0;
         while i < n {
             let pt = if n - i >= 2 { 2 } else { 1 };
@@ -411,11 +410,11 @@ mod tests {
                 // SAFETY: AVX-512 VNNI present; `q` is `rows` rows of `cols`, every byte row
                 // is `cols` long, `got` has rows × pairs entries, and cols % 64 == 0.
                 unsafe { dots_u8_pairs_vnni(&q, &pairs, &mut got) };
-                for spread in [false, true] {
+                for order in [Walk::Fours, Walk::Quarters] {
                     let mut walked = vec![(0i32, 0i32); rows * pairs.len()];
                     // SAFETY: as above; either walk reads only rows inside `q`.
-                    unsafe { dots_u8_pairs_vnni_walk(&q, &pairs, &mut walked, spread) };
-                    prop_assert_eq!(&walked, &want, "spread {}", spread);
+                    unsafe { dots_u8_pairs_vnni_walk(&q, &pairs, &mut walked, order) };
+                    prop_assert_eq!(&walked, &want, "{:?}", order);
                 }
                 prop_assert_eq!(got, want);
             }

@@ -252,7 +252,6 @@ fn dots(
     assert!(n * k <= q.len(), "activations shorter than {n} rows");
     let groups = rb / GROUP_BYTES;
     let len = rows.len();
-    let quarter = if n == 1 { len / 4 } else { 1 };
     let mut acc = [[0i32; 4]; 4];
     let mut tile = |rt: usize, first: usize, stride: usize, t: usize, tt: usize| {
         // SAFETY: rows first + i·stride (i < rt) lie inside `rows`, hence inside `w`, and
@@ -276,11 +275,8 @@ fn dots(
         }
     };
     if n == 1 {
-        for g in 0..quarter {
-            tile(4, rows.start + g, quarter, 0, 1);
-        }
-        for r in rows.start + 4 * quarter..rows.end {
-            tile(1, r, 1, 0, 1);
+        for g in crate::walk::groups(rows, crate::walk::Walk::Quarters) {
+            tile(g.count, g.first, g.stride, 0, 1);
         }
         return;
     }

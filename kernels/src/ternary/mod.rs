@@ -28,6 +28,7 @@ pub use isa::Isa;
 use crate::act_quant::ActScale;
 use crate::parallel;
 use crate::parallel::OutPtr;
+use crate::walk::Walk;
 
 pub const BLOCK_ELEMS: usize = 128;
 pub const BLOCK_BYTES: usize = 32;
@@ -294,12 +295,6 @@ fn gemv_rows_walk(
     sink: &mut impl FnMut(usize, usize, i32),
     walk: GemvWalk,
 ) {
-    let len = rows.len();
-    let (groups, stride) = match walk {
-        GemvWalk::Quarters | GemvWalk::Eighths => (len / 4, len / 4),
-        GemvWalk::Rows4 => (len / 4, 1),
-        GemvWalk::Rows1 => (0, 1),
-    };
     let tile = |rt: usize, first: usize, stride_rows: usize, acc: &mut [[i32; 4]; 4]| {
         // SAFETY: rows first + j·stride_rows (j < rt) lie inside `rows`, hence inside `w`
         // (asserted by `dots`), and `q` holds one full activation row.
@@ -316,20 +311,17 @@ fn gemv_rows_walk(
             }
         }
     };
+    let order = match walk {
+        GemvWalk::Quarters | GemvWalk::Eighths => Walk::Quarters,
+        GemvWalk::Rows4 => Walk::Fours,
+        GemvWalk::Rows1 => Walk::Ones,
+    };
     let mut acc = [[0i32; 4]; 4];
-    for g in 0..groups {
-        let first = match walk {
-            GemvWalk::Quarters | GemvWalk::Eighths => rows.start + g,
-            _ => rows.start + 4 * g,
-        };
-        tile(4, first, stride, &mut acc);
-        for (j, a) in acc.iter().enumerate() {
-            sink(first + j * stride, 0, a[0]);
+    for g in crate::walk::groups(rows, order) {
+        tile(g.count, g.first, g.stride, &mut acc);
+        for (r, a) in g.rows().zip(&acc) {
+            sink(r, 0, a[0]);
         }
-    }
-    for r in rows.start + 4 * groups..rows.end {
-        tile(1, r, 1, &mut acc);
-        sink(r, 0, acc[0][0]);
     }
 }
 
