@@ -143,62 +143,80 @@ pub fn dots_u8_pairs_ref(q: &[i8], pairs: &[(&[u8], &[u8])], out: &mut [(i32, i3
     }
 }
 
-/// `out[j] = Σ q_r·u` (exact) for each job `(r, u)`: int8 row `r` of `q` (rows of `u.len()`)
-/// and an unsigned byte row `u`; with `vpdpbusd` where available (AVX-512 VNNI, widths a
-/// multiple of 64). The coarse screen's survivors, scattered over a tile, each need one.
-pub fn dots_u8_gathered(q: &[i8], jobs: &[(usize, &[u8])], out: &mut [i32]) {
-    assert_eq!(out.len(), jobs.len(), "gathered byte dots: output");
-    let Some(cols) = jobs.first().map(|j| j.1.len()) else {
+/// `out[j] = Σ q_r·u` (exact) for each int8 row `r = rows[j]` of `q` (rows of `u.len()`)
+/// against one unsigned byte row `u`; with `vpdpbusd` where available (AVX-512 VNNI, widths
+/// a multiple of 64). The coarse screen's survivors of one hidden row, scattered over a
+/// tile, each need one.
+pub fn dots_u8_gathered(q: &[i8], rows: &[usize], u: &[u8], out: &mut [i32]) {
+    assert_eq!(out.len(), rows.len(), "gathered byte dots: output");
+    let cols = u.len();
+    if rows.is_empty() {
         return;
-    };
+    }
     assert!(
-        cols > 0
-            && jobs
-                .iter()
-                .all(|(r, u)| u.len() == cols && (r + 1) * cols <= q.len()),
+        cols > 0 && rows.iter().all(|r| (r + 1) * cols <= q.len()),
         "gathered byte dots: the rows"
     );
     #[cfg(target_arch = "x86_64")]
     if cols.is_multiple_of(64) && crate::ternary::Isa::Avx512Vnni.available() {
-        // SAFETY: AVX-512 VNNI present; every job's byte row is `cols` long and its int8 row
-        // lies inside `q`, `out` has one entry per job, as asserted above; cols % 64 == 0.
-        unsafe { dots_u8_gathered_vnni(q, jobs, out) };
+        // SAFETY: AVX-512 VNNI present; every int8 row lies inside `q` and `u` is `cols`
+        // long, `out` has one entry per row, as asserted above; cols % 64 == 0.
+        unsafe { dots_u8_gathered_vnni(q, rows, u, out) };
         return;
     }
-    dots_u8_gathered_ref(q, jobs, out);
+    dots_u8_gathered_ref(q, rows, u, out);
 }
 
 /// Scalar reference of [`dots_u8_gathered`].
-pub fn dots_u8_gathered_ref(q: &[i8], jobs: &[(usize, &[u8])], out: &mut [i32]) {
-    for ((r, u), o) in jobs.iter().zip(out.iter_mut()) {
+pub fn dots_u8_gathered_ref(q: &[i8], rows: &[usize], u: &[u8], out: &mut [i32]) {
+    for (r, o) in rows.iter().zip(out.iter_mut()) {
         let row = &q[r * u.len()..(r + 1) * u.len()];
         *o = row
             .iter()
-            .zip(*u)
+            .zip(u)
             .map(|(x, y)| i32::from(*x) * i32::from(*y))
             .sum();
     }
 }
 
-/// [`dots_u8_gathered_ref`] with `vpdpbusd`, four jobs at a time so that four independent
-/// accumulators hide the instruction's latency (one job alone waits on it every 64 bytes).
+/// [`dots_u8_gathered_ref`] with `vpdpbusd`: 64 bytes of `u` are loaded once for all the
+/// rows of a group (one load per instruction, where a load of `u` per row made two). Groups
+/// of 16 rows take their sums from one transposing tree; the rest go 4 at a time (the
+/// coarse screen keeps a few rows of a 32-row tile, so most calls are short).
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI; the sizes [`dots_u8_gathered`] asserts, and the width a multiple of 64.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn dots_u8_gathered_vnni(q: &[i8], jobs: &[(usize, &[u8])], out: &mut [i32]) {
+pub(super) unsafe fn dots_u8_gathered_vnni(q: &[i8], rows: &[usize], u: &[u8], out: &mut [i32]) {
     use std::arch::x86_64::*;
-    let cols = jobs[0].1.len();
-    for (group, out) in jobs.chunks(4).zip(out.chunks_mut(4)) {
+    let cols = u.len();
+    let whole = rows.len() / 16 * 16;
+    for (group, out) in rows[..whole].chunks_exact(16).zip(out.chunks_exact_mut(16)) {
+        let mut acc = [_mm512_setzero_si512(); 16];
+        let mut c = 0;
+        while c < cols {
+            // SAFETY: c + 64 ≤ cols; every row r has (r + 1)·cols ≤ q.len().
+            unsafe {
+                let uv = _mm512_loadu_si512(u.as_ptr().add(c).cast());
+                for (r, a) in group.iter().zip(acc.iter_mut()) {
+                    let qv = _mm512_loadu_si512(q.as_ptr().add(r * cols + c).cast());
+                    *a = _mm512_dpbusd_epi32(*a, uv, qv);
+                }
+            }
+            c += 64;
+        }
+        out.copy_from_slice(&crate::ternary::avx512::lane_sums16(acc));
+    }
+    for (group, out) in rows[whole..].chunks(4).zip(out[whole..].chunks_mut(4)) {
         let mut acc = [_mm512_setzero_si512(); 4];
         let mut c = 0;
         while c < cols {
-            for ((r, u), a) in group.iter().zip(acc.iter_mut()) {
-                // SAFETY: c + 64 ≤ cols; row `r` (r + 1 ≤ rows) and `u` are `cols` long.
-                unsafe {
+            // SAFETY: as above.
+            unsafe {
+                let uv = _mm512_loadu_si512(u.as_ptr().add(c).cast());
+                for (r, a) in group.iter().zip(acc.iter_mut()) {
                     let qv = _mm512_loadu_si512(q.as_ptr().add(r * cols + c).cast());
-                    let uv = _mm512_loadu_si512(u.as_ptr().add(c).cast());
                     *a = _mm512_dpbusd_epi32(*a, uv, qv);
                 }
             }
@@ -333,6 +351,24 @@ unsafe fn block<const R: usize, const P: usize>(
         c += 64;
     }
     let mut out = [[(0i32, 0i32); 2]; 4];
+    if R == 4 && P == 2 {
+        // The full block's 16 sums by one transposing tree: 16 separate reductions cost
+        // about as much again as a 2560-wide row's 160 `vpdpbusd`.
+        let mut all = [_mm512_setzero_si512(); 16];
+        for (r, row) in acc.iter().enumerate() {
+            for (p, (x, y)) in row.iter().enumerate() {
+                all[4 * r + 2 * p] = *x;
+                all[4 * r + 2 * p + 1] = *y;
+            }
+        }
+        let sums = crate::ternary::avx512::lane_sums16(all);
+        for (r, o) in out.iter_mut().enumerate() {
+            for (p, v) in o.iter_mut().enumerate() {
+                *v = (sums[4 * r + 2 * p], sums[4 * r + 2 * p + 1]);
+            }
+        }
+        return out;
+    }
     for (o, row) in out.iter_mut().zip(&acc) {
         for (v, (x, y)) in o.iter_mut().zip(row) {
             *v = (_mm512_reduce_add_epi32(*x), _mm512_reduce_add_epi32(*y));
@@ -423,24 +459,22 @@ mod tests {
 
     proptest! {
         #[test]
-        fn gathered_byte_dots_equal_the_reference_exactly(rows in 1usize..12, c64 in 1usize..5, picks in proptest::collection::vec((0usize..12, 0usize..3), 0..11), seed in any::<u64>()) {
+        fn gathered_byte_dots_equal_the_reference_exactly(rows in 1usize..12, c64 in 1usize..5, picks in proptest::collection::vec(0usize..12, 0..40), seed in any::<u64>()) {
             let cols = c64 * 64;
             let mix = |i: usize| (i as u64).wrapping_mul(2654435761).wrapping_add(seed) >> 7;
             let q: Vec<i8> = (0..rows * cols).map(|i| (mix(i) % 256) as u8 as i8).collect();
-            let bytes: Vec<Vec<u8>> = (0..3)
-                .map(|b| (0..cols).map(|i| (mix(i + 7_919 * (b + 1)) % 256) as u8).collect())
-                .collect();
-            // Any number of jobs (groups of four and a short last one), rows repeated.
-            let jobs: Vec<(usize, &[u8])> = picks.iter().map(|(r, b)| (r % rows, &bytes[*b][..])).collect();
-            let mut want = vec![0i32; jobs.len()];
-            dots_u8_gathered_ref(&q, &jobs, &mut want);
-            for ((r, u), w) in jobs.iter().zip(&want) {
+            let u: Vec<u8> = (0..cols).map(|i| (mix(i + 7_919) % 256) as u8).collect();
+            // Any number of rows (groups of 16 and a short last one), rows repeated.
+            let picks: Vec<usize> = picks.iter().map(|r| r % rows).collect();
+            let mut want = vec![0i32; picks.len()];
+            dots_u8_gathered_ref(&q, &picks, &u, &mut want);
+            for (r, w) in picks.iter().zip(&want) {
                 let row = &q[r * cols..(r + 1) * cols];
-                let dot: i32 = row.iter().zip(*u).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+                let dot: i32 = row.iter().zip(&u).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
                 prop_assert_eq!(*w, dot);
             }
-            let mut got = vec![0i32; jobs.len()];
-            dots_u8_gathered(&q, &jobs, &mut got);
+            let mut got = vec![0i32; picks.len()];
+            dots_u8_gathered(&q, &picks, &u, &mut got);
             prop_assert_eq!(got, want);
         }
     }
