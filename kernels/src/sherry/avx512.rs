@@ -1,11 +1,10 @@
-//! AVX-512 VNNI tiles. One group (128 weights, 32 blocks) decodes with two `vpermt2d`: the
+//! AVX-512 VNNI tiles. One group (128 weights, 32 blocks) decodes with two `vpermd`: the
 //! 16 index bytes widen to 16 dword lanes (`vpmovzxbd`), whose low nibble picks blocks
-//! 0..15 and, shifted right by 4, blocks 16..31; each block's sign bit, put in bit 4 of its
-//! lane, picks the flipped half of the 32-entry table. Each dword lane then holds the four
-//! codes of one block, in column order, so the activations are read straight and
-//! `vpdpbusd` sums one block per lane.
+//! 0..15 and, shifted right by 4, blocks 16..31; the sign word, as two write masks, negates
+//! the flipped blocks. Each dword lane then holds the four codes of one block, in column
+//! order, so the activations are read straight and `vpdpbusd` sums one block per lane.
 
-use super::{CODES, CODES_FLIPPED, GROUP_BYTES, GROUP_ELEMS, INDEX_BYTES};
+use super::{CODES, GROUP_BYTES, GROUP_ELEMS, INDEX_BYTES};
 use std::arch::x86_64::*;
 
 /// # Safety
@@ -39,40 +38,29 @@ pub unsafe fn tile(
     }
 }
 
-/// Codes of blocks 0..15 and 16..31 of the group at `g`: one two-table `vpermt2d` per half,
-/// whose 5-bit lane index is the block's 4-bit index with its sign bit as bit 4 (picking
-/// the flipped table). The sign bits reach bit 4 of their lanes by a rotate per lane of the
-/// broadcast sign word, so the decode takes 3 shuffle-port µops (the widening and two
-/// permutes) where write masks from the sign word took 7 (two `kmov`, four `vpermd`): on one
-/// Xeon thread (family 6, model 207) a 4-row GEMV tile went from 7.0 to 11.1 GB/s of
-/// weights in cache.
+/// Codes of blocks 0..15 and 16..31 of the group at `g`: one `vpermd` per half picks each
+/// block's codes (`w + 1`) by its 4-bit index, and a subtraction from 2 under the sign word
+/// as write mask (`2 − (w + 1) = −w + 1`, bytewise without borrows since every code is at
+/// most 2) negates the flipped blocks. The sign word goes to two mask registers instead of
+/// being rotated into each lane's index: 6 vector µops per group and row where the rotated
+/// index and a two-table `vpermt2d` took 8.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn decode(g: *const u8, table: __m512i, flipped: __m512i) -> (__m512i, __m512i) {
+unsafe fn decode(g: *const u8, table: __m512i) -> (__m512i, __m512i) {
     // SAFETY: the caller guarantees GROUP_BYTES readable bytes at `g`.
     let (index, signs) = unsafe {
         (
             _mm512_cvtepu8_epi32(_mm_loadu_si128(g.cast())),
-            _mm512_set1_epi32(g.add(INDEX_BYTES).cast::<i32>().read_unaligned()),
+            g.add(INDEX_BYTES).cast::<u32>().read_unaligned(),
         )
     };
-    // Lane j: rotate sign bit j (blocks 0..15), then 16 + j (blocks 16..31), to bit 4.
-    let to_bit4_lo = _mm512_setr_epi32(4, 3, 2, 1, 0, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21);
-    let to_bit4_hi = _mm512_setr_epi32(20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5);
-    let nibble = _mm512_set1_epi32(15);
-    // Bits 3:0 from the index nibble, the rest from the rotated signs (`nibble ? index :
-    // signs`); `vpermt2d` reads bits 4:0 only.
-    const SELECT: i32 = 0xCA;
-    let lo =
-        _mm512_ternarylogic_epi32::<SELECT>(nibble, index, _mm512_rolv_epi32(signs, to_bit4_lo));
-    let hi = _mm512_ternarylogic_epi32::<SELECT>(
-        nibble,
-        _mm512_srli_epi32::<4>(index),
-        _mm512_rolv_epi32(signs, to_bit4_hi),
-    );
+    let twos = _mm512_set1_epi32(0x0202_0202);
+    // `vpermd` reads bits 3:0 of each lane: the low nibble, then the high one shifted down.
+    let lo = _mm512_permutexvar_epi32(index, table);
+    let hi = _mm512_permutexvar_epi32(_mm512_srli_epi32::<4>(index), table);
     (
-        _mm512_permutex2var_epi32(table, lo, flipped),
-        _mm512_permutex2var_epi32(table, hi, flipped),
+        _mm512_mask_sub_epi32(lo, _cvtu32_mask16(signs), twos, lo),
+        _mm512_mask_sub_epi32(hi, _cvtu32_mask16(signs >> 16), twos, hi),
     )
 }
 
@@ -86,19 +74,14 @@ unsafe fn tile_n<const R: usize, const T: usize>(
     groups: usize,
     acc: &mut [[i32; 4]; 4],
 ) {
-    // SAFETY: the tables are 16 u32 each, exactly one zmm.
-    let (table, flipped) = unsafe {
-        (
-            _mm512_loadu_si512(CODES.as_ptr().cast()),
-            _mm512_loadu_si512(CODES_FLIPPED.as_ptr().cast()),
-        )
-    };
+    // SAFETY: the table is 16 u32, exactly one zmm.
+    let table = unsafe { _mm512_loadu_si512(CODES.as_ptr().cast()) };
     let mut a = [[_mm512_setzero_si512(); T]; R];
     for g in 0..groups {
         let mut c = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
         for (r, c) in c.iter_mut().enumerate() {
             // SAFETY: group g of row r is inside `w`.
-            *c = unsafe { decode(w.add(r * rb + g * GROUP_BYTES), table, flipped) };
+            *c = unsafe { decode(w.add(r * rb + g * GROUP_BYTES), table) };
         }
         #[allow(clippy::needless_range_loop)] // t indexes both `q` rows and `a` columns
         for t in 0..T {
