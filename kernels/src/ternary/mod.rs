@@ -123,11 +123,33 @@ pub(crate) fn park(dot: i32) -> f32 {
 }
 
 /// The epilogue over a run of parked dots. The loop vectorizes, and a vector division rounds
-/// exactly as the scalar one, so each float is [`epilogue`]'s bit for bit.
+/// exactly as the scalar one, so each float is [`epilogue`]'s bit for bit. With AVX-512 it
+/// divides 16 lanes at a time instead of the baseline build's 4: a prefill's 16-row items
+/// hand it one run of 16 per token, and the 4-wide divisions were 5 % of pp4096 on a Zen 4
+/// (family 25, model 17).
 pub(crate) fn finish_parked(out: &mut [f32], act: ActScale, w_scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { finish_parked_avx512(out, act, w_scale) };
+        return;
+    }
+    finish_parked_portable(out, act, w_scale)
+}
+
+#[inline(always)]
+fn finish_parked_portable(out: &mut [f32], act: ActScale, w_scale: f32) {
     for o in out {
         *o = epilogue(o.to_bits() as i32, act, w_scale);
     }
+}
+
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn finish_parked_avx512(out: &mut [f32], act: ActScale, w_scale: f32) {
+    finish_parked_portable(out, act, w_scale)
 }
 
 /// Scalar reference GEMV: `out[r] = W[r]·x` for one quantized activation row.
