@@ -3,12 +3,13 @@
 //! Prints ms per matvec and GB/s of head bytes for F16, Q8_0 and Q6_K, and for the
 //! quantized types also the former float path (dequantize each row, f32 dot) they replace.
 //! Then, for a decode step of n = 1, 2, 4, 8, 16 rows, ms per step of n matvecs against one
-//! `matmul` (and for F16 the int8-screened argmax, n one-row calls against one batch).
+//! `matmul` (and for F16 the int8-screened argmax, n one-row calls against one batch, and
+//! the screen's top-40 against its top-1 at n = 1 and 8: what a sampler adds).
 //! With `batch` as third argument only the batch part runs.
 
 use half::f16;
 use onebit_kernels::embd::{EmbdType, EmbdView};
-use onebit_kernels::screen::Int8Head;
+use onebit_kernels::screen::{Int8Head, TopK};
 use onebit_kernels::{embd_quant, float, parallel};
 use std::time::Instant;
 
@@ -158,6 +159,23 @@ fn batched(reps: usize) {
                     "F16 screened argmax n={n:2}  {n:2} x argmax {rows:8.2} ms  argmax_batch {batch:8.2} ms  ({:.2}x)",
                     rows / batch
                 );
+            }
+            // A sampler's top-k (llama.cpp's default 40) against greedy's k = 1, per batch
+            // size: what sampling adds to the screen.
+            for n in [1, 8] {
+                let hs = hidden_rows(n);
+                let mut line = format!("F16 screened top-k n={n:2}");
+                for k in [1, 40] {
+                    let wishes = vec![TopK { k, include: &[] }; n];
+                    let mut kept = 0;
+                    let (ms, _) = time(reps, || {
+                        let sets = screen.top_k_batch(&v, &hs, &wishes);
+                        kept = sets.iter().map(Vec::len).sum::<usize>();
+                        std::hint::black_box(sets);
+                    });
+                    line += &format!("  k={k:2} {ms:8.2} ms ({kept} rows kept)");
+                }
+                println!("{line}");
             }
         }
     }
