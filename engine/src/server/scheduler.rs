@@ -347,7 +347,13 @@ const BURST_QUIET: Duration = Duration::from_millis(3);
 /// The longest an idle engine gathers a burst (a delay of the first token, at most).
 const BURST_MAX: Duration = Duration::from_millis(15);
 
-/// The free slot sharing the longest prefix with `job`'s prompt (ties: the emptiest).
+/// The free slot sharing the longest prefix with `job`'s prompt, counting a shared prefix
+/// only where it covers at least half the prompt; otherwise (and on ties) the emptiest.
+/// Without that floor a prompt sharing only its BOS or a word or two with every cached
+/// conversation would prefer a busy cache to an empty slot, and evict another client's
+/// prefix for one token of reuse: with 8 clients repeating their prompts and one stray
+/// request between, two of the 8 lost their cache (`cached=1`, `cached=3` in the log) and
+/// re-read 26 tokens each.
 fn best_free_slot<B: Backend>(
     backend: &B,
     slots: &[Slot<B::Session>],
@@ -365,7 +371,12 @@ fn best_free_slot<B: Backend>(
             } else {
                 0
             };
-            (shared, std::cmp::Reverse(toks.len()))
+            let worth = if 2 * shared >= job.prompt.len() {
+                shared
+            } else {
+                0
+            };
+            (worth, std::cmp::Reverse(toks.len()))
         })
         .map(|(i, _)| i)
 }
@@ -785,6 +796,29 @@ mod tests {
             drain(&rx),
             (0, vec![29, 30, 31, 0, 1], Some(Finish::Length), None)
         );
+        q.close(Duration::ZERO);
+        t.join().unwrap();
+    }
+
+    /// A prompt that shares only a token or two with the cached conversations takes an
+    /// empty slot, so every cached prefix survives for its own follow-up.
+    #[test]
+    fn a_stray_prompt_leaves_the_cached_prefixes_alone() {
+        let (q, t) = start_engine(3, 4);
+        for p in [[1, 2, 3, 4, 5], [1, 7, 8, 9, 10]] {
+            let (j, rx) = job(&p, 2);
+            q.submit(j).unwrap();
+            assert_eq!(drain(&rx).0, 0);
+        }
+        // Shares its first token with both cached prompts: not worth evicting either.
+        let (j, rx) = job(&[1, 20, 21], 2);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx).0, 0);
+        for p in [[1, 2, 3, 4, 5], [1, 7, 8, 9, 10]] {
+            let (j, rx) = job(&p, 2);
+            q.submit(j).unwrap();
+            assert_eq!(drain(&rx).0, 4, "prompt {p:?} lost its cached prefix");
+        }
         q.close(Duration::ZERO);
         t.join().unwrap();
     }
