@@ -348,12 +348,13 @@ const BURST_QUIET: Duration = Duration::from_millis(3);
 const BURST_MAX: Duration = Duration::from_millis(15);
 
 /// The free slot sharing the longest prefix with `job`'s prompt, counting a shared prefix
-/// only where it covers at least half the prompt; otherwise (and on ties) the emptiest.
-/// Without that floor a prompt sharing only its BOS or a word or two with every cached
-/// conversation would prefer a busy cache to an empty slot, and evict another client's
-/// prefix for one token of reuse: with 8 clients repeating their prompts and one stray
-/// request between, two of the 8 lost their cache (`cached=1`, `cached=3` in the log) and
-/// re-read 26 tokens each.
+/// only where it covers at least half of the prompt or half of what the slot holds (a chat
+/// turn shares all of the slot's last turn, however long its new message); otherwise (and
+/// on ties) the emptiest. Without that floor a prompt sharing only its BOS or a word or two
+/// with every cached conversation would prefer a busy cache to an empty slot, and evict
+/// another client's prefix for one token of reuse: with 8 clients repeating their prompts
+/// and one stray request between, two of the 8 lost their cache (`cached=1`, `cached=3` in
+/// the log) and re-read 26 tokens each.
 fn best_free_slot<B: Backend>(
     backend: &B,
     slots: &[Slot<B::Session>],
@@ -371,7 +372,7 @@ fn best_free_slot<B: Backend>(
             } else {
                 0
             };
-            let worth = if 2 * shared >= job.prompt.len() {
+            let worth = if 2 * shared >= job.prompt.len().min(toks.len()) {
                 shared
             } else {
                 0
@@ -819,6 +820,14 @@ mod tests {
             q.submit(j).unwrap();
             assert_eq!(drain(&rx).0, 4, "prompt {p:?} lost its cached prefix");
         }
+        // A chat's next turn: the slot's whole last turn (prompt and reply) then a new
+        // message longer than all of it still reuses that turn (all the slot holds: the
+        // reply's last token, 7, was sampled but never fed).
+        let mut turn = vec![1, 2, 3, 4, 5, 6, 7];
+        turn.extend(14..26);
+        let (j, rx) = job(&turn, 2);
+        q.submit(j).unwrap();
+        assert_eq!(drain(&rx).0, 6, "the next chat turn lost its cached prefix");
         q.close(Duration::ZERO);
         t.join().unwrap();
     }
