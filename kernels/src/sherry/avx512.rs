@@ -44,6 +44,9 @@ pub unsafe fn tile(
 /// most 2) negates the flipped blocks. The sign word goes to two mask registers instead of
 /// being rotated into each lane's index: 6 vector µops per group and row where the rotated
 /// index and a two-table `vpermt2d` took 8.
+///
+/// # Safety
+/// `g` must point at `GROUP_BYTES` readable bytes, and the CPU must have AVX-512 F/BW.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn decode(g: *const u8, table: __m512i) -> (__m512i, __m512i) {

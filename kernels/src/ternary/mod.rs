@@ -144,11 +144,10 @@ fn finish_parked_portable(out: &mut [f32], act: ActScale, w_scale: f32) {
     }
 }
 
-/// # Safety
-/// The CPU must have AVX-512F.
+/// [`finish_parked_portable`] compiled for AVX-512F (the caller checks the CPU has it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn finish_parked_avx512(out: &mut [f32], act: ActScale, w_scale: f32) {
+fn finish_parked_avx512(out: &mut [f32], act: ActScale, w_scale: f32) {
     finish_parked_portable(out, act, w_scale)
 }
 
