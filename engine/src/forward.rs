@@ -637,7 +637,7 @@ fn bitlinear_shared(
             .zip(outs.iter_mut())
             .filter_map(|(w, out)| {
                 Some(sherry::GemvJob {
-                    w: w.sherry_view()?,
+                    w: w.sherry_kernel_view()?,
                     scale: w.scale,
                     out: &mut out[..w.rows],
                 })
@@ -693,7 +693,7 @@ fn bitlinear(
         }
         SPARSE_COLUMNS.add(seen, seen);
     }
-    if let Some(sw) = w.sherry_view() {
+    if let Some(sw) = w.sherry_kernel_view() {
         if n == 1 {
             sherry::gemv(sw, &quant[..k], acts[0], w.scale, &mut out[..w.rows]);
         } else {

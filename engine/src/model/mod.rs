@@ -47,6 +47,9 @@ pub struct TernaryTensor {
     /// The same weights input-channel-major, when the forward pass should skip the
     /// columns whose input is zero (see [`Model::use_sparse_down`]).
     pub columns: Option<Arc<ColumnTernary>>,
+    /// Sherry weights in the lane layout of the AVX-512 kernels (`sherry::lanes`), built
+    /// once by [`build_lanes`](Self::build_lanes) where the CPU's kernels read it.
+    lanes: OnceLock<Vec<u8>>,
     /// Whether the row-major file pages are parked (unreadable, out of the resident set)
     /// because `columns` serves the forward pass; [`view`](Self::view) unparks them.
     parked: AtomicBool,
@@ -78,6 +81,7 @@ impl TernaryTensor {
             data,
             layout: TernaryLayout::I2s,
             decoded: OnceLock::new(),
+            lanes: OnceLock::new(),
             columns: None,
             parked: AtomicBool::new(false),
             rebuilt_rows: OnceLock::new(),
@@ -100,13 +104,50 @@ impl TernaryTensor {
         }
     }
 
-    /// The Sherry weights, for the Sherry kernels; `None` for I2_S weights.
+    /// Bytes the CPU kernels read for these weights: the lane copy where it was built.
+    pub fn kernel_byte_len(&self) -> usize {
+        self.lanes.get().map_or(self.byte_len(), Vec::len)
+    }
+
+    /// The Sherry weights in the file's layout, with their lane-layout copy if it was built;
+    /// `None` for I2_S weights.
     pub fn sherry_view(&self) -> Option<SherryView<'_>> {
-        (self.layout == TernaryLayout::Sherry).then(|| SherryView {
-            rows: self.rows,
-            cols: self.cols,
-            data: self.data.as_slice(),
+        (self.layout == TernaryLayout::Sherry).then(|| {
+            let v = SherryView {
+                rows: self.rows,
+                cols: self.cols,
+                data: self.data.as_slice(),
+                lanes: None,
+            };
+            self.lanes.get().and_then(|l| v.with_lanes(l)).unwrap_or(v)
         })
+    }
+
+    /// [`sherry_view`](Self::sherry_view) for the CPU kernels: builds the lane copy first
+    /// where they read it.
+    pub fn sherry_kernel_view(&self) -> Option<SherryView<'_>> {
+        self.build_lanes();
+        self.sherry_view()
+    }
+
+    /// Builds the lane-layout copy of Sherry weights once, where the best CPU kernels read
+    /// it; returns its bytes (0 for I2_S weights or kernels that read the file's layout).
+    pub fn build_lanes(&self) -> usize {
+        let wanted = self.layout == TernaryLayout::Sherry
+            && SherryView::lanes_pay_off(onebit_kernels::ternary::Isa::best());
+        if !wanted {
+            return 0;
+        }
+        let lanes = self.lanes.get_or_init(|| {
+            let v = SherryView {
+                rows: self.rows,
+                cols: self.cols,
+                data: self.data.as_slice(),
+                lanes: None,
+            };
+            sherry::lanes::to_lanes(&v)
+        });
+        lanes.len()
     }
 
     /// The weights in the I2_S layout without keeping a copy: borrowed for I2_S weights,
@@ -305,8 +346,28 @@ impl Model {
         self.layers
             .iter()
             .flat_map(Layer::projections)
-            .map(|t| t.byte_len())
+            .map(|t| t.kernel_byte_len())
             .sum()
+    }
+
+    /// Builds the lane-layout copy of every Sherry projection where the CPU kernels read it
+    /// (see [`TernaryTensor::build_lanes`]); returns their bytes.
+    pub fn build_lanes(&self) -> usize {
+        let started = std::time::Instant::now();
+        let bytes = self
+            .layers
+            .iter()
+            .flat_map(Layer::projections)
+            .map(|t| t.build_lanes())
+            .sum();
+        if bytes > 0 {
+            tracing::info!(
+                mib = bytes >> 20,
+                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                "Sherry weights repacked into the AVX-512 lane layout"
+            );
+        }
+        bytes
     }
 
     /// Number of parameters (ternary + float), as HF counts them.

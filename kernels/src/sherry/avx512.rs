@@ -81,27 +81,56 @@ unsafe fn tile_n<const R: usize, const T: usize>(
     let table = unsafe { _mm512_loadu_si512(CODES.as_ptr().cast()) };
     let mut a = [[_mm512_setzero_si512(); T]; R];
     for g in 0..groups {
-        let mut c = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
-        for (r, c) in c.iter_mut().enumerate() {
-            // SAFETY: group g of row r is inside `w`.
-            *c = unsafe { decode(w.add(r * rb + g * GROUP_BYTES), table) };
-        }
-        #[allow(clippy::needless_range_loop)] // t indexes both `q` rows and `a` columns
-        for t in 0..T {
-            // SAFETY: group g of activation row t is inside `q`.
-            let (q0, q1) = unsafe {
-                let p = q.add(t * k + g * GROUP_ELEMS);
-                (
-                    _mm512_loadu_si512(p.cast()),
-                    _mm512_loadu_si512(p.add(64).cast()),
-                )
-            };
-            for r in 0..R {
-                a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].0, q0);
-                a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].1, q1);
-            }
+        // SAFETY: group g of every row and activation row is inside `w` and `q`.
+        unsafe { add_group(w, rb, g * GROUP_BYTES, q, k, g * GROUP_ELEMS, table, &mut a) };
+    }
+    store_sums(a, acc);
+}
+
+/// Adds to `a` the dots of the file-layout group `at` bytes into each of `R` rows `rb`
+/// apart with activations `from..from + 128` of `T` rows `k` apart.
+///
+/// # Safety
+/// Those bytes and activations must be readable, and the CPU must have AVX-512 F/BW/VNNI.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn add_group<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    at: usize,
+    q: *const i8,
+    k: usize,
+    from: usize,
+    table: __m512i,
+    a: &mut [[__m512i; T]; R],
+) {
+    let mut c = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
+    for (r, c) in c.iter_mut().enumerate() {
+        // SAFETY: the caller guarantees the group of row r is readable.
+        *c = unsafe { decode(w.add(r * rb + at), table) };
+    }
+    #[allow(clippy::needless_range_loop)] // t indexes both `q` rows and `a` columns
+    for t in 0..T {
+        // SAFETY: the caller guarantees these activations of row t are readable.
+        let (q0, q1) = unsafe {
+            let p = q.add(t * k + from);
+            (
+                _mm512_loadu_si512(p.cast()),
+                _mm512_loadu_si512(p.add(64).cast()),
+            )
+        };
+        for r in 0..R {
+            a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].0, q0);
+            a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].1, q1);
         }
     }
+}
+
+/// The lane sums of the `R × T` accumulators into `acc[r][t]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store_sums<const R: usize, const T: usize>(a: [[__m512i; T]; R], acc: &mut [[i32; 4]; 4]) {
     let mut all = [_mm512_setzero_si512(); 16];
     for r in 0..R {
         for t in 0..T {
@@ -114,4 +143,97 @@ unsafe fn tile_n<const R: usize, const T: usize>(
             acc[r][t] = sums[4 * r + t];
         }
     }
+}
+
+/// [`tile`] over the lane layout (`super::lanes`): `units` units of six 16-block vectors,
+/// then `tail` file-layout groups.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VNNI; `w` must hold `rt` lane rows `rb` bytes apart of
+/// `units` units and `tail` groups, and `q` `tt` rows `k` apart, each covering them;
+/// `rt ∈ {1, 4}`, `tt ∈ 1..=4`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn tile_lanes(
+    rt: usize,
+    tt: usize,
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    units: usize,
+    tail: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        match (rt, tt) {
+            (4, 1) => tile_lanes_n::<4, 1>(w, rb, q, k, units, tail, acc),
+            (4, 2) => tile_lanes_n::<4, 2>(w, rb, q, k, units, tail, acc),
+            (4, 3) => tile_lanes_n::<4, 3>(w, rb, q, k, units, tail, acc),
+            (4, 4) => tile_lanes_n::<4, 4>(w, rb, q, k, units, tail, acc),
+            (1, 1) => tile_lanes_n::<1, 1>(w, rb, q, k, units, tail, acc),
+            (1, 2) => tile_lanes_n::<1, 2>(w, rb, q, k, units, tail, acc),
+            (1, 3) => tile_lanes_n::<1, 3>(w, rb, q, k, units, tail, acc),
+            (1, 4) => tile_lanes_n::<1, 4>(w, rb, q, k, units, tail, acc),
+            _ => unreachable!("tile shape {rt}x{tt}"),
+        }
+    }
+}
+
+/// `R` lane rows decoded once per vector, used for `T` activation rows. A vector's codes
+/// are bits 4:0 of each lane after shifting the unit right by 5 per vector; `vpermt2d`
+/// ignores the bits above and takes bit 4, the sign, as its table select.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_lanes_n<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    units: usize,
+    tail: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    use super::lanes::{UNIT_BYTES, UNIT_VECTORS};
+    // SAFETY: both tables are 16 u32, exactly one zmm each.
+    let (table, flipped) = unsafe {
+        (
+            _mm512_loadu_si512(CODES.as_ptr().cast()),
+            _mm512_loadu_si512(super::CODES_FLIPPED.as_ptr().cast()),
+        )
+    };
+    let mut a = [[_mm512_setzero_si512(); T]; R];
+    for u in 0..units {
+        // SAFETY: unit u of row r is inside `w`.
+        let mut x: [__m512i; R] = std::array::from_fn(|r| unsafe {
+            _mm512_loadu_si512(w.add(r * rb + u * UNIT_BYTES).cast())
+        });
+        for f in 0..UNIT_VECTORS {
+            let c: [__m512i; R] =
+                std::array::from_fn(|r| _mm512_permutex2var_epi32(table, x[r], flipped));
+            #[allow(clippy::needless_range_loop)] // t indexes both `q` rows and `a` columns
+            for t in 0..T {
+                // SAFETY: vector 6u + f of activation row t is inside `q`.
+                let qv = unsafe {
+                    _mm512_loadu_si512(q.add(t * k + (UNIT_VECTORS * u + f) * 64).cast())
+                };
+                for r in 0..R {
+                    a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r], qv);
+                }
+            }
+            for x in x.iter_mut() {
+                *x = _mm512_srli_epi32::<5>(*x);
+            }
+        }
+    }
+    let first = units * UNIT_VECTORS / 2;
+    for j in 0..tail {
+        let (at, from) = (
+            units * UNIT_BYTES + j * GROUP_BYTES,
+            (first + j) * GROUP_ELEMS,
+        );
+        // SAFETY: tail group j of every row, and its activations, are inside `w` and `q`.
+        unsafe { add_group(w, rb, at, q, k, from, table, &mut a) };
+    }
+    store_sums(a, acc);
 }

@@ -29,6 +29,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod codec;
+pub mod lanes;
 
 pub use codec::{decode_block, encode_block, BlockError};
 
@@ -79,12 +80,33 @@ pub struct SherryView<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// The same rows in the [`lanes`] layout, which the AVX-512 kernels read instead when
+    /// given (built once at load by [`lanes::to_lanes`]).
+    pub lanes: Option<&'a [u8]>,
 }
 
 impl<'a> SherryView<'a> {
     /// Checks that `data` holds exactly `rows` packed rows.
     pub fn new(rows: usize, cols: usize, data: &'a [u8]) -> Option<Self> {
-        (data.len() == rows * row_bytes(cols)).then_some(Self { rows, cols, data })
+        (data.len() == rows * row_bytes(cols)).then_some(Self {
+            rows,
+            cols,
+            data,
+            lanes: None,
+        })
+    }
+
+    /// The view with its lane-layout copy; `None` if `lanes` is not `rows` lane rows long.
+    pub fn with_lanes(self, lanes: &'a [u8]) -> Option<Self> {
+        (lanes.len() == self.rows * lanes::lane_row_bytes(self.cols)).then_some(Self {
+            lanes: Some(lanes),
+            ..self
+        })
+    }
+
+    /// Whether the kernels on `isa` read the lane layout (and so want it built at load).
+    pub fn lanes_pay_off(isa: Isa) -> bool {
+        isa == Isa::Avx512Vnni
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -231,36 +253,40 @@ fn prepare(isa: Isa, q: &[i8]) -> std::borrow::Cow<'_, [i8]> {
 
 /// Integer dots of weight rows `rows` against `n` prepared activation rows `k` apart,
 /// handed to `sink(row, token, dot)`: tiles of up to 4 rows (a quarter of the range apart
-/// when decoding, so each streams its own pages) × 4 tokens.
-#[allow(clippy::too_many_arguments)]
+/// when decoding, so each streams its own pages) × 4 tokens. AVX-512 reads the lane layout
+/// where the view has it.
 fn dots(
     isa: Isa,
-    w: &[u8],
-    rb: usize,
+    w: &SherryView<'_>,
     rows: std::ops::Range<usize>,
     q: &[i8],
-    k: usize,
     n: usize,
     sink: &mut impl FnMut(usize, usize, i32),
 ) {
-    assert_eq!(
-        k / GROUP_ELEMS * GROUP_BYTES,
-        rb,
-        "activation stride vs packed row"
-    );
-    assert!(rows.end * rb <= w.len(), "rows outside the weights");
+    let k = padded_cols(w.cols);
+    let lanes = w.lanes.filter(|_| SherryView::lanes_pay_off(isa));
+    let (data, rb) = match lanes {
+        Some(l) => (l, lanes::lane_row_bytes(w.cols)),
+        None => (w.data, row_bytes(w.cols)),
+    };
+    assert!(rows.end * rb <= data.len(), "rows outside the weights");
     assert!(n * k <= q.len(), "activations shorter than {n} rows");
-    let groups = rb / GROUP_BYTES;
+    let groups = k / GROUP_ELEMS;
     let len = rows.len();
     let mut acc = [[0i32; 4]; 4];
     let mut tile = |rt: usize, first: usize, stride: usize, t: usize, tt: usize| {
-        // SAFETY: rows first + i·stride (i < rt) lie inside `rows`, hence inside `w`, and
+        // SAFETY: rows first + i·stride (i < rt) lie inside `rows`, hence inside `data`, and
         // tokens t..t+tt inside `q` (asserted above); the ISA was checked by the caller.
         unsafe {
-            let wp = w.as_ptr().add(first * rb);
+            let wp = data.as_ptr().add(first * rb);
             let qp = q.as_ptr().add(t * k);
             let s = stride * rb;
             match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni if lanes.is_some() => {
+                    let (units, tail) = lanes::shape(w.cols);
+                    avx512::tile_lanes(rt, tt, wp, s, qp, k, units, tail, &mut acc)
+                }
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Vnni => avx512::tile(rt, tt, wp, s, qp, k, groups, &mut acc),
                 #[cfg(target_arch = "x86_64")]
@@ -345,11 +371,10 @@ pub fn gemv_with(
     assert!(isa.available(), "{isa:?} is not available on this CPU");
     assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
     assert_eq!(out.len(), w.rows, "gemv: output length");
-    let rb = row_bytes(w.cols);
     let q = prepare(isa, q);
     parallel::for_rows(out, gemv_chunk(w.rows), |first, chunk| {
         let rows = first..first + chunk.len();
-        dots(isa, w.data, rb, rows, &q, q.len(), 1, &mut |r, _, d| {
+        dots(isa, &w, rows, &q, 1, &mut |r, _, d| {
             chunk[r - first] = park(d)
         });
         finish_parked(chunk, act, w_scale);
@@ -387,19 +412,10 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
     let total = lens.iter().sum();
     parallel::for_job_rows(&lens, gemv_chunk(total), |ji, rows| {
         let (j, out) = (&jobs[ji], outs[ji]);
-        dots(
-            isa,
-            j.w.data,
-            row_bytes(j.w.cols),
-            rows.clone(),
-            &q,
-            q.len(),
-            1,
-            &mut |r, _, d| {
-                // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
-                unsafe { *out.get().add(r) = park(d) };
-            },
-        );
+        dots(isa, &j.w, rows.clone(), &q, 1, &mut |r, _, d| {
+            // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
+            unsafe { *out.get().add(r) = park(d) };
+        });
         // SAFETY: these rows of job ji's output were written above by this thread alone.
         let parked = unsafe { out.rows(rows) };
         finish_parked(parked, act, j.scale);
@@ -426,12 +442,11 @@ pub fn gemm_with(
     let n = acts.len();
     assert_eq!(q.len(), n * k, "gemm: activation length");
     assert_eq!(out.len(), n * w.rows, "gemm: output length");
-    let rb = row_bytes(w.cols);
     let rows = w.rows;
     let q = prepare(isa, q);
     let o = OutPtr(out.as_mut_ptr());
     parallel::for_range(rows, crate::ternary::gemm_chunk(rows, n), |r0, r1| {
-        dots(isa, w.data, rb, r0..r1, &q, k, n, &mut |r, t, d| {
+        dots(isa, &w, r0..r1, &q, n, &mut |r, t, d| {
             // SAFETY: t < n and r < rows, so the index is inside `out`; each weight row is
             // handed to exactly one thread, so no two threads write the same element.
             unsafe { *o.get().add(t * rows + r) = park(d) };

@@ -94,6 +94,36 @@ fn layout_matches_the_documented_bits() {
 }
 
 #[test]
+fn the_lane_layout_matches_the_documented_bits() {
+    // 768 weights = 12 vectors: two units. Block 16·(6u + f) + i lands in bits 5f..5f+5 of
+    // lane i of unit u: block 1 (u 0, f 0, i 1) and block 16·(6 + 5) + 3 (u 1, f 5, i 3).
+    let cols = 768;
+    let mut w: Vec<i8> = (0..cols).map(|c| i8::from(c % 4 != 0)).collect();
+    w[4..8].copy_from_slice(&[0, 1, -1, 1]); // index 0b0100, sign 0
+    let b = 16 * 11 + 3;
+    w[4 * b..4 * b + 4].copy_from_slice(&[-1, -1, 0, -1]); // index 2, sign 1
+    let data = packed(1, cols, &w);
+    let l = lanes::to_lanes(&SherryView::new(1, cols, &data).unwrap());
+    assert_eq!((lanes::shape(cols), l.len()), ((2, 0), 128));
+    let lane =
+        |u: usize, i: usize| u32::from_le_bytes(l[64 * u + 4 * i..][..4].try_into().unwrap());
+    assert_eq!(lane(0, 1) & 31, 0b0100);
+    assert_eq!(lane(1, 3) >> 25, 0b1_0010);
+    assert_eq!(lane(0, 0), 0, "every other block is index 0, sign 0");
+    // A 640-wide row (10 vectors): one unit, then groups 3 and 4 as the file has them.
+    let w = random_weights(2, 640, 7);
+    let data = packed(2, 640, &w);
+    let v = SherryView::new(2, 640, &data).unwrap();
+    let l = lanes::to_lanes(&v);
+    assert_eq!(
+        (lanes::shape(640), lanes::lane_row_bytes(640)),
+        ((1, 2), 104)
+    );
+    assert_eq!(&l[64..104], &v.row(0)[60..100]);
+    assert_eq!(&l[104 + 64..], &v.row(1)[60..100]);
+}
+
+#[test]
 fn pack_refuses_blocks_that_are_not_3_of_4() {
     let err = pack(2, 8, |r, c| {
         if r == 1 && c == 5 {
@@ -150,6 +180,31 @@ proptest! {
     }
 
     #[test]
+    fn the_lane_layout_holds_the_same_blocks(rows in 1usize..5, cols in 1usize..1700, seed in any::<u64>()) {
+        let w = random_weights(rows, cols, seed);
+        let data = packed(rows, cols, &w);
+        let v = SherryView::new(rows, cols, &data).unwrap();
+        let l = lanes::to_lanes(&v);
+        prop_assert!(v.with_lanes(&l).is_some());
+        let (lb, k) = (lanes::lane_row_bytes(cols), padded_cols(cols));
+        let (units, tail) = lanes::shape(cols);
+        prop_assert_eq!(lb, units * 64 + tail * GROUP_BYTES);
+        prop_assert_eq!(units * 6 + tail * 2, k / 64);
+        let (q, _) = random_acts(1, cols, seed, true);
+        for r in 0..rows {
+            let row = &l[r * lb..(r + 1) * lb];
+            for b in 0..k / 4 {
+                prop_assert_eq!(lanes::lane_block_bits(row, units, b), block_bits(v.row(r), b));
+            }
+            // The two bits above the six codes of every lane stay 0.
+            for word in row[..units * 64].chunks_exact(4) {
+                prop_assert_eq!(u32::from_le_bytes(word.try_into().unwrap()) >> 30, 0);
+            }
+            prop_assert_eq!(lanes::dot_codes_lanes_ref(row, &q), dot_codes_ref(v.row(r), &q));
+        }
+    }
+
+    #[test]
     fn gemv_matches_reference_and_i2s(rows in 1usize..40, cols in 1usize..700, seed in any::<u64>(), extreme in any::<bool>()) {
         let w = random_weights(rows, cols, seed);
         let data = packed(rows, cols, &w);
@@ -166,10 +221,14 @@ proptest! {
         let mut dense = vec![0f32; rows];
         ternary::gemv_ref(TernaryView::new(rows, cols, &i2s).unwrap(), &q, act, 0.7, &mut dense);
         prop_assert_eq!(&dense, &want);
+        let lanes = lanes::to_lanes(&v);
+        let lv = v.with_lanes(&lanes).unwrap();
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-            let mut got = vec![0f32; rows];
-            gemv_with(isa, v, &q, act, 0.7, &mut got);
-            prop_assert_eq!(&got, &want, "{:?}", isa);
+            for view in [v, lv] {
+                let mut got = vec![0f32; rows];
+                gemv_with(isa, view, &q, act, 0.7, &mut got);
+                prop_assert_eq!(&got, &want, "{:?}, lanes {}", isa, view.lanes.is_some());
+            }
         }
     }
 
@@ -184,10 +243,14 @@ proptest! {
         for t in 0..n {
             gemv_ref(v, &q[t * k..(t + 1) * k], acts[t], 1.5, &mut want[t * rows..(t + 1) * rows]);
         }
+        let lanes = lanes::to_lanes(&v);
+        let lv = v.with_lanes(&lanes).unwrap();
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-            let mut got = vec![0f32; n * rows];
-            gemm_with(isa, v, &q, &acts, 1.5, &mut got);
-            prop_assert_eq!(&got, &want, "{:?}", isa);
+            for view in [v, lv] {
+                let mut got = vec![0f32; n * rows];
+                gemm_with(isa, view, &q, &acts, 1.5, &mut got);
+                prop_assert_eq!(&got, &want, "{:?}, lanes {}", isa, view.lanes.is_some());
+            }
         }
     }
 
@@ -198,10 +261,13 @@ proptest! {
             .map(|(i, &r)| packed(r, cols, &random_weights(r, cols, seed ^ i as u64)))
             .collect();
         let (q, acts) = random_acts(1, cols, seed, false);
+        // The middle job reads its lane copy, as the engine's projections do on AVX-512.
+        let lanes = lanes::to_lanes(&SherryView::new(r2, cols, &datas[1]).unwrap());
         let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
         {
-            let mut jobs: Vec<GemvJob> = outs.iter_mut().zip(&datas).zip(&shapes).enumerate().map(|(i, ((o, d), &r))| GemvJob {
-                w: SherryView::new(r, cols, d).unwrap(), scale: 0.5 + i as f32, out: o,
+            let mut jobs: Vec<GemvJob> = outs.iter_mut().zip(&datas).zip(&shapes).enumerate().map(|(i, ((o, d), &r))| {
+                let v = SherryView::new(r, cols, d).unwrap();
+                GemvJob { w: if i == 1 { v.with_lanes(&lanes).unwrap() } else { v }, scale: 0.5 + i as f32, out: o }
             }).collect();
             gemv_many(&q, acts[0], &mut jobs);
         }

@@ -92,7 +92,11 @@ impl Budget {
     /// What a loaded model reads in onebit: its kernel layout (down_proj column-major while
     /// the sparse down_proj is on), its head type, its KV cache format.
     pub fn of_model(model: &Model, kv: KvFormat) -> Self {
-        let down_rows: usize = model.layers.iter().map(|l| l.down_proj.byte_len()).sum();
+        let down_rows: usize = model
+            .layers
+            .iter()
+            .map(|l| l.down_proj.kernel_byte_len())
+            .sum();
         let down: usize = model
             .layers
             .iter()
@@ -100,7 +104,7 @@ impl Budget {
                 l.down_proj
                     .columns
                     .as_ref()
-                    .map_or(l.down_proj.byte_len(), |c| c.bytes())
+                    .map_or(l.down_proj.kernel_byte_len(), |c| c.bytes())
             })
             .sum();
         let ternary = model.ternary_bytes() - down_rows + down;
