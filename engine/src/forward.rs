@@ -630,7 +630,7 @@ fn bitlinear_shared(
     acts: &[ActScale],
     outs: &mut [&mut [f32]],
 ) {
-    if acts.len() == 1 && proj.is_none() && ws.iter().all(|w| w.sherry_view().is_some()) {
+    if acts.len() == 1 && proj.is_none() && ws.iter().all(|w| w.is_sherry()) {
         let k = padded_cols(ws[0].cols);
         let mut jobs: Vec<sherry::GemvJob> = ws
             .iter()
@@ -644,7 +644,7 @@ fn bitlinear_shared(
             })
             .collect();
         sherry::gemv_many(&quant[..k], acts[0], &mut jobs);
-    } else if acts.len() == 1 && proj.is_none() && ws.iter().all(|w| w.sherry_view().is_none()) {
+    } else if acts.len() == 1 && proj.is_none() && ws.iter().all(|w| !w.is_sherry()) {
         let k = padded_cols(ws[0].cols);
         let mut jobs: Vec<GemvJob> = ws
             .iter()

@@ -100,6 +100,33 @@ fn a_sherry_gguf_computes_what_its_i2s_twin_computes_bit_for_bit() {
         .iter()
         .zip(&want)
         .all(|(a, b)| a.to_bits() == b.to_bits()));
+    // Where the CPU kernels read the lane layout, the CPU surface frees the file's rows for
+    // it: the same bits again, dense and sparse (its input-major copy rebuilt from the
+    // lanes), and a GGUF written afterwards is the file it was loaded from.
+    sherry.use_dense_down();
+    let lanes = sherry.build_lanes();
+    let lanes_only = sherry.layers[0].q_proj.sherry_kernel_view().unwrap();
+    assert_eq!(lanes_only.data.is_empty(), lanes > 0);
+    for sparse in [false, true] {
+        if sparse {
+            sherry.use_sparse_down();
+        }
+        assert!(
+            logits(&sherry, PROMPT)
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "lane layout, sparse down_proj {sparse}"
+        );
+    }
+    let again = temp("twin.again.sherry.gguf");
+    let opts = GgufWriteOptions {
+        ternary: TernaryType::Sherry,
+        name: None,
+    };
+    write_file(&again, &sherry, &tok, &opts).expect("the Sherry GGUF is written again");
+    assert!(std::fs::read(&again).unwrap() == std::fs::read(&path).unwrap());
+    let _ = std::fs::remove_file(again);
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(twin_path);
 }

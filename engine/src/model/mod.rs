@@ -109,32 +109,46 @@ impl TernaryTensor {
         self.lanes.get().map_or(self.byte_len(), Vec::len)
     }
 
-    /// The Sherry weights in the file's layout, with their lane-layout copy if it was built;
-    /// `None` for I2_S weights.
+    /// Whether these are Sherry (3:4) weights.
+    pub fn is_sherry(&self) -> bool {
+        self.layout == TernaryLayout::Sherry
+    }
+
+    /// The Sherry weights in the file's layout (rebuilt from the lane copy, and kept, if the
+    /// file's rows were dropped), with the lane copy if it was built; `None` for I2_S.
     pub fn sherry_view(&self) -> Option<SherryView<'_>> {
-        (self.layout == TernaryLayout::Sherry).then(|| {
+        self.is_sherry().then(|| {
+            let data = match self.lanes.get() {
+                Some(l) if self.rows_dropped() => self
+                    .rebuilt_rows
+                    .get_or_init(|| sherry::lanes::from_lanes(self.rows, self.cols, l)),
+                _ => self.data.as_slice(),
+            };
             let v = SherryView {
                 rows: self.rows,
                 cols: self.cols,
-                data: self.data.as_slice(),
+                data,
                 lanes: None,
             };
             self.lanes.get().and_then(|l| v.with_lanes(l)).unwrap_or(v)
         })
     }
 
-    /// [`sherry_view`](Self::sherry_view) for the CPU kernels: builds the lane copy first
-    /// where they read it.
+    /// The Sherry weights as the CPU kernels read them: the lane copy (built first where
+    /// they read it), beside the file's rows unless those were dropped.
     pub fn sherry_kernel_view(&self) -> Option<SherryView<'_>> {
         self.build_lanes();
-        self.sherry_view()
+        match self.lanes.get() {
+            Some(l) if self.rows_dropped() => SherryView::lanes_only(self.rows, self.cols, l),
+            _ => self.sherry_view(),
+        }
     }
 
     /// Builds the lane-layout copy of Sherry weights once, where the best CPU kernels read
     /// it; returns its bytes (0 for I2_S weights or kernels that read the file's layout).
     pub fn build_lanes(&self) -> usize {
-        let wanted = self.layout == TernaryLayout::Sherry
-            && SherryView::lanes_pay_off(onebit_kernels::ternary::Isa::best());
+        let wanted =
+            self.is_sherry() && SherryView::lanes_pay_off(onebit_kernels::ternary::Isa::best());
         if !wanted {
             return 0;
         }
@@ -150,12 +164,33 @@ impl TernaryTensor {
         lanes.len()
     }
 
+    /// Frees the file's Sherry rows once the lane copy serves the CPU kernels, so the
+    /// weights are held once; whatever later asks for the file's layout (an I2_S reader,
+    /// a GGUF writer) gets it rebuilt from the lanes. Returns the bytes freed.
+    pub(crate) fn drop_file_rows(&mut self) -> usize {
+        if self.lanes.get().is_none() || self.rows_dropped() {
+            return 0;
+        }
+        let bytes = self.data.len();
+        self.data.discard_pages();
+        self.data = Bytes::owned(Vec::new());
+        self.rebuilt_rows = OnceLock::new();
+        bytes
+    }
+
     /// The weights in the I2_S layout without keeping a copy: borrowed for I2_S weights,
     /// decoded for Sherry (for one-off repacking at load).
     pub fn i2s_rows(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self.sherry_view() {
-            Some(s) => std::borrow::Cow::Owned(s.to_i2s()),
-            None => std::borrow::Cow::Borrowed(self.view().data),
+        if !self.is_sherry() {
+            return std::borrow::Cow::Borrowed(self.view().data);
+        }
+        match (self.lanes.get(), self.rebuilt_rows.get()) {
+            (Some(l), None) if self.rows_dropped() => {
+                let rows = sherry::lanes::from_lanes(self.rows, self.cols, l);
+                let v = SherryView::new(self.rows, self.cols, &rows).expect("rebuilt rows");
+                std::borrow::Cow::Owned(v.to_i2s())
+            }
+            _ => std::borrow::Cow::Owned(self.sherry_view().expect("Sherry").to_i2s()),
         }
     }
 
@@ -164,14 +199,14 @@ impl TernaryTensor {
     /// are decoded into a kept I2_S copy the first time: their own kernels read
     /// [`sherry_view`](Self::sherry_view) instead.
     pub fn view(&self) -> TernaryView<'_> {
-        if let Some(s) = self.sherry_view() {
+        if self.is_sherry() {
             let data = self.decoded.get_or_init(|| {
                 tracing::debug!(
                     "decoding a {}x{} Sherry tensor to I2_S for a reader without Sherry kernels",
                     self.rows,
                     self.cols
                 );
-                s.to_i2s()
+                self.i2s_rows().into_owned()
             });
             return TernaryView {
                 rows: self.rows,
@@ -351,18 +386,29 @@ impl Model {
     }
 
     /// Builds the lane-layout copy of every Sherry projection where the CPU kernels read it
-    /// (see [`TernaryTensor::build_lanes`]); returns their bytes.
-    pub fn build_lanes(&self) -> usize {
+    /// (see [`TernaryTensor::build_lanes`]) and frees the file's rows it replaces; returns
+    /// the lanes' bytes.
+    pub fn build_lanes(&mut self) -> usize {
         let started = std::time::Instant::now();
-        let bytes = self
-            .layers
-            .iter()
-            .flat_map(Layer::projections)
-            .map(|t| t.build_lanes())
-            .sum();
+        let (mut bytes, mut freed) = (0, 0);
+        for l in &mut self.layers {
+            for t in [
+                &mut l.q_proj,
+                &mut l.k_proj,
+                &mut l.v_proj,
+                &mut l.o_proj,
+                &mut l.gate_proj,
+                &mut l.up_proj,
+                &mut l.down_proj,
+            ] {
+                bytes += t.build_lanes();
+                freed += t.drop_file_rows();
+            }
+        }
         if bytes > 0 {
             tracing::info!(
                 mib = bytes >> 20,
+                freed_mib = freed >> 20,
                 seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                 "Sherry weights repacked into the AVX-512 lane layout"
             );

@@ -72,12 +72,15 @@ impl Model {
     /// resident and the daemon calls this at start when it has several slots.
     pub fn keep_down_rows(&self) -> usize {
         let layers = &self.layers;
+        // Sherry rows are always kept (their kernels read them, or their lane copy).
         onebit_kernels::parallel::for_each_index(layers.len(), |i| {
-            layers[i].down_proj.view();
+            if !layers[i].down_proj.is_sherry() {
+                layers[i].down_proj.view();
+            }
         });
         layers
             .iter()
-            .filter(|l| l.down_proj.columns.is_some())
+            .filter(|l| l.down_proj.columns.is_some() && !l.down_proj.is_sherry())
             .map(|l| l.down_proj.byte_len())
             .sum()
     }

@@ -15,7 +15,7 @@
 //! So a 2560-wide row is 6 units and 2 groups, 424 bytes (1.325 bits per weight) against
 //! the file's 400, and a 6912-wide row 18 units, 1152 bytes (1.333).
 
-use super::{block_bits, row_bytes, SherryView, GROUP_BYTES, GROUP_ELEMS};
+use super::{block_bits, row_bytes, set_block_bits, SherryView, GROUP_BYTES, GROUP_ELEMS};
 use crate::parallel;
 use crate::ternary::padded_cols;
 
@@ -96,4 +96,53 @@ pub fn dot_codes_lanes_ref(row: &[u8], q: &[i8]) -> i32 {
         }
     }
     acc
+}
+
+/// The portable tile over lane rows (the scalar reference per element), for an ISA without
+/// a lane kernel when the file's rows were dropped.
+///
+/// # Safety
+/// `w` must hold `rt` lane rows `rb` bytes apart and `q` `tt` rows `k` apart, `k` being the
+/// rows' padded width.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile_ref(
+    rt: usize,
+    tt: usize,
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    acc: &mut [[i32; 4]; 4],
+) {
+    let len = lane_row_bytes(k);
+    for (i, row_acc) in acc.iter_mut().enumerate().take(rt) {
+        // SAFETY: the caller guarantees these ranges are inside the buffers.
+        let row = unsafe { std::slice::from_raw_parts(w.add(i * rb), len) };
+        for (j, a) in row_acc.iter_mut().enumerate().take(tt) {
+            // SAFETY: as above.
+            *a = dot_codes_lanes_ref(row, unsafe { std::slice::from_raw_parts(q.add(j * k), k) });
+        }
+    }
+}
+
+/// The rows of a lane-layout matrix back in the file's layout (`rows × row_bytes(cols)`).
+pub fn from_lanes(rows: usize, cols: usize, lanes: &[u8]) -> Vec<u8> {
+    let (rb, lb) = (row_bytes(cols), lane_row_bytes(cols));
+    let (units, _) = shape(cols);
+    let mut out = vec![0u8; rows * rb];
+    if rb == 0 {
+        return out;
+    }
+    parallel::for_rows_strided(&mut out, rb, 64, |first, chunk| {
+        for (r, dst) in chunk.chunks_exact_mut(rb).enumerate() {
+            let row = &lanes[(first + r) * lb..(first + r + 1) * lb];
+            for b in 0..units * UNIT_BLOCKS {
+                let (index, sign) = lane_block_bits(row, units, b);
+                set_block_bits(dst, b, index, sign);
+            }
+            dst[units * UNIT_BLOCKS / 32 * GROUP_BYTES..]
+                .copy_from_slice(&row[units * UNIT_BYTES..]);
+        }
+    });
+    out
 }

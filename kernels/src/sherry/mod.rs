@@ -81,7 +81,8 @@ pub struct SherryView<'a> {
     pub cols: usize,
     pub data: &'a [u8],
     /// The same rows in the [`lanes`] layout, which the AVX-512 kernels read instead when
-    /// given (built once at load by [`lanes::to_lanes`]).
+    /// given (built once at load by [`lanes::to_lanes`]). With lanes, `data` may be empty
+    /// (the file's rows dropped): then every ISA reads the lanes.
     pub lanes: Option<&'a [u8]>,
 }
 
@@ -104,9 +105,27 @@ impl<'a> SherryView<'a> {
         })
     }
 
+    /// A view of the lane layout alone (the file's rows dropped); `None` if `lanes` is not
+    /// `rows` lane rows long.
+    pub fn lanes_only(rows: usize, cols: usize, lanes: &'a [u8]) -> Option<Self> {
+        Self {
+            rows,
+            cols,
+            data: &[],
+            lanes: None,
+        }
+        .with_lanes(lanes)
+    }
+
     /// Whether the kernels on `isa` read the lane layout (and so want it built at load).
     pub fn lanes_pay_off(isa: Isa) -> bool {
         isa == Isa::Avx512Vnni
+    }
+
+    /// The lane rows the kernels on `isa` read, if they read those.
+    fn lanes_for(&self, isa: Isa) -> Option<&'a [u8]> {
+        self.lanes
+            .filter(|_| Self::lanes_pay_off(isa) || self.data.is_empty())
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -148,6 +167,15 @@ fn block_bits(row: &[u8], b: usize) -> (u8, bool) {
     let index = (group[j % 16] >> (4 * (j / 16))) & 15;
     let signs = u32::from_le_bytes([group[16], group[17], group[18], group[19]]);
     (index, signs >> j & 1 == 1)
+}
+
+/// Writes index and sign bit of block `b` into a zeroed packed row.
+#[inline]
+fn set_block_bits(row: &mut [u8], b: usize, index: u8, sign: bool) {
+    let (g, j) = (b / 32, b % 32);
+    let group = &mut row[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
+    group[j % 16] |= index << (4 * (j / 16));
+    group[INDEX_BYTES + j / 8] |= u8::from(sign) << (j % 8);
 }
 
 /// Where a matrix breaks the 3:4 rule.
@@ -202,10 +230,7 @@ pub fn pack(
                     error,
                 })?
             };
-            let (g, j) = (b / 32, b % 32);
-            let group = &mut row[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
-            group[j % 16] |= index << (4 * (j / 16));
-            group[INDEX_BYTES + j / 8] |= u8::from(sign) << (j % 8);
+            set_block_bits(row, b, index, sign);
         }
     }
     Ok(out)
@@ -235,8 +260,8 @@ pub fn gemv_ref(w: SherryView<'_>, q: &[i8], act: ActScale, w_scale: f32, out: &
 
 /// The activations an ISA's tiles read: AVX2 wants each group's 128 values transposed
 /// (`[position in block][block]`), so that one `vpshufb` per position decodes 32 blocks.
-fn prepare(isa: Isa, q: &[i8]) -> std::borrow::Cow<'_, [i8]> {
-    if isa != Isa::Avx2 {
+fn prepare<'q>(isa: Isa, w: &SherryView<'_>, q: &'q [i8]) -> std::borrow::Cow<'q, [i8]> {
+    if isa != Isa::Avx2 || w.lanes_for(isa).is_some() {
         return std::borrow::Cow::Borrowed(q);
     }
     let mut t = vec![0i8; q.len()];
@@ -264,7 +289,7 @@ fn dots(
     sink: &mut impl FnMut(usize, usize, i32),
 ) {
     let k = padded_cols(w.cols);
-    let lanes = w.lanes.filter(|_| SherryView::lanes_pay_off(isa));
+    let lanes = w.lanes_for(isa);
     let (data, rb) = match lanes {
         Some(l) => (l, lanes::lane_row_bytes(w.cols)),
         None => (w.data, row_bytes(w.cols)),
@@ -287,6 +312,7 @@ fn dots(
                     let (units, tail) = lanes::shape(w.cols);
                     avx512::tile_lanes(rt, tt, wp, s, qp, k, units, tail, &mut acc)
                 }
+                _ if lanes.is_some() => lanes::tile_ref(rt, tt, wp, s, qp, k, &mut acc),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Vnni => avx512::tile(rt, tt, wp, s, qp, k, groups, &mut acc),
                 #[cfg(target_arch = "x86_64")]
@@ -371,7 +397,7 @@ pub fn gemv_with(
     assert!(isa.available(), "{isa:?} is not available on this CPU");
     assert_eq!(q.len(), padded_cols(w.cols), "gemv: activation length");
     assert_eq!(out.len(), w.rows, "gemv: output length");
-    let q = prepare(isa, q);
+    let q = prepare(isa, &w, q);
     parallel::for_rows(out, gemv_chunk(w.rows), |first, chunk| {
         let rows = first..first + chunk.len();
         dots(isa, &w, rows, &q, 1, &mut |r, _, d| {
@@ -408,11 +434,17 @@ pub fn gemv_many(q: &[i8], act: ActScale, jobs: &mut [GemvJob<'_, '_>]) {
         .map(|j| OutPtr(j.out.as_mut_ptr()))
         .collect();
     let jobs = &*jobs;
-    let q = prepare(isa, q);
+    // Each job gets the activations as its tiles read them (AVX2's file layout transposed).
+    let file = jobs.iter().find(|j| j.w.lanes_for(isa).is_none());
+    let transposed = file.map(|j| prepare(isa, &j.w, q));
     let total = lens.iter().sum();
     parallel::for_job_rows(&lens, gemv_chunk(total), |ji, rows| {
         let (j, out) = (&jobs[ji], outs[ji]);
-        dots(isa, &j.w, rows.clone(), &q, 1, &mut |r, _, d| {
+        let q = match (&transposed, j.w.lanes_for(isa)) {
+            (Some(t), None) => t,
+            _ => q,
+        };
+        dots(isa, &j.w, rows.clone(), q, 1, &mut |r, _, d| {
             // SAFETY: row r < j.w.rows == out length, and rows are handed to one thread only.
             unsafe { *out.get().add(r) = park(d) };
         });
@@ -443,7 +475,7 @@ pub fn gemm_with(
     assert_eq!(q.len(), n * k, "gemm: activation length");
     assert_eq!(out.len(), n * w.rows, "gemm: output length");
     let rows = w.rows;
-    let q = prepare(isa, q);
+    let q = prepare(isa, &w, q);
     let o = OutPtr(out.as_mut_ptr());
     parallel::for_range(rows, crate::ternary::gemm_chunk(rows, n), |r0, r1| {
         dots(isa, &w, r0..r1, &q, n, &mut |r, t, d| {

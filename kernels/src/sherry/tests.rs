@@ -202,6 +202,7 @@ proptest! {
             }
             prop_assert_eq!(lanes::dot_codes_lanes_ref(row, &q), dot_codes_ref(v.row(r), &q));
         }
+        prop_assert_eq!(lanes::from_lanes(rows, cols, &l), data);
     }
 
     #[test]
@@ -223,11 +224,12 @@ proptest! {
         prop_assert_eq!(&dense, &want);
         let lanes = lanes::to_lanes(&v);
         let lv = v.with_lanes(&lanes).unwrap();
+        let only = SherryView::lanes_only(rows, cols, &lanes).unwrap();
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-            for view in [v, lv] {
+            for view in [v, lv, only] {
                 let mut got = vec![0f32; rows];
                 gemv_with(isa, view, &q, act, 0.7, &mut got);
-                prop_assert_eq!(&got, &want, "{:?}, lanes {}", isa, view.lanes.is_some());
+                prop_assert_eq!(&got, &want, "{:?}, lanes {}, file rows {}", isa, view.lanes.is_some(), !view.data.is_empty());
             }
         }
     }
@@ -245,11 +247,12 @@ proptest! {
         }
         let lanes = lanes::to_lanes(&v);
         let lv = v.with_lanes(&lanes).unwrap();
+        let only = SherryView::lanes_only(rows, cols, &lanes).unwrap();
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-            for view in [v, lv] {
+            for view in [v, lv, only] {
                 let mut got = vec![0f32; n * rows];
                 gemm_with(isa, view, &q, &acts, 1.5, &mut got);
-                prop_assert_eq!(&got, &want, "{:?}, lanes {}", isa, view.lanes.is_some());
+                prop_assert_eq!(&got, &want, "{:?}, lanes {}, file rows {}", isa, view.lanes.is_some(), !view.data.is_empty());
             }
         }
     }
@@ -261,13 +264,20 @@ proptest! {
             .map(|(i, &r)| packed(r, cols, &random_weights(r, cols, seed ^ i as u64)))
             .collect();
         let (q, acts) = random_acts(1, cols, seed, false);
-        // The middle job reads its lane copy, as the engine's projections do on AVX-512.
+        // The middle job has its lane copy too, as the engine's projections do on AVX-512;
+        // the last has only lanes (file rows dropped), so every ISA reads those.
         let lanes = lanes::to_lanes(&SherryView::new(r2, cols, &datas[1]).unwrap());
+        let only = lanes::to_lanes(&SherryView::new(r3, cols, &datas[2]).unwrap());
         let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
         {
             let mut jobs: Vec<GemvJob> = outs.iter_mut().zip(&datas).zip(&shapes).enumerate().map(|(i, ((o, d), &r))| {
                 let v = SherryView::new(r, cols, d).unwrap();
-                GemvJob { w: if i == 1 { v.with_lanes(&lanes).unwrap() } else { v }, scale: 0.5 + i as f32, out: o }
+                let w = match i {
+                    1 => v.with_lanes(&lanes).unwrap(),
+                    2 => SherryView::lanes_only(r, cols, &only).unwrap(),
+                    _ => v,
+                };
+                GemvJob { w, scale: 0.5 + i as f32, out: o }
             }).collect();
             gemv_many(&q, acts[0], &mut jobs);
         }

@@ -70,13 +70,13 @@ impl Tern {
         // An input-major copy (sparse down_proj) may have parked the I2_S row-major pages;
         // those bytes are then copied from its view.
         // Sherry rows are never parked, so they are read in place either way.
-        let in_place = (t.columns.is_none() || t.sherry_view().is_some()).then_some(&t.data);
+        let in_place = (t.columns.is_none() || t.is_sherry()).then_some(&t.data);
         Tern {
             at: place(a, file, in_place, t.byte_len()),
             rows: t.rows as u32,
             cols: t.cols as u32,
             scale: t.scale,
-            sherry: t.sherry_view().is_some(),
+            sherry: t.is_sherry(),
         }
     }
     /// u32 words per packed I2_S row.

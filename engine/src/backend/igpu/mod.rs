@@ -528,7 +528,7 @@ impl IgpuBackend {
             ] {
                 // An input-major copy (sparse down_proj) keeps its own row-major source,
                 // except Sherry's, whose rows are never parked and may move like the rest.
-                if t.columns.is_none() || t.sherry_view().is_some() {
+                if t.columns.is_none() || t.is_sherry() {
                     point(&mut t.data, at.at);
                 }
             }

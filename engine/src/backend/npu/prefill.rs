@@ -326,7 +326,7 @@ fn place_weights(
         // An input-major copy (sparse down_proj) may have parked or rebuilt the row-major
         // bytes, and Sherry rows are not the I2_S rows the NPU kernels read: those are
         // copied from the (I2_S) view.
-        w.columns.is_none() && w.sherry_view().is_none() && w.data.memfd_window().is_some()
+        w.columns.is_none() && !w.is_sherry() && w.data.memfd_window().is_some()
     });
     let (mut bufs, mut placement) = export_in_place(&in_place, io, udmabuf, chunk)?;
     let in_place_bytes = in_place.iter().map(|w| w.byte_len()).sum();
