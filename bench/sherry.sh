@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sherry 3:4 (1.25 bits/weight) against I2_S (2 bits/weight) on the 2B-4T-shaped synthetic
 # model: the same random weights (Sherry's projected onto 3:4), `onebit bench` on one and
-# then the other, ROUNDS times, so both see the same machine state; prints tok/s per round,
-# the means and the Sherry/I2_S ratio, and the weight bytes each decoded token reads.
+# then the other, ROUNDS times, so both see the same machine state; prints tok/s per round
+# with the read bandwidth each run's probe measured, the means and the Sherry/I2_S ratio, and
+# the weight bytes each decoded token reads.
 #
 #   bench/sherry.sh                       # ROUNDS=3 REPS=2 THREADS=2 PRESET=2b4t PP=128 TG=64
 #   ONEBIT=target/release/onebit bench/sherry.sh
@@ -39,21 +40,28 @@ python3 - "$out" "$(basename "$i2s" .gguf)" "$(basename "$sherry" .gguf)" "$roun
 import json, sys
 out, i2s, sherry, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 rows = {}
+bandwidth = {}
 for r in range(1, rounds + 1):
     for name in (i2s, sherry):
         d = json.load(open(f"{out}/{name}-r{r}.json"))
+        bandwidth.setdefault(name, []).append(d.get("bandwidth_gbs"))
         for t in d["results"]:
             rows.setdefault(t["test"], {}).setdefault(name, []).append(t["ts_mean"])
             if t["n_gen"] and t.get("bytes_per_token"):
                 rows.setdefault("bytes", {})[name] = t["bytes_per_token"]
         rows.setdefault("file", {})[name] = d["size_bytes"]
-print("| test | round | I2_S tok/s | SHERRY tok/s | SHERRY / I2_S |")
+# The VM's memory bandwidth moves between processes (36-65 GB/s on the 2-vCPU Zen 4), and
+# where it is high Sherry's decode turns compute-bound: each run's probe goes beside it.
+def gbs(name, r):
+    v = bandwidth[name][r - 1]
+    return f"{v:.0f}" if v else "–"
+print("| test | round | I2_S tok/s (GB/s) | SHERRY tok/s (GB/s) | SHERRY / I2_S |")
 print("|---|---:|---:|---:|---:|")
 for test, by in rows.items():
     if test in ("bytes", "file"):
         continue
     for r, (a, b) in enumerate(zip(by[i2s], by[sherry]), 1):
-        print(f"| {test} | {r} | {a:.2f} | {b:.2f} | {b / a:.3f}× |")
+        print(f"| {test} | {r} | {a:.2f} ({gbs(i2s, r)}) | {b:.2f} ({gbs(sherry, r)}) | {b / a:.3f}× |")
     ma, mb = sum(by[i2s]) / len(by[i2s]), sum(by[sherry]) / len(by[sherry])
     print(f"| **{test}** | mean | {ma:.2f} | {mb:.2f} | **{mb / ma:.3f}×** |")
 b = rows.get("bytes", {})

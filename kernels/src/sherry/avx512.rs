@@ -1,8 +1,10 @@
-//! AVX-512 VNNI tiles. One group (128 weights, 32 blocks) decodes with two `vpermd`: the
-//! 16 index bytes widen to 16 dword lanes (`vpmovzxbd`), whose low nibble picks blocks
-//! 0..15 and, shifted right by 4, blocks 16..31; the sign word, as two write masks, negates
-//! the flipped blocks. Each dword lane then holds the four codes of one block, in column
-//! order, so the activations are read straight and `vpdpbusd` sums one block per lane.
+//! AVX-512 VNNI tiles, over the lane layout ([`tile_lanes`], what the engine runs) or the
+//! file's groups ([`tile`], and the lane rows' trailing groups). A file-layout group (128
+//! weights, 32 blocks) decodes with two `vpermd`: the 16 index bytes widen to 16 dword lanes
+//! (`vpmovzxbd`), whose low nibble picks blocks 0..15 and, shifted right by 4, blocks
+//! 16..31; the sign word, as two write masks, negates the flipped blocks. Either way each
+//! dword lane ends up holding the four codes of one block, in column order, so the
+//! activations are read straight and `vpdpbusd` sums one block per lane.
 
 use super::{CODES, GROUP_BYTES, GROUP_ELEMS, INDEX_BYTES};
 use std::arch::x86_64::*;

@@ -19,6 +19,11 @@
 //! weights may be anything (the packer writes index 0, sign 0) because the activations are
 //! padded with zeros. One f32 scale per tensor, as I2_S.
 //!
+//! **Lanes.** The AVX-512 kernels read a second layout built from this one at load
+//! ([`lanes`]): each block's index and sign bit together, six 5-bit codes per dword lane,
+//! which one shift and one two-table `vpermt2d` decode per 16 blocks. The engine frees the
+//! file's rows once that copy serves its CPU kernels.
+//!
 //! **Numerics.** The kernels compute `Σ code·q` with `code = w + 1 ∈ {0, 1, 2}`, exactly the
 //! integer the I2_S kernels compute for the same ternary weights, and share their epilogue,
 //! so a Sherry matrix gives the same f32 outputs bit for bit as the I2_S packing of the same
