@@ -17,7 +17,7 @@
 
 use crate::backend::Need;
 use crate::forward::{forward_with, Projector, Session};
-use crate::model::{Bytes, Model, TernaryTensor};
+use crate::model::{Bytes, Layer, Model, TernaryTensor};
 use crate::Result;
 use onebit_kernels::act_quant::ActScale;
 use onebit_kernels::sherry;
@@ -196,19 +196,9 @@ pub fn project_tensor(
 /// Replaces every projection of `model` by its Sherry projection.
 pub fn project_model(model: &mut Model, calibration: Option<&Calibration>) -> Projection {
     let mut stats = Projection::default();
-    for layer in &mut model.layers {
-        for t in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.o_proj,
-            &mut layer.gate_proj,
-            &mut layer.up_proj,
-            &mut layer.down_proj,
-        ] {
-            let energy = calibration.and_then(|c| c.of(t));
-            *t = project_tensor(t, energy, &mut stats);
-        }
+    for t in model.layers.iter_mut().flat_map(Layer::projections_mut) {
+        let energy = calibration.and_then(|c| c.of(t));
+        *t = project_tensor(t, energy, &mut stats);
     }
     model.provenance.ternary_type = "SHERRY".into();
     stats

@@ -368,6 +368,19 @@ impl Layer {
             &self.down_proj,
         ]
     }
+
+    /// [`projections`](Self::projections), to replace or repack them.
+    pub fn projections_mut(&mut self) -> [&mut TernaryTensor; 7] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ]
+    }
 }
 
 impl Model {
@@ -391,19 +404,9 @@ impl Model {
     pub fn build_lanes(&mut self) -> usize {
         let started = std::time::Instant::now();
         let (mut bytes, mut freed) = (0, 0);
-        for l in &mut self.layers {
-            for t in [
-                &mut l.q_proj,
-                &mut l.k_proj,
-                &mut l.v_proj,
-                &mut l.o_proj,
-                &mut l.gate_proj,
-                &mut l.up_proj,
-                &mut l.down_proj,
-            ] {
-                bytes += t.build_lanes();
-                freed += t.drop_file_rows();
-            }
+        for t in self.layers.iter_mut().flat_map(Layer::projections_mut) {
+            bytes += t.build_lanes();
+            freed += t.drop_file_rows();
         }
         if bytes > 0 {
             tracing::info!(
