@@ -86,7 +86,7 @@ unsafe fn tile_n<const R: usize, const T: usize>(
         // SAFETY: group g of every row and activation row is inside `w` and `q`.
         unsafe { add_group(w, rb, g * GROUP_BYTES, q, k, g * GROUP_ELEMS, table, &mut a) };
     }
-    store_sums(a, acc);
+    crate::ternary::store_lane_sums(a, acc);
 }
 
 /// Adds to `a` the dots of the file-layout group `at` bytes into each of `R` rows `rb`
@@ -125,24 +125,6 @@ unsafe fn add_group<const R: usize, const T: usize>(
         for r in 0..R {
             a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].0, q0);
             a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r].1, q1);
-        }
-    }
-}
-
-/// The lane sums of the `R × T` accumulators into `acc[r][t]`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn store_sums<const R: usize, const T: usize>(a: [[__m512i; T]; R], acc: &mut [[i32; 4]; 4]) {
-    let mut all = [_mm512_setzero_si512(); 16];
-    for r in 0..R {
-        for t in 0..T {
-            all[4 * r + t] = a[r][t];
-        }
-    }
-    let sums = crate::ternary::lane_sums16(all);
-    for r in 0..R {
-        for t in 0..T {
-            acc[r][t] = sums[4 * r + t];
         }
     }
 }
@@ -196,7 +178,7 @@ unsafe fn tile_lanes_n<const R: usize, const T: usize>(
     tail: usize,
     acc: &mut [[i32; 4]; 4],
 ) {
-    use super::lanes::{UNIT_BYTES, UNIT_VECTORS};
+    use super::lanes::{UNIT_BYTES, UNIT_GROUPS, UNIT_VECTORS};
     // SAFETY: both tables are 16 u32, exactly one zmm each.
     let (table, flipped) = unsafe {
         (
@@ -228,7 +210,7 @@ unsafe fn tile_lanes_n<const R: usize, const T: usize>(
             }
         }
     }
-    let first = units * UNIT_VECTORS / 2;
+    let first = units * UNIT_GROUPS;
     for j in 0..tail {
         let (at, from) = (
             units * UNIT_BYTES + j * GROUP_BYTES,
@@ -237,5 +219,5 @@ unsafe fn tile_lanes_n<const R: usize, const T: usize>(
         // SAFETY: tail group j of every row, and its activations, are inside `w` and `q`.
         unsafe { add_group(w, rb, at, q, k, from, table, &mut a) };
     }
-    store_sums(a, acc);
+    crate::ternary::store_lane_sums(a, acc);
 }

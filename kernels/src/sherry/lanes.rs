@@ -24,6 +24,8 @@ pub const UNIT_BYTES: usize = 64;
 /// 16-block vectors per unit: six 5-bit codes per dword lane.
 pub const UNIT_VECTORS: usize = 6;
 const UNIT_BLOCKS: usize = 16 * UNIT_VECTORS;
+/// File-layout groups a unit replaces (two vectors each).
+pub(super) const UNIT_GROUPS: usize = UNIT_VECTORS / 2;
 
 /// Full units and trailing file-layout groups of a row of `cols` weights.
 pub const fn shape(cols: usize) -> (usize, usize) {
@@ -69,7 +71,7 @@ fn lane_row(row: &[u8], units: usize, dst: &mut [u8]) {
             lane.copy_from_slice(&word.to_le_bytes());
         }
     }
-    tail.copy_from_slice(&row[units * UNIT_VECTORS / 2 * GROUP_BYTES..]);
+    tail.copy_from_slice(&row[units * UNIT_GROUPS * GROUP_BYTES..]);
 }
 
 /// Index and sign bit of block `b` of a lane-layout row with `units` units.
@@ -87,42 +89,7 @@ pub(super) fn lane_block_bits(row: &[u8], units: usize, b: usize) -> (u8, bool) 
 /// Scalar reference: Σ code·q over one lane-layout row (`q.len()` its padded width).
 pub fn dot_codes_lanes_ref(row: &[u8], q: &[i8]) -> i32 {
     let (units, _) = shape(q.len());
-    let mut acc = 0i32;
-    for b in 0..q.len() / 4 {
-        let (index, sign) = lane_block_bits(row, units, b);
-        let w = super::codec::weights_of(index, sign);
-        for p in 0..4 {
-            acc += i32::from(w[p] + 1) * i32::from(q[4 * b + p]);
-        }
-    }
-    acc
-}
-
-/// The portable tile over lane rows (the scalar reference per element), for an ISA without
-/// a lane kernel when the file's rows were dropped.
-///
-/// # Safety
-/// `w` must hold `rt` lane rows `rb` bytes apart and `q` `tt` rows `k` apart, `k` being the
-/// rows' padded width.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile_ref(
-    rt: usize,
-    tt: usize,
-    w: *const u8,
-    rb: usize,
-    q: *const i8,
-    k: usize,
-    acc: &mut [[i32; 4]; 4],
-) {
-    let len = lane_row_bytes(k);
-    for (i, row_acc) in acc.iter_mut().enumerate().take(rt) {
-        // SAFETY: the caller guarantees these ranges are inside the buffers.
-        let row = unsafe { std::slice::from_raw_parts(w.add(i * rb), len) };
-        for (j, a) in row_acc.iter_mut().enumerate().take(tt) {
-            // SAFETY: as above.
-            *a = dot_codes_lanes_ref(row, unsafe { std::slice::from_raw_parts(q.add(j * k), k) });
-        }
-    }
+    super::dot_blocks(q, |b| lane_block_bits(row, units, b))
 }
 
 /// The rows of a lane-layout matrix back in the file's layout (`rows × row_bytes(cols)`).
@@ -140,8 +107,7 @@ pub fn from_lanes(rows: usize, cols: usize, lanes: &[u8]) -> Vec<u8> {
                 let (index, sign) = lane_block_bits(row, units, b);
                 set_block_bits(dst, b, index, sign);
             }
-            dst[units * UNIT_BLOCKS / 32 * GROUP_BYTES..]
-                .copy_from_slice(&row[units * UNIT_BYTES..]);
+            dst[units * UNIT_GROUPS * GROUP_BYTES..].copy_from_slice(&row[units * UNIT_BYTES..]);
         }
     });
     out

@@ -243,9 +243,14 @@ pub fn pack(
 
 /// Scalar reference: Σ code·q over one packed row (`q.len() == padded_cols`).
 pub fn dot_codes_ref(row: &[u8], q: &[i8]) -> i32 {
+    dot_blocks(q, |b| block_bits(row, b))
+}
+
+/// Σ code·q over the blocks of `q`, each block's index and sign bit given by `bits`.
+fn dot_blocks(q: &[i8], bits: impl Fn(usize) -> (u8, bool)) -> i32 {
     let mut acc = 0i32;
     for b in 0..q.len() / 4 {
-        let (index, sign) = block_bits(row, b);
+        let (index, sign) = bits(b);
         let w = codec::weights_of(index, sign);
         for p in 0..4 {
             acc += i32::from(w[p] + 1) * i32::from(q[4 * b + p]);
@@ -317,12 +322,15 @@ fn dots(
                     let (units, tail) = lanes::shape(w.cols);
                     avx512::tile_lanes(rt, tt, wp, s, qp, k, units, tail, &mut acc)
                 }
-                _ if lanes.is_some() => lanes::tile_ref(rt, tt, wp, s, qp, k, &mut acc),
+                _ if lanes.is_some() => {
+                    let dot = lanes::dot_codes_lanes_ref;
+                    tile_ref(rt, tt, wp, s, rb, qp, k, dot, &mut acc)
+                }
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Vnni => avx512::tile(rt, tt, wp, s, qp, k, groups, &mut acc),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => avx2::tile(rt, tt, wp, s, qp, k, groups, &mut acc),
-                _ => tile_ref(rt, tt, wp, s, qp, k, groups, &mut acc),
+                _ => tile_ref(rt, tt, wp, s, rb, qp, k, dot_codes_ref, &mut acc),
             }
         }
         for (i, row) in acc.iter().enumerate().take(rt) {
@@ -354,28 +362,30 @@ fn dots(
     }
 }
 
-/// Portable tile (the scalar reference per element).
+/// Portable tile (the scalar reference per element): `dot` of each of `rt` rows of
+/// `row_len` bytes, `rb` apart (either layout), with each of `tt` activation rows `k` long.
 ///
 /// # Safety
-/// `w` must hold `rt` rows `rb` bytes apart and `q` `tt` rows `k` apart, `groups` groups each.
+/// `w` must hold `rt` rows `rb` bytes apart of `row_len` bytes and `q` `tt` rows `k` apart.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_ref(
     rt: usize,
     tt: usize,
     w: *const u8,
     rb: usize,
+    row_len: usize,
     q: *const i8,
     k: usize,
-    groups: usize,
+    dot: fn(&[u8], &[i8]) -> i32,
     acc: &mut [[i32; 4]; 4],
 ) {
     for (i, row_acc) in acc.iter_mut().enumerate().take(rt) {
         // SAFETY: the caller guarantees these ranges are inside the buffers.
-        let row = unsafe { std::slice::from_raw_parts(w.add(i * rb), groups * GROUP_BYTES) };
+        let row = unsafe { std::slice::from_raw_parts(w.add(i * rb), row_len) };
         for (j, a) in row_acc.iter_mut().enumerate().take(tt) {
             // SAFETY: as above.
-            let qr = unsafe { std::slice::from_raw_parts(q.add(j * k), groups * GROUP_ELEMS) };
-            *a = dot_codes_ref(row, qr);
+            let qr = unsafe { std::slice::from_raw_parts(q.add(j * k), k) };
+            *a = dot(row, qr);
         }
     }
 }

@@ -150,20 +150,30 @@ macro_rules! tiles_unpacked_by {
                     }
                 }
             }
-            let mut all = [_mm512_setzero_si512(); 16];
-            for r in 0..R {
-                for t in 0..T {
-                    all[4 * r + t] = a[r][t];
-                }
-            }
-            let sums = lane_sums16(all);
-            for r in 0..R {
-                for t in 0..T {
-                    acc[r][t] = sums[4 * r + t];
-                }
-            }
+            store_lane_sums(a, acc);
         }
     };
+}
+
+/// The lane sums of a tile's `R × T` accumulators into `acc[r][t]` (one [`lane_sums16`]).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn store_lane_sums<const R: usize, const T: usize>(
+    a: [[__m512i; T]; R],
+    acc: &mut [[i32; 4]; 4],
+) {
+    let mut all = [_mm512_setzero_si512(); 16];
+    for r in 0..R {
+        for t in 0..T {
+            all[4 * r + t] = a[r][t];
+        }
+    }
+    let sums = lane_sums16(all);
+    for r in 0..R {
+        for t in 0..T {
+            acc[r][t] = sums[4 * r + t];
+        }
+    }
 }
 
 /// The lane sum of each of 16 vectors, in order, by a transposing tree (15 additions and 31

@@ -22,7 +22,7 @@ pub mod colsparse;
 mod isa;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx512::lane_sums16;
+pub(crate) use avx512::{lane_sums16, store_lane_sums};
 pub use isa::Isa;
 
 use crate::act_quant::ActScale;
