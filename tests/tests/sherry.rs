@@ -104,7 +104,7 @@ fn a_sherry_gguf_computes_what_its_i2s_twin_computes_bit_for_bit() {
     // it: the same bits again, dense and sparse (its input-major copy rebuilt from the
     // lanes), and a GGUF written afterwards is the file it was loaded from.
     sherry.use_dense_down();
-    let lanes = sherry.build_lanes();
+    let lanes = sherry.use_lanes();
     let lanes_only = sherry.layers[0].q_proj.sherry_kernel_view().unwrap();
     assert_eq!(lanes_only.data.is_empty(), lanes > 0);
     for sparse in [false, true] {

@@ -43,6 +43,8 @@ pub struct CpuBackend<M> {
 impl<M: Deref<Target = Model>> CpuBackend<M> {
     /// `ctx` 0 means the model's own context.
     pub fn new(model: M, ctx: usize) -> Self {
+        // Once here rather than in the forward pass: the lane copy of Sherry weights.
+        model.build_lanes();
         let max = model.config.max_context;
         let ctx = if ctx == 0 { max } else { ctx.min(max) };
         Self {

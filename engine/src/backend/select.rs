@@ -135,7 +135,7 @@ pub fn open(mut model: Model, o: &SelectOptions) -> Result<Opened> {
             );
         }
     }
-    model.build_lanes();
+    model.use_lanes();
     let cpu = CpuBackend::new(Arc::new(model), o.ctx)
         .with_screened_head(o.screened_head)
         .with_kv_format(o.kv_format);

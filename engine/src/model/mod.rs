@@ -124,23 +124,40 @@ impl TernaryTensor {
                     .get_or_init(|| sherry::lanes::from_lanes(self.rows, self.cols, l)),
                 _ => self.data.as_slice(),
             };
-            let v = SherryView {
-                rows: self.rows,
-                cols: self.cols,
-                data,
-                lanes: None,
-            };
+            let v = self.sherry_of(data);
             self.lanes.get().and_then(|l| v.with_lanes(l)).unwrap_or(v)
         })
     }
 
-    /// The Sherry weights as the CPU kernels read them: the lane copy (built first where
-    /// they read it), beside the file's rows unless those were dropped.
+    /// The Sherry weights as the CPU kernels read them: the lane copy where it was built
+    /// (see [`build_lanes`](Self::build_lanes)), beside the file's rows unless those were
+    /// dropped.
     pub fn sherry_kernel_view(&self) -> Option<SherryView<'_>> {
-        self.build_lanes();
         match self.lanes.get() {
             Some(l) if self.rows_dropped() => SherryView::lanes_only(self.rows, self.cols, l),
             _ => self.sherry_view(),
+        }
+    }
+
+    /// `data` as this tensor's Sherry rows in the file's layout.
+    fn sherry_of<'a>(&self, data: &'a [u8]) -> SherryView<'a> {
+        SherryView {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+            lanes: None,
+        }
+    }
+
+    /// The Sherry rows in the file's layout, rebuilt from the lanes without keeping them
+    /// if they were dropped.
+    fn sherry_file_rows(&self) -> std::borrow::Cow<'_, [u8]> {
+        match (self.lanes.get(), self.rebuilt_rows.get()) {
+            (Some(l), None) if self.rows_dropped() => {
+                std::borrow::Cow::Owned(sherry::lanes::from_lanes(self.rows, self.cols, l))
+            }
+            (_, Some(rebuilt)) if self.rows_dropped() => std::borrow::Cow::Borrowed(rebuilt),
+            _ => std::borrow::Cow::Borrowed(self.data.as_slice()),
         }
     }
 
@@ -152,16 +169,9 @@ impl TernaryTensor {
         if !wanted {
             return 0;
         }
-        let lanes = self.lanes.get_or_init(|| {
-            let v = SherryView {
-                rows: self.rows,
-                cols: self.cols,
-                data: self.data.as_slice(),
-                lanes: None,
-            };
-            sherry::lanes::to_lanes(&v)
-        });
-        lanes.len()
+        self.lanes
+            .get_or_init(|| sherry::lanes::to_lanes(&self.sherry_of(self.data.as_slice())))
+            .len()
     }
 
     /// Frees the file's Sherry rows once the lane copy serves the CPU kernels, so the
@@ -172,10 +182,16 @@ impl TernaryTensor {
             return 0;
         }
         let bytes = self.data.len();
+        self.forget_rows();
+        bytes
+    }
+
+    /// Lets the row-major bytes go for good (another copy serves the kernels and can
+    /// rebuild them): their pages back to the kernel, `data` empty.
+    fn forget_rows(&mut self) {
         self.data.discard_pages();
         self.data = Bytes::owned(Vec::new());
         self.rebuilt_rows = OnceLock::new();
-        bytes
     }
 
     /// The weights in the I2_S layout without keeping a copy: borrowed for I2_S weights,
@@ -184,14 +200,7 @@ impl TernaryTensor {
         if !self.is_sherry() {
             return std::borrow::Cow::Borrowed(self.view().data);
         }
-        match (self.lanes.get(), self.rebuilt_rows.get()) {
-            (Some(l), None) if self.rows_dropped() => {
-                let rows = sherry::lanes::from_lanes(self.rows, self.cols, l);
-                let v = SherryView::new(self.rows, self.cols, &rows).expect("rebuilt rows");
-                std::borrow::Cow::Owned(v.to_i2s())
-            }
-            _ => std::borrow::Cow::Owned(self.sherry_view().expect("Sherry").to_i2s()),
-        }
+        std::borrow::Cow::Owned(self.sherry_of(&self.sherry_file_rows()).to_i2s())
     }
 
     /// The row-major weights in the I2_S layout (unparking their pages first if they were
@@ -260,16 +269,15 @@ impl TernaryTensor {
     /// resident set until [`view`](Self::view) needs them; returns whether it did.
     pub(crate) fn park(&mut self) -> bool {
         if self.layout == TernaryLayout::Sherry {
-            // The Sherry rows stay: they are the dense fallback's weights, and the 1.25-bit
+            // The Sherry rows stay for the columns: they (or their lane copy, which frees
+            // them in `drop_file_rows`) are the dense fallback's weights, and the 1.25-bit
             // rows cost less than rebuilding them would.
             return false;
         }
         if self.data.is_sealed() && self.columns.is_some() {
             // The memfd's pages are the only copy and cannot be made to leave and come back:
             // free them for good; `view` rebuilds the rows from the columns if asked.
-            self.data.discard_pages();
-            self.data = Bytes::owned(Vec::new());
-            self.rebuilt_rows = OnceLock::new();
+            self.forget_rows();
             return true;
         }
         if !self.data.is_mapped() {
@@ -277,8 +285,7 @@ impl TernaryTensor {
             if self.columns.is_none() || !matches!(self.data, Bytes::Owned(_)) {
                 return false;
             }
-            self.data = Bytes::owned(Vec::new());
-            self.rebuilt_rows = OnceLock::new();
+            self.forget_rows();
             return true;
         }
         // SAFETY: `&mut self` means no view of these bytes is alive, and every later read
@@ -399,21 +406,45 @@ impl Model {
     }
 
     /// Builds the lane-layout copy of every Sherry projection where the CPU kernels read it
-    /// (see [`TernaryTensor::build_lanes`]) and frees the file's rows it replaces; returns
-    /// the lanes' bytes.
-    pub fn build_lanes(&mut self) -> usize {
+    /// (see [`TernaryTensor::build_lanes`]; the CPU backend does this when it is made);
+    /// returns the lanes' bytes.
+    pub fn build_lanes(&self) -> usize {
         let started = std::time::Instant::now();
-        let (mut bytes, mut freed) = (0, 0);
-        for t in self.layers.iter_mut().flat_map(Layer::projections_mut) {
-            bytes += t.build_lanes();
-            freed += t.drop_file_rows();
-        }
-        if bytes > 0 {
+        let fresh = self
+            .layers
+            .iter()
+            .flat_map(Layer::projections)
+            .any(|t| t.is_sherry() && t.lanes.get().is_none());
+        let bytes = self
+            .layers
+            .iter()
+            .flat_map(Layer::projections)
+            .map(TernaryTensor::build_lanes)
+            .sum();
+        if fresh && bytes > 0 {
             tracing::info!(
                 mib = bytes >> 20,
-                freed_mib = freed >> 20,
                 seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                 "Sherry weights repacked into the AVX-512 lane layout"
+            );
+        }
+        bytes
+    }
+
+    /// [`build_lanes`](Self::build_lanes), then frees the file's rows the lanes replace (the
+    /// CPU surface's choice; see [`TernaryTensor::drop_file_rows`]); returns the lanes' bytes.
+    pub fn use_lanes(&mut self) -> usize {
+        let bytes = self.build_lanes();
+        let freed: usize = self
+            .layers
+            .iter_mut()
+            .flat_map(Layer::projections_mut)
+            .map(TernaryTensor::drop_file_rows)
+            .sum();
+        if freed > 0 {
+            tracing::info!(
+                freed_mib = freed >> 20,
+                "Sherry file rows freed for their lanes"
             );
         }
         bytes

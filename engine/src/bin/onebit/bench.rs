@@ -687,7 +687,7 @@ pub fn main(mut a: Args) -> CliResult {
         return device_bench(&a, model, &select, context);
     }
     let backend = format!("CPU ({}, {} KV)", Isa::best().name(), a.kv);
-    model.build_lanes();
+    model.use_lanes();
     let mut rows = Vec::new();
     let mut probes: Vec<(usize, Probe)> = Vec::new();
     let mut plain_rss = None;
